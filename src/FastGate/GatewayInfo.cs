@@ -1,0 +1,1 @@
+namespace FastGate; public static class GatewayInfo { public const string Name = "FastGate"; }

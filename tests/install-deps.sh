@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs on a fresh Debian machine, only when it is missing.
+set -euo pipefail
+need=()
+command -v dotnet >/dev/null || { echo "dotnet SDK 10 is required (see README.md)"; exit 1; }
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+echo "test dependencies present"

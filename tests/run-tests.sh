@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test project and closes with one plain summary line: "tests: N passed, N failed".
+set -uo pipefail
+cfg=${1:-Release}
+out=$(mktemp -d)
+dotnet build FastGate.sln -c "$cfg" || exit 1
+dotnet test FastGate.sln -c "$cfg" --no-build --logger "trx;LogFilePrefix=r" --results-directory "$out" \
+  --logger "console;verbosity=normal" 2>&1 | tee "$out/console.log" | grep -vE '^\s+Passed ' 
+rc=${PIPESTATUS[0]}
+passed=0; failed=0; skipped=0
+for f in "$out"/*.trx; do
+  [ -f "$f" ] || continue
+  c=$(grep -o '<Counters [^>]*>' "$f")
+  p=$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$c"); fl=$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$c")
+  passed=$((passed + ${p:-0})); failed=$((failed + ${fl:-0}))
+done
+[ "$passed" -gt 0 ] || { echo "no test ran"; rc=1; }
+echo "tests: $passed passed, $failed failed"
+exit $rc
