@@ -1,1 +1,3 @@
-Console.WriteLine("x");
+using FastGate.Server;
+
+return await Cli.RunAsync(args, Console.Out, Console.Error);

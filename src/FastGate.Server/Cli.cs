@@ -1,0 +1,93 @@
+using System.Reflection;
+using FastGate.Configuration;
+using FastGate.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace FastGate.Server;
+
+/// <summary>The <c>fastgate</c> command line: run, validate, version.</summary>
+public static class Cli
+{
+    public const string Usage = """
+        usage: fastgate <command> [options]
+
+        commands:
+          run --config <file>        run the gateway with this configuration
+          validate --config <file>   check a configuration; prints every error with its JSON path
+          version                    print the version
+
+        options:
+          --config <file>            the configuration file (JSON; comments and trailing commas allowed)
+          --log-level <level>        trace, debug, information (default), warning, error
+        """;
+
+    public static string Version =>
+        typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
+    {
+        if (args.Length == 0) return UsageError(stderr, "no command given");
+        string command = args[0];
+        if (command is "-h" or "--help" or "help")
+        {
+            stdout.WriteLine(Usage);
+            return 0;
+        }
+        if (command is "version" or "--version")
+        {
+            if (args.Length > 1) return UsageError(stderr, $"unexpected argument '{args[1]}'");
+            stdout.WriteLine($"fastgate {Version}");
+            return 0;
+        }
+        if (command is not ("run" or "validate")) return UsageError(stderr, $"unknown command '{command}'");
+
+        string? config = null;
+        var level = LogLevel.Information;
+        for (int i = 1; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--config" or "-c" when i + 1 < args.Length:
+                    config = args[++i];
+                    break;
+                case "--log-level" when i + 1 < args.Length && command == "run":
+                    if (!Enum.TryParse(args[++i], ignoreCase: true, out level)) return UsageError(stderr, $"unknown log level '{args[i]}'");
+                    break;
+                default:
+                    return UsageError(stderr, $"unknown argument '{args[i]}'");
+            }
+        }
+        if (config is null) return UsageError(stderr, "--config <file> is required");
+
+        var loaded = ConfigLoader.LoadFile(config);
+        if (!loaded.IsValid)
+        {
+            stderr.WriteLine($"{config}: {loaded.Errors.Count} error(s)");
+            foreach (var e in loaded.Errors) stderr.WriteLine($"  {e}");
+            return 1;
+        }
+        if (command == "validate")
+        {
+            stdout.WriteLine($"{config}: valid");
+            return 0;
+        }
+
+        var (host, _) = GatewayHost.FromConfig(loaded, Path.GetFullPath(config), level);
+        await using (host!)
+        {
+            await host!.StartAsync(cancel);
+            foreach (var ep in host.ListenerEndPoints) stdout.WriteLine($"fastgate {Version}: listening on http://{ep}");
+            if (host.AdminEndPoint is { } admin) stdout.WriteLine($"fastgate: admin on http://{admin} (/healthz /readyz /metrics)");
+            stdout.Flush();
+            await host.WaitForShutdownAsync(cancel);
+        }
+        return 0;
+    }
+
+    private static int UsageError(TextWriter stderr, string message)
+    {
+        stderr.WriteLine($"fastgate: {message}");
+        stderr.WriteLine(Usage);
+        return 2;
+    }
+}

@@ -1,0 +1,163 @@
+using System.Text.Json;
+
+namespace FastGate.Configuration;
+
+/// <summary>The outcome of reading a configuration: the config when it is valid, and every error found.</summary>
+public sealed record ConfigLoadResult(GatewayConfig? Config, IReadOnlyList<ConfigError> Errors, string Text)
+{
+    public bool IsValid => Config is not null && Errors.Count == 0;
+}
+
+/// <summary>
+/// Reads config JSON (comments and trailing commas allowed) into <see cref="GatewayConfig"/>, then runs every
+/// validator. Errors from all stages are collected; nothing is applied by this class.
+/// </summary>
+public static class ConfigLoader
+{
+    private static readonly JsonDocumentOptions s_options = new()
+    {
+        CommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+        MaxDepth = 64,
+    };
+
+    public static ConfigLoadResult LoadFile(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return new ConfigLoadResult(null, [new ConfigError("$", $"cannot read '{path}': {e.Message}")], "");
+        }
+        return Load(text);
+    }
+
+    public static ConfigLoadResult Load(string json)
+    {
+        var errors = new List<ConfigError>();
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(json, s_options);
+        }
+        catch (JsonException e)
+        {
+            return new ConfigLoadResult(null, [new ConfigError("$", $"invalid JSON at line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1}: {FirstSentence(e.Message)}")], json);
+        }
+        using (doc)
+        {
+            var reader = new ConfigReader(errors);
+            var config = Bind(doc.RootElement, reader);
+            if (config is not null) ConfigValidator.Validate(config, errors);
+            return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json);
+        }
+    }
+
+    private static string FirstSentence(string message)
+    {
+        int i = message.IndexOf(" Path:", StringComparison.Ordinal);
+        return i > 0 ? message[..i] : message;
+    }
+
+    private static GatewayConfig? Bind(JsonElement root, ConfigReader r)
+    {
+        const string path = "$";
+        if (!r.IsObject(root, path)) return null;
+        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits");
+        var limits = new LimitsConfig();
+        if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
+            limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
+        AdminConfig? admin = null;
+        if (r.TryGet(root, path, "admin", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "admin")))
+        {
+            var ap = ConfigReader.Child(path, "admin");
+            r.CheckUnknown(a, ap, "address");
+            admin = new AdminConfig { Address = r.String(a, ap, "address", required: true) ?? "" };
+        }
+        return new GatewayConfig
+        {
+            Listeners = r.Objects(root, path, "listeners", true, (e, p) =>
+            {
+                r.CheckUnknown(e, p, "name", "address");
+                return new ListenerConfig { Name = r.String(e, p, "name") ?? "", Address = r.String(e, p, "address", required: true) ?? "" };
+            }),
+            Admin = admin,
+            Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
+            Routes = r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r)),
+            Limits = limits,
+        };
+    }
+
+    private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
+    {
+        r.CheckUnknown(e, p, "id", "destinations", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "idleConnectionTimeout");
+        var d = new ClusterConfig();
+        return d with
+        {
+            Id = r.String(e, p, "id", required: true) ?? "",
+            Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
+            {
+                r.CheckUnknown(de, dp, "address");
+                return new DestinationConfig { Address = r.String(de, dp, "address", required: true) ?? "" };
+            }),
+            MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
+            MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
+            IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
+        };
+    }
+
+    private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
+    {
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost");
+        var match = new RouteMatchConfig();
+        if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
+        {
+            var mp = ConfigReader.Child(p, "match");
+            r.CheckUnknown(m, mp, "hosts", "pathPrefix", "path", "methods");
+            match = new RouteMatchConfig
+            {
+                Hosts = r.Strings(m, mp, "hosts"),
+                PathPrefix = r.String(m, mp, "pathPrefix"),
+                Path = r.String(m, mp, "path"),
+                Methods = r.Strings(m, mp, "methods"),
+            };
+        }
+        string? strip = null;
+        if (r.TryGet(e, p, "stripPrefix", false, out var s))
+        {
+            if (s.ValueKind == JsonValueKind.String) strip = s.GetString();
+            else if (s.ValueKind == JsonValueKind.True) strip = match.PathPrefix ?? "";
+            else if (s.ValueKind != JsonValueKind.False) r.Error(ConfigReader.Child(p, "stripPrefix"), "expected a path prefix string or true/false");
+        }
+        return new RouteConfig
+        {
+            Id = r.String(e, p, "id", required: true) ?? "",
+            Match = match,
+            Cluster = r.String(e, p, "cluster", required: true) ?? "",
+            StripPrefix = strip,
+            PreserveHost = r.Bool(e, p, "preserveHost") ?? false,
+        };
+    }
+
+    private static LimitsConfig BindLimits(JsonElement e, string p, ConfigReader r)
+    {
+        r.CheckUnknown(e, p, "maxRequestLineBytes", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "headerTimeout",
+            "keepAliveTimeout", "upstreamConnectTimeout", "upstreamResponseTimeout", "drainTimeout");
+        var d = new LimitsConfig();
+        return new LimitsConfig
+        {
+            MaxRequestLineBytes = (int)(r.Integer(e, p, "maxRequestLineBytes", 1, 1 << 20) ?? d.MaxRequestLineBytes),
+            MaxHeaderBytes = (int)(r.Integer(e, p, "maxHeaderBytes", 1, 1 << 24) ?? d.MaxHeaderBytes),
+            MaxHeaderCount = (int)(r.Integer(e, p, "maxHeaderCount", 1, 10_000) ?? d.MaxHeaderCount),
+            MaxBodyBytes = r.Integer(e, p, "maxBodyBytes", 1, long.MaxValue) ?? d.MaxBodyBytes,
+            HeaderTimeout = r.Duration(e, p, "headerTimeout") ?? d.HeaderTimeout,
+            KeepAliveTimeout = r.Duration(e, p, "keepAliveTimeout") ?? d.KeepAliveTimeout,
+            UpstreamConnectTimeout = r.Duration(e, p, "upstreamConnectTimeout") ?? d.UpstreamConnectTimeout,
+            UpstreamResponseTimeout = r.Duration(e, p, "upstreamResponseTimeout") ?? d.UpstreamResponseTimeout,
+            DrainTimeout = r.Duration(e, p, "drainTimeout") ?? d.DrainTimeout,
+        };
+    }
+}

@@ -1,0 +1,120 @@
+using System.Net;
+
+namespace FastGate.Configuration;
+
+/// <summary>
+/// Semantic checks on a bound config, one validator per concern. Every validator runs and adds every error it
+/// finds; the config applies only when the list stays empty.
+/// </summary>
+public static class ConfigValidator
+{
+    public static void Validate(GatewayConfig config, List<ConfigError> errors)
+    {
+        ValidateListeners(config, errors);
+        ValidateClusters(config, errors);
+        ValidateRoutes(config, errors);
+    }
+
+    public static bool TryParseEndPoint(string address, out IPEndPoint endPoint)
+    {
+        endPoint = null!;
+        if (string.IsNullOrWhiteSpace(address)) return false;
+        var a = address.StartsWith("*:", StringComparison.Ordinal) ? "0.0.0.0" + address[1..] : address;
+        if (a.StartsWith("localhost:", StringComparison.OrdinalIgnoreCase)) a = "127.0.0.1" + a[9..];
+        if (!IPEndPoint.TryParse(a, out var ep) || ep is null) return false;
+        // IPEndPoint.TryParse accepts a bare address with port 0; require an explicit port.
+        int colon = a.LastIndexOf(':');
+        if (colon < 0 || colon < a.LastIndexOf(']')) return false;
+        endPoint = ep;
+        return true;
+    }
+
+    private static void ValidateListeners(GatewayConfig config, List<ConfigError> errors)
+    {
+        if (config.Listeners.Count == 0) errors.Add(new ConfigError("$.listeners", "at least one listener is required"));
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var addresses = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < config.Listeners.Count; i++)
+        {
+            var l = config.Listeners[i];
+            string p = $"$.listeners[{i}]";
+            if (l.Name.Length > 0 && !names.Add(l.Name)) errors.Add(new ConfigError(p + ".name", $"duplicate listener name '{l.Name}'"));
+            if (!TryParseEndPoint(l.Address, out var ep))
+                errors.Add(new ConfigError(p + ".address", $"'{l.Address}' is not an address of the form 127.0.0.1:8080 or [::1]:8080"));
+            else if (ep.Port != 0 && !addresses.Add(ep.ToString()))
+                errors.Add(new ConfigError(p + ".address", $"address {ep} is used by another listener"));
+        }
+        if (config.Admin is { } admin && !TryParseEndPoint(admin.Address, out _))
+            errors.Add(new ConfigError("$.admin.address", $"'{admin.Address}' is not an address of the form 127.0.0.1:9901"));
+    }
+
+    private static void ValidateClusters(GatewayConfig config, List<ConfigError> errors)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < config.Clusters.Count; i++)
+        {
+            var c = config.Clusters[i];
+            string p = $"$.clusters[{i}]";
+            if (c.Id.Length > 0 && !ids.Add(c.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate cluster id '{c.Id}'"));
+            if (c.Destinations.Count == 0) errors.Add(new ConfigError(p + ".destinations", "a cluster needs at least one destination"));
+            for (int j = 0; j < c.Destinations.Count; j++)
+            {
+                var a = c.Destinations[j].Address;
+                string dp = $"{p}.destinations[{j}].address";
+                if (!Uri.TryCreate(a, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Port <= 0)
+                    errors.Add(new ConfigError(dp, $"'{a}' is not an http:// address such as http://127.0.0.1:9001"));
+                else if (uri.Scheme == "https")
+                    errors.Add(new ConfigError(dp, "https:// destinations are not supported yet; use http://"));
+                else if (uri.PathAndQuery != "/")
+                    errors.Add(new ConfigError(dp, $"a destination address has no path (found '{uri.PathAndQuery}')"));
+            }
+            if (c.MaxIdleConnectionsPerDestination > c.MaxConnectionsPerDestination)
+                errors.Add(new ConfigError(p + ".maxIdleConnectionsPerDestination", "cannot exceed maxConnectionsPerDestination"));
+        }
+    }
+
+    private static void ValidateRoutes(GatewayConfig config, List<ConfigError> errors)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        var clusterIds = config.Clusters.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        if (config.Routes.Count == 0) errors.Add(new ConfigError("$.routes", "at least one route is required"));
+        for (int i = 0; i < config.Routes.Count; i++)
+        {
+            var r = config.Routes[i];
+            string p = $"$.routes[{i}]";
+            if (r.Id.Length > 0 && !ids.Add(r.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate route id '{r.Id}'"));
+            if (r.Cluster.Length > 0 && !clusterIds.Contains(r.Cluster))
+            {
+                var hint = Suggest(r.Cluster, clusterIds);
+                errors.Add(new ConfigError(p + ".cluster", $"unknown cluster '{r.Cluster}'" + (hint is null ? "" : $"; did you mean '{hint}'?")));
+            }
+            var m = r.Match;
+            if (m.Path is not null && m.PathPrefix is not null)
+                errors.Add(new ConfigError(p + ".match", "give either path or pathPrefix, not both"));
+            if (m.Path is { } path && !path.StartsWith('/')) errors.Add(new ConfigError(p + ".match.path", $"must start with '/' (found '{path}')"));
+            if (m.PathPrefix is { } prefix && !prefix.StartsWith('/')) errors.Add(new ConfigError(p + ".match.pathPrefix", $"must start with '/' (found '{prefix}')"));
+            for (int h = 0; h < m.Hosts.Count; h++)
+            {
+                var host = m.Hosts[h];
+                bool ok = host == "*" || (host.StartsWith("*.", StringComparison.Ordinal) ? IsHostName(host[2..]) : IsHostName(host));
+                if (!ok) errors.Add(new ConfigError($"{p}.match.hosts[{h}]", $"'{host}' is not a host name, '*.example.com' or '*'"));
+            }
+            for (int k = 0; k < m.Methods.Count; k++)
+                if (!IsToken(m.Methods[k])) errors.Add(new ConfigError($"{p}.match.methods[{k}]", $"'{m.Methods[k]}' is not an HTTP method"));
+            if (r.StripPrefix is { } strip && strip.Length > 0)
+            {
+                if (!strip.StartsWith('/')) errors.Add(new ConfigError(p + ".stripPrefix", $"must start with '/' (found '{strip}')"));
+                else if (m.PathPrefix is { } pp && !pp.StartsWith(strip, StringComparison.Ordinal))
+                    errors.Add(new ConfigError(p + ".stripPrefix", $"'{strip}' is not a prefix of the route's pathPrefix '{pp}'"));
+            }
+        }
+    }
+
+    private static bool IsHostName(string s) =>
+        s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or ':' or '[' or ']');
+
+    private static bool IsToken(string s) =>
+        s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c));
+
+    private static string? Suggest(string name, IEnumerable<string> known) => ConfigReader.Suggest(name, known.ToArray());
+}

@@ -1,0 +1,75 @@
+namespace FastGate.Configuration;
+
+// What the user writes in config/fastgate.json. Plain init-only records: they stop at the compiler, the
+// request path never sees them.
+
+public sealed record GatewayConfig
+{
+    public IReadOnlyList<ListenerConfig> Listeners { get; init; } = [];
+    public AdminConfig? Admin { get; init; }
+    public IReadOnlyList<ClusterConfig> Clusters { get; init; } = [];
+    public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
+    public LimitsConfig Limits { get; init; } = new();
+}
+
+public sealed record ListenerConfig
+{
+    public string Name { get; init; } = "";
+    public string Address { get; init; } = "";
+}
+
+public sealed record AdminConfig
+{
+    public string Address { get; init; } = "127.0.0.1:9901";
+}
+
+public sealed record ClusterConfig
+{
+    public string Id { get; init; } = "";
+    public IReadOnlyList<DestinationConfig> Destinations { get; init; } = [];
+    public int MaxConnectionsPerDestination { get; init; } = 1024;
+    public int MaxIdleConnectionsPerDestination { get; init; } = 256;
+    public TimeSpan IdleConnectionTimeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+public sealed record DestinationConfig
+{
+    public string Address { get; init; } = "";
+}
+
+public sealed record RouteConfig
+{
+    public string Id { get; init; } = "";
+    public RouteMatchConfig Match { get; init; } = new();
+    public string Cluster { get; init; } = "";
+    /// <summary>A prefix removed from the path before forwarding (true: the match's pathPrefix).</summary>
+    public string? StripPrefix { get; init; }
+    public bool PreserveHost { get; init; }
+}
+
+public sealed record RouteMatchConfig
+{
+    public IReadOnlyList<string> Hosts { get; init; } = [];
+    public string? PathPrefix { get; init; }
+    public string? Path { get; init; }
+    public IReadOnlyList<string> Methods { get; init; } = [];
+}
+
+public sealed record LimitsConfig
+{
+    public int MaxRequestLineBytes { get; init; } = 8192;
+    public int MaxHeaderBytes { get; init; } = 32768;
+    public int MaxHeaderCount { get; init; } = 100;
+    public long MaxBodyBytes { get; init; } = 31457280;
+    public TimeSpan HeaderTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan KeepAliveTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    public TimeSpan UpstreamConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan UpstreamResponseTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(15);
+}
+
+/// <summary>One configuration problem, located by its JSON path (e.g. <c>$.routes[0].cluster</c>).</summary>
+public sealed record ConfigError(string Path, string Message)
+{
+    public override string ToString() => $"{Path}: {Message}";
+}

@@ -1,0 +1,30 @@
+using System.Diagnostics;
+using FastGate.Http;
+using FastGate.Proxy;
+using FastGate.Routing;
+
+namespace FastGate.Configuration;
+
+/// <summary>
+/// Everything the request path needs, compiled from one config and never changed afterwards. The runtime swaps
+/// whole snapshots; a request reads one at its start and uses it to the end.
+/// </summary>
+public sealed class GatewaySnapshot
+{
+    public required GatewayConfig Config { get; init; }
+    public required HttpLimits Limits { get; init; }
+    public required Router Router { get; init; }
+    public required IReadOnlyList<RouteModel> Routes { get; init; }
+    public required IReadOnlyList<ClusterModel> Clusters { get; init; }
+    /// <summary>Content hash of the config text.</summary>
+    public required string Version { get; init; }
+    public required DateTimeOffset LoadedAt { get; init; }
+
+    public long HeaderTimeoutTicks { get; init; }
+    public long KeepAliveTimeoutTicks { get; init; }
+    public long UpstreamResponseTimeoutTicks { get; init; }
+    public TimeSpan UpstreamConnectTimeout { get; init; }
+    public TimeSpan DrainTimeout { get; init; }
+
+    internal static long ToTicks(TimeSpan t) => (long)(t.TotalSeconds * Stopwatch.Frequency);
+}

@@ -1,0 +1,101 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using FastGate.Http;
+using FastGate.Observability;
+using FastGate.Proxy;
+using FastGate.Routing;
+
+namespace FastGate.Configuration;
+
+/// <summary>Turns a validated <see cref="GatewayConfig"/> into an immutable <see cref="GatewaySnapshot"/>.</summary>
+public static class SnapshotCompiler
+{
+    public static GatewaySnapshot Compile(GatewayConfig config, string text, UpstreamPoolStore pools, TimeProvider? time = null)
+    {
+        var limits = config.Limits;
+        var clusters = new Dictionary<string, ClusterModel>(StringComparer.Ordinal);
+        foreach (var c in config.Clusters)
+        {
+            var destinations = c.Destinations.Select(d =>
+            {
+                var uri = new Uri(d.Address);
+                EndPoint ep = IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip)
+                    ? new IPEndPoint(ip, uri.Port)
+                    : new DnsEndPoint(uri.Host, uri.Port);
+                var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout);
+                return new DestinationModel(d.Address, uri.Authority, pool);
+            }).ToArray();
+            clusters[c.Id] = new ClusterModel(c.Id, destinations);
+        }
+
+        var routes = new List<RouteModel>();
+        var entries = new List<RouteEntry>();
+        for (int i = 0; i < config.Routes.Count; i++)
+        {
+            var r = config.Routes[i];
+            var model = new RouteModel
+            {
+                Id = r.Id,
+                Cluster = clusters[r.Cluster],
+                Metrics = new RouteMetrics(r.Id),
+                StripPrefix = string.IsNullOrEmpty(r.StripPrefix) ? [] : Encoding.ASCII.GetBytes(r.StripPrefix.TrimEnd('/')),
+                PreserveHost = r.PreserveHost,
+                Order = i,
+            };
+            routes.Add(model);
+            var m = r.Match;
+            (PathMatchKind kind, string path) = m.Path is not null ? (PathMatchKind.Exact, m.Path)
+                : m.PathPrefix is not null && m.PathPrefix != "/" ? (PathMatchKind.Prefix, m.PathPrefix)
+                : (PathMatchKind.Any, "");
+            uint mask = 0;
+            var other = new List<byte[]>();
+            foreach (var method in m.Methods)
+            {
+                var bytes = Encoding.ASCII.GetBytes(method);
+                var known = HttpRequestParser.ClassifyMethod(bytes);
+                if (known == Http.HttpMethod.Other) other.Add(bytes);
+                else mask |= 1u << (int)known;
+            }
+            var hosts = m.Hosts.Count == 0 ? ["*"] : m.Hosts;
+            foreach (var host in hosts)
+            {
+                (HostMatchKind hk, string h) = host == "*" ? (HostMatchKind.Any, "")
+                    : host.StartsWith("*.", StringComparison.Ordinal) ? (HostMatchKind.Suffix, host[1..].ToLowerInvariant())
+                    : (HostMatchKind.Exact, host.ToLowerInvariant());
+                entries.Add(new RouteEntry
+                {
+                    Route = model,
+                    HostKind = hk,
+                    Host = Encoding.ASCII.GetBytes(h),
+                    PathKind = kind,
+                    Path = Encoding.ASCII.GetBytes(path),
+                    MethodMask = mask,
+                    OtherMethods = other.ToArray(),
+                });
+            }
+        }
+
+        return new GatewaySnapshot
+        {
+            Config = config,
+            Limits = new HttpLimits
+            {
+                MaxRequestLineBytes = limits.MaxRequestLineBytes,
+                MaxHeaderBytes = limits.MaxHeaderBytes,
+                MaxHeaderCount = limits.MaxHeaderCount,
+                MaxBodyBytes = limits.MaxBodyBytes,
+            },
+            Router = new Router(entries),
+            Routes = routes,
+            Clusters = clusters.Values.ToArray(),
+            Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
+            LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),
+            HeaderTimeoutTicks = GatewaySnapshot.ToTicks(limits.HeaderTimeout),
+            KeepAliveTimeoutTicks = GatewaySnapshot.ToTicks(limits.KeepAliveTimeout),
+            UpstreamResponseTimeoutTicks = GatewaySnapshot.ToTicks(limits.UpstreamResponseTimeout),
+            UpstreamConnectTimeout = limits.UpstreamConnectTimeout,
+            DrainTimeout = limits.DrainTimeout,
+        };
+    }
+}

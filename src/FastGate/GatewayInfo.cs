@@ -1,1 +1,0 @@
-namespace FastGate; public static class GatewayInfo { public const string Name = "FastGate"; }

@@ -1,0 +1,124 @@
+using System.Net;
+using FastGate.Configuration;
+using FastGate.Proxy;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Prometheus;
+
+namespace FastGate.Hosting;
+
+/// <summary>
+/// Wires FastGate into Kestrel: every public listener runs <see cref="GatewayRuntime.OnConnectionAsync"/> as
+/// connection middleware (no ASP.NET request pipeline); the admin listener serves health and metrics.
+/// </summary>
+public sealed class GatewayHost : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly List<(string Name, ListenOptions Options)> _listeners = [];
+    private ListenOptions? _adminListen;
+
+    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath, LogLevel logLevel)
+    {
+        Runtime = new GatewayRuntime(snapshot, pools);
+        SourcePath = sourcePath;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
+        builder.Logging.SetMinimumLevel(logLevel);
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = snapshot.DrainTimeout);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.MaxConcurrentConnections = null;
+            foreach (var l in snapshot.Config.Listeners)
+            {
+                ConfigValidator.TryParseEndPoint(l.Address, out var ep);
+                k.Listen(ep, lo =>
+                {
+                    lo.Protocols = HttpProtocols.Http1;
+                    lo.Use(_ => Runtime.OnConnectionAsync);
+                    _listeners.Add((l.Name, lo));
+                });
+            }
+            if (snapshot.Config.Admin is { } admin)
+            {
+                ConfigValidator.TryParseEndPoint(admin.Address, out var ep);
+                k.Listen(ep, lo =>
+                {
+                    lo.Protocols = HttpProtocols.Http1;
+                    _adminListen = lo;
+                });
+            }
+        });
+        _app = builder.Build();
+        _app.Run(AdminAsync);
+        _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
+    }
+
+    public GatewayRuntime Runtime { get; }
+    public string? SourcePath { get; }
+    public ILogger Logger => _app.Logger;
+
+    /// <summary>The bound address of each public listener (the real port when the config said :0).</summary>
+    public IReadOnlyList<IPEndPoint> ListenerEndPoints => _listeners.Select(l => l.Options.IPEndPoint!).ToArray();
+    public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
+
+    public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
+        => new(snapshot, pools, sourcePath, logLevel);
+
+    /// <summary>Validates and compiles a config, or returns the errors.</summary>
+    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
+    {
+        if (!loaded.IsValid) return (null, loaded.Errors);
+        var pools = new UpstreamPoolStore();
+        var snapshot = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, pools);
+        return (Create(snapshot, pools, sourcePath, logLevel), []);
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken = default) => _app.StartAsync(cancellationToken);
+
+    /// <summary>Stops accepting, lets requests in flight finish (up to the drain timeout), closes idle connections.</summary>
+    public Task StopAsync(CancellationToken cancellationToken = default) => _app.StopAsync(cancellationToken);
+
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
+
+    private async Task AdminAsync(HttpContext context)
+    {
+        var path = context.Request.Path.Value ?? "/";
+        var response = context.Response;
+        switch (path)
+        {
+            case "/healthz":
+                response.ContentType = "text/plain";
+                await response.WriteAsync("ok\n");
+                return;
+            case "/readyz":
+                bool ready = !Runtime.IsDraining;
+                response.StatusCode = ready ? 200 : 503;
+                response.ContentType = "text/plain";
+                await response.WriteAsync(ready ? "ready\n" : "draining\n");
+                return;
+            case "/metrics":
+                response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+                await Metrics.DefaultRegistry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
+                return;
+            default:
+                response.StatusCode = 404;
+                response.ContentType = "text/plain";
+                await response.WriteAsync("not found\n");
+                return;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.DisposeAsync();
+        Runtime.Dispose();
+    }
+}

@@ -1,0 +1,62 @@
+using System.Text;
+
+namespace FastGate.Http;
+
+/// <summary>
+/// Pre-encoded error responses, one pair (keep-alive / close) per <see cref="RejectReason"/>. The Date line is
+/// inserted between the encoded prefix and suffix when written.
+/// </summary>
+public static class CannedResponses
+{
+    private static readonly byte[][] s_prefix = new byte[RejectReasons.Count * 2][];
+    private static readonly byte[][] s_suffix = new byte[RejectReasons.Count][];
+
+    static CannedResponses()
+    {
+        for (int i = 0; i < RejectReasons.Count; i++)
+        {
+            var reason = (RejectReason)i;
+            int status = RejectReasons.StatusCode(reason);
+            string body = "{\"error\":\"" + StatusText(status).ToLowerInvariant().Replace(' ', '_') + "\",\"reason\":\"" + RejectReasons.Name(reason) + "\"}\n";
+            string head = "HTTP/1.1 " + status + " " + StatusText(status) + "\r\nContent-Type: application/json\r\nContent-Length: " + body.Length + "\r\n";
+            s_prefix[i * 2] = Encoding.ASCII.GetBytes(head);
+            s_prefix[i * 2 + 1] = Encoding.ASCII.GetBytes(head + "Connection: close\r\n");
+            s_suffix[i] = Encoding.ASCII.GetBytes("\r\n" + body);
+        }
+    }
+
+    public static void Write(ref HeadWriter writer, RejectReason reason, bool close, ReadOnlySpan<byte> extraHeaders = default)
+    {
+        writer.Write(s_prefix[(int)reason * 2 + (close ? 1 : 0)]);
+        writer.Write(DateHeader.Line);
+        writer.Write(extraHeaders);
+        writer.Write(s_suffix[(int)reason]);
+    }
+
+    public static string StatusText(int status) => status switch
+    {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    };
+}

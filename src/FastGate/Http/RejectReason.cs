@@ -1,0 +1,109 @@
+namespace FastGate.Http;
+
+/// <summary>Why a request (or an upstream response) was refused. Each value maps to one pre-encoded response.</summary>
+public enum RejectReason : byte
+{
+    None = 0,
+    // 400 Bad Request
+    InvalidRequestLine,
+    InvalidMethod,
+    InvalidRequestTarget,
+    BareLineFeed,
+    InvalidHeaderName,
+    WhitespaceBeforeColon,
+    ObsoleteLineFolding,
+    InvalidHeaderValue,
+    MissingHost,
+    MultipleHost,
+    InvalidHost,
+    ContentLengthWithTransferEncoding,
+    InvalidContentLength,
+    ConflictingContentLength,
+    TransferEncodingNotChunkedLast,
+    TransferEncodingInHttp10,
+    InvalidChunkSize,
+    InvalidChunkExtension,
+    MissingChunkTerminator,
+    InvalidTrailer,
+    UnexpectedEndOfBody,
+    // 413, 414, 417, 431, 501, 505
+    BodyTooLarge,
+    RequestLineTooLong,
+    ExpectationFailed,
+    HeadersTooLarge,
+    TooManyHeaders,
+    UnknownTransferCoding,
+    UnsupportedHttpVersion,
+    // Gateway decisions
+    NoRoute,
+    // Upstream side (502/503/504)
+    UpstreamConnectFailed,
+    UpstreamConnectTimeout,
+    UpstreamResponseTimeout,
+    UpstreamMalformedResponse,
+    UpstreamReset,
+    UpstreamUnavailable,
+}
+
+public static class RejectReasons
+{
+    public const int Count = (int)RejectReason.UpstreamUnavailable + 1;
+
+    public static int StatusCode(RejectReason reason) => reason switch
+    {
+        RejectReason.None => 200,
+        RejectReason.BodyTooLarge => 413,
+        RejectReason.RequestLineTooLong => 414,
+        RejectReason.ExpectationFailed => 417,
+        RejectReason.HeadersTooLarge or RejectReason.TooManyHeaders => 431,
+        RejectReason.UnknownTransferCoding => 501,
+        RejectReason.UnsupportedHttpVersion => 505,
+        RejectReason.NoRoute => 404,
+        RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
+        RejectReason.UpstreamUnavailable => 503,
+        RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
+        _ => 400,
+    };
+
+    /// <summary>Stable snake_case name used as a metric label and in logs.</summary>
+    public static string Name(RejectReason reason) => reason switch
+    {
+        RejectReason.None => "none",
+        RejectReason.InvalidRequestLine => "invalid_request_line",
+        RejectReason.InvalidMethod => "invalid_method",
+        RejectReason.InvalidRequestTarget => "invalid_request_target",
+        RejectReason.BareLineFeed => "bare_line_feed",
+        RejectReason.InvalidHeaderName => "invalid_header_name",
+        RejectReason.WhitespaceBeforeColon => "whitespace_before_colon",
+        RejectReason.ObsoleteLineFolding => "obsolete_line_folding",
+        RejectReason.InvalidHeaderValue => "invalid_header_value",
+        RejectReason.MissingHost => "missing_host",
+        RejectReason.MultipleHost => "multiple_host",
+        RejectReason.InvalidHost => "invalid_host",
+        RejectReason.ContentLengthWithTransferEncoding => "content_length_with_transfer_encoding",
+        RejectReason.InvalidContentLength => "invalid_content_length",
+        RejectReason.ConflictingContentLength => "conflicting_content_length",
+        RejectReason.TransferEncodingNotChunkedLast => "transfer_encoding_not_chunked_last",
+        RejectReason.TransferEncodingInHttp10 => "transfer_encoding_in_http10",
+        RejectReason.InvalidChunkSize => "invalid_chunk_size",
+        RejectReason.InvalidChunkExtension => "invalid_chunk_extension",
+        RejectReason.MissingChunkTerminator => "missing_chunk_terminator",
+        RejectReason.InvalidTrailer => "invalid_trailer",
+        RejectReason.UnexpectedEndOfBody => "unexpected_end_of_body",
+        RejectReason.BodyTooLarge => "body_too_large",
+        RejectReason.RequestLineTooLong => "request_line_too_long",
+        RejectReason.ExpectationFailed => "expectation_failed",
+        RejectReason.HeadersTooLarge => "headers_too_large",
+        RejectReason.TooManyHeaders => "too_many_headers",
+        RejectReason.UnknownTransferCoding => "unknown_transfer_coding",
+        RejectReason.UnsupportedHttpVersion => "unsupported_http_version",
+        RejectReason.NoRoute => "no_route",
+        RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
+        RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
+        RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",
+        RejectReason.UpstreamMalformedResponse => "upstream_malformed_response",
+        RejectReason.UpstreamReset => "upstream_reset",
+        RejectReason.UpstreamUnavailable => "upstream_unavailable",
+        _ => "unknown",
+    };
+}

@@ -1,0 +1,74 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using FastGate.Configuration;
+using FastGate.Observability;
+using Microsoft.AspNetCore.Connections;
+
+namespace FastGate.Proxy;
+
+/// <summary>
+/// The live state shared by every connection: the current snapshot (swapped atomically), the upstream pools,
+/// the open connections, and a heartbeat that enforces timeouts and expires idle upstream connections.
+/// </summary>
+public sealed class GatewayRuntime : IDisposable
+{
+    private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromMilliseconds(250);
+    private readonly ConcurrentDictionary<ProxyConnection, byte> _connections = new();
+    private readonly Timer _heartbeat;
+    private GatewaySnapshot _current;
+    private volatile bool _draining;
+
+    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools)
+    {
+        _current = initial;
+        Pools = pools;
+        GatewayMetrics.EnsureRegistered();
+        _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
+    }
+
+    public GatewaySnapshot Current => Volatile.Read(ref _current);
+    public UpstreamPoolStore Pools { get; }
+    public bool IsDraining => _draining;
+    public int ConnectionCount => _connections.Count;
+
+    /// <summary>Replaces the snapshot. Requests already running keep the one they started with.</summary>
+    public void Swap(GatewaySnapshot next) => Volatile.Write(ref _current, next);
+
+    /// <summary>Kestrel connection middleware entry point: one call per client connection.</summary>
+    public async Task OnConnectionAsync(ConnectionContext context)
+    {
+        var connection = new ProxyConnection(context, this);
+        _connections.TryAdd(connection, 0);
+        GatewayMetrics.ActiveConnections.Inc();
+        try
+        {
+            await connection.RunAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _connections.TryRemove(connection, out _);
+            GatewayMetrics.ActiveConnections.Dec();
+            connection.Dispose();
+        }
+    }
+
+    /// <summary>Stops taking new requests on kept-alive connections and wakes the idle ones so they close.</summary>
+    public void BeginDrain()
+    {
+        _draining = true;
+        foreach (var c in _connections.Keys) c.RequestClose();
+    }
+
+    private void OnHeartbeat()
+    {
+        long now = Stopwatch.GetTimestamp();
+        foreach (var c in _connections.Keys) c.CheckTimeout(now);
+        Pools.EvictIdle();
+    }
+
+    public void Dispose()
+    {
+        _heartbeat.Dispose();
+        Pools.Dispose();
+    }
+}

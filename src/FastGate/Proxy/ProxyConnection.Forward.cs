@@ -1,0 +1,428 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
+using FastGate.Configuration;
+using FastGate.Http;
+using FastGate.Routing;
+
+namespace FastGate.Proxy;
+
+internal sealed partial class ProxyConnection
+{
+    private enum CopyResult : byte { Done, SourceEnded, SourceFailed, DestinationFailed, Malformed }
+
+    private static ReadOnlySpan<byte> Continue100 => "HTTP/1.1 100 Continue\r\n\r\n"u8;
+
+    /// <summary>Forwards the parsed request and streams the response back. Returns whether the connection stays open.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> ForwardAsync(GatewaySnapshot snapshot, RouteModel route)
+    {
+        var request = _request;
+        bool upstreamHttp10 = !request.IsHttp11;
+        if (request.ExpectContinue && request.HasBody)
+        {
+            // The gateway answers the expectation itself (and drops Expect upstream), so the body arrives at once.
+            _output.Write(Continue100);
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+
+        for (int attempt = 0; ; attempt++)
+        {
+            var destination = route.Cluster.Next();
+            var pool = destination.Pool;
+            var upstream = pool.TryRentIdle();
+            if (upstream is null)
+            {
+                var (connection, error) = await pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
+                if (connection is null) return await RejectAsync(error, close: request.HasBody || request.WantsClose).ConfigureAwait(false);
+                upstream = connection;
+            }
+            _upstreamTimedOut = false;
+            Volatile.Write(ref _activeUpstream, upstream);
+
+            WriteUpstreamHead(upstream.Output, route, destination, upstreamHttp10);
+            CopyResult sent;
+            if (request.HasBody)
+            {
+                sent = request.Framing == BodyFraming.Chunked
+                    ? await CopyChunkedAsync(_input, upstream.Output, snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes, RejectReason.None).ConfigureAwait(false)
+                    : await CopyLengthAsync(_input, upstream.Output, request.ContentLength).ConfigureAwait(false);
+            }
+            else
+            {
+                sent = await FlushUpstreamAsync(upstream.Output).ConfigureAwait(false);
+            }
+            if (sent != CopyResult.Done)
+            {
+                ReleaseUpstream(upstream, reuse: false);
+                if (sent == CopyResult.Malformed) return await RejectAsync(_copyError, close: true).ConfigureAwait(false);
+                if (sent == CopyResult.DestinationFailed)
+                {
+                    if (upstream.Reused && !request.HasBody && attempt == 0) continue; // a stale keep-alive: retry once
+                    return await RejectAsync(RejectReason.UpstreamReset, close: true).ConfigureAwait(false);
+                }
+                return false; // the client went away or stopped in the middle of its body
+            }
+
+            SetDeadline(snapshot.UpstreamResponseTimeoutTicks, TimeoutKind.UpstreamResponse);
+            var head = await ReadResponseHeadAsync(upstream, snapshot.Limits).ConfigureAwait(false);
+            ClearDeadline();
+            if (head != RejectReason.None)
+            {
+                ReleaseUpstream(upstream, reuse: false);
+                if (head == RejectReason.UpstreamReset && upstream.Reused && !request.HasBody && attempt == 0) continue;
+                return await RejectAsync(head, close: request.WantsClose).ConfigureAwait(false);
+            }
+            return await RelayResponseAsync(upstream, upstreamHttp10).ConfigureAwait(false);
+        }
+    }
+
+    private void ReleaseUpstream(UpstreamConnection upstream, bool reuse)
+    {
+        if (Interlocked.CompareExchange(ref _activeUpstream, null, upstream) != upstream) return; // already dropped
+        if (reuse) upstream.Pool.Return(upstream);
+        else upstream.Pool.Discard(upstream);
+    }
+
+    private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10)
+    {
+        var r = _request;
+        var w = new HeadWriter(output);
+        w.Write(r[r.MethodRange]);
+        w.Write((byte)' ');
+        if (r.IsAsteriskForm)
+        {
+            w.Write((byte)'*');
+        }
+        else
+        {
+            var path = r.Path.IsEmpty ? "/"u8 : r[r.Path];
+            var strip = route.StripPrefix;
+            if (strip.Length > 0 && path.StartsWith(strip) && (path.Length == strip.Length || path[strip.Length] == (byte)'/'))
+            {
+                path = path[strip.Length..];
+                if (path.IsEmpty) w.Write((byte)'/');
+            }
+            w.Write(path);
+            w.Write(r[r.Query]);
+        }
+        w.Write(http10 ? " HTTP/1.0\r\nHost: "u8 : " HTTP/1.1\r\nHost: "u8);
+        w.Write(route.PreserveHost ? r[r.Host] : destination.Authority);
+        w.Write("\r\n"u8);
+
+        bool hasForwardedFor = false;
+        foreach (ref readonly var f in r.Headers)
+        {
+            switch (f.Known)
+            {
+                case KnownHeader.Host:
+                case KnownHeader.Expect:
+                case KnownHeader.XForwardedProto:
+                case KnownHeader.XForwardedHost:
+                case KnownHeader.XRequestId:
+                    continue;
+                case KnownHeader.XForwardedFor:
+                    hasForwardedFor = true;
+                    continue;
+            }
+            if (r.IsHopByHop(f)) continue;
+            w.Write(r[f.Name]);
+            w.Write(": "u8);
+            w.Write(r[f.Value]);
+            w.Write("\r\n"u8);
+        }
+
+        w.Write("X-Forwarded-For: "u8);
+        if (hasForwardedFor)
+        {
+            foreach (ref readonly var f in r.Headers)
+            {
+                if (f.Known != KnownHeader.XForwardedFor || f.Value.IsEmpty) continue;
+                w.Write(r[f.Value]);
+                w.Write(", "u8);
+            }
+        }
+        w.Write(_clientIp);
+        w.Write("\r\nX-Forwarded-Proto: http\r\n"u8);
+        if (r.HasHost)
+        {
+            w.Write("X-Forwarded-Host: "u8);
+            w.Write(r[r.Host]);
+            w.Write("\r\n"u8);
+        }
+        w.Write("X-Request-Id: "u8);
+        w.Write(NextRequestId());
+        w.Write("\r\n"u8);
+        if (r.IsUpgrade)
+        {
+            w.Write("Connection: Upgrade\r\nUpgrade: "u8);
+            w.Write(r[r.Upgrade]);
+            w.Write("\r\n"u8);
+        }
+        else if (http10)
+        {
+            w.Write("Connection: close\r\n"u8);
+        }
+        w.Write("\r\n"u8);
+        w.Commit();
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<CopyResult> FlushUpstreamAsync(PipeWriter output)
+    {
+        try
+        {
+            var flush = await output.FlushAsync().ConfigureAwait(false);
+            return flush.IsCompleted ? CopyResult.DestinationFailed : CopyResult.Done;
+        }
+        catch (Exception)
+        {
+            return CopyResult.DestinationFailed;
+        }
+    }
+
+    /// <summary>Reads the final response head (relaying interim 1xx heads). None on success, else why it failed.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<RejectReason> ReadResponseHeadAsync(UpstreamConnection upstream, HttpLimits limits)
+    {
+        var input = upstream.Input;
+        bool any = false;
+        while (true)
+        {
+            ReadResult result;
+            try
+            {
+                result = await input.ReadAsync().ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                return _upstreamTimedOut ? RejectReason.UpstreamResponseTimeout : any ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
+            }
+            if (_upstreamTimedOut) return RejectReason.UpstreamResponseTimeout;
+            var buffer = result.Buffer;
+            any |= !buffer.IsEmpty;
+            var status = HttpResponseParser.TryParse(buffer, limits, _response, _request.Method, out int consumed, out var reason);
+            if (status == ParseStatus.Error)
+            {
+                input.AdvanceTo(buffer.End);
+                return RejectReason.UpstreamMalformedResponse;
+            }
+            if (status == ParseStatus.Incomplete)
+            {
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted || result.IsCanceled) return any ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
+                continue;
+            }
+            input.AdvanceTo(buffer.GetPosition(consumed));
+            if (_response.StatusCode == 101 && _request.IsUpgrade) return RejectReason.None;
+            if (!_response.IsInformational) return RejectReason.None;
+            if (_response.StatusCode != 100)
+            {
+                // 103 Early Hints and other interim responses are relayed; 100 was already answered by the gateway.
+                WriteResponseHead(close: false, interim: true);
+                await _output.FlushAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> RelayResponseAsync(UpstreamConnection upstream, bool upstreamHttp10)
+    {
+        var resp = _response;
+        _status = resp.StatusCode;
+        if (resp.StatusCode == 101)
+        {
+            WriteResponseHead(close: false, interim: false);
+            await TunnelAsync(upstream).ConfigureAwait(false);
+            return false;
+        }
+        bool close = _request.WantsClose || resp.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
+        WriteResponseHead(close, interim: false);
+        var copied = resp.Framing switch
+        {
+            BodyFraming.ContentLength => await CopyLengthAsync(upstream.Input, _output, resp.ContentLength).ConfigureAwait(false),
+            BodyFraming.Chunked => await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, _runtime.Current.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse).ConfigureAwait(false),
+            BodyFraming.ReadToClose => await CopyToEndAsync(upstream.Input, _output).ConfigureAwait(false),
+            _ => await FlushClientAsync().ConfigureAwait(false),
+        };
+        bool reusable = copied == CopyResult.Done && resp.Framing != BodyFraming.ReadToClose && !resp.ConnectionClose
+                        && (resp.IsHttp11 || resp.ConnectionKeepAlive) && !upstreamHttp10;
+        ReleaseUpstream(upstream, reusable);
+        if (copied != CopyResult.Done && resp.Framing != BodyFraming.ReadToClose)
+        {
+            // The head is already out: the only honest signal left is to close the client connection.
+            return false;
+        }
+        return !close;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<CopyResult> FlushClientAsync()
+    {
+        var flush = await _output.FlushAsync().ConfigureAwait(false);
+        return flush.IsCompleted ? CopyResult.DestinationFailed : CopyResult.Done;
+    }
+
+    private void WriteResponseHead(bool close, bool interim)
+    {
+        var resp = _response;
+        var w = new HeadWriter(_output);
+        w.Write("HTTP/1.1 "u8);
+        w.WriteNumber(resp.StatusCode);
+        w.Write((byte)' ');
+        if (resp.Reason.IsEmpty) w.Write(System.Text.Encoding.ASCII.GetBytes(CannedResponses.StatusText(resp.StatusCode)));
+        else w.Write(resp[resp.Reason]);
+        w.Write("\r\n"u8);
+        foreach (ref readonly var f in resp.Headers)
+        {
+            if (resp.IsHopByHop(f)) continue;
+            w.Write(resp[f.Name]);
+            w.Write(": "u8);
+            w.Write(resp[f.Value]);
+            w.Write("\r\n"u8);
+        }
+        if (!interim)
+        {
+            if (!resp.HasRequestId)
+            {
+                w.Write("X-Request-Id: "u8);
+                w.Write(_request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId]);
+                w.Write("\r\n"u8);
+            }
+            if (resp.StatusCode == 101)
+            {
+                w.Write("Connection: Upgrade\r\n"u8);
+                if (resp.TryGetHeader("upgrade"u8, out var upgrade))
+                {
+                    w.Write("Upgrade: "u8);
+                    w.Write(upgrade);
+                    w.Write("\r\n"u8);
+                }
+            }
+            else if (close) w.Write("Connection: close\r\n"u8);
+            else if (!_request.IsHttp11) w.Write("Connection: keep-alive\r\n"u8);
+        }
+        w.Write("\r\n"u8);
+        w.Commit();
+    }
+
+    private RejectReason _copyError;
+
+    /// <summary>Copies exactly <paramref name="length"/> bytes, flushing after each read so streams stay live.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<CopyResult> CopyLengthAsync(PipeReader source, PipeWriter destination, long length)
+    {
+        long remaining = length;
+        while (remaining > 0)
+        {
+            ReadResult result;
+            try
+            {
+                result = await source.ReadAsync().ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                return CopyResult.SourceFailed;
+            }
+            var buffer = result.Buffer;
+            if (buffer.IsEmpty)
+            {
+                source.AdvanceTo(buffer.Start);
+                if (result.IsCompleted) return CopyResult.SourceEnded;
+                continue; // a cancelled read (shutdown notice) mid-body: keep going
+            }
+            var take = buffer.Length > remaining ? buffer.Slice(0, remaining) : buffer;
+            foreach (var segment in take) destination.Write(segment.Span);
+            remaining -= take.Length;
+            source.AdvanceTo(take.End);
+            if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
+        }
+        return CopyResult.Done;
+    }
+
+    /// <summary>Copies a chunked body verbatim while validating its framing and size.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<CopyResult> CopyChunkedAsync(PipeReader source, PipeWriter destination, long maxBody, int maxTrailerBytes,
+        RejectReason malformedOverride)
+    {
+        var chunked = new ChunkedReader(maxBody, maxTrailerBytes);
+        while (!chunked.IsDone)
+        {
+            ReadResult result;
+            try
+            {
+                result = await source.ReadAsync().ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                return CopyResult.SourceFailed;
+            }
+            var buffer = result.Buffer;
+            long consumedTotal = 0;
+            foreach (var segment in buffer)
+            {
+                bool ok = chunked.Feed(segment.Span, out int consumed, out var reason);
+                destination.Write(segment.Span[..consumed]);
+                consumedTotal += consumed;
+                if (!ok)
+                {
+                    source.AdvanceTo(buffer.GetPosition(consumedTotal));
+                    _copyError = malformedOverride != RejectReason.None ? malformedOverride : reason;
+                    return CopyResult.Malformed;
+                }
+                if (chunked.IsDone) break;
+            }
+            source.AdvanceTo(buffer.GetPosition(consumedTotal));
+            if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
+            if (!chunked.IsDone && result.IsCompleted) return CopyResult.SourceEnded;
+        }
+        return CopyResult.Done;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<CopyResult> CopyToEndAsync(PipeReader source, PipeWriter destination)
+    {
+        while (true)
+        {
+            ReadResult result;
+            try
+            {
+                result = await source.ReadAsync().ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                return CopyResult.SourceFailed;
+            }
+            var buffer = result.Buffer;
+            foreach (var segment in buffer) destination.Write(segment.Span);
+            source.AdvanceTo(buffer.End);
+            if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
+            if (result.IsCompleted) return CopyResult.Done;
+        }
+    }
+
+    private static async ValueTask<bool> TryFlushAsync(PipeWriter destination)
+    {
+        try
+        {
+            var flush = await destination.FlushAsync().ConfigureAwait(false);
+            return !flush.IsCompleted;
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>After a 101, bytes flow both ways untouched until either side closes.</summary>
+    private async Task TunnelAsync(UpstreamConnection upstream)
+    {
+        await _output.FlushAsync().ConfigureAwait(false);
+        var up = CopyToEndAsync(_input, upstream.Output).AsTask();
+        var down = CopyToEndAsync(upstream.Input, _output).AsTask();
+        await Task.WhenAny(up, down).ConfigureAwait(false);
+        ReleaseUpstream(upstream, reuse: false);
+        _context.Abort();
+        await Task.WhenAll(up, down).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using FastGate.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Prometheus;
+
+namespace FastGate.Proxy;
+
+/// <summary>
+/// Keep-alive connections to one destination. Idle connections sit in a fixed array of slots taken and returned
+/// with Interlocked operations (no locks); the number of open connections is bounded, and idle ones expire.
+/// </summary>
+public sealed class UpstreamPool
+{
+    private readonly UpstreamConnection?[] _idle;
+    private readonly SocketConnectionContextFactory _factory;
+    private readonly Counter.Child _opened;
+    private readonly int _maxConnections;
+    private readonly long _idleTimeoutTicks;
+    private int _open;
+
+    internal UpstreamPool(EndPoint endPoint, SocketConnectionContextFactory factory, int maxConnections, int maxIdle,
+        TimeSpan idleTimeout, Counter.Child opened)
+    {
+        EndPoint = endPoint;
+        _factory = factory;
+        _maxConnections = maxConnections;
+        _idle = new UpstreamConnection?[maxIdle];
+        _idleTimeoutTicks = (long)(idleTimeout.TotalSeconds * Stopwatch.Frequency);
+        _opened = opened;
+    }
+
+    public EndPoint EndPoint { get; }
+    public int OpenConnections => Volatile.Read(ref _open);
+
+    public int IdleConnections
+    {
+        get
+        {
+            int n = 0;
+            for (int i = 0; i < _idle.Length; i++) if (Volatile.Read(ref _idle[i]) is not null) n++;
+            return n;
+        }
+    }
+
+    /// <summary>Takes an idle connection that still looks alive, or returns null.</summary>
+    public UpstreamConnection? TryRentIdle()
+    {
+        for (int i = 0; i < _idle.Length; i++)
+        {
+            if (Volatile.Read(ref _idle[i]) is null) continue;
+            var conn = Interlocked.Exchange(ref _idle[i], null);
+            if (conn is null) continue;
+            if (!conn.IsStale()) return conn;
+            Discard(conn);
+        }
+        return null;
+    }
+
+    public async ValueTask<(UpstreamConnection? Connection, RejectReason Error)> ConnectAsync(TimeSpan timeout)
+    {
+        if (Interlocked.Increment(ref _open) > _maxConnections)
+        {
+            Interlocked.Decrement(ref _open);
+            return (null, RejectReason.UpstreamUnavailable);
+        }
+        var socket = EndPoint is DnsEndPoint
+            ? new Socket(SocketType.Stream, ProtocolType.Tcp)
+            : new Socket(EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        socket.NoDelay = true;
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await socket.ConnectAsync(EndPoint, cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            socket.Dispose();
+            Interlocked.Decrement(ref _open);
+            return (null, e is OperationCanceledException ? RejectReason.UpstreamConnectTimeout : RejectReason.UpstreamConnectFailed);
+        }
+        _opened.Inc();
+        return (new UpstreamConnection(_factory.Create(socket), this), RejectReason.None);
+    }
+
+    /// <summary>Gives a healthy connection back for reuse, or closes it when every idle slot is taken.</summary>
+    public void Return(UpstreamConnection conn)
+    {
+        conn.Reused = true;
+        conn.IdleSince = Stopwatch.GetTimestamp();
+        for (int i = 0; i < _idle.Length; i++)
+        {
+            if (Volatile.Read(ref _idle[i]) is null && Interlocked.CompareExchange(ref _idle[i], conn, null) is null) return;
+        }
+        Discard(conn);
+    }
+
+    public void Discard(UpstreamConnection conn)
+    {
+        Interlocked.Decrement(ref _open);
+        _ = conn.CloseAsync();
+    }
+
+    /// <summary>Closes idle connections older than the idle timeout (called by the heartbeat).</summary>
+    internal void EvictIdle(long now)
+    {
+        for (int i = 0; i < _idle.Length; i++)
+        {
+            var conn = Volatile.Read(ref _idle[i]);
+            if (conn is null || now - conn.IdleSince < _idleTimeoutTicks) continue;
+            if (Interlocked.CompareExchange(ref _idle[i], null, conn) == conn) Discard(conn);
+        }
+    }
+
+    internal void CloseAll()
+    {
+        for (int i = 0; i < _idle.Length; i++)
+        {
+            var conn = Interlocked.Exchange(ref _idle[i], null);
+            if (conn is not null) Discard(conn);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using FastGate.Observability;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace FastGate.Proxy;
+
+/// <summary>
+/// Upstream pools keyed by destination and pool settings, so that a reload keeping a destination keeps its
+/// warm connections. Also owns the socket factory that turns upstream sockets into pipes.
+/// </summary>
+public sealed class UpstreamPoolStore : IDisposable
+{
+    private readonly ConcurrentDictionary<string, UpstreamPool> _pools = new(StringComparer.Ordinal);
+    private readonly SocketConnectionContextFactory _factory = new(new SocketConnectionFactoryOptions(), NullLogger.Instance);
+
+    public UpstreamPool GetOrCreate(string clusterId, EndPoint endPoint, int maxConnections, int maxIdle, TimeSpan idleTimeout)
+    {
+        string key = $"{clusterId}|{endPoint}|{maxConnections}|{maxIdle}|{idleTimeout.Ticks}";
+        return _pools.GetOrAdd(key, _ => new UpstreamPool(endPoint, _factory, maxConnections, maxIdle, idleTimeout,
+            GatewayMetrics.UpstreamConnectionsOpened.WithLabels(clusterId)));
+    }
+
+    public IEnumerable<UpstreamPool> Pools => _pools.Values;
+
+    internal void EvictIdle()
+    {
+        long now = Stopwatch.GetTimestamp();
+        foreach (var pool in _pools.Values) pool.EvictIdle(now);
+    }
+
+    public void Dispose()
+    {
+        foreach (var pool in _pools.Values) pool.CloseAll();
+        _factory.Dispose();
+    }
+}

@@ -1,0 +1,39 @@
+using System.Text;
+using FastGate.Http;
+using FastGate.Observability;
+using FastGate.Proxy;
+
+namespace FastGate.Routing;
+
+public enum HostMatchKind : byte { Any, Exact, Suffix }
+public enum PathMatchKind : byte { Any, Exact, Prefix }
+
+/// <summary>A compiled, immutable route: what it matches, where it sends, how it rewrites.</summary>
+public sealed class RouteModel
+{
+    public required string Id { get; init; }
+    public required ClusterModel Cluster { get; init; }
+    public required RouteMetrics Metrics { get; init; }
+    /// <summary>Bytes removed from the front of the path before forwarding (empty: none).</summary>
+    public byte[] StripPrefix { get; init; } = [];
+    public bool PreserveHost { get; init; }
+    public int Order { get; init; }
+}
+
+/// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>
+internal sealed class RouteEntry
+{
+    public required RouteModel Route { get; init; }
+    public HostMatchKind HostKind { get; init; }
+    /// <summary>Lower-case host, or for a suffix match ".example.com".</summary>
+    public byte[] Host { get; init; } = [];
+    public PathMatchKind PathKind { get; init; }
+    public byte[] Path { get; init; } = [];
+    /// <summary>Bit per <see cref="HttpMethod"/>; 0 means any method.</summary>
+    public uint MethodMask { get; init; }
+    /// <summary>Methods outside the known enum, matched by name.</summary>
+    public byte[][] OtherMethods { get; init; } = [];
+
+    public static string Describe(RouteEntry e) =>
+        $"{e.Route.Id} host={e.HostKind}:{Encoding.ASCII.GetString(e.Host)} path={e.PathKind}:{Encoding.ASCII.GetString(e.Path)}";
+}
