@@ -27,7 +27,7 @@ namespace FastGate.DemoUpstream
         private static void Map(WebApplication app)
         {
             app.MapGet("/", () => Results.Text("Hello from the FastGate demo upstream\n"));
-            app.MapGet("/hello", () => Results.Text("Hello, World!"));
+            app.MapMethods("/hello", ["GET", "HEAD"], () => Results.Text("Hello, World!"));
             app.Map("/echo", async (HttpContext ctx) =>
             {
                 ctx.Response.ContentType = "application/json";
@@ -66,7 +66,7 @@ namespace FastGate.DemoUpstream
                 await Task.Delay(ms);
                 return Results.Text("late\n");
             });
-            app.Map("/status/{code:int}", (int code) => Results.Text($"status {code}\n", statusCode: code));
+            app.Map("/status/{code:int}", (int code) => code is 204 or 304 ? Results.StatusCode(code) : Results.Text($"status {code}\n", statusCode: code));
             app.Map("/ws", async (HttpContext ctx) =>
             {
                 if (!ctx.WebSockets.IsWebSocketRequest)

@@ -313,6 +313,7 @@ internal sealed partial class ProxyConnection
     private static async ValueTask<CopyResult> CopyLengthAsync(PipeReader source, PipeWriter destination, long length)
     {
         long remaining = length;
+        if (remaining == 0) return await TryFlushAsync(destination).ConfigureAwait(false) ? CopyResult.Done : CopyResult.DestinationFailed;
         while (remaining > 0)
         {
             ReadResult result;
@@ -397,7 +398,7 @@ internal sealed partial class ProxyConnection
             foreach (var segment in buffer) destination.Write(segment.Span);
             source.AdvanceTo(buffer.End);
             if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
-            if (result.IsCompleted) return CopyResult.Done;
+            if (result.IsCompleted || result.IsCanceled) return CopyResult.Done;
         }
     }
 
@@ -420,9 +421,9 @@ internal sealed partial class ProxyConnection
         await _output.FlushAsync().ConfigureAwait(false);
         var up = CopyToEndAsync(_input, upstream.Output).AsTask();
         var down = CopyToEndAsync(upstream.Input, _output).AsTask();
-        await Task.WhenAny(up, down).ConfigureAwait(false);
-        ReleaseUpstream(upstream, reuse: false);
-        _context.Abort();
+        var first = await Task.WhenAny(up, down).ConfigureAwait(false);
+        if (first == down) _input.CancelPendingRead(); // the upstream closed: stop reading from the client
+        ReleaseUpstream(upstream, reuse: false);       // the client closed (or we stop): close the upstream side
         await Task.WhenAll(up, down).ConfigureAwait(false);
     }
 }
