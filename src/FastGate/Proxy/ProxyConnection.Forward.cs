@@ -11,71 +11,57 @@ internal sealed partial class ProxyConnection
 {
     private enum CopyResult : byte { Done, SourceEnded, SourceFailed, DestinationFailed, Malformed }
 
-    private static ReadOnlySpan<byte> Continue100 => "HTTP/1.1 100 Continue\r\n\r\n"u8;
+    private enum ResponseStep : byte { NeedMore, Interim, Final, Failed }
 
-    /// <summary>Forwards the parsed request and streams the response back. Returns whether the connection stays open.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> ForwardAsync(GatewaySnapshot snapshot, RouteModel route)
+    /// <summary>Parses what has arrived of a response head; interim (1xx) heads are returned for relaying.</summary>
+    private ResponseStep OnResponseBytes(in ReadResult result, UpstreamConnection upstream, HttpLimits limits, ref bool any, out RejectReason error)
     {
-        var request = _request;
-        bool upstreamHttp10 = !request.IsHttp11;
-        if (request.ExpectContinue && request.HasBody)
+        error = RejectReason.None;
+        var input = upstream.Input;
+        if (_upstreamTimedOut)
         {
-            // The gateway answers the expectation itself (and drops Expect upstream), so the body arrives at once.
-            _output.Write(Continue100);
-            await _output.FlushAsync().ConfigureAwait(false);
+            input.AdvanceTo(result.Buffer.Start);
+            error = RejectReason.UpstreamResponseTimeout;
+            return ResponseStep.Failed;
         }
-
-        for (int attempt = 0; ; attempt++)
+        var buffer = result.Buffer;
+        any |= !buffer.IsEmpty;
+        var status = HttpResponseParser.TryParse(buffer, limits, _response, _request.Method, out int consumed, out _);
+        if (status == ParseStatus.Error)
         {
-            var destination = route.Cluster.Next();
-            var pool = destination.Pool;
-            var upstream = pool.TryRentIdle();
-            if (upstream is null)
-            {
-                var (connection, error) = await pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
-                if (connection is null) return await RejectAsync(error, close: request.HasBody || request.WantsClose).ConfigureAwait(false);
-                upstream = connection;
-            }
-            _upstreamTimedOut = false;
-            Volatile.Write(ref _activeUpstream, upstream);
-
-            WriteUpstreamHead(upstream.Output, route, destination, upstreamHttp10);
-            CopyResult sent;
-            if (request.HasBody)
-            {
-                sent = request.Framing == BodyFraming.Chunked
-                    ? await CopyChunkedAsync(_input, upstream.Output, snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes, RejectReason.None).ConfigureAwait(false)
-                    : await CopyLengthAsync(_input, upstream.Output, request.ContentLength).ConfigureAwait(false);
-            }
-            else
-            {
-                sent = await FlushUpstreamAsync(upstream.Output).ConfigureAwait(false);
-            }
-            if (sent != CopyResult.Done)
-            {
-                ReleaseUpstream(upstream, reuse: false);
-                if (sent == CopyResult.Malformed) return await RejectAsync(_copyError, close: true).ConfigureAwait(false);
-                if (sent == CopyResult.DestinationFailed)
-                {
-                    if (upstream.Reused && !request.HasBody && attempt == 0) continue; // a stale keep-alive: retry once
-                    return await RejectAsync(RejectReason.UpstreamReset, close: true).ConfigureAwait(false);
-                }
-                return false; // the client went away or stopped in the middle of its body
-            }
-
-            SetDeadline(snapshot.UpstreamResponseTimeoutTicks, TimeoutKind.UpstreamResponse);
-            var head = await ReadResponseHeadAsync(upstream, snapshot.Limits).ConfigureAwait(false);
-            ClearDeadline();
-            if (head != RejectReason.None)
-            {
-                ReleaseUpstream(upstream, reuse: false);
-                if (head == RejectReason.UpstreamReset && upstream.Reused && !request.HasBody && attempt == 0) continue;
-                return await RejectAsync(head, close: request.WantsClose).ConfigureAwait(false);
-            }
-            return await RelayResponseAsync(upstream, upstreamHttp10).ConfigureAwait(false);
+            input.AdvanceTo(buffer.End);
+            error = RejectReason.UpstreamMalformedResponse;
+            return ResponseStep.Failed;
         }
+        if (status == ParseStatus.Incomplete)
+        {
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (!result.IsCompleted && !result.IsCanceled) return ResponseStep.NeedMore;
+            error = any ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
+            return ResponseStep.Failed;
+        }
+        input.AdvanceTo(buffer.GetPosition(consumed));
+        if (!_response.IsInformational || (_response.StatusCode == 101 && _request.IsUpgrade)) return ResponseStep.Final;
+        // 103 Early Hints and other interim responses are relayed; 100 was already answered by the gateway.
+        return _response.StatusCode == 100 ? ResponseStep.NeedMore : ResponseStep.Interim;
     }
+
+    /// <summary>Moves up to <paramref name="remaining"/> body bytes from a read result. False: the source ended early.</summary>
+    private static bool MoveBody(in ReadResult result, PipeReader source, PipeWriter destination, ref long remaining)
+    {
+        var buffer = result.Buffer;
+        if (buffer.IsEmpty)
+        {
+            source.AdvanceTo(buffer.Start);
+            return !result.IsCompleted;
+        }
+        var take = buffer.Length > remaining ? buffer.Slice(0, remaining) : buffer;
+        foreach (var segment in take) destination.Write(segment.Span);
+        remaining -= take.Length;
+        source.AdvanceTo(take.End);
+        return true;
+    }
+
 
     private void ReleaseUpstream(UpstreamConnection upstream, bool reuse)
     {
@@ -165,102 +151,6 @@ internal sealed partial class ProxyConnection
         }
         w.Write("\r\n"u8);
         w.Commit();
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<CopyResult> FlushUpstreamAsync(PipeWriter output)
-    {
-        try
-        {
-            var flush = await output.FlushAsync().ConfigureAwait(false);
-            return flush.IsCompleted ? CopyResult.DestinationFailed : CopyResult.Done;
-        }
-        catch (Exception)
-        {
-            return CopyResult.DestinationFailed;
-        }
-    }
-
-    /// <summary>Reads the final response head (relaying interim 1xx heads). None on success, else why it failed.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<RejectReason> ReadResponseHeadAsync(UpstreamConnection upstream, HttpLimits limits)
-    {
-        var input = upstream.Input;
-        bool any = false;
-        while (true)
-        {
-            ReadResult result;
-            try
-            {
-                result = await input.ReadAsync().ConfigureAwait(false);
-            }
-            catch (Exception)
-            {
-                return _upstreamTimedOut ? RejectReason.UpstreamResponseTimeout : any ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
-            }
-            if (_upstreamTimedOut) return RejectReason.UpstreamResponseTimeout;
-            var buffer = result.Buffer;
-            any |= !buffer.IsEmpty;
-            var status = HttpResponseParser.TryParse(buffer, limits, _response, _request.Method, out int consumed, out var reason);
-            if (status == ParseStatus.Error)
-            {
-                input.AdvanceTo(buffer.End);
-                return RejectReason.UpstreamMalformedResponse;
-            }
-            if (status == ParseStatus.Incomplete)
-            {
-                input.AdvanceTo(buffer.Start, buffer.End);
-                if (result.IsCompleted || result.IsCanceled) return any ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
-                continue;
-            }
-            input.AdvanceTo(buffer.GetPosition(consumed));
-            if (_response.StatusCode == 101 && _request.IsUpgrade) return RejectReason.None;
-            if (!_response.IsInformational) return RejectReason.None;
-            if (_response.StatusCode != 100)
-            {
-                // 103 Early Hints and other interim responses are relayed; 100 was already answered by the gateway.
-                WriteResponseHead(close: false, interim: true);
-                await _output.FlushAsync().ConfigureAwait(false);
-            }
-        }
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> RelayResponseAsync(UpstreamConnection upstream, bool upstreamHttp10)
-    {
-        var resp = _response;
-        _status = resp.StatusCode;
-        if (resp.StatusCode == 101)
-        {
-            WriteResponseHead(close: false, interim: false);
-            await TunnelAsync(upstream).ConfigureAwait(false);
-            return false;
-        }
-        bool close = _request.WantsClose || resp.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
-        WriteResponseHead(close, interim: false);
-        var copied = resp.Framing switch
-        {
-            BodyFraming.ContentLength => await CopyLengthAsync(upstream.Input, _output, resp.ContentLength).ConfigureAwait(false),
-            BodyFraming.Chunked => await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, _runtime.Current.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse).ConfigureAwait(false),
-            BodyFraming.ReadToClose => await CopyToEndAsync(upstream.Input, _output).ConfigureAwait(false),
-            _ => await FlushClientAsync().ConfigureAwait(false),
-        };
-        bool reusable = copied == CopyResult.Done && resp.Framing != BodyFraming.ReadToClose && !resp.ConnectionClose
-                        && (resp.IsHttp11 || resp.ConnectionKeepAlive) && !upstreamHttp10;
-        ReleaseUpstream(upstream, reusable);
-        if (copied != CopyResult.Done && resp.Framing != BodyFraming.ReadToClose)
-        {
-            // The head is already out: the only honest signal left is to close the client connection.
-            return false;
-        }
-        return !close;
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<CopyResult> FlushClientAsync()
-    {
-        var flush = await _output.FlushAsync().ConfigureAwait(false);
-        return flush.IsCompleted ? CopyResult.DestinationFailed : CopyResult.Done;
     }
 
     private void WriteResponseHead(bool close, bool interim)

@@ -40,6 +40,8 @@ internal sealed partial class ProxyConnection : IDisposable
     private volatile bool _idle;
     private int _status;
 
+    private static ReadOnlySpan<byte> Continue100 => "HTTP/1.1 100 Continue\r\n\r\n"u8;
+
     private static readonly ulong s_idPrefix = (ulong)Random.Shared.NextInt64();
     private static long s_idCounter;
 
@@ -54,6 +56,10 @@ internal sealed partial class ProxyConnection : IDisposable
             .UnsafeRegister(static s => ((ProxyConnection)s!).RequestClose(), this);
     }
 
+    /// <summary>
+    /// The connection loop. Every per-request await lives in this one method, so its state machine is allocated
+    /// once per connection and reused by every request on it (nested async methods would box per request).
+    /// </summary>
     public async Task RunAsync()
     {
         try
@@ -61,21 +67,196 @@ internal sealed partial class ProxyConnection : IDisposable
             if (_runtime.IsDraining) return;
             while (true)
             {
+                // 1. the request head
                 var snapshot = _runtime.Current;
-                if (!await ReadRequestHeadAsync(snapshot).ConfigureAwait(false)) return;
+                SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
+                _idle = true;
+                HeadStep step;
+                RejectReason reason;
+                do
+                {
+                    if (_closeRequested && !HasBufferedInput()) return;
+                    var result = await _input.ReadAsync().ConfigureAwait(false);
+                    step = OnRequestBytes(result, snapshot, out reason);
+                }
+                while (step == HeadStep.NeedMore);
+                _idle = false;
+                ClearDeadline();
+                if (step == HeadStep.Closed) return;
+                if (step == HeadStep.Rejected)
+                {
+                    await RejectAsync(reason, close: true).ConfigureAwait(false);
+                    return;
+                }
+
+                // 2. route: the request is decided by the snapshot current when its head arrived
                 long started = Stopwatch.GetTimestamp();
-                snapshot = _runtime.Current; // the request is decided by the snapshot current when its head arrived
+                snapshot = _runtime.Current;
                 var route = snapshot.Router.Match(_request);
-                bool keepAlive;
                 if (route is null)
                 {
-                    keepAlive = await RejectAsync(RejectReason.NoRoute, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
+                    if (!await RejectAsync(RejectReason.NoRoute, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false)) return;
+                    continue;
                 }
-                else
+
+                // 3. forward (inline for the reason above; the helpers it calls are synchronous)
+                var request = _request;
+                if (request.ExpectContinue && request.HasBody)
                 {
-                    keepAlive = await ForwardAsync(snapshot, route).ConfigureAwait(false);
-                    route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    // The gateway answers the expectation itself (and drops Expect upstream), so the body comes at once.
+                    _output.Write(Continue100);
+                    await _output.FlushAsync().ConfigureAwait(false);
                 }
+                bool keepAlive;
+                for (int attempt = 0; ; attempt++)
+                {
+                    // 3a. lease an upstream connection
+                    var destination = route.Cluster.Next();
+                    var upstream = destination.Pool.TryRentIdle();
+                    if (upstream is null)
+                    {
+                        var (connection, error) = await destination.Pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
+                        if (connection is null)
+                        {
+                            keepAlive = await RejectAsync(error, close: request.HasBody || request.WantsClose).ConfigureAwait(false);
+                            break;
+                        }
+                        upstream = connection;
+                    }
+                    _upstreamTimedOut = false;
+                    Volatile.Write(ref _activeUpstream, upstream);
+
+                    // 3b. the request: rewritten head, then the body by its framing
+                    WriteUpstreamHead(upstream.Output, route, destination, http10: !request.IsHttp11);
+                    CopyResult sent;
+                    if (request.HasBody)
+                    {
+                        sent = request.Framing == BodyFraming.Chunked
+                            ? await CopyChunkedAsync(_input, upstream.Output, snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes, RejectReason.None).ConfigureAwait(false)
+                            : await CopyLengthAsync(_input, upstream.Output, request.ContentLength).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        try
+                        {
+                            var flush = await upstream.Output.FlushAsync().ConfigureAwait(false);
+                            sent = flush.IsCompleted ? CopyResult.DestinationFailed : CopyResult.Done;
+                        }
+                        catch (Exception e) when (e is not OutOfMemoryException)
+                        {
+                            sent = CopyResult.DestinationFailed;
+                        }
+                    }
+                    if (sent != CopyResult.Done)
+                    {
+                        ReleaseUpstream(upstream, reuse: false);
+                        if (sent == CopyResult.DestinationFailed && upstream.Reused && !request.HasBody && attempt == 0) continue; // stale keep-alive
+                        keepAlive = sent switch
+                        {
+                            CopyResult.Malformed => await RejectAsync(_copyError, close: true).ConfigureAwait(false),
+                            CopyResult.DestinationFailed => await RejectAsync(RejectReason.UpstreamReset, close: true).ConfigureAwait(false),
+                            _ => false, // the client went away or stopped in the middle of its body
+                        };
+                        break;
+                    }
+
+                    // 3c. the response head (interim 1xx heads relayed)
+                    SetDeadline(snapshot.UpstreamResponseTimeoutTicks, TimeoutKind.UpstreamResponse);
+                    ResponseStep responseStep;
+                    RejectReason responseError;
+                    bool anyResponseBytes = false;
+                    do
+                    {
+                        ReadResult result;
+                        try
+                        {
+                            result = await upstream.Input.ReadAsync().ConfigureAwait(false);
+                        }
+                        catch (Exception e) when (e is not OutOfMemoryException)
+                        {
+                            responseError = _upstreamTimedOut ? RejectReason.UpstreamResponseTimeout
+                                : anyResponseBytes ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
+                            responseStep = ResponseStep.Failed;
+                            break;
+                        }
+                        responseStep = OnResponseBytes(result, upstream, snapshot.Limits, ref anyResponseBytes, out responseError);
+                        if (responseStep == ResponseStep.Interim)
+                        {
+                            WriteResponseHead(close: false, interim: true);
+                            await _output.FlushAsync().ConfigureAwait(false);
+                        }
+                    }
+                    while (responseStep is ResponseStep.NeedMore or ResponseStep.Interim);
+                    ClearDeadline();
+                    if (responseStep == ResponseStep.Failed)
+                    {
+                        ReleaseUpstream(upstream, reuse: false);
+                        if (responseError == RejectReason.UpstreamReset && upstream.Reused && !request.HasBody && attempt == 0) continue;
+                        keepAlive = await RejectAsync(responseError, close: request.WantsClose).ConfigureAwait(false);
+                        break;
+                    }
+
+                    // 3d. relay the response
+                    var response = _response;
+                    _status = response.StatusCode;
+                    if (response.StatusCode == 101)
+                    {
+                        WriteResponseHead(close: false, interim: false);
+                        await TunnelAsync(upstream).ConfigureAwait(false);
+                        keepAlive = false;
+                        break;
+                    }
+                    bool close = request.WantsClose || response.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
+                    WriteResponseHead(close, interim: false);
+                    CopyResult copied;
+                    if (response.Framing is BodyFraming.ContentLength or BodyFraming.None)
+                    {
+                        // Inline for the same reason as above: the common response must not box a state machine.
+                        long remaining = response.Framing == BodyFraming.None ? 0 : response.ContentLength;
+                        copied = CopyResult.Done;
+                        do
+                        {
+                            if (remaining > 0)
+                            {
+                                ReadResult result;
+                                try
+                                {
+                                    result = await upstream.Input.ReadAsync().ConfigureAwait(false);
+                                }
+                                catch (Exception e) when (e is not OutOfMemoryException)
+                                {
+                                    copied = CopyResult.SourceFailed;
+                                    break;
+                                }
+                                if (!MoveBody(result, upstream.Input, _output, ref remaining))
+                                {
+                                    copied = CopyResult.SourceEnded;
+                                    break;
+                                }
+                            }
+                            var flush = await _output.FlushAsync().ConfigureAwait(false);
+                            if (flush.IsCompleted)
+                            {
+                                copied = CopyResult.DestinationFailed;
+                                break;
+                            }
+                        }
+                        while (remaining > 0);
+                    }
+                    else
+                    {
+                        copied = response.Framing == BodyFraming.Chunked
+                            ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse).ConfigureAwait(false)
+                            : await CopyToEndAsync(upstream.Input, _output).ConfigureAwait(false);
+                    }
+                    bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose
+                                    && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
+                    ReleaseUpstream(upstream, reusable);
+                    // After a failure with the head already out, the only honest signal left is to close.
+                    keepAlive = !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
+                    break;
+                }
+                route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
                 if (!keepAlive || _closeRequested) return;
             }
         }
@@ -89,6 +270,46 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
+    private enum HeadStep : byte { NeedMore, Complete, Rejected, Closed }
+
+    private bool HasBufferedInput()
+    {
+        if (!_input.TryRead(out var result)) return false;
+        bool any = !result.Buffer.IsEmpty;
+        _input.AdvanceTo(result.Buffer.Start, any ? result.Buffer.End : result.Buffer.Start);
+        return any;
+    }
+
+    /// <summary>Parses what has arrived of a request head and advances the pipe accordingly.</summary>
+    private HeadStep OnRequestBytes(in ReadResult result, GatewaySnapshot snapshot, out RejectReason reason)
+    {
+        reason = RejectReason.None;
+        var buffer = result.Buffer;
+        if (buffer.IsEmpty)
+        {
+            _input.AdvanceTo(buffer.Start);
+            return result.IsCompleted || _closeRequested ? HeadStep.Closed : HeadStep.NeedMore;
+        }
+        if (_timeoutKind == TimeoutKind.KeepAlive)
+        {
+            _idle = false;
+            SetDeadline(snapshot.HeaderTimeoutTicks, TimeoutKind.RequestHead);
+        }
+        var status = HttpRequestParser.TryParse(buffer, snapshot.Limits, _request, out int consumed, out reason);
+        if (status == ParseStatus.Complete)
+        {
+            _input.AdvanceTo(buffer.GetPosition(consumed));
+            return HeadStep.Complete;
+        }
+        if (status == ParseStatus.Error)
+        {
+            _input.AdvanceTo(buffer.End);
+            return HeadStep.Rejected;
+        }
+        _input.AdvanceTo(buffer.Start, buffer.End);
+        return result.IsCompleted ? HeadStep.Closed : HeadStep.NeedMore; // closed in the middle of a head
+    }
+
     private async ValueTask CompleteClientAsync()
     {
         var up = Interlocked.Exchange(ref _activeUpstream, null);
@@ -100,54 +321,6 @@ internal sealed partial class ProxyConnection : IDisposable
         catch (Exception)
         {
             // the client is gone; nothing to flush to
-        }
-    }
-
-    /// <summary>Reads until a whole request head is parsed. False: close the connection (after any error response).</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> ReadRequestHeadAsync(GatewaySnapshot snapshot)
-    {
-        SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
-        _idle = true;
-        try
-        {
-            while (true)
-            {
-                if (_closeRequested && !_input.TryRead(out _)) return false;
-                var result = await _input.ReadAsync().ConfigureAwait(false);
-                var buffer = result.Buffer;
-                if (buffer.IsEmpty)
-                {
-                    _input.AdvanceTo(buffer.Start);
-                    if (result.IsCompleted || _closeRequested) return false;
-                    continue;
-                }
-                if (_timeoutKind == TimeoutKind.KeepAlive)
-                {
-                    _idle = false;
-                    SetDeadline(snapshot.HeaderTimeoutTicks, TimeoutKind.RequestHead);
-                }
-                var status = HttpRequestParser.TryParse(buffer, snapshot.Limits, _request, out int consumed, out var reason);
-                if (status == ParseStatus.Complete)
-                {
-                    _input.AdvanceTo(buffer.GetPosition(consumed));
-                    ClearDeadline();
-                    return true;
-                }
-                if (status == ParseStatus.Error)
-                {
-                    _input.AdvanceTo(buffer.End);
-                    ClearDeadline();
-                    await RejectAsync(reason, close: true).ConfigureAwait(false);
-                    return false;
-                }
-                _input.AdvanceTo(buffer.Start, buffer.End);
-                if (result.IsCompleted) return false; // the client closed in the middle of a head
-            }
-        }
-        finally
-        {
-            _idle = false;
         }
     }
 
