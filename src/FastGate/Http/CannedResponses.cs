@@ -33,6 +33,10 @@ public static class CannedResponses
         writer.Write(s_suffix[(int)reason]);
     }
 
+    private static readonly byte[][] s_statusText = Enumerable.Range(0, 600).Select(i => Encoding.ASCII.GetBytes(StatusText(i))).ToArray();
+
+    public static ReadOnlySpan<byte> StatusTextBytes(int status) => (uint)status < 600 ? s_statusText[status] : "Unknown"u8;
+
     public static string StatusText(int status) => status switch
     {
         100 => "Continue",
