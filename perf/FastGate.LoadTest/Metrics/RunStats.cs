@@ -39,7 +39,7 @@ public sealed class RunStats
     public long Requests => Volatile.Read(ref _requests);
     public long Responses => Volatile.Read(ref _responses);
 
-    /// <summary>A complete response arrived. <paramref name="latencyNs"/> counts from the scheduled time.</summary>
+    /// <summary>A complete response arrived. <paramref name="latencyNs"/> counts from the scheduled time; a negative lag is not recorded.</summary>
     public void RecordResponse(int status, long latencyNs, long sendLagNs, bool expected)
     {
         Interlocked.Increment(ref _requests);
@@ -47,7 +47,7 @@ public sealed class RunStats
         if ((uint)status < 600) Interlocked.Increment(ref _status[status]);
         if (!expected) Interlocked.Increment(ref _errors[(int)ErrorKind.UnexpectedStatus]);
         _latency.RecordValue(Math.Clamp(latencyNs, 1, HighestNs));
-        _sendLag.RecordValue(Math.Clamp(sendLagNs, 1, HighestNs));
+        if (sendLagNs >= 0) _sendLag.RecordValue(Math.Clamp(sendLagNs, 1, HighestNs)); // closed model: no schedule, no lag
     }
 
     /// <summary>A request ended without a usable response.</summary>
