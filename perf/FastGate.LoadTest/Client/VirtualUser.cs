@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
 using FastGate.LoadTest.Load;
 using FastGate.LoadTest.Metrics;
 
@@ -10,7 +9,7 @@ namespace FastGate.LoadTest.Client;
 /// <summary>
 /// One virtual user: one keep-alive TCP connection, its pre-encoded requests, one pooled receive buffer and a
 /// reusable waiter. In steady state a request allocates nothing: the socket's ValueTask operations are cached
-/// per socket, the send helper uses the pooling async builder and the response is parsed in place.
+/// per socket, the user's loop is one long-lived async method and the response is parsed in place.
 /// </summary>
 public sealed class VirtualUser : IDisposable
 {
@@ -31,6 +30,7 @@ public sealed class VirtualUser : IDisposable
     {
         if (requests.Count == 0) throw new ArgumentException("a virtual user needs at least one request");
         Id = id;
+        CurrentN = id; // users start at different places in their request cycle
         _endpoint = endpoint;
         // Expand weights into a cycle so picking a request is one modulo.
         var cycle = new List<EncodedRequest>();
@@ -94,64 +94,93 @@ public sealed class VirtualUser : IDisposable
         Volatile.Read(ref _socket)?.Dispose();
     }
 
-    /// <summary>Sends one request and reads its response. Returns the status code, or an <see cref="ErrorCode"/>.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<int> ExecuteAsync(EncodedRequest request, long nowNs)
+    /// <summary>Per-request state a <see cref="LoopDriver"/> keeps on the user between begin and end.</summary>
+    public long CurrentN, DueNs, ClaimedNs;
+
+    /// <summary>
+    /// The virtual user's whole life as one async method: ask the driver for the next request (and wait for its
+    /// time), send it, read the response, hand the outcome back. One state machine per user, reused for every
+    /// request, so the loop allocates nothing per request.
+    /// </summary>
+    public async Task RunAsync(LoopDriver driver, NanoClock clock)
     {
-        Volatile.Write(ref _inFlightSinceNs, Math.Max(1, nowNs));
-        try
+        while (true)
         {
-            if (_socket is null && !await ConnectAsync(CancellationToken.None).ConfigureAwait(false))
+            if (!driver.TryBegin(this, out ValueTask wait)) return;
+            await wait.ConfigureAwait(false);
+            long send = clock.NowNs;
+            var request = RequestFor(CurrentN);
+            int outcome;
+            Volatile.Write(ref _inFlightSinceNs, Math.Max(1, send));
+            try
             {
-                return Interlocked.Exchange(ref _timedOut, 0) == 1 ? ErrorCode(ErrorKind.Timeout) : ErrorCode(ErrorKind.Connect);
+                if (_socket is null && !await ConnectAsync(CancellationToken.None).ConfigureAwait(false))
+                {
+                    outcome = Interlocked.Exchange(ref _timedOut, 0) == 1 ? ErrorCode(ErrorKind.Timeout) : ErrorCode(ErrorKind.Connect);
+                }
+                else
+                {
+                    var socket = _socket!;
+                    var bytes = request.Bytes;
+                    int sent = 0;
+                    while (sent < bytes.Length)
+                    {
+                        sent += await socket.SendAsync(bytes.AsMemory(sent), SocketFlags.None).ConfigureAwait(false);
+                    }
+                    _parser.Reset(request.IsHead);
+                    outcome = 0;
+                    while (outcome == 0)
+                    {
+                        outcome = TryParseBuffered();
+                        if (outcome != 0) break;
+                        int n = await socket.ReceiveAsync(_buf.AsMemory(_end), SocketFlags.None).ConfigureAwait(false);
+                        if (n == 0)
+                        {
+                            bool complete = _parser.EndsAtClose;
+                            Close();
+                            outcome = complete ? _parser.StatusCode : ErrorCode(ErrorKind.Reset);
+                        }
+                        else
+                        {
+                            _end += n;
+                        }
+                    }
+                    if (outcome >= 100 && !_parser.KeepAlive) Close();
+                }
             }
-            var socket = _socket!;
-            var bytes = request.Bytes;
-            int sent = 0;
-            while (sent < bytes.Length)
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
             {
-                sent += await socket.SendAsync(bytes.AsMemory(sent), SocketFlags.None).ConfigureAwait(false);
+                Close();
+                outcome = Interlocked.Exchange(ref _timedOut, 0) == 1 ? ErrorCode(ErrorKind.Timeout) : ErrorCode(ErrorKind.Reset);
             }
-            _parser.Reset(request.IsHead);
-            while (true)
-            {
-                if (_end > _start)
-                {
-                    var status = _parser.Parse(_buf.AsSpan(_start, _end - _start), out int consumed);
-                    _start += consumed;
-                    if (status == ParseStatus.Complete) break;
-                    if (status == ParseStatus.Error) { Close(); return ErrorCode(ErrorKind.Protocol); }
-                }
-                if (_start == _end) _start = _end = 0;
-                else if (_end == _buf.Length)
-                {
-                    if (_start == 0) { Close(); return ErrorCode(ErrorKind.Protocol); } // head larger than the buffer
-                    Buffer.BlockCopy(_buf, _start, _buf, 0, _end - _start);
-                    _end -= _start;
-                    _start = 0;
-                }
-                int n = await socket.ReceiveAsync(_buf.AsMemory(_end), SocketFlags.None).ConfigureAwait(false);
-                if (n == 0)
-                {
-                    bool complete = _parser.EndsAtClose;
-                    Close();
-                    return complete ? _parser.StatusCode : ErrorCode(ErrorKind.Reset);
-                }
-                _end += n;
-            }
-            if (!_parser.KeepAlive) Close();
-            return _parser.StatusCode;
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
-        {
-            Close();
-            return Interlocked.Exchange(ref _timedOut, 0) == 1 ? ErrorCode(ErrorKind.Timeout) : ErrorCode(ErrorKind.Reset);
-        }
-        finally
-        {
             Volatile.Write(ref _inFlightSinceNs, 0);
             if (Interlocked.Exchange(ref _timedOut, 0) == 1) Close(); // the watchdog fired as the response completed
+            driver.End(this, request, outcome, send, clock.NowNs);
         }
+    }
+
+    /// <summary>
+    /// Parses what is buffered. Returns the status when a response completed, an error code, or 0 when more
+    /// bytes are needed (the buffer then has room at <c>_end</c>).
+    /// </summary>
+    private int TryParseBuffered()
+    {
+        if (_end > _start)
+        {
+            var status = _parser.Parse(_buf.AsSpan(_start, _end - _start), out int consumed);
+            _start += consumed;
+            if (status == ParseStatus.Complete) return _parser.StatusCode;
+            if (status == ParseStatus.Error) { Close(); return ErrorCode(ErrorKind.Protocol); }
+        }
+        if (_start == _end) _start = _end = 0;
+        else if (_end == _buf.Length)
+        {
+            if (_start == 0) { Close(); return ErrorCode(ErrorKind.Protocol); } // a head larger than the buffer
+            Buffer.BlockCopy(_buf, _start, _buf, 0, _end - _start);
+            _end -= _start;
+            _start = 0;
+        }
+        return 0;
     }
 
     private void Close()
@@ -167,4 +196,14 @@ public sealed class VirtualUser : IDisposable
         var b = Interlocked.Exchange(ref _buf, []);
         if (b.Length > 0) ArrayPool<byte>.Shared.Return(b);
     }
+}
+
+/// <summary>Decides what a virtual user sends next and when, and records what came back.</summary>
+public abstract class LoopDriver
+{
+    /// <summary>Picks the next request (sets <see cref="VirtualUser.CurrentN"/>) and what to wait for before sending; false: stop.</summary>
+    public abstract bool TryBegin(VirtualUser vu, out ValueTask wait);
+
+    /// <summary>The request ended: a status code (>= 100) or a <see cref="VirtualUser.ErrorCode"/>.</summary>
+    public abstract void End(VirtualUser vu, EncodedRequest request, int outcome, long sendNs, long endNs);
 }

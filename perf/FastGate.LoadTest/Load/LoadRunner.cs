@@ -88,6 +88,7 @@ public sealed class LoadRunner(RunSettings settings)
 
         var phases = new List<string>();
         double measuredSeconds = 0;
+        long allocated = 0;
         try
         {
             foreach (var phase in scenario.Load)
@@ -96,6 +97,7 @@ public sealed class LoadRunner(RunSettings settings)
                 var stats = phase.Warmup ? warmup : measured;
                 long start = _clock.NowNs;
                 sampler.BeginPhase(phase, start);
+                long allocatedBefore = GC.GetTotalAllocatedBytes(precise: false);
                 phases.Add((phase.Warmup ? "warm-up: " : "") + phase.Describe());
                 switch (phase)
                 {
@@ -104,7 +106,8 @@ public sealed class LoadRunner(RunSettings settings)
                         break;
                     case FixedConcurrency f:
                         long end = start + (long)(f.Duration.Ticks * 100);
-                        await Task.WhenAll(vus.Take(f.Concurrency).Select(vu => RunClosedAsync(vu, end, stats))).ConfigureAwait(false);
+                        var closed = new ClosedDriver(end, stats, _clock, () => _stopped);
+                        await Task.WhenAll(vus.Take(f.Concurrency).Select(vu => vu.RunAsync(closed, _clock))).ConfigureAwait(false);
                         break;
                     default:
                         var schedule = OpenSchedule.For(phase);
@@ -116,10 +119,15 @@ public sealed class LoadRunner(RunSettings settings)
                             Stats = stats,
                             Ticker = ticker,
                         };
-                        await Task.WhenAll(vus.Take(settings.Connections).Select(vu => RunOpenAsync(vu, state))).ConfigureAwait(false);
+                        var open = new OpenDriver(state, _clock, () => _stopped);
+                        await Task.WhenAll(vus.Take(settings.Connections).Select(vu => vu.RunAsync(open, _clock))).ConfigureAwait(false);
                         break;
                 }
-                if (!phase.Warmup) measuredSeconds += (_clock.NowNs - start) / 1e9;
+                if (!phase.Warmup)
+                {
+                    measuredSeconds += (_clock.NowNs - start) / 1e9;
+                    allocated += GC.GetTotalAllocatedBytes(precise: false) - allocatedBefore;
+                }
             }
         }
         finally
@@ -146,36 +154,43 @@ public sealed class LoadRunner(RunSettings settings)
             Counts = measured.Snapshot(),
             Series = sampler.Series,
             SideCounters = side.Counters,
+            ClientAllocatedBytes = allocated,
         };
         result.Thresholds = [.. scenario.Thresholds.Concat(extraThresholds).Select(t => t.Evaluate(result))];
         return result;
     }
 
-    private async Task RunOpenAsync(VirtualUser vu, OpenPhase p)
+    /// <summary>Open model: users claim the next request of the shared schedule and wait until it is due.</summary>
+    private sealed class OpenDriver(OpenPhase p, NanoClock clock, Func<bool> stopped) : LoopDriver
     {
-        var schedule = p.Schedule;
-        var stats = p.Stats;
-        while (true)
+        public override bool TryBegin(VirtualUser vu, out ValueTask wait)
         {
-            long n = Interlocked.Increment(ref p.Next) - 1;
-            if (n >= schedule.TotalRequests) return;
-            long due = p.StartNs + schedule.DueNs(n);
-            long claimed = _clock.NowNs;
-            if (_stopped) return;
-            if (claimed > p.DeadlineNs)
+            wait = default;
+            var schedule = p.Schedule;
+            while (true)
             {
-                // Hopelessly behind (the target stalls): the rest of the schedule times out without being sent.
-                stats.RecordError(ErrorKind.Timeout, -1);
-                continue;
+                long n = Interlocked.Increment(ref p.Next) - 1;
+                if (n >= schedule.TotalRequests || stopped()) return false;
+                long due = p.StartNs + schedule.DueNs(n);
+                long claimed = clock.NowNs;
+                if (claimed > p.DeadlineNs)
+                {
+                    // Hopelessly behind (the target stalls): the rest of the schedule times out without being sent.
+                    p.Stats.RecordError(ErrorKind.Timeout, -1);
+                    continue;
+                }
+                vu.CurrentN = n;
+                vu.DueNs = due;
+                vu.ClaimedNs = claimed;
+                wait = p.Ticker.WaitUntil(vu.Waiter, due);
+                return true;
             }
-            await p.Ticker.WaitUntil(vu.Waiter, due).ConfigureAwait(false);
-            long send = _clock.NowNs;
-            long ready = Math.Max(due, claimed);
-            long lag = send - ready;
-            var request = vu.RequestFor(n);
-            int outcome = await vu.ExecuteAsync(request, send).ConfigureAwait(false);
-            long end = _clock.NowNs;
-            Record(stats, request, outcome, LatencyFromSchedule(due, claimed, send, end), lag);
+        }
+
+        public override void End(VirtualUser vu, EncodedRequest request, int outcome, long sendNs, long endNs)
+        {
+            long lag = sendNs - Math.Max(vu.DueNs, vu.ClaimedNs);
+            Record(p.Stats, request, outcome, LatencyFromSchedule(vu.DueNs, vu.ClaimedNs, sendNs, endNs), lag);
         }
     }
 
@@ -190,17 +205,22 @@ public sealed class LoadRunner(RunSettings settings)
         return (endNs - sendNs) + (ready - dueNs);
     }
 
-    private async Task RunClosedAsync(VirtualUser vu, long endNs, RunStats stats)
+    /// <summary>Closed model: each user sends its next request as soon as the previous one answered, until the end.</summary>
+    private sealed class ClosedDriver(long endNs, RunStats stats, NanoClock clock, Func<bool> stopped) : LoopDriver
     {
-        long n = vu.Id;
-        while (!_stopped)
+        public override bool TryBegin(VirtualUser vu, out ValueTask wait)
         {
-            long send = _clock.NowNs;
-            if (send >= endNs) return;
-            var request = vu.RequestFor(n++);
-            int outcome = await vu.ExecuteAsync(request, send).ConfigureAwait(false);
-            Record(stats, request, outcome, _clock.NowNs - send, -1);
-            if (outcome == VirtualUser.ErrorCode(ErrorKind.Connect)) await Task.Delay(10).ConfigureAwait(false);
+            wait = default;
+            if (stopped() || clock.NowNs >= endNs) return false;
+            if (vu.ClaimedNs == -1) wait = new ValueTask(Task.Delay(10)); // back off after a failed connect
+            vu.CurrentN++;
+            return true;
+        }
+
+        public override void End(VirtualUser vu, EncodedRequest request, int outcome, long sendNs, long endNs)
+        {
+            Record(stats, request, outcome, endNs - sendNs, -1);
+            vu.ClaimedNs = outcome == VirtualUser.ErrorCode(ErrorKind.Connect) ? -1 : 0;
         }
     }
 

@@ -44,6 +44,10 @@ public sealed class RunResult
 
     public IReadOnlyList<ThresholdOutcome> Thresholds { get; set; } = [];
 
+    /// <summary>Bytes this process allocated during the measured phases (the generator's own garbage; includes
+    /// anything else in the process, such as an in-process test server).</summary>
+    public long ClientAllocatedBytes { get; init; }
+
     public LatencySummary LatencySummary => LatencySummary.From(Latency);
     public LatencySummary SendLagSummary => LatencySummary.From(SendLag);
 

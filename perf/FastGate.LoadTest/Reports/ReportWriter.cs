@@ -56,6 +56,7 @@ public static class ReportWriter
         yield return ("send lag p50", Format.Ms(g.P50), "ms");
         yield return ("send lag p99", Format.Ms(g.P99), "ms");
         yield return ("send lag max", Format.Ms(g.Max), "ms");
+        yield return ("generator allocations per request", r.Counts.Requests == 0 ? "0" : Format.Num((double)r.ClientAllocatedBytes / r.Counts.Requests, "0.#"), "bytes");
         yield return ("errors", r.Counts.ErrorTotal.ToString(Inv), "");
         yield return ("error share", Format.Num(r.ErrorShare * 100, "0.####"), "%");
         for (int k = 0; k < ErrorNames.Length; k++) yield return ("errors: " + ErrorNames[k], r.Counts.Errors[k].ToString(Inv), "");
