@@ -186,7 +186,7 @@ public static class ReportWriter
             double s = xMax * i / 5;
             sb.Append(Inv, $"<text x=\"{X(s):0.#}\" y=\"{Ht - B + 15}\" font-size=\"11\" text-anchor=\"middle\">{Format.Num(s, "0.#")}s</text>");
         }
-        sb.Append(Inv, $"<text x=\"12\" y=\"{T + 10}\" font-size=\"11\">{H(unit)}</text>\n");
+        sb.Append(Inv, $"<text x=\"{L + 6}\" y=\"{T + 10}\" font-size=\"11\" fill=\"#555\">{H(unit)}</text>\n");
         int legendX = L + 10;
         foreach (var (name, color, value) in lines)
         {
