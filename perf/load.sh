@@ -4,6 +4,7 @@
 #
 #   FASTGATE_LOAD_TARGET     target URL, loopback only             (default http://127.0.0.1:8080/)
 #   FASTGATE_LOAD_SCENARIOS  space-separated scenario names          (default "proxy"; see --list)
+#                            ("proxy hostile": hostile is then held to p99 <= 1.2x and rps >= 0.8x of proxy)
 #   FASTGATE_LOAD_RATE       arrival rate per scenario, requests/s   (default 2000, at most 100000)
 #   FASTGATE_LOAD_DURATION   measured time per scenario              (default 10s, at most 300s)
 #   FASTGATE_LOAD_WARMUP     unmeasured warm-up per scenario         (default 2s, at most 60s)
@@ -67,9 +68,14 @@ if [ -n "${FASTGATE_LOAD_ARGS:-}" ]; then eval "extra=(${FASTGATE_LOAD_ARGS})"; 
 failed=()
 for s in $scenarios; do
   echo "== $s: $rate rps for $duration (warm-up $warmup) against $target"
+  rel=()
+  # hostile: the good traffic must stay within 20% of the plain proxy run (when proxy ran first, in this directory).
+  if [ "$s" = hostile ] && [ -f "$report_dir/proxy-summary.csv" ]; then
+    rel=(--baseline "$report_dir/proxy-summary.csv" --threshold "p99<=1.2x" --threshold "rps>=0.8x")
+  fi
   rc=0
   $dotnet "$dll" --target "$target" --scenario "$s" --rate "$rate" --duration "$duration" --warmup "$warmup" \
-    --connections "$connections" --report-dir "$report_dir" "${extra[@]}" || rc=$?
+    --connections "$connections" --report-dir "$report_dir" "${rel[@]}" "${extra[@]}" || rc=$?
   if [ "$rc" -eq 2 ]; then exit 2; fi
   [ "$rc" -eq 0 ] || failed+=("$s")
 done

@@ -29,6 +29,7 @@ public static class Cli
           --timeout <time>       per-request timeout; default 5s
           --threshold "<expr>"   repeatable, e.g. "p99<5ms" "errors<0.1%" "rps>=40000" "status429 between 0.4 and 0.6"
           --no-default-thresholds  only the --threshold rules, not the scenario's own
+          --baseline <csv>       an earlier run's <scenario>-summary.csv for relative rules ("p99<=1.2x", "rps>=0.8x")
           --report-dir <dir>     default perf/reports/<timestamp>/
           --path <path>          request path for the scenarios; default /
           --api-key <key>        X-API-Key for auth-apikey, rate-limited, mixed
@@ -80,6 +81,13 @@ public static class Cli
             return Usage;
         }
 
+        Baseline? baseline = null;
+        if (o.BaselineFile is { } bf)
+        {
+            if (!File.Exists(bf)) { stderr.WriteLine($"error: --baseline {bf} does not exist"); return Usage; }
+            baseline = Baseline.Load(bf);
+        }
+
         var scenario = entry.Build(o.Profile, o.Options);
         if (o.NoDefaultThresholds) scenario = StripThresholds(scenario, entry, o);
         var settings = new RunSettings
@@ -92,6 +100,7 @@ public static class Cli
             Precise = o.Precise,
             Progress = o.Quiet ? null : stdout,
             Options = o.Options,
+            Baseline = baseline,
         };
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -186,6 +195,7 @@ public sealed record CliOptions
     public List<Threshold> Thresholds { get; init; } = [];
     public bool NoDefaultThresholds { get; init; }
     public string? ReportDir { get; init; }
+    public string? BaselineFile { get; init; }
     public ScenarioOptions Options { get; init; } = new();
     public bool Precise { get; init; }
     public bool Quiet { get; init; }
@@ -223,6 +233,7 @@ public sealed record CliOptions
                     break;
                 case "--no-default-thresholds": o = o with { NoDefaultThresholds = true }; break;
                 case "--report-dir": o = o with { ReportDir = Next() }; break;
+                case "--baseline": o = o with { BaselineFile = Next() }; break;
                 case "--path":
                     string path = Next();
                     if (!path.StartsWith('/')) throw new FormatException("--path must start with '/'");

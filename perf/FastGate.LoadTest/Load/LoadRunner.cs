@@ -20,6 +20,8 @@ public sealed record RunSettings
     public NanoClock Clock { get; init; } = NanoClock.System;
     public TextWriter? Progress { get; init; }
     public ScenarioOptions Options { get; init; } = new();
+    /// <summary>An earlier run's summary for relative thresholds (p99&lt;=1.2x).</summary>
+    public Baseline? Baseline { get; init; }
 }
 
 /// <summary>
@@ -156,7 +158,7 @@ public sealed class LoadRunner(RunSettings settings)
             SideCounters = side.Counters,
             ClientAllocatedBytes = allocated,
         };
-        result.Thresholds = [.. scenario.Thresholds.Concat(extraThresholds).Select(t => t.Evaluate(result))];
+        result.Thresholds = [.. scenario.Thresholds.Concat(extraThresholds).Select(t => t.Evaluate(result, settings.Baseline))];
         return result;
     }
 

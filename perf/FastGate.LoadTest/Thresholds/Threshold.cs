@@ -15,6 +15,8 @@ namespace FastGate.LoadTest.Thresholds;
 ///            | errors | errors.KIND              share of requests that failed (KIND: connect timeout reset protocol unexpected)
 ///            | statusNNN | statusNxx             share of requests answered with that status or class
 ///   share   := a fraction (0.4) or a percentage (40%)
+///   relative:  a value with 'x' is a multiple of the same metric in a --baseline run's summary:
+///              p50 p90 p99 p99.9 max mean, rps, errors (e.g. p99&lt;=1.2x, rps&gt;=0.8x)
 /// </code>
 /// Examples: <c>p99&lt;5ms</c>, <c>errors&lt;0.1%</c>, <c>rps&gt;=40000</c>, <c>status429 between 0.4 and 0.6</c>,
 /// <c>status 429 share between 40% and 60%</c>, <c>errors==0</c>.
@@ -30,9 +32,11 @@ public sealed partial class Threshold
     private readonly bool _statusClass;
     private readonly string _op;           // < <= > >= == != between
     private readonly double _a, _b;
+    private readonly bool _relative;
 
-    private Threshold(string text, Kind kind, double percentile, int errorKind, int status, bool statusClass, string op, double a, double b)
+    private Threshold(string text, Kind kind, double percentile, int errorKind, int status, bool statusClass, string op, double a, double b, bool relative)
     {
+        _relative = relative;
         Expression = text;
         _kind = kind;
         _percentile = percentile;
@@ -117,9 +121,15 @@ public sealed partial class Threshold
             else { error = $"threshold '{text}': unknown metric '{metric}'"; return false; }
         }
 
-        if (!TryScale(kind, ref a, ua, text, out error) || (between && !TryScale(kind, ref b, ub, text, out error))) return false;
+        bool relative = ua == "x";
+        if (relative || ub == "x")
+        {
+            if (!relative || (between && ub != "x")) { error = $"threshold '{text}': both bounds must be relative (x) or neither"; return false; }
+            if (BaselineRow(kind, percentile, errorKind) is null) { error = $"threshold '{text}': relative values work for p50 p90 p99 p99.9 max mean rps errors"; return false; }
+        }
+        else if (!TryScale(kind, ref a, ua, text, out error) || (between && !TryScale(kind, ref b, ub, text, out error))) return false;
         if (between && b < a) { error = $"threshold '{text}': the lower bound comes first"; return false; }
-        threshold = new Threshold(text.Trim(), kind, percentile, errorKind, status, statusClass, op, a, b);
+        threshold = new Threshold(text.Trim(), kind, percentile, errorKind, status, statusClass, op, a, b, relative);
         error = null;
         return true;
     }
@@ -173,21 +183,48 @@ public sealed partial class Threshold
         }
     }
 
+    private static string? BaselineRow(Kind kind, double percentile, int errorKind) => kind switch
+    {
+        Kind.Latency => percentile switch
+        {
+            50 => "latency p50",
+            90 => "latency p90",
+            99 => "latency p99",
+            99.9 => "latency p99.9",
+            100 => "latency max",
+            -1 => "latency mean",
+            _ => null,
+        },
+        Kind.Rps => "throughput",
+        Kind.ErrorShare when errorKind < 0 => "error share",
+        _ => null,
+    };
+
     /// <summary>Checks the rule; a run with nothing to measure fails (no data is no evidence).</summary>
-    public ThresholdOutcome Evaluate(RunResult r)
+    public ThresholdOutcome Evaluate(RunResult r, Baseline? baseline = null)
     {
         double v = Measure(r);
+        double a = _a, b = _b;
+        string suffix = "";
+        if (_relative)
+        {
+            double? reference = baseline?.Get(BaselineRow(_kind, _percentile, _errorKind)!);
+            if (reference is not double refValue) return new ThresholdOutcome(Expression, false, Describe(v) + ", no baseline");
+            a *= refValue;
+            b *= refValue;
+            suffix = $" vs baseline {Describe(refValue)}" + (refValue > 0 && !double.IsNaN(v) ? $" = {Format.Num(v / refValue, "0.###")}x" : "");
+        }
         bool ok = !double.IsNaN(v) && _op switch
         {
-            "<" => v < _a,
-            "<=" => v <= _a,
-            ">" => v > _a,
-            ">=" => v >= _a,
-            "==" => v == _a,
-            "!=" => v != _a,
-            _ => v >= _a && v <= _b,
+            "<" => v < a,
+            "<=" => v <= a,
+            ">" => v > a,
+            ">=" => v >= a,
+            "==" => v == a,
+            "!=" => v != a,
+            _ => v >= a && v <= b,
         };
-        return new ThresholdOutcome(Expression, ok, Describe(v));
+        return new ThresholdOutcome(Expression, ok, Describe(v) + suffix);
     }
 
     private string Describe(double v)

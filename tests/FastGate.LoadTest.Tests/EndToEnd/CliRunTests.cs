@@ -48,6 +48,22 @@ public sealed class CliRunTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task Baseline_FromAnEarlierRun_DrivesRelativeThresholds()
+    {
+        string first = Path.Combine(_dir, "first");
+        var (code, output, err) = await Run("--target", _server.Url, "--rate", "100", "--duration", "1s", "--warmup", "0",
+            "--connections", "2", "--report-dir", first, "--quiet");
+        Assert.True(code == 0, output + err);
+
+        (code, output, err) = await Run("--target", _server.Url, "--rate", "100", "--duration", "1s", "--warmup", "0", "--connections", "2",
+            "--report-dir", _dir, "--quiet", "--baseline", Path.Combine(first, "proxy-summary.csv"),
+            "--threshold", "rps>=0.5x", "--threshold", "rps>=10x");
+        Assert.Equal(Cli.Breached, code);
+        Assert.Contains("threshold breached: rps>=10x", err);
+        Assert.DoesNotContain("rps>=0.5x (", err);
+    }
+
+    [Fact]
     public async Task ImpossibleThreshold_FailsTheRun_AndIsNamedInTheReport()
     {
         var (code, output, err) = await Run("--target", _server.Url, "--rate", "200", "--duration", "1s", "--warmup", "0",

@@ -77,6 +77,49 @@ public class ThresholdTests
     }
 
     [Theory]
+    [InlineData("p99<=1.2x", 900e6, true)]    // 990 ms ≤ 1.2 × 900 ms
+    [InlineData("p99<=1.2x", 800e6, false)]   // 990 ms > 960 ms
+    [InlineData("rps>=0.8x", 600, true)]      // 500 ≥ 480
+    [InlineData("rps>=0.8x", 700, false)]     // 500 < 560
+    [InlineData("p50 between 0.9x and 1.1x", 500e6, true)]
+    public void Relative_ComparesWithTheBaseline(string rule, double baseline, bool passes)
+    {
+        var b = new Baseline("test", new Dictionary<string, double> { ["latency p99"] = baseline, ["latency p50"] = baseline, ["throughput"] = baseline });
+        var outcome = Threshold.Parse(rule).Evaluate(Spread, b);
+        Assert.True(outcome.Passed == passes, $"{rule}: {outcome.Actual}");
+        Assert.Contains("vs baseline", outcome.Actual);
+    }
+
+    [Fact]
+    public void Relative_WithoutBaseline_Fails()
+    {
+        var outcome = Threshold.Parse("p99<=1.2x").Evaluate(Spread);
+        Assert.False(outcome.Passed);
+        Assert.Contains("no baseline", outcome.Actual);
+    }
+
+    [Fact]
+    public void Baseline_LoadsASummaryCsv()
+    {
+        string path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(path, "metric,value,unit\nthroughput,1234.5,rps\nlatency p99,2.5,ms\nerror share,0.5,%\nstatus 200,10,\n");
+            var b = Baseline.Load(path);
+            Assert.Equal(1234.5, b.Get("throughput"));
+            Assert.Equal(2_500_000, b.Get("latency p99"));
+            Assert.Equal(0.005, b.Get("error share"));
+            Assert.Null(b.Get("latency p90"));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Theory]
+    [InlineData("status429<1.2x")]
+    [InlineData("p99 between 1ms and 1.2x")]
     [InlineData("p99")]
     [InlineData("p99 < 5 parsecs")]
     [InlineData("latency<5ms")]
