@@ -143,7 +143,7 @@ public static class Cli
             $"  latency         p50 {Format.Latency(l.P50)}  p90 {Format.Latency(l.P90)}  p99 {Format.Latency(l.P99)}  p99.9 {Format.Latency(l.P999)}  max {Format.Latency(l.Max)}",
             $"  send lag        p50 {Format.Latency(g.P50)}  p99 {Format.Latency(g.P99)}  max {Format.Latency(g.Max)}  (generator allocated {(r.Counts.Requests == 0 ? 0 : r.ClientAllocatedBytes / r.Counts.Requests)} B/request)",
             "  status          " + string.Join("  ", Enumerable.Range(100, 500).Where(s => r.Counts.Status[s] > 0).Select(s => $"{s}: {r.Counts.Status[s]}")),
-            $"  errors          {r.Counts.ErrorTotal} ({Format.Num(r.ErrorShare * 100, "0.###")}%)  connect {r.Counts.Errors[(int)ErrorKind.Connect]}  timeout {r.Counts.Errors[(int)ErrorKind.Timeout]}  reset {r.Counts.Errors[(int)ErrorKind.Reset]}  protocol {r.Counts.Errors[(int)ErrorKind.Protocol]}  unexpected status {r.Counts.Errors[(int)ErrorKind.UnexpectedStatus]}",
+            $"  errors          {r.Counts.ErrorTotal} ({Format.Num(r.ErrorShare * 100, "0.###")}%)  connect {r.Counts.Errors[(int)ErrorKind.Connect]}  timeout {r.Counts.Errors[(int)ErrorKind.Timeout]}  reset {r.Counts.Errors[(int)ErrorKind.Reset]}  protocol {r.Counts.Errors[(int)ErrorKind.Protocol]}  unexpected status {r.Counts.Errors[(int)ErrorKind.UnexpectedStatus]}  missing 429 headers {r.Counts.Errors[(int)ErrorKind.MissingHeaders]}",
         };
         foreach (var (k, v) in r.SideCounters) lines.Add($"  side            {k}: {v}");
         foreach (var t in r.Thresholds) lines.Add($"  {(t.Passed ? "pass    " : "BREACHED")}        {t.Expression}  (actual {t.Actual})");

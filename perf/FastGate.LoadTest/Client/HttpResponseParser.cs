@@ -25,6 +25,9 @@ public struct HttpResponseParser
 
     public int StatusCode { get; private set; }
 
+    /// <summary>The response carried Retry-After or a RateLimit-* / X-RateLimit-* header.</summary>
+    public bool HasRateLimitHeaders { get; private set; }
+
     /// <summary>False when the server said Connection: close (or spoke HTTP/1.0 without keep-alive).</summary>
     public bool KeepAlive { get; private set; }
 
@@ -36,6 +39,7 @@ public struct HttpResponseParser
         _headRequest = headRequest;
         StatusCode = 0;
         KeepAlive = true;
+        HasRateLimitHeaders = false;
     }
 
     /// <summary>True when the body runs until the connection closes; a close then completes the response.</summary>
@@ -146,6 +150,10 @@ public struct HttpResponseParser
             {
                 chunked = EndsWithIgnoreCase(value, "chunked"u8);
             }
+            else if (name.EqualsAsciiIgnoreCase("retry-after"u8) || StartsWithIgnoreCase(name, "ratelimit"u8) || StartsWithIgnoreCase(name, "x-ratelimit"u8))
+            {
+                HasRateLimitHeaders = true;
+            }
             else if (name.EqualsAsciiIgnoreCase("connection"u8))
             {
                 if (ContainsIgnoreCase(value, "close"u8)) keepAlive = false;
@@ -159,6 +167,7 @@ public struct HttpResponseParser
             _state = State.Head; // interim response: the real one follows
             StatusCode = 0;
             KeepAlive = true;
+            HasRateLimitHeaders = false;
             return true;
         }
         if (_headRequest || StatusCode is 204 or 304 or 101) _state = State.Done;
@@ -217,6 +226,9 @@ public struct HttpResponseParser
         }
         return true;
     }
+
+    private static bool StartsWithIgnoreCase(ReadOnlySpan<byte> v, ReadOnlySpan<byte> prefix)
+        => v.Length >= prefix.Length && v[..prefix.Length].EqualsAsciiIgnoreCase(prefix);
 
     private static bool EndsWithIgnoreCase(ReadOnlySpan<byte> v, ReadOnlySpan<byte> suffix)
         => v.Length >= suffix.Length && v[^suffix.Length..].EqualsAsciiIgnoreCase(suffix);

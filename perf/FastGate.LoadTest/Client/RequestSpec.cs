@@ -22,6 +22,9 @@ public sealed class ExpectedStatus
 
     public IReadOnlyList<int> Codes { get; }
 
+    /// <summary>A 429 must carry Retry-After or RateLimit-* headers, else it counts as a "missing headers" error.</summary>
+    public bool RequireRateLimitHeadersOn429 { get; init; }
+
     public bool Accepts(int status) => (uint)status < 600 && _ok[status];
 
     public override string ToString() => string.Join(" or ", Codes);

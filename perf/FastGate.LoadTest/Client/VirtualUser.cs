@@ -155,7 +155,8 @@ public sealed class VirtualUser : IDisposable
             }
             Volatile.Write(ref _inFlightSinceNs, 0);
             if (Interlocked.Exchange(ref _timedOut, 0) == 1) Close(); // the watchdog fired as the response completed
-            driver.End(this, request, outcome, send, clock.NowNs);
+            bool headersOk = outcome != 429 || !request.Expect.RequireRateLimitHeadersOn429 || _parser.HasRateLimitHeaders;
+            driver.End(this, request, outcome, headersOk, send, clock.NowNs);
         }
     }
 
@@ -205,5 +206,6 @@ public abstract class LoopDriver
     public abstract bool TryBegin(VirtualUser vu, out ValueTask wait);
 
     /// <summary>The request ended: a status code (>= 100) or a <see cref="VirtualUser.ErrorCode"/>.</summary>
-    public abstract void End(VirtualUser vu, EncodedRequest request, int outcome, long sendNs, long endNs);
+    /// <param name="headersOk">false when a 429 lacked the rate-limit headers its request requires</param>
+    public abstract void End(VirtualUser vu, EncodedRequest request, int outcome, bool headersOk, long sendNs, long endNs);
 }

@@ -189,10 +189,10 @@ public sealed class LoadRunner(RunSettings settings)
             }
         }
 
-        public override void End(VirtualUser vu, EncodedRequest request, int outcome, long sendNs, long endNs)
+        public override void End(VirtualUser vu, EncodedRequest request, int outcome, bool headersOk, long sendNs, long endNs)
         {
             long lag = sendNs - Math.Max(vu.DueNs, vu.ClaimedNs);
-            Record(p.Stats, request, outcome, LatencyFromSchedule(vu.DueNs, vu.ClaimedNs, sendNs, endNs), lag);
+            Record(p.Stats, request, outcome, headersOk, LatencyFromSchedule(vu.DueNs, vu.ClaimedNs, sendNs, endNs), lag);
         }
     }
 
@@ -219,16 +219,16 @@ public sealed class LoadRunner(RunSettings settings)
             return true;
         }
 
-        public override void End(VirtualUser vu, EncodedRequest request, int outcome, long sendNs, long endNs)
+        public override void End(VirtualUser vu, EncodedRequest request, int outcome, bool headersOk, long sendNs, long endNs)
         {
-            Record(stats, request, outcome, endNs - sendNs, -1);
+            Record(stats, request, outcome, headersOk, endNs - sendNs, -1);
             vu.ClaimedNs = outcome == VirtualUser.ErrorCode(ErrorKind.Connect) ? -1 : 0;
         }
     }
 
-    private static void Record(RunStats stats, EncodedRequest request, int outcome, long latencyNs, long lagNs)
+    private static void Record(RunStats stats, EncodedRequest request, int outcome, bool headersOk, long latencyNs, long lagNs)
     {
-        if (outcome >= 100) stats.RecordResponse(outcome, latencyNs, lagNs, request.Expect.Accepts(outcome));
+        if (outcome >= 100) stats.RecordResponse(outcome, latencyNs, lagNs, request.Expect.Accepts(outcome), headersOk);
         else stats.RecordError(VirtualUser.KindOf(outcome), lagNs);
     }
 

@@ -14,6 +14,8 @@ public enum ErrorKind
     Protocol,
     /// <summary>A complete response whose status the scenario did not expect.</summary>
     UnexpectedStatus,
+    /// <summary>A 429 without Retry-After or RateLimit-* headers where the scenario requires them.</summary>
+    MissingHeaders,
 }
 
 /// <summary>
@@ -23,7 +25,7 @@ public enum ErrorKind
 public sealed class RunStats
 {
     public const long HighestNs = 600L * 1_000_000_000; // 10 minutes
-    public const int ErrorKinds = 5;
+    public const int ErrorKinds = 6;
 
     private readonly Recorder _latency = NewRecorder();
     private readonly Recorder _sendLag = NewRecorder();
@@ -40,8 +42,9 @@ public sealed class RunStats
     public long Responses => Volatile.Read(ref _responses);
 
     /// <summary>A complete response arrived. <paramref name="latencyNs"/> counts from the scheduled time; a negative lag is not recorded.</summary>
-    public void RecordResponse(int status, long latencyNs, long sendLagNs, bool expected)
+    public void RecordResponse(int status, long latencyNs, long sendLagNs, bool expected, bool headersOk = true)
     {
+        if (!headersOk) Interlocked.Increment(ref _errors[(int)ErrorKind.MissingHeaders]);
         Interlocked.Increment(ref _requests);
         Interlocked.Increment(ref _responses);
         if ((uint)status < 600) Interlocked.Increment(ref _status[status]);

@@ -9,7 +9,7 @@ namespace FastGate.LoadTest.Reports;
 public static class ReportWriter
 {
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
-    private static readonly string[] ErrorNames = ["connect", "timeout", "reset", "protocol", "unexpected status"];
+    private static readonly string[] ErrorNames = ["connect", "timeout", "reset", "protocol", "unexpected status", "missing rate-limit headers"];
 
     public static IReadOnlyList<string> Write(RunResult r, string directory)
     {

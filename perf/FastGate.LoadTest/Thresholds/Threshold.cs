@@ -12,7 +12,7 @@ namespace FastGate.LoadTest.Thresholds;
 ///   metric  := pNN[.N] | max | mean            latency from the scheduled time; value has a unit ns|us|ms|s (default ms)
 ///            | lag.pNN | lag.max                 the generator's own send lag; same units
 ///            | rps                               responses per second over the measured time
-///            | errors | errors.KIND              share of requests that failed (KIND: connect timeout reset protocol unexpected)
+///            | errors | errors.KIND              share of requests that failed (KIND: connect timeout reset protocol unexpected headers)
 ///            | statusNNN | statusNxx             share of requests answered with that status or class
 ///   share   := a fraction (0.4) or a percentage (40%)
 ///   relative:  a value with 'x' is a multiple of the same metric in a --baseline run's summary:
@@ -105,9 +105,10 @@ public sealed partial class Threshold
                 "reset" => (int)ErrorKind.Reset,
                 "protocol" => (int)ErrorKind.Protocol,
                 "unexpected" or "status" => (int)ErrorKind.UnexpectedStatus,
+                "headers" => (int)ErrorKind.MissingHeaders,
                 _ => -1,
             };
-            if (errorKind < 0) { error = $"threshold '{text}': unknown error kind '{metric[7..]}' (connect, timeout, reset, protocol, unexpected)"; return false; }
+            if (errorKind < 0) { error = $"threshold '{text}': unknown error kind '{metric[7..]}' (connect, timeout, reset, protocol, unexpected, headers)"; return false; }
         }
         else
         {

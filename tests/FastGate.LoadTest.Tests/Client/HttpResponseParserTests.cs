@@ -79,6 +79,18 @@ public class HttpResponseParserTests
         }
     }
 
+    [Theory]
+    [InlineData("Retry-After: 1", true)]
+    [InlineData("RateLimit-Remaining: 0", true)]
+    [InlineData("x-ratelimit-limit: 10", true)]
+    [InlineData("X-Other: 1", false)]
+    public void Parse_NotesRateLimitHeaders(string header, bool expected)
+    {
+        var (result, _, p) = Feed(B($"HTTP/1.1 429 Too Many Requests\r\n{header}\r\nContent-Length: 0\r\n\r\n"), []);
+        Assert.Equal(ParseStatus.Complete, result);
+        Assert.Equal(expected, p.HasRateLimitHeaders);
+    }
+
     [Fact]
     public void Parse_ConnectionClose_IsNotKeepAlive()
     {

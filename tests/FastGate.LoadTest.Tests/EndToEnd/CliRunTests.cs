@@ -89,6 +89,22 @@ public sealed class CliRunTests : IAsyncLifetime, IDisposable
         Assert.Equal("100", s["errors: unexpected status"]);
     }
 
+    [Theory]
+    [InlineData("/limited", Cli.Ok, "0")]
+    [InlineData("/limited-bare", Cli.Breached, "100")] // 429s without Retry-After/RateLimit headers
+    public async Task RateLimited_HalfAre429_WithTheirHeaders(string path, int expectedCode, string missingHeaders)
+    {
+        var (code, output, err) = await Run("--target", _server.Url, "--scenario", "rate-limited", "--path", path, "--rate", "200",
+            "--duration", "1s", "--warmup", "0", "--connections", "2", "--report-dir", _dir, "--quiet");
+
+        Assert.True(code == expectedCode, output + err);
+        var s = Summary(Path.Combine(_dir, "rate-limited-summary.csv"));
+        Assert.Equal("100", s["status 429"]);
+        Assert.Equal("100", s["status 200"]);
+        Assert.Equal(missingHeaders, s["errors: missing rate-limit headers"]);
+        Assert.Contains("threshold status429 between 0.4 and 0.6,pass,50%", File.ReadAllText(Path.Combine(_dir, "rate-limited-summary.csv")));
+    }
+
     [Fact]
     public async Task ClosedModel_ChunkedResponses_AreReadWhole()
     {

@@ -14,6 +14,7 @@ public sealed class TestServer : IAsyncDisposable
     private readonly WebApplication _app;
     private long _requests;
     private long _badKeys;
+    private long _limited;
 
     private TestServer(WebApplication app) => _app = app;
 
@@ -49,6 +50,17 @@ public sealed class TestServer : IAsyncDisposable
                 await ctx.Response.WriteAsync("first;");
                 await ctx.Response.Body.FlushAsync();
                 await ctx.Response.WriteAsync("second");
+                return;
+            case "/limited" or "/limited-bare":
+                // Every second request is over the limit.
+                if (Interlocked.Increment(ref _limited) % 2 == 0)
+                {
+                    ctx.Response.StatusCode = 429;
+                    if (ctx.Request.Path.Value == "/limited") ctx.Response.Headers["Retry-After"] = "1";
+                    return;
+                }
+                ctx.Response.ContentLength = 2;
+                await ctx.Response.Body.WriteAsync("ok"u8.ToArray());
                 return;
             case "/teapot":
                 ctx.Response.StatusCode = 418;
