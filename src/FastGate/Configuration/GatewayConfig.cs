@@ -10,6 +10,11 @@ public sealed record GatewayConfig
     public IReadOnlyList<ClusterConfig> Clusters { get; init; } = [];
     public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
     public LimitsConfig Limits { get; init; } = new();
+    public IReadOnlyList<PolicyRuleConfig> Policies { get; init; } = [];
+    public DefaultAction DefaultAction { get; init; } = DefaultAction.Allow;
+    public IReadOnlyList<IpListConfig> IpLists { get; init; } = [];
+    /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
+    public string BaseDirectory { get; init; } = ".";
 }
 
 public sealed record ListenerConfig
