@@ -32,10 +32,11 @@ public static class ConfigLoader
         {
             return new ConfigLoadResult(null, [new ConfigError("$", $"cannot read '{path}': {e.Message}")], "");
         }
-        return Load(text);
+        return Load(text, Path.GetDirectoryName(Path.GetFullPath(path)));
     }
 
-    public static ConfigLoadResult Load(string json)
+    /// <param name="baseDirectory">Where relative paths in the config (e.g. ipLists files) resolve; default: the current directory.</param>
+    public static ConfigLoadResult Load(string json, string? baseDirectory = null)
     {
         var errors = new List<ConfigError>();
         JsonDocument doc;
@@ -51,7 +52,11 @@ public static class ConfigLoader
         {
             var reader = new ConfigReader(errors);
             var config = Bind(doc.RootElement, reader);
-            if (config is not null) ConfigValidator.Validate(config, errors);
+            if (config is not null)
+            {
+                config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory() };
+                ConfigValidator.Validate(config, errors);
+            }
             return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json);
         }
     }
@@ -74,8 +79,13 @@ public static class ConfigLoader
         if (r.TryGet(root, path, "admin", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "admin")))
         {
             var ap = ConfigReader.Child(path, "admin");
-            r.CheckUnknown(a, ap, "address");
-            admin = new AdminConfig { Address = r.String(a, ap, "address", required: true) ?? "" };
+            r.CheckUnknown(a, ap, "address", "token", "tokenEnv");
+            admin = new AdminConfig
+            {
+                Address = r.String(a, ap, "address", required: true) ?? "",
+                Token = r.String(a, ap, "token"),
+                TokenEnv = r.String(a, ap, "tokenEnv"),
+            };
         }
         return new GatewayConfig
         {

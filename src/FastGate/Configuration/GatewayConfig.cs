@@ -26,6 +26,13 @@ public sealed record ListenerConfig
 public sealed record AdminConfig
 {
     public string Address { get; init; } = "127.0.0.1:9901";
+    /// <summary>Bearer token for /admin/*; required when the admin listener is not on a loopback address.</summary>
+    public string? Token { get; init; }
+    /// <summary>Name of an environment variable holding the token (keeps it out of the file).</summary>
+    public string? TokenEnv { get; init; }
+
+    public string? ResolveToken() =>
+        !string.IsNullOrEmpty(Token) ? Token : TokenEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
 }
 
 public sealed record ClusterConfig

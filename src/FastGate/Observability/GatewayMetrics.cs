@@ -28,6 +28,15 @@ public static class GatewayMetrics
     public static readonly Counter UpstreamConnectionsOpened = Metrics.CreateCounter("fastgate_upstream_connections_opened_total",
         "Connections opened to upstream destinations, by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
 
+    public static readonly Counter ConfigReloads = Metrics.CreateCounter("fastgate_config_reloads_total",
+        "Configuration reloads, by result (success, failure).", new CounterConfiguration { LabelNames = ["result"] });
+
+    public static readonly Gauge ConfigInfo = Metrics.CreateGauge("fastgate_config_info",
+        "The configuration in force (value 1), labelled with its version.", new GaugeConfiguration { LabelNames = ["version"] });
+
+    public static readonly Gauge ConfigLoadedAt = Metrics.CreateGauge("fastgate_config_loaded_timestamp_seconds",
+        "Unix time when the configuration in force was loaded.");
+
     public static readonly Counter AllocatedBytes = Metrics.CreateCounter("dotnet_gc_allocated_bytes_total",
         "Bytes allocated on the managed heap since the process started (GC.GetTotalAllocatedBytes).");
 
@@ -47,8 +56,19 @@ public static class GatewayMetrics
 
     public static void CountRejection(RejectReason reason) => s_rejectionChildren[(int)reason].Inc();
 
+    public static void SetConfigInForce(string? previousVersion, string version, DateTimeOffset loadedAt)
+    {
+        if (previousVersion is not null && previousVersion != version) ConfigInfo.RemoveLabelled(previousVersion);
+        ConfigInfo.WithLabels(version).Set(1);
+        ConfigLoadedAt.Set(loadedAt.ToUnixTimeMilliseconds() / 1000.0);
+    }
+
     /// <summary>Forces the static metrics into the registry so a scrape shows them before the first request.</summary>
-    public static void EnsureRegistered() => _ = s_rejectionChildren.Length;
+    public static void EnsureRegistered()
+    {
+        ConfigReloads.WithLabels("success");
+        ConfigReloads.WithLabels("failure");
+    }
 }
 
 /// <summary>Pre-resolved metric children of one route.</summary>

@@ -23,6 +23,7 @@ public sealed class GatewayRuntime : IDisposable
         _current = initial;
         Pools = pools;
         GatewayMetrics.EnsureRegistered();
+        GatewayMetrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
     }
 
@@ -32,7 +33,11 @@ public sealed class GatewayRuntime : IDisposable
     public int ConnectionCount => _connections.Count;
 
     /// <summary>Replaces the snapshot. Requests already running keep the one they started with.</summary>
-    public void Swap(GatewaySnapshot next) => Volatile.Write(ref _current, next);
+    public void Swap(GatewaySnapshot next)
+    {
+        var previous = Interlocked.Exchange(ref _current, next);
+        GatewayMetrics.SetConfigInForce(previous.Version, next.Version, next.LoadedAt);
+    }
 
     /// <summary>Kestrel connection middleware entry point: one call per client connection.</summary>
     public async Task OnConnectionAsync(ConnectionContext context)
