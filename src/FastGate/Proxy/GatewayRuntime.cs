@@ -15,6 +15,7 @@ public sealed class GatewayRuntime : IDisposable
     private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromMilliseconds(250);
     private readonly ConcurrentDictionary<ProxyConnection, byte> _connections = new();
     private readonly Timer _heartbeat;
+    private readonly Microsoft.Extensions.ObjectPool.ObjectPool<ConnectionState> _states = ConnectionState.CreatePool(1024);
     private GatewaySnapshot _current;
     private volatile bool _draining;
 
@@ -38,6 +39,10 @@ public sealed class GatewayRuntime : IDisposable
         var previous = Interlocked.Exchange(ref _current, next);
         GatewayMetrics.SetConfigInForce(previous.Version, next.Version, next.LoadedAt);
     }
+
+    internal ConnectionState RentState() => _states.Get();
+
+    internal void ReturnState(ConnectionState state) => _states.Return(state);
 
     /// <summary>Kestrel connection middleware entry point: one call per client connection.</summary>
     public async Task OnConnectionAsync(ConnectionContext context)

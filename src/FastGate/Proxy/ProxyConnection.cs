@@ -26,10 +26,11 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly GatewayRuntime _runtime;
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
-    private readonly RequestHead _request = new();
-    private readonly ResponseHead _response = new();
+    private readonly ConnectionState _state;
+    private readonly RequestHead _request;
+    private readonly ResponseHead _response;
     private readonly byte[] _clientIp;
-    private readonly byte[] _requestId = new byte[32];
+    private readonly byte[] _requestId;
     private int _requestIdLength;
 
     private long _deadline = long.MaxValue;
@@ -50,6 +51,10 @@ internal sealed partial class ProxyConnection : IDisposable
         _context = context;
         _runtime = runtime;
         _input = context.Transport.Input;
+        _state = runtime.RentState();
+        _request = _state.Request;
+        _response = _state.Response;
+        _requestId = _state.RequestId;
         _output = context.Transport.Output;
         _clientIp = Encoding.ASCII.GetBytes(context.RemoteEndPoint is IPEndPoint ip ? ip.Address.ToString() : "unknown");
         context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
@@ -376,8 +381,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
     public void Dispose()
     {
-        _request.Dispose();
-        _response.Dispose();
+        _runtime.ReturnState(_state);
     }
 
     private ReadOnlySpan<byte> NextRequestId()
