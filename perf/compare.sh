@@ -14,7 +14,7 @@
 #   FASTGATE                                command that runs the gateway (default: the published
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
 #   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run)
-#   FASTGATE_EXTRA="name=config-file ..."   more FastGate rows, see FASTGATE_ROWS below
+#   FASTGATE_EXTRA="name=file[;Header: v], ..."  more FastGate rows (comma/newline separated), see FASTGATE_ROWS
 set -uo pipefail
 
 # ---- settings ---------------------------------------------------------------------------------------
@@ -38,8 +38,11 @@ BODY='Hello, World!' # 13 bytes
 FASTGATE_ROWS=(
 )
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
-  read -r -a _extra <<<"$FASTGATE_EXTRA"
-  FASTGATE_ROWS+=("${_extra[@]}")
+  # Entries separated by newlines or commas (a header may contain spaces).
+  while IFS= read -r _spec; do
+    _spec=$(echo "$_spec" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+    [ -n "$_spec" ] && FASTGATE_ROWS+=("$_spec")
+  done < <(printf '%s\n' "$FASTGATE_EXTRA" | tr ',' '\n')
 fi
 
 # ---- setup ------------------------------------------------------------------------------------------
@@ -419,8 +422,9 @@ report=perf/reports/compare-$(date -u +%Y%m%d-%H%M%S).md
   echo "- Machine: $machine"
   echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a $WARMUP warm-up, GET / (13-byte body), 127.0.0.1"
   echo "- Upstream: nginx $("$NGINX" -v 2>&1 | sed 's|.*nginx/||'), worker_processes $WORKERS, keep-alive"
-  echo "- Proxies: nginx (upstream keepalive), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR==1 { print $3 }') (http mode, keep-alive), YARP (Yarp.ReverseProxy, perf/baselines), FastGate: $FG_DESC"
-  echo "- .NET: $("$DOTNET" --version 2>/dev/null); bytes/request from \`$ALLOC_METRIC\` around the measured run"
+  echo "- Proxies: nginx (upstream keepalive), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR==1 { print $3 }') (http mode, keep-alive), YARP (Yarp.ReverseProxy $(sed -n 's|.*<YarpVersion>\(.*\)</YarpVersion>.*|\1|p' Directory.Build.props), perf/baselines/YarpBaseline), FastGate: $FG_DESC"
+  echo "- .NET SDK $("$DOTNET" --version 2>/dev/null); $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }')"
+  echo "- errors: non-2xx/3xx responses plus socket errors in the measured run; bytes/request: \`$ALLOC_METRIC\` (YARP: GC.GetTotalAllocatedBytes) read before and after the measured run, divided by its requests"
   echo
   echo "$TABLE"
   notes=0
