@@ -8,6 +8,7 @@
 # Settings (environment):
 #   DURATION=10s CONNECTIONS=50 THREADS=1   the measured wrk run (2-core machine: one wrk thread)
 #   WARMUP=3s                               the warm-up wrk run before each measured run
+#   REPEAT=1                                measured runs per row; the row shows the median by req/s
 #   PORT_BASE=18000                         ports PORT_BASE.. (listeners) and PORT_BASE+100.. (admin)
 #   WORKERS=auto                            nginx worker_processes (upstream and proxy), haproxy nbthread
 #   ALLOC_METRIC                            FastGate's allocated-bytes counter on its admin /metrics
@@ -21,6 +22,7 @@ set -uo pipefail
 ALLOC_METRIC=${ALLOC_METRIC:-dotnet_gc_allocated_bytes_total}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
+REPEAT=${REPEAT:-1}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 PORT_BASE=${PORT_BASE:-18000}
@@ -55,6 +57,7 @@ bash perf/install-tools.sh || { echo "compare: could not install the tools" >&2;
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d -t fastgate-compare.XXXXXX)
 PIDS=()
 
@@ -139,9 +142,21 @@ run_load() { # run_load NAME URL [HEADER]
   timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 2s "${hargs[@]}" "$url" >/dev/null 2>&1
   before=""
   [ -n "${ALLOC_URL:-}" ] && before=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
-  timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency "${hargs[@]}" "$url" >"$out" 2>&1
+  local run runs=() total=0 n
+  for run in $(seq "$REPEAT"); do
+    timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency "${hargs[@]}" "$url" \
+      >"$out.$run" 2>&1
+    n=$(awk '/requests in/ { print $1 }' "$out.$run")
+    total=$((total + ${n:-0}))
+    runs+=("$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out.$run") $out.$run")
+  done
   after=""
   [ -n "${ALLOC_URL:-}" ] && after=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
+  # The median run by req/s stands for the row; bytes per request count every measured run.
+  cp "$(printf '%s\n' "${runs[@]}" | sort -n | awk -v m=$(( (REPEAT + 1) / 2 )) 'NR == m { print $2 }')" "$out"
+  if [ "$REPEAT" -gt 1 ]; then
+    echo "compare: $name req/s per run: $(printf '%s\n' "${runs[@]}" | awk '{ printf "%s ", $1 }')" >&2
+  fi
   RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
   P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
   P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -152,9 +167,9 @@ run_load() { # run_load NAME URL [HEADER]
     END { print e + 0 }' "$out")
   BPR=""
   if [ -n "${ALLOC_URL:-}" ]; then
-    if [ -n "$before" ] && [ -n "$after" ] && [ -n "$REQUESTS" ] && [ "$REQUESTS" -gt 0 ]; then
-      BPR=$(awk -v a="$after" -v b="$before" -v n="$REQUESTS" 'BEGIN { printf "%.1f", (a - b) / n }')
-      echo "compare: $name allocated $((after - before)) bytes for $REQUESTS requests = $BPR B/request" >&2
+    if [ -n "$before" ] && [ -n "$after" ] && [ "$total" -gt 0 ]; then
+      BPR=$(awk -v a="$after" -v b="$before" -v n="$total" 'BEGIN { printf "%.1f", (a - b) / n }')
+      echo "compare: $name allocated $((after - before)) bytes for $total requests = $BPR B/request" >&2
     else
       BPR="n/a"
       echo "compare: $name: no '$ALLOC_METRIC' at $ALLOC_URL" >&2
@@ -420,7 +435,8 @@ report=perf/reports/compare-$(date -u +%Y%m%d-%H%M%S).md
   echo "# make compare, $now"
   echo
   echo "- Machine: $machine"
-  echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a $WARMUP warm-up, GET / (13-byte body), 127.0.0.1"
+  echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a $WARMUP warm-up, GET / (13-byte body), 127.0.0.1; median of $REPEAT run(s) per row"
+  echo "- Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers)"
   echo "- Upstream: nginx $("$NGINX" -v 2>&1 | sed 's|.*nginx/||'), worker_processes $WORKERS, keep-alive"
   echo "- Proxies: nginx (upstream keepalive), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR==1 { print $3 }') (http mode, keep-alive), YARP (Yarp.ReverseProxy $(sed -n 's|.*<YarpVersion>\(.*\)</YarpVersion>.*|\1|p' Directory.Build.props), perf/baselines/YarpBaseline), FastGate: $FG_DESC"
   echo "- .NET SDK $("$DOTNET" --version 2>/dev/null); $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }')"
