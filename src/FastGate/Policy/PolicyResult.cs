@@ -20,6 +20,10 @@ public sealed class PolicyResult
     public int MatchedCount { get; private set; }
     /// <summary>Report-mode rules that matched (counted and logged, not enforced).</summary>
     public int ReportMatches { get; set; }
+    /// <summary>The first matched rule (in rule order) with a rewritePath action, or -1: its path is the one forwarded.</summary>
+    public int RewriteRule { get; set; } = -1;
+    /// <summary>The first matched rule (in rule order) with a route action, or -1: its cluster is the one used.</summary>
+    public int RouteRule { get; set; } = -1;
 
     public void Reset()
     {
@@ -27,6 +31,20 @@ public sealed class PolicyResult
         DecidingRule = -1;
         MatchedCount = 0;
         ReportMatches = 0;
+        RewriteRule = -1;
+        RouteRule = -1;
+        _scratchCount = 0;
+    }
+
+    // Candidate matches collected during evaluation (several trie leaves, any order), before Decide sorts them.
+    private int[] _scratch = new int[16];
+    private int _scratchCount;
+    internal Span<int> ScratchSpan => _scratch.AsSpan(0, _scratchCount);
+
+    internal void AddScratch(int ruleIndex)
+    {
+        if (_scratchCount == _scratch.Length) Array.Resize(ref _scratch, _scratch.Length * 2);
+        _scratch[_scratchCount++] = ruleIndex;
     }
 
     public void AddMatch(int ruleIndex)
