@@ -1,16 +1,20 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace FastGate.Policy;
 
 /// <summary>
-/// An immutable open-addressing table keyed by byte strings, looked up with a span (no string, no allocation).
-/// Keys of an ignore-case table are stored lower-case and lookups lower-case the probe into a stack buffer.
+/// An immutable open-addressing table keyed by byte strings, probed with a span (no string, no allocation).
+/// The hash reads 8 bytes at a time; ignore-case tables OR each byte with 0x20 for hashing (folding ASCII
+/// letters; other collisions only cost a compare) and compare with ASCII case-insensitive equality.
 /// </summary>
 internal sealed class ByteKeyTable<T> where T : class
 {
     private readonly byte[]?[] _keys;
     private readonly T?[] _values;
-    private readonly int[] _hashes;
+    private readonly uint[] _hashes;
     private readonly int _mask;
     private readonly bool _ignoreCase;
 
@@ -21,13 +25,18 @@ internal sealed class ByteKeyTable<T> where T : class
         while (capacity < entries.Count * 2) capacity <<= 1;
         _keys = new byte[capacity][];
         _values = new T[capacity];
-        _hashes = new int[capacity];
+        _hashes = new uint[capacity];
         _mask = capacity - 1;
         foreach (var (k, v) in entries)
         {
-            var key = ignoreCase ? Lower(k) : k;
-            int h = Hash(key);
-            int i = h & _mask;
+            var key = k;
+            if (ignoreCase)
+            {
+                key = new byte[k.Length];
+                Ascii.ToLower(k, key, out _);
+            }
+            uint h = Hash(key, ignoreCase);
+            int i = (int)(h & (uint)_mask);
             while (_keys[i] is not null)
             {
                 if (_keys[i].AsSpan().SequenceEqual(key)) throw new ArgumentException("duplicate key " + Encoding.Latin1.GetString(key));
@@ -38,47 +47,54 @@ internal sealed class ByteKeyTable<T> where T : class
             _hashes[i] = h;
         }
         Count = entries.Count;
+        MinKeyLength = entries.Count == 0 ? 0 : entries.Min(e => e.Key.Length);
+        MaxKeyLength = entries.Count == 0 ? 0 : entries.Max(e => e.Key.Length);
     }
+
+    public int MinKeyLength { get; }
+    public int MaxKeyLength { get; }
 
     public int Count { get; }
 
-    public T? Find(ReadOnlySpan<byte> key)
+    public static uint Hash(ReadOnlySpan<byte> key, bool ignoreCase)
     {
-        if (Count == 0) return null;
-        if (_ignoreCase)
+        const ulong K = 0x9E3779B97F4A7C15;
+        ulong fold = ignoreCase ? 0x2020202020202020UL : 0;
+        ulong h = K ^ (ulong)key.Length;
+        ref byte r = ref MemoryMarshal.GetReference(key);
+        int i = 0;
+        for (; i + 8 <= key.Length; i += 8)
+            h = BitOperations.RotateLeft((h ^ (Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref r, i)) | fold)) * K, 31);
+        if (i < key.Length)
         {
-            if (key.Length > 256) return null;
-            Span<byte> lower = stackalloc byte[key.Length];
-            System.Text.Ascii.ToLower(key, lower, out _);
-            return FindExact(lower);
+            ulong x;
+            if (key.Length >= 8) x = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref r, key.Length - 8));
+            else
+            {
+                x = 0;
+                for (; i < key.Length; i++) x = (x << 8) | Unsafe.Add(ref r, i);
+            }
+            h = BitOperations.RotateLeft((h ^ (x | fold)) * K, 31);
         }
-        return FindExact(key);
+        h ^= h >> 29;
+        h *= 0xBF58476D1CE4E5B9;
+        return (uint)(h ^ (h >> 32));
     }
 
-    private T? FindExact(ReadOnlySpan<byte> key)
+    public T? Find(ReadOnlySpan<byte> key) => Count == 0 ? null : Find(key, Hash(key, _ignoreCase));
+
+    /// <summary>Looks up <paramref name="key"/> whose <see cref="Hash"/> (same case mode) is <paramref name="hash"/>.</summary>
+    public T? Find(ReadOnlySpan<byte> key, uint hash)
     {
-        int h = Hash(key);
-        int i = h & _mask;
+        var keys = _keys;
+        int i = (int)(hash & (uint)_mask);
         while (true)
         {
-            var k = _keys[i];
+            var k = keys[i];
             if (k is null) return null;
-            if (_hashes[i] == h && key.SequenceEqual(k)) return _values[i];
+            if (_hashes[i] == hash && k.Length == key.Length && (_ignoreCase ? Ascii.EqualsIgnoreCase(key, k) : key.SequenceEqual(k)))
+                return _values[i];
             i = (i + 1) & _mask;
         }
-    }
-
-    private static int Hash(ReadOnlySpan<byte> key)
-    {
-        var hc = new HashCode();
-        hc.AddBytes(key);
-        return hc.ToHashCode();
-    }
-
-    private static byte[] Lower(byte[] k)
-    {
-        var l = new byte[k.Length];
-        System.Text.Ascii.ToLower(k, l, out _);
-        return l;
     }
 }

@@ -71,56 +71,91 @@ public static class Cidr
 }
 
 /// <summary>
-/// A set of addresses as disjoint, sorted, merged ranges; membership is a binary search (17 steps at 100,000
-/// entries), allocation-free. Immutable once built.
+/// A set of addresses as disjoint, sorted, merged ranges. IPv4 ranges (the ::ffff:0:0/96 block) are kept as
+/// 32-bit values; a large IPv4 set also gets a 65,536-entry index by the address's top 16 bits, so a lookup
+/// binary-searches only the few ranges of one /16 (100,000 entries: about one). IPv6 ranges are searched as
+/// 128-bit values. Lookups are allocation-free; the set is immutable once built.
 /// </summary>
 public sealed class CidrSet
 {
-    private readonly UInt128[] _starts;
-    private readonly UInt128[] _ends;
+    private static readonly UInt128 V4Base = (UInt128)0xFFFF << 32;
+    private static readonly UInt128 V4Last = V4Base | uint.MaxValue;
+    private const int IndexThreshold = 256;
 
-    public static readonly CidrSet Empty = new([], []);
+    private readonly uint[] _v4Starts;
+    private readonly uint[] _v4Ends;
+    /// <summary>_v4Index[h] = number of IPv4 ranges starting below h &lt;&lt; 16 (65,537 entries), or null.</summary>
+    private readonly int[]? _v4Index;
+    private readonly UInt128[] _v6Starts;
+    private readonly UInt128[] _v6Ends;
 
-    private CidrSet(UInt128[] starts, UInt128[] ends)
+    public static readonly CidrSet Empty = Build([]);
+
+    private CidrSet(List<AddressRange> merged)
     {
-        _starts = starts;
-        _ends = ends;
+        var v4s = new List<uint>();
+        var v4e = new List<uint>();
+        var v6s = new List<UInt128>();
+        var v6e = new List<UInt128>();
+        foreach (var r in merged)
+        {
+            // Split each range into the part inside the IPv4 block and the parts outside it.
+            if (r.Start < V4Base) { v6s.Add(r.Start); v6e.Add(r.End < V4Base ? r.End : V4Base - 1); }
+            if (r.Start <= V4Last && r.End >= V4Base)
+            {
+                v4s.Add((uint)(r.Start > V4Base ? r.Start - V4Base : 0));
+                v4e.Add((uint)(r.End < V4Last ? r.End - V4Base : uint.MaxValue));
+            }
+            if (r.End > V4Last) { v6s.Add(r.Start > V4Last ? r.Start : V4Last + 1); v6e.Add(r.End); }
+        }
+        _v4Starts = v4s.ToArray();
+        _v4Ends = v4e.ToArray();
+        _v6Starts = v6s.ToArray();
+        _v6Ends = v6e.ToArray();
+        RangeCount = merged.Count;
+        if (_v4Starts.Length >= IndexThreshold)
+        {
+            _v4Index = new int[65537];
+            int k = 0;
+            for (int h = 0; h <= 65536; h++)
+            {
+                ulong bucketStart = (ulong)h << 16;
+                while (k < _v4Starts.Length && _v4Starts[k] < bucketStart) k++;
+                _v4Index[h] = k;
+            }
+        }
     }
 
     /// <summary>Number of disjoint ranges after merging.</summary>
-    public int RangeCount => _starts.Length;
+    public int RangeCount { get; }
 
     public static CidrSet Build(IEnumerable<AddressRange> ranges)
     {
         var list = ranges.ToArray();
-        if (list.Length == 0) return Empty;
         Array.Sort(list, (a, b) => a.Start.CompareTo(b.Start));
-        var starts = new List<UInt128>(list.Length);
-        var ends = new List<UInt128>(list.Length);
-        UInt128 s = list[0].Start, e = list[0].End;
-        for (int i = 1; i < list.Length; i++)
+        var merged = new List<AddressRange>(list.Length);
+        for (int i = 0; i < list.Length; i++)
         {
             var r = list[i];
-            // Merge overlapping and adjacent ranges (adjacent: e + 1 == r.Start, careful at MaxValue).
-            if (r.Start <= e || (e != UInt128.MaxValue && r.Start == e + UInt128.One))
+            if (merged.Count > 0)
             {
-                if (r.End > e) e = r.End;
+                var last = merged[^1];
+                // Merge overlapping and adjacent ranges (adjacent: End + 1 == Start; careful at MaxValue).
+                if (r.Start <= last.End || (last.End != UInt128.MaxValue && r.Start == last.End + UInt128.One))
+                {
+                    if (r.End > last.End) merged[^1] = last with { End = r.End };
+                    continue;
+                }
             }
-            else
-            {
-                starts.Add(s);
-                ends.Add(e);
-                (s, e) = (r.Start, r.End);
-            }
+            merged.Add(r);
         }
-        starts.Add(s);
-        ends.Add(e);
-        return new CidrSet(starts.ToArray(), ends.ToArray());
+        return new CidrSet(merged);
     }
 
     public bool Contains(UInt128 address)
     {
-        var starts = _starts;
+        if ((ulong)(address >> 32) == 0xFFFF && (ulong)(address >> 64) == 0) return ContainsV4((uint)address);
+        var starts = _v6Starts;
         int lo = 0, hi = starts.Length - 1, found = -1;
         while (lo <= hi)
         {
@@ -132,7 +167,33 @@ public sealed class CidrSet
             }
             else hi = mid - 1;
         }
-        return found >= 0 && address <= _ends[found];
+        return found >= 0 && address <= _v6Ends[found];
+    }
+
+    private bool ContainsV4(uint address)
+    {
+        var starts = _v4Starts;
+        int lo = 0, hi = starts.Length - 1;
+        if (_v4Index is { } index)
+        {
+            // The last range starting at or below the address starts in this /16 or is the last one before it.
+            int h = (int)(address >> 16);
+            lo = index[h] - 1;
+            hi = index[h + 1] - 1;
+            if (lo < 0) lo = 0;
+        }
+        int found = -1;
+        while (lo <= hi)
+        {
+            int mid = (int)((uint)(lo + hi) >> 1);
+            if (starts[mid] <= address)
+            {
+                found = mid;
+                lo = mid + 1;
+            }
+            else hi = mid - 1;
+        }
+        return found >= 0 && address <= _v4Ends[found];
     }
 }
 

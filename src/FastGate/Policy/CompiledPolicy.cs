@@ -34,6 +34,8 @@ public sealed class CompiledPolicy
     private readonly ByteKeyTable<PathNode> _suffixHosts;
     private readonly PathNode? _anyHost;
     private readonly long[] _reportCounts;
+    private readonly int _minSuffixLength;
+    private readonly int _maxSuffixLength;
 
     internal CompiledPolicy(CompiledRule[] rules, ByteKeyTable<PathNode> exactHosts, ByteKeyTable<PathNode> suffixHosts,
         PathNode? anyHost, DefaultAction defaultAction)
@@ -45,6 +47,7 @@ public sealed class CompiledPolicy
         _anyHost = anyHost;
         DefaultAction = defaultAction;
         _reportCounts = new long[rules.Length];
+        (_minSuffixLength, _maxSuffixLength) = suffixHosts.Count == 0 ? (0, 0) : (suffixHosts.MinKeyLength, suffixHosts.MaxKeyLength);
         DefaultDenyResponseHead = PolicyCompiler.EncodeHead(403, "application/json", DefaultDenyResponseBody.Length);
     }
 
@@ -68,41 +71,33 @@ public sealed class CompiledPolicy
         var head = facts.Head;
         var host = Router.HostWithoutPort(head[head.Host]);
         var rawPath = head.Path.IsEmpty ? "/"u8 : head[head.Path];
-
-        byte[]? rentedPath = null;
-        ByteRange[]? rentedSegments = null;
-        try
+        ReadOnlySpan<byte> path = rawPath;
+        if (rawPath.IndexOf((byte)'%') >= 0)
         {
-            scoped ReadOnlySpan<byte> path = rawPath;
-            bool decode = rawPath.IndexOf((byte)'%') >= 0;
-            Span<byte> buf = decode && rawPath.Length <= RequestPath.MaxStackPath ? stackalloc byte[rawPath.Length] : default;
-            if (decode)
-            {
-                if (buf.IsEmpty) buf = rentedPath = ArrayPool<byte>.Shared.Rent(rawPath.Length);
-                path = buf[..RequestPath.PercentDecode(rawPath, buf, plusAsSpace: false, keepSlash: true)];
-            }
-            int maxSegments = path.Length / 2 + 1;
-            Span<ByteRange> segments = maxSegments <= RequestPath.MaxStackSegments
-                ? stackalloc ByteRange[maxSegments]
-                : (rentedSegments = ArrayPool<ByteRange>.Shared.Rent(maxSegments));
-            int segmentCount = RequestPath.Segment(path, segments);
-            var view = new RequestView(head, host, path, segments[..segmentCount], facts.Client, facts.RouteIndex);
+            var buf = result.PathBuffer(rawPath.Length);
+            path = buf.AsSpan(0, RequestPath.PercentDecode(rawPath, buf, plusAsSpace: false, keepSlash: true));
+        }
+        var segments = result.SegmentBuffer(path.Length / 2 + 1);
+        int segmentCount = RequestPath.Segment(path, segments);
+        var hashes = result.SegmentHashBuffer(segmentCount);
+        for (int i = 0; i < segmentCount; i++) hashes[i] = ByteKeyTable<PathNode>.Hash(path.Slice(segments[i].Start, segments[i].Length), ignoreCase: false);
+        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex, hashes.AsSpan(0, segmentCount));
 
-            var matches = result;
-            if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact) Walk(exact, 0, view, matches);
-            if (_suffixHosts.Count > 0)
-            {
-                for (int i = 1; i < host.Length; i++)
-                    if (host[i] == (byte)'.' && _suffixHosts.Find(host[i..]) is { } suffix) Walk(suffix, 0, view, matches);
-            }
-            if (_anyHost is not null) Walk(_anyHost, 0, view, matches);
-            Decide(result.ScratchSpan, result, count);
-        }
-        finally
+        // Host dispatch: the exact table, then the "*.suffix" table at each dot, then the any-host tree.
+        if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact) Walk(exact, 0, view, result);
+        if (_suffixHosts.Count > 0)
         {
-            if (rentedPath is not null) ArrayPool<byte>.Shared.Return(rentedPath);
-            if (rentedSegments is not null) ArrayPool<ByteRange>.Shared.Return(rentedSegments);
+            for (int i = 1; i < host.Length; i++)
+            {
+                if (host[i] != (byte)'.') continue;
+                int length = host.Length - i;
+                if (length > _maxSuffixLength) continue;
+                if (length < _minSuffixLength) break;
+                if (_suffixHosts.Find(host[i..]) is { } suffix) Walk(suffix, 0, view, result);
+            }
         }
+        if (_anyHost is not null) Walk(_anyHost, 0, view, result);
+        Decide(result.ScratchSpan, result, count);
     }
 
     private static void Walk(PathNode node, int depth, scoped in RequestView v, PolicyResult matches)
@@ -116,7 +111,7 @@ public sealed class CompiledPolicy
                 return;
             }
             var s = v.Segments[depth];
-            var child = node.Children?.Find(v.Path.Slice(s.Start, s.Length));
+            var child = node.Children?.Find(v.Path.Slice(s.Start, s.Length), v.SegmentHashes[depth]);
             depth++;
             if (node.Wildcard is { } wildcard)
             {
@@ -142,7 +137,7 @@ public sealed class CompiledPolicy
     /// <summary>Orders the matched rules (candidates come from several leaves) and applies the semantics.</summary>
     private void Decide(Span<int> matched, PolicyResult result, bool count)
     {
-        if (matched.Length > 1) matched.Sort();
+        if (matched.Length > 1) SortSmall(matched);
         bool stopped = false;
         int previous = -1;
         foreach (int index in matched)
@@ -174,6 +169,25 @@ public sealed class CompiledPolicy
             }
         }
         if (result.DecidingRule < 0) result.Verdict = DefaultAction == DefaultAction.Deny ? PolicyVerdict.Deny : PolicyVerdict.Allow;
+    }
+
+    private static void SortSmall(Span<int> items)
+    {
+        if (items.Length > 16)
+        {
+            items.Sort();
+            return;
+        }
+        for (int i = 1; i < items.Length; i++)
+        {
+            int v = items[i], j = i - 1;
+            while (j >= 0 && items[j] > v)
+            {
+                items[j + 1] = items[j];
+                j--;
+            }
+            items[j + 1] = v;
+        }
     }
 
     /// <summary>

@@ -124,17 +124,22 @@ public static class RequestPath
     /// <summary>Splits <paramref name="path"/> into normalised segments; returns the count (needs ≤ path.Length/2+1 slots).</summary>
     public static int Segment(ReadOnlySpan<byte> path, Span<ByteRange> segments)
     {
-        int count = 0, i = 0;
-        while (i < path.Length)
+        int count = 0, start = -1;
+        for (int i = 0; i <= path.Length; i++)
         {
-            if (path[i] == (byte)'/') { i++; continue; }
-            int len = path[i..].IndexOf((byte)'/');
-            if (len < 0) len = path.Length - i;
-            var seg = path.Slice(i, len);
-            if (seg.Length == 1 && seg[0] == (byte)'.') { }
-            else if (seg.Length == 2 && seg[0] == (byte)'.' && seg[1] == (byte)'.') { if (count > 0) count--; }
-            else segments[count++] = new ByteRange(i, len);
-            i += len;
+            if (i < path.Length && path[i] != (byte)'/')
+            {
+                if (start < 0) start = i;
+                continue;
+            }
+            if (start < 0) continue;
+            int len = i - start;
+            if (path[start] == (byte)'.' && (len == 1 || (len == 2 && path[start + 1] == (byte)'.')))
+            {
+                if (len == 2 && count > 0) count--;
+            }
+            else segments[count++] = new ByteRange(start, len);
+            start = -1;
         }
         return count;
     }

@@ -41,6 +41,15 @@ public sealed class PolicyResult
     private int _scratchCount;
     internal Span<int> ScratchSpan => _scratch.AsSpan(0, _scratchCount);
 
+    // Per-connection buffers for the normalised path (grown when a longer path arrives, then reused).
+    private byte[] _pathBuffer = new byte[256];
+    private ByteRange[] _segments = new ByteRange[32];
+
+    internal byte[] PathBuffer(int length) => _pathBuffer.Length >= length ? _pathBuffer : _pathBuffer = new byte[Math.Max(length, _pathBuffer.Length * 2)];
+    private uint[] _segmentHashes = new uint[32];
+    internal ByteRange[] SegmentBuffer(int count) => _segments.Length >= count ? _segments : _segments = new ByteRange[Math.Max(count, _segments.Length * 2)];
+    internal uint[] SegmentHashBuffer(int count) => _segmentHashes.Length >= count ? _segmentHashes : _segmentHashes = new uint[Math.Max(count, _segmentHashes.Length * 2)];
+
     internal void AddScratch(int ruleIndex)
     {
         if (_scratchCount == _scratch.Length) Array.Resize(ref _scratch, _scratch.Length * 2);
