@@ -12,9 +12,15 @@ namespace FastGate.Policy;
 /// </summary>
 internal sealed class ByteKeyTable<T> where T : class
 {
-    private readonly byte[]?[] _keys;
-    private readonly T?[] _values;
-    private readonly uint[] _hashes;
+    private struct Entry
+    {
+        public uint Hash;
+        public byte[]? Key;
+        public T? Value;
+    }
+
+    // One array of (hash, key, value): a probe touches one cache line before the key compare.
+    private readonly Entry[] _entries;
     private readonly int _mask;
     private readonly bool _ignoreCase;
 
@@ -23,9 +29,7 @@ internal sealed class ByteKeyTable<T> where T : class
         _ignoreCase = ignoreCase;
         int capacity = 4;
         while (capacity < entries.Count * 2) capacity <<= 1;
-        _keys = new byte[capacity][];
-        _values = new T[capacity];
-        _hashes = new uint[capacity];
+        _entries = new Entry[capacity];
         _mask = capacity - 1;
         foreach (var (k, v) in entries)
         {
@@ -37,14 +41,12 @@ internal sealed class ByteKeyTable<T> where T : class
             }
             uint h = Hash(key, ignoreCase);
             int i = (int)(h & (uint)_mask);
-            while (_keys[i] is not null)
+            while (_entries[i].Key is not null)
             {
-                if (_keys[i].AsSpan().SequenceEqual(key)) throw new ArgumentException("duplicate key " + Encoding.Latin1.GetString(key));
+                if (_entries[i].Key.AsSpan().SequenceEqual(key)) throw new ArgumentException("duplicate key " + Encoding.Latin1.GetString(key));
                 i = (i + 1) & _mask;
             }
-            _keys[i] = key;
-            _values[i] = v;
-            _hashes[i] = h;
+            _entries[i] = new Entry { Hash = h, Key = key, Value = v };
         }
         Count = entries.Count;
         MinKeyLength = entries.Count == 0 ? 0 : entries.Min(e => e.Key.Length);
@@ -86,14 +88,14 @@ internal sealed class ByteKeyTable<T> where T : class
     /// <summary>Looks up <paramref name="key"/> whose <see cref="Hash"/> (same case mode) is <paramref name="hash"/>.</summary>
     public T? Find(ReadOnlySpan<byte> key, uint hash)
     {
-        var keys = _keys;
+        var entries = _entries;
         int i = (int)(hash & (uint)_mask);
         while (true)
         {
-            var k = keys[i];
-            if (k is null) return null;
-            if (_hashes[i] == hash && k.Length == key.Length && (_ignoreCase ? Ascii.EqualsIgnoreCase(key, k) : key.SequenceEqual(k)))
-                return _values[i];
+            ref readonly var e = ref entries[i];
+            if (e.Key is not { } k) return null;
+            if (e.Hash == hash && k.Length == key.Length && (_ignoreCase ? Ascii.EqualsIgnoreCase(key, k) : key.SequenceEqual(k)))
+                return e.Value;
             i = (i + 1) & _mask;
         }
     }
