@@ -71,7 +71,7 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits");
+        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists");
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -98,6 +98,9 @@ public static class ConfigLoader
             Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
             Routes = r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r)),
             Limits = limits,
+            Policies = Policy.PolicyConfigBinder.Policies(root, path, r),
+            DefaultAction = Policy.PolicyConfigBinder.DefaultAction(root, path, r),
+            IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),
         };
     }
 

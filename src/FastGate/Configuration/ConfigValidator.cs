@@ -13,6 +13,7 @@ public static class ConfigValidator
         ValidateListeners(config, errors);
         ValidateClusters(config, errors);
         ValidateRoutes(config, errors);
+        Policy.PolicyValidator.Validate(config, errors);
     }
 
     public static bool TryParseEndPoint(string address, out IPEndPoint endPoint)

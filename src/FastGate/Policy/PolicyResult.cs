@@ -20,6 +20,10 @@ public sealed class PolicyResult
     public int MatchedCount { get; private set; }
     /// <summary>Report-mode rules that matched (counted and logged, not enforced).</summary>
     public int ReportMatches { get; set; }
+    /// <summary>The first matched rule (in rule order) with a rewritePath action, or -1: its path is the one forwarded.</summary>
+    public int RewriteRule { get; set; } = -1;
+    /// <summary>The first matched rule (in rule order) with a route action, or -1: its cluster is the one used.</summary>
+    public int RouteRule { get; set; } = -1;
 
     public void Reset()
     {
@@ -27,6 +31,29 @@ public sealed class PolicyResult
         DecidingRule = -1;
         MatchedCount = 0;
         ReportMatches = 0;
+        RewriteRule = -1;
+        RouteRule = -1;
+        _scratchCount = 0;
+    }
+
+    // Candidate matches collected during evaluation (several trie leaves, any order), before Decide sorts them.
+    private int[] _scratch = new int[16];
+    private int _scratchCount;
+    internal Span<int> ScratchSpan => _scratch.AsSpan(0, _scratchCount);
+
+    // Per-connection buffers for the normalised path (grown when a longer path arrives, then reused).
+    private byte[] _pathBuffer = new byte[256];
+    private ByteRange[] _segments = new ByteRange[32];
+
+    internal byte[] PathBuffer(int length) => _pathBuffer.Length >= length ? _pathBuffer : _pathBuffer = new byte[Math.Max(length, _pathBuffer.Length * 2)];
+    private uint[] _segmentHashes = new uint[32];
+    internal ByteRange[] SegmentBuffer(int count) => _segments.Length >= count ? _segments : _segments = new ByteRange[Math.Max(count, _segments.Length * 2)];
+    internal uint[] SegmentHashBuffer(int count) => _segmentHashes.Length >= count ? _segmentHashes : _segmentHashes = new uint[Math.Max(count, _segmentHashes.Length * 2)];
+
+    internal void AddScratch(int ruleIndex)
+    {
+        if (_scratchCount == _scratch.Length) Array.Resize(ref _scratch, _scratch.Length * 2);
+        _scratch[_scratchCount++] = ruleIndex;
     }
 
     public void AddMatch(int ruleIndex)
