@@ -5,6 +5,7 @@ using System.Text;
 using BenchmarkDotNet.Attributes;
 using FastGate.Configuration;
 using FastGate.Http;
+using FastGate.Policy;
 using FastGate.Proxy;
 using FastGate.Routing;
 
@@ -26,6 +27,8 @@ public class HeadRewriteBenchmarks
     private static readonly byte[] RequestId = "0123456789abcdef0123456789abcdef"u8.ToArray();
 
     private readonly RequestHead _request = new();
+    private readonly PolicyResult _decision = new();
+    private static readonly ClientAddress Client = ClientAddress.From(IPAddress.Loopback);
     private readonly ResponseHead _response = new();
     private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 0, useSynchronizationContext: false));
     private GatewaySnapshot _snapshot = null!;
@@ -43,6 +46,11 @@ public class HeadRewriteBenchmarks
                 { "id": "admin", "match": { "hosts": ["admin.example.com"], "pathPrefix": "/" }, "cluster": "b" },
                 { "id": "api", "match": { "hosts": ["*.example.com"], "pathPrefix": "/api", "methods": ["GET", "POST"] }, "cluster": "b", "stripPrefix": true },
                 { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "b" }
+              ],
+              "policies": [
+                { "id": "block-admin", "match": { "paths": ["/admin/*"], "not": { "clientIps": ["10.0.0.0/8"] } },
+                  "actions": [ { "type": "deny", "status": 403, "message": "forbidden" } ] },
+                { "id": "tag", "match": { "methods": ["GET"] }, "actions": [ { "type": "setRequestHeaders", "headers": { "X-Gateway": "fastgate" } } ] }
               ]
             }
             """;
@@ -60,9 +68,11 @@ public class HeadRewriteBenchmarks
     {
         HttpRequestParser.TryParse(new ReadOnlySequence<byte>(RequestBytes), _snapshot.Limits, _request, out _, out _);
         var route = _snapshot.Router.Match(_request) ?? throw new InvalidOperationException("no route");
-        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false);
+        _decision.Reset();
+        _snapshot.Policy.Evaluate(new RequestFacts(_request, Client, route.Order), _decision);
+        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, _snapshot.Policy, _decision);
         HttpResponseParser.TryParse(new ReadOnlySequence<byte>(ResponseBytes), _snapshot.Limits, _response, _request.Method, out _, out _);
-        HeadRewriter.WriteClientResponse(_pipe.Writer, _response, _request, RequestId, close: false, interim: false);
+        HeadRewriter.WriteClientResponse(_pipe.Writer, _response, _request, RequestId, close: false, interim: false, _snapshot.Policy, _decision);
         return Drain();
     }
 

@@ -232,6 +232,28 @@ internal sealed class AdminApi
 
     private void ExplainPolicy(Utf8JsonWriter w, GatewaySnapshot snapshot, RequestHead head, IPAddress client, Routing.RouteModel? route)
     {
+        var result = new Policy.PolicyResult();
+        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1), result);
+        w.WritePropertyName("rules");
+        w.WriteStartArray();
+        foreach (var r in rules)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", r.RuleId);
+            w.WriteBoolean("matched", r.Matched);
+            w.WriteString("mode", r.Mode == PolicyMode.Report ? "report" : "enforce");
+            w.WriteBoolean("deciding", r.Deciding);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        if (result.Verdict != Policy.PolicyVerdict.Allow)
+        {
+            var rule = result.DecidingRule >= 0 ? snapshot.Policy.Rules[result.DecidingRule] : null;
+            w.WriteString("decision", result.Verdict == Policy.PolicyVerdict.Deny ? "deny" : "respond");
+            w.WriteNumber("status", rule?.Status ?? 403);
+            w.WriteString("rule", rule?.Id ?? "defaultAction");
+            return;
+        }
         if (route is null)
         {
             w.WriteString("decision", "reject");
@@ -239,7 +261,16 @@ internal sealed class AdminApi
             w.WriteString("reason", RejectReasons.Name(RejectReason.NoRoute));
             return;
         }
+        foreach (int i in result.Matched)
+        {
+            if (snapshot.Policy.Rules[i].RequireAuthSchemes.Length == 0) continue;
+            w.WriteString("decision", "reject");
+            w.WriteNumber("status", 401);
+            w.WriteString("reason", RejectReasons.Name(RejectReason.AuthenticationRequired));
+            return;
+        }
         w.WriteString("decision", "forward");
+        w.WriteString("forwardCluster", result.RouteRule >= 0 ? snapshot.Policy.Rules[result.RouteRule].RouteToCluster : route.Cluster.Id);
     }
 
     private static async Task Text(HttpResponse response, int status, string text)

@@ -12,11 +12,12 @@ internal sealed class ConnectionState
     public RequestHead Request { get; } = new();
     public ResponseHead Response { get; } = new();
     public byte[] RequestId { get; } = new byte[32];
+    public FastGate.Policy.PolicyResult PolicyResult { get; } = new();
 
     public static ObjectPool<ConnectionState> CreatePool(int maxRetained) =>
-        new DefaultObjectPool<ConnectionState>(new Policy(), maxRetained);
+        new DefaultObjectPool<ConnectionState>(new StatePolicy(), maxRetained);
 
-    private sealed class Policy : PooledObjectPolicy<ConnectionState>
+    private sealed class StatePolicy : PooledObjectPolicy<ConnectionState>
     {
         public override ConnectionState Create() => new();
 

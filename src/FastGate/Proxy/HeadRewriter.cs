@@ -1,5 +1,6 @@
 using System.IO.Pipelines;
 using FastGate.Http;
+using FastGate.Policy;
 using FastGate.Routing;
 
 namespace FastGate.Proxy;
@@ -9,14 +10,20 @@ public static class HeadRewriter
 {
     /// <summary>Writes the request head sent upstream: hop-by-hop headers removed, forwarding headers set.</summary>
     public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
-        ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10)
+        ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision)
     {
+        bool edits = HasEdits(policy, decision, response: false);
         var w = new HeadWriter(output);
         w.Write(r[r.MethodRange]);
         w.Write((byte)' ');
         if (r.IsAsteriskForm)
         {
             w.Write((byte)'*');
+        }
+        else if (decision.RewriteRule >= 0)
+        {
+            w.Write(policy.Rules[decision.RewriteRule].RewritePath);
+            w.Write(r[r.Query]);
         }
         else
         {
@@ -50,10 +57,15 @@ public static class HeadRewriter
                     continue;
             }
             if (r.IsHopByHop(f)) continue;
+            if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
             w.Write(r[f.Name]);
             w.Write(": "u8);
             w.Write(r[f.Value]);
             w.Write("\r\n"u8);
+        }
+        if (edits)
+        {
+            foreach (int i in decision.Matched) w.Write(policy.Rules[i].SetRequestHeaderLines);
         }
 
         w.Write("X-Forwarded-For: "u8);
@@ -92,8 +104,10 @@ public static class HeadRewriter
     }
 
     /// <summary>Writes the response head sent to the client: hop-by-hop headers removed, request id and Connection set.</summary>
-    public static void WriteClientResponse(PipeWriter output, ResponseHead resp, RequestHead request, ReadOnlySpan<byte> requestId, bool close, bool interim)
+    public static void WriteClientResponse(PipeWriter output, ResponseHead resp, RequestHead request, ReadOnlySpan<byte> requestId, bool close, bool interim,
+        CompiledPolicy policy, PolicyResult decision)
     {
+        bool edits = !interim && HasEdits(policy, decision, response: true);
         var w = new HeadWriter(output);
         w.Write("HTTP/1.1 "u8);
         w.WriteNumber(resp.StatusCode);
@@ -104,10 +118,15 @@ public static class HeadRewriter
         foreach (ref readonly var f in resp.Headers)
         {
             if (resp.IsHopByHop(f)) continue;
+            if (edits && IsEdited(policy, decision, resp[f.Name], response: true)) continue;
             w.Write(resp[f.Name]);
             w.Write(": "u8);
             w.Write(resp[f.Value]);
             w.Write("\r\n"u8);
+        }
+        if (edits)
+        {
+            foreach (int i in decision.Matched) w.Write(policy.Rules[i].SetResponseHeaderLines);
         }
         if (!interim)
         {
@@ -134,4 +153,30 @@ public static class HeadRewriter
         w.Commit();
     }
 
+
+    private static bool HasEdits(CompiledPolicy policy, PolicyResult decision, bool response)
+    {
+        foreach (int i in decision.Matched)
+            if (response ? policy.Rules[i].HasResponseHeaderActions : policy.Rules[i].HasRequestHeaderActions) return true;
+        return false;
+    }
+
+    /// <summary>True when a matched rule sets or removes this header (the original field is then dropped).</summary>
+    private static bool IsEdited(CompiledPolicy policy, PolicyResult decision, ReadOnlySpan<byte> name, bool response)
+    {
+        foreach (int i in decision.Matched)
+        {
+            var rule = policy.Rules[i];
+            if (Contains(response ? rule.SetResponseHeaderNames : rule.SetRequestHeaderNames, name)) return true;
+            if (Contains(response ? rule.RemoveResponseHeaderNames : rule.RemoveRequestHeaderNames, name)) return true;
+        }
+        return false;
+    }
+
+    private static bool Contains(byte[][] names, ReadOnlySpan<byte> name)
+    {
+        foreach (var n in names)
+            if (System.Text.Ascii.EqualsIgnoreCase(n, name)) return true;
+        return false;
+    }
 }

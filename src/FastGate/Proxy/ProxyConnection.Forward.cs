@@ -71,11 +71,12 @@ internal sealed partial class ProxyConnection
     }
 
     private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10) =>
-        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _clientIp, NextRequestId(), http10);
+        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _clientIp, NextRequestId(), http10, _activePolicy, _policy);
 
     private void WriteResponseHead(bool close, bool interim) =>
         HeadRewriter.WriteClientResponse(_output, _response, _request,
-            _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim);
+            _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim,
+            _activePolicy, _policy);
 
     private RejectReason _copyError;
 

@@ -7,6 +7,7 @@ using System.Text;
 using FastGate.Configuration;
 using FastGate.Http;
 using FastGate.Observability;
+using FastGate.Policy;
 using FastGate.Routing;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -30,6 +31,9 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly RequestHead _request;
     private readonly ResponseHead _response;
     private readonly byte[] _clientIp;
+    private readonly ClientAddress _clientAddress;
+    private readonly PolicyResult _policy;
+    private CompiledPolicy _activePolicy = CompiledPolicy.Empty;
     private readonly byte[] _requestId;
     private int _requestIdLength;
 
@@ -55,8 +59,11 @@ internal sealed partial class ProxyConnection : IDisposable
         _request = _state.Request;
         _response = _state.Response;
         _requestId = _state.RequestId;
+        _policy = _state.PolicyResult;
         _output = context.Transport.Output;
-        _clientIp = Encoding.ASCII.GetBytes(context.RemoteEndPoint is IPEndPoint ip ? ip.Address.ToString() : "unknown");
+        var remote = context.RemoteEndPoint as IPEndPoint;
+        _clientIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
+        _clientAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
         context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
             .UnsafeRegister(static s => ((ProxyConnection)s!).RequestClose(), this);
     }
@@ -98,11 +105,28 @@ internal sealed partial class ProxyConnection : IDisposable
                 long started = Stopwatch.GetTimestamp();
                 snapshot = _runtime.Current;
                 var route = snapshot.Router.Match(_request);
-                if (route is null)
+
+                // 2b. policy: one evaluation over the compiled decision structure, no allocation
+                var policy = snapshot.Policy;
+                _activePolicy = policy;
+                _policy.Reset();
+                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1), _policy);
+                if (_policy.Verdict != PolicyVerdict.Allow)
                 {
-                    if (!await RejectAsync(RejectReason.NoRoute, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false)) return;
+                    bool stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
+                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    if (!stays || _closeRequested) return;
                     continue;
                 }
+                if (route is null || RequiresAuthentication(policy))
+                {
+                    var why = route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
+                    bool stays = await RejectAsync(why, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
+                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    if (!stays || _closeRequested) return;
+                    continue;
+                }
+                var cluster = _policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[_policy.RouteRule].RouteToClusterIndex] : route.Cluster;
 
                 // 3. forward (inline for the reason above; the helpers it calls are synchronous)
                 var request = _request;
@@ -116,7 +140,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 for (int attempt = 0; ; attempt++)
                 {
                     // 3a. lease an upstream connection
-                    var destination = route.Cluster.Next();
+                    var destination = cluster.Next();
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
                     {
@@ -327,6 +351,35 @@ internal sealed partial class ProxyConnection : IDisposable
         {
             // the client is gone; nothing to flush to
         }
+    }
+
+    /// <summary>
+    /// A matched requireAuth action with no authenticated caller: the gateway has no credential check that could
+    /// pass it yet, so the request is refused (401) rather than let through.
+    /// </summary>
+    private bool RequiresAuthentication(CompiledPolicy policy)
+    {
+        foreach (int i in _policy.Matched)
+            if (policy.Rules[i].RequireAuthSchemes.Length > 0) return true;
+        return false;
+    }
+
+    /// <summary>Writes the deciding rule's pre-encoded deny/respond response (or the default deny).</summary>
+    private async ValueTask<bool> RespondFromPolicyAsync(CompiledPolicy policy)
+    {
+        var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
+        _status = rule?.Status ?? 403;
+        if (_policy.Verdict == PolicyVerdict.Deny) GatewayMetrics.CountRejection(RejectReason.PolicyDenied);
+        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        var w = new HeadWriter(_output);
+        w.Write(rule?.ResponseHead ?? policy.DefaultDenyResponseHead);
+        w.Write(DateHeader.Line);
+        if (close) w.Write("Connection: close\r\n"u8);
+        w.Write("\r\n"u8);
+        if (_request.Method != Http.HttpMethod.Head) w.Write(rule?.ResponseBody ?? policy.DefaultDenyResponseBody);
+        w.Commit();
+        var flush = await _output.FlushAsync().ConfigureAwait(false);
+        return !close && !flush.IsCompleted;
     }
 
     /// <summary>Writes a canned error response. Returns whether the connection stays open.</summary>

@@ -13,8 +13,11 @@ public class ReloadTests
           "admin": { "address": "127.0.0.1:0" },
           "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream}}" } ] } ],
           "routes": [
-            {{(toggled ? "{ \"id\": \"toggle\", \"match\": { \"pathPrefix\": \"/toggle\" }, \"cluster\": \"backend\", \"stripPrefix\": true }," : "")}}
+            { "id": "toggle", "match": { "pathPrefix": "/toggle" }, "cluster": "backend", "stripPrefix": true },
             { "id": "ok", "match": { "path": "/hello" }, "cluster": "backend" }
+          ],
+          "policies": [
+            {{(toggled ? "{ \"id\": \"toggle-deny\", \"match\": { \"paths\": [\"/toggle\"] }, \"actions\": [ { \"type\": \"deny\", \"status\": 403 } ] }" : "")}}
           ]
         }
         """;
@@ -28,7 +31,7 @@ public class ReloadTests
     }
 
     [Fact]
-    public async Task FileRewritten50Times_UntouchedPathNeverFails_ToggledPathFollowsEachChange()
+    public async Task FileRewritten50Times_UntouchedPathNeverFails_ToggledDenyRuleFollowsEachChange()
     {
         await using var upstream = await DemoUpstreamServer.StartAsync();
         var address = upstream.Address.ToString().TrimEnd('/');
@@ -66,10 +69,10 @@ public class ReloadTests
                 var config = JsonDocument.Parse(await admin.GetStringAsync("/admin/config")).RootElement;
                 Assert.Equal("failure", config.GetProperty("lastReload").GetProperty("result").GetString());
                 Assert.NotEmpty(config.GetProperty("lastReload").GetProperty("errors").EnumerateArray());
-                Assert.Equal(HttpStatusCode.NotFound, (await probe.GetAsync("/toggle")).StatusCode); // i == 24 left it off
+                Assert.Equal(HttpStatusCode.OK, (await probe.GetAsync("/toggle")).StatusCode); // i == 24 left the deny rule off
             }
             File.WriteAllText(path, Config(address, toggled));
-            var expected = toggled ? HttpStatusCode.OK : HttpStatusCode.NotFound;
+            var expected = toggled ? HttpStatusCode.Forbidden : HttpStatusCode.OK;
             await WaitUntil(async () => (await probe.GetAsync("/toggle")).StatusCode == expected);
         }
         stop.Cancel();
@@ -91,10 +94,12 @@ public class ReloadTests
         using var http = gateway.CreateClient();
         (await http.GetAsync("/hello")).Dispose();
         var before = gateway.Host.Runtime.Current.Clusters[0].Destinations[0].Pool;
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/toggle")).StatusCode);
         File.WriteAllText(path, Config(address, toggled: true));
         var result = await gateway.Host.Reloader!.ReloadAsync("test");
         Assert.True(result.Success);
         Assert.Same(before, gateway.Host.Runtime.Current.Clusters[0].Destinations[0].Pool);
+        Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync("/toggle")).StatusCode);
     }
 
     internal static async Task WaitUntil(Func<Task<bool>> condition, int timeoutMs = 10000, Func<string>? describe = null)
