@@ -71,11 +71,11 @@ public class GcraRateLimiterTests
     {
         var time = new FakeTimeProvider();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, rate, TimeSpan.FromSeconds(1), burst: burst), time);
-        // Arrival i happens at floor(i * 1s / rate): exactly at the rate, on the clock's grid.
+        // Arrival i happens at ceil(i * 1s / rate): exactly at the rate, on the clock's grid (never early).
         long origin = time.GetTimestamp();
         for (long i = 0; i < 100_000; i++)
         {
-            long at = origin + i * TimeSpan.TicksPerSecond / rate;
+            long at = origin + (i * TimeSpan.TicksPerSecond + rate - 1) / rate;
             time.AdvanceTicks(at - time.GetTimestamp());
             Assert.True(limiter.Acquire(s_key).IsAllowed, $"request {i} rejected");
         }
