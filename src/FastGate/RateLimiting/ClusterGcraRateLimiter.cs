@@ -65,12 +65,12 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
     public override ValueTask<RateLimitDecision> AcquireWithoutKeyAsync(long cost = 1)
     {
         RateLimitDecision d = MissingKeyDecision(out bool shared);
-        return shared ? AcquireAsync(s_missingKey, cost) : new ValueTask<RateLimitDecision>(d);
+        return shared ? AcquireAsync(s_missingKey, cost, Time.GetTimestamp()) : new ValueTask<RateLimitDecision>(d);
     }
 
-    public override ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost = 1)
+    public override ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost, long timestamp)
     {
-        long now = Time.GetTimestamp();
+        long now = timestamp;
         ClusterBucket b = _table.GetOrAdd(key);
         while (true)
         {

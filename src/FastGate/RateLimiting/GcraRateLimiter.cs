@@ -17,6 +17,7 @@ public sealed class GcraRateLimiter : LocalRateLimiter<Bucket>
     private readonly long _burst;
     private readonly long _epoch;
     private readonly long _secondScaled; // one second in scaled units
+    private readonly DecisionScale _units;
 
     public GcraRateLimiter(RateLimiterDefinition definition, TimeProvider time) : base(definition, time)
     {
@@ -39,6 +40,7 @@ public sealed class GcraRateLimiter : LocalRateLimiter<Bucket>
         _burst = definition.Burst;
         _tolerance = _interval * _burst;
         _secondScaled = Frequency * _scale;
+        _units = new DecisionScale(_interval, _secondScaled);
         _epoch = time.GetTimestamp() - 1;
     }
 
@@ -74,7 +76,7 @@ public sealed class GcraRateLimiter : LocalRateLimiter<Bucket>
             if (Interlocked.CompareExchange(ref bucket.State, newTat, tat) == tat)
             {
                 Counters.Allowed.Increment();
-                decision = new RateLimitDecision(RateLimitOutcome.Allowed, _burst, (tau - diff) / t, CeilScaledSeconds(diff), 0, 0);
+                decision = new RateLimitDecision(_burst, tau - diff, diff, _units);
                 return true;
             }
         }

@@ -18,22 +18,13 @@ public class Bucket
     internal ulong K0, K1;
     internal byte[]? LongKey;
 
-    internal void SetKey(ReadOnlySpan<byte> key, int hash)
+    internal void SetKey(ReadOnlySpan<byte> key, int hash, ulong k0, ulong k1)
     {
         Hash = hash;
         KeyLength = key.Length;
-        if (key.Length <= 16)
-        {
-            Span<byte> tmp = stackalloc byte[16];
-            tmp.Clear();
-            key.CopyTo(tmp);
-            K0 = MemoryMarshal.Read<ulong>(tmp);
-            K1 = MemoryMarshal.Read<ulong>(tmp.Slice(8));
-        }
-        else
-        {
-            LongKey = key.ToArray();
-        }
+        K0 = k0;
+        K1 = k1;
+        if (key.Length > 16) LongKey = key.ToArray();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -113,7 +104,7 @@ public sealed class KeyTable<T> where T : Bucket, new()
         int per = maxKeys / segments;
         for (int i = 0; i < segments; i++) _segments[i] = new Segment(per);
         _segmentShift = 32 - System.Numerics.BitOperations.Log2((uint)segments);
-        _overflow.SetKey(default, 0);
+        _overflow.SetKey(default, 0, 0, 0);
     }
 
     public int MaxKeys { get; }
@@ -124,36 +115,57 @@ public sealed class KeyTable<T> where T : Bucket, new()
     /// <summary>The bucket shared by keys that found the table full.</summary>
     public T Overflow => _overflow;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int HashOf(ReadOnlySpan<byte> key)
-    {
-        var h = new HashCode();     // seeded per process: keys chosen by clients cannot be aimed at one probe chain
-        h.AddBytes(key);
-        return h.ToHashCode();
-    }
+    // Per-process secrets: keys chosen by clients cannot be aimed at one probe chain.
+    private static readonly ulong s_seed0 = (ulong)Random.Shared.NextInt64() | 1, s_seed1 = (ulong)Random.Shared.NextInt64();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Inline(ReadOnlySpan<byte> key, out ulong k0, out ulong k1)
+    private static ulong Mix(ulong x)
+    {
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdUL;
+        x ^= x >> 33;
+        x *= 0xc4ceb9fe1a85ec53UL;
+        x ^= x >> 33;
+        return x;
+    }
+
+    /// <summary>
+    /// Loads the key's first 16 bytes (zero-padded) and hashes it: for keys of up to 16 bytes a seeded 64-bit mix of
+    /// the two words and the length; longer keys use the framework's per-process seeded HashCode over all bytes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int HashAndInline(ReadOnlySpan<byte> key, out ulong k0, out ulong k1)
     {
         if (key.Length >= 16)
         {
             k0 = MemoryMarshal.Read<ulong>(key);
             k1 = MemoryMarshal.Read<ulong>(key.Slice(8));
-            return;
+            if (key.Length > 16)
+            {
+                var h = new HashCode();
+                h.AddBytes(key);
+                return h.ToHashCode();
+            }
         }
-        Span<byte> tmp = stackalloc byte[16];
-        tmp.Clear();
-        key.CopyTo(tmp);
-        k0 = MemoryMarshal.Read<ulong>(tmp);
-        k1 = MemoryMarshal.Read<ulong>(tmp.Slice(8));
+        else
+        {
+            Key16 buf = default;
+            key.CopyTo(MemoryMarshal.AsBytes((Span<ulong>)buf));
+            k0 = buf[0];
+            k1 = buf[1];
+        }
+        ulong m = Mix(k0 ^ s_seed0) + Mix(k1 ^ s_seed1 ^ (ulong)key.Length);
+        return (int)(m ^ (m >> 32));
     }
+
+    [System.Runtime.CompilerServices.InlineArray(2)]
+    private struct Key16 { private ulong _e; }
 
     /// <summary>Finds or adds the bucket for <paramref name="key"/>. Returns <see cref="Overflow"/> when the table is full.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public T GetOrAdd(ReadOnlySpan<byte> key)
     {
-        int hash = HashOf(key);
-        Inline(key, out ulong k0, out ulong k1);
+        int hash = HashAndInline(key, out ulong k0, out ulong k1);
         var seg = _segments[(int)((uint)hash >> _segmentShift) & (_segments.Length - 1)];
         return Find(Volatile.Read(ref seg.Slots), key, hash, k0, k1) ?? AddSlow(seg, key, hash, k0, k1);
     }
@@ -161,8 +173,7 @@ public sealed class KeyTable<T> where T : Bucket, new()
     /// <summary>Finds the bucket for a key without adding it (null when absent).</summary>
     public T? Find(ReadOnlySpan<byte> key)
     {
-        int hash = HashOf(key);
-        Inline(key, out ulong k0, out ulong k1);
+        int hash = HashAndInline(key, out ulong k0, out ulong k1);
         var seg = _segments[(int)((uint)hash >> _segmentShift) & (_segments.Length - 1)];
         return Find(Volatile.Read(ref seg.Slots), key, hash, k0, k1);
     }
@@ -195,7 +206,7 @@ public sealed class KeyTable<T> where T : Bucket, new()
             }
             if ((seg.Count + 1) * 2 > seg.Slots.Length && seg.Slots.Length < seg.MaxSlots) Grow(seg);
             var bucket = new T();
-            bucket.SetKey(key, hash);
+            bucket.SetKey(key, hash, k0, k1);
             T?[] slots = seg.Slots;
             int mask = slots.Length - 1;
             int i = hash & mask;

@@ -29,20 +29,33 @@ public readonly struct RateLimitDecision
         Lease = lease;
         Outcome = outcome;
         Limit = limit;
-        Remaining = remaining < 0 ? 0 : remaining;
-        ResetSeconds = resetSeconds < 0 ? 0 : resetSeconds;
+        _remaining = remaining < 0 ? 0 : remaining;
+        _reset = resetSeconds < 0 ? 0 : resetSeconds;
         RetryAfterSeconds = retryAfterSeconds < 0 ? 0 : retryAfterSeconds;
         StatusCode = statusCode;
     }
+
+    /// <summary>An allowed decision whose remaining and reset are converted only when read (no division on the hot path).</summary>
+    internal RateLimitDecision(long limit, long rawRemaining, long rawReset, DecisionScale scale)
+    {
+        Outcome = RateLimitOutcome.Allowed;
+        Limit = limit;
+        _remaining = rawRemaining;
+        _reset = rawReset;
+        _scale = scale;
+    }
+
+    private readonly long _remaining, _reset;
+    private readonly DecisionScale? _scale;
 
     public RateLimitOutcome Outcome { get; }
     /// <summary>True when the request may go on (Allowed or NotLimited).</summary>
     public bool IsAllowed => Outcome is RateLimitOutcome.Allowed or RateLimitOutcome.NotLimited;
     /// <summary>The advertised quota (burst for GCRA, rate for the sliding window, slots for concurrency).</summary>
     public long Limit { get; }
-    public long Remaining { get; }
+    public long Remaining => _scale is null ? _remaining : _remaining / _scale.Token;
     /// <summary>Seconds until the quota is whole again (GCRA: bucket full; sliding window: current window ends).</summary>
-    public long ResetSeconds { get; }
+    public long ResetSeconds => _scale is null ? _reset : _reset <= 0 ? 0 : (_reset + _scale.Second - 1) / _scale.Second;
     /// <summary>Seconds to wait before retrying (0 when allowed).</summary>
     public long RetryAfterSeconds { get; }
     /// <summary>HTTP status for a rejection (0 when allowed).</summary>
@@ -54,4 +67,11 @@ public readonly struct RateLimitDecision
 
     public override string ToString() =>
         $"{Outcome} limit={Limit} remaining={Remaining} reset={ResetSeconds}s retryAfter={RetryAfterSeconds}s status={StatusCode}";
+}
+
+/// <summary>Units of a limiter's raw state: one token and one second.</summary>
+internal sealed class DecisionScale(long token, long second)
+{
+    public readonly long Token = token;
+    public readonly long Second = second;
 }

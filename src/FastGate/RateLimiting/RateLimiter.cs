@@ -17,7 +17,8 @@ public abstract class RateLimiter : IDisposable
 
     public RateLimiterDefinition Definition { get; }
     public RateLimiterCounters Counters { get; } = new();
-    protected TimeProvider Time { get; }
+    /// <summary>The clock of this limiter (the store's): timestamps passed to the acquire overloads come from it.</summary>
+    public TimeProvider Time { get; }
     protected long Frequency { get; }
 
     /// <summary>Keys in the table (bounded by MaxKeys).</summary>
@@ -33,7 +34,13 @@ public abstract class RateLimiter : IDisposable
     /// For concurrency limiters, an allowed decision holds a lease: call <see cref="Release"/> exactly once when the
     /// response completes or the client goes away.
     /// </summary>
-    public abstract ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost = 1);
+    public ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost = 1) => AcquireAsync(key, cost, Time.GetTimestamp());
+
+    /// <summary>
+    /// Like <see cref="AcquireAsync(ReadOnlySpan{byte}, long)"/> at <paramref name="timestamp"/>: a value of
+    /// <see cref="Time"/>.GetTimestamp() read once per request and shared by every limiter the request meets.
+    /// </summary>
+    public abstract ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost, long timestamp);
 
     /// <summary>A request that has no value for the limiter's key: follows the definition's missingKey behaviour.</summary>
     public abstract ValueTask<RateLimitDecision> AcquireWithoutKeyAsync(long cost = 1);
@@ -105,9 +112,16 @@ public abstract class LocalRateLimiter<TBucket> : RateLimiter, IBucketEvictionPo
 
     /// <summary>Charges <paramref name="cost"/> to <paramref name="key"/> (synchronous, allocation-free for present keys).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public RateLimitDecision Acquire(ReadOnlySpan<byte> key, long cost = 1)
+    public RateLimitDecision Acquire(ReadOnlySpan<byte> key, long cost = 1) => Acquire(key, cost, Time.GetTimestamp());
+
+    /// <summary>
+    /// Charges <paramref name="cost"/> at <paramref name="timestamp"/>, a value of this limiter's
+    /// <c>TimeProvider.GetTimestamp()</c> read once per request and shared by every limiter the request meets.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public RateLimitDecision Acquire(ReadOnlySpan<byte> key, long cost, long timestamp)
     {
-        long now = Time.GetTimestamp();
+        long now = timestamp;
         TBucket bucket = Table.GetOrAdd(key);
         while (true)
         {
@@ -128,7 +142,8 @@ public abstract class LocalRateLimiter<TBucket> : RateLimiter, IBucketEvictionPo
     /// <summary>Decides against one bucket at <paramref name="now"/>. Returns false when the bucket was evicted.</summary>
     public abstract bool TryAcquire(TBucket bucket, long cost, long now, out RateLimitDecision decision);
 
-    public override ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost = 1) => new(Acquire(key, cost));
+    public override ValueTask<RateLimitDecision> AcquireAsync(ReadOnlySpan<byte> key, long cost, long timestamp) =>
+        new(Acquire(key, cost, timestamp));
 
     public override ValueTask<RateLimitDecision> AcquireWithoutKeyAsync(long cost = 1) => new(AcquireWithoutKey(cost));
 }
