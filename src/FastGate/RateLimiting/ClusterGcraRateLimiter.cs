@@ -80,7 +80,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
             if (Interlocked.CompareExchange(ref b.State, tokens - cost, tokens) != tokens) continue;
             long left = tokens - cost;
             if (left * 2 <= _batch) StartRefill(b, now);
-            Counters.Allowed.Increment();
+            Counters.Allowed.IncrementRelaxed();
             long fullAt = Volatile.Read(ref b.RemoteFullAt);
             return new ValueTask<RateLimitDecision>(new RateLimitDecision(RateLimitOutcome.Allowed, _burst,
                 Volatile.Read(ref b.RemoteRemaining) + left, CeilSeconds(fullAt - now), 0, 0));
@@ -120,7 +120,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
             return Reject(_burst, reply.Available, UsToTs(reply.TatMinusNowUs), UsToTs(reply.RetryUs));
         }
         Deposit(b, reply.Granted - cost, now);
-        Counters.Allowed.Increment();
+        Counters.Allowed.IncrementRelaxed();
         return new RateLimitDecision(RateLimitOutcome.Allowed, _burst, reply.Available + reply.Granted - cost,
             CeilSeconds(UsToTs(reply.TatMinusNowUs)), 0, 0);
     }
@@ -184,7 +184,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
         {
             Counters.StoreFallbackDecisions.Increment();
             RateLimitDecision d = _fallback.Acquire(key, cost);
-            if (d.IsAllowed) Counters.Allowed.Increment(); else Counters.Rejected.Increment();
+            if (d.IsAllowed) Counters.Allowed.IncrementRelaxed(); else Counters.Rejected.Increment();
             return d;
         }
         Counters.StoreFailureRejections.Increment();

@@ -29,7 +29,7 @@ public sealed class ConcurrencyRateLimiter : LocalRateLimiter<Bucket>
             }
             if (Interlocked.CompareExchange(ref bucket.State, inFlight + cost, inFlight) == inFlight)
             {
-                Counters.Allowed.Increment();
+                Counters.Allowed.IncrementRelaxed();
                 decision = new RateLimitDecision(RateLimitOutcome.Allowed, _limit, _limit - inFlight - cost, 0, 0, 0,
                     new RateLimitLease(bucket, cost));
                 return true;

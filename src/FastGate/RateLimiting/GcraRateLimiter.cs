@@ -75,7 +75,7 @@ public sealed class GcraRateLimiter : LocalRateLimiter<Bucket>
             }
             if (Interlocked.CompareExchange(ref bucket.State, newTat, tat) == tat)
             {
-                Counters.Allowed.Increment();
+                Counters.Allowed.IncrementRelaxed();
                 decision = new RateLimitDecision(_burst, tau - diff, diff, _units);
                 return true;
             }

@@ -54,7 +54,7 @@ public sealed class SlidingWindowRateLimiter : LocalRateLimiter<Bucket>
             long next = Pack(index, prev, curr + cost);
             if (Interlocked.CompareExchange(ref bucket.State, next, state) == state)
             {
-                Counters.Allowed.Increment();
+                Counters.Allowed.IncrementRelaxed();
                 decision = new RateLimitDecision(RateLimitOutcome.Allowed, limit, (long)((cap - used) / w), CeilSeconds(w - pos), 0, 0);
                 return true;
             }
