@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 command -v dotnet >/dev/null || { echo "dotnet SDK 10 is required (see README.md)"; exit 1; }
 command -v curl >/dev/null || need+=(curl)
+# Rate-limiting cluster tests start a real redis-server on an ephemeral port.
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
