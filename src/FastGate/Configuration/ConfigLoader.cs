@@ -71,7 +71,7 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists");
+        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists", "rateLimits", "redis");
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -101,6 +101,8 @@ public static class ConfigLoader
             Policies = Policy.PolicyConfigBinder.Policies(root, path, r),
             DefaultAction = Policy.PolicyConfigBinder.DefaultAction(root, path, r),
             IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),
+            RateLimits = RateLimitConfigBinder.BindLimits(root, r),
+            Redis = RateLimitConfigBinder.BindRedis(root, r),
         };
     }
 
@@ -124,7 +126,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -152,6 +154,7 @@ public static class ConfigLoader
             Cluster = r.String(e, p, "cluster", required: true) ?? "",
             StripPrefix = strip,
             PreserveHost = r.Bool(e, p, "preserveHost") ?? false,
+            RateLimits = r.Strings(e, p, "rateLimits"),
         };
     }
 

@@ -96,7 +96,7 @@ public sealed class ConfigReloader : IDisposable
                 GatewaySnapshot next;
                 try
                 {
-                    next = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, _runtime.Pools, _time);
+                    next = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, _runtime.Pools, _time, _runtime.Limiters);
                 }
                 catch (Exception e) when (e is InvalidOperationException or ArgumentException or IOException)
                 {

@@ -13,6 +13,7 @@ public static class ConfigValidator
         ValidateListeners(config, errors);
         ValidateClusters(config, errors);
         ValidateRoutes(config, errors);
+        RateLimitConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
     }
 

@@ -13,6 +13,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<PolicyRuleConfig> Policies { get; init; } = [];
     public DefaultAction DefaultAction { get; init; } = DefaultAction.Allow;
     public IReadOnlyList<IpListConfig> IpLists { get; init; } = [];
+    public IReadOnlyList<RateLimitConfig> RateLimits { get; init; } = [];
+    public RedisConfig? Redis { get; init; }
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
 }
@@ -57,6 +59,8 @@ public sealed record RouteConfig
     /// <summary>A prefix removed from the path before forwarding (true: the match's pathPrefix).</summary>
     public string? StripPrefix { get; init; }
     public bool PreserveHost { get; init; }
+    /// <summary>Ids of rate limits applied to every request of this route.</summary>
+    public IReadOnlyList<string> RateLimits { get; init; } = [];
 }
 
 public sealed record RouteMatchConfig

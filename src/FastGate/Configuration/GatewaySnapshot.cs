@@ -18,6 +18,8 @@ public sealed class GatewaySnapshot
     public required IReadOnlyList<ClusterModel> Clusters { get; init; }
     /// <summary>The compiled policy (rule index = position in the config's policies list).</summary>
     public required Policy.CompiledPolicy Policy { get; init; }
+    /// <summary>Limiters of each policy rule's rateLimit actions, by rule index.</summary>
+    public RateLimiting.CompiledLimiter[][] RuleLimiters { get; init; } = [];
     /// <summary>Content hash of the config text.</summary>
     public required string Version { get; init; }
     public required DateTimeOffset LoadedAt { get; init; }

@@ -11,8 +11,21 @@ namespace FastGate.Configuration;
 /// <summary>Turns a validated <see cref="GatewayConfig"/> into an immutable <see cref="GatewaySnapshot"/>.</summary>
 public static class SnapshotCompiler
 {
-    public static GatewaySnapshot Compile(GatewayConfig config, string text, UpstreamPoolStore pools, TimeProvider? time = null)
+    public static GatewaySnapshot Compile(GatewayConfig config, string text, UpstreamPoolStore pools, TimeProvider? time = null,
+        RateLimiting.RateLimiterStore? limiterStore = null)
     {
+        // Limiters: the store returns the existing limiter for an unchanged definition, so its state survives.
+        var limiters = new Dictionary<string, RateLimiting.CompiledLimiter>(StringComparer.Ordinal);
+        if (limiterStore is not null)
+        {
+            foreach (var l in config.RateLimits)
+                limiters[l.Id] = new RateLimiting.CompiledLimiter(limiterStore.GetOrCreate(l.Definition!), l.Key);
+            limiterStore.Retain(config.RateLimits.Select(l => l.Definition!));
+        }
+        else if (config.RateLimits.Count > 0)
+        {
+            throw new InvalidOperationException("rate limits are configured but no limiter store was given");
+        }
         var limits = config.Limits;
         var clusters = new Dictionary<string, ClusterModel>(StringComparer.Ordinal);
         foreach (var c in config.Clusters)
@@ -42,6 +55,7 @@ public static class SnapshotCompiler
                 StripPrefix = string.IsNullOrEmpty(r.StripPrefix) ? [] : Encoding.ASCII.GetBytes(r.StripPrefix.TrimEnd('/')),
                 PreserveHost = r.PreserveHost,
                 Order = i,
+                Limiters = r.RateLimits.Select(id => limiters[id]).ToArray(),
             };
             routes.Add(model);
             var m = r.Match;
@@ -92,6 +106,7 @@ public static class SnapshotCompiler
             Routes = routes,
             Clusters = clusterList,
             Policy = policy,
+            RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
             Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),
             HeaderTimeoutTicks = GatewaySnapshot.ToTicks(limits.HeaderTimeout),

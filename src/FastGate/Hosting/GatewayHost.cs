@@ -20,9 +20,9 @@ public sealed class GatewayHost : IAsyncDisposable
     private readonly List<(string Name, ListenOptions Options)> _listeners = [];
     private ListenOptions? _adminListen;
 
-    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath, LogLevel logLevel)
+    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel)
     {
-        Runtime = new GatewayRuntime(snapshot, pools);
+        Runtime = new GatewayRuntime(snapshot, pools, limiters);
         SourcePath = sourcePath;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -71,16 +71,23 @@ public sealed class GatewayHost : IAsyncDisposable
     public IReadOnlyList<IPEndPoint> ListenerEndPoints => _listeners.Select(l => l.Options.IPEndPoint!).ToArray();
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
 
-    public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
-        => new(snapshot, pools, sourcePath, logLevel);
+    public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information,
+        RateLimiting.RateLimiterStore? limiters = null)
+        => new(snapshot, pools, limiters, sourcePath, logLevel);
 
     /// <summary>Validates and compiles a config, or returns the errors.</summary>
     public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
     {
         if (!loaded.IsValid) return (null, loaded.Errors);
+        var config = loaded.Config!;
         var pools = new UpstreamPoolStore();
-        var snapshot = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, pools);
-        return (Create(snapshot, pools, sourcePath, logLevel), []);
+        // The Redis connection is made once at start (it reconnects on its own); changing it needs a restart.
+        var redis = config.Redis is { } r
+            ? RateLimiting.RedisRateLimitBackend.Connect(r.Connection, new RateLimiting.RedisClusterOptions { KeyPrefix = r.KeyPrefix })
+            : null;
+        var limiters = new RateLimiting.RateLimiterStore(TimeProvider.System, redis);
+        var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, null, limiters);
+        return (Create(snapshot, pools, sourcePath, logLevel, limiters), []);
     }
 
     public async Task StartAsync(CancellationToken cancellationToken = default)

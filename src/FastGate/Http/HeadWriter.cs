@@ -20,7 +20,7 @@ public ref struct HeadWriter
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Write(ReadOnlySpan<byte> source)
+    public void Write(scoped ReadOnlySpan<byte> source)
     {
         if (source.Length <= _span.Length)
         {
@@ -32,7 +32,7 @@ public ref struct HeadWriter
         WriteSlow(source);
     }
 
-    private void WriteSlow(ReadOnlySpan<byte> source)
+    private void WriteSlow(scoped ReadOnlySpan<byte> source)
     {
         while (!source.IsEmpty)
         {
@@ -62,7 +62,7 @@ public ref struct HeadWriter
     }
 
     /// <summary>Writes "Name: value\r\n".</summary>
-    public void WriteHeader(ReadOnlySpan<byte> nameWithColonSpace, ReadOnlySpan<byte> value)
+    public void WriteHeader(scoped ReadOnlySpan<byte> nameWithColonSpace, scoped ReadOnlySpan<byte> value)
     {
         Write(nameWithColonSpace);
         Write(value);

@@ -38,6 +38,7 @@ public enum RejectReason : byte
     NoRoute,
     PolicyDenied,
     AuthenticationRequired,
+    RateLimited,
     // Upstream side (502/503/504)
     UpstreamConnectFailed,
     UpstreamConnectTimeout,
@@ -63,6 +64,7 @@ public static class RejectReasons
         RejectReason.NoRoute => 404,
         RejectReason.PolicyDenied => 403,
         RejectReason.AuthenticationRequired => 401,
+        RejectReason.RateLimited => 429,
         RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
@@ -104,6 +106,7 @@ public static class RejectReasons
         RejectReason.NoRoute => "no_route",
         RejectReason.PolicyDenied => "policy_deny",
         RejectReason.AuthenticationRequired => "authentication_required",
+        RejectReason.RateLimited => "rate_limited",
         RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
         RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
         RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",

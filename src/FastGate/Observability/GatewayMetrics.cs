@@ -37,6 +37,15 @@ public static class GatewayMetrics
     public static readonly Gauge ConfigLoadedAt = Metrics.CreateGauge("fastgate_config_loaded_timestamp_seconds",
         "Unix time when the configuration in force was loaded.");
 
+    public static readonly Counter RateLimitDecisions = Metrics.CreateCounter("fastgate_ratelimit_decisions_total",
+        "Rate limiter decisions, by limiter and result (allowed, rejected).", new CounterConfiguration { LabelNames = ["limiter", "result"] });
+
+    public static readonly Gauge RateLimitKeys = Metrics.CreateGauge("fastgate_ratelimit_keys",
+        "Keys held in each limiter's bounded key table.", new GaugeConfiguration { LabelNames = ["limiter"] });
+
+    public static readonly Gauge RateLimitOverflow = Metrics.CreateGauge("fastgate_ratelimit_overflow_hits",
+        "Requests counted in the shared overflow bucket because the key table was full (cumulative).", new GaugeConfiguration { LabelNames = ["limiter"] });
+
     public static readonly Counter AllocatedBytes = Metrics.CreateCounter("dotnet_gc_allocated_bytes_total",
         "Bytes allocated on the managed heap since the process started (GC.GetTotalAllocatedBytes).");
 

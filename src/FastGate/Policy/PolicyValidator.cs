@@ -39,10 +39,10 @@ public static class PolicyValidator
     }
 
     /// <summary>
-    /// Limiter ids a rateLimit action may name, or null to accept any id.
-    /// TODO(rate-limiting issue): return the ids of config.RateLimits once that section exists.
+    /// Limiter ids a rateLimit action may name: the ids of the top-level rateLimits list.
     /// </summary>
-    internal static IReadOnlySet<string>? KnownLimiterIds(GatewayConfig config) => null;
+    internal static IReadOnlySet<string>? KnownLimiterIds(GatewayConfig config) =>
+        config.RateLimits.Select(l => l.Id).ToHashSet(StringComparer.Ordinal);
 
     private sealed record Context(List<ConfigError> Errors, HashSet<string> Routes, HashSet<string> Clusters,
         HashSet<string> IpLists, IReadOnlySet<string>? Limiters)

@@ -18,11 +18,14 @@ public sealed class GatewayRuntime : IDisposable
     private readonly Microsoft.Extensions.ObjectPool.ObjectPool<ConnectionState> _states = ConnectionState.CreatePool(1024);
     private GatewaySnapshot _current;
     private volatile bool _draining;
+    private long _ticks;
 
-    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools)
+    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters = null)
     {
         _current = initial;
         Pools = pools;
+        Limiters = limiters ?? new RateLimiting.RateLimiterStore();
+        s_live.TryAdd(this, 0);
         GatewayMetrics.EnsureRegistered();
         GatewayMetrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
@@ -30,6 +33,8 @@ public sealed class GatewayRuntime : IDisposable
 
     public GatewaySnapshot Current => Volatile.Read(ref _current);
     public UpstreamPoolStore Pools { get; }
+    /// <summary>Rate limiter state, kept across reloads for unchanged definitions.</summary>
+    public RateLimiting.RateLimiterStore Limiters { get; }
     public bool IsDraining => _draining;
     public int ConnectionCount => _connections.Count;
 
@@ -74,11 +79,37 @@ public sealed class GatewayRuntime : IDisposable
         long now = Stopwatch.GetTimestamp();
         foreach (var c in _connections.Keys) c.CheckTimeout(now);
         Pools.EvictIdle();
+        if (++_ticks % 20 == 0)
+        {
+            foreach (var l in Limiters.Limiters) l.Sweep(); // idle keys that have refilled completely
+        }
+    }
+
+    // One scrape callback for every live runtime (prometheus-net callbacks cannot be removed).
+    private static readonly ConcurrentDictionary<GatewayRuntime, byte> s_live = Register();
+
+    private static ConcurrentDictionary<GatewayRuntime, byte> Register()
+    {
+        var live = new ConcurrentDictionary<GatewayRuntime, byte>();
+        Prometheus.Metrics.DefaultRegistry.AddBeforeCollectCallback(() =>
+        {
+            foreach (var runtime in live.Keys)
+            {
+                foreach (var l in runtime.Limiters.Limiters)
+                {
+                    GatewayMetrics.RateLimitKeys.WithLabels(l.Definition.Id).Set(l.KeyCount);
+                    GatewayMetrics.RateLimitOverflow.WithLabels(l.Definition.Id).Set(l.OverflowHits);
+                }
+            }
+        });
+        return live;
     }
 
     public void Dispose()
     {
         _heartbeat.Dispose();
+        s_live.TryRemove(this, out _);
         Pools.Dispose();
+        Limiters.Dispose();
     }
 }

@@ -105,7 +105,7 @@ public static class HeadRewriter
 
     /// <summary>Writes the response head sent to the client: hop-by-hop headers removed, request id and Connection set.</summary>
     public static void WriteClientResponse(PipeWriter output, ResponseHead resp, RequestHead request, ReadOnlySpan<byte> requestId, bool close, bool interim,
-        CompiledPolicy policy, PolicyResult decision)
+        CompiledPolicy policy, PolicyResult decision, ReadOnlySpan<byte> extraHeaders = default)
     {
         bool edits = !interim && HasEdits(policy, decision, response: true);
         var w = new HeadWriter(output);
@@ -130,6 +130,7 @@ public static class HeadRewriter
         }
         if (!interim)
         {
+            w.Write(extraHeaders); // rate-limit quota headers
             if (!resp.HasRequestId)
             {
                 w.Write("X-Request-Id: "u8);

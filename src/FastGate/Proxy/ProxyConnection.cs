@@ -8,6 +8,7 @@ using FastGate.Configuration;
 using FastGate.Http;
 using FastGate.Observability;
 using FastGate.Policy;
+using FastGate.RateLimiting;
 using FastGate.Routing;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -127,6 +128,45 @@ internal sealed partial class ProxyConnection : IDisposable
                     continue;
                 }
                 var cluster = _policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[_policy.RouteRule].RouteToClusterIndex] : route.Cluster;
+
+                // 2c. rate limits: the route's, then those of every matched rule (local limiters complete synchronously)
+                _quotaLength = 0;
+                if (route.Limiters.Length > 0 || HasRuleLimiters(snapshot))
+                {
+                    long now = _runtime.Limiters.Time.GetTimestamp();
+                    CompiledLimiter? rejectedBy = null;
+                    RateLimitDecision rejection = default;
+                    for (int set = -1; set < _policy.MatchedCount && rejectedBy is null; set++)
+                    {
+                        var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
+                        foreach (var limiter in limiters)
+                        {
+                            int keyLength = limiter.BuildKey(_keyBuffer, _request, _clientIp, route.IdBytes);
+                            var pending = keyLength >= 0
+                                ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), 1, now)
+                                : limiter.Limiter.AcquireWithoutKeyAsync(1);
+                            var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
+                            if (!decision.IsAllowed)
+                            {
+                                limiter.Rejected.Inc();
+                                rejectedBy = limiter;
+                                rejection = decision;
+                                break;
+                            }
+                            limiter.Allowed.Inc();
+                            if (limiter.IsConcurrency) AddLease(limiter, decision);
+                            if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
+                        }
+                    }
+                    if (rejectedBy is not null)
+                    {
+                        ReleaseLeases();
+                        bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
+                        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                        if (!stays || _closeRequested) return;
+                        continue;
+                    }
+                }
 
                 // 3. forward (inline for the reason above; the helpers it calls are synchronous)
                 var request = _request;
@@ -285,6 +325,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     keepAlive = !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
                     break;
                 }
+                ReleaseLeases();
                 route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
                 if (!keepAlive || _closeRequested) return;
             }
@@ -341,6 +382,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
     private async ValueTask CompleteClientAsync()
     {
+        ReleaseLeases(); // a client that went away mid-request gives its concurrency slots back
         var up = Interlocked.Exchange(ref _activeUpstream, null);
         if (up is not null) up.Pool.Discard(up);
         try
@@ -351,6 +393,72 @@ internal sealed partial class ProxyConnection : IDisposable
         {
             // the client is gone; nothing to flush to
         }
+    }
+
+    // ---- rate limiting state (per connection, reused) ----
+    private readonly byte[] _keyBuffer = new byte[512];
+    private byte[] _quotaHeaders = new byte[256];
+    private int _quotaLength;
+    private (RateLimiter Limiter, RateLimitDecision Decision)[] _leases = new (RateLimiter, RateLimitDecision)[2];
+    private int _leaseCount;
+
+    private bool HasRuleLimiters(GatewaySnapshot snapshot)
+    {
+        foreach (int i in _policy.Matched)
+            if (snapshot.RuleLimiters[i].Length > 0) return true;
+        return false;
+    }
+
+    private void AddLease(CompiledLimiter limiter, in RateLimitDecision decision)
+    {
+        if (_leaseCount == _leases.Length) Array.Resize(ref _leases, _leases.Length * 2);
+        _leases[_leaseCount++] = (limiter.Limiter, decision);
+    }
+
+    private void ReleaseLeases()
+    {
+        for (int i = 0; i < _leaseCount; i++)
+        {
+            _leases[i].Limiter.Release(_leases[i].Decision);
+            _leases[i] = default;
+        }
+        _leaseCount = 0;
+    }
+
+    private void AppendQuotaHeaders(CompiledLimiter limiter, in RateLimitDecision decision)
+    {
+        int need = RateLimitHeaders.MaxLength(limiter.Definition);
+        if (_quotaLength + need > _quotaHeaders.Length) Array.Resize(ref _quotaHeaders, Math.Max(_quotaHeaders.Length * 2, _quotaLength + need));
+        int written = RateLimitHeaders.Write(_quotaHeaders.AsSpan(_quotaLength), decision, limiter.Definition);
+        if (written > 0) _quotaLength += written;
+    }
+
+    /// <summary>The limiter's rejection (429 by default, 503 when its store is unavailable) with its headers.</summary>
+    private async ValueTask<bool> RejectRateLimitedAsync(CompiledLimiter limiter, RateLimitDecision decision)
+    {
+        GatewayMetrics.CountRejection(RejectReason.RateLimited);
+        _status = decision.StatusCode;
+        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        var body = RateLimitResponses.BodyFor(decision);
+        int need = RateLimitHeaders.MaxLength(limiter.Definition);
+        if (need > _quotaHeaders.Length) Array.Resize(ref _quotaHeaders, need);
+        int headers = Math.Max(0, RateLimitHeaders.Write(_quotaHeaders, decision, limiter.Definition));
+        var w = new HeadWriter(_output);
+        w.Write("HTTP/1.1 "u8);
+        w.WriteNumber(_status);
+        w.Write((byte)' ');
+        w.Write(CannedResponses.StatusTextBytes(_status));
+        w.Write("\r\nContent-Type: application/json\r\nContent-Length: "u8);
+        w.WriteNumber(body.Length);
+        w.Write("\r\n"u8);
+        w.Write(_quotaHeaders.AsSpan(0, headers));
+        w.Write(DateHeader.Line);
+        if (close) w.Write("Connection: close\r\n"u8);
+        w.Write("\r\n"u8);
+        if (_request.Method != Http.HttpMethod.Head) w.Write(body);
+        w.Commit();
+        var flush = await _output.FlushAsync().ConfigureAwait(false);
+        return !close && !flush.IsCompleted;
     }
 
     /// <summary>

@@ -18,6 +18,11 @@ public sealed class RouteModel
     public byte[] StripPrefix { get; init; } = [];
     public bool PreserveHost { get; init; }
     public int Order { get; init; }
+    /// <summary>"id" as bytes (a rate-limit key part).</summary>
+    public byte[] IdBytes => _idBytes ??= Encoding.ASCII.GetBytes(Id);
+    private byte[]? _idBytes;
+    /// <summary>Limiters applied to every request of the route (its rateLimits list).</summary>
+    public RateLimiting.CompiledLimiter[] Limiters { get; init; } = [];
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

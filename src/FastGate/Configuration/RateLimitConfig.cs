@@ -1,0 +1,131 @@
+using System.Text.Json;
+using FastGate.RateLimiting;
+
+namespace FastGate.Configuration;
+
+/// <summary>One entry of the top-level <c>rateLimits</c> list.</summary>
+public sealed record RateLimitConfig
+{
+    public string Id { get; init; } = "";
+    public string Algorithm { get; init; } = "gcra";
+    public long Rate { get; init; }
+    public TimeSpan Per { get; init; } = TimeSpan.FromSeconds(1);
+    public long? Burst { get; init; }
+    /// <summary>clientIp, consumer, apiKey, route, header:&lt;name&gt;, claim:&lt;name&gt;, or several (composite).</summary>
+    public IReadOnlyList<string> Key { get; init; } = ["clientIp"];
+    public string MissingKey { get; init; } = "shared";
+    public int MaxKeys { get; init; } = RateLimiterDefinition.DefaultMaxKeys;
+    public int Status { get; init; } = 429;
+    public bool Headers { get; init; }
+    public bool LegacyHeaders { get; init; }
+    public string Scope { get; init; } = "local";
+    public string OnStoreFailure { get; init; } = "allow";
+    public TimeSpan? StoreTimeout { get; init; }
+    /// <summary>The compiled definition (set by the binder when the entry is valid).</summary>
+    public RateLimiterDefinition? Definition { get; init; }
+}
+
+public sealed record RedisConfig
+{
+    public string Connection { get; init; } = "127.0.0.1:6379";
+    public string KeyPrefix { get; init; } = "fastgate:rl:";
+}
+
+/// <summary>Binds <c>rateLimits</c> and <c>redis</c>; each limiter is checked by <see cref="RateLimiterDefinition.Create"/>.</summary>
+internal static class RateLimitConfigBinder
+{
+    public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "route"];
+
+    public static List<RateLimitConfig> BindLimits(JsonElement root, ConfigReader r) =>
+        r.Objects(root, "$", "rateLimits", false, (e, p) =>
+        {
+            r.CheckUnknown(e, p, "id", "algorithm", "rate", "per", "burst", "key", "missingKey", "maxKeys", "status", "headers",
+                "legacyHeaders", "scope", "onStoreFailure", "storeTimeout");
+            var keys = new List<string>();
+            if (r.TryGet(e, p, "key", false, out var k))
+            {
+                if (k.ValueKind == JsonValueKind.String) keys.Add(k.GetString()!);
+                else keys.AddRange(r.Strings(e, p, "key"));
+            }
+            if (keys.Count == 0) keys.Add("clientIp");
+            for (int i = 0; i < keys.Count; i++)
+            {
+                var key = keys[i];
+                bool ok = KeyKinds.Contains(key) || (key.StartsWith("header:", StringComparison.Ordinal) && key.Length > 7)
+                          || (key.StartsWith("claim:", StringComparison.Ordinal) && key.Length > 6);
+                if (!ok) r.Error(p + ".key", $"'{key}' is not a key: use clientIp, consumer, apiKey, route, header:<name>, claim:<name> or a list of them");
+            }
+            var c = new RateLimitConfig
+            {
+                Id = r.String(e, p, "id", required: true) ?? "",
+                Algorithm = r.String(e, p, "algorithm") ?? "gcra",
+                Rate = r.Integer(e, p, "rate", 1, long.MaxValue) ?? 0,
+                Per = r.Duration(e, p, "per") ?? TimeSpan.FromSeconds(1),
+                Burst = r.Integer(e, p, "burst", 1, long.MaxValue),
+                Key = keys,
+                MissingKey = r.String(e, p, "missingKey") ?? "shared",
+                MaxKeys = (int)(r.Integer(e, p, "maxKeys", 1, 100_000_000) ?? RateLimiterDefinition.DefaultMaxKeys),
+                Status = (int)(r.Integer(e, p, "status", 100, 599) ?? 429),
+                Headers = r.Bool(e, p, "headers") ?? false,
+                LegacyHeaders = r.Bool(e, p, "legacyHeaders") ?? false,
+                Scope = r.String(e, p, "scope") ?? "local",
+                OnStoreFailure = r.String(e, p, "onStoreFailure") ?? "allow",
+                StoreTimeout = r.Duration(e, p, "storeTimeout"),
+            };
+            if (!r.TryGet(e, p, "rate", false, out _)) r.Error(p + ".rate", "is required");
+            var algorithm = c.Algorithm switch
+            {
+                "gcra" => RateLimitAlgorithm.Gcra,
+                "slidingWindow" => RateLimitAlgorithm.SlidingWindow,
+                "concurrency" => RateLimitAlgorithm.Concurrency,
+                _ => (RateLimitAlgorithm?)null,
+            };
+            if (algorithm is null) { r.Error(p + ".algorithm", $"'{c.Algorithm}' is not gcra, slidingWindow or concurrency"); return c; }
+            MissingKeyBehavior? missing = c.MissingKey switch { "deny" => MissingKeyBehavior.Deny, "allow" => MissingKeyBehavior.Allow, "shared" => MissingKeyBehavior.SharedBucket, _ => null };
+            if (missing is null) { r.Error(p + ".missingKey", $"'{c.MissingKey}' is not deny, allow or shared"); return c; }
+            RateLimitScope? scope = c.Scope switch { "local" => RateLimitScope.Local, "cluster" => RateLimitScope.Cluster, _ => null };
+            if (scope is null) { r.Error(p + ".scope", $"'{c.Scope}' is not local or cluster"); return c; }
+            StoreFailureMode? failure = c.OnStoreFailure switch { "allow" => StoreFailureMode.Allow, "deny" => StoreFailureMode.Deny, _ => null };
+            if (failure is null) { r.Error(p + ".onStoreFailure", $"'{c.OnStoreFailure}' is not allow or deny"); return c; }
+            if (c.Rate <= 0) return c;
+            var errors = new List<string>();
+            var definition = RateLimiterDefinition.Create(errors, c.Id, algorithm.Value, c.Rate, c.Per, c.Burst, c.MaxKeys, missing.Value,
+                c.Status, c.Headers, c.LegacyHeaders, scope.Value, failure.Value, c.StoreTimeout);
+            foreach (var error in errors) r.Error(p, error);
+            return c with { Definition = definition };
+        });
+
+    public static RedisConfig? BindRedis(JsonElement root, ConfigReader r)
+    {
+        if (!r.TryGet(root, "$", "redis", false, out var e) || !r.IsObject(e, "$.redis")) return null;
+        r.CheckUnknown(e, "$.redis", "connection", "keyPrefix");
+        return new RedisConfig
+        {
+            Connection = r.String(e, "$.redis", "connection") ?? "127.0.0.1:6379",
+            KeyPrefix = r.String(e, "$.redis", "keyPrefix") ?? "fastgate:rl:",
+        };
+    }
+
+    public static void Validate(GatewayConfig config, List<ConfigError> errors)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < config.RateLimits.Count; i++)
+        {
+            var l = config.RateLimits[i];
+            if (l.Id.Length > 0 && !ids.Add(l.Id)) errors.Add(new ConfigError($"$.rateLimits[{i}].id", $"duplicate rate limit id '{l.Id}'"));
+            if (l.Scope == "cluster" && config.Redis is null)
+                errors.Add(new ConfigError($"$.rateLimits[{i}].scope", "scope 'cluster' needs a top-level \"redis\": { \"connection\": \"host:port\" }"));
+        }
+        for (int i = 0; i < config.Routes.Count; i++)
+        {
+            var refs = config.Routes[i].RateLimits;
+            for (int j = 0; j < refs.Count; j++)
+                if (!ids.Contains(refs[j]))
+                    errors.Add(new ConfigError($"$.routes[{i}].rateLimits[{j}]", $"unknown rate limit '{refs[j]}'" + Hint(refs[j], ids)));
+        }
+        // rateLimit actions in policies are checked by PolicyValidator against the same ids.
+    }
+
+    private static string Hint(string name, HashSet<string> ids) =>
+        ConfigReader.Suggest(name, ids.ToArray()) is { } s ? $"; did you mean '{s}'?" : "";
+}
