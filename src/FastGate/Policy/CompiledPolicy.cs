@@ -79,9 +79,8 @@ public sealed class CompiledPolicy
         }
         var segments = result.SegmentBuffer(path.Length / 2 + 1);
         int segmentCount = RequestPath.Segment(path, segments);
-        var hashes = result.SegmentHashBuffer(segmentCount);
-        for (int i = 0; i < segmentCount; i++) hashes[i] = ByteKeyTable<PathNode>.Hash(path.Slice(segments[i].Start, segments[i].Length), ignoreCase: false);
-        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex, hashes.AsSpan(0, segmentCount));
+        result.PrepareSegmentHashes(segmentCount);
+        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex);
 
         // Host dispatch: the exact table, then the "*.suffix" table at each dot, then the any-host tree.
         if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact) Walk(exact, 0, view, result);
@@ -111,7 +110,8 @@ public sealed class CompiledPolicy
                 return;
             }
             var s = v.Segments[depth];
-            var child = node.Children?.Find(v.Path.Slice(s.Start, s.Length), v.SegmentHashes[depth]);
+            var children = node.Children;
+            var child = children is null ? null : children.Find(v.Path.Slice(s.Start, s.Length), matches.SegmentHash(v.Path, v.Segments, depth));
             depth++;
             if (node.Wildcard is { } wildcard)
             {
