@@ -69,7 +69,7 @@ public sealed class CompiledPolicy
     {
         result.Reset();
         var head = facts.Head;
-        var host = Router.HostWithoutPort(head[head.Host]);
+        var host = MatchHost(head);
         var rawPath = head.Path.IsEmpty ? "/"u8 : head[head.Path];
         ReadOnlySpan<byte> path = rawPath;
         if (rawPath.IndexOf((byte)'%') >= 0)
@@ -79,9 +79,8 @@ public sealed class CompiledPolicy
         }
         var segments = result.SegmentBuffer(path.Length / 2 + 1);
         int segmentCount = RequestPath.Segment(path, segments);
-        var hashes = result.SegmentHashBuffer(segmentCount);
-        for (int i = 0; i < segmentCount; i++) hashes[i] = ByteKeyTable<PathNode>.Hash(path.Slice(segments[i].Start, segments[i].Length), ignoreCase: false);
-        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex, hashes.AsSpan(0, segmentCount));
+        result.PrepareSegmentHashes(segmentCount);
+        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex);
 
         // Host dispatch: the exact table, then the "*.suffix" table at each dot, then the any-host tree.
         if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact) Walk(exact, 0, view, result);
@@ -100,6 +99,13 @@ public sealed class CompiledPolicy
         Decide(result.ScratchSpan, result, count);
     }
 
+    /// <summary>The host without port and without a trailing dot ("admin.example.com." is "admin.example.com").</summary>
+    private static ReadOnlySpan<byte> MatchHost(RequestHead head)
+    {
+        var host = Router.HostWithoutPort(head[head.Host]);
+        return host.Length > 1 && host[^1] == (byte)'.' ? host[..^1] : host;
+    }
+
     private static void Walk(PathNode node, int depth, scoped in RequestView v, PolicyResult matches)
     {
         while (true)
@@ -111,7 +117,8 @@ public sealed class CompiledPolicy
                 return;
             }
             var s = v.Segments[depth];
-            var child = node.Children?.Find(v.Path.Slice(s.Start, s.Length), v.SegmentHashes[depth]);
+            var children = node.Children;
+            var child = children is null ? null : children.Find(v.Path.Slice(s.Start, s.Length), matches.SegmentHash(v.Path, v.Segments, depth));
             depth++;
             if (node.Wildcard is { } wildcard)
             {
@@ -204,7 +211,7 @@ public sealed class CompiledPolicy
         var path = buf.AsSpan(0, RequestPath.PercentDecode(rawPath, buf, plusAsSpace: false, keepSlash: true));
         var segments = new ByteRange[path.Length / 2 + 1];
         int n = RequestPath.Segment(path, segments);
-        var view = new RequestView(head, Router.HostWithoutPort(head[head.Host]), path, segments.AsSpan(0, n), facts.Client, facts.RouteIndex);
+        var view = new RequestView(head, MatchHost(head), path, segments.AsSpan(0, n), facts.Client, facts.RouteIndex);
         var list = new List<RuleExplanation>(_rules.Length);
         foreach (var rule in _rules)
             list.Add(new RuleExplanation(rule.Id, rule.Match.MatchesAll(view), rule.Mode, rule.Index == result.DecidingRule));

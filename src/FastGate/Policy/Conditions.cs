@@ -9,9 +9,8 @@ namespace FastGate.Policy;
 internal readonly ref struct RequestView
 {
     public RequestView(RequestHead head, ReadOnlySpan<byte> host, ReadOnlySpan<byte> path, ReadOnlySpan<ByteRange> segments,
-        ClientAddress client, int routeIndex, ReadOnlySpan<uint> segmentHashes = default)
+        ClientAddress client, int routeIndex)
     {
-        SegmentHashes = segmentHashes;
         Head = head;
         Host = host;
         Path = path;
@@ -25,8 +24,6 @@ internal readonly ref struct RequestView
     public ReadOnlySpan<byte> Host { get; }
     public ReadOnlySpan<byte> Path { get; }
     public ReadOnlySpan<ByteRange> Segments { get; }
-    /// <summary>Each segment's <see cref="ByteKeyTable{T}.Hash"/> (case-sensitive), computed once for all trie walks.</summary>
-    public ReadOnlySpan<uint> SegmentHashes { get; }
     public uint MethodBit { get; }
     public UInt128 Client { get; }
     public int RouteIndex { get; }

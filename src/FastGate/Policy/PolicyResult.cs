@@ -48,7 +48,24 @@ public sealed class PolicyResult
     internal byte[] PathBuffer(int length) => _pathBuffer.Length >= length ? _pathBuffer : _pathBuffer = new byte[Math.Max(length, _pathBuffer.Length * 2)];
     private uint[] _segmentHashes = new uint[32];
     internal ByteRange[] SegmentBuffer(int count) => _segments.Length >= count ? _segments : _segments = new ByteRange[Math.Max(count, _segments.Length * 2)];
-    internal uint[] SegmentHashBuffer(int count) => _segmentHashes.Length >= count ? _segmentHashes : _segmentHashes = new uint[Math.Max(count, _segmentHashes.Length * 2)];
+    private int _hashedSegments;
+
+    internal void PrepareSegmentHashes(int count)
+    {
+        if (_segmentHashes.Length < count) _segmentHashes = new uint[Math.Max(count, _segmentHashes.Length * 2)];
+        _hashedSegments = 0;
+    }
+
+    /// <summary>The hash of segment <paramref name="depth"/>, computed on first use (tries rarely reach the last segments).</summary>
+    internal uint SegmentHash(ReadOnlySpan<byte> path, ReadOnlySpan<ByteRange> segments, int depth)
+    {
+        while (_hashedSegments <= depth)
+        {
+            var s = segments[_hashedSegments];
+            _segmentHashes[_hashedSegments++] = ByteKeyTable<PathNode>.Hash(path.Slice(s.Start, s.Length), ignoreCase: false);
+        }
+        return _segmentHashes[depth];
+    }
 
     internal void AddScratch(int ruleIndex)
     {

@@ -53,6 +53,7 @@ public class PolicySemanticsTests
     [InlineData("GET", "/api/users/42/orders", "api.example.com", "203.0.113.7", "", PolicyVerdict.Allow, null, "add-env,strip-cookie", 0)]
     [InlineData("GET", "/teapot", "tea.example.com:8080", "203.0.113.7", "", PolicyVerdict.Respond, "teapot", "teapot", 0)]
     [InlineData("GET", "/teapot", "TEA.Example.COM", "203.0.113.7", "", PolicyVerdict.Respond, "teapot", "teapot", 0)]
+    [InlineData("GET", "/teapot", "tea.example.com.", "203.0.113.7", "", PolicyVerdict.Respond, "teapot", "teapot", 0)]
     [InlineData("GET", "/teapot", "coffee.example.com", "203.0.113.7", "", PolicyVerdict.Allow, null, "", 0)]
     [InlineData("GET", "/x", "api.example.com", "203.0.113.7", "x-debug: 1", PolicyVerdict.Deny, "no-debug", "no-debug", 0)]
     [InlineData("GET", "/x", "api.example.com", "203.0.113.7", "X-Debug: 2", PolicyVerdict.Allow, null, "", 0)]

@@ -45,6 +45,19 @@ public class PolicyValidationTests
         Assert.Equal("office", c.IpLists[0].Id);
     }
 
+    [Fact] public void UnknownTopLevelSection_DidYouMean() =>
+        AssertError("\"polices\": []", "$.polices", "did you mean 'policies'?");
+
+    [Fact]
+    public void NoPolicySections_DefaultAllowAndEmpty()
+    {
+        var result = Load("");
+        Assert.True(result.IsValid, string.Join("\n", result.Errors));
+        Assert.Equal(DefaultAction.Allow, result.Config!.DefaultAction);
+        Assert.Empty(result.Config.Policies);
+        Assert.Empty(result.Config.IpLists);
+    }
+
     [Fact] public void UnknownRuleProperty_DidYouMean() =>
         AssertError($"\"policies\": [ {Rule("{}", extra: ", \"mathc\": {}")} ]", "$.policies[0].mathc", "did you mean 'match'?");
 
