@@ -66,7 +66,7 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits");
+        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -88,6 +88,7 @@ public static class ConfigLoader
             Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
             Routes = r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r)),
             Limits = limits,
+            Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }
 

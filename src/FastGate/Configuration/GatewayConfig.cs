@@ -10,6 +10,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<ClusterConfig> Clusters { get; init; } = [];
     public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
     public LimitsConfig Limits { get; init; } = new();
+    /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
+    public Observability.ObservabilityConfig Observability { get; init; } = new();
 }
 
 public sealed record ListenerConfig

@@ -28,6 +28,42 @@ public static class GatewayMetrics
     public static readonly Counter UpstreamConnectionsOpened = Metrics.CreateCounter("fastgate_upstream_connections_opened_total",
         "Connections opened to upstream destinations, by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
 
+    public static readonly Counter RequestBytes = Metrics.CreateCounter("fastgate_request_bytes_total",
+        "Request bytes received from clients (head and body), by route.", new CounterConfiguration { LabelNames = ["route"] });
+
+    public static readonly Counter ResponseBytes = Metrics.CreateCounter("fastgate_response_bytes_total",
+        "Response bytes sent to clients (head and body), by route.", new CounterConfiguration { LabelNames = ["route"] });
+
+    public static readonly Counter UpstreamErrors = Metrics.CreateCounter("fastgate_upstream_errors_total",
+        "Failed upstream exchanges, by cluster and kind (connect, timeout, reset, malformed, unavailable).",
+        new CounterConfiguration { LabelNames = ["cluster", "kind"] });
+
+    public static readonly Counter AlertsFired = Metrics.CreateCounter("fastgate_alerts_fired_total",
+        "Alerts that started firing, by rule and severity.", new CounterConfiguration { LabelNames = ["rule", "severity"] });
+
+    public static readonly Gauge AlertsActive = Metrics.CreateGauge("fastgate_alerts_active",
+        "Alerts firing now (rule instances).");
+
+    public static readonly Counter AlertNotifications = Metrics.CreateCounter("fastgate_alert_notifications_total",
+        "Alert notifications, by notifier and outcome (sent, failed, dropped, suppressed).",
+        new CounterConfiguration { LabelNames = ["notifier", "outcome"] });
+
+    public static readonly Counter AnomaliesDetected = Metrics.CreateCounter("fastgate_anomalies_detected_total",
+        "Anomalous intervals of a tracked identity, by feature (request_rate, error_count, auth_failures, distinct_paths).",
+        new CounterConfiguration { LabelNames = ["feature"] });
+
+    public static readonly Gauge AnomalyTrackedIdentities = Metrics.CreateGauge("fastgate_anomaly_tracked_identities",
+        "Client identities the anomaly detector currently models.");
+
+    public static readonly Gauge BlockedIdentities = Metrics.CreateGauge("fastgate_blocked_identities",
+        "Client identities temporarily blocked by the anomaly detector.");
+
+    public static readonly Counter AccessLogWritten = Metrics.CreateCounter("fastgate_access_log_written_total",
+        "Access log entries written.");
+
+    public static readonly Counter AccessLogDropped = Metrics.CreateCounter("fastgate_access_log_dropped_total",
+        "Access log entries dropped because the buffer was full (the writer fell behind) or the write failed.");
+
     public static readonly Counter AllocatedBytes = Metrics.CreateCounter("dotnet_gc_allocated_bytes_total",
         "Bytes allocated on the managed heap since the process started (GC.GetTotalAllocatedBytes).");
 
@@ -47,8 +83,25 @@ public static class GatewayMetrics
 
     public static void CountRejection(RejectReason reason) => s_rejectionChildren[(int)reason].Inc();
 
+    /// <summary>The upstream error kind of a reject reason, or null when it is not an upstream failure.</summary>
+    public static string? UpstreamErrorKind(RejectReason reason) => reason switch
+    {
+        RejectReason.UpstreamConnectFailed => "connect",
+        RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => "timeout",
+        RejectReason.UpstreamReset => "reset",
+        RejectReason.UpstreamMalformedResponse => "malformed",
+        RejectReason.UpstreamUnavailable => "unavailable",
+        _ => null,
+    };
+
     /// <summary>Forces the static metrics into the registry so a scrape shows them before the first request.</summary>
-    public static void EnsureRegistered() => _ = s_rejectionChildren.Length;
+    public static void EnsureRegistered()
+    {
+        _ = s_rejectionChildren.Length;
+        AccessLogDropped.Inc(0);
+        AccessLogWritten.Inc(0);
+        AlertsActive.Set(AlertsActive.Value);
+    }
 }
 
 /// <summary>Pre-resolved metric children of one route.</summary>
@@ -57,11 +110,30 @@ public sealed class RouteMetrics
     private readonly string _route;
     private readonly Counter.Child?[] _byStatus = new Counter.Child?[600];
     private readonly Histogram.Child _duration;
+    private readonly Counter.Child _bytesIn;
+    private readonly Counter.Child _bytesOut;
 
     public RouteMetrics(string route)
     {
         _route = route;
         _duration = GatewayMetrics.RequestDuration.WithLabels(route);
+        _bytesIn = GatewayMetrics.RequestBytes.WithLabels(route);
+        _bytesOut = GatewayMetrics.ResponseBytes.WithLabels(route);
+    }
+
+    public string Route => _route;
+
+    /// <summary>The alert counters of this route in the observability hub that last saw it (bound on first use).</summary>
+    internal TrafficCounters? Traffic;
+    internal object? TrafficOwner;
+    /// <summary>The cluster counters and metric children, cached by the cluster id's reference.</summary>
+    internal string? ClusterId;
+    internal ClusterObservation? Cluster;
+
+    public void RecordBytes(long bytesIn, long bytesOut)
+    {
+        if (bytesIn > 0) _bytesIn.Inc(bytesIn);
+        if (bytesOut > 0) _bytesOut.Inc(bytesOut);
     }
 
     public void Record(int status, double seconds)
@@ -73,4 +145,25 @@ public sealed class RouteMetrics
     }
 
     private static string StatusLabel(int status) => status.ToString(System.Globalization.CultureInfo.InvariantCulture);
+}
+
+/// <summary>Per-cluster state the hub resolves once per (route, cluster): alert counters and upstream-error children.</summary>
+internal sealed class ClusterObservation
+{
+    private readonly Counter.Child[] _errors;
+
+    public ClusterObservation(string cluster, TrafficCounters traffic)
+    {
+        Traffic = traffic;
+        _errors = new Counter.Child[RejectReasons.Count];
+        for (int i = 0; i < _errors.Length; i++)
+        {
+            var kind = GatewayMetrics.UpstreamErrorKind((RejectReason)i);
+            if (kind is not null) _errors[i] = GatewayMetrics.UpstreamErrors.WithLabels(cluster, kind);
+        }
+    }
+
+    public TrafficCounters Traffic { get; }
+
+    public void CountUpstreamError(RejectReason reason) => _errors[(int)reason]?.Inc();
 }
