@@ -22,9 +22,9 @@ public sealed class GatewayHost : IAsyncDisposable
     private readonly List<(string Name, ListenOptions Options)> _listeners = [];
     private ListenOptions? _adminListen;
 
-    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath, LogLevel logLevel)
+    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath, LogLevel logLevel, TimeProvider? time)
     {
-        Runtime = new GatewayRuntime(snapshot, pools);
+        Runtime = new GatewayRuntime(snapshot, pools, time);
         SourcePath = sourcePath;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -58,6 +58,8 @@ public sealed class GatewayHost : IAsyncDisposable
         });
         _app = builder.Build();
         _app.Run(AdminAsync);
+        Runtime.Observability.UseLogger(_app.Logger);
+        _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
         _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
     }
 
@@ -69,16 +71,16 @@ public sealed class GatewayHost : IAsyncDisposable
     public IReadOnlyList<IPEndPoint> ListenerEndPoints => _listeners.Select(l => l.Options.IPEndPoint!).ToArray();
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
 
-    public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
-        => new(snapshot, pools, sourcePath, logLevel);
+    public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information, TimeProvider? time = null)
+        => new(snapshot, pools, sourcePath, logLevel, time);
 
     /// <summary>Validates and compiles a config, or returns the errors.</summary>
-    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
+    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information, TimeProvider? time = null)
     {
         if (!loaded.IsValid) return (null, loaded.Errors);
         var pools = new UpstreamPoolStore();
         var snapshot = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, pools);
-        return (Create(snapshot, pools, sourcePath, logLevel), []);
+        return (Create(snapshot, pools, sourcePath, logLevel, time), []);
     }
 
     public Task StartAsync(CancellationToken cancellationToken = default) => _app.StartAsync(cancellationToken);
@@ -109,6 +111,7 @@ public sealed class GatewayHost : IAsyncDisposable
                 await Metrics.DefaultRegistry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
                 return;
             default:
+                if (await Observability.ObservabilityAdmin.TryHandleAsync(context, Runtime.Observability)) return;
                 response.StatusCode = 404;
                 response.ContentType = "text/plain";
                 await response.WriteAsync("not found\n");

@@ -54,14 +54,14 @@ public sealed class GatewayObservability : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, TrafficCounters> _routes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, ClusterObservation> _clusters = new(StringComparer.Ordinal);
-    private readonly ILogger _logger;
+    private readonly ForwardingLogger _logger;
     private AccessLog? _accessLog;
     private AccessLogConfig _accessLogConfig;
 
     public GatewayObservability(ObservabilityConfig config, TimeProvider? time = null, ILogger? logger = null, Stream? accessLogStream = null)
     {
         Time = time ?? TimeProvider.System;
-        _logger = logger ?? NullLogger.Instance;
+        _logger = new ForwardingLogger(logger ?? NullLogger.Instance);
         GatewayMetrics.EnsureRegistered();
         Global = new TrafficCounters("*");
         Blocks = new BlockList(Time);
@@ -77,6 +77,9 @@ public sealed class GatewayObservability : IAsyncDisposable
     public AlertEngine Alerts { get; }
     public AnomalyDetector Anomaly { get; }
     public BlockList Blocks { get; }
+
+    /// <summary>Sends alert, anomaly and notifier log entries to <paramref name="logger"/> from now on.</summary>
+    public void UseLogger(ILogger logger) => _logger.Inner = logger;
 
     /// <summary>Starts the timers (alert evaluation, anomaly intervals). Tests drive them by hand instead.</summary>
     public void Start()
@@ -164,4 +167,14 @@ public sealed class GatewayObservability : IAsyncDisposable
         var log = Interlocked.Exchange(ref _accessLog, null);
         if (log is not null) await log.DisposeAsync().ConfigureAwait(false);
     }
+}
+
+/// <summary>A logger whose target can be set after the components holding it were built.</summary>
+internal sealed class ForwardingLogger(ILogger inner) : ILogger
+{
+    public volatile ILogger Inner = inner;
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => Inner.BeginScope(state);
+    public bool IsEnabled(LogLevel logLevel) => Inner.IsEnabled(logLevel);
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        => Inner.Log(logLevel, eventId, state, exception, formatter);
 }

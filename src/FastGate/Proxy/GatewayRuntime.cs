@@ -18,16 +18,19 @@ public sealed class GatewayRuntime : IDisposable
     private GatewaySnapshot _current;
     private volatile bool _draining;
 
-    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools)
+    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, TimeProvider? time = null)
     {
         _current = initial;
         Pools = pools;
+        Observability = new GatewayObservability(initial.Config.Observability, time);
         GatewayMetrics.EnsureRegistered();
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
     }
 
     public GatewaySnapshot Current => Volatile.Read(ref _current);
     public UpstreamPoolStore Pools { get; }
+    /// <summary>Access log, alerts, anomaly detection and blocks; outlives snapshots (see GatewayObservability.Apply).</summary>
+    public GatewayObservability Observability { get; }
     public bool IsDraining => _draining;
     public int ConnectionCount => _connections.Count;
 
@@ -70,5 +73,6 @@ public sealed class GatewayRuntime : IDisposable
     {
         _heartbeat.Dispose();
         Pools.Dispose();
+        Observability.DisposeAsync().AsTask().GetAwaiter().GetResult();
     }
 }

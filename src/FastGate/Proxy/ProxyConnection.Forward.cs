@@ -111,7 +111,7 @@ internal sealed partial class ProxyConnection
                     hasForwardedFor = true;
                     continue;
             }
-            if (r.IsHopByHop(f)) continue;
+            if (r.IsHopByHop(f) || SkipForTrace(f)) continue;
             w.Write(r[f.Name]);
             w.Write(": "u8);
             w.Write(r[f.Value]);
@@ -139,6 +139,7 @@ internal sealed partial class ProxyConnection
         w.Write("X-Request-Id: "u8);
         w.Write(NextRequestId());
         w.Write("\r\n"u8);
+        WriteTraceParent(ref w);
         if (r.IsUpgrade)
         {
             w.Write("Connection: Upgrade\r\nUpgrade: "u8);

@@ -86,6 +86,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 if (step == HeadStep.Rejected)
                 {
                     await RejectAsync(reason, close: true).ConfigureAwait(false);
+                    Observe(null, 0, reason);
                     return;
                 }
 
@@ -95,7 +96,9 @@ internal sealed partial class ProxyConnection : IDisposable
                 var route = snapshot.Router.Match(_request);
                 if (route is null)
                 {
-                    if (!await RejectAsync(RejectReason.NoRoute, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false)) return;
+                    bool open = await RejectAsync(RejectReason.NoRoute, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
+                    Observe(null, started, RejectReason.NoRoute);
+                    if (!open) return;
                     continue;
                 }
 
@@ -112,6 +115,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 {
                     // 3a. lease an upstream connection
                     var destination = route.Cluster.Next();
+                    NoteUpstream(route.Cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
                     {
@@ -188,6 +192,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     while (responseStep is ResponseStep.NeedMore or ResponseStep.Interim);
                     ClearDeadline();
+                    NoteUpstreamResponse();
                     if (responseStep == ResponseStep.Failed)
                     {
                         ReleaseUpstream(upstream, reuse: false);
@@ -257,6 +262,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     break;
                 }
                 route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                Observe(route, started, RejectReason.None);
                 if (!keepAlive || _closeRequested) return;
             }
         }
@@ -328,6 +334,7 @@ internal sealed partial class ProxyConnection : IDisposable
     private async ValueTask<bool> RejectAsync(RejectReason reason, bool close)
     {
         GatewayMetrics.CountRejection(reason);
+        NoteRejection(reason);
         _status = RejectReasons.StatusCode(reason);
         close |= _closeRequested;
         var w = new HeadWriter(_output);
