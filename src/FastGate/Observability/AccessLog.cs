@@ -329,12 +329,33 @@ internal sealed class AccessLogSink : IDisposable
     private static FileStream OpenFile(string path) =>
         new(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.None);
 
+    /// <summary>Writes whole lines; a file never grows past maxFileBytes unless one line alone is larger.</summary>
     public void Write(ReadOnlySpan<byte> lines, AccessLogConfig config)
     {
-        if (_path is not null && _size > 0 && _size + lines.Length > config.MaxFileBytes) Rotate(config.MaxFiles);
-        _stream.Write(lines);
+        while (!lines.IsEmpty)
+        {
+            var chunk = lines;
+            if (_path is not null && _size + lines.Length > config.MaxFileBytes)
+            {
+                long room = config.MaxFileBytes - _size;
+                int cut = room <= 0 ? -1 : lines[..(int)Math.Min(room, lines.Length)].LastIndexOf((byte)'\n');
+                if (cut < 0)
+                {
+                    if (_size > 0)
+                    {
+                        Rotate(config.MaxFiles);
+                        continue;
+                    }
+                    cut = lines.IndexOf((byte)'\n'); // one line larger than a file: it gets a file of its own
+                    if (cut < 0) cut = lines.Length - 1;
+                }
+                chunk = lines[..(cut + 1)];
+            }
+            _stream.Write(chunk);
+            _size += chunk.Length;
+            lines = lines[chunk.Length..];
+        }
         _stream.Flush();
-        _size += lines.Length;
     }
 
     private void Rotate(int maxFiles)
