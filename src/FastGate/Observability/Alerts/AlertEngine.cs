@@ -254,7 +254,8 @@ public sealed class AlertEngine : IDisposable
         {
             if (list[i].At <= now - window) { baseline = list[i].Value; break; }
         }
-        if (list.Count == 0 || list[^1].At < now) list.Add((now, current));
+        if (list.Count > 0 && list[^1].At >= now) list[^1] = (now, current); // same instant: keep the later reading
+        else list.Add((now, current));
         return current.Minus(baseline);
     }
 
