@@ -38,6 +38,15 @@ public static class GatewayMetrics
         "Failed upstream exchanges, by cluster and kind (connect, timeout, reset, malformed, unavailable).",
         new CounterConfiguration { LabelNames = ["cluster", "kind"] });
 
+    public static readonly Counter UpstreamResponses = Metrics.CreateCounter("fastgate_upstream_responses_total",
+        "Upstream exchanges that returned a response (any status), by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
+
+    public static readonly Counter ConfigReloads = Metrics.CreateCounter("fastgate_config_reloads_total",
+        "Configuration reloads, by result (success, failure).", new CounterConfiguration { LabelNames = ["result"] });
+
+    public static readonly Gauge ConfigLastReloadSuccess = Metrics.CreateGauge("fastgate_config_last_reload_success",
+        "1 when the last configuration reload succeeded (or none was tried), 0 when it failed.");
+
     public static readonly Counter AlertsFired = Metrics.CreateCounter("fastgate_alerts_fired_total",
         "Alerts that started firing, by rule and severity.", new CounterConfiguration { LabelNames = ["rule", "severity"] });
 
@@ -101,6 +110,7 @@ public static class GatewayMetrics
         AccessLogDropped.Inc(0);
         AccessLogWritten.Inc(0);
         AlertsActive.Set(AlertsActive.Value);
+        if (ConfigReloads.WithLabels("success").Value + ConfigReloads.WithLabels("failure").Value == 0) ConfigLastReloadSuccess.Set(1);
     }
 }
 
@@ -151,10 +161,12 @@ public sealed class RouteMetrics
 internal sealed class ClusterObservation
 {
     private readonly Counter.Child[] _errors;
+    private readonly Counter.Child _responses;
 
     public ClusterObservation(string cluster, TrafficCounters traffic)
     {
         Traffic = traffic;
+        _responses = GatewayMetrics.UpstreamResponses.WithLabels(cluster);
         _errors = new Counter.Child[RejectReasons.Count];
         for (int i = 0; i < _errors.Length; i++)
         {
@@ -166,4 +178,6 @@ internal sealed class ClusterObservation
     public TrafficCounters Traffic { get; }
 
     public void CountUpstreamError(RejectReason reason) => _errors[(int)reason]?.Inc();
+
+    public void CountUpstreamResponse() => _responses.Inc();
 }

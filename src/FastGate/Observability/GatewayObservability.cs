@@ -108,6 +108,7 @@ public sealed class GatewayObservability : IAsyncDisposable
                 var cluster = route.Cluster!;
                 cluster.Traffic.Record(r, upstreamAttempted, upstreamFailed, seconds);
                 if (upstreamFailed) cluster.CountUpstreamError(r.Reason);
+                else if (upstreamAttempted) cluster.CountUpstreamResponse();
             }
         }
         if (!r.ClientIp.IsEmpty) Anomaly.Observe(r.ClientIp, r.Status, r.Path);
@@ -121,6 +122,8 @@ public sealed class GatewayObservability : IAsyncDisposable
     public void ReportConfigReload(bool succeeded, string? error = null)
     {
         Alerts.ReportConfigReload(succeeded, error);
+        GatewayMetrics.ConfigReloads.WithLabels(succeeded ? "success" : "failure").Inc();
+        GatewayMetrics.ConfigLastReloadSuccess.Set(succeeded ? 1 : 0);
         if (!succeeded) _logger.LogWarning("config reload failed: {Error}", error);
     }
 
