@@ -4,10 +4,14 @@ set -euo pipefail
 need=()
 command -v dotnet >/dev/null || { echo "dotnet SDK 10 is required (see README.md)"; exit 1; }
 command -v curl >/dev/null || need+=(curl)
+# promtool validates the /metrics exposition and config/prometheus/alerts.yml. Debian ships it in the (large)
+# prometheus package; --no-install-recommends keeps the install to what promtool needs. Check with
+# `apt-cache policy prometheus`.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 echo "test dependencies present"

@@ -9,6 +9,22 @@ namespace FastGate.Observability;
 /// </summary>
 public static class GatewayMetrics
 {
+    // Must run before the first metric is created: configures prometheus-net's default collectors so the exposition
+    // passes `promtool check metrics` (tests/FastGate.Tests/Observability/MetricsTests.cs).
+    private static readonly bool s_defaultsConfigured = ConfigureDefaultCollectors();
+
+    /// <summary>
+    /// Keeps process metrics and the .NET System.Runtime meters, but drops the EventCounter adapter (it duplicates the
+    /// System.Runtime meters and exports a gauge named *_total) and the System.Runtime instruments named *.count,
+    /// which are gauges whose exported name ends in _count (promtool reads that suffix as a histogram or summary part).
+    /// </summary>
+    private static bool ConfigureDefaultCollectors()
+    {
+        Metrics.SuppressDefaultMetrics(new SuppressDefaultMetricOptions { SuppressEventCounters = true });
+        Metrics.ConfigureMeterAdapter(o => o.InstrumentFilterPredicate = i => !i.Name.EndsWith(".count", StringComparison.Ordinal));
+        return true;
+    }
+
     private static readonly double[] DurationBuckets =
         [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -106,6 +122,7 @@ public static class GatewayMetrics
     /// <summary>Forces the static metrics into the registry so a scrape shows them before the first request.</summary>
     public static void EnsureRegistered()
     {
+        _ = s_defaultsConfigured;
         _ = s_rejectionChildren.Length;
         AccessLogDropped.Inc(0);
         AccessLogWritten.Inc(0);
