@@ -138,4 +138,26 @@ public class PromtoolTests
         Assert.True(testExit == 0, testOutput);
         Assert.Contains("SUCCESS", testOutput);
     }
+
+    [Fact]
+    public async Task GrafanaDashboardQueries_AreValidPromQl_OverExportedMetrics()
+    {
+        var root = RepoRoot();
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "config", "grafana", "fastgate-dashboard.json")));
+        var rules = new StringBuilder("groups:\n  - name: dashboard\n    rules:\n");
+        int n = 0;
+        foreach (var panel in doc.RootElement.GetProperty("panels").EnumerateArray())
+            foreach (var target in panel.GetProperty("targets").EnumerateArray())
+            {
+                var expr = target.GetProperty("expr").GetString()!
+                    .Replace("$__rate_interval", "5m").Replace("$__range", "1h").Replace("$route", ".*");
+                Assert.True(System.Text.RegularExpressions.Regex.IsMatch(expr, "fastgate_|process_|dotnet_"), expr);
+                rules.Append("      - record: dashboard:q").Append(n++).Append("\n        expr: '").Append(expr.Replace("'", "''")).Append("'\n");
+            }
+        Assert.True(n >= 15);
+        var file = Path.Combine(Path.GetTempPath(), $"fastgate-dashboard-{Guid.NewGuid():n}.yml");
+        File.WriteAllText(file, rules.ToString());
+        var (exit, output) = await RunAsync(root, "", "check", "rules", file);
+        Assert.True(exit == 0, output);
+    }
 }
