@@ -291,7 +291,7 @@ public sealed class AlertEngine : IDisposable
     /// <summary>Waits (bounded) for the notifiers to deliver what is queued; used at shutdown and by tests.</summary>
     public async Task DrainAsync(TimeSpan? timeout = null)
     {
-        foreach (var n in _notifiers.Values) await n.StopAsync(timeout ?? TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        foreach (var n in _notifiers.Values) await n.StopAsync(timeout ?? TimeSpan.FromSeconds(2)).ConfigureAwait(false);
     }
 
     public void Dispose() => _timer?.Dispose();
