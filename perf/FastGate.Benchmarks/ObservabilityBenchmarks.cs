@@ -17,7 +17,6 @@ public class ObservabilityBenchmarks
     private readonly byte[] _ip = "203.0.113.7"u8.ToArray();
     private readonly byte[] _incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"u8.ToArray();
     private readonly byte[] _outgoing = new byte[TraceContext.TraceParentLength];
-    private readonly Random _random = new(1);
 
     [GlobalSetup]
     public void Setup()
@@ -52,8 +51,8 @@ public class ObservabilityBenchmarks
     public void Observe_WithAccessLog() => _hubWithLog.OnRequest(Record(Stopwatch.GetTimestamp()));
 
     [Benchmark]
-    public TraceParent TraceParent_Continue() => TraceContext.WriteOutgoing(_incoming, _outgoing, _random);
+    public TraceParent TraceParent_Continue() => TraceContext.WriteOutgoing(_incoming, _outgoing);
 
     [Benchmark]
-    public TraceParent TraceParent_NewCryptoRandom() => TraceContext.WriteOutgoing([], _outgoing);
+    public TraceParent TraceParent_New() => TraceContext.WriteOutgoing([], _outgoing);
 }

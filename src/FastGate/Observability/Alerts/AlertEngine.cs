@@ -161,6 +161,7 @@ public sealed class AlertEngine : IDisposable
             GatewayMetrics.AlertsActive.Set(_states.Values.Count(s => s.Active is not null));
             PruneHistory(now, longest);
         }
+        lock (_gate) // Apply may replace notifiers; enqueueing never blocks
         foreach (var (alert, state, rule, firing) in transitions)
         {
             if (firing) _logger.LogWarning("alert firing: {Rule} ({Severity}): {Summary}", alert.Rule, alert.Severity, alert.Summary);
