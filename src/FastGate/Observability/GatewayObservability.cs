@@ -85,7 +85,7 @@ public sealed class GatewayObservability : IAsyncDisposable
     public void Start()
     {
         Alerts.Start();
-        Anomaly.Start();
+        Anomaly.Start(); // also closes intervals for the per-client authFailures rule when scoring is off
     }
 
     /// <summary>One call per request, after its response (or rejection) was written.</summary>

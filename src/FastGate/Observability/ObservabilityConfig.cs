@@ -47,6 +47,8 @@ public sealed record AlertRuleConfig
     public string Type { get; init; } = "";
     /// <summary>Route id the rule watches (null: every route together).</summary>
     public string? Route { get; init; }
+    /// <summary>authFailures: "route" (default: the route's or all routes' total) or "clientIp" (per client).</summary>
+    public string By { get; init; } = "route";
     /// <summary>Cluster id (errorRate per cluster; upstreamDown).</summary>
     public string? Cluster { get; init; }
     public double Threshold { get; init; }
@@ -173,7 +175,7 @@ internal static class ObservabilityConfigReader
 
     private static AlertRuleConfig BindRule(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "type", "route", "cluster", "threshold", "window", "minRequests", "percentile", "severity", "notify", "cooldown");
+        r.CheckUnknown(e, p, "id", "type", "route", "cluster", "by", "threshold", "window", "minRequests", "percentile", "severity", "notify", "cooldown");
         var d = new AlertRuleConfig();
         var type = r.String(e, p, "type", required: true) ?? "";
         if (type.Length > 0 && Array.IndexOf(AlertRuleTypes.All, type) < 0)
@@ -195,6 +197,9 @@ internal static class ObservabilityConfigReader
         var severity = r.String(e, p, "severity") ?? d.Severity;
         if (severity is not ("info" or "warning" or "critical"))
             r.Error(ConfigReader.Child(p, "severity"), "expected \"info\", \"warning\" or \"critical\"");
+        var by = r.String(e, p, "by") ?? "route";
+        if (by is not ("route" or "clientIp")) r.Error(ConfigReader.Child(p, "by"), "expected \"route\" or \"clientIp\"");
+        else if (by == "clientIp" && type != AlertRuleTypes.AuthFailures) r.Error(ConfigReader.Child(p, "by"), "\"clientIp\" applies to authFailures rules only");
         double? threshold = Number(e, p, "threshold", r);
         bool needsThreshold = type is not (AlertRuleTypes.UpstreamDown or AlertRuleTypes.ConfigReloadFailed or AlertRuleTypes.Anomaly);
         if (threshold is null && needsThreshold && !e.TryGetProperty("threshold", out _))
@@ -207,6 +212,7 @@ internal static class ObservabilityConfigReader
             Type = type,
             Route = r.String(e, p, "route"),
             Cluster = r.String(e, p, "cluster"),
+            By = by,
             Threshold = threshold ?? 0,
             Window = r.Duration(e, p, "window") ?? d.Window,
             MinRequests = r.Integer(e, p, "minRequests", 0, long.MaxValue) ?? d.MinRequests,

@@ -13,13 +13,15 @@ namespace FastGate.Tests.Observability;
 /// <summary>Each rule type evaluated over windows on a fake clock, fed through the request-path entry point.</summary>
 public class AlertRuleTests
 {
-    private static (GatewayObservability Hub, FakeTimeProvider Time) Hub(params AlertRuleConfig[] rules)
+    private static (GatewayObservability Hub, FakeTimeProvider Time) Hub(params AlertRuleConfig[] rules) => Hub(true, rules);
+
+    private static (GatewayObservability Hub, FakeTimeProvider Time) Hub(bool anomaly, params AlertRuleConfig[] rules)
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 5, 1, 0, 0, 0, TimeSpan.Zero));
         var config = new ObservabilityConfig
         {
             Alerts = new AlertsConfig { Rules = rules, Notifiers = [new NotifierConfig { Id = "log", Type = "log" }] },
-            Anomaly = new AnomalyConfig { Enabled = true, WarmupIntervals = 3, MinCount = 10 },
+            Anomaly = new AnomalyConfig { Enabled = anomaly, WarmupIntervals = 3, MinCount = 10 },
         };
         return (new GatewayObservability(config, time), time);
     }
@@ -109,6 +111,30 @@ public class AlertRuleTests
         hub.Alerts.Evaluate();
         Assert.Equal(["authFailures-rule", "rateLimited-rule"], hub.Alerts.Active().Select(a => a.Rule).Order());
         time.Advance(TimeSpan.FromSeconds(31));
+        hub.Alerts.Evaluate();
+        Assert.Empty(hub.Alerts.Active());
+        await hub.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task AuthFailuresByClientIp_NamesTheClientsOverTheThreshold_EvenWithAnomalyScoringOff()
+    {
+        var route = new RouteMetrics("per-ip-route");
+        var (hub, time) = Hub(false, Rule("authFailures", threshold: 10) with { By = "clientIp" });
+        for (int i = 0; i < 12; i++) Request(hub, route, 401, ip: "198.51.100.66");
+        for (int i = 0; i < 9; i++) Request(hub, route, 403, ip: "198.51.100.67");
+        for (int i = 0; i < 50; i++) Request(hub, route, 200, ip: "198.51.100.68");
+        hub.Alerts.Evaluate();
+        Assert.Empty(hub.Alerts.Active()); // counts reach the rule when the interval closes
+        time.Advance(TimeSpan.FromSeconds(10));
+        hub.Anomaly.CloseInterval();
+        hub.Alerts.Evaluate();
+        var a = Assert.Single(hub.Alerts.Active());
+        Assert.Equal(["198.51.100.66"], a.Identities);
+        Assert.Equal(12, a.Value);
+        Assert.Empty(hub.Anomaly.Recent()); // scoring is off: tracking only
+        time.Advance(TimeSpan.FromSeconds(31));
+        hub.Anomaly.CloseInterval();
         hub.Alerts.Evaluate();
         Assert.Empty(hub.Alerts.Active());
         await hub.DisposeAsync();

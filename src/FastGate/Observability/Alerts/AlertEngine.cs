@@ -56,7 +56,11 @@ public sealed class AlertEngine : IDisposable
         _logger = logger;
         _config = config;
         ApplyNotifiers(config);
+        hub.Anomaly.TrackingRequired = NeedsClientTracking(config);
     }
+
+    private static bool NeedsClientTracking(AlertsConfig config) =>
+        config.Rules.Any(r => r.Type == AlertRuleTypes.AuthFailures && r.By == "clientIp");
 
     public AlertsConfig Config => Volatile.Read(ref _config);
 
@@ -77,6 +81,7 @@ public sealed class AlertEngine : IDisposable
             var previous = _config;
             Volatile.Write(ref _config, config);
             ApplyNotifiers(config);
+            _hub.Anomaly.TrackingRequired = NeedsClientTracking(config);
             var ids = config.Rules.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
             foreach (var id in _states.Keys.Where(k => !ids.Contains(k)).ToList()) _states.Remove(id);
             if (previous.EvaluationInterval != config.EvaluationInterval) _timer?.Change(config.EvaluationInterval, config.EvaluationInterval);
@@ -201,6 +206,15 @@ public sealed class AlertEngine : IDisposable
             {
                 var error = _reloadError;
                 return (error is not null, error is null ? 0 : 1, error is null ? "config reloads succeed" : $"config reload failed: {error}", null, []);
+            }
+            case AlertRuleTypes.AuthFailures when rule.By == "clientIp":
+            {
+                long need = (long)Math.Max(1, rule.Threshold);
+                var offenders = _hub.Anomaly.AuthFailuresSince(now - rule.Window, need);
+                long top = offenders.Count == 0 ? 0 : offenders[0].AuthFailures;
+                var identities = offenders.Take(20).Select(o => o.Identity).ToList();
+                string detail = offenders.Count == 0 ? "" : ": " + string.Join(", ", offenders.Take(5).Select(o => $"{o.Identity} ({o.AuthFailures})"));
+                return (offenders.Count > 0, top, $"{offenders.Count} client(s) with at least {need} auth failures (401/403) over {window}{detail}", null, identities);
             }
             case AlertRuleTypes.Anomaly:
             {

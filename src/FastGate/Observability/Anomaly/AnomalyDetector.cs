@@ -31,6 +31,12 @@ public sealed class AnomalyDetector : IDisposable
     private IdentityTable _table;
     private ITimer? _timer;
     private long _intervals;
+    private volatile bool _tracking;
+
+    /// <summary>
+    /// Keeps per-identity interval counts even when scoring is disabled (an authFailures rule by clientIp needs them).
+    /// </summary>
+    public bool TrackingRequired { get => _tracking; set => _tracking = value; }
     private long _anomalies;
 
     public AnomalyDetector(AnomalyConfig config, TimeProvider time, BlockList blocks, ILogger logger)
@@ -56,7 +62,7 @@ public sealed class AnomalyDetector : IDisposable
     /// <summary>Request path: counts one request of <paramref name="identity"/>. Lock-free, allocation-free.</summary>
     public void Observe(ReadOnlySpan<byte> identity, int status, ReadOnlySpan<byte> path)
     {
-        if (!Volatile.Read(ref _config).Enabled) return;
+        if (!Volatile.Read(ref _config).Enabled && !_tracking) return;
         Volatile.Read(ref _table).Record(identity, status, path);
     }
 
@@ -87,7 +93,7 @@ public sealed class AnomalyDetector : IDisposable
         var config = Config;
         var found = new List<AnomalyEvent>();
         _blocks.Expire();
-        if (!config.Enabled) return found;
+        if (!config.Enabled && !_tracking) return found;
         var now = _time.GetUtcNow();
         double alpha = 2.0 / (config.SmoothingIntervals + 1);
         lock (_gate)
@@ -112,7 +118,8 @@ public sealed class AnomalyDetector : IDisposable
                     double score = model.Score(f, x[f], config);
                     if (score > best) { best = score; bestFeature = f; }
                 }
-                bool anomalous = best >= config.ScoreThreshold && model.Seen >= config.WarmupIntervals;
+                bool anomalous = config.Enabled && best >= config.ScoreThreshold && model.Seen >= config.WarmupIntervals;
+                model.RecordAuthFailures(now, counts.AuthFailures);
                 for (int f = 0; f < x.Length; f++) model.Update(f, x[f], alpha, anomalous && model.Score(f, x[f], config) >= config.ScoreThreshold);
                 model.Seen++;
                 model.IdleIntervals = counts.Requests == 0 ? model.IdleIntervals + 1 : 0;
@@ -170,6 +177,21 @@ public sealed class AnomalyDetector : IDisposable
         }
     }
 
+    /// <summary>Identities whose auth failures (401/403) summed over closed intervals since <paramref name="since"/> reach
+    /// <paramref name="atLeast"/>, most first.</summary>
+    public IReadOnlyList<(string Identity, long AuthFailures)> AuthFailuresSince(DateTimeOffset since, long atLeast)
+    {
+        var result = new List<(string, long)>();
+        lock (_gate)
+            foreach (var m in _models.Values)
+            {
+                long sum = m.AuthFailuresSince(since);
+                if (sum >= atLeast && sum > 0) result.Add((m.Identity, sum));
+            }
+        result.Sort((a, b) => b.Item2.CompareTo(a.Item2));
+        return result;
+    }
+
     /// <summary>Recent anomalies, newest first.</summary>
     public IReadOnlyList<AnomalyEvent> Recent(DateTimeOffset? since = null)
     {
@@ -186,6 +208,20 @@ public sealed class AnomalyDetector : IDisposable
         public int Seen;
         public int IdleIntervals;
         public int Anomalies;
+        private readonly Queue<(DateTimeOffset At, long Count)> _auth = new();
+
+        public void RecordAuthFailures(DateTimeOffset at, long count)
+        {
+            if (count > 0) _auth.Enqueue((at, count));
+            while (_auth.Count > 0 && (_auth.Count > 512 || _auth.Peek().At < at - TimeSpan.FromHours(1))) _auth.Dequeue();
+        }
+
+        public long AuthFailuresSince(DateTimeOffset since)
+        {
+            long sum = 0;
+            foreach (var (at, count) in _auth) if (at > since) sum += count;
+            return sum;
+        }
 
         /// <summary>-log10 of the quasi-Poisson upper tail of <paramref name="x"/> under this feature's baseline.</summary>
         public double Score(int f, double x, AnomalyConfig config)
