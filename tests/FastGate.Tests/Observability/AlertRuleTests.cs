@@ -141,6 +141,34 @@ public class AlertRuleTests
     }
 
     [Fact]
+    public async Task Apply_KeepsActiveAlertsAndCounters_AcrossAReload()
+    {
+        var route = new RouteMetrics("reload-route");
+        var rule = Rule("errorRate", threshold: 0.1, route: "reload-route");
+        var (hub, time) = Hub(rule);
+        for (int i = 0; i < 10; i++) Request(hub, route, 500);
+        hub.Alerts.Evaluate();
+        var before = Assert.Single(hub.Alerts.Active());
+        await hub.ApplyAsync(new ObservabilityConfig
+        {
+            Alerts = new AlertsConfig
+            {
+                Rules = [rule, Rule("rateLimited", threshold: 1, route: "reload-route")],
+                Notifiers = [new NotifierConfig { Id = "log", Type = "log" }],
+            },
+        });
+        for (int i = 0; i < 10; i++) Request(hub, route, 500);
+        hub.Alerts.Evaluate();
+        var after = Assert.Single(hub.Alerts.Active());
+        Assert.Equal(before.StartedAt, after.StartedAt); // the same firing period, not a new alert
+        Assert.Equal(1, after.Value);
+        await hub.ApplyAsync(new ObservabilityConfig()); // rules removed: their state goes with them
+        hub.Alerts.Evaluate();
+        Assert.Empty(hub.Alerts.Active());
+        await hub.DisposeAsync();
+    }
+
+    [Fact]
     public async Task ConfigReloadFailed_FiresUntilAReloadSucceeds()
     {
         var (hub, _) = Hub(Rule("configReloadFailed"));
