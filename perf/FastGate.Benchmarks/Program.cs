@@ -1,1 +1,8 @@
-Console.WriteLine("x");
+using BenchmarkDotNet.Running;
+
+namespace FastGate.Benchmarks;
+
+public static class Program
+{
+    public static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+}

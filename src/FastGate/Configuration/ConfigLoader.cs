@@ -32,10 +32,11 @@ public static class ConfigLoader
         {
             return new ConfigLoadResult(null, [new ConfigError("$", $"cannot read '{path}': {e.Message}")], "");
         }
-        return Load(text);
+        return Load(text, Path.GetDirectoryName(Path.GetFullPath(path)));
     }
 
-    public static ConfigLoadResult Load(string json)
+    /// <param name="baseDirectory">Where relative paths in the config (e.g. ipLists files) resolve; default: the current directory.</param>
+    public static ConfigLoadResult Load(string json, string? baseDirectory = null)
     {
         var errors = new List<ConfigError>();
         JsonDocument doc;
@@ -51,7 +52,11 @@ public static class ConfigLoader
         {
             var reader = new ConfigReader(errors);
             var config = Bind(doc.RootElement, reader);
-            if (config is not null) ConfigValidator.Validate(config, errors);
+            if (config is not null)
+            {
+                config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory() };
+                ConfigValidator.Validate(config, errors);
+            }
             return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json);
         }
     }
@@ -66,7 +71,8 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", .. Observability.ObservabilityConfigReader.SectionNames]);
+        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
+            .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -74,8 +80,13 @@ public static class ConfigLoader
         if (r.TryGet(root, path, "admin", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "admin")))
         {
             var ap = ConfigReader.Child(path, "admin");
-            r.CheckUnknown(a, ap, "address");
-            admin = new AdminConfig { Address = r.String(a, ap, "address", required: true) ?? "" };
+            r.CheckUnknown(a, ap, "address", "token", "tokenEnv");
+            admin = new AdminConfig
+            {
+                Address = r.String(a, ap, "address", required: true) ?? "",
+                Token = r.String(a, ap, "token"),
+                TokenEnv = r.String(a, ap, "tokenEnv"),
+            };
         }
         return new GatewayConfig
         {
@@ -88,6 +99,9 @@ public static class ConfigLoader
             Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
             Routes = r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r)),
             Limits = limits,
+            Policies = Policy.PolicyConfigBinder.Policies(root, path, r),
+            DefaultAction = Policy.PolicyConfigBinder.DefaultAction(root, path, r),
+            IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }

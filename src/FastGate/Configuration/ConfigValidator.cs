@@ -13,6 +13,7 @@ public static class ConfigValidator
         ValidateListeners(config, errors);
         ValidateClusters(config, errors);
         ValidateRoutes(config, errors);
+        Policy.PolicyValidator.Validate(config, errors);
     }
 
     public static bool TryParseEndPoint(string address, out IPEndPoint endPoint)
@@ -44,8 +45,13 @@ public static class ConfigValidator
             else if (ep.Port != 0 && !addresses.Add(ep.ToString()))
                 errors.Add(new ConfigError(p + ".address", $"address {ep} is used by another listener"));
         }
-        if (config.Admin is { } admin && !TryParseEndPoint(admin.Address, out _))
-            errors.Add(new ConfigError("$.admin.address", $"'{admin.Address}' is not an address of the form 127.0.0.1:9901"));
+        if (config.Admin is { } admin)
+        {
+            if (!TryParseEndPoint(admin.Address, out var adminEp))
+                errors.Add(new ConfigError("$.admin.address", $"'{admin.Address}' is not an address of the form 127.0.0.1:9901"));
+            else if (!IPAddress.IsLoopback(adminEp.Address) && string.IsNullOrEmpty(admin.ResolveToken()))
+                errors.Add(new ConfigError("$.admin", $"the admin listener on {adminEp} is not loopback-only: set \"token\" or \"tokenEnv\" (a bearer token for /admin/*)"));
+        }
     }
 
     private static void ValidateClusters(GatewayConfig config, List<ConfigError> errors)

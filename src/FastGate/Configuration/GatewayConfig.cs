@@ -10,6 +10,11 @@ public sealed record GatewayConfig
     public IReadOnlyList<ClusterConfig> Clusters { get; init; } = [];
     public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
     public LimitsConfig Limits { get; init; } = new();
+    public IReadOnlyList<PolicyRuleConfig> Policies { get; init; } = [];
+    public DefaultAction DefaultAction { get; init; } = DefaultAction.Allow;
+    public IReadOnlyList<IpListConfig> IpLists { get; init; } = [];
+    /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
+    public string BaseDirectory { get; init; } = ".";
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
     public Observability.ObservabilityConfig Observability { get; init; } = new();
 }
@@ -23,6 +28,13 @@ public sealed record ListenerConfig
 public sealed record AdminConfig
 {
     public string Address { get; init; } = "127.0.0.1:9901";
+    /// <summary>Bearer token for /admin/*; required when the admin listener is not on a loopback address.</summary>
+    public string? Token { get; init; }
+    /// <summary>Name of an environment variable holding the token (keeps it out of the file).</summary>
+    public string? TokenEnv { get; init; }
+
+    public string? ResolveToken() =>
+        !string.IsNullOrEmpty(Token) ? Token : TokenEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
 }
 
 public sealed record ClusterConfig

@@ -16,6 +16,8 @@ public sealed class GatewaySnapshot
     public required Router Router { get; init; }
     public required IReadOnlyList<RouteModel> Routes { get; init; }
     public required IReadOnlyList<ClusterModel> Clusters { get; init; }
+    /// <summary>The compiled policy (rule index = position in the config's policies list).</summary>
+    public required Policy.CompiledPolicy Policy { get; init; }
     /// <summary>Content hash of the config text.</summary>
     public required string Version { get; init; }
     public required DateTimeOffset LoadedAt { get; init; }

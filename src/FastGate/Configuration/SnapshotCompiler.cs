@@ -76,6 +76,8 @@ public static class SnapshotCompiler
             }
         }
 
+        var clusterList = clusters.Values.ToArray();
+        var policy = Policy.PolicyCompiler.Compile(config, routes.Select(r => r.Id).ToArray(), clusterList.Select(c => c.Id).ToArray());
         return new GatewaySnapshot
         {
             Config = config,
@@ -88,7 +90,8 @@ public static class SnapshotCompiler
             },
             Router = new Router(entries),
             Routes = routes,
-            Clusters = clusters.Values.ToArray(),
+            Clusters = clusterList,
+            Policy = policy,
             Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),
             HeaderTimeoutTicks = GatewaySnapshot.ToTicks(limits.HeaderTimeout),

@@ -3,12 +3,10 @@ using FastGate.Configuration;
 using FastGate.Proxy;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Prometheus;
 
 namespace FastGate.Hosting;
 
@@ -57,13 +55,18 @@ public sealed class GatewayHost : IAsyncDisposable
             }
         });
         _app = builder.Build();
-        _app.Run(AdminAsync);
+        if (sourcePath is not null) Reloader = new ConfigReloader(sourcePath, Runtime, _app.Logger);
+        var admin = new AdminApi(Runtime, Reloader, snapshot.Config.Admin?.ResolveToken());
+        _app.Run(admin.HandleAsync);
         Runtime.Observability.UseLogger(_app.Logger);
         _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
+        if (Reloader is not null) Reloader.Reloaded += r => Runtime.Observability.ReportConfigReload(r.Success, r.Errors.Count == 0 ? null : string.Join("; ", r.Errors));
         _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
     }
 
     public GatewayRuntime Runtime { get; }
+    /// <summary>Live reloads of the source file; null when the gateway was started from text.</summary>
+    public ConfigReloader? Reloader { get; }
     public string? SourcePath { get; }
     public ILogger Logger => _app.Logger;
 
@@ -83,44 +86,20 @@ public sealed class GatewayHost : IAsyncDisposable
         return (Create(snapshot, pools, sourcePath, logLevel, time), []);
     }
 
-    public Task StartAsync(CancellationToken cancellationToken = default) => _app.StartAsync(cancellationToken);
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        await _app.StartAsync(cancellationToken);
+        Reloader?.Start();
+    }
 
     /// <summary>Stops accepting, lets requests in flight finish (up to the drain timeout), closes idle connections.</summary>
     public Task StopAsync(CancellationToken cancellationToken = default) => _app.StopAsync(cancellationToken);
 
     public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
 
-    private async Task AdminAsync(HttpContext context)
-    {
-        var path = context.Request.Path.Value ?? "/";
-        var response = context.Response;
-        switch (path)
-        {
-            case "/healthz":
-                response.ContentType = "text/plain";
-                await response.WriteAsync("ok\n");
-                return;
-            case "/readyz":
-                bool ready = !Runtime.IsDraining;
-                response.StatusCode = ready ? 200 : 503;
-                response.ContentType = "text/plain";
-                await response.WriteAsync(ready ? "ready\n" : "draining\n");
-                return;
-            case "/metrics":
-                response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-                await Metrics.DefaultRegistry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
-                return;
-            default:
-                if (await Observability.ObservabilityAdmin.TryHandleAsync(context, Runtime.Observability)) return;
-                response.StatusCode = 404;
-                response.ContentType = "text/plain";
-                await response.WriteAsync("not found\n");
-                return;
-        }
-    }
-
     public async ValueTask DisposeAsync()
     {
+        Reloader?.Dispose();
         await _app.DisposeAsync();
         Runtime.Dispose();
     }

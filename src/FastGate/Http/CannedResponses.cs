@@ -18,7 +18,8 @@ public static class CannedResponses
             var reason = (RejectReason)i;
             int status = RejectReasons.StatusCode(reason);
             string body = "{\"error\":\"" + StatusText(status).ToLowerInvariant().Replace(' ', '_') + "\",\"reason\":\"" + RejectReasons.Name(reason) + "\"}\n";
-            string head = "HTTP/1.1 " + status + " " + StatusText(status) + "\r\nContent-Type: application/json\r\nContent-Length: " + body.Length + "\r\n";
+            string head = "HTTP/1.1 " + status + " " + StatusText(status) + "\r\nContent-Type: application/json\r\nContent-Length: " + body.Length + "\r\n"
+                          + (reason == RejectReason.AuthenticationRequired ? "WWW-Authenticate: Bearer realm=\"fastgate\"\r\n" : "");
             s_prefix[i * 2] = Encoding.ASCII.GetBytes(head);
             s_prefix[i * 2 + 1] = Encoding.ASCII.GetBytes(head + "Connection: close\r\n");
             s_suffix[i] = Encoding.ASCII.GetBytes("\r\n" + body);
@@ -32,6 +33,10 @@ public static class CannedResponses
         writer.Write(extraHeaders);
         writer.Write(s_suffix[(int)reason]);
     }
+
+    private static readonly byte[][] s_statusText = Enumerable.Range(0, 600).Select(i => Encoding.ASCII.GetBytes(StatusText(i))).ToArray();
+
+    public static ReadOnlySpan<byte> StatusTextBytes(int status) => (uint)status < 600 ? s_statusText[status] : "Unknown"u8;
 
     public static string StatusText(int status) => status switch
     {

@@ -36,6 +36,8 @@ public enum RejectReason : byte
     UnsupportedHttpVersion,
     // Gateway decisions
     NoRoute,
+    PolicyDenied,
+    AuthenticationRequired,
     // Upstream side (502/503/504)
     UpstreamConnectFailed,
     UpstreamConnectTimeout,
@@ -59,6 +61,8 @@ public static class RejectReasons
         RejectReason.UnknownTransferCoding => 501,
         RejectReason.UnsupportedHttpVersion => 505,
         RejectReason.NoRoute => 404,
+        RejectReason.PolicyDenied => 403,
+        RejectReason.AuthenticationRequired => 401,
         RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
@@ -98,6 +102,8 @@ public static class RejectReasons
         RejectReason.UnknownTransferCoding => "unknown_transfer_coding",
         RejectReason.UnsupportedHttpVersion => "unsupported_http_version",
         RejectReason.NoRoute => "no_route",
+        RejectReason.PolicyDenied => "policy_deny",
+        RejectReason.AuthenticationRequired => "authentication_required",
         RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
         RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
         RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",

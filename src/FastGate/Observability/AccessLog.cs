@@ -174,6 +174,7 @@ public sealed class AccessLog : IAsyncDisposable
         else w.WriteNull("upstream_ms"u8);
         w.WriteNumber("total_ms"u8, e.Start == 0 ? 0 : Math.Round(Stopwatch.GetElapsedTime(e.Start, e.End).TotalMilliseconds, 3));
         w.WriteString("decision"u8, e.Decision ?? (e.Reason == RejectReason.None ? "forwarded" : RejectReasons.Name(e.Reason)));
+        w.WriteString("rule"u8, e.Rule ?? "");
         w.WriteEndObject();
     }
 
@@ -232,7 +233,7 @@ public sealed class AccessLog : IAsyncDisposable
         private readonly int[] _lengths = new int[(int)Field.Count];
         public long Sequence;
         public long UtcTicks;
-        public string? Route, Upstream, Consumer, Decision;
+        public string? Route, Upstream, Consumer, Decision, Rule;
         public int Status;
         public RejectReason Reason;
         public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End;
@@ -269,6 +270,7 @@ public sealed class AccessLog : IAsyncDisposable
             Upstream = r.Upstream;
             Consumer = r.Consumer;
             Decision = r.Decision;
+            Rule = r.Rule;
             Status = r.Status;
             Reason = r.Reason;
             BytesIn = r.BytesIn;

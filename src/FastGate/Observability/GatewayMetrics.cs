@@ -44,6 +44,15 @@ public static class GatewayMetrics
     public static readonly Counter UpstreamConnectionsOpened = Metrics.CreateCounter("fastgate_upstream_connections_opened_total",
         "Connections opened to upstream destinations, by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
 
+    public static readonly Counter ConfigReloads = Metrics.CreateCounter("fastgate_config_reloads_total",
+        "Configuration reloads, by result (success, failure).", new CounterConfiguration { LabelNames = ["result"] });
+
+    public static readonly Gauge ConfigInfo = Metrics.CreateGauge("fastgate_config_info",
+        "The configuration in force (value 1), labelled with its version.", new GaugeConfiguration { LabelNames = ["version"] });
+
+    public static readonly Gauge ConfigLoadedAt = Metrics.CreateGauge("fastgate_config_loaded_timestamp_seconds",
+        "Unix time when the configuration in force was loaded.");
+
     public static readonly Counter RequestBytes = Metrics.CreateCounter("fastgate_request_bytes_total",
         "Request bytes received from clients (head and body), by route.", new CounterConfiguration { LabelNames = ["route"] });
 
@@ -56,9 +65,6 @@ public static class GatewayMetrics
 
     public static readonly Counter UpstreamResponses = Metrics.CreateCounter("fastgate_upstream_responses_total",
         "Upstream exchanges that returned a response (any status), by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
-
-    public static readonly Counter ConfigReloads = Metrics.CreateCounter("fastgate_config_reloads_total",
-        "Configuration reloads, by result (success, failure).", new CounterConfiguration { LabelNames = ["result"] });
 
     public static readonly Gauge ConfigLastReloadSuccess = Metrics.CreateGauge("fastgate_config_last_reload_success",
         "1 when the last configuration reload succeeded (or none was tried), 0 when it failed.");
@@ -119,6 +125,13 @@ public static class GatewayMetrics
         _ => null,
     };
 
+    public static void SetConfigInForce(string? previousVersion, string version, DateTimeOffset loadedAt)
+    {
+        if (previousVersion is not null && previousVersion != version) ConfigInfo.RemoveLabelled(previousVersion);
+        ConfigInfo.WithLabels(version).Set(1);
+        ConfigLoadedAt.Set(loadedAt.ToUnixTimeMilliseconds() / 1000.0);
+    }
+
     /// <summary>Forces the static metrics into the registry so a scrape shows them before the first request.</summary>
     public static void EnsureRegistered()
     {
@@ -127,6 +140,8 @@ public static class GatewayMetrics
         AccessLogDropped.Inc(0);
         AccessLogWritten.Inc(0);
         AlertsActive.Set(AlertsActive.Value);
+        ConfigReloads.WithLabels("success");
+        ConfigReloads.WithLabels("failure");
         if (ConfigReloads.WithLabels("success").Value + ConfigReloads.WithLabels("failure").Value == 0) ConfigLastReloadSuccess.Set(1);
     }
 }

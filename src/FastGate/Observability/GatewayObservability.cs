@@ -33,8 +33,10 @@ public ref struct RequestRecord
     public int Status;
     /// <summary>Why the gateway refused or failed the request; None when the upstream answered.</summary>
     public RejectReason Reason;
-    /// <summary>A decision the policy engine names beyond <see cref="Reason"/> (e.g. "deny:rule-3"), or null.</summary>
+    /// <summary>A decision beyond <see cref="Reason"/> (e.g. "policy_respond"), or null: the reason's name, or "forwarded".</summary>
     public string? Decision;
+    /// <summary>The id of the policy rule that decided the request (deny, respond), or null.</summary>
+    public string? Rule;
     public long BytesIn;
     public long BytesOut;
     /// <summary><see cref="Stopwatch.GetTimestamp"/> values; 0 when the phase did not happen.</summary>
@@ -122,7 +124,6 @@ public sealed class GatewayObservability : IAsyncDisposable
     public void ReportConfigReload(bool succeeded, string? error = null)
     {
         Alerts.ReportConfigReload(succeeded, error);
-        GatewayMetrics.ConfigReloads.WithLabels(succeeded ? "success" : "failure").Inc();
         GatewayMetrics.ConfigLastReloadSuccess.Set(succeeded ? 1 : 0);
         if (!succeeded) _logger.LogWarning("config reload failed: {Error}", error);
     }

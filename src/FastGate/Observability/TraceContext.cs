@@ -20,6 +20,11 @@ public static class TraceContext
     public static ReadOnlySpan<byte> TraceParentName => "traceparent"u8;
     public static ReadOnlySpan<byte> TraceStateName => "tracestate"u8;
 
+    /// <summary>True for the header the gateway replaces (traceparent), and tracestate when it must be dropped.</summary>
+    public static bool IsReplacedHeader(ReadOnlySpan<byte> name, bool dropTraceState) =>
+        (name.Length == 11 && System.Text.Ascii.EqualsIgnoreCase(name, TraceParentName))
+        || (dropTraceState && name.Length == 10 && System.Text.Ascii.EqualsIgnoreCase(name, TraceStateName));
+
     /// <summary>
     /// Validates a traceparent value. Accepts version 00 exactly, and future versions (not ff) whose first 55
     /// bytes follow the version-00 layout followed by end or '-' (the spec's forward-compatibility rule).

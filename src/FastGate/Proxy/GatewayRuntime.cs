@@ -15,6 +15,7 @@ public sealed class GatewayRuntime : IDisposable
     private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromMilliseconds(250);
     private readonly ConcurrentDictionary<ProxyConnection, byte> _connections = new();
     private readonly Timer _heartbeat;
+    private readonly Microsoft.Extensions.ObjectPool.ObjectPool<ConnectionState> _states = ConnectionState.CreatePool(1024);
     private GatewaySnapshot _current;
     private volatile bool _draining;
 
@@ -24,6 +25,7 @@ public sealed class GatewayRuntime : IDisposable
         Pools = pools;
         Observability = new GatewayObservability(initial.Config.Observability, time);
         GatewayMetrics.EnsureRegistered();
+        GatewayMetrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
     }
 
@@ -35,7 +37,16 @@ public sealed class GatewayRuntime : IDisposable
     public int ConnectionCount => _connections.Count;
 
     /// <summary>Replaces the snapshot. Requests already running keep the one they started with.</summary>
-    public void Swap(GatewaySnapshot next) => Volatile.Write(ref _current, next);
+    public void Swap(GatewaySnapshot next)
+    {
+        var previous = Interlocked.Exchange(ref _current, next);
+        GatewayMetrics.SetConfigInForce(previous.Version, next.Version, next.LoadedAt);
+        if (!ReferenceEquals(previous.Config.Observability, next.Config.Observability)) Observability.Apply(next.Config.Observability);
+    }
+
+    internal ConnectionState RentState() => _states.Get();
+
+    internal void ReturnState(ConnectionState state) => _states.Return(state);
 
     /// <summary>Kestrel connection middleware entry point: one call per client connection.</summary>
     public async Task OnConnectionAsync(ConnectionContext context)

@@ -72,130 +72,15 @@ internal sealed partial class ProxyConnection
 
     private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10)
     {
-        var r = _request;
-        var w = new HeadWriter(output);
-        w.Write(r[r.MethodRange]);
-        w.Write((byte)' ');
-        if (r.IsAsteriskForm)
-        {
-            w.Write((byte)'*');
-        }
-        else
-        {
-            var path = r.Path.IsEmpty ? "/"u8 : r[r.Path];
-            var strip = route.StripPrefix;
-            if (strip.Length > 0 && path.StartsWith(strip) && (path.Length == strip.Length || path[strip.Length] == (byte)'/'))
-            {
-                path = path[strip.Length..];
-                if (path.IsEmpty) w.Write((byte)'/');
-            }
-            w.Write(path);
-            w.Write(r[r.Query]);
-        }
-        w.Write(http10 ? " HTTP/1.0\r\nHost: "u8 : " HTTP/1.1\r\nHost: "u8);
-        w.Write(route.PreserveHost ? r[r.Host] : destination.Authority);
-        w.Write("\r\n"u8);
-
-        bool hasForwardedFor = false;
-        foreach (ref readonly var f in r.Headers)
-        {
-            switch (f.Known)
-            {
-                case KnownHeader.Host:
-                case KnownHeader.Expect:
-                case KnownHeader.XForwardedProto:
-                case KnownHeader.XForwardedHost:
-                case KnownHeader.XRequestId:
-                    continue;
-                case KnownHeader.XForwardedFor:
-                    hasForwardedFor = true;
-                    continue;
-            }
-            if (r.IsHopByHop(f) || SkipForTrace(f)) continue;
-            w.Write(r[f.Name]);
-            w.Write(": "u8);
-            w.Write(r[f.Value]);
-            w.Write("\r\n"u8);
-        }
-
-        w.Write("X-Forwarded-For: "u8);
-        if (hasForwardedFor)
-        {
-            foreach (ref readonly var f in r.Headers)
-            {
-                if (f.Known != KnownHeader.XForwardedFor || f.Value.IsEmpty) continue;
-                w.Write(r[f.Value]);
-                w.Write(", "u8);
-            }
-        }
-        w.Write(_clientIp);
-        w.Write("\r\nX-Forwarded-Proto: http\r\n"u8);
-        if (r.HasHost)
-        {
-            w.Write("X-Forwarded-Host: "u8);
-            w.Write(r[r.Host]);
-            w.Write("\r\n"u8);
-        }
-        w.Write("X-Request-Id: "u8);
-        w.Write(NextRequestId());
-        w.Write("\r\n"u8);
-        WriteTraceParent(ref w);
-        if (r.IsUpgrade)
-        {
-            w.Write("Connection: Upgrade\r\nUpgrade: "u8);
-            w.Write(r[r.Upgrade]);
-            w.Write("\r\n"u8);
-        }
-        else if (http10)
-        {
-            w.Write("Connection: close\r\n"u8);
-        }
-        w.Write("\r\n"u8);
-        w.Commit();
+        if (!_hasTrace) ResolveTrace();
+        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _clientIp, NextRequestId(), http10, _activePolicy, _policy,
+            _traceParent, dropTraceState: !_incomingTraceValid);
     }
 
-    private void WriteResponseHead(bool close, bool interim)
-    {
-        var resp = _response;
-        var w = new HeadWriter(_output);
-        w.Write("HTTP/1.1 "u8);
-        w.WriteNumber(resp.StatusCode);
-        w.Write((byte)' ');
-        if (resp.Reason.IsEmpty) w.Write(System.Text.Encoding.ASCII.GetBytes(CannedResponses.StatusText(resp.StatusCode)));
-        else w.Write(resp[resp.Reason]);
-        w.Write("\r\n"u8);
-        foreach (ref readonly var f in resp.Headers)
-        {
-            if (resp.IsHopByHop(f)) continue;
-            w.Write(resp[f.Name]);
-            w.Write(": "u8);
-            w.Write(resp[f.Value]);
-            w.Write("\r\n"u8);
-        }
-        if (!interim)
-        {
-            if (!resp.HasRequestId)
-            {
-                w.Write("X-Request-Id: "u8);
-                w.Write(_request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId]);
-                w.Write("\r\n"u8);
-            }
-            if (resp.StatusCode == 101)
-            {
-                w.Write("Connection: Upgrade\r\n"u8);
-                if (resp.TryGetHeader("upgrade"u8, out var upgrade))
-                {
-                    w.Write("Upgrade: "u8);
-                    w.Write(upgrade);
-                    w.Write("\r\n"u8);
-                }
-            }
-            else if (close) w.Write("Connection: close\r\n"u8);
-            else if (!_request.IsHttp11) w.Write("Connection: keep-alive\r\n"u8);
-        }
-        w.Write("\r\n"u8);
-        w.Commit();
-    }
+    private void WriteResponseHead(bool close, bool interim) =>
+        HeadRewriter.WriteClientResponse(_output, _response, _request,
+            _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim,
+            _activePolicy, _policy);
 
     private RejectReason _copyError;
 

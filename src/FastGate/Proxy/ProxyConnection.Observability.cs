@@ -6,9 +6,9 @@ using FastGate.Routing;
 namespace FastGate.Proxy;
 
 // The connection's side of observability: what one request reports to the hub (access log, alert counters,
-// anomaly detector) and the W3C trace context it sends upstream. Kept in its own file so the request loop only
-// carries one-line calls: NoteUpstream, NoteUpstreamResponse, Observe, and in the header rewrite
-// SkipForTrace / WriteTraceParent.
+// anomaly detector) and the W3C trace context it sends upstream (HeadRewriter writes it). Kept in its own file so
+// the request loop only carries one-line calls: NoteUpstream, NoteUpstreamResponse, NoteRejection, Observe,
+// ObservePolicyResponse.
 internal sealed partial class ProxyConnection
 {
     private readonly byte[] _traceId = new byte[TraceContext.TraceIdHexLength];
@@ -19,6 +19,7 @@ internal sealed partial class ProxyConnection
     private string? _obsCluster;
     private long _upstreamStart, _upstreamEnd;
     private RejectReason _obsReason;
+    private string? _obsDecisionRule;
 
     /// <summary>Call when a destination is chosen for the request (each attempt).</summary>
     private void NoteUpstream(ClusterModel cluster, DestinationModel destination)
@@ -37,7 +38,7 @@ internal sealed partial class ProxyConnection
     /// when no route matched or the head was refused; <paramref name="reason"/> is why the gateway refused or failed it
     /// (None when the upstream answered).
     /// </summary>
-    private void Observe(RouteModel? route, long started, RejectReason reason)
+    private void Observe(RouteModel? route, long started, RejectReason reason, string? decision = null)
     {
         var r = _request;
         bool parsed = reason is not (> RejectReason.None and < RejectReason.NoRoute);
@@ -60,6 +61,8 @@ internal sealed partial class ProxyConnection
             TraceId = _hasTrace ? _traceId : default,
             Status = _status,
             Reason = reason != RejectReason.None ? reason : _obsReason,
+            Decision = decision,
+            Rule = _obsDecisionRule,
             BytesIn = parsed ? bytesIn : 0,
             BytesOut = bytesOut,
             StartTimestamp = started,
@@ -72,6 +75,7 @@ internal sealed partial class ProxyConnection
         _obsUpstream = _obsCluster = null;
         _upstreamStart = _upstreamEnd = 0;
         _obsReason = RejectReason.None;
+        _obsDecisionRule = null;
     }
 
     /// <summary>Remembers the reason of a rejection written by <see cref="RejectAsync"/> for <see cref="Observe"/>.</summary>
@@ -89,28 +93,12 @@ internal sealed partial class ProxyConnection
         _hasTrace = true;
     }
 
-    /// <summary>
-    /// In the header rewrite: true for headers the gateway replaces (traceparent) or must drop (tracestate after an
-    /// invalid traceparent, as W3C Trace Context requires).
-    /// </summary>
-    private bool SkipForTrace(in HeaderField f)
+    /// <summary>After a policy verdict other than allow (deny or a configured response) was written.</summary>
+    private void ObservePolicyResponse(RouteModel? route, long started, Policy.CompiledPolicy policy)
     {
-        var name = _request[f.Name];
-        if (name.Length == 11 && System.Text.Ascii.EqualsIgnoreCase(name, TraceContext.TraceParentName)) return true;
-        if (name.Length == 10 && System.Text.Ascii.EqualsIgnoreCase(name, TraceContext.TraceStateName))
-        {
-            if (!_hasTrace) ResolveTrace();
-            return !_incomingTraceValid;
-        }
-        return false;
-    }
-
-    /// <summary>In the header rewrite: writes "traceparent: ..." continuing the client's trace or starting one.</summary>
-    private void WriteTraceParent(ref HeadWriter w)
-    {
-        if (!_hasTrace) ResolveTrace();
-        w.Write("traceparent: "u8);
-        w.Write(_traceParent);
-        w.Write("\r\n"u8);
+        var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
+        _obsDecisionRule = rule?.Id;
+        Observe(route, started, _policy.Verdict == Policy.PolicyVerdict.Deny ? RejectReason.PolicyDenied : RejectReason.None,
+            _policy.Verdict == Policy.PolicyVerdict.Deny ? null : "policy_respond");
     }
 }

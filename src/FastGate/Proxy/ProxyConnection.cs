@@ -7,6 +7,7 @@ using System.Text;
 using FastGate.Configuration;
 using FastGate.Http;
 using FastGate.Observability;
+using FastGate.Policy;
 using FastGate.Routing;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -26,10 +27,14 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly GatewayRuntime _runtime;
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
-    private readonly RequestHead _request = new();
-    private readonly ResponseHead _response = new();
+    private readonly ConnectionState _state;
+    private readonly RequestHead _request;
+    private readonly ResponseHead _response;
     private readonly byte[] _clientIp;
-    private readonly byte[] _requestId = new byte[32];
+    private readonly ClientAddress _clientAddress;
+    private readonly PolicyResult _policy;
+    private CompiledPolicy _activePolicy = CompiledPolicy.Empty;
+    private readonly byte[] _requestId;
     private int _requestIdLength;
 
     private long _deadline = long.MaxValue;
@@ -50,8 +55,15 @@ internal sealed partial class ProxyConnection : IDisposable
         _context = context;
         _runtime = runtime;
         _input = context.Transport.Input;
+        _state = runtime.RentState();
+        _request = _state.Request;
+        _response = _state.Response;
+        _requestId = _state.RequestId;
+        _policy = _state.PolicyResult;
         _output = context.Transport.Output;
-        _clientIp = Encoding.ASCII.GetBytes(context.RemoteEndPoint is IPEndPoint ip ? ip.Address.ToString() : "unknown");
+        var remote = context.RemoteEndPoint as IPEndPoint;
+        _clientIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
+        _clientAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
         context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
             .UnsafeRegister(static s => ((ProxyConnection)s!).RequestClose(), this);
     }
@@ -94,13 +106,30 @@ internal sealed partial class ProxyConnection : IDisposable
                 long started = Stopwatch.GetTimestamp();
                 snapshot = _runtime.Current;
                 var route = snapshot.Router.Match(_request);
-                if (route is null)
+
+                // 2b. policy: one evaluation over the compiled decision structure, no allocation
+                var policy = snapshot.Policy;
+                _activePolicy = policy;
+                _policy.Reset();
+                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1), _policy);
+                if (_policy.Verdict != PolicyVerdict.Allow)
                 {
-                    bool open = await RejectAsync(RejectReason.NoRoute, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
-                    Observe(null, started, RejectReason.NoRoute);
-                    if (!open) return;
+                    bool stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
+                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    ObservePolicyResponse(route, started, policy);
+                    if (!stays || _closeRequested) return;
                     continue;
                 }
+                if (route is null || RequiresAuthentication(policy))
+                {
+                    var why = route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
+                    bool stays = await RejectAsync(why, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
+                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    Observe(route, started, why);
+                    if (!stays || _closeRequested) return;
+                    continue;
+                }
+                var cluster = _policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[_policy.RouteRule].RouteToClusterIndex] : route.Cluster;
 
                 // 3. forward (inline for the reason above; the helpers it calls are synchronous)
                 var request = _request;
@@ -114,8 +143,8 @@ internal sealed partial class ProxyConnection : IDisposable
                 for (int attempt = 0; ; attempt++)
                 {
                     // 3a. lease an upstream connection
-                    var destination = route.Cluster.Next();
-                    NoteUpstream(route.Cluster, destination);
+                    var destination = cluster.Next();
+                    NoteUpstream(cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
                     {
@@ -330,6 +359,35 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// A matched requireAuth action with no authenticated caller: the gateway has no credential check that could
+    /// pass it yet, so the request is refused (401) rather than let through.
+    /// </summary>
+    private bool RequiresAuthentication(CompiledPolicy policy)
+    {
+        foreach (int i in _policy.Matched)
+            if (policy.Rules[i].RequireAuthSchemes.Length > 0) return true;
+        return false;
+    }
+
+    /// <summary>Writes the deciding rule's pre-encoded deny/respond response (or the default deny).</summary>
+    private async ValueTask<bool> RespondFromPolicyAsync(CompiledPolicy policy)
+    {
+        var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
+        _status = rule?.Status ?? 403;
+        if (_policy.Verdict == PolicyVerdict.Deny) GatewayMetrics.CountRejection(RejectReason.PolicyDenied);
+        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        var w = new HeadWriter(_output);
+        w.Write(rule?.ResponseHead ?? policy.DefaultDenyResponseHead);
+        w.Write(DateHeader.Line);
+        if (close) w.Write("Connection: close\r\n"u8);
+        w.Write("\r\n"u8);
+        if (_request.Method != Http.HttpMethod.Head) w.Write(rule?.ResponseBody ?? policy.DefaultDenyResponseBody);
+        w.Commit();
+        var flush = await _output.FlushAsync().ConfigureAwait(false);
+        return !close && !flush.IsCompleted;
+    }
+
     /// <summary>Writes a canned error response. Returns whether the connection stays open.</summary>
     private async ValueTask<bool> RejectAsync(RejectReason reason, bool close)
     {
@@ -383,8 +441,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
     public void Dispose()
     {
-        _request.Dispose();
-        _response.Dispose();
+        _runtime.ReturnState(_state);
     }
 
     private ReadOnlySpan<byte> NextRequestId()

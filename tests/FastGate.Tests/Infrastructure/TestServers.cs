@@ -123,6 +123,23 @@ public sealed class TestGateway : IAsyncDisposable
         return new TestGateway(host);
     }
 
+    /// <summary>A gateway started from a file, with live reloads of that file.</summary>
+    public static async Task<TestGateway> StartFromFileAsync(string path)
+    {
+        var loaded = ConfigLoader.LoadFile(path);
+        Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
+        var (host, _) = GatewayHost.FromConfig(loaded, path, LogLevel.Critical);
+        await host!.StartAsync();
+        return new TestGateway(host);
+    }
+
+    public HttpClient CreateAdminClient(string? token = null)
+    {
+        var http = new HttpClient { BaseAddress = new Uri($"http://{Admin}") };
+        if (token is not null) http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+        return http;
+    }
+
     public HttpClient CreateClient() => new(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false })
     {
         BaseAddress = BaseUri,

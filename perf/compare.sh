@@ -1,0 +1,456 @@
+#!/usr/bin/env bash
+# `make compare`: the same bounded wrk load against one upstream (nginx returning a 13-byte body), then
+# against nginx, HAProxy, YARP and FastGate each proxying to that upstream, and against the upstream
+# directly. Prints one Markdown table and writes it to perf/reports/compare-<timestamp>.md.
+#
+# Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
+#
+# Settings (environment):
+#   DURATION=10s CONNECTIONS=50 THREADS=1   the measured wrk run (2-core machine: one wrk thread)
+#   WARMUP=3s                               the warm-up wrk run before each measured run
+#   REPEAT=1                                measured runs per row; the row shows the median by req/s
+#   PORT_BASE=18000                         ports PORT_BASE.. (listeners) and PORT_BASE+100.. (admin)
+#   WORKERS=auto                            nginx worker_processes (upstream and proxy), haproxy nbthread
+#   ALLOC_METRIC                            FastGate's allocated-bytes counter on its admin /metrics
+#   FASTGATE                                command that runs the gateway (default: the published
+#                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
+#   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run)
+#   FASTGATE_EXTRA="name=file[;Header: v], ..."  more FastGate rows (comma/newline separated), see FASTGATE_ROWS
+set -uo pipefail
+
+# ---- settings ---------------------------------------------------------------------------------------
+ALLOC_METRIC=${ALLOC_METRIC:-dotnet_gc_allocated_bytes_total}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
+REPEAT=${REPEAT:-1}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+PORT_BASE=${PORT_BASE:-18000}
+WORKERS=${WORKERS:-auto}
+STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
+ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
+BODY='Hello, World!' # 13 bytes
+
+# Extra FastGate rows: "name=config-file" or "name=config-file;Header: value" (the header is sent by wrk
+# on every request, e.g. an API key). The config file is a template: @LISTEN@ (host:port of the listener),
+# @ADMIN@ (host:port of the admin listener) and @UPSTREAM@ (http://host:port of the upstream) are
+# replaced before the gateway starts. Later issues add their rows here, e.g.
+#   "fastgate+ratelimit=perf/configs/ratelimit.json"
+#   "fastgate+apikey=perf/configs/apikey.json;X-Api-Key: bench-key"
+FASTGATE_ROWS=(
+)
+if [ -n "${FASTGATE_EXTRA:-}" ]; then
+  # Entries separated by newlines or commas (a header may contain spaces).
+  while IFS= read -r _spec; do
+    _spec=$(echo "$_spec" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+    [ -n "$_spec" ] && FASTGATE_ROWS+=("$_spec")
+  done < <(printf '%s\n' "$FASTGATE_EXTRA" | tr ',' '\n')
+fi
+
+# ---- setup ------------------------------------------------------------------------------------------
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DOTNET=${DOTNET:-dotnet}
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+bash perf/install-tools.sh || { echo "compare: could not install the tools" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+TMP=$(mktemp -d -t fastgate-compare.XXXXXX)
+PIDS=()
+
+stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  PIDS=()
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start_bg() { # start_bg LOG CMD...: starts CMD in the background, sets START_PID
+  "${@:2}" >"$1" 2>&1 </dev/null &
+  START_PID=$!
+  PIDS+=("$START_PID")
+}
+stop_row() { # stop_row PID: stops one row's process and forgets it
+  local pid=$1 keep=() p
+  stop_pid "$pid"
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_ready() { # wait_ready PID URL [HEADER]: until URL answers 200 with BODY; 1 if the process dies or times out
+  local pid=$1 url=$2 header=${3:-} deadline=$((SECONDS + STARTUP_TIMEOUT)) got
+  while [ $SECONDS -lt $deadline ]; do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [ -n "$header" ]; then
+      got=$(curl -s --max-time 1 -H "$header" "$url" 2>/dev/null) && [ "$got" = "$BODY" ] && return 0
+    else
+      got=$(curl -s --max-time 1 "$url" 2>/dev/null) && [ "$got" = "$BODY" ] && return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+read_counter() { # read_counter URL METRIC: the metric's value (summed over label sets), empty if absent
+  curl -s --max-time 5 "$1" 2>/dev/null | awk -v m="$2" '
+    $0 !~ /^#/ && ($1 == m || index($1, m "{") == 1) { s += $NF; n++ }
+    END { if (n) printf "%.0f\n", s }'
+}
+
+seconds_of() { # 10s -> 10, 2m -> 120, 1h -> 3600
+  local d=$1
+  case $d in
+    *s) echo "${d%s}" ;; *m) echo $(( ${d%m} * 60 )) ;; *h) echo $(( ${d%h} * 3600 )) ;; *) echo "$d" ;;
+  esac
+}
+
+to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 1.01s) -> milliseconds with 2 decimals
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.2f", v * 60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
+    else printf "%s", v }'
+}
+
+# Runs the warm-up and the measured load against URL; sets RPS, P50, P99, REQUESTS, ERRORS.
+# ALLOC_URL (optional): read ALLOC_METRIC there before and after the measured run; sets BPR.
+run_load() { # run_load NAME URL [HEADER]
+  local name=$1 url=$2 header=${3:-} out=$TMP/wrk-$1.txt limit before after
+  local hargs=()
+  [ -n "$header" ] && hargs=(-H "$header")
+  limit=$(( $(seconds_of "$DURATION") + $(seconds_of "$WARMUP") + 30 ))
+  timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 2s "${hargs[@]}" "$url" >/dev/null 2>&1
+  before=""
+  [ -n "${ALLOC_URL:-}" ] && before=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
+  local run runs=() total=0 n
+  for run in $(seq "$REPEAT"); do
+    timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency "${hargs[@]}" "$url" \
+      >"$out.$run" 2>&1
+    n=$(awk '/requests in/ { print $1 }' "$out.$run")
+    total=$((total + ${n:-0}))
+    runs+=("$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out.$run") $out.$run")
+  done
+  after=""
+  [ -n "${ALLOC_URL:-}" ] && after=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
+  # The median run by req/s stands for the row; bytes per request count every measured run.
+  cp "$(printf '%s\n' "${runs[@]}" | sort -n | awk -v m=$(( (REPEAT + 1) / 2 )) 'NR == m { print $2 }')" "$out"
+  if [ "$REPEAT" -gt 1 ]; then
+    echo "compare: $name req/s per run: $(printf '%s\n' "${runs[@]}" | awk '{ printf "%s ", $1 }')" >&2
+  fi
+  RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+  P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+  P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+  REQUESTS=$(awk '/requests in/ { print $1 }' "$out")
+  ERRORS=$(awk '
+    /Non-2xx or 3xx responses:/ { e += $NF }
+    /Socket errors:/ { for (i = 4; i <= NF; i += 2) { v = $i; gsub(/,/, "", v); e += v } }
+    END { print e + 0 }' "$out")
+  BPR=""
+  if [ -n "${ALLOC_URL:-}" ]; then
+    if [ -n "$before" ] && [ -n "$after" ] && [ "$total" -gt 0 ]; then
+      BPR=$(awk -v a="$after" -v b="$before" -v n="$total" 'BEGIN { printf "%.1f", (a - b) / n }')
+      echo "compare: $name allocated $((after - before)) bytes for $total requests = $BPR B/request" >&2
+    else
+      BPR="n/a"
+      echo "compare: $name: no '$ALLOC_METRIC' at $ALLOC_URL" >&2
+    fi
+  fi
+  if [ -z "$RPS" ]; then
+    echo "compare: $name: wrk gave no result:" >&2
+    sed 's/^/  /' "$out" >&2
+    return 1
+  fi
+  return 0
+}
+
+# Table rows: name|req/s|p50|p99|errors|bytes/req|note
+RESULTS=()
+record() { RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${2:-}"); }
+record_na() { RESULTS+=("$1|not available|-|-|-|-|$2"); echo "compare: $1: not available ($2)" >&2; }
+
+UP_PORT=$PORT_BASE
+NGINX_PORT=$((PORT_BASE + 1))
+HAPROXY_PORT=$((PORT_BASE + 2))
+YARP_PORT=$((PORT_BASE + 3))
+FG_PORT=$((PORT_BASE + 4))
+FG_ADMIN=$((PORT_BASE + 104))
+UPSTREAM=http://127.0.0.1:$UP_PORT
+
+for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $YARP_PORT $FG_PORT $FG_ADMIN; do
+  if port_busy "$p"; then echo "compare: 127.0.0.1:$p is in use; set PORT_BASE" >&2; exit 1; fi
+done
+
+nginx_user=""
+[ "$(id -u)" -eq 0 ] && nginx_user="user root root;"
+
+nginx_conf() { # nginx_conf NAME SERVER-BLOCK [HTTP-EXTRA]: writes $TMP/NAME/nginx.conf
+  local dir=$TMP/$1
+  mkdir -p "$dir/logs" "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+$nginx_user
+worker_processes $WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_timeout 120s;
+  keepalive_requests 10000000;
+  server_tokens off;
+  ${3:-}
+  server {
+$2
+  }
+}
+EOF
+}
+
+# ---- the upstream -----------------------------------------------------------------------------------
+nginx_conf upstream "    listen 127.0.0.1:$UP_PORT;
+    location / { default_type text/plain; return 200 '$BODY'; }"
+start_bg "$TMP/upstream/out.log" "$NGINX" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
+UP_PID=$START_PID
+if ! wait_ready "$UP_PID" "$UPSTREAM/"; then
+  echo "compare: the upstream nginx did not start:" >&2
+  cat "$TMP/upstream/out.log" "$TMP/upstream/logs/error.log" >&2 2>/dev/null
+  exit 1
+fi
+
+wants() { case " $ROWS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# ---- upstream directly ------------------------------------------------------------------------------
+if wants upstream; then
+  echo "compare: upstream (nginx, direct)" >&2
+  ALLOC_URL=""
+  if run_load upstream "$UPSTREAM/"; then record "upstream direct (nginx)"; else record_na "upstream direct (nginx)" "wrk failed"; fi
+fi
+
+# ---- nginx as reverse proxy -------------------------------------------------------------------------
+if wants nginx; then
+  echo "compare: nginx" >&2
+  nginx_conf proxy "    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering on;
+    }" "upstream backend { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }"
+  start_bg "$TMP/proxy/out.log" "$NGINX" -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -g 'daemon off;'
+  pid=$START_PID
+  ALLOC_URL=""
+  if ! wait_ready "$pid" "http://127.0.0.1:$NGINX_PORT/"; then
+    record_na nginx "did not start: $(tail -c 300 "$TMP/proxy/logs/error.log" "$TMP/proxy/out.log" 2>/dev/null | tr '\n' ' ')"
+  elif run_load nginx "http://127.0.0.1:$NGINX_PORT/"; then record nginx; else record_na nginx "wrk failed"; fi
+  stop_row "$pid"
+fi
+
+# ---- HAProxy ----------------------------------------------------------------------------------------
+if wants haproxy; then
+  echo "compare: haproxy" >&2
+  mkdir -p "$TMP/haproxy"
+  nbthread=""
+  [ "$WORKERS" != auto ] && nbthread="nbthread $WORKERS"
+  cat >"$TMP/haproxy/haproxy.cfg" <<EOF
+global
+  maxconn 4000
+  $nbthread
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 120s
+frontend public
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend upstream
+backend upstream
+  server s1 127.0.0.1:$UP_PORT
+EOF
+  start_bg "$TMP/haproxy/out.log" "$HAPROXY" -db -f "$TMP/haproxy/haproxy.cfg"
+  pid=$START_PID
+  ALLOC_URL=""
+  if ! wait_ready "$pid" "http://127.0.0.1:$HAPROXY_PORT/"; then
+    record_na haproxy "did not start: $(tail -c 300 "$TMP/haproxy/out.log" | tr '\n' ' ')"
+  elif run_load haproxy "http://127.0.0.1:$HAPROXY_PORT/"; then record haproxy; else record_na haproxy "wrk failed"; fi
+  stop_row "$pid"
+fi
+
+# ---- YARP -------------------------------------------------------------------------------------------
+if wants yarp; then
+  echo "compare: yarp" >&2
+  YARP_DLL=perf/baselines/YarpBaseline/bin/Release/net10.0/YarpBaseline.dll
+  if [ ! -f "$YARP_DLL" ] || [ "${BUILD:-0}" = 1 ]; then
+    "$DOTNET" build perf/baselines/YarpBaseline -c Release -nologo -v q >"$TMP/yarp-build.log" 2>&1 ||
+      { sed 's/^/  /' "$TMP/yarp-build.log" | tail -20 >&2; }
+  fi
+  if [ ! -f "$YARP_DLL" ]; then
+    record_na yarp "build failed"
+  else
+    start_bg "$TMP/yarp.log" env ASPNETCORE_ENVIRONMENT=Production "$DOTNET" "$YARP_DLL" "$UPSTREAM" "$YARP_PORT"
+    pid=$START_PID
+    if ! wait_ready "$pid" "http://127.0.0.1:$YARP_PORT/"; then
+      ALLOC_URL=""
+      record_na yarp "did not start: $(tail -c 300 "$TMP/yarp.log" | tr '\n' ' ')"
+    else
+      ALLOC_URL="http://127.0.0.1:$YARP_PORT/__baseline/metrics"
+      if run_load yarp "http://127.0.0.1:$YARP_PORT/"; then record yarp; else record_na yarp "wrk failed"; fi
+    fi
+    ALLOC_URL=""
+    stop_row "$pid"
+  fi
+fi
+
+# ---- FastGate ---------------------------------------------------------------------------------------
+FG_CMD=()
+fastgate_cmd() { # sets FG_CMD (building the gateway when nothing is there), FG_DESC
+  if [ -n "${FASTGATE:-}" ]; then
+    read -r -a FG_CMD <<<"$FASTGATE"; FG_DESC="$FASTGATE"; return 0
+  fi
+  local bin=artifacts/linux-x64/fastgate dll=src/FastGate.Server/bin/Release/net10.0/fastgate.dll
+  if [ -x "$bin" ]; then
+    FG_CMD=("$ROOT/$bin"); FG_DESC="$bin (Native AOT)"
+    if [ -n "$(find src \( -name bin -o -name obj \) -prune -o \( -name '*.cs' -o -name '*.csproj' \) -newer "$bin" -print -quit 2>/dev/null)" ]; then
+      echo "compare: warning: $bin is older than the sources; run 'make publish' first" >&2
+      FG_DESC="$FG_DESC, older than the sources"
+    fi
+    return 0
+  fi
+  if [ ! -f "$dll" ]; then
+    echo "compare: building FastGate (Release)" >&2
+    "$DOTNET" build src/FastGate.Server -c Release -nologo -v q >"$TMP/fastgate-build.log" 2>&1 ||
+      { sed 's/^/  /' "$TMP/fastgate-build.log" | tail -20 >&2; }
+  fi
+  [ -f "$dll" ] || return 1
+  FG_CMD=("$DOTNET" "$ROOT/$dll"); FG_DESC="dotnet $dll (JIT)"
+}
+
+run_fastgate_row() { # run_fastgate_row NAME TEMPLATE-FILE LISTEN-PORT ADMIN-PORT [HEADER]
+  local name=$1 template=$2 port=$3 admin=$4 header=${5:-} cfg pid
+  echo "compare: $name" >&2
+  if [ ${#FG_CMD[@]} -eq 0 ]; then record_na "$name" "no gateway build"; return; fi
+  if [ ! -f "$template" ]; then record_na "$name" "no config $template"; return; fi
+  if port_busy "$port" || port_busy "$admin"; then record_na "$name" "port $port or $admin in use"; return; fi
+  cfg=$TMP/$name.json
+  sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ADMIN@|127.0.0.1:$admin|g" -e "s|@UPSTREAM@|$UPSTREAM|g" \
+    "$template" >"$cfg"
+  start_bg "$TMP/$name.log" "${FG_CMD[@]}" run --config "$cfg"
+  pid=$START_PID
+  if ! wait_ready "$pid" "http://127.0.0.1:$port/" "$header"; then
+    ALLOC_URL=""
+    record_na "$name" "did not start or did not proxy: $(tail -c 300 "$TMP/$name.log" | tr '\n' ' ')"
+  else
+    ALLOC_URL="http://127.0.0.1:$admin/metrics"
+    if run_load "$name" "http://127.0.0.1:$port/" "$header"; then record "$name"; else record_na "$name" "wrk failed"; fi
+  fi
+  ALLOC_URL=""
+  stop_row "$pid"
+}
+
+FG_DESC="not found"
+if wants fastgate || [ ${#FASTGATE_ROWS[@]} -gt 0 ]; then
+  fastgate_cmd || echo "compare: no FastGate build" >&2
+fi
+if wants fastgate; then
+  cat >"$TMP/fastgate.template.json" <<'EOF'
+{
+  "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
+  "admin": { "address": "@ADMIN@" },
+  "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
+  "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
+}
+EOF
+  run_fastgate_row fastgate "$TMP/fastgate.template.json" "$FG_PORT" "$FG_ADMIN"
+fi
+i=0
+for spec in "${FASTGATE_ROWS[@]}"; do
+  i=$((i + 1))
+  name=${spec%%=*}
+  rest=${spec#*=}
+  file=${rest%%;*}
+  header=""
+  [ "$rest" != "$file" ] && header=${rest#*;}
+  run_fastgate_row "$name" "$file" $((FG_PORT + i)) $((FG_ADMIN + i)) "$header"
+done
+
+# ---- report -----------------------------------------------------------------------------------------
+nginx_rps=""
+for r in "${RESULTS[@]}"; do
+  IFS='|' read -r name rps _ <<<"$r"
+  [ "$name" = nginx ] && [ "$rps" != "not available" ] && nginx_rps=$rps
+done
+
+table() {
+  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | errors | bytes/request |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  local r name rps p50 p99 errs bpr note ratio
+  for r in "${RESULTS[@]}"; do
+    IFS='|' read -r name rps p50 p99 errs bpr note <<<"$r"
+    ratio="-"
+    if [ "$rps" != "not available" ] && [ -n "$nginx_rps" ] && [ "$nginx_rps" -gt 0 ]; then
+      ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2f", a / b }')
+    fi
+    echo "| $name | $rps | $p50 | $p99 | $ratio | $errs | $bpr |"
+  done
+}
+
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
+machine="$(nproc) CPUs, ${cpu:-unknown CPU}, $(uname -sr)"
+now=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+TABLE=$(table)
+
+echo
+echo "$TABLE"
+echo
+
+mkdir -p perf/reports
+report=perf/reports/compare-$(date -u +%Y%m%d-%H%M%S).md
+{
+  echo "# make compare, $now"
+  echo
+  echo "- Machine: $machine"
+  echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a $WARMUP warm-up, GET / (13-byte body), 127.0.0.1; median of $REPEAT run(s) per row"
+  echo "- Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers)"
+  echo "- Upstream: nginx $("$NGINX" -v 2>&1 | sed 's|.*nginx/||'), worker_processes $WORKERS, keep-alive"
+  echo "- Proxies: nginx (upstream keepalive), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR==1 { print $3 }') (http mode, keep-alive), YARP (Yarp.ReverseProxy $(sed -n 's|.*<YarpVersion>\(.*\)</YarpVersion>.*|\1|p' Directory.Build.props), perf/baselines/YarpBaseline), FastGate: $FG_DESC"
+  echo "- .NET SDK $("$DOTNET" --version 2>/dev/null); $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }')"
+  echo "- errors: non-2xx/3xx responses plus socket errors in the measured run; bytes/request: \`$ALLOC_METRIC\` (YARP: GC.GetTotalAllocatedBytes) read before and after the measured run, divided by its requests"
+  echo
+  echo "$TABLE"
+  notes=0
+  for r in "${RESULTS[@]}"; do
+    IFS='|' read -r name _ _ _ _ _ note <<<"$r"
+    if [ -n "$note" ]; then
+      [ $notes = 0 ] && echo && echo "Notes:"
+      notes=1
+      echo "- $name: $note"
+    fi
+  done
+} >"$report"
+echo "compare: report written to $report" >&2

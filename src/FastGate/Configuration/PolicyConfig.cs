@@ -1,0 +1,68 @@
+namespace FastGate.Configuration;
+
+// The policy section of config/fastgate.json (see docs/policies.md). Records only; Policy/ compiles them.
+
+public enum PolicyMode { Enforce, Report }
+
+public enum DefaultAction { Allow, Deny }
+
+public sealed record PolicyRuleConfig
+{
+    public string Id { get; init; } = "";
+    public string? Description { get; init; }
+    public PolicyMatchConfig Match { get; init; } = new();
+    public IReadOnlyList<PolicyActionConfig> Actions { get; init; } = [];
+    public PolicyMode Mode { get; init; } = PolicyMode.Enforce;
+}
+
+/// <summary>Every condition given must hold. Lists match when any element matches.</summary>
+public sealed record PolicyMatchConfig
+{
+    public IReadOnlyList<string> Routes { get; init; } = [];
+    public IReadOnlyList<string> Hosts { get; init; } = [];
+    public IReadOnlyList<string> Methods { get; init; } = [];
+    /// <summary>Exact "/a/b", prefix "/api/*", templates "/users/{id}/orders".</summary>
+    public IReadOnlyList<string> Paths { get; init; } = [];
+    public IReadOnlyList<FieldMatchConfig> Headers { get; init; } = [];
+    public IReadOnlyList<FieldMatchConfig> Query { get; init; } = [];
+    /// <summary>CIDRs (IPv4/IPv6) or names of ipLists.</summary>
+    public IReadOnlyList<string> ClientIps { get; init; } = [];
+    public IReadOnlyList<string> Consumers { get; init; } = [];
+    public IReadOnlyList<string> ConsumerGroups { get; init; } = [];
+    public PolicyMatchConfig? Not { get; init; }
+}
+
+/// <summary>A header or query parameter condition: present, equals, oneOf or regex (exactly one).</summary>
+public sealed record FieldMatchConfig
+{
+    public string Name { get; init; } = "";
+    public bool? Present { get; init; }
+    public string? EqualTo { get; init; }
+    public IReadOnlyList<string>? OneOf { get; init; }
+    public string? Regex { get; init; }
+}
+
+public sealed record PolicyActionConfig
+{
+    /// <summary>allow, deny, requireAuth, rateLimit, setRequestHeaders, removeRequestHeaders, setResponseHeaders,
+    /// removeResponseHeaders, rewritePath, respond, route.</summary>
+    public string Type { get; init; } = "";
+    public int? Status { get; init; }
+    public string? Message { get; init; }
+    public string? Body { get; init; }
+    public string? ContentType { get; init; }
+    public IReadOnlyList<string> Schemes { get; init; } = [];
+    public IReadOnlyList<string> Limiters { get; init; } = [];
+    public IReadOnlyList<KeyValuePair<string, string>> Headers { get; init; } = [];
+    public IReadOnlyList<string> Names { get; init; } = [];
+    public string? Path { get; init; }
+    public string? Cluster { get; init; }
+}
+
+/// <summary>A named CIDR list, inline or loaded from a file (one CIDR per line, '#' comments).</summary>
+public sealed record IpListConfig
+{
+    public string Id { get; init; } = "";
+    public IReadOnlyList<string> Cidrs { get; init; } = [];
+    public string? File { get; init; }
+}

@@ -1,0 +1,297 @@
+using System.Buffers;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using FastGate.Configuration;
+using FastGate.Http;
+using FastGate.Proxy;
+using Microsoft.AspNetCore.Http;
+using Prometheus;
+
+namespace FastGate.Hosting;
+
+/// <summary>
+/// The admin listener: /healthz, /readyz, /metrics, and the /admin/* API (config, reload, routes, explain,
+/// validate). /admin/* requires the configured bearer token when one is set (always when not on loopback).
+/// </summary>
+internal sealed class AdminApi
+{
+    private readonly GatewayRuntime _runtime;
+    private readonly ConfigReloader? _reloader;
+    private readonly byte[]? _tokenHash;
+
+    public AdminApi(GatewayRuntime runtime, ConfigReloader? reloader, string? token)
+    {
+        _runtime = runtime;
+        _reloader = reloader;
+        _tokenHash = string.IsNullOrEmpty(token) ? null : SHA256.HashData(Encoding.UTF8.GetBytes(token));
+    }
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var path = context.Request.Path.Value ?? "/";
+        var method = context.Request.Method;
+        var response = context.Response;
+        switch (path)
+        {
+            case "/healthz":
+                await Text(response, 200, "ok\n");
+                return;
+            case "/readyz":
+                await Text(response, _runtime.IsDraining ? 503 : 200, _runtime.IsDraining ? "draining\n" : "ready\n");
+                return;
+            case "/metrics":
+                response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+                await Metrics.DefaultRegistry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
+                return;
+        }
+        if (!path.StartsWith("/admin/", StringComparison.Ordinal))
+        {
+            await Text(response, 404, "not found\n");
+            return;
+        }
+        if (!Authorized(context.Request))
+        {
+            response.Headers.WWWAuthenticate = "Bearer realm=\"fastgate-admin\"";
+            await Json(response, 401, w => w.WriteString("error", "a valid admin bearer token is required"));
+            return;
+        }
+        switch (path, method)
+        {
+            case ("/admin/config", "GET"):
+                await Json(response, 200, WriteConfig);
+                return;
+            case ("/admin/reload", "POST"):
+                if (_reloader is null)
+                {
+                    await Json(response, 409, w => w.WriteString("error", "the gateway was not started from a file; nothing to reload"));
+                    return;
+                }
+                var result = await _reloader.ReloadAsync("admin");
+                await Json(response, result.Success ? 200 : 422, w => WriteReload(w, result));
+                return;
+            case ("/admin/routes", "GET"):
+                await Json(response, 200, WriteRoutes);
+                return;
+            case ("/admin/explain", "GET"):
+                await ExplainAsync(context);
+                return;
+            case ("/admin/validate", "POST"):
+                using (var reader = new StreamReader(context.Request.Body, Encoding.UTF8))
+                {
+                    var text = await reader.ReadToEndAsync(context.RequestAborted);
+                    var loaded = ConfigLoader.Load(text);
+                    await Json(response, loaded.IsValid ? 200 : 422, w =>
+                    {
+                        w.WriteBoolean("valid", loaded.IsValid);
+                        WriteErrors(w, loaded.Errors);
+                    });
+                }
+                return;
+            default:
+                if (await Observability.ObservabilityAdmin.TryHandleAsync(context, _runtime.Observability)) return; // alerts, blocks
+                await Json(response, path is "/admin/config" or "/admin/reload" or "/admin/routes" or "/admin/explain" or "/admin/validate" ? 405 : 404,
+                    w => w.WriteString("error", $"{method} {path} is not an admin endpoint"));
+                return;
+        }
+    }
+
+    private bool Authorized(HttpRequest request)
+    {
+        if (_tokenHash is null) return true;
+        var header = request.Headers.Authorization.ToString();
+        if (!header.StartsWith("Bearer ", StringComparison.Ordinal)) return false;
+        var presented = SHA256.HashData(Encoding.UTF8.GetBytes(header[7..].Trim()));
+        return CryptographicOperations.FixedTimeEquals(presented, _tokenHash);
+    }
+
+    private void WriteConfig(Utf8JsonWriter w)
+    {
+        var s = _runtime.Current;
+        w.WriteString("version", s.Version);
+        w.WriteString("loadedAt", s.LoadedAt);
+        w.WriteString("source", _reloader?.SourcePath);
+        w.WriteNumber("routes", s.Routes.Count);
+        w.WriteNumber("clusters", s.Clusters.Count);
+        if (_reloader?.LastReload is { } last)
+        {
+            w.WritePropertyName("lastReload");
+            w.WriteStartObject();
+            WriteReload(w, last);
+            w.WriteEndObject();
+        }
+        else
+        {
+            w.WriteNull("lastReload");
+        }
+    }
+
+    private static void WriteReload(Utf8JsonWriter w, ReloadResult r)
+    {
+        w.WriteString("result", r.Success ? "success" : "failure");
+        w.WriteString("trigger", r.Trigger);
+        w.WriteString("at", r.At);
+        w.WriteString("version", r.Version);
+        WriteErrors(w, r.Errors);
+    }
+
+    private static void WriteErrors(Utf8JsonWriter w, IReadOnlyList<ConfigError> errors)
+    {
+        w.WritePropertyName("errors");
+        w.WriteStartArray();
+        foreach (var e in errors)
+        {
+            w.WriteStartObject();
+            w.WriteString("path", e.Path);
+            w.WriteString("message", e.Message);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    private void WriteRoutes(Utf8JsonWriter w)
+    {
+        var s = _runtime.Current;
+        w.WriteString("version", s.Version);
+        w.WritePropertyName("routes");
+        w.WriteStartArray();
+        foreach (var r in s.Config.Routes)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", r.Id);
+            w.WriteString("cluster", r.Cluster);
+            w.WriteString("hosts", string.Join(",", r.Match.Hosts.DefaultIfEmpty("*")));
+            if (r.Match.Path is not null) w.WriteString("path", r.Match.Path);
+            else w.WriteString("pathPrefix", r.Match.PathPrefix ?? "/");
+            w.WriteString("methods", string.Join(",", r.Match.Methods.DefaultIfEmpty("*")));
+            if (r.StripPrefix is not null) w.WriteString("stripPrefix", r.StripPrefix);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WritePropertyName("clusters");
+        w.WriteStartArray();
+        foreach (var c in s.Clusters)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", c.Id);
+            w.WritePropertyName("destinations");
+            w.WriteStartArray();
+            foreach (var d in c.Destinations)
+            {
+                w.WriteStartObject();
+                w.WriteString("address", d.Address);
+                w.WriteNumber("openConnections", d.Pool.OpenConnections);
+                w.WriteNumber("idleConnections", d.Pool.IdleConnections);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    /// <summary>
+    /// Builds the request the query describes, parses it with the gateway's own parser and reports what the
+    /// snapshot in force would do with it.
+    /// </summary>
+    private async Task ExplainAsync(HttpContext context)
+    {
+        var q = context.Request.Query;
+        string method = q["method"].FirstOrDefault() ?? "GET";
+        string host = q["host"].FirstOrDefault() ?? "localhost";
+        string path = q["path"].FirstOrDefault() ?? "/";
+        string ip = q["ip"].FirstOrDefault() ?? "127.0.0.1";
+        if (!IPAddress.TryParse(ip, out var address))
+        {
+            await Json(context.Response, 400, w => w.WriteString("error", $"'{ip}' is not an IP address"));
+            return;
+        }
+        var sb = new StringBuilder().Append(method).Append(' ').Append(path).Append(" HTTP/1.1\r\nHost: ").Append(host).Append("\r\n");
+        foreach (var h in q["header"]) sb.Append(h).Append("\r\n");
+        sb.Append("\r\n");
+        var snapshot = _runtime.Current;
+        using var head = new RequestHead();
+        var status = HttpRequestParser.TryParse(new ReadOnlySequence<byte>(Encoding.Latin1.GetBytes(sb.ToString())), snapshot.Limits, head, out _, out var reason);
+        await Json(context.Response, 200, w =>
+        {
+            w.WriteString("version", snapshot.Version);
+            w.WriteString("request", $"{method} {path} host={host} ip={address}");
+            if (status != ParseStatus.Complete)
+            {
+                w.WriteString("decision", "reject");
+                w.WriteNumber("status", RejectReasons.StatusCode(reason));
+                w.WriteString("reason", status == ParseStatus.Error ? RejectReasons.Name(reason) : "incomplete request");
+                return;
+            }
+            var route = snapshot.Router.Match(head);
+            w.WriteString("route", route?.Id);
+            w.WriteString("cluster", route?.Cluster.Id);
+            ExplainPolicy(w, snapshot, head, address, route);
+        });
+    }
+
+    private void ExplainPolicy(Utf8JsonWriter w, GatewaySnapshot snapshot, RequestHead head, IPAddress client, Routing.RouteModel? route)
+    {
+        var result = new Policy.PolicyResult();
+        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1), result);
+        w.WritePropertyName("rules");
+        w.WriteStartArray();
+        foreach (var r in rules)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", r.RuleId);
+            w.WriteBoolean("matched", r.Matched);
+            w.WriteString("mode", r.Mode == PolicyMode.Report ? "report" : "enforce");
+            w.WriteBoolean("deciding", r.Deciding);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        if (result.Verdict != Policy.PolicyVerdict.Allow)
+        {
+            var rule = result.DecidingRule >= 0 ? snapshot.Policy.Rules[result.DecidingRule] : null;
+            w.WriteString("decision", result.Verdict == Policy.PolicyVerdict.Deny ? "deny" : "respond");
+            w.WriteNumber("status", rule?.Status ?? 403);
+            w.WriteString("rule", rule?.Id ?? "defaultAction");
+            return;
+        }
+        if (route is null)
+        {
+            w.WriteString("decision", "reject");
+            w.WriteNumber("status", 404);
+            w.WriteString("reason", RejectReasons.Name(RejectReason.NoRoute));
+            return;
+        }
+        foreach (int i in result.Matched)
+        {
+            if (snapshot.Policy.Rules[i].RequireAuthSchemes.Length == 0) continue;
+            w.WriteString("decision", "reject");
+            w.WriteNumber("status", 401);
+            w.WriteString("reason", RejectReasons.Name(RejectReason.AuthenticationRequired));
+            return;
+        }
+        w.WriteString("decision", "forward");
+        w.WriteString("forwardCluster", result.RouteRule >= 0 ? snapshot.Policy.Rules[result.RouteRule].RouteToCluster : route.Cluster.Id);
+    }
+
+    private static async Task Text(HttpResponse response, int status, string text)
+    {
+        response.StatusCode = status;
+        response.ContentType = "text/plain";
+        await response.WriteAsync(text);
+    }
+
+    private static async Task Json(HttpResponse response, int status, Action<Utf8JsonWriter> body)
+    {
+        response.StatusCode = status;
+        response.ContentType = "application/json";
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            body(w);
+            w.WriteEndObject();
+        }
+        await response.Body.WriteAsync(buffer.WrittenMemory);
+    }
+}

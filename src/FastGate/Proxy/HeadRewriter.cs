@@ -1,0 +1,194 @@
+using System.IO.Pipelines;
+using FastGate.Http;
+using FastGate.Policy;
+using FastGate.Routing;
+
+namespace FastGate.Proxy;
+
+/// <summary>The two head rewrites of a proxied exchange, as pure functions of the parsed heads.</summary>
+public static class HeadRewriter
+{
+    /// <summary>
+    /// Writes the request head sent upstream: hop-by-hop headers removed, forwarding headers set. A non-empty
+    /// <paramref name="traceParent"/> replaces the client's traceparent; <paramref name="dropTraceState"/> drops
+    /// tracestate (W3C Trace Context: when the incoming traceparent was invalid).
+    /// </summary>
+    public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
+        ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision,
+        ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false)
+    {
+        bool edits = HasEdits(policy, decision, response: false);
+        var w = new HeadWriter(output);
+        w.Write(r[r.MethodRange]);
+        w.Write((byte)' ');
+        if (r.IsAsteriskForm)
+        {
+            w.Write((byte)'*');
+        }
+        else if (decision.RewriteRule >= 0)
+        {
+            w.Write(policy.Rules[decision.RewriteRule].RewritePath);
+            w.Write(r[r.Query]);
+        }
+        else
+        {
+            var path = r.Path.IsEmpty ? "/"u8 : r[r.Path];
+            var strip = route.StripPrefix;
+            if (strip.Length > 0 && path.StartsWith(strip) && (path.Length == strip.Length || path[strip.Length] == (byte)'/'))
+            {
+                path = path[strip.Length..];
+                if (path.IsEmpty) w.Write((byte)'/');
+            }
+            w.Write(path);
+            w.Write(r[r.Query]);
+        }
+        w.Write(http10 ? " HTTP/1.0\r\nHost: "u8 : " HTTP/1.1\r\nHost: "u8);
+        w.Write(route.PreserveHost ? r[r.Host] : destination.Authority);
+        w.Write("\r\n"u8);
+
+        bool hasForwardedFor = false;
+        foreach (ref readonly var f in r.Headers)
+        {
+            switch (f.Known)
+            {
+                case KnownHeader.Host:
+                case KnownHeader.Expect:
+                case KnownHeader.XForwardedProto:
+                case KnownHeader.XForwardedHost:
+                case KnownHeader.XRequestId:
+                    continue;
+                case KnownHeader.XForwardedFor:
+                    hasForwardedFor = true;
+                    continue;
+            }
+            if (r.IsHopByHop(f)) continue;
+            if (!traceParent.IsEmpty && Observability.TraceContext.IsReplacedHeader(r[f.Name], dropTraceState)) continue;
+            if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
+            w.Write(r[f.Name]);
+            w.Write(": "u8);
+            w.Write(r[f.Value]);
+            w.Write("\r\n"u8);
+        }
+        if (edits)
+        {
+            foreach (int i in decision.Matched) w.Write(policy.Rules[i].SetRequestHeaderLines);
+        }
+
+        w.Write("X-Forwarded-For: "u8);
+        if (hasForwardedFor)
+        {
+            foreach (ref readonly var f in r.Headers)
+            {
+                if (f.Known != KnownHeader.XForwardedFor || f.Value.IsEmpty) continue;
+                w.Write(r[f.Value]);
+                w.Write(", "u8);
+            }
+        }
+        w.Write(clientIp);
+        w.Write("\r\nX-Forwarded-Proto: http\r\n"u8);
+        if (r.HasHost)
+        {
+            w.Write("X-Forwarded-Host: "u8);
+            w.Write(r[r.Host]);
+            w.Write("\r\n"u8);
+        }
+        w.Write("X-Request-Id: "u8);
+        w.Write(requestId);
+        w.Write("\r\n"u8);
+        if (!traceParent.IsEmpty)
+        {
+            w.Write("traceparent: "u8);
+            w.Write(traceParent);
+            w.Write("\r\n"u8);
+        }
+        if (r.IsUpgrade)
+        {
+            w.Write("Connection: Upgrade\r\nUpgrade: "u8);
+            w.Write(r[r.Upgrade]);
+            w.Write("\r\n"u8);
+        }
+        else if (http10)
+        {
+            w.Write("Connection: close\r\n"u8);
+        }
+        w.Write("\r\n"u8);
+        w.Commit();
+    }
+
+    /// <summary>Writes the response head sent to the client: hop-by-hop headers removed, request id and Connection set.</summary>
+    public static void WriteClientResponse(PipeWriter output, ResponseHead resp, RequestHead request, ReadOnlySpan<byte> requestId, bool close, bool interim,
+        CompiledPolicy policy, PolicyResult decision)
+    {
+        bool edits = !interim && HasEdits(policy, decision, response: true);
+        var w = new HeadWriter(output);
+        w.Write("HTTP/1.1 "u8);
+        w.WriteNumber(resp.StatusCode);
+        w.Write((byte)' ');
+        if (resp.Reason.IsEmpty) w.Write(CannedResponses.StatusTextBytes(resp.StatusCode));
+        else w.Write(resp[resp.Reason]);
+        w.Write("\r\n"u8);
+        foreach (ref readonly var f in resp.Headers)
+        {
+            if (resp.IsHopByHop(f)) continue;
+            if (edits && IsEdited(policy, decision, resp[f.Name], response: true)) continue;
+            w.Write(resp[f.Name]);
+            w.Write(": "u8);
+            w.Write(resp[f.Value]);
+            w.Write("\r\n"u8);
+        }
+        if (edits)
+        {
+            foreach (int i in decision.Matched) w.Write(policy.Rules[i].SetResponseHeaderLines);
+        }
+        if (!interim)
+        {
+            if (!resp.HasRequestId)
+            {
+                w.Write("X-Request-Id: "u8);
+                w.Write(requestId);
+                w.Write("\r\n"u8);
+            }
+            if (resp.StatusCode == 101)
+            {
+                w.Write("Connection: Upgrade\r\n"u8);
+                if (resp.TryGetHeader("upgrade"u8, out var upgrade))
+                {
+                    w.Write("Upgrade: "u8);
+                    w.Write(upgrade);
+                    w.Write("\r\n"u8);
+                }
+            }
+            else if (close) w.Write("Connection: close\r\n"u8);
+            else if (!request.IsHttp11) w.Write("Connection: keep-alive\r\n"u8);
+        }
+        w.Write("\r\n"u8);
+        w.Commit();
+    }
+
+
+    private static bool HasEdits(CompiledPolicy policy, PolicyResult decision, bool response)
+    {
+        foreach (int i in decision.Matched)
+            if (response ? policy.Rules[i].HasResponseHeaderActions : policy.Rules[i].HasRequestHeaderActions) return true;
+        return false;
+    }
+
+    /// <summary>True when a matched rule sets or removes this header (the original field is then dropped).</summary>
+    private static bool IsEdited(CompiledPolicy policy, PolicyResult decision, ReadOnlySpan<byte> name, bool response)
+    {
+        foreach (int i in decision.Matched)
+        {
+            var rule = policy.Rules[i];
+            if (Contains(response ? rule.SetResponseHeaderNames : rule.SetRequestHeaderNames, name)) return true;
+            if (Contains(response ? rule.RemoveResponseHeaderNames : rule.RemoveRequestHeaderNames, name)) return true;
+        }
+        return false;
+    }
+
+    private static bool Contains(byte[][] names, ReadOnlySpan<byte> name)
+    {
+        foreach (var n in names)
+            if (System.Text.Ascii.EqualsIgnoreCase(n, name)) return true;
+        return false;
+    }
+}

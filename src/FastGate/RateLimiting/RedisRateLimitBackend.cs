@@ -1,0 +1,141 @@
+using System.Text;
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+
+namespace FastGate.RateLimiting;
+
+/// <summary>
+/// The shared store for cluster-scope limiters: one StackExchange.Redis connection, the GCRA script loaded once and
+/// run with EVALSHA (reloaded on NOSCRIPT, e.g. after a Redis restart). The connection reconnects by itself; commands
+/// issued while it is down fail at once (no backlog), so no request waits for a dead server.
+/// </summary>
+public sealed class RedisRateLimitBackend : IDisposable
+{
+    /// <summary>
+    /// GCRA with batch grants. KEYS[1] = bucket (value: TAT in µs since the Unix epoch, TTL = time to full refill).
+    /// ARGV: now µs, T µs, τ µs, tokens wanted, tokens needed. Grants min(wanted, available) when that is ≥ needed.
+    /// Returns {granted, TAT−now after, tokens left, retry µs (0 when granted)}.
+    /// </summary>
+    internal const string GcraScript = """
+local now = tonumber(ARGV[1])
+local t = tonumber(ARGV[2])
+local tau = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local need = tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local avail = math.floor((tau - (tat - now)) / t)
+local grant = want
+if avail < grant then grant = avail end
+if grant < need then
+  return {0, tat - now, avail, tat + need * t - tau - now}
+end
+tat = tat + grant * t
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return {grant, tat - now, avail - grant, 0}
+""";
+
+    private readonly ConnectionMultiplexer _mux;
+    private readonly ILogger? _logger;
+    private byte[]? _sha;
+    private int _healthy = 1;
+
+    private RedisRateLimitBackend(ConnectionMultiplexer mux, RedisClusterOptions options, ILogger? logger)
+    {
+        _mux = mux;
+        _logger = logger;
+        Options = options;
+        KeyPrefix = Encoding.UTF8.GetBytes(options.KeyPrefix);
+    }
+
+    public RedisClusterOptions Options { get; }
+    internal byte[] KeyPrefix { get; }
+    public bool IsConnected => _mux.IsConnected;
+    public IConnectionMultiplexer Multiplexer => _mux;
+
+    /// <summary>
+    /// Connects (without failing when Redis is down: the connection keeps retrying in the background).
+    /// <paramref name="configuration"/> is a StackExchange.Redis configuration string such as "127.0.0.1:6379".
+    /// </summary>
+    public static RedisRateLimitBackend Connect(string configuration, RedisClusterOptions? options = null, ILogger? logger = null)
+    {
+        var cfg = ConfigurationOptions.Parse(configuration);
+        cfg.AbortOnConnectFail = false;
+        cfg.BacklogPolicy = BacklogPolicy.FailFast;
+        cfg.ConnectTimeout = Math.Min(cfg.ConnectTimeout, 2000);
+        cfg.ReconnectRetryPolicy = new LinearRetry(250);
+        cfg.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
+        cfg.ClientName ??= "fastgate-ratelimit";
+        var mux = ConnectionMultiplexer.Connect(cfg);
+        var backend = new RedisRateLimitBackend(mux, options ?? new RedisClusterOptions(), logger);
+        mux.ConnectionFailed += (_, e) => backend.ReportFailure(e.Exception);
+        mux.ConnectionRestored += (_, _) => backend.ReportRecovered();
+        return backend;
+    }
+
+    internal void ReportFailure(Exception? e)
+    {
+        if (Interlocked.Exchange(ref _healthy, 0) == 1)
+            _logger?.LogWarning(e, "rate-limit store (redis) unavailable; cluster limiters follow onStoreFailure");
+    }
+
+    internal void ReportRecovered()
+    {
+        if (Interlocked.Exchange(ref _healthy, 1) == 0)
+            _logger?.LogInformation("rate-limit store (redis) available again");
+    }
+
+    /// <summary>Runs the GCRA script; throws on connection errors (the caller applies onStoreFailure).</summary>
+    internal async Task<GcraReply> EvalGcraAsync(RedisKey key, long nowUs, long intervalUs, long toleranceUs, long want, long need)
+    {
+        IDatabase db = _mux.GetDatabase();
+        RedisKey[] keys = [key];
+        RedisValue[] args = [nowUs, intervalUs, toleranceUs, want, need];
+        byte[] sha = _sha ?? await LoadScriptAsync().ConfigureAwait(false);
+        RedisResult result;
+        try
+        {
+            result = await db.ScriptEvaluateAsync(sha, keys, args).ConfigureAwait(false);
+        }
+        catch (RedisServerException e) when (e.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        {
+            sha = await LoadScriptAsync().ConfigureAwait(false);
+            result = await db.ScriptEvaluateAsync(sha, keys, args).ConfigureAwait(false);
+        }
+        var r = (RedisResult[])result!;
+        ReportRecovered();
+        return new GcraReply((long)r[0], (long)r[1], (long)r[2], (long)r[3]);
+    }
+
+    private async Task<byte[]> LoadScriptAsync()
+    {
+        IServer server = _mux.GetServers().FirstOrDefault(s => s.IsConnected && !s.IsReplica)
+            ?? throw new RedisException("no connected redis primary");
+        byte[] sha = await server.ScriptLoadAsync(GcraScript).ConfigureAwait(false);
+        _sha = sha;
+        return sha;
+    }
+
+    public void Dispose() => _mux.Dispose();
+}
+
+internal readonly record struct GcraReply(long Granted, long TatMinusNowUs, long Available, long RetryUs);
+
+/// <summary>Settings of the cluster mode shared by all cluster limiters of one gateway.</summary>
+public sealed class RedisClusterOptions
+{
+    /// <summary>Prefix of every Redis key ("fastgate:rl:" by default).</summary>
+    public string KeyPrefix { get; init; } = "fastgate:rl:";
+
+    /// <summary>
+    /// Local allowance: the share of the burst one gateway takes from Redis per store call (at least 1 token). Larger
+    /// batches mean fewer store calls and more possible overshoot (at most instances × 2 × batch tokens). Default 1%.
+    /// </summary>
+    public double AllowanceFraction { get; init; } = 0.01;
+
+    /// <summary>How long a local allowance stays usable before it is dropped (unused tokens are lost, never reused late).</summary>
+    public TimeSpan AllowanceLifetime { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>After a store timeout, requests go straight to onStoreFailure for this long (real time).</summary>
+    public TimeSpan FailureBackoff { get; init; } = TimeSpan.FromSeconds(1);
+}
