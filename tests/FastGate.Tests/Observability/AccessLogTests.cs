@@ -84,6 +84,24 @@ public class AccessLogTests
         Assert.Equal("", rejected.GetProperty("route").GetString());
     }
 
+    [Theory]
+    [InlineData("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", true)]
+    [InlineData("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", false)]
+    [InlineData(null, false)]
+    public async Task Upstream_GetsOneValidTraceparent_AndTracestateOnlyWithAValidIncomingOne(string? incoming, bool continued)
+    {
+        await using var upstream = new SwitchableUpstream();
+        await using var gateway = await TestGateway.StartAsync(ObsConfig.Gateway(upstream.Address, "", "trace-route"));
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        await client.SendAsync("GET / HTTP/1.1\r\nHost: t\r\n" + (incoming is null ? "" : $"traceparent: {incoming}\r\n") + "tracestate: vendor=abc\r\n\r\n");
+        Assert.Equal(200, (await client.ReadResponseAsync()).Status);
+        var lines = upstream.LastHead.Split("\r\n");
+        var sent = Assert.Single(lines, l => l.StartsWith("traceparent:", StringComparison.OrdinalIgnoreCase))["traceparent:".Length..].Trim();
+        Assert.True(FastGate.Observability.TraceContext.TryParse(Encoding.ASCII.GetBytes(sent), out var parsed), sent);
+        Assert.Equal(continued, parsed.TraceIdString() == "0af7651916cd43dd8448eb211c80319c");
+        Assert.Equal(continued, lines.Any(l => l.Equals("tracestate: vendor=abc", StringComparison.OrdinalIgnoreCase)));
+    }
+
     [Fact]
     public async Task IncludeQuery_KeepsTheQuery_ButRedactsCredentialParameters()
     {
