@@ -71,7 +71,8 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, "$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists", "rateLimits", "redis");
+        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
+            "rateLimits", "redis", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -103,6 +104,7 @@ public static class ConfigLoader
             IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),
             RateLimits = RateLimitConfigBinder.BindLimits(root, r),
             Redis = RateLimitConfigBinder.BindRedis(root, r),
+            Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }
 

@@ -17,6 +17,8 @@ public sealed record GatewayConfig
     public RedisConfig? Redis { get; init; }
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
+    /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
+    public Observability.ObservabilityConfig Observability { get; init; } = new();
 }
 
 public sealed record ListenerConfig

@@ -90,6 +90,7 @@ internal sealed class AdminApi
                 }
                 return;
             default:
+                if (await Observability.ObservabilityAdmin.TryHandleAsync(context, _runtime.Observability)) return; // alerts, blocks
                 await Json(response, path is "/admin/config" or "/admin/reload" or "/admin/routes" or "/admin/explain" or "/admin/validate" ? 405 : 404,
                     w => w.WriteString("error", $"{method} {path} is not an admin endpoint"));
                 return;

@@ -20,9 +20,9 @@ public sealed class GatewayHost : IAsyncDisposable
     private readonly List<(string Name, ListenOptions Options)> _listeners = [];
     private ListenOptions? _adminListen;
 
-    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel)
+    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel, TimeProvider? time)
     {
-        Runtime = new GatewayRuntime(snapshot, pools, limiters);
+        Runtime = new GatewayRuntime(snapshot, pools, time, limiters);
         SourcePath = sourcePath;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -58,6 +58,9 @@ public sealed class GatewayHost : IAsyncDisposable
         if (sourcePath is not null) Reloader = new ConfigReloader(sourcePath, Runtime, _app.Logger);
         var admin = new AdminApi(Runtime, Reloader, snapshot.Config.Admin?.ResolveToken());
         _app.Run(admin.HandleAsync);
+        Runtime.Observability.UseLogger(_app.Logger);
+        _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
+        if (Reloader is not null) Reloader.Reloaded += r => Runtime.Observability.ReportConfigReload(r.Success, r.Errors.Count == 0 ? null : string.Join("; ", r.Errors));
         _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
     }
 
@@ -72,11 +75,11 @@ public sealed class GatewayHost : IAsyncDisposable
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
 
     public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information,
-        RateLimiting.RateLimiterStore? limiters = null)
-        => new(snapshot, pools, limiters, sourcePath, logLevel);
+        TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null)
+        => new(snapshot, pools, limiters, sourcePath, logLevel, time);
 
     /// <summary>Validates and compiles a config, or returns the errors.</summary>
-    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information)
+    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information, TimeProvider? time = null)
     {
         if (!loaded.IsValid) return (null, loaded.Errors);
         var config = loaded.Config!;
@@ -85,9 +88,9 @@ public sealed class GatewayHost : IAsyncDisposable
         var redis = config.Redis is { } r
             ? RateLimiting.RedisRateLimitBackend.Connect(r.Connection, new RateLimiting.RedisClusterOptions { KeyPrefix = r.KeyPrefix })
             : null;
-        var limiters = new RateLimiting.RateLimiterStore(TimeProvider.System, redis);
-        var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, null, limiters);
-        return (Create(snapshot, pools, sourcePath, logLevel, limiters), []);
+        var limiters = new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, redis);
+        var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, time, limiters);
+        return (Create(snapshot, pools, sourcePath, logLevel, time, limiters), []);
     }
 
     public async Task StartAsync(CancellationToken cancellationToken = default)

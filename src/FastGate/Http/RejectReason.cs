@@ -39,6 +39,7 @@ public enum RejectReason : byte
     PolicyDenied,
     AuthenticationRequired,
     RateLimited,
+    ClientBlocked,
     // Upstream side (502/503/504)
     UpstreamConnectFailed,
     UpstreamConnectTimeout,
@@ -65,6 +66,7 @@ public static class RejectReasons
         RejectReason.PolicyDenied => 403,
         RejectReason.AuthenticationRequired => 401,
         RejectReason.RateLimited => 429,
+        RejectReason.ClientBlocked => 403,
         RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
@@ -107,6 +109,7 @@ public static class RejectReasons
         RejectReason.PolicyDenied => "policy_deny",
         RejectReason.AuthenticationRequired => "authentication_required",
         RejectReason.RateLimited => "rate_limited",
+        RejectReason.ClientBlocked => "client_blocked",
         RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
         RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
         RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",

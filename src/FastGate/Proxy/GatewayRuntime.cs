@@ -20,12 +20,13 @@ public sealed class GatewayRuntime : IDisposable
     private volatile bool _draining;
     private long _ticks;
 
-    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters = null)
+    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null)
     {
         _current = initial;
         Pools = pools;
-        Limiters = limiters ?? new RateLimiting.RateLimiterStore();
+        Limiters = limiters ?? new RateLimiting.RateLimiterStore(time ?? TimeProvider.System);
         s_live.TryAdd(this, 0);
+        Observability = new GatewayObservability(initial.Config.Observability, time);
         GatewayMetrics.EnsureRegistered();
         GatewayMetrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
@@ -35,6 +36,8 @@ public sealed class GatewayRuntime : IDisposable
     public UpstreamPoolStore Pools { get; }
     /// <summary>Rate limiter state, kept across reloads for unchanged definitions.</summary>
     public RateLimiting.RateLimiterStore Limiters { get; }
+    /// <summary>Access log, alerts, anomaly detection and blocks; outlives snapshots (see GatewayObservability.Apply).</summary>
+    public GatewayObservability Observability { get; }
     public bool IsDraining => _draining;
     public int ConnectionCount => _connections.Count;
 
@@ -43,6 +46,7 @@ public sealed class GatewayRuntime : IDisposable
     {
         var previous = Interlocked.Exchange(ref _current, next);
         GatewayMetrics.SetConfigInForce(previous.Version, next.Version, next.LoadedAt);
+        if (!ReferenceEquals(previous.Config.Observability, next.Config.Observability)) Observability.Apply(next.Config.Observability);
     }
 
     internal ConnectionState RentState() => _states.Get();
@@ -111,5 +115,6 @@ public sealed class GatewayRuntime : IDisposable
         s_live.TryRemove(this, out _);
         Pools.Dispose();
         Limiters.Dispose();
+        Observability.DisposeAsync().AsTask().GetAwaiter().GetResult();
     }
 }

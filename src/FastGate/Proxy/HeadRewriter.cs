@@ -8,9 +8,14 @@ namespace FastGate.Proxy;
 /// <summary>The two head rewrites of a proxied exchange, as pure functions of the parsed heads.</summary>
 public static class HeadRewriter
 {
-    /// <summary>Writes the request head sent upstream: hop-by-hop headers removed, forwarding headers set.</summary>
+    /// <summary>
+    /// Writes the request head sent upstream: hop-by-hop headers removed, forwarding headers set. A non-empty
+    /// <paramref name="traceParent"/> replaces the client's traceparent; <paramref name="dropTraceState"/> drops
+    /// tracestate (W3C Trace Context: when the incoming traceparent was invalid).
+    /// </summary>
     public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
-        ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision)
+        ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision,
+        ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false)
     {
         bool edits = HasEdits(policy, decision, response: false);
         var w = new HeadWriter(output);
@@ -57,6 +62,7 @@ public static class HeadRewriter
                     continue;
             }
             if (r.IsHopByHop(f)) continue;
+            if (!traceParent.IsEmpty && Observability.TraceContext.IsReplacedHeader(r[f.Name], dropTraceState)) continue;
             if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
             w.Write(r[f.Name]);
             w.Write(": "u8);
@@ -89,6 +95,12 @@ public static class HeadRewriter
         w.Write("X-Request-Id: "u8);
         w.Write(requestId);
         w.Write("\r\n"u8);
+        if (!traceParent.IsEmpty)
+        {
+            w.Write("traceparent: "u8);
+            w.Write(traceParent);
+            w.Write("\r\n"u8);
+        }
         if (r.IsUpgrade)
         {
             w.Write("Connection: Upgrade\r\nUpgrade: "u8);

@@ -70,8 +70,12 @@ internal sealed partial class ProxyConnection
         else upstream.Pool.Discard(upstream);
     }
 
-    private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10) =>
-        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _clientIp, NextRequestId(), http10, _activePolicy, _policy);
+    private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10)
+    {
+        if (!_hasTrace) ResolveTrace();
+        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _clientIp, NextRequestId(), http10, _activePolicy, _policy,
+            _traceParent, dropTraceState: !_incomingTraceValid);
+    }
 
     private void WriteResponseHead(bool close, bool interim) =>
         HeadRewriter.WriteClientResponse(_output, _response, _request,

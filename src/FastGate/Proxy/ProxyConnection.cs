@@ -99,6 +99,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 if (step == HeadStep.Rejected)
                 {
                     await RejectAsync(reason, close: true).ConfigureAwait(false);
+                    Observe(null, 0, reason);
                     return;
                 }
 
@@ -116,14 +117,18 @@ internal sealed partial class ProxyConnection : IDisposable
                 {
                     bool stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
                     route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    ObservePolicyResponse(route, started, policy);
                     if (!stays || _closeRequested) return;
                     continue;
                 }
-                if (route is null || RequiresAuthentication(policy))
+                bool blocked = _runtime.Observability.IsBlocked(_clientIp);
+                if (route is null || blocked || RequiresAuthentication(policy))
                 {
-                    var why = route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
+                    // a client the anomaly detector blocked (autoBlock) is refused like a policy deny
+                    var why = blocked ? RejectReason.ClientBlocked : route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
                     bool stays = await RejectAsync(why, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
                     route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    Observe(route, started, why);
                     if (!stays || _closeRequested) return;
                     continue;
                 }
@@ -163,6 +168,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         ReleaseLeases();
                         bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
                         route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                        Observe(route, started, RejectReason.RateLimited);
                         if (!stays || _closeRequested) return;
                         continue;
                     }
@@ -181,6 +187,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 {
                     // 3a. lease an upstream connection
                     var destination = cluster.Next();
+                    NoteUpstream(cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
                     {
@@ -257,6 +264,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     while (responseStep is ResponseStep.NeedMore or ResponseStep.Interim);
                     ClearDeadline();
+                    NoteUpstreamResponse();
                     if (responseStep == ResponseStep.Failed)
                     {
                         ReleaseUpstream(upstream, reuse: false);
@@ -327,6 +335,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 }
                 ReleaseLeases();
                 route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                Observe(route, started, RejectReason.None);
                 if (!keepAlive || _closeRequested) return;
             }
         }
@@ -494,6 +503,7 @@ internal sealed partial class ProxyConnection : IDisposable
     private async ValueTask<bool> RejectAsync(RejectReason reason, bool close)
     {
         GatewayMetrics.CountRejection(reason);
+        NoteRejection(reason);
         _status = RejectReasons.StatusCode(reason);
         close |= _closeRequested;
         var w = new HeadWriter(_output);

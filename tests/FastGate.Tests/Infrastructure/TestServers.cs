@@ -114,11 +114,11 @@ public sealed class TestGateway : IAsyncDisposable
         }
         """;
 
-    public static async Task<TestGateway> StartAsync(string configJson)
+    public static async Task<TestGateway> StartAsync(string configJson, TimeProvider? time = null)
     {
         var loaded = ConfigLoader.Load(configJson);
         Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
-        var (host, _) = GatewayHost.FromConfig(loaded, logLevel: LogLevel.Warning);
+        var (host, _) = GatewayHost.FromConfig(loaded, logLevel: LogLevel.Warning, time: time);
         await host!.StartAsync();
         return new TestGateway(host);
     }

@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using FastGate.Http;
+using FastGate.Observability;
+using FastGate.Routing;
+
+namespace FastGate.Proxy;
+
+// The connection's side of observability: what one request reports to the hub (access log, alert counters,
+// anomaly detector) and the W3C trace context it sends upstream (HeadRewriter writes it). Kept in its own file so
+// the request loop only carries one-line calls: NoteUpstream, NoteUpstreamResponse, NoteRejection, Observe,
+// ObservePolicyResponse.
+internal sealed partial class ProxyConnection
+{
+    private readonly byte[] _traceId = new byte[TraceContext.TraceIdHexLength];
+    private readonly byte[] _traceParent = new byte[TraceContext.TraceParentLength];
+    private bool _hasTrace;
+    private bool _incomingTraceValid;
+    private string? _obsUpstream;
+    private string? _obsCluster;
+    private long _upstreamStart, _upstreamEnd;
+    private RejectReason _obsReason;
+    private string? _obsDecisionRule;
+
+    /// <summary>Call when a destination is chosen for the request (each attempt).</summary>
+    private void NoteUpstream(ClusterModel cluster, DestinationModel destination)
+    {
+        _obsCluster = cluster.Id;
+        _obsUpstream = destination.Address;
+        _upstreamStart = Stopwatch.GetTimestamp();
+        _upstreamEnd = 0;
+    }
+
+    /// <summary>Call when the upstream's final response head has been read (or the exchange failed).</summary>
+    private void NoteUpstreamResponse() => _upstreamEnd = Stopwatch.GetTimestamp();
+
+    /// <summary>
+    /// One call per request, after its response (or canned rejection) was written. <paramref name="route"/> is null
+    /// when no route matched or the head was refused; <paramref name="reason"/> is why the gateway refused or failed it
+    /// (None when the upstream answered).
+    /// </summary>
+    private void Observe(RouteModel? route, long started, RejectReason reason, string? decision = null)
+    {
+        var r = _request;
+        bool parsed = reason is not (> RejectReason.None and < RejectReason.NoRoute);
+        if (!_hasTrace && parsed) ResolveTrace(); // rejected before the rewrite: still give the log a trace id
+        long bytesIn = r.Length + (r.Framing == BodyFraming.ContentLength && r.ContentLength > 0 ? r.ContentLength : 0);
+        long bytesOut = reason == RejectReason.None
+            ? _response.Length + (_response.Framing == BodyFraming.ContentLength && _response.ContentLength > 0 ? _response.ContentLength : 0)
+            : 0;
+        var record = new RequestRecord
+        {
+            Route = route?.Metrics,
+            Cluster = route is null ? null : _obsCluster ?? route.Cluster.Id,
+            Upstream = route is null ? null : _obsUpstream,
+            ClientIp = _clientIp,
+            Method = parsed ? r[r.MethodRange] : default,
+            Host = parsed ? r[r.Host] : default,
+            Path = parsed ? r[r.Path] : default,
+            Query = parsed ? r[r.Query] : default,
+            RequestId = parsed ? CurrentRequestId() : default,
+            TraceId = _hasTrace ? _traceId : default,
+            Status = _status,
+            Reason = reason != RejectReason.None ? reason : _obsReason,
+            Decision = decision,
+            Rule = _obsDecisionRule,
+            BytesIn = parsed ? bytesIn : 0,
+            BytesOut = bytesOut,
+            StartTimestamp = started,
+            UpstreamStartTimestamp = route is null ? 0 : _upstreamStart,
+            UpstreamEndTimestamp = route is null ? 0 : _upstreamEnd,
+            EndTimestamp = Stopwatch.GetTimestamp(),
+        };
+        _runtime.Observability.OnRequest(record);
+        _hasTrace = false;
+        _obsUpstream = _obsCluster = null;
+        _upstreamStart = _upstreamEnd = 0;
+        _obsReason = RejectReason.None;
+        _obsDecisionRule = null;
+    }
+
+    /// <summary>Remembers the reason of a rejection written by <see cref="RejectAsync"/> for <see cref="Observe"/>.</summary>
+    private void NoteRejection(RejectReason reason) => _obsReason = reason;
+
+    private ReadOnlySpan<byte> CurrentRequestId() =>
+        !_request.RequestId.IsEmpty ? _request[_request.RequestId] : _requestId.AsSpan(0, _requestIdLength);
+
+    private void ResolveTrace()
+    {
+        _request.TryGetHeader(TraceContext.TraceParentName, out var incoming);
+        _incomingTraceValid = TraceContext.TryParse(incoming, out _);
+        var next = TraceContext.WriteOutgoing(incoming, _traceParent);
+        next.WriteTraceId(_traceId);
+        _hasTrace = true;
+    }
+
+    /// <summary>After a policy verdict other than allow (deny or a configured response) was written.</summary>
+    private void ObservePolicyResponse(RouteModel? route, long started, Policy.CompiledPolicy policy)
+    {
+        var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
+        _obsDecisionRule = rule?.Id;
+        Observe(route, started, _policy.Verdict == Policy.PolicyVerdict.Deny ? RejectReason.PolicyDenied : RejectReason.None,
+            _policy.Verdict == Policy.PolicyVerdict.Deny ? null : "policy_respond");
+    }
+}
