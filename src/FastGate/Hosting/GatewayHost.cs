@@ -30,6 +30,9 @@ public sealed class GatewayHost : IAsyncDisposable
         builder.Logging.SetMinimumLevel(logLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = snapshot.DrainTimeout);
+        // Public-listener continuations run inline on the I/O thread (see UpstreamPoolStore): nothing on the request
+        // path blocks, so the thread-pool hop per read is pure overhead.
+        builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
