@@ -38,6 +38,8 @@ BODY='Hello, World!' # 13 bytes
 #   "fastgate+ratelimit=perf/configs/ratelimit.json"
 #   "fastgate+apikey=perf/configs/apikey.json;X-Api-Key: bench-key"
 FASTGATE_ROWS=(
+  "fastgate+policy=perf/configs/policy.json"
+  "fastgate+ratelimit=perf/configs/ratelimit.json"
 )
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
   # Entries separated by newlines or commas (a header may contain spaces).
