@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make load`: builds the load-test harness and runs scenarios against a running FastGate.
-# It starts nothing itself (yet): point it at a gateway, e.g. the one `make run` starts on 127.0.0.1:8080.
+# `make load`: builds the load-test harness and runs scenarios.
+# Without FASTGATE_LOAD_TARGET it starts its own demo upstream and a gateway on perf/configs/load.json (free
+# loopback ports; a route /limited whose limiter admits half the load rate) and runs "proxy rate-limited hostile";
+# with FASTGATE_LOAD_TARGET it starts nothing and sends the traffic there.
 #
-#   FASTGATE_LOAD_TARGET     target URL, loopback only             (default http://127.0.0.1:8080/)
-#   FASTGATE_LOAD_SCENARIOS  space-separated scenario names          (default "proxy"; see --list)
+#   FASTGATE_LOAD_TARGET     target URL, loopback only             (default: a gateway this script starts)
+#   FASTGATE_LOAD_SCENARIOS  space-separated scenario names          (default "proxy rate-limited hostile"; see --list)
 #                            ("proxy hostile": hostile is then held to p99 <= 1.2x and rps >= 0.8x of proxy)
 #   FASTGATE_LOAD_RATE       arrival rate per scenario, requests/s   (default 2000, at most 100000)
 #   FASTGATE_LOAD_DURATION   measured time per scenario              (default 10s, at most 300s)
@@ -18,8 +20,8 @@ cd "$(dirname "$0")/.."
 
 dotnet=${DOTNET:-dotnet}
 cfg=${CONFIGURATION:-Release}
-target=${FASTGATE_LOAD_TARGET:-http://127.0.0.1:8080/}
-scenarios=${FASTGATE_LOAD_SCENARIOS:-proxy}
+target=${FASTGATE_LOAD_TARGET:-}
+scenarios=${FASTGATE_LOAD_SCENARIOS:-proxy rate-limited hostile}
 rate=${FASTGATE_LOAD_RATE:-2000}
 duration=${FASTGATE_LOAD_DURATION:-10s}
 warmup=${FASTGATE_LOAD_WARMUP:-2s}
@@ -40,6 +42,26 @@ seconds() { # 500ms | 10s | 2m | 10 -> whole seconds (rounded up)
 d=$(seconds "$duration"); w=$(seconds "$warmup")
 [[ "$d" =~ ^[0-9]+$ ]] && (( d >= 1 && d <= 300 )) || { echo "FASTGATE_LOAD_DURATION must be 1s..300s (got '$duration')" >&2; exit 2; }
 [[ "$w" =~ ^[0-9]+$ ]] && (( w <= 60 )) || { echo "FASTGATE_LOAD_WARMUP must be at most 60s (got '$warmup')" >&2; exit 2; }
+
+# No target: start the demo upstream and a gateway of our own, stopped on exit.
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${work:-}"; }
+trap cleanup EXIT INT TERM
+if [ -z "$target" ]; then
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  up=$(free_port); gw=$(free_port); adm=$(free_port)
+  $dotnet build src/FastGate.Server/FastGate.Server.csproj -c "$cfg" -v quiet -nologo
+  $dotnet build src/FastGate.DemoUpstream/FastGate.DemoUpstream.csproj -c "$cfg" -v quiet -nologo
+  work=$(mktemp -d)
+  sed -e "s/@LISTEN@/127.0.0.1:$gw/" -e "s/@ADMIN@/127.0.0.1:$adm/" -e "s#@UPSTREAM@#http://127.0.0.1:$up#" \
+      -e "s/@HALF_RATE@/$(( rate / 2 > 0 ? rate / 2 : 1 ))/" perf/configs/load.json > "$work/load.json"
+  $dotnet src/FastGate.DemoUpstream/bin/$cfg/net10.0/FastGate.DemoUpstream.dll "http://127.0.0.1:$up" > "$work/upstream.log" 2>&1 & pids+=($!)
+  $dotnet src/FastGate.Server/bin/$cfg/net10.0/fastgate.dll run --config "$work/load.json" --log-level warning > "$work/gateway.log" 2>&1 & pids+=($!)
+  for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$gw/hello" 2>/dev/null && break; sleep 0.1; done
+  target="http://127.0.0.1:$gw/"
+  FASTGATE_LOAD_ARGS="${FASTGATE_LOAD_ARGS:-}"
+  started_gateway=1
+fi
 
 # Loopback only (the harness refuses anything else too), and something must be listening.
 hostport=${target#*://}; hostport=${hostport%%/*}
@@ -73,9 +95,13 @@ for s in $scenarios; do
   if [ "$s" = hostile ] && [ -f "$report_dir/proxy-summary.csv" ]; then
     rel=(--baseline "$report_dir/proxy-summary.csv" --threshold "p99<=1.2x" --threshold "rps>=0.8x")
   fi
+  # Against our own gateway, rate-limited goes to the route whose limiter admits half the rate.
+  path=()
+  if [ "$s" = rate-limited ] && [ -n "${started_gateway:-}" ]; then path=(--path /limited/hello); fi
+  if [ "$s" != rate-limited ] && [ -n "${started_gateway:-}" ]; then path=(--path /hello); fi
   rc=0
   $dotnet "$dll" --target "$target" --scenario "$s" --rate "$rate" --duration "$duration" --warmup "$warmup" \
-    --connections "$connections" --report-dir "$report_dir" "${rel[@]}" "${extra[@]}" || rc=$?
+    --connections "$connections" --report-dir "$report_dir" "${path[@]}" "${rel[@]}" "${extra[@]}" || rc=$?
   if [ "$rc" -eq 2 ]; then exit 2; fi
   [ "$rc" -eq 0 ] || failed+=("$s")
 done
