@@ -104,6 +104,14 @@ public sealed class GatewayRuntime : IDisposable
                     GatewayMetrics.RateLimitKeys.WithLabels(l.Definition.Id).Set(l.KeyCount);
                     GatewayMetrics.RateLimitOverflow.WithLabels(l.Definition.Id).Set(l.OverflowHits);
                 }
+                foreach (var cluster in runtime.Current.Clusters)
+                {
+                    foreach (var d in cluster.Destinations)
+                    {
+                        GatewayMetrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "open").Set(d.Pool.OpenConnections);
+                        GatewayMetrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "idle").Set(d.Pool.IdleConnections);
+                    }
+                }
             }
         });
         return live;

@@ -89,7 +89,6 @@ internal sealed partial class ProxyConnection
     private static async ValueTask<CopyResult> CopyLengthAsync(PipeReader source, PipeWriter destination, long length)
     {
         long remaining = length;
-        if (remaining == 0) return await TryFlushAsync(destination).ConfigureAwait(false) ? CopyResult.Done : CopyResult.DestinationFailed;
         while (remaining > 0)
         {
             ReadResult result;
@@ -101,17 +100,8 @@ internal sealed partial class ProxyConnection
             {
                 return CopyResult.SourceFailed;
             }
-            var buffer = result.Buffer;
-            if (buffer.IsEmpty)
-            {
-                source.AdvanceTo(buffer.Start);
-                if (result.IsCompleted) return CopyResult.SourceEnded;
-                continue; // a cancelled read (shutdown notice) mid-body: keep going
-            }
-            var take = buffer.Length > remaining ? buffer.Slice(0, remaining) : buffer;
-            foreach (var segment in take) destination.Write(segment.Span);
-            remaining -= take.Length;
-            source.AdvanceTo(take.End);
+            // an empty, cancelled read (a shutdown notice) mid-body just goes round again
+            if (!MoveBody(result, source, destination, ref remaining)) return CopyResult.SourceEnded;
             if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
         }
         return CopyResult.Done;

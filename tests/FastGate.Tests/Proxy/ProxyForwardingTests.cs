@@ -229,6 +229,8 @@ public class ProxyForwardingTests : IClassFixture<ProxyFixture>
         Assert.Contains("fastgate_requests_total{route=\"exact\",code=\"200\"}", text);
         Assert.Contains("fastgate_request_duration_seconds_bucket{route=\"exact\",le=", text);
         Assert.True(Counter(text, "dotnet_gc_allocated_bytes_total") > 0);
+        var destination = _f.Upstream.Address.ToString().TrimEnd('/');
+        Assert.True(Counter(text, $"fastgate_upstream_connections{{cluster=\"backend\",destination=\"{destination}\",state=\"open\"}}") >= 1);
     }
 
     /// <summary>A read-only stream of a given length that produces bytes without holding them.</summary>
