@@ -15,6 +15,8 @@ public static class Cli
           run --config <file>        run the gateway with this configuration
           validate --config <file>   check a configuration; prints every error with its JSON path
           version                    print the version
+          hash-key <key>             print the "sha256:<hex>" form of an API key for a consumer's apiKeys
+          new-key                    create a random API key and print it with its hash
 
         options:
           --config <file>            the configuration file (JSON; comments and trailing commas allowed)
@@ -37,6 +39,20 @@ public static class Cli
         {
             if (args.Length > 1) return UsageError(stderr, $"unexpected argument '{args[1]}'");
             stdout.WriteLine($"fastgate {Version}");
+            return 0;
+        }
+        if (command == "hash-key")
+        {
+            if (args.Length != 2 || args[1].Length == 0) return UsageError(stderr, "hash-key takes exactly one key");
+            stdout.WriteLine(Security.ApiKeys.Hash(args[1]));
+            return 0;
+        }
+        if (command == "new-key")
+        {
+            if (args.Length != 1) return UsageError(stderr, $"unexpected argument '{args[1]}'");
+            var key = Security.ApiKeys.NewKey();
+            stdout.WriteLine($"key:  {key}");
+            stdout.WriteLine($"hash: {Security.ApiKeys.Hash(key)}");
             return 0;
         }
         if (command is not ("run" or "validate")) return UsageError(stderr, $"unknown command '{command}'");

@@ -70,7 +70,8 @@ public class HeadRewriteBenchmarks
         var route = _snapshot.Router.Match(_request) ?? throw new InvalidOperationException("no route");
         _decision.Reset();
         _snapshot.Policy.Evaluate(new RequestFacts(_request, Client, route.Order), _decision);
-        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, _snapshot.Policy, _decision);
+        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, _snapshot.Policy, _decision,
+            _snapshot.Authenticator, consumer: null);
         HttpResponseParser.TryParse(new ReadOnlySequence<byte>(ResponseBytes), _snapshot.Limits, _response, _request.Method, out _, out _);
         HeadRewriter.WriteClientResponse(_pipe.Writer, _response, _request, RequestId, close: false, interim: false, _snapshot.Policy, _decision);
         return Drain();

@@ -72,7 +72,7 @@ public static class ConfigLoader
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
         r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", .. Observability.ObservabilityConfigReader.SectionNames]);
+            "rateLimits", "redis", "consumers", "apiKeys", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -104,6 +104,8 @@ public static class ConfigLoader
             IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),
             RateLimits = RateLimitConfigBinder.BindLimits(root, r),
             Redis = RateLimitConfigBinder.BindRedis(root, r),
+            Consumers = Security.ApiKeyConfigBinder.BindConsumers(root, r),
+            ApiKeys = Security.ApiKeyConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }
@@ -128,7 +130,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "forwardApiKey");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -157,6 +159,8 @@ public static class ConfigLoader
             StripPrefix = strip,
             PreserveHost = r.Bool(e, p, "preserveHost") ?? false,
             RateLimits = r.Strings(e, p, "rateLimits"),
+            Auth = r.Strings(e, p, "auth"),
+            ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
         };
     }
 

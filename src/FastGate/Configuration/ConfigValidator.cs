@@ -14,6 +14,7 @@ public static class ConfigValidator
         ValidateClusters(config, errors);
         ValidateRoutes(config, errors);
         RateLimitConfigBinder.Validate(config, errors);
+        Security.ApiKeyConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
     }
 

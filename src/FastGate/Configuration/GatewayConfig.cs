@@ -15,6 +15,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<IpListConfig> IpLists { get; init; } = [];
     public IReadOnlyList<RateLimitConfig> RateLimits { get; init; } = [];
     public RedisConfig? Redis { get; init; }
+    public IReadOnlyList<Security.ConsumerConfig> Consumers { get; init; } = [];
+    public Security.ApiKeyOptionsConfig ApiKeys { get; init; } = new();
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
@@ -63,6 +65,10 @@ public sealed record RouteConfig
     public bool PreserveHost { get; init; }
     /// <summary>Ids of rate limits applied to every request of this route.</summary>
     public IReadOnlyList<string> RateLimits { get; init; } = [];
+    /// <summary>Accepted authentication schemes; any one suffices ("apiKey"). Empty: no authentication.</summary>
+    public IReadOnlyList<string> Auth { get; init; } = [];
+    /// <summary>Forward the client's API key upstream (off: the key header is removed).</summary>
+    public bool ForwardApiKey { get; init; }
 }
 
 public sealed record RouteMatchConfig

@@ -20,6 +20,8 @@ public sealed class GatewaySnapshot
     public required Policy.CompiledPolicy Policy { get; init; }
     /// <summary>Limiters of each policy rule's rateLimit actions, by rule index.</summary>
     public RateLimiting.CompiledLimiter[][] RuleLimiters { get; init; } = [];
+    /// <summary>API-key lookup (digests only) and the consumer header.</summary>
+    public Security.ApiKeyAuthenticator Authenticator { get; init; } = Security.ApiKeyAuthenticator.Empty;
     /// <summary>Content hash of the config text.</summary>
     public required string Version { get; init; }
     public required DateTimeOffset LoadedAt { get; init; }

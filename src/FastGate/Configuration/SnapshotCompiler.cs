@@ -56,6 +56,8 @@ public static class SnapshotCompiler
                 PreserveHost = r.PreserveHost,
                 Order = i,
                 Limiters = r.RateLimits.Select(id => limiters[id]).ToArray(),
+                RequiresAuth = r.Auth.Count > 0,
+                ForwardApiKey = r.ForwardApiKey,
             };
             routes.Add(model);
             var m = r.Match;
@@ -106,6 +108,7 @@ public static class SnapshotCompiler
             Routes = routes,
             Clusters = clusterList,
             Policy = policy,
+            Authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
             Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),

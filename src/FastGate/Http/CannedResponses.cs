@@ -19,7 +19,7 @@ public static class CannedResponses
             int status = RejectReasons.StatusCode(reason);
             string body = "{\"error\":\"" + StatusText(status).ToLowerInvariant().Replace(' ', '_') + "\",\"reason\":\"" + RejectReasons.Name(reason) + "\"}\n";
             string head = "HTTP/1.1 " + status + " " + StatusText(status) + "\r\nContent-Type: application/json\r\nContent-Length: " + body.Length + "\r\n"
-                          + (reason == RejectReason.AuthenticationRequired ? "WWW-Authenticate: Bearer realm=\"fastgate\"\r\n" : "");
+                          + (reason == RejectReason.AuthenticationRequired ? "WWW-Authenticate: ApiKey realm=\"fastgate\"\r\n" : "");
             s_prefix[i * 2] = Encoding.ASCII.GetBytes(head);
             s_prefix[i * 2 + 1] = Encoding.ASCII.GetBytes(head + "Connection: close\r\n");
             s_suffix[i] = Encoding.ASCII.GetBytes("\r\n" + body);

@@ -15,6 +15,7 @@ public static class HeadRewriter
     /// </summary>
     public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
         ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision,
+        Security.ApiKeyAuthenticator auth, Security.ConsumerModel? consumer,
         ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false)
     {
         bool edits = HasEdits(policy, decision, response: false);
@@ -64,6 +65,7 @@ public static class HeadRewriter
             if (r.IsHopByHop(f)) continue;
             if (!traceParent.IsEmpty && Observability.TraceContext.IsReplacedHeader(r[f.Name], dropTraceState)) continue;
             if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
+            if (IsCredentialOrIdentity(r, f, auth, route.ForwardApiKey)) continue;
             w.Write(r[f.Name]);
             w.Write(": "u8);
             w.Write(r[f.Value]);
@@ -73,6 +75,7 @@ public static class HeadRewriter
         {
             foreach (int i in decision.Matched) w.Write(policy.Rules[i].SetRequestHeaderLines);
         }
+        if (consumer is not null) w.Write(consumer.ForwardedHeaderLine);
 
         w.Write("X-Forwarded-For: "u8);
         if (hasForwardedFor)
@@ -166,6 +169,21 @@ public static class HeadRewriter
         w.Commit();
     }
 
+
+    /// <summary>
+    /// The consumer header is the gateway's to set: a client's copy is always dropped (no spoofing). The API key is
+    /// dropped unless the route forwards it.
+    /// </summary>
+    private static bool IsCredentialOrIdentity(RequestHead r, in HeaderField f, Security.ApiKeyAuthenticator auth, bool forwardApiKey)
+    {
+        var name = r[f.Name];
+        if (System.Text.Ascii.EqualsIgnoreCase(name, auth.ConsumerHeaderName)) return true;
+        if (forwardApiKey) return false;
+        if (System.Text.Ascii.EqualsIgnoreCase(name, auth.KeyHeaderName)) return true;
+        var value = r[f.Value];
+        return System.Text.Ascii.EqualsIgnoreCase(name, "authorization"u8) && value.Length > 7
+               && System.Text.Ascii.EqualsIgnoreCase(value[..7], "ApiKey "u8);
+    }
 
     private static bool HasEdits(CompiledPolicy policy, PolicyResult decision, bool response)
     {

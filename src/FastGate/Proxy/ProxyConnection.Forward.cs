@@ -74,6 +74,7 @@ internal sealed partial class ProxyConnection
     {
         if (!_hasTrace) ResolveTrace();
         HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _clientIp, NextRequestId(), http10, _activePolicy, _policy,
+            _activeAuthenticator, _consumer,
             _traceParent, dropTraceState: !_incomingTraceValid);
     }
 

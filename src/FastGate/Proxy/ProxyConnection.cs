@@ -122,7 +122,12 @@ internal sealed partial class ProxyConnection : IDisposable
                     continue;
                 }
                 bool blocked = _runtime.Observability.IsBlocked(_clientIp);
-                if (route is null || blocked || RequiresAuthentication(policy))
+                // authentication: a presented API key identifies its consumer; a route or rule that requires
+                // authentication refuses a request without a known one
+                _activeAuthenticator = snapshot.Authenticator;
+                _consumer = snapshot.Authenticator.Authenticate(_request);
+                bool unauthenticated = _consumer is null && ((route?.RequiresAuth ?? false) || RequiresAuthentication(policy));
+                if (route is null || blocked || unauthenticated)
                 {
                     // a client the anomaly detector blocked (autoBlock) is refused like a policy deny
                     var why = blocked ? RejectReason.ClientBlocked : route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
@@ -146,7 +151,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
                         foreach (var limiter in limiters)
                         {
-                            int keyLength = limiter.BuildKey(_keyBuffer, _request, _clientIp, route.IdBytes);
+                            int keyLength = limiter.BuildKey(_keyBuffer, _request, _clientIp, route.IdBytes, _consumer?.Id);
                             var pending = keyLength >= 0
                                 ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), 1, now)
                                 : limiter.Limiter.AcquireWithoutKeyAsync(1);
@@ -470,10 +475,10 @@ internal sealed partial class ProxyConnection : IDisposable
         return !close && !flush.IsCompleted;
     }
 
-    /// <summary>
-    /// A matched requireAuth action with no authenticated caller: the gateway has no credential check that could
-    /// pass it yet, so the request is refused (401) rather than let through.
-    /// </summary>
+    /// <summary>True when a matched rule has a requireAuth action (any configured scheme, today apiKey, satisfies it).</summary>
+    private Security.ConsumerModel? _consumer;
+    private Security.ApiKeyAuthenticator _activeAuthenticator = Security.ApiKeyAuthenticator.Empty;
+
     private bool RequiresAuthentication(CompiledPolicy policy)
     {
         foreach (int i in _policy.Matched)

@@ -44,7 +44,7 @@ public sealed class CompiledLimiter
     /// Writes the key into <paramref name="dest"/> (parts joined by 0x1F). Returns its length, or -1 when a part is
     /// missing from the request (the limiter's missingKey behaviour then applies), or -2 when it does not fit.
     /// </summary>
-    public int BuildKey(Span<byte> dest, RequestHead request, ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> routeId)
+    public int BuildKey(Span<byte> dest, RequestHead request, ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> routeId, string? consumer = null)
     {
         int n = 0;
         for (int i = 0; i < _parts.Length; i++)
@@ -57,8 +57,15 @@ public sealed class CompiledLimiter
                 case KeyPartKind.Header:
                     if (!request.TryGetHeader(_parts[i].Name, out value) || value.IsEmpty) return -1;
                     break;
+                case KeyPartKind.Consumer:
+                case KeyPartKind.ApiKey:
+                    if (consumer is null) return -1;
+                    if (n + consumer.Length + 1 > dest.Length) return -2;
+                    if (i > 0) dest[n++] = 0x1F;
+                    n += Encoding.UTF8.GetBytes(consumer, dest[n..]); // ASCII ids in practice; no allocation
+                    continue;
                 default:
-                    return -1; // consumer, apiKey and claims come from authentication (not configured)
+                    return -1; // claims come from JWT authentication (not built yet)
             }
             if (i > 0)
             {

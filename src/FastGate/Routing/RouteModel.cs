@@ -23,6 +23,9 @@ public sealed class RouteModel
     private byte[]? _idBytes;
     /// <summary>Limiters applied to every request of the route (its rateLimits list).</summary>
     public RateLimiting.CompiledLimiter[] Limiters { get; init; } = [];
+    /// <summary>The route lists auth schemes: a request without a known credential is refused with 401.</summary>
+    public bool RequiresAuth { get; init; }
+    public bool ForwardApiKey { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

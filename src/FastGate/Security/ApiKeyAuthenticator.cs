@@ -1,0 +1,102 @@
+using System.Collections.Frozen;
+using System.Security.Cryptography;
+using System.Text;
+using FastGate.Http;
+
+namespace FastGate.Security;
+
+/// <summary>A consumer as the request path sees it: its id and groups, with the forwarded header pre-encoded.</summary>
+public sealed class ConsumerModel
+{
+    public required string Id { get; init; }
+    public required string[] Groups { get; init; }
+    /// <summary>"X-Consumer-Id: alice\r\n".</summary>
+    public required byte[] ForwardedHeaderLine { get; init; }
+    public byte[] IdBytes => Encoding.UTF8.GetBytes(Id);
+}
+
+/// <summary>
+/// Finds the consumer of an API key: the key (from the configured header or "Authorization: ApiKey &lt;key&gt;")
+/// is hashed with SHA-256 into a stack buffer and the digest looked up; the table holds digests only. The time the
+/// lookup takes depends on the digest, not on how much of the key an attacker guessed. No allocation.
+/// </summary>
+public sealed class ApiKeyAuthenticator
+{
+    private readonly FrozenDictionary<Digest, ConsumerModel> _byDigest;
+    private readonly byte[] _header;
+    private readonly byte[]? _query;
+
+    public ApiKeyAuthenticator(IReadOnlyList<ConsumerConfig> consumers, ApiKeyOptionsConfig options)
+    {
+        _header = Encoding.ASCII.GetBytes(options.Header);
+        _query = options.QueryParameter is { Length: > 0 } q ? Encoding.ASCII.GetBytes(q + "=") : null;
+        ConsumerHeaderName = Encoding.ASCII.GetBytes(options.ConsumerHeader);
+        var table = new Dictionary<Digest, ConsumerModel>();
+        foreach (var c in consumers)
+        {
+            var model = new ConsumerModel
+            {
+                Id = c.Id,
+                Groups = c.Groups.ToArray(),
+                ForwardedHeaderLine = Encoding.UTF8.GetBytes($"{options.ConsumerHeader}: {c.Id}\r\n"),
+            };
+            foreach (var key in c.ApiKeys)
+                if (ApiKeys.TryParseHash(key, out var digest)) table[new Digest(digest)] = model;
+        }
+        _byDigest = table.ToFrozenDictionary();
+    }
+
+    public static ApiKeyAuthenticator Empty { get; } = new([], new ApiKeyOptionsConfig());
+
+    /// <summary>The header carrying the consumer id upstream (a client's own copy is always removed).</summary>
+    public byte[] ConsumerHeaderName { get; }
+    /// <summary>The header the key is read from (not forwarded upstream).</summary>
+    public ReadOnlySpan<byte> KeyHeaderName => _header;
+
+    public ConsumerModel? Authenticate(RequestHead request)
+    {
+        if (!TryGetKey(request, out var key) || key.IsEmpty || key.Length > 512) return null;
+        Span<byte> digest = stackalloc byte[32];
+        SHA256.HashData(key, digest);
+        return _byDigest.GetValueOrDefault(new Digest(digest));
+    }
+
+    private bool TryGetKey(RequestHead request, out ReadOnlySpan<byte> key)
+    {
+        if (request.TryGetHeader(_header, out key)) return true;
+        if (request.TryGetHeader("authorization"u8, out var auth) && auth.Length > 7 && Ascii.EqualsIgnoreCase(auth[..7], "ApiKey "u8))
+        {
+            key = auth[7..].Trim((byte)' ');
+            return true;
+        }
+        if (_query is not null && !request.Query.IsEmpty)
+        {
+            var q = request[request.Query][1..];
+            while (!q.IsEmpty)
+            {
+                int amp = q.IndexOf((byte)'&');
+                var pair = amp < 0 ? q : q[..amp];
+                if (pair.StartsWith(_query)) { key = pair[_query.Length..]; return true; }
+                q = amp < 0 ? default : q[(amp + 1)..];
+            }
+        }
+        key = default;
+        return false;
+    }
+
+    /// <summary>A SHA-256 digest as a value key.</summary>
+    private readonly struct Digest : IEquatable<Digest>
+    {
+        private readonly UInt128 _a, _b;
+
+        public Digest(ReadOnlySpan<byte> d)
+        {
+            _a = System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(d);
+            _b = System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(d[16..]);
+        }
+
+        public bool Equals(Digest other) => ((_a ^ other._a) | (_b ^ other._b)) == UInt128.Zero;
+        public override bool Equals(object? obj) => obj is Digest d && Equals(d);
+        public override int GetHashCode() => (int)(ulong)_a; // digest bits are uniform already
+    }
+}

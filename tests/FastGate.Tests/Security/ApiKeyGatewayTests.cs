@@ -1,0 +1,117 @@
+using System.Net;
+using System.Text.Json;
+using FastGate.Security;
+using FastGate.Server;
+using FastGate.Tests.Infrastructure;
+
+namespace FastGate.Tests.Security;
+
+public class ApiKeyGatewayTests
+{
+    private const string AliceKey = "alice-secret-key-1";
+    private const string BobKey = "bob-secret-key-2";
+
+    private static string Config(string upstream, string aliceKeys) => $$"""
+        {
+          "listeners": [ { "address": "127.0.0.1:0" } ],
+          "admin": { "address": "127.0.0.1:0" },
+          "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream}}" } ] } ],
+          "consumers": [
+            { "id": "alice", "groups": ["partners"], "apiKeys": [ {{aliceKeys}} ] },
+            { "id": "bob", "apiKeys": [ "{{ApiKeys.Hash(BobKey)}}" ] }
+          ],
+          "rateLimits": [ { "id": "per-consumer", "rate": 1, "per": "1h", "burst": 2, "key": "consumer", "missingKey": "allow" } ],
+          "routes": [
+            { "id": "private", "match": { "pathPrefix": "/private" }, "cluster": "backend", "stripPrefix": true, "auth": ["apiKey"],
+              "rateLimits": ["per-consumer"] },
+            { "id": "public", "match": { "pathPrefix": "/" }, "cluster": "backend" }
+          ]
+        }
+        """;
+
+    private static async Task<RawResponse> Send(TestGateway gateway, string request)
+    {
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        await client.SendAsync(request);
+        return await client.ReadResponseAsync();
+    }
+
+    [Fact]
+    public async Task ApiKeyRoute_MissingWrongAndRightKeys_SpoofedConsumerRemoved_KeyNotForwarded()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), $"\"{ApiKeys.Hash(AliceKey)}\""));
+
+        var missing = await Send(gateway, "GET /private/echo HTTP/1.1\r\nHost: a\r\n\r\n");
+        Assert.Equal(401, missing.Status);
+        Assert.StartsWith("ApiKey", missing.Headers["WWW-Authenticate"]);
+        var wrong = await Send(gateway, "GET /private/echo HTTP/1.1\r\nHost: a\r\nX-API-Key: alice-secret-key-X\r\n\r\n");
+        Assert.Equal(401, wrong.Status);
+
+        var right = await Send(gateway, $"GET /private/echo HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\nX-Consumer-Id: admin\r\n\r\n");
+        Assert.Equal(200, right.Status);
+        var headers = JsonDocument.Parse(right.Body).RootElement.GetProperty("headers");
+        Assert.Equal("alice", headers.GetProperty("X-Consumer-Id").GetString());
+        Assert.False(headers.TryGetProperty("X-API-Key", out _));
+
+        var viaAuthorization = await Send(gateway, $"GET /private/echo HTTP/1.1\r\nHost: a\r\nAuthorization: ApiKey {BobKey}\r\n\r\n");
+        Assert.Equal(200, viaAuthorization.Status);
+        var bobHeaders = JsonDocument.Parse(viaAuthorization.Body).RootElement.GetProperty("headers");
+        Assert.Equal("bob", bobHeaders.GetProperty("X-Consumer-Id").GetString());
+        Assert.False(bobHeaders.TryGetProperty("Authorization", out _));
+
+        // a public route: a spoofed consumer header never reaches the upstream
+        var spoof = await Send(gateway, "GET /echo HTTP/1.1\r\nHost: a\r\nX-Consumer-Id: alice\r\n\r\n");
+        Assert.False(JsonDocument.Parse(spoof.Body).RootElement.GetProperty("headers").TryGetProperty("X-Consumer-Id", out _));
+    }
+
+    [Fact]
+    public async Task ConsumerKeyedLimit_IsPerConsumer()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), $"\"{ApiKeys.Hash(AliceKey)}\""));
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(200, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\n\r\n")).Status);
+        Assert.Equal(429, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\n\r\n")).Status);
+        Assert.Equal(200, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {BobKey}\r\n\r\n")).Status);
+    }
+
+    [Fact]
+    public async Task KeyRotation_ThroughReload_NewKeyWorksOldKeyRefused()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var address = upstream.Address.ToString().TrimEnd('/');
+        var dir = Directory.CreateTempSubdirectory("fastgate-keys-");
+        var path = Path.Combine(dir.FullName, "fastgate.json");
+        File.WriteAllText(path, Config(address, $"\"{ApiKeys.Hash(AliceKey)}\""));
+        await using var gateway = await TestGateway.StartFromFileAsync(path);
+        Assert.Equal(200, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\n\r\n")).Status);
+
+        const string rotated = "alice-rotated-key";
+        File.WriteAllText(path, Config(address, $"\"{ApiKeys.Hash(rotated)}\""));
+        Assert.True((await gateway.Host.Reloader!.ReloadAsync("test")).Success);
+        Assert.Equal(401, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\n\r\n")).Status);
+        Assert.Equal(200, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {rotated}\r\n\r\n")).Status);
+    }
+
+    [Fact]
+    public void PlainKeysInTheConfig_AreRefused_WithTheirPath()
+    {
+        var loaded = FastGate.Configuration.ConfigLoader.Load(Config("http://127.0.0.1:9", $"\"{AliceKey}\""));
+        Assert.Contains(loaded.Errors, e => e.Path == "$.consumers[0].apiKeys[0]" && e.Message.Contains("hash-key"));
+    }
+
+    [Fact]
+    public async Task HashKeyAndNewKey_Commands()
+    {
+        var o = new StringWriter();
+        Assert.Equal(0, await Cli.RunAsync(["hash-key", "abc"], o, new StringWriter()));
+        Assert.Equal("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", o.ToString().Trim());
+        var n = new StringWriter();
+        Assert.Equal(0, await Cli.RunAsync(["new-key"], n, new StringWriter()));
+        var lines = n.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var key = lines[0]["key:".Length..].Trim();
+        Assert.Equal(ApiKeys.Hash(key), lines[1]["hash:".Length..].Trim());
+        Assert.True(key.Length >= 40);
+    }
+}
