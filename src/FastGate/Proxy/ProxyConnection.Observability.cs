@@ -53,6 +53,7 @@ internal sealed partial class ProxyConnection
             Cluster = route is null ? null : _obsCluster ?? route.Cluster.Id,
             Upstream = route is null ? null : _obsUpstream,
             ClientIp = _clientIp,
+            Consumer = _consumer?.Id,
             Method = parsed ? r[r.MethodRange] : default,
             Host = parsed ? r[r.Host] : default,
             Path = parsed ? r[r.Path] : default,

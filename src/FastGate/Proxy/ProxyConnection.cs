@@ -82,6 +82,7 @@ internal sealed partial class ProxyConnection : IDisposable
             {
                 // 1. the request head
                 var snapshot = _runtime.Current;
+                _consumer = null;
                 SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
                 _idle = true;
                 HeadStep step;
