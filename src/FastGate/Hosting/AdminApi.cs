@@ -234,7 +234,9 @@ internal sealed class AdminApi
     private void ExplainPolicy(Utf8JsonWriter w, GatewaySnapshot snapshot, RequestHead head, IPAddress client, Routing.RouteModel? route)
     {
         var result = new Policy.PolicyResult();
-        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1), result);
+        var consumer = snapshot.Authenticator.Authenticate(head);
+        w.WriteString("consumer", consumer?.Id);
+        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1, consumer), result);
         w.WritePropertyName("rules");
         w.WriteStartArray();
         foreach (var r in rules)

@@ -9,9 +9,10 @@ namespace FastGate.Policy;
 internal readonly ref struct RequestView
 {
     public RequestView(RequestHead head, ReadOnlySpan<byte> host, ReadOnlySpan<byte> path, ReadOnlySpan<ByteRange> segments,
-        ClientAddress client, int routeIndex)
+        ClientAddress client, int routeIndex, Security.ConsumerModel? consumer = null)
     {
         Head = head;
+        Consumer = consumer;
         Host = host;
         Path = path;
         Segments = segments;
@@ -27,6 +28,8 @@ internal readonly ref struct RequestView
     public uint MethodBit { get; }
     public UInt128 Client { get; }
     public int RouteIndex { get; }
+    /// <summary>The consumer an API key identified, or null.</summary>
+    public Security.ConsumerModel? Consumer { get; }
 }
 
 internal enum HostKind : byte { Any, Exact, Suffix }
@@ -180,8 +183,10 @@ internal sealed class MatchCondition
     public FieldCondition[] Headers { get; init; } = [];
     public FieldCondition[] Query { get; init; } = [];
     public CidrSet[]? ClientIps { get; init; }
-    /// <summary>consumers/consumerGroups were given: they never hold until authentication identifies consumers.</summary>
+    /// <summary>consumers/consumerGroups were given: the request's consumer must be listed or in a listed group.</summary>
     public bool RequiresConsumer { get; init; }
+    public string[] Consumers { get; init; } = [];
+    public string[] ConsumerGroups { get; init; } = [];
     public MatchCondition? Not { get; init; }
 
     public bool MatchesAll(in RequestView v)
@@ -219,9 +224,19 @@ internal sealed class MatchCondition
             foreach (var s in sets) if (s.Contains(v.Client)) { any = true; break; }
             if (!any) return false;
         }
-        if (RequiresConsumer) return false;
+        if (RequiresConsumer && !MatchesConsumer(v.Consumer)) return false;
         if (Not is { } not && not.MatchesAll(v)) return false;
         return true;
+    }
+
+    private bool MatchesConsumer(Security.ConsumerModel? consumer)
+    {
+        if (consumer is null) return false;
+        foreach (var id in Consumers) if (string.Equals(id, consumer.Id, StringComparison.Ordinal)) return true;
+        foreach (var g in ConsumerGroups)
+            foreach (var cg in consumer.Groups)
+                if (string.Equals(g, cg, StringComparison.Ordinal)) return true;
+        return false;
     }
 
     private bool MatchesOtherMethod(RequestHead head)

@@ -119,6 +119,8 @@ public static class PolicyCompiler
             Query = m.Query.Select(q => CompileField(q, header: false)).ToArray(),
             ClientIps = ips,
             RequiresConsumer = m.Consumers.Count > 0 || m.ConsumerGroups.Count > 0,
+            Consumers = m.Consumers.ToArray(),
+            ConsumerGroups = m.ConsumerGroups.ToArray(),
             Not = m.Not is null ? null : CompileMatch(m.Not, ipLists, routeIndex, routeCount),
         };
     }

@@ -83,9 +83,10 @@ public sealed class PolicyResult
 /// <summary>What the evaluator knows about a request besides its head.</summary>
 public readonly ref struct RequestFacts
 {
-    public RequestFacts(RequestHead head, ClientAddress client, int routeIndex)
+    public RequestFacts(RequestHead head, ClientAddress client, int routeIndex, Security.ConsumerModel? consumer = null)
     {
         Head = head;
+        Consumer = consumer;
         Client = client;
         RouteIndex = routeIndex;
     }
@@ -94,6 +95,8 @@ public readonly ref struct RequestFacts
     public ClientAddress Client { get; }
     /// <summary>Index of the matched route in the snapshot's route table, or -1.</summary>
     public int RouteIndex { get; }
+    /// <summary>The consumer an API key identified, or null (consumers/consumerGroups conditions then fail).</summary>
+    public Security.ConsumerModel? Consumer { get; }
 }
 
 /// <summary>A client address as a 128-bit value (IPv4 mapped into ::ffff:0:0/96), parsed once per connection.</summary>

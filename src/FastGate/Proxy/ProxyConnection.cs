@@ -113,7 +113,10 @@ internal sealed partial class ProxyConnection : IDisposable
                 var policy = snapshot.Policy;
                 _activePolicy = policy;
                 _policy.Reset();
-                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1), _policy);
+                // authentication first: a presented API key identifies its consumer for rules and limits
+                _activeAuthenticator = snapshot.Authenticator;
+                _consumer = snapshot.Authenticator.Authenticate(_request);
+                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1, _consumer), _policy);
                 if (_policy.Verdict != PolicyVerdict.Allow)
                 {
                     bool stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
@@ -123,10 +126,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     continue;
                 }
                 bool blocked = _runtime.Observability.IsBlocked(_clientIp);
-                // authentication: a presented API key identifies its consumer; a route or rule that requires
-                // authentication refuses a request without a known one
-                _activeAuthenticator = snapshot.Authenticator;
-                _consumer = snapshot.Authenticator.Authenticate(_request);
+                // a route or rule that requires authentication refuses a request without a known consumer
                 bool unauthenticated = _consumer is null && ((route?.RequiresAuth ?? false) || RequiresAuthentication(policy));
                 if (route is null || blocked || unauthenticated)
                 {

@@ -95,6 +95,31 @@ public class ApiKeyGatewayTests
     }
 
     [Fact]
+    public async Task PolicyRules_MatchConsumersAndConsumerGroups()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var config = Config(upstream.Address.ToString().TrimEnd('/'), $"\"{ApiKeys.Hash(AliceKey)}\"").TrimEnd().TrimEnd('}') + """
+              , "policies": [
+                { "id": "no-bob-writes", "match": { "consumers": ["bob"], "methods": ["POST"] }, "actions": [ { "type": "deny", "status": 403 } ] },
+                { "id": "tag-partners", "match": { "consumerGroups": ["partners"] },
+                  "actions": [ { "type": "setRequestHeaders", "headers": { "X-Partner": "yes" } } ] }
+              ]
+            }
+            """;
+        await using var gateway = await TestGateway.StartAsync(config);
+        var alice = await Send(gateway, $"POST /private/echo HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\nContent-Length: 0\r\n\r\n");
+        Assert.Equal(200, alice.Status);
+        Assert.Equal("yes", JsonDocument.Parse(alice.Body).RootElement.GetProperty("headers").GetProperty("X-Partner").GetString());
+        var bob = await Send(gateway, $"POST /private/echo HTTP/1.1\r\nHost: a\r\nX-API-Key: {BobKey}\r\nContent-Length: 0\r\n\r\n");
+        Assert.Equal(403, bob.Status);
+        var bobRead = await Send(gateway, $"GET /private/echo HTTP/1.1\r\nHost: a\r\nX-API-Key: {BobKey}\r\n\r\n");
+        Assert.Equal(200, bobRead.Status);
+        Assert.False(JsonDocument.Parse(bobRead.Body).RootElement.GetProperty("headers").TryGetProperty("X-Partner", out _));
+        var anonymous = await Send(gateway, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        Assert.Equal(200, anonymous.Status); // no consumer: consumer conditions do not hold
+    }
+
+    [Fact]
     public void PlainKeysInTheConfig_AreRefused_WithTheirPath()
     {
         var loaded = FastGate.Configuration.ConfigLoader.Load(Config("http://127.0.0.1:9", $"\"{AliceKey}\""));
