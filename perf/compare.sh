@@ -40,6 +40,7 @@ BODY='Hello, World!' # 13 bytes
 FASTGATE_ROWS=(
   "fastgate+policy=perf/configs/policy.json"
   "fastgate+ratelimit=perf/configs/ratelimit.json"
+  "fastgate+apikey=perf/configs/apikey.json;X-API-Key: bench-key"
 )
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
   # Entries separated by newlines or commas (a header may contain spaces).
