@@ -72,7 +72,7 @@ public static class ConfigLoader
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
         r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", .. Observability.ObservabilityConfigReader.SectionNames]);
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -106,6 +106,7 @@ public static class ConfigLoader
             Redis = RateLimitConfigBinder.BindRedis(root, r),
             Consumers = Security.ApiKeyConfigBinder.BindConsumers(root, r),
             ApiKeys = Security.ApiKeyConfigBinder.BindOptions(root, r),
+            Cors = Security.CorsConfigBinder.Bind(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }
@@ -130,7 +131,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "forwardApiKey");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "forwardApiKey", "cors");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -161,6 +162,7 @@ public static class ConfigLoader
             RateLimits = r.Strings(e, p, "rateLimits"),
             Auth = r.Strings(e, p, "auth"),
             ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
+            Cors = r.String(e, p, "cors"),
         };
     }
 

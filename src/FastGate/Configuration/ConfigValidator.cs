@@ -15,6 +15,7 @@ public static class ConfigValidator
         ValidateRoutes(config, errors);
         RateLimitConfigBinder.Validate(config, errors);
         Security.ApiKeyConfigBinder.Validate(config, errors);
+        Security.CorsConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
     }
 

@@ -17,6 +17,7 @@ public sealed record GatewayConfig
     public RedisConfig? Redis { get; init; }
     public IReadOnlyList<Security.ConsumerConfig> Consumers { get; init; } = [];
     public Security.ApiKeyOptionsConfig ApiKeys { get; init; } = new();
+    public IReadOnlyList<Security.CorsConfig> Cors { get; init; } = [];
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
@@ -69,6 +70,8 @@ public sealed record RouteConfig
     public IReadOnlyList<string> Auth { get; init; } = [];
     /// <summary>Forward the client's API key upstream (off: the key header is removed).</summary>
     public bool ForwardApiKey { get; init; }
+    /// <summary>Id of a CORS profile in the top-level <c>cors</c> list.</summary>
+    public string? Cors { get; init; }
 }
 
 public sealed record RouteMatchConfig

@@ -42,6 +42,7 @@ public static class SnapshotCompiler
             clusters[c.Id] = new ClusterModel(c.Id, destinations);
         }
 
+        var cors = config.Cors.ToDictionary(c => c.Id, c => new Security.CorsModel(c), StringComparer.Ordinal);
         var routes = new List<RouteModel>();
         var entries = new List<RouteEntry>();
         for (int i = 0; i < config.Routes.Count; i++)
@@ -57,6 +58,7 @@ public static class SnapshotCompiler
                 Order = i,
                 Limiters = r.RateLimits.Select(id => limiters[id]).ToArray(),
                 RequiresAuth = r.Auth.Count > 0,
+                Cors = r.Cors is null ? null : cors[r.Cors],
                 ForwardApiKey = r.ForwardApiKey,
             };
             routes.Add(model);

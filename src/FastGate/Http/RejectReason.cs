@@ -40,6 +40,7 @@ public enum RejectReason : byte
     AuthenticationRequired,
     RateLimited,
     ClientBlocked,
+    CorsRejected,
     // Upstream side (502/503/504)
     UpstreamConnectFailed,
     UpstreamConnectTimeout,
@@ -67,6 +68,7 @@ public static class RejectReasons
         RejectReason.AuthenticationRequired => 401,
         RejectReason.RateLimited => 429,
         RejectReason.ClientBlocked => 403,
+        RejectReason.CorsRejected => 403,
         RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
@@ -110,6 +112,7 @@ public static class RejectReasons
         RejectReason.AuthenticationRequired => "authentication_required",
         RejectReason.RateLimited => "rate_limited",
         RejectReason.ClientBlocked => "client_blocked",
+        RejectReason.CorsRejected => "cors_rejected",
         RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
         RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
         RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",

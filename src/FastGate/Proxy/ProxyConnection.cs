@@ -9,6 +9,7 @@ using FastGate.Http;
 using FastGate.Observability;
 using FastGate.Policy;
 using FastGate.RateLimiting;
+using FastGate.Security;
 using FastGate.Routing;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -125,6 +126,30 @@ internal sealed partial class ProxyConnection : IDisposable
                     if (!stays || _closeRequested) return;
                     continue;
                 }
+                // CORS: the gateway answers preflights itself (before authentication: browsers send no credentials
+                // on them) and adds the response headers for allowed origins
+                _quotaLength = 0;
+                if (route?.Cors is { } cors && _request.TryGetHeader("origin"u8, out var origin))
+                {
+                    bool allowed = cors.IsAllowed(origin);
+                    if (CorsModel.IsPreflight(_request))
+                    {
+                        bool stays = await AnswerPreflightAsync(cors, allowed).ConfigureAwait(false);
+                        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                        Observe(route, started, allowed ? RejectReason.None : RejectReason.CorsRejected);
+                        if (!stays || _closeRequested) return;
+                        continue;
+                    }
+                    AppendExtraHeaders(cors.CommonLines);
+                    if (allowed)
+                    {
+                        AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
+                        AppendExtraHeaders(origin);
+                        AppendExtraHeaders("\r\n"u8);
+                        AppendExtraHeaders(cors.ExposeLines);
+                    }
+                }
+
                 bool blocked = _runtime.Observability.IsBlocked(_clientIp);
                 // a route or rule that requires authentication refuses a request without a known consumer
                 bool unauthenticated = _consumer is null && ((route?.RequiresAuth ?? false) || RequiresAuthentication(policy));
@@ -141,7 +166,6 @@ internal sealed partial class ProxyConnection : IDisposable
                 var cluster = _policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[_policy.RouteRule].RouteToClusterIndex] : route.Cluster;
 
                 // 2c. rate limits: the route's, then those of every matched rule (local limiters complete synchronously)
-                _quotaLength = 0;
                 if (route.Limiters.Length > 0 || HasRuleLimiters(snapshot))
                 {
                     long now = _runtime.Limiters.Time.GetTimestamp();
@@ -438,6 +462,43 @@ internal sealed partial class ProxyConnection : IDisposable
             _leases[i] = default;
         }
         _leaseCount = 0;
+    }
+
+    private void AppendExtraHeaders(ReadOnlySpan<byte> bytes)
+    {
+        if (_quotaLength + bytes.Length > _quotaHeaders.Length) Array.Resize(ref _quotaHeaders, Math.Max(_quotaHeaders.Length * 2, _quotaLength + bytes.Length));
+        bytes.CopyTo(_quotaHeaders.AsSpan(_quotaLength));
+        _quotaLength += bytes.Length;
+    }
+
+    /// <summary>204 with the profile's preflight headers for an allowed origin; the reject status and no CORS headers otherwise.</summary>
+    private async ValueTask<bool> AnswerPreflightAsync(CorsModel cors, bool allowed)
+    {
+        _request.TryGetHeader("origin"u8, out var origin);
+        _status = allowed ? 204 : cors.PreflightRejectStatus;
+        if (!allowed) GatewayMetrics.CountRejection(RejectReason.CorsRejected);
+        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        var w = new HeadWriter(_output);
+        w.Write("HTTP/1.1 "u8);
+        w.WriteNumber(_status);
+        w.Write((byte)' ');
+        w.Write(CannedResponses.StatusTextBytes(_status));
+        w.Write("\r\n"u8);
+        w.Write(DateHeader.Line);
+        w.Write(cors.CommonLines);
+        if (allowed)
+        {
+            w.Write("Access-Control-Allow-Origin: "u8);
+            w.Write(origin);
+            w.Write("\r\n"u8);
+            w.Write(cors.PreflightLines);
+        }
+        if (!allowed) w.Write("Content-Length: 0\r\n"u8); // a 204 carries no Content-Length (RFC 9110 8.6)
+        if (close) w.Write("Connection: close\r\n"u8);
+        w.Write("\r\n"u8);
+        w.Commit();
+        var flush = await _output.FlushAsync().ConfigureAwait(false);
+        return !close && !flush.IsCompleted;
     }
 
     private void AppendQuotaHeaders(CompiledLimiter limiter, in RateLimitDecision decision)

@@ -26,6 +26,7 @@ public sealed class RouteModel
     /// <summary>The route lists auth schemes: a request without a known credential is refused with 401.</summary>
     public bool RequiresAuth { get; init; }
     public bool ForwardApiKey { get; init; }
+    public Security.CorsModel? Cors { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

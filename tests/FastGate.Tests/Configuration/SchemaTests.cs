@@ -13,7 +13,7 @@ public class SchemaTests
         var props = schema.RootElement.GetProperty("properties");
         var topLevel = props.EnumerateObject().Select(p => p.Name).ToHashSet();
         string[] sections = ["listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "accessLog", "alerts", "anomaly"];
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly"];
         foreach (var s in sections)
         {
             Assert.Contains(s, topLevel);
@@ -22,6 +22,6 @@ public class SchemaTests
             Assert.DoesNotContain(loaded.Errors, e => e.Path == "$." + s && e.Message.StartsWith("unknown property", StringComparison.Ordinal));
         }
         var routeProps = props.GetProperty("routes").GetProperty("items").GetProperty("properties").EnumerateObject().Select(p => p.Name);
-        Assert.Equal(["auth", "cluster", "forwardApiKey", "id", "match", "preserveHost", "rateLimits", "stripPrefix"], routeProps.Order());
+        Assert.Equal(["auth", "cluster", "cors", "forwardApiKey", "id", "match", "preserveHost", "rateLimits", "stripPrefix"], routeProps.Order());
     }
 }
