@@ -145,7 +145,7 @@ public static class HeadRewriter
         }
         if (!interim)
         {
-            w.Write(extraHeaders); // rate-limit quota headers
+            w.Write(extraHeaders); // rate-limit quota and CORS headers
             if (!resp.HasRequestId)
             {
                 w.Write("X-Request-Id: "u8);

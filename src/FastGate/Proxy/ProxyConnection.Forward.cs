@@ -81,7 +81,7 @@ internal sealed partial class ProxyConnection
     private void WriteResponseHead(bool close, bool interim) =>
         HeadRewriter.WriteClientResponse(_output, _response, _request,
             _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim,
-            _activePolicy, _policy, _quotaHeaders.AsSpan(0, _quotaLength));
+            _activePolicy, _policy, _extraHeaders.AsSpan(0, _extraLength));
 
     private RejectReason _copyError;
 

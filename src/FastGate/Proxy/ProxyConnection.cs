@@ -128,7 +128,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 }
                 // CORS: the gateway answers preflights itself (before authentication: browsers send no credentials
                 // on them) and adds the response headers for allowed origins
-                _quotaLength = 0;
+                _extraLength = 0;
                 if (route?.Cors is { } cors && _request.TryGetHeader("origin"u8, out var origin))
                 {
                     bool allowed = cors.IsAllowed(origin);
@@ -434,10 +434,10 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
-    // ---- rate limiting state (per connection, reused) ----
+    // ---- rate limiting and CORS state (per connection, reused); _extraHeaders are added to the client response ----
     private readonly byte[] _keyBuffer = new byte[512];
-    private byte[] _quotaHeaders = new byte[256];
-    private int _quotaLength;
+    private byte[] _extraHeaders = new byte[256];
+    private int _extraLength;
     private (RateLimiter Limiter, RateLimitDecision Decision)[] _leases = new (RateLimiter, RateLimitDecision)[2];
     private int _leaseCount;
 
@@ -466,9 +466,9 @@ internal sealed partial class ProxyConnection : IDisposable
 
     private void AppendExtraHeaders(ReadOnlySpan<byte> bytes)
     {
-        if (_quotaLength + bytes.Length > _quotaHeaders.Length) Array.Resize(ref _quotaHeaders, Math.Max(_quotaHeaders.Length * 2, _quotaLength + bytes.Length));
-        bytes.CopyTo(_quotaHeaders.AsSpan(_quotaLength));
-        _quotaLength += bytes.Length;
+        if (_extraLength + bytes.Length > _extraHeaders.Length) Array.Resize(ref _extraHeaders, Math.Max(_extraHeaders.Length * 2, _extraLength + bytes.Length));
+        bytes.CopyTo(_extraHeaders.AsSpan(_extraLength));
+        _extraLength += bytes.Length;
     }
 
     /// <summary>204 with the profile's preflight headers for an allowed origin; the reject status and no CORS headers otherwise.</summary>
@@ -504,9 +504,9 @@ internal sealed partial class ProxyConnection : IDisposable
     private void AppendQuotaHeaders(CompiledLimiter limiter, in RateLimitDecision decision)
     {
         int need = RateLimitHeaders.MaxLength(limiter.Definition);
-        if (_quotaLength + need > _quotaHeaders.Length) Array.Resize(ref _quotaHeaders, Math.Max(_quotaHeaders.Length * 2, _quotaLength + need));
-        int written = RateLimitHeaders.Write(_quotaHeaders.AsSpan(_quotaLength), decision, limiter.Definition);
-        if (written > 0) _quotaLength += written;
+        if (_extraLength + need > _extraHeaders.Length) Array.Resize(ref _extraHeaders, Math.Max(_extraHeaders.Length * 2, _extraLength + need));
+        int written = RateLimitHeaders.Write(_extraHeaders.AsSpan(_extraLength), decision, limiter.Definition);
+        if (written > 0) _extraLength += written;
     }
 
     /// <summary>The limiter's rejection (429 by default, 503 when its store is unavailable) with its headers.</summary>
@@ -517,8 +517,8 @@ internal sealed partial class ProxyConnection : IDisposable
         bool close = _request.HasBody || _request.WantsClose || _closeRequested;
         var body = RateLimitResponses.BodyFor(decision);
         int need = RateLimitHeaders.MaxLength(limiter.Definition);
-        if (need > _quotaHeaders.Length) Array.Resize(ref _quotaHeaders, need);
-        int headers = Math.Max(0, RateLimitHeaders.Write(_quotaHeaders, decision, limiter.Definition));
+        if (need > _extraHeaders.Length) Array.Resize(ref _extraHeaders, need);
+        int headers = Math.Max(0, RateLimitHeaders.Write(_extraHeaders, decision, limiter.Definition));
         var w = new HeadWriter(_output);
         w.Write("HTTP/1.1 "u8);
         w.WriteNumber(_status);
@@ -527,7 +527,7 @@ internal sealed partial class ProxyConnection : IDisposable
         w.Write("\r\nContent-Type: application/json\r\nContent-Length: "u8);
         w.WriteNumber(body.Length);
         w.Write("\r\n"u8);
-        w.Write(_quotaHeaders.AsSpan(0, headers));
+        w.Write(_extraHeaders.AsSpan(0, headers));
         w.Write(DateHeader.Line);
         if (close) w.Write("Connection: close\r\n"u8);
         w.Write("\r\n"u8);
