@@ -104,6 +104,10 @@ public static class GatewayMetrics
     public static readonly Counter AccessLogDropped = Metrics.CreateCounter("fastgate_access_log_dropped_total",
         "Access log entries dropped because the buffer was full (the writer fell behind) or the write failed.");
 
+    public static readonly Gauge PolicyReportMatches = Metrics.CreateGauge("fastgate_policy_report_matches",
+        "Requests a report-mode rule matched since the configuration in force was loaded (not enforced), by rule.",
+        new GaugeConfiguration { LabelNames = ["rule"] });
+
     public static readonly Gauge UpstreamConnections = Metrics.CreateGauge("fastgate_upstream_connections",
         "Pooled upstream connections per destination, by state (open: all, idle: waiting in the pool).",
         new GaugeConfiguration { LabelNames = ["cluster", "destination", "state"] });

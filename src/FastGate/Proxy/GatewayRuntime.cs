@@ -104,6 +104,12 @@ public sealed class GatewayRuntime : IDisposable
                     GatewayMetrics.RateLimitKeys.WithLabels(l.Definition.Id).Set(l.KeyCount);
                     GatewayMetrics.RateLimitOverflow.WithLabels(l.Definition.Id).Set(l.OverflowHits);
                 }
+                var policy = runtime.Current.Policy;
+                for (int i = 0; i < policy.Rules.Length; i++)
+                {
+                    if (policy.Rules[i].Mode == Configuration.PolicyMode.Report)
+                        GatewayMetrics.PolicyReportMatches.WithLabels(policy.Rules[i].Id).Set(policy.ReportCount(i));
+                }
                 foreach (var cluster in runtime.Current.Clusters)
                 {
                     foreach (var d in cluster.Destinations)

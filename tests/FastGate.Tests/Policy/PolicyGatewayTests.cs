@@ -94,6 +94,8 @@ public class PolicyGatewayTests : IClassFixture<PolicyGatewayFixture>
         Assert.Equal("fastgate", headers.GetProperty("X-Gateway").GetString());
         Assert.False(headers.TryGetProperty("X-Internal", out _));
         Assert.False(headers.TryGetProperty("X-Write", out _)); // tag-writes is report-only
+        var metrics = await _f.Gateway.ScrapeMetricsAsync();
+        Assert.True(Proxy.ProxyForwardingTests.Counter(metrics, "fastgate_policy_report_matches{rule=\"tag-writes\"}") >= 1);
         Assert.Equal("tag-all", r.Headers["X-Policy"]);
     }
 
