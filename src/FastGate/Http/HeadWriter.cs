@@ -61,6 +61,16 @@ public ref struct HeadWriter
         _buffered += written;
     }
 
+    /// <summary>Writes "HTTP/1.1 &lt;status&gt; &lt;reason&gt;\r\n"; an empty reason becomes the standard text.</summary>
+    public void WriteStatusLine(int status, scoped ReadOnlySpan<byte> reason = default)
+    {
+        Write("HTTP/1.1 "u8);
+        WriteNumber(status);
+        Write((byte)' ');
+        Write(reason.IsEmpty ? CannedResponses.StatusTextBytes(status) : reason);
+        Write("\r\n"u8);
+    }
+
     /// <summary>Writes "Name: value\r\n".</summary>
     public void WriteHeader(scoped ReadOnlySpan<byte> nameWithColonSpace, scoped ReadOnlySpan<byte> value)
     {

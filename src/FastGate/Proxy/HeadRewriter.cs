@@ -91,18 +91,12 @@ public static class HeadRewriter
         w.Write("\r\nX-Forwarded-Proto: http\r\n"u8);
         if (r.HasHost)
         {
-            w.Write("X-Forwarded-Host: "u8);
-            w.Write(r[r.Host]);
-            w.Write("\r\n"u8);
+            w.WriteHeader("X-Forwarded-Host: "u8, r[r.Host]);
         }
-        w.Write("X-Request-Id: "u8);
-        w.Write(requestId);
-        w.Write("\r\n"u8);
+        w.WriteHeader("X-Request-Id: "u8, requestId);
         if (!traceParent.IsEmpty)
         {
-            w.Write("traceparent: "u8);
-            w.Write(traceParent);
-            w.Write("\r\n"u8);
+            w.WriteHeader("traceparent: "u8, traceParent);
         }
         if (r.IsUpgrade)
         {
@@ -124,12 +118,7 @@ public static class HeadRewriter
     {
         bool edits = !interim && HasEdits(policy, decision, response: true);
         var w = new HeadWriter(output);
-        w.Write("HTTP/1.1 "u8);
-        w.WriteNumber(resp.StatusCode);
-        w.Write((byte)' ');
-        if (resp.Reason.IsEmpty) w.Write(CannedResponses.StatusTextBytes(resp.StatusCode));
-        else w.Write(resp[resp.Reason]);
-        w.Write("\r\n"u8);
+        w.WriteStatusLine(resp.StatusCode, resp[resp.Reason]);
         foreach (ref readonly var f in resp.Headers)
         {
             if (resp.IsHopByHop(f)) continue;

@@ -157,7 +157,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 {
                     // a client the anomaly detector blocked (autoBlock) is refused like a policy deny
                     var why = blocked ? RejectReason.ClientBlocked : route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
-                    bool stays = await RejectAsync(why, close: _request.HasBody || _request.WantsClose).ConfigureAwait(false);
+                    bool stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
                     route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
                     Observe(route, started, why);
                     if (!stays || _closeRequested) return;
@@ -224,7 +224,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         var (connection, error) = await destination.Pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
                         if (connection is null)
                         {
-                            keepAlive = await RejectAsync(error, close: request.HasBody || request.WantsClose).ConfigureAwait(false);
+                            keepAlive = await RejectAsync(error, close: CloseAfterReply).ConfigureAwait(false);
                             break;
                         }
                         upstream = connection;
@@ -477,20 +477,14 @@ internal sealed partial class ProxyConnection : IDisposable
         _request.TryGetHeader("origin"u8, out var origin);
         _status = allowed ? 204 : cors.PreflightRejectStatus;
         if (!allowed) GatewayMetrics.CountRejection(RejectReason.CorsRejected);
-        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        bool close = CloseAfterReply;
         var w = new HeadWriter(_output);
-        w.Write("HTTP/1.1 "u8);
-        w.WriteNumber(_status);
-        w.Write((byte)' ');
-        w.Write(CannedResponses.StatusTextBytes(_status));
-        w.Write("\r\n"u8);
+        w.WriteStatusLine(_status);
         w.Write(DateHeader.Line);
         w.Write(cors.CommonLines);
         if (allowed)
         {
-            w.Write("Access-Control-Allow-Origin: "u8);
-            w.Write(origin);
-            w.Write("\r\n"u8);
+            w.WriteHeader("Access-Control-Allow-Origin: "u8, origin);
             w.Write(cors.PreflightLines);
         }
         if (!allowed) w.Write("Content-Length: 0\r\n"u8); // a 204 carries no Content-Length (RFC 9110 8.6)
@@ -514,17 +508,14 @@ internal sealed partial class ProxyConnection : IDisposable
     {
         GatewayMetrics.CountRejection(RejectReason.RateLimited);
         _status = decision.StatusCode;
-        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        bool close = CloseAfterReply;
         var body = RateLimitResponses.BodyFor(decision);
         int need = RateLimitHeaders.MaxLength(limiter.Definition);
         if (need > _extraHeaders.Length) Array.Resize(ref _extraHeaders, need);
         int headers = Math.Max(0, RateLimitHeaders.Write(_extraHeaders, decision, limiter.Definition));
         var w = new HeadWriter(_output);
-        w.Write("HTTP/1.1 "u8);
-        w.WriteNumber(_status);
-        w.Write((byte)' ');
-        w.Write(CannedResponses.StatusTextBytes(_status));
-        w.Write("\r\nContent-Type: application/json\r\nContent-Length: "u8);
+        w.WriteStatusLine(_status);
+        w.Write("Content-Type: application/json\r\nContent-Length: "u8);
         w.WriteNumber(body.Length);
         w.Write("\r\n"u8);
         w.Write(_extraHeaders.AsSpan(0, headers));
@@ -536,6 +527,12 @@ internal sealed partial class ProxyConnection : IDisposable
         var flush = await _output.FlushAsync().ConfigureAwait(false);
         return !close && !flush.IsCompleted;
     }
+
+    /// <summary>
+    /// A reply written without reading the request body must close the connection (the unread body would be parsed
+    /// as the next request); so must a client that asked to close, or a gateway that is draining.
+    /// </summary>
+    private bool CloseAfterReply => _request.HasBody || _request.WantsClose || _closeRequested;
 
     /// <summary>True when a matched rule has a requireAuth action (any configured scheme, today apiKey, satisfies it).</summary>
     private Security.ConsumerModel? _consumer;
@@ -554,7 +551,7 @@ internal sealed partial class ProxyConnection : IDisposable
         var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
         _status = rule?.Status ?? 403;
         if (_policy.Verdict == PolicyVerdict.Deny) GatewayMetrics.CountRejection(RejectReason.PolicyDenied);
-        bool close = _request.HasBody || _request.WantsClose || _closeRequested;
+        bool close = CloseAfterReply;
         var w = new HeadWriter(_output);
         w.Write(rule?.ResponseHead ?? policy.DefaultDenyResponseHead);
         w.Write(DateHeader.Line);
