@@ -107,6 +107,8 @@ public static class ConfigLoader
             Consumers = Security.ApiKeyConfigBinder.BindConsumers(root, r),
             ApiKeys = Security.ApiKeyConfigBinder.BindOptions(root, r),
             Cors = Security.CorsConfigBinder.Bind(root, r),
+            JwtIssuers = Security.JwtConfigBinder.BindIssuers(root, r),
+            Jwt = Security.JwtConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }
@@ -131,7 +133,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "forwardApiKey", "cors");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -161,6 +163,8 @@ public static class ConfigLoader
             PreserveHost = r.Bool(e, p, "preserveHost") ?? false,
             RateLimits = r.Strings(e, p, "rateLimits"),
             Auth = r.Strings(e, p, "auth"),
+            Scopes = r.Strings(e, p, "scopes"),
+            Claims = Security.JwtConfigBinder.BindClaims(e, p, r),
             ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
             Cors = r.String(e, p, "cors"),
         };

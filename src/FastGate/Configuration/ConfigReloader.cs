@@ -96,7 +96,7 @@ public sealed class ConfigReloader : IDisposable
                 GatewaySnapshot next;
                 try
                 {
-                    next = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, _runtime.Pools, _time, _runtime.Limiters);
+                    next = SnapshotCompiler.Compile(loaded.Config!, loaded.Text, _runtime.Pools, _time, _runtime.Limiters, _runtime.JwtKeys);
                 }
                 catch (Exception e) when (e is InvalidOperationException or ArgumentException or IOException)
                 {

@@ -16,6 +16,7 @@ public static class ConfigValidator
         RateLimitConfigBinder.Validate(config, errors);
         Security.ApiKeyConfigBinder.Validate(config, errors);
         Security.CorsConfigBinder.Validate(config, errors);
+        Security.JwtConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
     }
 

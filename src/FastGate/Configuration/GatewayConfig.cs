@@ -18,6 +18,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<Security.ConsumerConfig> Consumers { get; init; } = [];
     public Security.ApiKeyOptionsConfig ApiKeys { get; init; } = new();
     public IReadOnlyList<Security.CorsConfig> Cors { get; init; } = [];
+    public IReadOnlyList<Security.JwtIssuerConfig> JwtIssuers { get; init; } = [];
+    public Security.JwtOptionsConfig Jwt { get; init; } = new();
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
@@ -66,8 +68,12 @@ public sealed record RouteConfig
     public bool PreserveHost { get; init; }
     /// <summary>Ids of rate limits applied to every request of this route.</summary>
     public IReadOnlyList<string> RateLimits { get; init; } = [];
-    /// <summary>Accepted authentication schemes; any one suffices ("apiKey"). Empty: no authentication.</summary>
+    /// <summary>Accepted authentication schemes; any one suffices ("apiKey", "jwt", "jwt:&lt;issuer&gt;"). Empty: none.</summary>
     public IReadOnlyList<string> Auth { get; init; } = [];
+    /// <summary>Scopes a token must carry (all of them); a valid token without one gets 403.</summary>
+    public IReadOnlyList<string> Scopes { get; init; } = [];
+    /// <summary>Claims a token must carry, each with one of the listed values (any value when none listed).</summary>
+    public IReadOnlyList<Security.ClaimRequirement> Claims { get; init; } = [];
     /// <summary>Forward the client's API key upstream (off: the key header is removed).</summary>
     public bool ForwardApiKey { get; init; }
     /// <summary>Id of a CORS profile in the top-level <c>cors</c> list.</summary>

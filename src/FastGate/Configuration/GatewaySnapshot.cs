@@ -22,6 +22,8 @@ public sealed class GatewaySnapshot
     public RateLimiting.CompiledLimiter[][] RuleLimiters { get; init; } = [];
     /// <summary>API-key lookup (digests only) and the consumer header.</summary>
     public Security.ApiKeyAuthenticator Authenticator { get; init; } = Security.ApiKeyAuthenticator.Empty;
+    /// <summary>Bearer tokens from the configured jwtIssuers (disabled when there are none).</summary>
+    public Security.JwtAuthenticator Jwt { get; init; } = Security.JwtAuthenticator.Empty;
     /// <summary>Content hash of the config text.</summary>
     public required string Version { get; init; }
     public required DateTimeOffset LoadedAt { get; init; }

@@ -29,6 +29,10 @@ public sealed record PolicyMatchConfig
     public IReadOnlyList<string> ClientIps { get; init; } = [];
     public IReadOnlyList<string> Consumers { get; init; } = [];
     public IReadOnlyList<string> ConsumerGroups { get; init; } = [];
+    /// <summary>Token scopes: the request's token carries at least one of them.</summary>
+    public IReadOnlyList<string> Scopes { get; init; } = [];
+    /// <summary>Token claims: every named claim has one of its listed values (any value when none listed).</summary>
+    public IReadOnlyList<Security.ClaimRequirement> Claims { get; init; } = [];
     public PolicyMatchConfig? Not { get; init; }
 }
 
@@ -52,6 +56,9 @@ public sealed record PolicyActionConfig
     public string? Body { get; init; }
     public string? ContentType { get; init; }
     public IReadOnlyList<string> Schemes { get; init; } = [];
+    /// <summary>requireAuth: scopes the token must carry (all), and claims; missing ones answer 403.</summary>
+    public IReadOnlyList<string> Scopes { get; init; } = [];
+    public IReadOnlyList<Security.ClaimRequirement> Claims { get; init; } = [];
     public IReadOnlyList<string> Limiters { get; init; } = [];
     public IReadOnlyList<KeyValuePair<string, string>> Headers { get; init; } = [];
     public IReadOnlyList<string> Names { get; init; } = [];

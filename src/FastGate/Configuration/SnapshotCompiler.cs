@@ -12,7 +12,7 @@ namespace FastGate.Configuration;
 public static class SnapshotCompiler
 {
     public static GatewaySnapshot Compile(GatewayConfig config, string text, UpstreamPoolStore pools, TimeProvider? time = null,
-        RateLimiting.RateLimiterStore? limiterStore = null)
+        RateLimiting.RateLimiterStore? limiterStore = null, Security.JwtKeyStore? jwtKeys = null)
     {
         // Limiters: the store returns the existing limiter for an unchanged definition, so its state survives.
         var limiters = new Dictionary<string, RateLimiting.CompiledLimiter>(StringComparer.Ordinal);
@@ -42,6 +42,7 @@ public static class SnapshotCompiler
             clusters[c.Id] = new ClusterModel(c.Id, destinations);
         }
 
+        var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();
         var cors = config.Cors.ToDictionary(c => c.Id, c => new Security.CorsModel(c), StringComparer.Ordinal);
         var routes = new List<RouteModel>();
         var entries = new List<RouteEntry>();
@@ -57,7 +58,7 @@ public static class SnapshotCompiler
                 PreserveHost = r.PreserveHost,
                 Order = i,
                 Limiters = r.RateLimits.Select(id => limiters[id]).ToArray(),
-                RequiresAuth = r.Auth.Count > 0,
+                Auth = r.Auth.Count > 0 ? Security.AuthRequirement.Compile(r.Auth, r.Scopes, r.Claims, issuerIds) : null,
                 Cors = r.Cors is null ? null : cors[r.Cors],
                 ForwardApiKey = r.ForwardApiKey,
             };
@@ -111,6 +112,7 @@ public static class SnapshotCompiler
             Clusters = clusterList,
             Policy = policy,
             Authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys),
+            Jwt = CompileJwt(config, time, jwtKeys),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
             Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),
@@ -120,5 +122,24 @@ public static class SnapshotCompiler
             UpstreamConnectTimeout = limits.UpstreamConnectTimeout,
             DrainTimeout = limits.DrainTimeout,
         };
+    }
+
+    private static Security.JwtAuthenticator CompileJwt(GatewayConfig config, TimeProvider? time, Security.JwtKeyStore? store)
+    {
+        if (config.JwtIssuers.Count == 0)
+        {
+            store?.Retain([]);
+            return Security.JwtAuthenticator.Empty;
+        }
+        store ??= new Security.JwtKeyStore(time);
+        var issuers = config.JwtIssuers.Select((c, i) => new Security.JwtIssuerModel
+        {
+            Index = i,
+            Config = c,
+            Keys = store.GetOrCreate(c, config.BaseDirectory),
+            Algorithms = Security.JwtConfigBinder.EffectiveAlgorithms(c).ToArray(),
+        }).ToArray();
+        store.Retain(issuers.Select(i => i.Keys));
+        return new Security.JwtAuthenticator(issuers, config.Jwt, config.ApiKeys.ConsumerHeader, time);
     }
 }

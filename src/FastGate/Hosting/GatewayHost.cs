@@ -20,9 +20,10 @@ public sealed class GatewayHost : IAsyncDisposable
     private readonly List<(string Name, ListenOptions Options)> _listeners = [];
     private ListenOptions? _adminListen;
 
-    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel, TimeProvider? time)
+    private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel, TimeProvider? time,
+        Security.JwtKeyStore? jwtKeys)
     {
-        Runtime = new GatewayRuntime(snapshot, pools, time, limiters);
+        Runtime = new GatewayRuntime(snapshot, pools, time, limiters, jwtKeys);
         SourcePath = sourcePath;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -62,6 +63,8 @@ public sealed class GatewayHost : IAsyncDisposable
         var admin = new AdminApi(Runtime, Reloader, snapshot.Config.Admin?.ResolveToken());
         _app.Run(admin.HandleAsync);
         Runtime.Observability.UseLogger(_app.Logger);
+        Runtime.JwtKeys.Logger = _app.Logger;
+        foreach (var issuer in snapshot.Jwt.Issuers) issuer.Keys.Logger ??= _app.Logger;
         _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
         if (Reloader is not null) Reloader.Reloaded += r => Runtime.Observability.ReportConfigReload(r.Success, r.Errors.Count == 0 ? null : string.Join("; ", r.Errors));
         _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
@@ -78,8 +81,8 @@ public sealed class GatewayHost : IAsyncDisposable
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
 
     public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information,
-        TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null)
-        => new(snapshot, pools, limiters, sourcePath, logLevel, time);
+        TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null, Security.JwtKeyStore? jwtKeys = null)
+        => new(snapshot, pools, limiters, sourcePath, logLevel, time, jwtKeys);
 
     /// <summary>Validates and compiles a config, or returns the errors.</summary>
     public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information, TimeProvider? time = null)
@@ -92,8 +95,9 @@ public sealed class GatewayHost : IAsyncDisposable
             ? RateLimiting.RedisRateLimitBackend.Connect(r.Connection, new RateLimiting.RedisClusterOptions { KeyPrefix = r.KeyPrefix })
             : null;
         var limiters = new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, redis);
-        var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, time, limiters);
-        return (Create(snapshot, pools, sourcePath, logLevel, time, limiters), []);
+        var jwtKeys = new Security.JwtKeyStore(time);
+        var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, time, limiters, jwtKeys);
+        return (Create(snapshot, pools, sourcePath, logLevel, time, limiters, jwtKeys), []);
     }
 
     public async Task StartAsync(CancellationToken cancellationToken = default)

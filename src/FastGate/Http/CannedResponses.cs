@@ -19,12 +19,21 @@ public static class CannedResponses
             int status = RejectReasons.StatusCode(reason);
             string body = "{\"error\":\"" + StatusText(status).ToLowerInvariant().Replace(' ', '_') + "\",\"reason\":\"" + RejectReasons.Name(reason) + "\"}\n";
             string head = "HTTP/1.1 " + status + " " + StatusText(status) + "\r\nContent-Type: application/json\r\nContent-Length: " + body.Length + "\r\n"
-                          + (reason == RejectReason.AuthenticationRequired ? "WWW-Authenticate: ApiKey realm=\"fastgate\"\r\n" : "");
+                          + Challenge(reason);
             s_prefix[i * 2] = Encoding.ASCII.GetBytes(head);
             s_prefix[i * 2 + 1] = Encoding.ASCII.GetBytes(head + "Connection: close\r\n");
             s_suffix[i] = Encoding.ASCII.GetBytes("\r\n" + body);
         }
     }
+
+    /// <summary>The WWW-Authenticate lines of a 401/403 (RFC 9110 section 11.6.1, RFC 6750 section 3).</summary>
+    private static string Challenge(RejectReason reason) => reason switch
+    {
+        RejectReason.AuthenticationRequired => "WWW-Authenticate: ApiKey realm=\"fastgate\"\r\nWWW-Authenticate: Bearer realm=\"fastgate\"\r\n",
+        RejectReason.InvalidToken => "WWW-Authenticate: Bearer realm=\"fastgate\", error=\"invalid_token\"\r\n",
+        RejectReason.InsufficientScope => "WWW-Authenticate: Bearer realm=\"fastgate\", error=\"insufficient_scope\"\r\n",
+        _ => "",
+    };
 
     public static void Write(ref HeadWriter writer, RejectReason reason, bool close, ReadOnlySpan<byte> extraHeaders = default)
     {

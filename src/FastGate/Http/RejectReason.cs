@@ -41,6 +41,10 @@ public enum RejectReason : byte
     RateLimited,
     ClientBlocked,
     CorsRejected,
+    /// <summary>A bearer token was presented and refused (401, error="invalid_token").</summary>
+    InvalidToken,
+    /// <summary>A valid credential without a required scope or claim (403, error="insufficient_scope").</summary>
+    InsufficientScope,
     // Upstream side (502/503/504)
     UpstreamConnectFailed,
     UpstreamConnectTimeout,
@@ -69,6 +73,8 @@ public static class RejectReasons
         RejectReason.RateLimited => 429,
         RejectReason.ClientBlocked => 403,
         RejectReason.CorsRejected => 403,
+        RejectReason.InvalidToken => 401,
+        RejectReason.InsufficientScope => 403,
         RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
@@ -113,6 +119,8 @@ public static class RejectReasons
         RejectReason.RateLimited => "rate_limited",
         RejectReason.ClientBlocked => "client_blocked",
         RejectReason.CorsRejected => "cors_rejected",
+        RejectReason.InvalidToken => "invalid_token",
+        RejectReason.InsufficientScope => "insufficient_scope",
         RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
         RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
         RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",

@@ -42,6 +42,8 @@ public sealed class CompiledRule
     public int RouteToClusterIndex { get; init; } = -1;
     /// <summary>requireAuth schemes (empty when the rule has no requireAuth action).</summary>
     public string[] RequireAuthSchemes { get; init; } = [];
+    /// <summary>requireAuth compiled (schemes, scopes, claims); null when the rule has no requireAuth action.</summary>
+    public Security.AuthRequirement? RequireAuth { get; init; }
     /// <summary>rateLimit limiter ids (empty when none).</summary>
     public string[] RateLimiters { get; init; } = [];
 

@@ -187,6 +187,10 @@ internal sealed class MatchCondition
     public bool RequiresConsumer { get; init; }
     public string[] Consumers { get; init; } = [];
     public string[] ConsumerGroups { get; init; } = [];
+    /// <summary>Token scopes: the consumer (a JWT) carries at least one.</summary>
+    public string[] Scopes { get; init; } = [];
+    /// <summary>Token claims: each present with one of its values.</summary>
+    public Security.ClaimRequirement[] Claims { get; init; } = [];
     public MatchCondition? Not { get; init; }
 
     public bool MatchesAll(in RequestView v)
@@ -225,6 +229,12 @@ internal sealed class MatchCondition
             if (!any) return false;
         }
         if (RequiresConsumer && !MatchesConsumer(v.Consumer)) return false;
+        if (Scopes.Length > 0 && !MatchesScopes(v.Consumer)) return false;
+        if (Claims.Length > 0)
+        {
+            if (v.Consumer is not { } c) return false;
+            foreach (var claim in Claims) if (!c.HasClaim(claim.Name, claim.Values)) return false;
+        }
         if (Not is { } not && not.MatchesAll(v)) return false;
         return true;
     }
@@ -236,6 +246,13 @@ internal sealed class MatchCondition
         foreach (var g in ConsumerGroups)
             foreach (var cg in consumer.Groups)
                 if (string.Equals(g, cg, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    private bool MatchesScopes(Security.ConsumerModel? consumer)
+    {
+        if (consumer is null) return false;
+        foreach (var s in Scopes) if (consumer.HasScope(s)) return true;
         return false;
     }
 

@@ -28,6 +28,7 @@ public static class PolicyCompiler
         var clusterIndex = new Dictionary<string, int>(StringComparer.Ordinal);
         if (clusterIds is not null) for (int i = 0; i < clusterIds.Count; i++) clusterIndex.TryAdd(clusterIds[i], i);
 
+        var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();
         var rules = new CompiledRule[config.Policies.Count];
         var exactHosts = new Dictionary<string, NodeBuilder>(StringComparer.Ordinal);
         var suffixHosts = new Dictionary<string, NodeBuilder>(StringComparer.Ordinal);
@@ -36,7 +37,7 @@ public static class PolicyCompiler
         {
             var rc = config.Policies[i];
             var match = CompileMatch(rc.Match, ipLists, routeIndex, routeIds.Count);
-            rules[i] = CompileRule(rc, i, match, clusterIndex);
+            rules[i] = CompileRule(rc, i, match, clusterIndex, issuerIds);
 
             var hosts = match.Hosts.Length == 0 || Array.Exists(match.Hosts, h => h.Kind == HostKind.Any)
                 ? [new HostPattern(HostKind.Any, [])]
@@ -68,7 +69,7 @@ public static class PolicyCompiler
 
     private static bool HasResidual(MatchCondition m) =>
         m.Routes is not null || m.OtherMethods.Length > 0 || m.Headers.Length > 0 || m.Query.Length > 0 || m.ClientIps is not null
-        || m.RequiresConsumer || m.Not is not null;
+        || m.RequiresConsumer || m.Scopes.Length > 0 || m.Claims.Length > 0 || m.Not is not null;
 
     internal static MatchCondition CompileMatch(PolicyMatchConfig m, IReadOnlyDictionary<string, CidrSet> ipLists,
         IReadOnlyDictionary<string, int> routeIndex, int routeCount)
@@ -121,6 +122,8 @@ public static class PolicyCompiler
             RequiresConsumer = m.Consumers.Count > 0 || m.ConsumerGroups.Count > 0,
             Consumers = m.Consumers.ToArray(),
             ConsumerGroups = m.ConsumerGroups.ToArray(),
+            Scopes = m.Scopes.ToArray(),
+            Claims = m.Claims.ToArray(),
             Not = m.Not is null ? null : CompileMatch(m.Not, ipLists, routeIndex, routeCount),
         };
     }
@@ -137,7 +140,8 @@ public static class PolicyCompiler
         return new FieldCondition { Name = name, Kind = f.Present == false ? FieldKind.Absent : FieldKind.Present };
     }
 
-    private static CompiledRule CompileRule(PolicyRuleConfig rc, int index, MatchCondition match, Dictionary<string, int> clusterIndex)
+    private static CompiledRule CompileRule(PolicyRuleConfig rc, int index, MatchCondition match, Dictionary<string, int> clusterIndex,
+        IReadOnlyList<string> issuerIds)
     {
         RuleDecision decision = RuleDecision.None;
         int status = 0;
@@ -147,6 +151,9 @@ public static class PolicyCompiler
         var removeReq = new List<string>();
         var removeResp = new List<string>();
         var schemes = new List<string>();
+        var scopes = new List<string>();
+        var claims = new List<Security.ClaimRequirement>();
+        bool requireAuth = false;
         var limiters = new List<string>();
         byte[]? rewrite = null;
         string? cluster = null;
@@ -171,7 +178,12 @@ public static class PolicyCompiler
                     body = Encoding.UTF8.GetBytes(a.Body ?? "");
                     head = EncodeHead(status, a.ContentType ?? "text/plain; charset=utf-8", body.Length);
                     break;
-                case "requireAuth": schemes.AddRange(a.Schemes); break;
+                case "requireAuth":
+                    requireAuth = true;
+                    schemes.AddRange(a.Schemes);
+                    scopes.AddRange(a.Scopes);
+                    claims.AddRange(a.Claims);
+                    break;
                 case "rateLimit": limiters.AddRange(a.Limiters); break;
                 case "setRequestHeaders": setReq.AddRange(a.Headers); break;
                 case "setResponseHeaders": setResp.AddRange(a.Headers); break;
@@ -200,6 +212,7 @@ public static class PolicyCompiler
             RouteToCluster = cluster,
             RouteToClusterIndex = cluster is not null && clusterIndex.TryGetValue(cluster, out int ci) ? ci : -1,
             RequireAuthSchemes = schemes.Distinct().ToArray(),
+            RequireAuth = requireAuth ? Security.AuthRequirement.Compile(schemes.Distinct().ToArray(), scopes.Distinct().ToArray(), claims, issuerIds) : null,
             RateLimiters = limiters.Distinct().ToArray(),
             Match = match,
         };

@@ -21,17 +21,17 @@ internal static class PolicyConfigBinder
         "allow" => [],
         "deny" => ["status", "message"],
         "respond" => ["status", "body", "contentType"],
-        "requireAuth" => ["schemes"],
+        "requireAuth" => ["schemes", "scopes", "claims"],
         "rateLimit" => ["limiters"],
         "setRequestHeaders" or "setResponseHeaders" => ["headers"],
         "removeRequestHeaders" or "removeResponseHeaders" => ["names"],
         "rewritePath" => ["path"],
         "route" => ["cluster"],
-        _ => ["status", "message", "body", "contentType", "schemes", "limiters", "headers", "names", "path", "cluster"],
+        _ => ["status", "message", "body", "contentType", "schemes", "scopes", "claims", "limiters", "headers", "names", "path", "cluster"],
     };
 
     private static readonly string[] MatchProperties =
-        ["routes", "hosts", "methods", "paths", "headers", "query", "clientIps", "consumers", "consumerGroups", "not"];
+        ["routes", "hosts", "methods", "paths", "headers", "query", "clientIps", "consumers", "consumerGroups", "scopes", "claims", "not"];
 
     public static List<PolicyRuleConfig> Policies(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, "policies", false, (e, p) => BindRule(e, p, r));
@@ -102,6 +102,8 @@ internal static class PolicyConfigBinder
             ClientIps = r.Strings(m, p, "clientIps"),
             Consumers = r.Strings(m, p, "consumers"),
             ConsumerGroups = r.Strings(m, p, "consumerGroups"),
+            Scopes = r.Strings(m, p, "scopes"),
+            Claims = Security.JwtConfigBinder.BindClaims(m, p, r),
             Not = not,
         };
     }
@@ -143,6 +145,8 @@ internal static class PolicyConfigBinder
             Body = r.String(a, p, "body"),
             ContentType = r.String(a, p, "contentType"),
             Schemes = r.Strings(a, p, "schemes"),
+            Scopes = r.Strings(a, p, "scopes"),
+            Claims = Security.JwtConfigBinder.BindClaims(a, p, r),
             Limiters = r.Strings(a, p, "limiters"),
             Headers = headers,
             Names = r.Strings(a, p, "names"),

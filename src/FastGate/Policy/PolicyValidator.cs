@@ -23,7 +23,7 @@ public static class PolicyValidator
         var routeIds = config.Routes.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
         var clusterIds = config.Clusters.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
         var limiterIds = KnownLimiterIds(config);
-        var ctx = new Context(errors, routeIds, clusterIds, ipListIds, limiterIds);
+        var ctx = new Context(errors, routeIds, clusterIds, ipListIds, limiterIds) { IssuerIds = config.JwtIssuers.Select(i => i.Id).ToArray() };
         var ruleIds = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < config.Policies.Count; i++)
         {
@@ -47,6 +47,7 @@ public static class PolicyValidator
     private sealed record Context(List<ConfigError> Errors, HashSet<string> Routes, HashSet<string> Clusters,
         HashSet<string> IpLists, IReadOnlySet<string>? Limiters)
     {
+        public IReadOnlyList<string> IssuerIds { get; init; } = [];
         public List<(PathPattern Pattern, string Path)> Templates { get; } = [];
         public void Add(string path, string message) => Errors.Add(new ConfigError(path, message));
     }
@@ -114,7 +115,8 @@ public static class PolicyValidator
 
     private static bool IsEmpty(PolicyMatchConfig m) =>
         m.Routes.Count == 0 && m.Hosts.Count == 0 && m.Methods.Count == 0 && m.Paths.Count == 0 && m.Headers.Count == 0
-        && m.Query.Count == 0 && m.ClientIps.Count == 0 && m.Consumers.Count == 0 && m.ConsumerGroups.Count == 0 && m.Not is null;
+        && m.Query.Count == 0 && m.ClientIps.Count == 0 && m.Consumers.Count == 0 && m.ConsumerGroups.Count == 0
+        && m.Scopes.Count == 0 && m.Claims.Count == 0 && m.Not is null;
 
     private static void ValidateFields(IReadOnlyList<FieldMatchConfig> fields, string p, bool header, Context ctx)
     {
@@ -183,7 +185,11 @@ public static class PolicyValidator
                     if (a.ContentType is { } ct && !IsFieldValue(ct)) ctx.Add(ap + ".contentType", "must not contain control characters (CR, LF)");
                     break;
                 case "requireAuth":
-                    if (a.Schemes.Count == 0) ctx.Add(ap + ".schemes", "requireAuth needs at least one scheme, such as [\"bearer\"]");
+                    if (a.Schemes.Count == 0) ctx.Add(ap + ".schemes", "requireAuth needs at least one scheme, such as [\"jwt\"] or [\"apiKey\"]");
+                    for (int j = 0; j < a.Schemes.Count; j++)
+                        if (Security.AuthRequirement.CheckScheme(a.Schemes[j], ctx.IssuerIds) is { } se) ctx.Add($"{ap}.schemes[{j}]", se);
+                    if ((a.Scopes.Count > 0 || a.Claims.Count > 0) && !a.Schemes.Any(s => s.StartsWith("jwt", StringComparison.Ordinal)))
+                        ctx.Add(ap + ".scopes", "scopes and claims come from tokens: list \"jwt\" (or \"jwt:<issuer>\") in schemes");
                     break;
                 case "rateLimit":
                     if (a.Limiters.Count == 0) ctx.Add(ap + ".limiters", "rateLimit needs at least one limiter id");

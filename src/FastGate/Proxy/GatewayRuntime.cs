@@ -20,8 +20,10 @@ public sealed class GatewayRuntime : IDisposable
     private volatile bool _draining;
     private long _ticks;
 
-    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null)
+    public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null,
+        Security.JwtKeyStore? jwtKeys = null)
     {
+        JwtKeys = jwtKeys ?? new Security.JwtKeyStore(time);
         _current = initial;
         Pools = pools;
         Limiters = limiters ?? new RateLimiting.RateLimiterStore(time ?? TimeProvider.System);
@@ -36,6 +38,8 @@ public sealed class GatewayRuntime : IDisposable
     public UpstreamPoolStore Pools { get; }
     /// <summary>Rate limiter state, kept across reloads for unchanged definitions.</summary>
     public RateLimiting.RateLimiterStore Limiters { get; }
+    /// <summary>JWT issuer key sets (fetched JWKS), kept across reloads for unchanged sources.</summary>
+    public Security.JwtKeyStore JwtKeys { get; }
     /// <summary>Access log, alerts, anomaly detection and blocks; outlives snapshots (see GatewayObservability.Apply).</summary>
     public GatewayObservability Observability { get; }
     public bool IsDraining => _draining;
@@ -83,6 +87,7 @@ public sealed class GatewayRuntime : IDisposable
         long now = Stopwatch.GetTimestamp();
         foreach (var c in _connections.Keys) c.CheckTimeout(now);
         Pools.EvictIdle();
+        foreach (var issuer in Current.Jwt.Issuers) issuer.Keys.Tick(); // scheduled JWKS refreshes
         if (++_ticks % 20 == 0)
         {
             foreach (var l in Limiters.Limiters) l.Sweep(); // idle keys that have refilled completely

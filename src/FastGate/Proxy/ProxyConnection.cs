@@ -117,6 +117,15 @@ internal sealed partial class ProxyConnection : IDisposable
                 // authentication first: a presented API key identifies its consumer for rules and limits
                 _activeAuthenticator = snapshot.Authenticator;
                 _consumer = snapshot.Authenticator.Authenticate(_request);
+                _tokenRefused = false;
+                if (_consumer is null && snapshot.Jwt.IsEnabled)
+                {
+                    // a bearer token: a cache hit completes synchronously; a miss validates (and may fetch keys once)
+                    var pendingToken = snapshot.Jwt.AuthenticateAsync(_request);
+                    var token = pendingToken.IsCompletedSuccessfully ? pendingToken.Result : await pendingToken.ConfigureAwait(false);
+                    _consumer = token.Consumer;
+                    _tokenRefused = token.Status == JwtStatus.Invalid;
+                }
                 policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1, _consumer), _policy);
                 if (_policy.Verdict != PolicyVerdict.Allow)
                 {
@@ -151,12 +160,15 @@ internal sealed partial class ProxyConnection : IDisposable
                 }
 
                 bool blocked = _runtime.Observability.IsBlocked(_clientIp);
-                // a route or rule that requires authentication refuses a request without a known consumer
-                bool unauthenticated = _consumer is null && ((route?.RequiresAuth ?? false) || RequiresAuthentication(policy));
-                if (route is null || blocked || unauthenticated)
+                // a route or rule that requires authentication refuses a request without an accepted credential (401)
+                // or whose token lacks a required scope or claim (403)
+                var auth = route is null ? AuthOutcome.Satisfied : CheckAuthentication(route, policy);
+                if (route is null || blocked || auth != AuthOutcome.Satisfied)
                 {
                     // a client the anomaly detector blocked (autoBlock) is refused like a policy deny
-                    var why = blocked ? RejectReason.ClientBlocked : route is null ? RejectReason.NoRoute : RejectReason.AuthenticationRequired;
+                    var why = blocked ? RejectReason.ClientBlocked : route is null ? RejectReason.NoRoute
+                        : auth == AuthOutcome.Forbidden ? RejectReason.InsufficientScope
+                        : _tokenRefused ? RejectReason.InvalidToken : RejectReason.AuthenticationRequired;
                     bool stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
                     route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
                     Observe(route, started, why);
@@ -176,7 +188,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
                         foreach (var limiter in limiters)
                         {
-                            int keyLength = limiter.BuildKey(_keyBuffer, _request, _clientIp, route.IdBytes, _consumer?.Id);
+                            int keyLength = limiter.BuildKey(_keyBuffer, _request, _clientIp, route.IdBytes, _consumer);
                             var pending = keyLength >= 0
                                 ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), 1, now)
                                 : limiter.Limiter.AcquireWithoutKeyAsync(1);
@@ -534,15 +546,25 @@ internal sealed partial class ProxyConnection : IDisposable
     /// </summary>
     private bool CloseAfterReply => _request.HasBody || _request.WantsClose || _closeRequested;
 
-    /// <summary>True when a matched rule has a requireAuth action (any configured scheme, today apiKey, satisfies it).</summary>
+    /// <summary>The caller an API key or a bearer token identified for this request, or null.</summary>
     private Security.ConsumerModel? _consumer;
+    /// <summary>A bearer token was presented and refused (the 401 then says invalid_token).</summary>
+    private bool _tokenRefused;
     private Security.ApiKeyAuthenticator _activeAuthenticator = Security.ApiKeyAuthenticator.Empty;
 
-    private bool RequiresAuthentication(CompiledPolicy policy)
+    /// <summary>The route's auth requirement and every matched rule's requireAuth: the worst outcome decides.</summary>
+    private AuthOutcome CheckAuthentication(RouteModel route, CompiledPolicy policy)
     {
+        var outcome = route.Auth?.Check(_consumer) ?? AuthOutcome.Satisfied;
+        if (outcome == AuthOutcome.Unauthenticated) return outcome;
         foreach (int i in _policy.Matched)
-            if (policy.Rules[i].RequireAuthSchemes.Length > 0) return true;
-        return false;
+        {
+            if (policy.Rules[i].RequireAuth is not { } requirement) continue;
+            var o = requirement.Check(_consumer);
+            if (o == AuthOutcome.Unauthenticated) return o;
+            if (o == AuthOutcome.Forbidden) outcome = o;
+        }
+        return outcome;
     }
 
     /// <summary>Writes the deciding rule's pre-encoded deny/respond response (or the default deny).</summary>

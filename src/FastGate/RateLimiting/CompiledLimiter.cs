@@ -8,7 +8,7 @@ namespace FastGate.RateLimiting;
 public enum KeyPartKind : byte { ClientIp, Route, Header, Consumer, ApiKey, Claim }
 
 /// <summary>One part of a limiter's key: what is counted.</summary>
-public readonly record struct KeyPart(KeyPartKind Kind, byte[] Name);
+public readonly record struct KeyPart(KeyPartKind Kind, byte[] Name, string? Text = null);
 
 /// <summary>
 /// A limiter as a snapshot uses it: the live <see cref="RateLimiter"/> (whose state outlives reloads), how to build
@@ -28,7 +28,7 @@ public sealed class CompiledLimiter
             "consumer" => new KeyPart(KeyPartKind.Consumer, []),
             "apiKey" => new KeyPart(KeyPartKind.ApiKey, []),
             _ when k.StartsWith("header:", StringComparison.Ordinal) => new KeyPart(KeyPartKind.Header, Encoding.ASCII.GetBytes(k[7..])),
-            _ => new KeyPart(KeyPartKind.Claim, Encoding.ASCII.GetBytes(k[6..])),
+            _ => new KeyPart(KeyPartKind.Claim, Encoding.ASCII.GetBytes(k[6..]), k[6..]),
         }).ToArray();
         Allowed = GatewayMetrics.RateLimitDecisions.WithLabels(limiter.Definition.Id, "allowed");
         Rejected = GatewayMetrics.RateLimitDecisions.WithLabels(limiter.Definition.Id, "rejected");
@@ -44,7 +44,8 @@ public sealed class CompiledLimiter
     /// Writes the key into <paramref name="dest"/> (parts joined by 0x1F). Returns its length, or -1 when a part is
     /// missing from the request (the limiter's missingKey behaviour then applies), or -2 when it does not fit.
     /// </summary>
-    public int BuildKey(Span<byte> dest, RequestHead request, ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> routeId, string? consumer = null)
+    public int BuildKey(Span<byte> dest, RequestHead request, ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> routeId,
+        Security.ConsumerModel? consumer = null)
     {
         int n = 0;
         for (int i = 0; i < _parts.Length; i++)
@@ -60,12 +61,14 @@ public sealed class CompiledLimiter
                 case KeyPartKind.Consumer:
                 case KeyPartKind.ApiKey:
                     if (consumer is null) return -1;
-                    if (n + consumer.Length + 1 > dest.Length) return -2;
-                    if (i > 0) dest[n++] = 0x1F;
-                    n += Encoding.UTF8.GetBytes(consumer, dest[n..]); // ASCII ids in practice; no allocation
+                    if (!AppendText(dest, ref n, i, consumer.Id)) return -2;
                     continue;
                 default:
-                    return -1; // claims come from JWT authentication (not built yet)
+                    // claim:<name> from a validated token (the first value when the claim has several)
+                    if (consumer is null || !consumer.Claims.TryGetValue(_parts[i].Text!, out var values) || values.Length == 0 || values[0].Length == 0)
+                        return -1;
+                    if (!AppendText(dest, ref n, i, values[0])) return -2;
+                    continue;
             }
             if (i > 0)
             {
@@ -77,5 +80,13 @@ public sealed class CompiledLimiter
             n += value.Length;
         }
         return n;
+    }
+
+    private static bool AppendText(Span<byte> dest, ref int n, int part, string text)
+    {
+        if (n + Encoding.UTF8.GetByteCount(text) + 1 > dest.Length) return false;
+        if (part > 0) dest[n++] = 0x1F;
+        n += Encoding.UTF8.GetBytes(text, dest[n..]); // no allocation
+        return true;
     }
 }

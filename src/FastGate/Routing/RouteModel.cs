@@ -23,8 +23,9 @@ public sealed class RouteModel
     private byte[]? _idBytes;
     /// <summary>Limiters applied to every request of the route (its rateLimits list).</summary>
     public RateLimiting.CompiledLimiter[] Limiters { get; init; } = [];
-    /// <summary>The route lists auth schemes: a request without a known credential is refused with 401.</summary>
-    public bool RequiresAuth { get; init; }
+    /// <summary>The route's auth list (with scopes and claims); null when the route is open.</summary>
+    public Security.AuthRequirement? Auth { get; init; }
+    public bool RequiresAuth => Auth is not null;
     public bool ForwardApiKey { get; init; }
     public Security.CorsModel? Cors { get; init; }
 }

@@ -13,6 +13,31 @@ public sealed class ConsumerModel
     /// <summary>"X-Consumer-Id: alice\r\n".</summary>
     public required byte[] ForwardedHeaderLine { get; init; }
     public byte[] IdBytes => Encoding.UTF8.GetBytes(Id);
+    /// <summary>How the consumer proved who it is.</summary>
+    public AuthScheme Scheme { get; init; } = AuthScheme.ApiKey;
+    /// <summary>For a JWT: the index of its issuer in the snapshot's jwtIssuers; else -1.</summary>
+    public int IssuerIndex { get; init; } = -1;
+    /// <summary>For a JWT: the scopes of its "scope" / "scp" claims.</summary>
+    public string[] Scopes { get; init; } = [];
+    /// <summary>For a JWT: every claim by name (arrays give several values).</summary>
+    public FrozenDictionary<string, string[]> Claims { get; init; } = FrozenDictionary<string, string[]>.Empty;
+
+    public bool HasScope(string scope)
+    {
+        foreach (var s in Scopes) if (string.Equals(s, scope, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    /// <summary>True when the claim has one of the values (any value when the list is empty).</summary>
+    public bool HasClaim(string name, string[] values)
+    {
+        if (!Claims.TryGetValue(name, out var actual)) return false;
+        if (values.Length == 0) return true;
+        foreach (var a in actual)
+            foreach (var v in values)
+                if (string.Equals(a, v, StringComparison.Ordinal)) return true;
+        return false;
+    }
 }
 
 /// <summary>

@@ -96,13 +96,16 @@ internal static class ApiKeyConfigBinder
                 else hashes[key.ToLowerInvariant()] = c.Id;
             }
         }
-        string[] schemes = ["apiKey"];
+        var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();
         for (int i = 0; i < config.Routes.Count; i++)
         {
-            var auth = config.Routes[i].Auth;
-            for (int j = 0; j < auth.Count; j++)
-                if (!schemes.Contains(auth[j]))
-                    errors.Add(new ConfigError($"$.routes[{i}].auth[{j}]", $"'{auth[j]}' is not an available scheme (available: apiKey; jwt and mtls are not built yet)"));
+            var route = config.Routes[i];
+            for (int j = 0; j < route.Auth.Count; j++)
+                if (AuthRequirement.CheckScheme(route.Auth[j], issuerIds) is { } error)
+                    errors.Add(new ConfigError($"$.routes[{i}].auth[{j}]", error));
+            if ((route.Scopes.Count > 0 || route.Claims.Count > 0) && !route.Auth.Any(s => s.StartsWith("jwt", StringComparison.Ordinal)))
+                errors.Add(new ConfigError($"$.routes[{i}].{(route.Scopes.Count > 0 ? "scopes" : "claims")}",
+                    "scopes and claims come from tokens: list \"jwt\" (or \"jwt:<issuer>\") in the route's auth"));
         }
     }
 }
