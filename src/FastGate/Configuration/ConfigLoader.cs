@@ -72,7 +72,7 @@ public static class ConfigLoader
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
         r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", .. Observability.ObservabilityConfigReader.SectionNames]);
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);

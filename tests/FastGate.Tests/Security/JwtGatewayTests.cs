@@ -265,7 +265,8 @@ public class JwtGatewayTests
                 { "id": "b", "issuer": "https://b/", "audiences": [], "jwksUri": "https://b/jwks", "secret": "short" }
               ],
               "routes": [
-                { "id": "r", "match": { "pathPrefix": "/" }, "cluster": "b", "auth": ["jwt:nope", "bearer"], "scopes": ["s"] }
+                { "id": "r", "match": { "pathPrefix": "/" }, "cluster": "b", "auth": ["apiKey", "bearer"], "scopes": ["s"] },
+                { "id": "r2", "match": { "pathPrefix": "/x" }, "cluster": "b", "auth": ["jwt:nope"] }
               ],
               "policies": [ { "id": "p", "match": { "paths": ["/x"] }, "actions": [ { "type": "requireAuth", "schemes": ["apiKey"], "scopes": ["s"] } ] } ]
             }
@@ -281,7 +282,7 @@ public class JwtGatewayTests
         Assert.Contains("$.jwtIssuers[1]", paths);                  // two key sources
         Assert.Contains("$.jwtIssuers[1].audiences", paths);
         Assert.Contains("$.jwtIssuers[1].secret", paths);           // too short
-        Assert.Contains("$.routes[0].auth[0]", paths);              // unknown issuer id
+        Assert.Contains("$.routes[1].auth[0]", paths);              // unknown issuer id
         Assert.Contains("$.routes[0].auth[1]", paths);              // unknown scheme
         Assert.Contains("$.routes[0].scopes", paths);               // scopes without jwt
         Assert.Contains("$.policies[0].actions[0].scopes", paths);
@@ -301,7 +302,7 @@ public class JwtKeySourceTests
         var config = new JwtIssuerConfig { Id = "t", Issuer = JwksServer.Issuer, Audiences = ["a"], JwksUri = jwks.JwksUri, RequireHttps = false };
         var source = new JwtKeySource(config, ".", time, null);
         await source.InitialLoad;
-        Assert.True(source.Current!.KeyIds.Contains("k1"));
+        Assert.Contains("k1", (IReadOnlySet<string>)source.Current!.KeyIds);
 
         var first = source.RefreshForUnknownKid();
         Assert.NotNull(first);
@@ -321,7 +322,7 @@ public class JwtKeySourceTests
         source.Tick();
         await source.PendingFetch;
         Assert.Equal(4, jwks.JwksFetches);
-        Assert.True(source.Current!.KeyIds.Contains("k1"));
+        Assert.Contains("k1", (IReadOnlySet<string>)source.Current!.KeyIds);
 
         // and the next scheduled fetch picks up a rotation
         jwks.Failing = false;
