@@ -36,7 +36,8 @@ public static class SnapshotCompiler
                 EndPoint ep = IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip)
                     ? new IPEndPoint(ip, uri.Port)
                     : new DnsEndPoint(uri.Host, uri.Port);
-                var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout);
+                var tls = uri.Scheme == "https" ? UpstreamTlsModel.Create(uri.Host, c.Tls, config.BaseDirectory) : null;
+                var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout, tls);
                 return new DestinationModel(d.Address, uri.Authority, pool);
             }).ToArray();
             clusters[c.Id] = new ClusterModel(c.Id, destinations);
