@@ -112,6 +112,8 @@ public static class SnapshotCompiler
             Clusters = clusterList,
             Policy = policy,
             Authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys),
+            TrustedProxies = Policy.CidrSet.Build(config.TrustedProxies.Select(c => Policy.Cidr.TryParse(c, out var r, out _) ? r
+                : throw new InvalidOperationException($"trustedProxies: {c} was not validated"))),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
             Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),
