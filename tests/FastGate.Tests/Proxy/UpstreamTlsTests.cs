@@ -160,6 +160,38 @@ public class UpstreamTlsTests : IClassFixture<UpstreamTlsFixture>
     }
 
     [Fact]
+    public async Task UpstreamClosingAnIdleTlsConnection_TheNextRequestGetsAFreshOne()
+    {
+        // a TLS upstream that answers one request per connection, then closes without saying so beforehand
+        using var certificate = _f.Ca.IssueServerCertificate("localhost");
+        await using var upstream = new RawUpstream(async (stream, cancel) =>
+        {
+            await using var tls = new System.Net.Security.SslStream(stream);
+            await tls.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions { ServerCertificate = certificate }, cancel);
+            var head = new List<byte>();
+            var one = new byte[1];
+            while (!(head.Count >= 4 && head[^4] == '\r' && head[^3] == '\n' && head[^2] == '\r' && head[^1] == '\n'))
+            {
+                if (await tls.ReadAsync(one, cancel) == 0) return;
+                head.Add(one[0]);
+            }
+            await tls.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce"u8.ToArray(), cancel);
+            await tls.FlushAsync(cancel);
+        });
+        await using var gateway = await TestGateway.StartAsync(Config("tls-stale", $"https://localhost:{upstream.Port}",
+            $$"""{ "ca": "{{Json(_f.CaPem)}}" }"""));
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        for (int i = 0; i < 3; i++)
+        {
+            await client.SendAsync("GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+            var response = await client.ReadResponseAsync();
+            Assert.Equal(200, response.Status);
+            Assert.Equal("once", response.Body);
+        }
+        Assert.Equal(3, upstream.Connections);
+    }
+
+    [Fact]
     public async Task PlainHttpClientToHttpsUpstream_IsNotConfusedWithTls()
     {
         // http:// to a TLS port: the upstream answers garbage or closes; the gateway must say 502, not hang
