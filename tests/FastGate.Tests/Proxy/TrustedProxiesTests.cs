@@ -17,10 +17,10 @@ public sealed class TrustedProxiesFixture : IAsyncLifetime
           "listeners": [ { "address": "127.0.0.1:0" } ],
           "admin": { "address": "127.0.0.1:0" },
           {{trusted}}
-          "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream}}" } ] } ],
-          "rateLimits": [ { "id": "per-client", "algorithm": "gcra", "rate": 1, "per": "1h", "burst": 1, "key": "clientIp" } ],
-          "routes": [ { "id": "limited", "match": { "pathPrefix": "/limited" }, "cluster": "backend", "stripPrefix": true, "rateLimits": ["per-client"] },
-                      { "id": "api", "match": { "pathPrefix": "/" }, "cluster": "backend" } ],
+          "clusters": [ { "id": "xff-backend", "destinations": [ { "address": "{{upstream}}" } ] } ],
+          "rateLimits": [ { "id": "per-forwarded-client", "algorithm": "gcra", "rate": 1, "per": "1h", "burst": 1, "key": "clientIp" } ],
+          "routes": [ { "id": "xff-limited", "match": { "pathPrefix": "/limited" }, "cluster": "xff-backend", "stripPrefix": true, "rateLimits": ["per-forwarded-client"] },
+                      { "id": "xff-api", "match": { "pathPrefix": "/" }, "cluster": "xff-backend" } ],
           "policies": [
             { "id": "deny-doc-net", "match": { "clientIps": ["203.0.113.0/24"] }, "actions": [ { "type": "deny", "status": 403 } ] },
             { "id": "teapot-for-one", "match": { "clientIps": ["198.51.100.7/32"] }, "actions": [ { "type": "respond", "status": 418, "body": "teapot" } ] },
