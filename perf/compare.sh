@@ -14,8 +14,17 @@
 #   ALLOC_METRIC                            FastGate's allocated-bytes counter on its admin /metrics
 #   FASTGATE                                command that runs the gateway (default: the published
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
-#   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run)
+#   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run);
+#                                           add "tls" (or set TLS=1) for the TLS rows below
+#   EXTRAS=1                                0: skip the extra FastGate rows (FASTGATE_ROWS)
 #   FASTGATE_EXTRA="name=file[;Header: v], ..."  more FastGate rows (comma/newline separated), see FASTGATE_ROWS
+#
+# TLS rows (off by default; a self-signed certificate is made with openssl in the temp directory):
+#   nginx+tls / fastgate+tls                   wrk -> https:// listener (TLS terminated) -> http:// upstream
+#                                              (FastGate: perf/configs/tls.json, @CERT@ and @KEY@ placeholders)
+#   nginx+upstream-tls / fastgate+upstream-tls wrk -> http:// listener -> https:// upstream (nginx with TLS)
+#                                              (FastGate: perf/configs/upstream-tls.json, @UPSTREAM_TLS@ and @CA@)
+# The "× nginx" column of a row named X+S uses the nginx+S row when there is one, else the nginx row.
 set -uo pipefail
 
 # ---- settings ---------------------------------------------------------------------------------------
@@ -29,6 +38,8 @@ PORT_BASE=${PORT_BASE:-18000}
 WORKERS=${WORKERS:-auto}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
+[ "${TLS:-0}" = 1 ] && ROWS="$ROWS tls"
+EXTRAS=${EXTRAS:-1}
 BODY='Hello, World!' # 13 bytes
 
 # Extra FastGate rows: "name=config-file" or "name=config-file;Header: value" (the header is sent by wrk
@@ -42,6 +53,7 @@ FASTGATE_ROWS=(
   "fastgate+ratelimit=perf/configs/ratelimit.json"
   "fastgate+apikey=perf/configs/apikey.json;X-API-Key: bench-key"
 )
+[ "$EXTRAS" = 1 ] || FASTGATE_ROWS=()
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
   # Entries separated by newlines or commas (a header may contain spaces).
   while IFS= read -r _spec; do
@@ -104,9 +116,9 @@ wait_ready() { # wait_ready PID URL [HEADER]: until URL answers 200 with BODY; 1
   while [ $SECONDS -lt $deadline ]; do
     kill -0 "$pid" 2>/dev/null || return 1
     if [ -n "$header" ]; then
-      got=$(curl -s --max-time 1 -H "$header" "$url" 2>/dev/null) && [ "$got" = "$BODY" ] && return 0
+      got=$(curl -sk --max-time 1 -H "$header" "$url" 2>/dev/null) && [ "$got" = "$BODY" ] && return 0
     else
-      got=$(curl -s --max-time 1 "$url" 2>/dev/null) && [ "$got" = "$BODY" ] && return 0
+      got=$(curl -sk --max-time 1 "$url" 2>/dev/null) && [ "$got" = "$BODY" ] && return 0
     fi
     sleep 0.2
   done
@@ -198,6 +210,15 @@ YARP_PORT=$((PORT_BASE + 3))
 FG_PORT=$((PORT_BASE + 4))
 FG_ADMIN=$((PORT_BASE + 104))
 UPSTREAM=http://127.0.0.1:$UP_PORT
+# TLS rows: 50.. (the TLS upstream and the proxies), 150.. (FastGate admin)
+UP_TLS_PORT=$((PORT_BASE + 50))
+NGINX_TLS_PORT=$((PORT_BASE + 51))
+NGINX_UPTLS_PORT=$((PORT_BASE + 52))
+FG_TLS_PORT=$((PORT_BASE + 53))
+FG_UPTLS_PORT=$((PORT_BASE + 54))
+FG_TLS_ADMIN=$((PORT_BASE + 153))
+FG_UPTLS_ADMIN=$((PORT_BASE + 154))
+UPSTREAM_TLS=https://127.0.0.1:$UP_TLS_PORT
 
 for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $YARP_PORT $FG_PORT $FG_ADMIN; do
   if port_busy "$p"; then echo "compare: 127.0.0.1:$p is in use; set PORT_BASE" >&2; exit 1; fi
@@ -354,23 +375,24 @@ fastgate_cmd() { # sets FG_CMD (building the gateway when nothing is there), FG_
   FG_CMD=("$DOTNET" "$ROOT/$dll"); FG_DESC="dotnet $dll (JIT)"
 }
 
-run_fastgate_row() { # run_fastgate_row NAME TEMPLATE-FILE LISTEN-PORT ADMIN-PORT [HEADER]
-  local name=$1 template=$2 port=$3 admin=$4 header=${5:-} cfg pid
+run_fastgate_row() { # run_fastgate_row NAME TEMPLATE-FILE LISTEN-PORT ADMIN-PORT [HEADER] [SCHEME]
+  local name=$1 template=$2 port=$3 admin=$4 header=${5:-} scheme=${6:-http} cfg pid
   echo "compare: $name" >&2
   if [ ${#FG_CMD[@]} -eq 0 ]; then record_na "$name" "no gateway build"; return; fi
   if [ ! -f "$template" ]; then record_na "$name" "no config $template"; return; fi
   if port_busy "$port" || port_busy "$admin"; then record_na "$name" "port $port or $admin in use"; return; fi
   cfg=$TMP/$name.json
   sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ADMIN@|127.0.0.1:$admin|g" -e "s|@UPSTREAM@|$UPSTREAM|g" \
+    -e "s|@UPSTREAM_TLS@|$UPSTREAM_TLS|g" -e "s|@CERT@|${TLS_CERT:-}|g" -e "s|@KEY@|${TLS_KEY:-}|g" -e "s|@CA@|${TLS_CERT:-}|g" \
     "$template" >"$cfg"
   start_bg "$TMP/$name.log" "${FG_CMD[@]}" run --config "$cfg"
   pid=$START_PID
-  if ! wait_ready "$pid" "http://127.0.0.1:$port/" "$header"; then
+  if ! wait_ready "$pid" "$scheme://127.0.0.1:$port/" "$header"; then
     ALLOC_URL=""
     record_na "$name" "did not start or did not proxy: $(tail -c 300 "$TMP/$name.log" | tr '\n' ' ')"
   else
     ALLOC_URL="http://127.0.0.1:$admin/metrics"
-    if run_load "$name" "http://127.0.0.1:$port/" "$header"; then record "$name"; else record_na "$name" "wrk failed"; fi
+    if run_load "$name" "$scheme://127.0.0.1:$port/" "$header"; then record "$name"; else record_na "$name" "wrk failed"; fi
   fi
   ALLOC_URL=""
   stop_row "$pid"
@@ -402,11 +424,84 @@ for spec in "${FASTGATE_ROWS[@]}"; do
   run_fastgate_row "$name" "$file" $((FG_PORT + i)) $((FG_ADMIN + i)) "$header"
 done
 
+# ---- TLS rows (ROWS contains "tls", or TLS=1) -------------------------------------------------------
+if wants tls; then
+  TLS_DIR=$TMP/tls
+  mkdir -p "$TLS_DIR"
+  TLS_CERT=$TLS_DIR/cert.pem
+  TLS_KEY=$TLS_DIR/key.pem
+  if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=localhost" \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -addext "basicConstraints=critical,CA:TRUE" \
+      -keyout "$TLS_KEY" -out "$TLS_CERT" >"$TLS_DIR/openssl.log" 2>&1; then
+    record_na "tls rows" "openssl could not make a certificate: $(tail -c 200 "$TLS_DIR/openssl.log" | tr '\n' ' ')"
+  else
+    tls_conf="ssl_certificate $TLS_CERT; ssl_certificate_key $TLS_KEY; ssl_protocols TLSv1.2 TLSv1.3;"
+    # the TLS upstream: nginx answering the same body over https
+    nginx_conf upstream-tls "    listen 127.0.0.1:$UP_TLS_PORT ssl;
+    $tls_conf
+    location / { default_type text/plain; return 200 '$BODY'; }"
+    start_bg "$TMP/upstream-tls/out.log" "$NGINX" -p "$TMP/upstream-tls" -c "$TMP/upstream-tls/nginx.conf" -g 'daemon off;'
+    UP_TLS_PID=$START_PID
+    if ! wait_ready "$UP_TLS_PID" "$UPSTREAM_TLS/"; then
+      record_na "upstream-tls" "the TLS upstream nginx did not start: $(tail -c 300 "$TMP/upstream-tls/logs/error.log" 2>/dev/null | tr '\n' ' ')"
+      stop_row "$UP_TLS_PID"
+      UP_TLS_PID=""
+    fi
+
+    # nginx terminating TLS, proxying to the plain upstream
+    echo "compare: nginx+tls" >&2
+    nginx_conf proxy-tls "    listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+    $tls_conf
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }" "upstream backend { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }"
+    start_bg "$TMP/proxy-tls/out.log" "$NGINX" -p "$TMP/proxy-tls" -c "$TMP/proxy-tls/nginx.conf" -g 'daemon off;'
+    pid=$START_PID
+    ALLOC_URL=""
+    if ! wait_ready "$pid" "https://127.0.0.1:$NGINX_TLS_PORT/"; then
+      record_na nginx+tls "did not start: $(tail -c 300 "$TMP/proxy-tls/logs/error.log" "$TMP/proxy-tls/out.log" 2>/dev/null | tr '\n' ' ')"
+    elif run_load nginx+tls "https://127.0.0.1:$NGINX_TLS_PORT/"; then record nginx+tls "TLS terminated by the proxy"; else record_na nginx+tls "wrk failed"; fi
+    stop_row "$pid"
+
+    [ ${#FG_CMD[@]} -eq 0 ] && fastgate_cmd
+    run_fastgate_row fastgate+tls perf/configs/tls.json "$FG_TLS_PORT" "$FG_TLS_ADMIN" "" https
+
+    # plain listener, TLS to the upstream (pooled keep-alive connections: one handshake each)
+    if [ -n "${UP_TLS_PID:-}" ]; then
+      echo "compare: nginx+upstream-tls" >&2
+      nginx_conf proxy-uptls "    listen 127.0.0.1:$NGINX_UPTLS_PORT;
+    location / {
+      proxy_pass https://tlsbackend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_ssl_session_reuse on;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $TLS_CERT;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+    }" "upstream tlsbackend { server 127.0.0.1:$UP_TLS_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }"
+      start_bg "$TMP/proxy-uptls/out.log" "$NGINX" -p "$TMP/proxy-uptls" -c "$TMP/proxy-uptls/nginx.conf" -g 'daemon off;'
+      pid=$START_PID
+      ALLOC_URL=""
+      if ! wait_ready "$pid" "http://127.0.0.1:$NGINX_UPTLS_PORT/"; then
+        record_na nginx+upstream-tls "did not start: $(tail -c 300 "$TMP/proxy-uptls/logs/error.log" "$TMP/proxy-uptls/out.log" 2>/dev/null | tr '\n' ' ')"
+      elif run_load nginx+upstream-tls "http://127.0.0.1:$NGINX_UPTLS_PORT/"; then record nginx+upstream-tls "TLS to the upstream"; else record_na nginx+upstream-tls "wrk failed"; fi
+      stop_row "$pid"
+      run_fastgate_row fastgate+upstream-tls perf/configs/upstream-tls.json "$FG_UPTLS_PORT" "$FG_UPTLS_ADMIN"
+      stop_row "$UP_TLS_PID"
+    fi
+  fi
+fi
+
 # ---- report -----------------------------------------------------------------------------------------
 nginx_rps=""
+declare -A anchor_rps=() # nginx+S rows: the anchor of the X+S rows
 for r in "${RESULTS[@]}"; do
   IFS='|' read -r name rps _ <<<"$r"
   [ "$name" = nginx ] && [ "$rps" != "not available" ] && nginx_rps=$rps
+  case $name in nginx+*) [ "$rps" != "not available" ] && anchor_rps[${name#nginx+}]=$rps ;; esac
 done
 
 table() {
@@ -416,8 +511,10 @@ table() {
   for r in "${RESULTS[@]}"; do
     IFS='|' read -r name rps p50 p99 errs bpr note <<<"$r"
     ratio="-"
-    if [ "$rps" != "not available" ] && [ -n "$nginx_rps" ] && [ "$nginx_rps" -gt 0 ]; then
-      ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2f", a / b }')
+    local anchor=$nginx_rps
+    case $name in *+*) [ -n "${anchor_rps[${name#*+}]:-}" ] && anchor=${anchor_rps[${name#*+}]} ;; esac
+    if [ "$rps" != "not available" ] && [ -n "$anchor" ] && [ "$anchor" -gt 0 ]; then
+      ratio=$(awk -v a="$rps" -v b="$anchor" 'BEGIN { printf "%.2f", a / b }')
     fi
     echo "| $name | $rps | $p50 | $p99 | $ratio | $errs | $bpr |"
   done

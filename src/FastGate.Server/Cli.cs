@@ -82,6 +82,7 @@ public static class Cli
             foreach (var e in loaded.Errors) stderr.WriteLine($"  {e}");
             return 1;
         }
+        foreach (var w in loaded.Warnings) stderr.WriteLine($"{config}: warning: {w}");
         if (command == "validate")
         {
             stdout.WriteLine($"{config}: valid");

@@ -6,6 +6,8 @@ namespace FastGate.Configuration;
 public sealed record ConfigLoadResult(GatewayConfig? Config, IReadOnlyList<ConfigError> Errors, string Text)
 {
     public bool IsValid => Config is not null && Errors.Count == 0;
+    /// <summary>Valid but risky settings (e.g. upstream certificate checks turned off), to print at load.</summary>
+    public IReadOnlyList<ConfigError> Warnings { get; init; } = [];
 }
 
 /// <summary>
@@ -57,7 +59,10 @@ public static class ConfigLoader
                 config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory() };
                 ConfigValidator.Validate(config, errors);
             }
-            return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json);
+            return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json)
+            {
+                Warnings = config is null ? [] : ConfigValidator.Warnings(config),
+            };
         }
     }
 
@@ -72,7 +77,7 @@ public static class ConfigLoader
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
         r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", .. Observability.ObservabilityConfigReader.SectionNames]);
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", "trustedProxies", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -109,14 +114,27 @@ public static class ConfigLoader
             Cors = Security.CorsConfigBinder.Bind(root, r),
             JwtIssuers = Security.JwtConfigBinder.BindIssuers(root, r),
             Jwt = Security.JwtConfigBinder.BindOptions(root, r),
+            TrustedProxies = r.Strings(root, path, "trustedProxies"),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
         };
     }
 
     private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "destinations", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "idleConnectionTimeout");
+        r.CheckUnknown(e, p, "id", "destinations", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "idleConnectionTimeout", "tls");
         var d = new ClusterConfig();
+        UpstreamTlsConfig? tls = null;
+        if (r.TryGet(e, p, "tls", false, out var t) && r.IsObject(t, ConfigReader.Child(p, "tls")))
+        {
+            var tp = ConfigReader.Child(p, "tls");
+            r.CheckUnknown(t, tp, "ca", "sni", "insecureSkipVerify");
+            tls = new UpstreamTlsConfig
+            {
+                Ca = r.String(t, tp, "ca"),
+                Sni = r.String(t, tp, "sni"),
+                InsecureSkipVerify = r.Bool(t, tp, "insecureSkipVerify") ?? false,
+            };
+        }
         return d with
         {
             Id = r.String(e, p, "id", required: true) ?? "",
@@ -128,6 +146,7 @@ public static class ConfigLoader
             MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
             MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
             IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
+            Tls = tls,
         };
     }
 

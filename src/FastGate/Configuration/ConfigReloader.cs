@@ -92,6 +92,7 @@ public sealed class ConfigReloader : IDisposable
             }
             else
             {
+                foreach (var w in loaded.Warnings) _logger.LogWarning("configuration: {Warning}", w);
                 var current = _runtime.Current;
                 GatewaySnapshot next;
                 try

@@ -18,6 +18,29 @@ public static class ConfigValidator
         Security.CorsConfigBinder.Validate(config, errors);
         Security.JwtConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
+        ValidateTrustedProxies(config, errors);
+    }
+
+    /// <summary>Valid settings worth a warning when the config loads (printed by the CLI, logged on reload).</summary>
+    public static IReadOnlyList<ConfigError> Warnings(GatewayConfig config)
+    {
+        var warnings = new List<ConfigError>();
+        for (int i = 0; i < config.Clusters.Count; i++)
+        {
+            if (config.Clusters[i].Tls is { InsecureSkipVerify: true })
+                warnings.Add(new ConfigError($"$.clusters[{i}].tls.insecureSkipVerify",
+                    $"cluster '{config.Clusters[i].Id}' accepts any upstream certificate: for self-signed test upstreams only"));
+        }
+        return warnings;
+    }
+
+    private static void ValidateTrustedProxies(GatewayConfig config, List<ConfigError> errors)
+    {
+        for (int i = 0; i < config.TrustedProxies.Count; i++)
+        {
+            if (!Policy.Cidr.TryParse(config.TrustedProxies[i], out _, out var error))
+                errors.Add(new ConfigError($"$.trustedProxies[{i}]", error));
+        }
     }
 
     public static bool TryParseEndPoint(string address, out IPEndPoint endPoint)
@@ -67,20 +90,38 @@ public static class ConfigValidator
             string p = $"$.clusters[{i}]";
             if (c.Id.Length > 0 && !ids.Add(c.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate cluster id '{c.Id}'"));
             if (c.Destinations.Count == 0) errors.Add(new ConfigError(p + ".destinations", "a cluster needs at least one destination"));
+            bool anyHttps = false;
             for (int j = 0; j < c.Destinations.Count; j++)
             {
                 var a = c.Destinations[j].Address;
                 string dp = $"{p}.destinations[{j}].address";
                 if (!Uri.TryCreate(a, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Port <= 0)
-                    errors.Add(new ConfigError(dp, $"'{a}' is not an http:// address such as http://127.0.0.1:9001"));
-                else if (uri.Scheme == "https")
-                    errors.Add(new ConfigError(dp, "https:// destinations are not supported yet; use http://"));
+                    errors.Add(new ConfigError(dp, $"'{a}' is not an http:// or https:// address such as http://127.0.0.1:9001"));
                 else if (uri.PathAndQuery != "/")
                     errors.Add(new ConfigError(dp, $"a destination address has no path (found '{uri.PathAndQuery}')"));
+                else anyHttps |= uri.Scheme == "https";
             }
+            if (c.Tls is { } tls) ValidateUpstreamTls(config, tls, p + ".tls", anyHttps, errors);
             if (c.MaxIdleConnectionsPerDestination > c.MaxConnectionsPerDestination)
                 errors.Add(new ConfigError(p + ".maxIdleConnectionsPerDestination", "cannot exceed maxConnectionsPerDestination"));
         }
+    }
+
+    private static void ValidateUpstreamTls(GatewayConfig config, UpstreamTlsConfig tls, string p, bool anyHttps, List<ConfigError> errors)
+    {
+        if (!anyHttps)
+            errors.Add(new ConfigError(p, "tls applies to https:// destinations and this cluster has none; use https:// addresses or remove tls"));
+        if (tls.Ca is { } ca)
+        {
+            if (tls.InsecureSkipVerify)
+                errors.Add(new ConfigError(p + ".ca", "a CA bundle and insecureSkipVerify contradict each other; keep one"));
+            else if (ca.Length == 0)
+                errors.Add(new ConfigError(p + ".ca", "expected the path of a PEM file of CA certificates"));
+            else if (Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(ca, config.BaseDirectory), out var error) is null)
+                errors.Add(new ConfigError(p + ".ca", error!));
+        }
+        if (tls.Sni is { } sni && (!IsHostName(sni) || sni.Contains(':') || sni.StartsWith('.') || sni.EndsWith('.') || IPAddress.TryParse(sni, out _)))
+            errors.Add(new ConfigError(p + ".sni", $"'{sni}' is not a DNS host name such as api.internal"));
     }
 
     private static void ValidateRoutes(GatewayConfig config, List<ConfigError> errors)

@@ -20,6 +20,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<Security.CorsConfig> Cors { get; init; } = [];
     public IReadOnlyList<Security.JwtIssuerConfig> JwtIssuers { get; init; } = [];
     public Security.JwtOptionsConfig Jwt { get; init; } = new();
+    /// <summary>CIDRs of proxies whose X-Forwarded-For is believed (empty: the TCP peer is always the client).</summary>
+    public IReadOnlyList<string> TrustedProxies { get; init; } = [];
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
@@ -51,6 +53,19 @@ public sealed record ClusterConfig
     public int MaxConnectionsPerDestination { get; init; } = 1024;
     public int MaxIdleConnectionsPerDestination { get; init; } = 256;
     public TimeSpan IdleConnectionTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How https:// destinations are verified (null: the system trust store, SNI = the destination host).</summary>
+    public UpstreamTlsConfig? Tls { get; init; }
+}
+
+/// <summary>A cluster's upstream TLS settings (apply to its https:// destinations).</summary>
+public sealed record UpstreamTlsConfig
+{
+    /// <summary>PEM file of CA certificates the upstream's chain must end in (instead of the system store).</summary>
+    public string? Ca { get; init; }
+    /// <summary>Server name sent (SNI) and checked against the certificate; default: the destination's host.</summary>
+    public string? Sni { get; init; }
+    /// <summary>Accept any certificate: for self-signed test upstreams only (the loader warns).</summary>
+    public bool InsecureSkipVerify { get; init; }
 }
 
 public sealed record DestinationConfig

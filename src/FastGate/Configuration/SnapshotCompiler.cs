@@ -36,7 +36,8 @@ public static class SnapshotCompiler
                 EndPoint ep = IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip)
                     ? new IPEndPoint(ip, uri.Port)
                     : new DnsEndPoint(uri.Host, uri.Port);
-                var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout);
+                var tls = uri.Scheme == "https" ? UpstreamTlsModel.Create(uri.Host, c.Tls, config.BaseDirectory) : null;
+                var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout, tls);
                 return new DestinationModel(d.Address, uri.Authority, pool);
             }).ToArray();
             clusters[c.Id] = new ClusterModel(c.Id, destinations);
@@ -113,6 +114,8 @@ public static class SnapshotCompiler
             Policy = policy,
             Authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys),
             Jwt = CompileJwt(config, time, jwtKeys),
+            TrustedProxies = Policy.CidrSet.Build(config.TrustedProxies.Select(c => Policy.Cidr.TryParse(c, out var r, out _) ? r
+                : throw new InvalidOperationException($"trustedProxies: {c} was not validated"))),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
             Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),

@@ -52,11 +52,12 @@ public enum RejectReason : byte
     UpstreamMalformedResponse,
     UpstreamReset,
     UpstreamUnavailable,
+    UpstreamTlsFailed,
 }
 
 public static class RejectReasons
 {
-    public const int Count = (int)RejectReason.UpstreamUnavailable + 1;
+    public const int Count = (int)RejectReason.UpstreamTlsFailed + 1;
 
     public static int StatusCode(RejectReason reason) => reason switch
     {
@@ -75,7 +76,7 @@ public static class RejectReasons
         RejectReason.CorsRejected => 403,
         RejectReason.InvalidToken => 401,
         RejectReason.InsufficientScope => 403,
-        RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset => 502,
+        RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset or RejectReason.UpstreamTlsFailed => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
         _ => 400,
@@ -127,6 +128,7 @@ public static class RejectReasons
         RejectReason.UpstreamMalformedResponse => "upstream_malformed_response",
         RejectReason.UpstreamReset => "upstream_reset",
         RejectReason.UpstreamUnavailable => "upstream_unavailable",
+        RejectReason.UpstreamTlsFailed => "upstream_tls_failed",
         _ => "unknown",
     };
 }

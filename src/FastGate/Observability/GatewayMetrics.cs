@@ -69,8 +69,12 @@ public static class GatewayMetrics
         "Response bytes sent to clients (head and body), by route.", new CounterConfiguration { LabelNames = ["route"] });
 
     public static readonly Counter UpstreamErrors = Metrics.CreateCounter("fastgate_upstream_errors_total",
-        "Failed upstream exchanges, by cluster and kind (connect, timeout, reset, malformed, unavailable).",
+        "Failed upstream exchanges, by cluster and kind (connect, timeout, reset, malformed, unavailable, tls).",
         new CounterConfiguration { LabelNames = ["cluster", "kind"] });
+
+    public static readonly Counter UpstreamTlsFailures = Metrics.CreateCounter("fastgate_upstream_tls_failures_total",
+        "Failed TLS handshakes with https:// destinations, by cluster and error (certificate_untrusted, certificate_name_mismatch, certificate_missing, handshake, timeout).",
+        new CounterConfiguration { LabelNames = ["cluster", "error"] });
 
     public static readonly Counter UpstreamResponses = Metrics.CreateCounter("fastgate_upstream_responses_total",
         "Upstream exchanges that returned a response (any status), by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
@@ -139,6 +143,7 @@ public static class GatewayMetrics
         RejectReason.UpstreamReset => "reset",
         RejectReason.UpstreamMalformedResponse => "malformed",
         RejectReason.UpstreamUnavailable => "unavailable",
+        RejectReason.UpstreamTlsFailed => "tls",
         _ => null,
     };
 

@@ -52,7 +52,7 @@ internal sealed partial class ProxyConnection
             Route = route?.Metrics,
             Cluster = route is null ? null : _obsCluster ?? route.Cluster.Id,
             Upstream = route is null ? null : _obsUpstream,
-            ClientIp = _clientIp,
+            ClientIp = ClientIp,
             Consumer = _consumer?.Id,
             Method = parsed ? r[r.MethodRange] : default,
             Host = parsed ? r[r.Host] : default,

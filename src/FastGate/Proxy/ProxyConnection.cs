@@ -32,8 +32,14 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly ConnectionState _state;
     private readonly RequestHead _request;
     private readonly ResponseHead _response;
-    private readonly byte[] _clientIp;
-    private readonly ClientAddress _clientAddress;
+    // The TCP peer (computed once), and the effective client of the current request: the peer, or the client a trusted
+    // proxy named in X-Forwarded-For (its text in _forwardedIp, a per-connection scratch buffer).
+    private readonly byte[] _peerIp;
+    private readonly ClientAddress _peerAddress;
+    private readonly byte[] _forwardedIp = new byte[ForwardedFor.MaxTextLength];
+    private byte[] _clientIpBuffer;
+    private int _clientIpLength;
+    private ClientAddress _clientAddress;
     private readonly PolicyResult _policy;
     private CompiledPolicy _activePolicy = CompiledPolicy.Empty;
     private readonly byte[] _requestId;
@@ -64,8 +70,11 @@ internal sealed partial class ProxyConnection : IDisposable
         _policy = _state.PolicyResult;
         _output = context.Transport.Output;
         var remote = context.RemoteEndPoint as IPEndPoint;
-        _clientIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
-        _clientAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
+        _peerIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
+        _peerAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
+        _clientIpBuffer = _peerIp;
+        _clientIpLength = _peerIp.Length;
+        _clientAddress = _peerAddress;
         context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
             .UnsafeRegister(static s => ((ProxyConnection)s!).RequestClose(), this);
     }
@@ -84,6 +93,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 // 1. the request head
                 var snapshot = _runtime.Current;
                 _consumer = null;
+                UsePeerAsClient();
                 SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
                 _idle = true;
                 HeadStep step;
@@ -109,6 +119,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 long started = Stopwatch.GetTimestamp();
                 snapshot = _runtime.Current;
                 var route = snapshot.Router.Match(_request);
+                if (snapshot.HasTrustedProxies) ResolveClient(snapshot.TrustedProxies);
 
                 // 2b. policy: one evaluation over the compiled decision structure, no allocation
                 var policy = snapshot.Policy;
@@ -159,7 +170,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                 }
 
-                bool blocked = _runtime.Observability.IsBlocked(_clientIp);
+                bool blocked = _runtime.Observability.IsBlocked(ClientIp);
                 // a route or rule that requires authentication refuses a request without an accepted credential (401)
                 // or whose token lacks a required scope or claim (403)
                 var auth = route is null ? AuthOutcome.Satisfied : CheckAuthentication(route, policy);
@@ -188,7 +199,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
                         foreach (var limiter in limiters)
                         {
-                            int keyLength = limiter.BuildKey(_keyBuffer, _request, _clientIp, route.IdBytes, _consumer);
+                            int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _consumer);
                             var pending = keyLength >= 0
                                 ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), 1, now)
                                 : limiter.Limiter.AcquireWithoutKeyAsync(1);
@@ -392,6 +403,29 @@ internal sealed partial class ProxyConnection : IDisposable
     }
 
     private enum HeadStep : byte { NeedMore, Complete, Rejected, Closed }
+
+    /// <summary>The effective client's address text: what rules, rate-limit keys, the anomaly detector and the log see.</summary>
+    private ReadOnlySpan<byte> ClientIp => _clientIpBuffer.AsSpan(0, _clientIpLength);
+
+    private void UsePeerAsClient()
+    {
+        _clientIpBuffer = _peerIp;
+        _clientIpLength = _peerIp.Length;
+        _clientAddress = _peerAddress;
+    }
+
+    /// <summary>
+    /// Per request: when the peer is a trusted proxy, the client is the right-most X-Forwarded-For address that is
+    /// not itself trusted (ForwardedFor has the whole rule); otherwise, and when the header names no one, the peer.
+    /// </summary>
+    private void ResolveClient(CidrSet trusted)
+    {
+        if (!trusted.Contains(_peerAddress.Value)) return;
+        if (!ForwardedFor.TryResolve(_request, trusted, _forwardedIp, out var client, out int length)) return;
+        _clientAddress = client;
+        _clientIpBuffer = _forwardedIp;
+        _clientIpLength = length;
+    }
 
     private bool HasBufferedInput()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using FastGate.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
@@ -18,12 +19,15 @@ public sealed class UpstreamPool
     private readonly Counter.Child _opened;
     private readonly int _maxConnections;
     private readonly long _idleTimeoutTicks;
+    private readonly TlsFailureCounters? _tlsFailures;
     private int _open;
 
     internal UpstreamPool(EndPoint endPoint, SocketConnectionContextFactory factory, int maxConnections, int maxIdle,
-        TimeSpan idleTimeout, Counter.Child opened)
+        TimeSpan idleTimeout, Counter.Child opened, UpstreamTlsModel? tls = null, string cluster = "")
     {
         EndPoint = endPoint;
+        Tls = tls;
+        if (tls is not null) _tlsFailures = new TlsFailureCounters(cluster);
         _factory = factory;
         _maxConnections = maxConnections;
         _idle = new UpstreamConnection?[maxIdle];
@@ -32,6 +36,8 @@ public sealed class UpstreamPool
     }
 
     public EndPoint EndPoint { get; }
+    /// <summary>The TLS settings of an https:// destination, or null for http://.</summary>
+    public UpstreamTlsModel? Tls { get; }
     public int OpenConnections => Volatile.Read(ref _open);
 
     public int IdleConnections
@@ -80,8 +86,28 @@ public sealed class UpstreamPool
             Interlocked.Decrement(ref _open);
             return (null, e is OperationCanceledException ? RejectReason.UpstreamConnectTimeout : RejectReason.UpstreamConnectFailed);
         }
+        if (Tls is null)
+        {
+            _opened.Inc();
+            return (new UpstreamConnection(_factory.Create(socket), this), RejectReason.None);
+        }
+        // https://: one handshake per pooled connection, within the same connect timeout
+        var ssl = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
+        var check = new TlsCheck();
+        try
+        {
+            await ssl.AuthenticateAsClientAsync(Tls.CreateOptions(check), cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            await ssl.DisposeAsync().ConfigureAwait(false);
+            Interlocked.Decrement(ref _open);
+            bool timedOut = e is OperationCanceledException;
+            _tlsFailures!.Count(check.FailureKind(timedOut));
+            return (null, timedOut ? RejectReason.UpstreamConnectTimeout : RejectReason.UpstreamTlsFailed);
+        }
         _opened.Inc();
-        return (new UpstreamConnection(_factory.Create(socket), this), RejectReason.None);
+        return (new UpstreamConnection(socket, ssl, this), RejectReason.None);
     }
 
     /// <summary>Gives a healthy connection back for reuse, or closes it when every idle slot is taken.</summary>

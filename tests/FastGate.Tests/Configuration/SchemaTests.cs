@@ -13,7 +13,7 @@ public class SchemaTests
         var props = schema.RootElement.GetProperty("properties");
         var topLevel = props.EnumerateObject().Select(p => p.Name).ToHashSet();
         string[] sections = ["listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly"];
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly", "trustedProxies"];
         foreach (var s in sections)
         {
             Assert.Contains(s, topLevel);
@@ -23,5 +23,26 @@ public class SchemaTests
         }
         var routeProps = props.GetProperty("routes").GetProperty("items").GetProperty("properties").EnumerateObject().Select(p => p.Name);
         Assert.Equal(["auth", "cluster", "cors", "forwardApiKey", "id", "match", "preserveHost", "rateLimits", "stripPrefix"], routeProps.Order());
+    }
+
+    [Fact]
+    public void Schema_ClusterAndUpstreamTlsProperties_MatchTheLoader()
+    {
+        var root = ValidateCommandTests.RepoRoot();
+        using var schema = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "config", "fastgate.schema.json")));
+        var cluster = schema.RootElement.GetProperty("properties").GetProperty("clusters").GetProperty("items").GetProperty("properties");
+        string[] clusterProps = ["destinations", "id", "idleConnectionTimeout", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "tls"];
+        Assert.Equal(clusterProps, cluster.EnumerateObject().Select(p => p.Name).Order());
+        string[] tlsProps = ["ca", "insecureSkipVerify", "sni"];
+        Assert.Equal(tlsProps, cluster.GetProperty("tls").GetProperty("properties").EnumerateObject().Select(p => p.Name).Order());
+        // the loader knows exactly these names: each is accepted, a neighbour is not
+        string tls = string.Join(", ", tlsProps.Select(p => $"\"{p}\": null"));
+        string json = "{ \"clusters\": [ { \"id\": \"c\", \"destinations\": [], \"maxConnectionsPerDestination\": null, " +
+                      "\"maxIdleConnectionsPerDestination\": null, \"idleConnectionTimeout\": null, \"tls\": { " + tls + ", \"bogus\": 1 } } ] }";
+        var errors = FastGate.Configuration.ConfigLoader.Load(json).Errors;
+        Assert.DoesNotContain(errors, e => e.Message.StartsWith("unknown property", StringComparison.Ordinal) && !e.Path.EndsWith(".bogus", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Path == "$.clusters[0].tls.bogus");
+        Assert.Matches(schema.RootElement.GetProperty("properties").GetProperty("clusters").GetProperty("items").GetProperty("properties")
+            .GetProperty("destinations").GetProperty("items").GetProperty("properties").GetProperty("address").GetProperty("pattern").GetString()!, "https://api.internal:8443");
     }
 }

@@ -48,7 +48,7 @@ public class ValidateCommandTests
         string[] expected =
         [
             "$.listeners[0].address: 'not-an-address' is not an address",
-            "$.clusters[0].destinations[0].address: 'ftp://x' is not an http:// address",
+            "$.clusters[0].destinations[0].address: 'ftp://x' is not an http:// or https:// address",
             "$.clusters[1].id: duplicate cluster id 'backend'",
             "$.clusters[1].destinations: a cluster needs at least one destination",
             "$.routes[0].match.pathPrefix: must start with '/'",
