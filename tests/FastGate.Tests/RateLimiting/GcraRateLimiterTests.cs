@@ -60,7 +60,10 @@ public class GcraRateLimiterTests
         foreach (var th in threads) th.Join();
         long elapsed = time.GetTimestamp() - start;
         long bound = burst + elapsed * rate / TimeSpan.TicksPerSecond;
-        Assert.Equal(bound, admitted + drained);
+        // Never more than the bound (a double admission would exceed it). A worker that read the clock just before
+        // the main thread advanced it decides with a slightly older "now", which can forfeit a fraction of a token:
+        // at most one per worker.
+        Assert.InRange(admitted + drained, bound - threads.Length, bound);
     }
 
     [Theory]
