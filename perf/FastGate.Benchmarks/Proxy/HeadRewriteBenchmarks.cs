@@ -71,7 +71,7 @@ public class HeadRewriteBenchmarks
         _decision.Reset();
         _snapshot.Policy.Evaluate(new RequestFacts(_request, Client, route.Order), _decision);
         HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, _snapshot.Policy, _decision,
-            _snapshot.Authenticator, consumer: null);
+            _snapshot.Authenticator, consumer: null, _snapshot.Devices, device: null, tls: false);
         HttpResponseParser.TryParse(new ReadOnlySequence<byte>(ResponseBytes), _snapshot.Limits, _response, _request.Method, out _, out _);
         HeadRewriter.WriteClientResponse(_pipe.Writer, _response, _request, RequestId, close: false, interim: false, _snapshot.Policy, _decision);
         return Drain();

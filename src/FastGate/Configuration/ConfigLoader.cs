@@ -77,7 +77,7 @@ public static class ConfigLoader
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
         r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", "trustedProxies", .. Observability.ObservabilityConfigReader.SectionNames]);
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", "trustedProxies", "devices", "mtls", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -97,8 +97,13 @@ public static class ConfigLoader
         {
             Listeners = r.Objects(root, path, "listeners", true, (e, p) =>
             {
-                r.CheckUnknown(e, p, "name", "address");
-                return new ListenerConfig { Name = r.String(e, p, "name") ?? "", Address = r.String(e, p, "address", required: true) ?? "" };
+                r.CheckUnknown(e, p, "name", "address", "tls");
+                return new ListenerConfig
+                {
+                    Name = r.String(e, p, "name") ?? "",
+                    Address = r.String(e, p, "address", required: true) ?? "",
+                    Tls = BindListenerTls(e, p, r),
+                };
             }),
             Admin = admin,
             Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
@@ -115,7 +120,37 @@ public static class ConfigLoader
             JwtIssuers = Security.JwtConfigBinder.BindIssuers(root, r),
             Jwt = Security.JwtConfigBinder.BindOptions(root, r),
             TrustedProxies = r.Strings(root, path, "trustedProxies"),
+            Devices = Security.DeviceConfigBinder.BindDevices(root, r),
+            Mtls = Security.DeviceConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
+        };
+    }
+
+    private static ListenerTlsConfig? BindListenerTls(JsonElement e, string p, ConfigReader r)
+    {
+        if (!r.TryGet(e, p, "tls", false, out var t) || !r.IsObject(t, ConfigReader.Child(p, "tls"))) return null;
+        var tp = ConfigReader.Child(p, "tls");
+        r.CheckUnknown(t, tp, "certificate", "key", "pfx", "password", "passwordEnv", "clientCertificate", "clientCa");
+        var mode = ClientCertificateMode.None;
+        if (r.String(t, tp, "clientCertificate") is { } m)
+        {
+            switch (m)
+            {
+                case "none": mode = ClientCertificateMode.None; break;
+                case "optional": mode = ClientCertificateMode.Optional; break;
+                case "required": mode = ClientCertificateMode.Required; break;
+                default: r.Error(ConfigReader.Child(tp, "clientCertificate"), $"'{m}' is not one of none, optional, required"); break;
+            }
+        }
+        return new ListenerTlsConfig
+        {
+            Certificate = r.String(t, tp, "certificate"),
+            Key = r.String(t, tp, "key"),
+            Pfx = r.String(t, tp, "pfx"),
+            Password = r.String(t, tp, "password"),
+            PasswordEnv = r.String(t, tp, "passwordEnv"),
+            ClientCertificate = mode,
+            ClientCa = r.String(t, tp, "clientCa"),
         };
     }
 
@@ -152,7 +187,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -186,6 +221,7 @@ public static class ConfigLoader
             Claims = Security.JwtConfigBinder.BindClaims(e, p, r),
             ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
             Cors = r.String(e, p, "cors"),
+            Hsts = r.String(e, p, "hsts"),
         };
     }
 

@@ -17,6 +17,7 @@ public static class ConfigValidator
         Security.ApiKeyConfigBinder.Validate(config, errors);
         Security.CorsConfigBinder.Validate(config, errors);
         Security.JwtConfigBinder.Validate(config, errors);
+        Security.DeviceConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
         ValidateTrustedProxies(config, errors);
     }
@@ -71,6 +72,9 @@ public static class ConfigValidator
                 errors.Add(new ConfigError(p + ".address", $"'{l.Address}' is not an address of the form 127.0.0.1:8080 or [::1]:8080"));
             else if (ep.Port != 0 && !addresses.Add(ep.ToString()))
                 errors.Add(new ConfigError(p + ".address", $"address {ep} is used by another listener"));
+            if (l.Tls is { } tls)
+                foreach (var (sub, message) in Security.ListenerTls.Check(tls, config.BaseDirectory))
+                    errors.Add(new ConfigError(p + ".tls" + sub, message));
         }
         if (config.Admin is { } admin)
         {
@@ -152,6 +156,13 @@ public static class ConfigValidator
             }
             for (int k = 0; k < m.Methods.Count; k++)
                 if (!IsToken(m.Methods[k])) errors.Add(new ConfigError($"{p}.match.methods[{k}]", $"'{m.Methods[k]}' is not an HTTP method"));
+            if (r.Hsts is { } hsts)
+            {
+                if (!hsts.StartsWith("max-age=", StringComparison.OrdinalIgnoreCase) || hsts.Any(c => c is < ' ' or > '~'))
+                    errors.Add(new ConfigError(p + ".hsts", $"expected a Strict-Transport-Security value such as \"max-age=31536000; includeSubDomains\" (found '{hsts}')"));
+                else if (!config.Listeners.Any(l => l.Tls is not null))
+                    errors.Add(new ConfigError(p + ".hsts", "HSTS is sent only over TLS and no listener has tls"));
+            }
             if (r.StripPrefix is { } strip && strip.Length > 0)
             {
                 if (!strip.StartsWith('/')) errors.Add(new ConfigError(p + ".stripPrefix", $"must start with '/' (found '{strip}')"));

@@ -20,6 +20,9 @@ public sealed record GatewayConfig
     public IReadOnlyList<Security.CorsConfig> Cors { get; init; } = [];
     public IReadOnlyList<Security.JwtIssuerConfig> JwtIssuers { get; init; } = [];
     public Security.JwtOptionsConfig Jwt { get; init; } = new();
+    /// <summary>Client certificates (mTLS) known as devices, by SPKI hash or thumbprint.</summary>
+    public IReadOnlyList<Security.DeviceConfig> Devices { get; init; } = [];
+    public Security.MtlsOptionsConfig Mtls { get; init; } = new();
     /// <summary>CIDRs of proxies whose X-Forwarded-For is believed (empty: the TCP peer is always the client).</summary>
     public IReadOnlyList<string> TrustedProxies { get; init; } = [];
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
@@ -32,6 +35,30 @@ public sealed record ListenerConfig
 {
     public string Name { get; init; } = "";
     public string Address { get; init; } = "";
+    /// <summary>TLS termination on this listener (null: plain HTTP/1.1).</summary>
+    public ListenerTlsConfig? Tls { get; init; }
+}
+
+public enum ClientCertificateMode : byte { None, Optional, Required }
+
+/// <summary>A listener's TLS settings: a PEM certificate and key, or a PKCS#12 (PFX) file; client certificates (mTLS).</summary>
+public sealed record ListenerTlsConfig
+{
+    /// <summary>PEM file with the certificate (and any intermediates after it).</summary>
+    public string? Certificate { get; init; }
+    /// <summary>PEM file with the private key (PKCS#8, PKCS#1 or SEC1; unencrypted).</summary>
+    public string? Key { get; init; }
+    /// <summary>A PKCS#12 file holding the certificate and its key (instead of certificate/key).</summary>
+    public string? Pfx { get; init; }
+    public string? Password { get; init; }
+    /// <summary>Name of an environment variable holding the PFX password (keeps it out of the file).</summary>
+    public string? PasswordEnv { get; init; }
+    public ClientCertificateMode ClientCertificate { get; init; } = ClientCertificateMode.None;
+    /// <summary>PEM bundle of the CA certificates client certificates must chain to (required unless clientCertificate is none).</summary>
+    public string? ClientCa { get; init; }
+
+    public string? ResolvePassword() =>
+        !string.IsNullOrEmpty(Password) ? Password : PasswordEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
 }
 
 public sealed record AdminConfig
@@ -83,7 +110,7 @@ public sealed record RouteConfig
     public bool PreserveHost { get; init; }
     /// <summary>Ids of rate limits applied to every request of this route.</summary>
     public IReadOnlyList<string> RateLimits { get; init; } = [];
-    /// <summary>Accepted authentication schemes; any one suffices ("apiKey", "jwt", "jwt:&lt;issuer&gt;"). Empty: none.</summary>
+    /// <summary>Accepted authentication schemes; any one suffices ("apiKey", "jwt", "jwt:&lt;issuer&gt;", "mtls"). Empty: none.</summary>
     public IReadOnlyList<string> Auth { get; init; } = [];
     /// <summary>Scopes a token must carry (all of them); a valid token without one gets 403.</summary>
     public IReadOnlyList<string> Scopes { get; init; } = [];
@@ -93,6 +120,8 @@ public sealed record RouteConfig
     public bool ForwardApiKey { get; init; }
     /// <summary>Id of a CORS profile in the top-level <c>cors</c> list.</summary>
     public string? Cors { get; init; }
+    /// <summary>Strict-Transport-Security value sent on this route's responses over TLS (e.g. "max-age=31536000").</summary>
+    public string? Hsts { get; init; }
 }
 
 public sealed record RouteMatchConfig

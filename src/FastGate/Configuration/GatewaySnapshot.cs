@@ -24,6 +24,8 @@ public sealed class GatewaySnapshot
     public Security.ApiKeyAuthenticator Authenticator { get; init; } = Security.ApiKeyAuthenticator.Empty;
     /// <summary>Bearer tokens from the configured jwtIssuers (disabled when there are none).</summary>
     public Security.JwtAuthenticator Jwt { get; init; } = Security.JwtAuthenticator.Empty;
+    /// <summary>Allowlisted client certificates (mTLS devices) and the device header.</summary>
+    public Security.DeviceTable Devices { get; init; } = Security.DeviceTable.Empty;
     /// <summary>Peers whose X-Forwarded-For names the client (trustedProxies); empty: the peer is the client.</summary>
     public FastGate.Policy.CidrSet TrustedProxies { get; init; } = FastGate.Policy.CidrSet.Empty;
     public bool HasTrustedProxies => TrustedProxies.RangeCount > 0;

@@ -29,6 +29,8 @@ public sealed record PolicyMatchConfig
     public IReadOnlyList<string> ClientIps { get; init; } = [];
     public IReadOnlyList<string> Consumers { get; init; } = [];
     public IReadOnlyList<string> ConsumerGroups { get; init; } = [];
+    /// <summary>Device ids (mTLS): the connection's client certificate belongs to one of them.</summary>
+    public IReadOnlyList<string> Devices { get; init; } = [];
     /// <summary>Token scopes: the request's token carries at least one of them.</summary>
     public IReadOnlyList<string> Scopes { get; init; } = [];
     /// <summary>Token claims: every named claim has one of its listed values (any value when none listed).</summary>

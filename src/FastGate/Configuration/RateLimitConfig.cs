@@ -34,7 +34,7 @@ public sealed record RedisConfig
 /// <summary>Binds <c>rateLimits</c> and <c>redis</c>; each limiter is checked by <see cref="RateLimiterDefinition.Create"/>.</summary>
 internal static class RateLimitConfigBinder
 {
-    public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "route"];
+    public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "route", "device"];
 
     public static List<RateLimitConfig> BindLimits(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "rateLimits", false, (e, p) =>
@@ -53,7 +53,7 @@ internal static class RateLimitConfigBinder
                 var key = keys[i];
                 bool ok = KeyKinds.Contains(key) || (key.StartsWith("header:", StringComparison.Ordinal) && key.Length > 7)
                           || (key.StartsWith("claim:", StringComparison.Ordinal) && key.Length > 6);
-                if (!ok) r.Error(p + ".key", $"'{key}' is not a key: use clientIp, consumer, apiKey, route, header:<name>, claim:<name> or a list of them");
+                if (!ok) r.Error(p + ".key", $"'{key}' is not a key: use clientIp, consumer, apiKey, route, device, header:<name>, claim:<name> or a list of them");
             }
             var c = new RateLimitConfig
             {

@@ -61,6 +61,7 @@ public static class SnapshotCompiler
                 Limiters = r.RateLimits.Select(id => limiters[id]).ToArray(),
                 Auth = r.Auth.Count > 0 ? Security.AuthRequirement.Compile(r.Auth, r.Scopes, r.Claims, issuerIds) : null,
                 Cors = r.Cors is null ? null : cors[r.Cors],
+                HstsLine = r.Hsts is null ? null : System.Text.Encoding.ASCII.GetBytes($"Strict-Transport-Security: {r.Hsts}\r\n"),
                 ForwardApiKey = r.ForwardApiKey,
             };
             routes.Add(model);
@@ -114,6 +115,7 @@ public static class SnapshotCompiler
             Policy = policy,
             Authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys),
             Jwt = CompileJwt(config, time, jwtKeys),
+            Devices = new Security.DeviceTable(config.Devices, config.Mtls),
             TrustedProxies = Policy.CidrSet.Build(config.TrustedProxies.Select(c => Policy.Cidr.TryParse(c, out var r, out _) ? r
                 : throw new InvalidOperationException($"trustedProxies: {c} was not validated"))),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),

@@ -1,6 +1,8 @@
 using System.Net;
 using FastGate.Configuration;
 using FastGate.Proxy;
+using FastGate.Security;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -19,6 +21,7 @@ public sealed class GatewayHost : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly List<(string Name, ListenOptions Options)> _listeners = [];
     private ListenOptions? _adminListen;
+    private readonly List<ListenerTls> _tls = [];
 
     private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel, TimeProvider? time,
         Security.JwtKeyStore? jwtKeys)
@@ -41,9 +44,18 @@ public sealed class GatewayHost : IAsyncDisposable
             foreach (var l in snapshot.Config.Listeners)
             {
                 ConfigValidator.TryParseEndPoint(l.Address, out var ep);
+                // TLS: validated with the config; loaded here once, then reloaded by the listener when its files change
+                var tls = l.Tls is null ? null : ListenerTls.Create(string.IsNullOrEmpty(l.Name) ? l.Address : l.Name, l.Tls, snapshot.Config.BaseDirectory);
+                if (tls is not null) _tls.Add(tls);
                 k.Listen(ep, lo =>
                 {
                     lo.Protocols = HttpProtocols.Http1;
+                    if (tls is not null)
+                        lo.UseHttps(new TlsHandshakeCallbackOptions
+                        {
+                            OnConnection = tls.OnConnection,
+                            HandshakeTimeout = snapshot.Config.Limits.HeaderTimeout,
+                        });
                     lo.Use(_ => Runtime.OnConnectionAsync);
                     _listeners.Add((l.Name, lo));
                 });
@@ -66,6 +78,11 @@ public sealed class GatewayHost : IAsyncDisposable
         Runtime.JwtKeys.Logger = _app.Logger;
         foreach (var issuer in snapshot.Jwt.Issuers) issuer.Keys.Logger ??= _app.Logger;
         _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
+        foreach (var tls in _tls)
+        {
+            tls.Logger = _app.Logger;
+            _app.Lifetime.ApplicationStarted.Register(() => tls.StartWatching());
+        }
         if (Reloader is not null) Reloader.Reloaded += r => Runtime.Observability.ReportConfigReload(r.Success, r.Errors.Count == 0 ? null : string.Join("; ", r.Errors));
         _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
     }
@@ -79,6 +96,8 @@ public sealed class GatewayHost : IAsyncDisposable
     /// <summary>The bound address of each public listener (the real port when the config said :0).</summary>
     public IReadOnlyList<IPEndPoint> ListenerEndPoints => _listeners.Select(l => l.Options.IPEndPoint!).ToArray();
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
+    /// <summary>The TLS termination of each listener that has tls (in listener order).</summary>
+    public IReadOnlyList<ListenerTls> TlsListeners => _tls;
 
     public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information,
         TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null, Security.JwtKeyStore? jwtKeys = null)
@@ -115,6 +134,7 @@ public sealed class GatewayHost : IAsyncDisposable
     {
         Reloader?.Dispose();
         await _app.DisposeAsync();
+        foreach (var tls in _tls) tls.Dispose();
         Runtime.Dispose();
     }
 }

@@ -76,6 +76,17 @@ public static class GatewayMetrics
         "Failed TLS handshakes with https:// destinations, by cluster and error (certificate_untrusted, certificate_name_mismatch, certificate_missing, handshake, timeout).",
         new CounterConfiguration { LabelNames = ["cluster", "error"] });
 
+    public static readonly Counter TlsCertificateReloads = Metrics.CreateCounter("fastgate_tls_certificate_reloads_total",
+        "Listener certificate reloads after a file change, by listener and result (ok, error: the old certificate stays).",
+        new CounterConfiguration { LabelNames = ["listener", "result"] });
+
+    public static readonly Gauge TlsCertificateExpiry = Metrics.CreateGauge("fastgate_tls_certificate_expiry_timestamp_seconds",
+        "Unix time at which the certificate a listener serves expires.", new GaugeConfiguration { LabelNames = ["listener"] });
+
+    public static readonly Counter TlsClientCertificateRejections = Metrics.CreateCounter("fastgate_tls_client_certificate_rejections_total",
+        "TLS handshakes refused because of the client certificate, by listener and reason (missing, untrusted).",
+        new CounterConfiguration { LabelNames = ["listener", "reason"] });
+
     public static readonly Counter UpstreamResponses = Metrics.CreateCounter("fastgate_upstream_responses_total",
         "Upstream exchanges that returned a response (any status), by cluster.", new CounterConfiguration { LabelNames = ["cluster"] });
 

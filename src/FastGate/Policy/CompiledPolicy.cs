@@ -80,7 +80,7 @@ public sealed class CompiledPolicy
         var segments = result.SegmentBuffer(path.Length / 2 + 1);
         int segmentCount = RequestPath.Segment(path, segments);
         result.PrepareSegmentHashes(segmentCount);
-        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex, facts.Consumer);
+        var view = new RequestView(head, host, path, segments.AsSpan(0, segmentCount), facts.Client, facts.RouteIndex, facts.Consumer, facts.Device);
 
         // Host dispatch: the exact table, then the "*.suffix" table at each dot, then the any-host tree.
         if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact) Walk(exact, 0, view, result);
@@ -211,7 +211,7 @@ public sealed class CompiledPolicy
         var path = buf.AsSpan(0, RequestPath.PercentDecode(rawPath, buf, plusAsSpace: false, keepSlash: true));
         var segments = new ByteRange[path.Length / 2 + 1];
         int n = RequestPath.Segment(path, segments);
-        var view = new RequestView(head, MatchHost(head), path, segments.AsSpan(0, n), facts.Client, facts.RouteIndex, facts.Consumer);
+        var view = new RequestView(head, MatchHost(head), path, segments.AsSpan(0, n), facts.Client, facts.RouteIndex, facts.Consumer, facts.Device);
         var list = new List<RuleExplanation>(_rules.Length);
         foreach (var rule in _rules)
             list.Add(new RuleExplanation(rule.Id, rule.Match.MatchesAll(view), rule.Mode, rule.Index == result.DecidingRule));

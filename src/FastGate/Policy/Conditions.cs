@@ -9,10 +9,11 @@ namespace FastGate.Policy;
 internal readonly ref struct RequestView
 {
     public RequestView(RequestHead head, ReadOnlySpan<byte> host, ReadOnlySpan<byte> path, ReadOnlySpan<ByteRange> segments,
-        ClientAddress client, int routeIndex, Security.ConsumerModel? consumer = null)
+        ClientAddress client, int routeIndex, Security.ConsumerModel? consumer = null, Security.DeviceModel? device = null)
     {
         Head = head;
         Consumer = consumer;
+        Device = device;
         Host = host;
         Path = path;
         Segments = segments;
@@ -30,6 +31,8 @@ internal readonly ref struct RequestView
     public int RouteIndex { get; }
     /// <summary>The consumer an API key identified, or null.</summary>
     public Security.ConsumerModel? Consumer { get; }
+    /// <summary>The allowlisted device of the connection's client certificate, or null.</summary>
+    public Security.DeviceModel? Device { get; }
 }
 
 internal enum HostKind : byte { Any, Exact, Suffix }
@@ -187,6 +190,8 @@ internal sealed class MatchCondition
     public bool RequiresConsumer { get; init; }
     public string[] Consumers { get; init; } = [];
     public string[] ConsumerGroups { get; init; } = [];
+    /// <summary>Device ids: the connection's client certificate is an allowlisted device among them.</summary>
+    public string[] Devices { get; init; } = [];
     /// <summary>Token scopes: the consumer (a JWT) carries at least one.</summary>
     public string[] Scopes { get; init; } = [];
     /// <summary>Token claims: each present with one of its values.</summary>
@@ -229,6 +234,7 @@ internal sealed class MatchCondition
             if (!any) return false;
         }
         if (RequiresConsumer && !MatchesConsumer(v.Consumer)) return false;
+        if (Devices.Length > 0 && !MatchesDevice(v.Device)) return false;
         if (Scopes.Length > 0 && !MatchesScopes(v.Consumer)) return false;
         if (Claims.Length > 0)
         {
@@ -246,6 +252,13 @@ internal sealed class MatchCondition
         foreach (var g in ConsumerGroups)
             foreach (var cg in consumer.Groups)
                 if (string.Equals(g, cg, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    private bool MatchesDevice(Security.DeviceModel? device)
+    {
+        if (device is null) return false;
+        foreach (var id in Devices) if (string.Equals(id, device.Id, StringComparison.Ordinal)) return true;
         return false;
     }
 

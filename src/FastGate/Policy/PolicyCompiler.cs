@@ -69,7 +69,7 @@ public static class PolicyCompiler
 
     private static bool HasResidual(MatchCondition m) =>
         m.Routes is not null || m.OtherMethods.Length > 0 || m.Headers.Length > 0 || m.Query.Length > 0 || m.ClientIps is not null
-        || m.RequiresConsumer || m.Scopes.Length > 0 || m.Claims.Length > 0 || m.Not is not null;
+        || m.RequiresConsumer || m.Devices.Length > 0 || m.Scopes.Length > 0 || m.Claims.Length > 0 || m.Not is not null;
 
     internal static MatchCondition CompileMatch(PolicyMatchConfig m, IReadOnlyDictionary<string, CidrSet> ipLists,
         IReadOnlyDictionary<string, int> routeIndex, int routeCount)
@@ -122,6 +122,7 @@ public static class PolicyCompiler
             RequiresConsumer = m.Consumers.Count > 0 || m.ConsumerGroups.Count > 0,
             Consumers = m.Consumers.ToArray(),
             ConsumerGroups = m.ConsumerGroups.ToArray(),
+            Devices = m.Devices.ToArray(),
             Scopes = m.Scopes.ToArray(),
             Claims = m.Claims.ToArray(),
             Not = m.Not is null ? null : CompileMatch(m.Not, ipLists, routeIndex, routeCount),

@@ -83,10 +83,11 @@ public sealed class PolicyResult
 /// <summary>What the evaluator knows about a request besides its head.</summary>
 public readonly ref struct RequestFacts
 {
-    public RequestFacts(RequestHead head, ClientAddress client, int routeIndex, Security.ConsumerModel? consumer = null)
+    public RequestFacts(RequestHead head, ClientAddress client, int routeIndex, Security.ConsumerModel? consumer = null, Security.DeviceModel? device = null)
     {
         Head = head;
         Consumer = consumer;
+        Device = device;
         Client = client;
         RouteIndex = routeIndex;
     }
@@ -97,6 +98,8 @@ public readonly ref struct RequestFacts
     public int RouteIndex { get; }
     /// <summary>The consumer an API key identified, or null (consumers/consumerGroups conditions then fail).</summary>
     public Security.ConsumerModel? Consumer { get; }
+    /// <summary>The allowlisted device of the connection's client certificate (mTLS), or null.</summary>
+    public Security.DeviceModel? Device { get; }
 }
 
 /// <summary>A client address as a 128-bit value (IPv4 mapped into ::ffff:0:0/96), parsed once per connection.</summary>

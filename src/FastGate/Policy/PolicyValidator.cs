@@ -23,7 +23,7 @@ public static class PolicyValidator
         var routeIds = config.Routes.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
         var clusterIds = config.Clusters.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
         var limiterIds = KnownLimiterIds(config);
-        var ctx = new Context(errors, routeIds, clusterIds, ipListIds, limiterIds) { IssuerIds = config.JwtIssuers.Select(i => i.Id).ToArray() };
+        var ctx = new Context(errors, routeIds, clusterIds, ipListIds, limiterIds) { IssuerIds = config.JwtIssuers.Select(i => i.Id).ToArray(), DeviceIds = config.Devices.Select(d => d.Id).ToHashSet(StringComparer.Ordinal) };
         var ruleIds = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < config.Policies.Count; i++)
         {
@@ -48,6 +48,7 @@ public static class PolicyValidator
         HashSet<string> IpLists, IReadOnlySet<string>? Limiters)
     {
         public IReadOnlyList<string> IssuerIds { get; init; } = [];
+        public HashSet<string> DeviceIds { get; init; } = [];
         public List<(PathPattern Pattern, string Path)> Templates { get; } = [];
         public void Add(string path, string message) => Errors.Add(new ConfigError(path, message));
     }
@@ -105,6 +106,9 @@ public static class PolicyValidator
             }
             else ctx.Add($"{p}.clientIps[{k}]", Unknown("ipList", entry, ctx.IpLists) + " (or give a CIDR such as 10.0.0.0/8)");
         }
+        for (int k = 0; k < m.Devices.Count; k++)
+            if (!ctx.DeviceIds.Contains(m.Devices[k]))
+                ctx.Add($"{p}.devices[{k}]", Unknown("device", m.Devices[k], ctx.DeviceIds.ToArray()));
         if (m.Not is { } not)
         {
             if (nested) ctx.Add(p + ".not", "'not' cannot be nested inside 'not'; write the inner conditions directly in the outer match");
@@ -115,7 +119,7 @@ public static class PolicyValidator
 
     private static bool IsEmpty(PolicyMatchConfig m) =>
         m.Routes.Count == 0 && m.Hosts.Count == 0 && m.Methods.Count == 0 && m.Paths.Count == 0 && m.Headers.Count == 0
-        && m.Query.Count == 0 && m.ClientIps.Count == 0 && m.Consumers.Count == 0 && m.ConsumerGroups.Count == 0
+        && m.Query.Count == 0 && m.ClientIps.Count == 0 && m.Consumers.Count == 0 && m.ConsumerGroups.Count == 0 && m.Devices.Count == 0
         && m.Scopes.Count == 0 && m.Claims.Count == 0 && m.Not is null;
 
     private static void ValidateFields(IReadOnlyList<FieldMatchConfig> fields, string p, bool header, Context ctx)
@@ -187,7 +191,7 @@ public static class PolicyValidator
                 case "requireAuth":
                     if (a.Schemes.Count == 0) ctx.Add(ap + ".schemes", "requireAuth needs at least one scheme, such as [\"jwt\"] or [\"apiKey\"]");
                     for (int j = 0; j < a.Schemes.Count; j++)
-                        if (Security.AuthRequirement.CheckScheme(a.Schemes[j], ctx.IssuerIds) is { } se) ctx.Add($"{ap}.schemes[{j}]", se);
+                        if (Security.AuthRequirement.CheckScheme(a.Schemes[j], ctx.IssuerIds, ctx.DeviceIds.Count > 0) is { } se) ctx.Add($"{ap}.schemes[{j}]", se);
                     if ((a.Scopes.Count > 0 || a.Claims.Count > 0) && !a.Schemes.Any(s => s.StartsWith("jwt", StringComparison.Ordinal)))
                         ctx.Add(ap + ".scopes", "scopes and claims come from tokens: list \"jwt\" (or \"jwt:<issuer>\") in schemes");
                     break;

@@ -15,7 +15,7 @@ public static class HeadRewriter
     /// </summary>
     public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
         ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision,
-        Security.ApiKeyAuthenticator auth, Security.ConsumerModel? consumer,
+        Security.ApiKeyAuthenticator auth, Security.ConsumerModel? consumer, Security.DeviceTable devices, Security.DeviceModel? device, bool tls,
         ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false)
     {
         bool edits = HasEdits(policy, decision, response: false);
@@ -66,6 +66,7 @@ public static class HeadRewriter
             if (!traceParent.IsEmpty && Observability.TraceContext.IsReplacedHeader(r[f.Name], dropTraceState)) continue;
             if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
             if (IsCredentialOrIdentity(r, f, auth, route.ForwardApiKey)) continue;
+            if (System.Text.Ascii.EqualsIgnoreCase(r[f.Name], devices.HeaderName)) continue; // the gateway's to set
             w.Write(r[f.Name]);
             w.Write(": "u8);
             w.Write(r[f.Value]);
@@ -76,6 +77,7 @@ public static class HeadRewriter
             foreach (int i in decision.Matched) w.Write(policy.Rules[i].SetRequestHeaderLines);
         }
         if (consumer is not null) w.Write(consumer.ForwardedHeaderLine);
+        if (device is not null) w.Write(device.ForwardedHeaderLine);
 
         w.Write("X-Forwarded-For: "u8);
         if (hasForwardedFor)
@@ -88,7 +90,7 @@ public static class HeadRewriter
             }
         }
         w.Write(clientIp);
-        w.Write("\r\nX-Forwarded-Proto: http\r\n"u8);
+        w.Write(tls ? "\r\nX-Forwarded-Proto: https\r\n"u8 : "\r\nX-Forwarded-Proto: http\r\n"u8);
         if (r.HasHost)
         {
             w.WriteHeader("X-Forwarded-Host: "u8, r[r.Host]);

@@ -74,7 +74,7 @@ internal sealed partial class ProxyConnection
     {
         if (!_hasTrace) ResolveTrace();
         HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _peerIp, NextRequestId(), http10, _activePolicy, _policy,
-            _activeAuthenticator, _consumer,
+            _activeAuthenticator, _consumer, _activeDevices, _device, _isTls,
             _traceParent, dropTraceState: !_incomingTraceValid);
     }
 

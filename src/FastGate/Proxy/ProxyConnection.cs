@@ -75,6 +75,13 @@ internal sealed partial class ProxyConnection : IDisposable
         _clientIpBuffer = _peerIp;
         _clientIpLength = _peerIp.Length;
         _clientAddress = _peerAddress;
+        // TLS listeners: the handshake is over (and a client certificate, if any, validated against the listener's
+        // CA) before the first byte reaches here; its fingerprints are computed once for the device lookups
+        if (context.Features.Get<Microsoft.AspNetCore.Http.Features.ITlsConnectionFeature>() is { } tls)
+        {
+            _isTls = true;
+            if (tls.ClientCertificate is { } certificate) _certificate = ClientCertificateFingerprints.From(certificate);
+        }
         context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
             .UnsafeRegister(static s => ((ProxyConnection)s!).RequestClose(), this);
     }
@@ -127,8 +134,15 @@ internal sealed partial class ProxyConnection : IDisposable
                 _policy.Reset();
                 // authentication first: a presented API key identifies its consumer for rules and limits
                 _activeAuthenticator = snapshot.Authenticator;
+                _activeDevices = snapshot.Devices;
                 _consumer = snapshot.Authenticator.Authenticate(_request);
                 _tokenRefused = false;
+                if (_certificate is not null && !ReferenceEquals(_deviceTable, snapshot.Devices))
+                {
+                    // the device of this connection's certificate, looked up again only when a reload changed the list
+                    _deviceTable = snapshot.Devices;
+                    _device = _deviceTable.Find(_certificate);
+                }
                 if (_consumer is null && snapshot.Jwt.IsEnabled)
                 {
                     // a bearer token: a cache hit completes synchronously; a miss validates (and may fetch keys once)
@@ -137,7 +151,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     _consumer = token.Consumer;
                     _tokenRefused = token.Status == JwtStatus.Invalid;
                 }
-                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1, _consumer), _policy);
+                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1, _consumer, _device), _policy);
                 if (_policy.Verdict != PolicyVerdict.Allow)
                 {
                     bool stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
@@ -149,6 +163,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 // CORS: the gateway answers preflights itself (before authentication: browsers send no credentials
                 // on them) and adds the response headers for allowed origins
                 _extraLength = 0;
+                if (_isTls && route?.HstsLine is { } hsts) AppendExtraHeaders(hsts);
                 if (route?.Cors is { } cors && _request.TryGetHeader("origin"u8, out var origin))
                 {
                     bool allowed = cors.IsAllowed(origin);
@@ -199,7 +214,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
                         foreach (var limiter in limiters)
                         {
-                            int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _consumer);
+                            int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _consumer, _device);
                             var pending = keyLength >= 0
                                 ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), 1, now)
                                 : limiter.Limiter.AcquireWithoutKeyAsync(1);
@@ -582,6 +597,13 @@ internal sealed partial class ProxyConnection : IDisposable
 
     /// <summary>The caller an API key or a bearer token identified for this request, or null.</summary>
     private Security.ConsumerModel? _consumer;
+    // TLS: whether the connection is encrypted, its client certificate's fingerprints, and the allowlisted device they
+    // belong to in _deviceTable (the snapshot's list it was looked up in)
+    private readonly bool _isTls;
+    private readonly ClientCertificateFingerprints? _certificate;
+    private DeviceTable? _deviceTable;
+    private DeviceModel? _device;
+    private DeviceTable _activeDevices = DeviceTable.Empty;
     /// <summary>A bearer token was presented and refused (the 401 then says invalid_token).</summary>
     private bool _tokenRefused;
     private Security.ApiKeyAuthenticator _activeAuthenticator = Security.ApiKeyAuthenticator.Empty;
@@ -589,12 +611,12 @@ internal sealed partial class ProxyConnection : IDisposable
     /// <summary>The route's auth requirement and every matched rule's requireAuth: the worst outcome decides.</summary>
     private AuthOutcome CheckAuthentication(RouteModel route, CompiledPolicy policy)
     {
-        var outcome = route.Auth?.Check(_consumer) ?? AuthOutcome.Satisfied;
+        var outcome = route.Auth?.Check(_consumer, _device is not null) ?? AuthOutcome.Satisfied;
         if (outcome == AuthOutcome.Unauthenticated) return outcome;
         foreach (int i in _policy.Matched)
         {
             if (policy.Rules[i].RequireAuth is not { } requirement) continue;
-            var o = requirement.Check(_consumer);
+            var o = requirement.Check(_consumer, _device is not null);
             if (o == AuthOutcome.Unauthenticated) return o;
             if (o == AuthOutcome.Forbidden) outcome = o;
         }

@@ -5,7 +5,7 @@ using Prometheus;
 
 namespace FastGate.RateLimiting;
 
-public enum KeyPartKind : byte { ClientIp, Route, Header, Consumer, ApiKey, Claim }
+public enum KeyPartKind : byte { ClientIp, Route, Header, Consumer, ApiKey, Claim, Device }
 
 /// <summary>One part of a limiter's key: what is counted.</summary>
 public readonly record struct KeyPart(KeyPartKind Kind, byte[] Name, string? Text = null);
@@ -27,6 +27,7 @@ public sealed class CompiledLimiter
             "route" => new KeyPart(KeyPartKind.Route, []),
             "consumer" => new KeyPart(KeyPartKind.Consumer, []),
             "apiKey" => new KeyPart(KeyPartKind.ApiKey, []),
+            "device" => new KeyPart(KeyPartKind.Device, []),
             _ when k.StartsWith("header:", StringComparison.Ordinal) => new KeyPart(KeyPartKind.Header, Encoding.ASCII.GetBytes(k[7..])),
             _ => new KeyPart(KeyPartKind.Claim, Encoding.ASCII.GetBytes(k[6..]), k[6..]),
         }).ToArray();
@@ -45,7 +46,7 @@ public sealed class CompiledLimiter
     /// missing from the request (the limiter's missingKey behaviour then applies), or -2 when it does not fit.
     /// </summary>
     public int BuildKey(Span<byte> dest, RequestHead request, ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> routeId,
-        Security.ConsumerModel? consumer = null)
+        Security.ConsumerModel? consumer = null, Security.DeviceModel? device = null)
     {
         int n = 0;
         for (int i = 0; i < _parts.Length; i++)
@@ -62,6 +63,11 @@ public sealed class CompiledLimiter
                 case KeyPartKind.ApiKey:
                     if (consumer is null) return -1;
                     if (!AppendText(dest, ref n, i, consumer.Id)) return -2;
+                    continue;
+                case KeyPartKind.Device:
+                    // the allowlisted device of the connection's client certificate (mTLS)
+                    if (device is null) return -1;
+                    if (!AppendText(dest, ref n, i, device.Id)) return -2;
                     continue;
                 default:
                     // claim:<name> from a validated token (the first value when the claim has several)

@@ -28,6 +28,8 @@ public sealed class RouteModel
     public bool RequiresAuth => Auth is not null;
     public bool ForwardApiKey { get; init; }
     public Security.CorsModel? Cors { get; init; }
+    /// <summary>"Strict-Transport-Security: ...\r\n" added to responses on TLS connections, or null.</summary>
+    public byte[]? HstsLine { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

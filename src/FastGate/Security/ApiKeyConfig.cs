@@ -101,7 +101,7 @@ internal static class ApiKeyConfigBinder
         {
             var route = config.Routes[i];
             for (int j = 0; j < route.Auth.Count; j++)
-                if (AuthRequirement.CheckScheme(route.Auth[j], issuerIds) is { } error)
+                if (AuthRequirement.CheckScheme(route.Auth[j], issuerIds, config.Devices.Count > 0) is { } error)
                     errors.Add(new ConfigError($"$.routes[{i}].auth[{j}]", error));
             if ((route.Scopes.Count > 0 || route.Claims.Count > 0) && !route.Auth.Any(s => s.StartsWith("jwt", StringComparison.Ordinal)))
                 errors.Add(new ConfigError($"$.routes[{i}].{(route.Scopes.Count > 0 ? "scopes" : "claims")}",

@@ -84,10 +84,11 @@ public sealed class AuthRequirement
     }
 
     /// <summary>The scheme names a config may use, given the configured issuers; null when valid, else the error.</summary>
-    public static string? CheckScheme(string scheme, IReadOnlyList<string> issuerIds)
+    public static string? CheckScheme(string scheme, IReadOnlyList<string> issuerIds, bool hasDevices)
     {
         if (scheme == "apiKey") return null;
-        if (scheme == "mtls") return "'mtls' is not available yet (listener client certificates are not built)";
+        if (scheme == "mtls")
+            return hasDevices ? null : "'mtls' accepts allowlisted devices: list them in \"devices\" (and set tls.clientCertificate on a listener)";
         if (scheme == "jwt")
             return issuerIds.Count > 0 ? null : "'jwt' needs at least one entry in jwtIssuers";
         if (scheme.StartsWith("jwt:", StringComparison.Ordinal))

@@ -1,6 +1,9 @@
 using System.Net.Http;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using FastGate.Configuration;
 using FastGate.DemoUpstream;
@@ -159,7 +162,7 @@ public sealed class TestGateway : IAsyncDisposable
 public sealed class RawClient : IDisposable
 {
     private readonly TcpClient _client = new();
-    private NetworkStream _stream = null!;
+    private Stream _stream = null!;
     private readonly byte[] _buffer = new byte[65536];
     private int _start, _end;
 
@@ -170,6 +173,42 @@ public sealed class RawClient : IDisposable
         c._stream = c._client.GetStream();
         return c;
     }
+
+    /// <summary>
+    /// Connects and completes a TLS handshake that trusts only <paramref name="trustedCa"/> for the server, offering
+    /// <paramref name="clientCertificate"/> when given. Throws when the handshake fails.
+    /// </summary>
+    public static async Task<RawClient> ConnectTlsAsync(IPEndPoint ep, X509Certificate2 trustedCa, X509Certificate2? clientCertificate = null,
+        SslProtocols protocols = SslProtocols.None)
+    {
+        var c = new RawClient();
+        await c._client.ConnectAsync(ep);
+        var ssl = new SslStream(c._client.GetStream(), leaveInnerStreamOpen: false);
+        c._stream = ssl;
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            EnabledSslProtocols = protocols,
+            ApplicationProtocols = [SslApplicationProtocol.Http11],
+            ClientCertificates = clientCertificate is null ? null : [clientCertificate],
+            // no fallback to the system store: present exactly this certificate (or none)
+            LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate!,
+            RemoteCertificateValidationCallback = (_, cert, _, _) =>
+            {
+                if (cert is null) return false;
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(trustedCa);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                return chain.Build(X509CertificateLoader.LoadCertificate(cert.GetRawCertData()));
+            },
+        }, cts.Token);
+        return c;
+    }
+
+    /// <summary>The TLS session of a <see cref="ConnectTlsAsync"/> client (null for plain TCP).</summary>
+    public SslStream? Tls => _stream as SslStream;
 
     public Task SendAsync(string text) => _stream.WriteAsync(Encoding.Latin1.GetBytes(text)).AsTask();
     public Task SendAsync(byte[] bytes) => _stream.WriteAsync(bytes).AsTask();

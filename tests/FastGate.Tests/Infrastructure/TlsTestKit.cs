@@ -48,6 +48,34 @@ public sealed class TestCertificateAuthority : IDisposable
         return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
     }
 
+    /// <summary>A client certificate (with its private key, EKU clientAuth) for a device.</summary>
+    public X509Certificate2 IssueClientCertificate(string subject, string? eku = "1.3.6.1.5.5.7.3.2")
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={subject}", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        if (eku is not null) request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(eku)], false));
+        var serial = new byte[12];
+        RandomNumberGenerator.Fill(serial);
+        using var cert = request.Create(Certificate, DateTimeOffset.UtcNow.AddHours(-1), DateTimeOffset.UtcNow.AddDays(7), serial);
+        using var withKey = cert.CopyWithPrivateKey(key);
+        return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
+    }
+
+    /// <summary>Writes a certificate and its private key as PEM files (certificate.pem, key.pem) into <paramref name="directory"/>.</summary>
+    public static (string Certificate, string Key) WritePemPair(X509Certificate2 certificate, string directory, string name = "server")
+    {
+        var certPath = Path.Combine(directory, name + ".pem");
+        var keyPath = Path.Combine(directory, name + ".key");
+        // written to temporary names and moved into place, as a certificate manager would
+        File.WriteAllText(certPath + ".tmp", certificate.ExportCertificatePem());
+        File.WriteAllText(keyPath + ".tmp", certificate.GetECDsaPrivateKey()!.ExportPkcs8PrivateKeyPem());
+        File.Move(keyPath + ".tmp", keyPath, overwrite: true);
+        File.Move(certPath + ".tmp", certPath, overwrite: true);
+        return (certPath, keyPath);
+    }
+
     /// <summary>Writes the CA certificate as PEM into a temporary file and returns its path.</summary>
     public string WritePem()
     {

@@ -1,0 +1,241 @@
+using System.Net.Security;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using FastGate.Configuration;
+using FastGate.Observability;
+using TlsHandshakeCallbackContext = Microsoft.AspNetCore.Server.Kestrel.Https.TlsHandshakeCallbackContext;
+using Microsoft.Extensions.Logging;
+
+namespace FastGate.Security;
+
+/// <summary>
+/// TLS termination for one listener: the server certificate (PEM pair or PFX, with its intermediates), TLS 1.2 and
+/// 1.3 only, and client certificates (mTLS) checked against the listener's CA bundle. The handshake options are one
+/// immutable object swapped whole when the certificate files change, so a reload never touches a connection that
+/// is already up, and a reload that fails keeps the certificate in use.
+/// </summary>
+public sealed class ListenerTls : IDisposable
+{
+    private static readonly Oid s_clientAuth = new("1.3.6.1.5.5.7.3.2", "Client Authentication");
+    private static readonly List<SslApplicationProtocol> s_http11 = [SslApplicationProtocol.Http11];
+
+    private readonly string _listener;
+    private readonly ListenerTlsConfig _config;
+    private readonly string _baseDirectory;
+    private readonly X509Certificate2Collection? _clientRoots;
+    private SslServerAuthenticationOptions _options;
+    private FileStamp[] _stamps;
+    private ITimer? _poll;
+    private int _polling;
+
+    private ListenerTls(string listener, ListenerTlsConfig config, string baseDirectory, ServerCertificate certificate, X509Certificate2Collection? clientRoots)
+    {
+        _listener = listener;
+        _config = config;
+        _baseDirectory = baseDirectory;
+        _clientRoots = clientRoots;
+        _options = BuildOptions(certificate);
+        _stamps = Stamp(WatchedFiles());
+        Certificate = certificate.Leaf;
+        GatewayMetrics.TlsCertificateExpiry.WithLabels(listener).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
+    }
+
+    /// <summary>The certificate new handshakes present.</summary>
+    public X509Certificate2 Certificate { get; private set; }
+    public ClientCertificateMode ClientCertificate => _config.ClientCertificate;
+    public ILogger? Logger { get; set; }
+    /// <summary>How often the certificate files are checked for changes.</summary>
+    public static TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Loads the certificate and the client CA bundle; throws <see cref="InvalidOperationException"/> with the reason.</summary>
+    public static ListenerTls Create(string listener, ListenerTlsConfig config, string baseDirectory)
+    {
+        var certificate = LoadCertificate(config, baseDirectory, out var error) ?? throw new InvalidOperationException(error);
+        X509Certificate2Collection? roots = null;
+        if (config.ClientCertificate != ClientCertificateMode.None && config.ClientCa is { } ca)
+            roots = Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(ca, baseDirectory), out error) ?? throw new InvalidOperationException(error);
+        return new ListenerTls(listener, config, baseDirectory, certificate, roots);
+    }
+
+    /// <summary>Every problem with a listener's tls section, as (JSON path suffix, message); files are opened and parsed.</summary>
+    public static IEnumerable<(string Path, string Message)> Check(ListenerTlsConfig config, string baseDirectory)
+    {
+        bool pem = config.Certificate is not null || config.Key is not null;
+        if (pem && config.Pfx is not null)
+            yield return ("", "give either \"certificate\" and \"key\" (PEM) or \"pfx\", not both");
+        else if (!pem && config.Pfx is null)
+            yield return ("", "TLS needs \"certificate\" and \"key\" (PEM files) or \"pfx\" (a PKCS#12 file)");
+        else if (pem && config.Certificate is null)
+            yield return (".certificate", "is required with \"key\" (the PEM certificate file)");
+        else if (pem && config.Key is null)
+            yield return (".key", "is required with \"certificate\" (the PEM private key file)");
+        else if (LoadCertificate(config, baseDirectory, out var error) is null)
+            yield return (config.Pfx is not null ? ".pfx" : ".certificate", error!);
+        if (config.Pfx is null && (config.Password is not null || config.PasswordEnv is not null))
+            yield return (".password", "a password only applies to a \"pfx\" file");
+        if (config.PasswordEnv is { } env && Environment.GetEnvironmentVariable(env) is null)
+            yield return (".passwordEnv", $"environment variable '{env}' is not set");
+        if (config.ClientCertificate != ClientCertificateMode.None)
+        {
+            if (config.ClientCa is null)
+                yield return (".clientCa", "is required when clientCertificate is optional or required (a PEM bundle of the CAs client certificates must chain to)");
+            else if (Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(config.ClientCa, baseDirectory), out var caError) is null)
+                yield return (".clientCa", caError!);
+        }
+        else if (config.ClientCa is not null)
+            yield return (".clientCa", "has no effect while clientCertificate is \"none\": set it to \"optional\" or \"required\"");
+    }
+
+    /// <summary>Kestrel's per-handshake callback: the options current when the handshake starts.</summary>
+    public ValueTask<SslServerAuthenticationOptions> OnConnection(TlsHandshakeCallbackContext context) => new(Volatile.Read(ref _options));
+
+    /// <summary>Starts checking the certificate files for changes (every <see cref="PollInterval"/>).</summary>
+    public void StartWatching(TimeProvider? time = null)
+    {
+        _poll ??= (time ?? TimeProvider.System).CreateTimer(_ => Poll(), null, PollInterval, PollInterval);
+    }
+
+    private void Poll()
+    {
+        if (Interlocked.Exchange(ref _polling, 1) == 1) return;
+        try
+        {
+            var now = Stamp(WatchedFiles());
+            if (now.AsSpan().SequenceEqual(_stamps)) return;
+            // a writer may be half-way through replacing the pair: a failed load is retried on the next change
+            _stamps = now;
+            Reload();
+        }
+        finally
+        {
+            Volatile.Write(ref _polling, 0);
+        }
+    }
+
+    /// <summary>Loads the certificate files again; on success new handshakes use them, on failure the old ones stay.</summary>
+    public bool Reload()
+    {
+        var certificate = LoadCertificate(_config, _baseDirectory, out var error);
+        if (certificate is null)
+        {
+            GatewayMetrics.TlsCertificateReloads.WithLabels(_listener, "error").Inc();
+            Logger?.LogError("listener {Listener}: certificate reload failed, the current certificate stays in use: {Error}", _listener, error);
+            return false;
+        }
+        Volatile.Write(ref _options, BuildOptions(certificate));
+        Certificate = certificate.Leaf;
+        GatewayMetrics.TlsCertificateReloads.WithLabels(_listener, "ok").Inc();
+        GatewayMetrics.TlsCertificateExpiry.WithLabels(_listener).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
+        Logger?.LogInformation("listener {Listener}: certificate reloaded ({Subject}, expires {NotAfter:O})", _listener, certificate.Leaf.Subject, certificate.Leaf.NotAfter.ToUniversalTime());
+        return true;
+    }
+
+    private SslServerAuthenticationOptions BuildOptions(ServerCertificate certificate) => new()
+    {
+        ServerCertificateContext = SslStreamCertificateContext.Create(certificate.Leaf, certificate.Intermediates, offline: true),
+        EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+        ApplicationProtocols = s_http11,
+        AllowRenegotiation = false,
+        ClientCertificateRequired = _config.ClientCertificate != ClientCertificateMode.None,
+        RemoteCertificateValidationCallback = _config.ClientCertificate == ClientCertificateMode.None ? null : ValidateClientCertificate,
+        CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+    };
+
+    /// <summary>
+    /// A client certificate must chain to the listener's CA bundle (and nothing else: the system store is not
+    /// consulted), be within its validity period and, when it names usages, allow client authentication.
+    /// </summary>
+    private bool ValidateClientCertificate(object sender, X509Certificate? certificate, X509Chain? presented, SslPolicyErrors errors)
+    {
+        if (certificate is null)
+        {
+            if (_config.ClientCertificate != ClientCertificateMode.Required) return true;
+            GatewayMetrics.TlsClientCertificateRejections.WithLabels(_listener, "missing").Inc();
+            return false;
+        }
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(_clientRoots!);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.ApplicationPolicy.Add(s_clientAuth);
+        if (presented is not null)
+            for (int i = 1; i < presented.ChainElements.Count; i++) chain.ChainPolicy.ExtraStore.Add(presented.ChainElements[i].Certificate);
+        var leaf = certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
+        bool ok = chain.Build(leaf);
+        if (!ok) GatewayMetrics.TlsClientCertificateRejections.WithLabels(_listener, "untrusted").Inc();
+        return ok;
+    }
+
+    private sealed record ServerCertificate(X509Certificate2 Leaf, X509Certificate2Collection Intermediates);
+
+    private static ServerCertificate? LoadCertificate(ListenerTlsConfig config, string baseDirectory, out string? error)
+    {
+        error = null;
+        string? file = null;
+        try
+        {
+            X509Certificate2 leaf;
+            var intermediates = new X509Certificate2Collection();
+            if (config.Pfx is { } pfx)
+            {
+                file = Proxy.UpstreamTlsModel.ResolvePath(pfx, baseDirectory);
+                var all = X509CertificateLoader.LoadPkcs12CollectionFromFile(file, config.ResolvePassword());
+                X509Certificate2? withKey = null;
+                foreach (var c in all)
+                {
+                    if (withKey is null && c.HasPrivateKey) withKey = c;
+                    else intermediates.Add(c);
+                }
+                if (withKey is null)
+                {
+                    error = $"'{file}' holds no certificate with a private key";
+                    return null;
+                }
+                leaf = withKey;
+            }
+            else
+            {
+                file = Proxy.UpstreamTlsModel.ResolvePath(config.Certificate!, baseDirectory);
+                string keyFile = Proxy.UpstreamTlsModel.ResolvePath(config.Key!, baseDirectory);
+                using var pemLeaf = X509Certificate2.CreateFromPemFile(file, keyFile);
+                // a PKCS#12 round trip gives a certificate whose key every platform's TLS stack can use (Windows
+                // refuses ephemeral keys)
+                leaf = X509CertificateLoader.LoadPkcs12(pemLeaf.Export(X509ContentType.Pkcs12), null);
+                var chain = new X509Certificate2Collection();
+                chain.ImportFromPemFile(file);
+                foreach (var c in chain)
+                    if (c.Thumbprint != leaf.Thumbprint) intermediates.Add(c);
+            }
+            var now = DateTime.Now;
+            if (leaf.NotAfter < now)
+            {
+                error = $"the certificate in '{file}' ({leaf.Subject}) expired on {leaf.NotAfter.ToUniversalTime():O}";
+                return null;
+            }
+            return new ServerCertificate(leaf, intermediates);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
+        {
+            error = $"cannot load the certificate{(file is null ? "" : $" from '{file}'")}: {e.Message}";
+            return null;
+        }
+    }
+
+    private IEnumerable<string> WatchedFiles()
+    {
+        if (_config.Pfx is { } pfx) yield return Proxy.UpstreamTlsModel.ResolvePath(pfx, _baseDirectory);
+        if (_config.Certificate is { } c) yield return Proxy.UpstreamTlsModel.ResolvePath(c, _baseDirectory);
+        if (_config.Key is { } k) yield return Proxy.UpstreamTlsModel.ResolvePath(k, _baseDirectory);
+    }
+
+    private readonly record struct FileStamp(DateTime Written, long Length);
+
+    private static FileStamp[] Stamp(IEnumerable<string> files) => files.Select(f =>
+    {
+        var info = new FileInfo(f);
+        return info.Exists ? new FileStamp(info.LastWriteTimeUtc, info.Length) : default;
+    }).ToArray();
+
+    public void Dispose() => _poll?.Dispose();
+}

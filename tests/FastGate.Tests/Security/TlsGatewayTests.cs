@@ -1,0 +1,164 @@
+using System.Net.Security;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using FastGate.Tests.Infrastructure;
+
+namespace FastGate.Tests.Security;
+
+/// <summary>Listener TLS termination over real sockets: certificates made by a CA in the test, files on disk.</summary>
+public sealed class TlsGatewayTests : IDisposable
+{
+    private readonly TestCertificateAuthority _ca = new("FastGate Test Listener CA");
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("fastgate-tls-");
+
+    public void Dispose()
+    {
+        _ca.Dispose();
+        try { _dir.Delete(recursive: true); } catch (IOException) { }
+    }
+
+    private static string Config(string upstream, string tls, string extra = "") => $$"""
+        {
+          "listeners": [ { "name": "https", "address": "127.0.0.1:0", "tls": {{tls}} }, { "name": "plain", "address": "127.0.0.1:0" } ],
+          "admin": { "address": "127.0.0.1:0" },
+          "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream}}" } ] } ],
+          "routes": [
+            { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend", "hsts": "max-age=31536000; includeSubDomains" }
+          ] {{extra}}
+        }
+        """;
+
+    private string PemTls()
+    {
+        using var server = _ca.IssueServerCertificate("localhost");
+        var (cert, key) = TestCertificateAuthority.WritePemPair(server, _dir.FullName);
+        return JsonSerializer.Serialize(new { certificate = cert, key });
+    }
+
+    /// <summary>The thumbprint of the certificate the gateway presented to this client.</summary>
+    internal static string Served(RawClient client) => X509CertificateLoader.LoadCertificate(client.Tls!.RemoteCertificate!.GetRawCertData()).Thumbprint;
+
+    private static async Task<RawResponse> Get(RawClient client, string path, string extraHeaders = "")
+    {
+        await client.SendAsync($"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extraHeaders}\r\n");
+        return await client.ReadResponseAsync();
+    }
+
+    [Fact]
+    public async Task HttpsListener_ProxiesHttp11OverTls_ForwardedProtoHttps_HstsOnlyOverTls()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), PemTls()));
+        var https = gateway.Host.ListenerEndPoints[0];
+        var plain = gateway.Host.ListenerEndPoints[1];
+
+        using var client = await RawClient.ConnectTlsAsync(https, _ca.Certificate);
+        Assert.Contains(client.Tls!.SslProtocol, new[] { SslProtocols.Tls12, SslProtocols.Tls13 });
+        Assert.Equal(SslApplicationProtocol.Http11, client.Tls.NegotiatedApplicationProtocol);
+        var hello = await Get(client, "/hello");
+        Assert.Equal(200, hello.Status);
+        Assert.Equal("Hello, World!", hello.Body);
+        Assert.Equal("max-age=31536000; includeSubDomains", hello.Headers["Strict-Transport-Security"]);
+
+        // keep-alive over the same TLS session; the upstream learns the client used https (a client's claim is replaced)
+        var echo = await Get(client, "/echo", "X-Forwarded-Proto: http\r\n");
+        Assert.Equal(200, echo.Status);
+        Assert.Equal("https", JsonDocument.Parse(echo.Body).RootElement.GetProperty("headers").GetProperty("X-Forwarded-Proto").GetString());
+
+        // the plain listener of the same gateway sends no HSTS and says http
+        using var plainClient = await RawClient.ConnectAsync(plain);
+        var plainEcho = await Get(plainClient, "/echo");
+        Assert.False(plainEcho.Headers.ContainsKey("Strict-Transport-Security"));
+        Assert.Equal("http", JsonDocument.Parse(plainEcho.Body).RootElement.GetProperty("headers").GetProperty("X-Forwarded-Proto").GetString());
+    }
+
+    [Fact]
+    public async Task Tls12AndTls13_BothNegotiate()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), PemTls()));
+        foreach (var protocol in new[] { SslProtocols.Tls12, SslProtocols.Tls13 })
+        {
+            using var client = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate, protocols: protocol);
+            Assert.Equal(protocol, client.Tls!.SslProtocol);
+            Assert.Equal(200, (await Get(client, "/hello")).Status);
+        }
+    }
+
+    [Fact]
+    public async Task PlainHttpOnTheTlsPort_IsClosedWithoutAResponse()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), PemTls()));
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        await client.SendAsync("GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        Assert.True(await client.IsClosedByServerAsync());
+    }
+
+    [Fact]
+    public async Task PfxListener_WithPasswordFromEnvironment_Serves()
+    {
+        using var server = _ca.IssueServerCertificate("localhost");
+        var pfx = Path.Combine(_dir.FullName, "server.pfx");
+        File.WriteAllBytes(pfx, server.Export(X509ContentType.Pkcs12, "s3cret"));
+        Environment.SetEnvironmentVariable("FASTGATE_TEST_PFX_PASSWORD", "s3cret");
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var tls = JsonSerializer.Serialize(new { pfx, passwordEnv = "FASTGATE_TEST_PFX_PASSWORD" });
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), tls));
+        using var client = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);
+        Assert.Equal(server.Thumbprint, Served(client));
+        Assert.Equal(200, (await Get(client, "/hello")).Status);
+    }
+
+    [Fact]
+    public async Task CertificateFilesReplaced_NewHandshakesUseTheNewCertificate_OpenConnectionsKeepWorking_BadFilesKeepTheOld()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        using var first = _ca.IssueServerCertificate("localhost");
+        var (certPath, keyPath) = TestCertificateAuthority.WritePemPair(first, _dir.FullName);
+        var tls = JsonSerializer.Serialize(new { certificate = certPath, key = keyPath });
+        var previousInterval = FastGate.Security.ListenerTls.PollInterval;
+        FastGate.Security.ListenerTls.PollInterval = TimeSpan.FromMilliseconds(200);
+        try
+        {
+            await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), tls));
+            using var before = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);
+            Assert.Equal(first.Thumbprint, Served(before));
+            Assert.Equal(200, (await Get(before, "/hello")).Status);
+
+            using var second = _ca.IssueServerCertificate("localhost");
+            TestCertificateAuthority.WritePemPair(second, _dir.FullName);
+            string? served = null;
+            for (int i = 0; i < 100 && served != second.Thumbprint; i++)
+            {
+                await Task.Delay(100);
+                using var probe = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);
+                served = Served(probe);
+            }
+            Assert.Equal(second.Thumbprint, served);
+            // the connection made before the reload was not dropped
+            Assert.Equal(200, (await Get(before, "/hello")).Status);
+
+            // a broken certificate file: the reload fails, the second certificate stays in use
+            var reloadsBefore = gateway.Host.TlsListeners[0].Certificate;
+            await File.WriteAllTextAsync(certPath, "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n");
+            string metrics = "";
+            for (int i = 0; i < 100 && !metrics.Contains("fastgate_tls_certificate_reloads_total{listener=\"https\",result=\"error\"}"); i++)
+            {
+                await Task.Delay(100);
+                metrics = await gateway.ScrapeMetricsAsync();
+            }
+            Assert.Contains("fastgate_tls_certificate_reloads_total{listener=\"https\",result=\"error\"}", metrics);
+            Assert.Same(reloadsBefore, gateway.Host.TlsListeners[0].Certificate);
+            using var after = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);
+            Assert.Equal(second.Thumbprint, Served(after));
+            Assert.Equal(200, (await Get(after, "/hello")).Status);
+            Assert.Contains("fastgate_tls_certificate_expiry_timestamp_seconds{listener=\"https\"}", metrics);
+        }
+        finally
+        {
+            FastGate.Security.ListenerTls.PollInterval = previousInterval;
+        }
+    }
+}
