@@ -13,7 +13,7 @@ public class SchemaTests
         var props = schema.RootElement.GetProperty("properties");
         var topLevel = props.EnumerateObject().Select(p => p.Name).ToHashSet();
         string[] sections = ["listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly", "trustedProxies"];
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly", "trustedProxies", "jwtIssuers", "jwt", "devices", "mtls"];
         foreach (var s in sections)
         {
             Assert.Contains(s, topLevel);
@@ -22,7 +22,26 @@ public class SchemaTests
             Assert.DoesNotContain(loaded.Errors, e => e.Path == "$." + s && e.Message.StartsWith("unknown property", StringComparison.Ordinal));
         }
         var routeProps = props.GetProperty("routes").GetProperty("items").GetProperty("properties").EnumerateObject().Select(p => p.Name);
-        Assert.Equal(["auth", "claims", "cluster", "cors", "forwardApiKey", "id", "match", "preserveHost", "rateLimits", "scopes", "stripPrefix"], routeProps.Order());
+        Assert.Equal(["auth", "claims", "cluster", "cors", "forwardApiKey", "hsts", "id", "match", "preserveHost", "rateLimits", "scopes", "stripPrefix"], routeProps.Order());
+    }
+
+    [Fact]
+    public void Schema_ListenerTlsAndDeviceProperties_MatchTheLoader()
+    {
+        var root = ValidateCommandTests.RepoRoot();
+        using var schema = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "config", "fastgate.schema.json")));
+        var props = schema.RootElement.GetProperty("properties");
+        string[] tlsProps = ["certificate", "clientCa", "clientCertificate", "key", "password", "passwordEnv", "pfx"];
+        var listenerTls = props.GetProperty("listeners").GetProperty("items").GetProperty("properties").GetProperty("tls").GetProperty("properties");
+        Assert.Equal(tlsProps, listenerTls.EnumerateObject().Select(p => p.Name).Order());
+        string[] deviceProps = ["id", "spkiSha256", "thumbprint"];
+        Assert.Equal(deviceProps, props.GetProperty("devices").GetProperty("items").GetProperty("properties").EnumerateObject().Select(p => p.Name).Order());
+        // the loader knows exactly these names: none is reported unknown, a neighbour is
+        string tls = string.Join(", ", tlsProps.Select(p => $"\"{p}\": null").Append("\"ciphers\": null"));
+        string devices = string.Join(", ", deviceProps.Select(p => $"\"{p}\": null"));
+        var loaded = FastGate.Configuration.ConfigLoader.Load($"{{ \"listeners\": [ {{ \"address\": \"127.0.0.1:0\", \"tls\": {{ {tls} }} }} ], \"devices\": [ {{ {devices} }} ] }}");
+        var unknown = loaded.Errors.Where(e => e.Message.StartsWith("unknown property", StringComparison.Ordinal)).Select(e => e.Path).ToArray();
+        Assert.Equal(["$.listeners[0].tls.ciphers"], unknown);
     }
 
     [Fact]
