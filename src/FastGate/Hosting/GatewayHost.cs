@@ -2,7 +2,6 @@ using System.Net;
 using FastGate.Configuration;
 using FastGate.Proxy;
 using FastGate.Security;
-using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -45,17 +44,14 @@ public sealed class GatewayHost : IAsyncDisposable
             {
                 ConfigValidator.TryParseEndPoint(l.Address, out var ep);
                 // TLS: validated with the config; loaded here once, then reloaded by the listener when its files change
-                var tls = l.Tls is null ? null : ListenerTls.Create(string.IsNullOrEmpty(l.Name) ? l.Address : l.Name, l.Tls, snapshot.Config.BaseDirectory);
+                string listenerName = string.IsNullOrEmpty(l.Name) ? l.Address : l.Name;
+                var tls = l.Tls is null ? null : ListenerTls.Create(listenerName, l.Tls, snapshot.Config.BaseDirectory);
                 if (tls is not null) _tls.Add(tls);
                 k.Listen(ep, lo =>
                 {
                     lo.Protocols = HttpProtocols.Http1;
                     if (tls is not null)
-                        lo.UseHttps(new TlsHandshakeCallbackOptions
-                        {
-                            OnConnection = tls.OnConnection,
-                            HandshakeTimeout = snapshot.Config.Limits.HeaderTimeout,
-                        });
+                        lo.Use(next => new TlsTermination(next, tls, snapshot.Config.Limits.HeaderTimeout, listenerName).OnConnectionAsync);
                     lo.Use(_ => Runtime.OnConnectionAsync);
                     _listeners.Add((l.Name, lo));
                 });

@@ -83,6 +83,10 @@ public static class GatewayMetrics
     public static readonly Gauge TlsCertificateExpiry = Metrics.CreateGauge("fastgate_tls_certificate_expiry_timestamp_seconds",
         "Unix time at which the certificate a listener serves expires.", new GaugeConfiguration { LabelNames = ["listener"] });
 
+    public static readonly Counter TlsHandshakeFailures = Metrics.CreateCounter("fastgate_tls_handshake_failures_total",
+        "TLS handshakes that did not complete (not TLS, an old protocol, a refused client certificate, a timeout), by listener.",
+        new CounterConfiguration { LabelNames = ["listener"] });
+
     public static readonly Counter TlsClientCertificateRejections = Metrics.CreateCounter("fastgate_tls_client_certificate_rejections_total",
         "TLS handshakes refused because of the client certificate, by listener and reason (missing, untrusted).",
         new CounterConfiguration { LabelNames = ["listener", "reason"] });

@@ -4,7 +4,6 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using FastGate.Configuration;
 using FastGate.Observability;
-using TlsHandshakeCallbackContext = Microsoft.AspNetCore.Server.Kestrel.Https.TlsHandshakeCallbackContext;
 using Microsoft.Extensions.Logging;
 
 namespace FastGate.Security;
@@ -87,8 +86,8 @@ public sealed class ListenerTls : IDisposable
             yield return (".clientCa", "has no effect while clientCertificate is \"none\": set it to \"optional\" or \"required\"");
     }
 
-    /// <summary>Kestrel's per-handshake callback: the options current when the handshake starts.</summary>
-    public ValueTask<SslServerAuthenticationOptions> OnConnection(TlsHandshakeCallbackContext context) => new(Volatile.Read(ref _options));
+    /// <summary>The handshake options in force: a new handshake reads them once, a reload replaces them whole.</summary>
+    public SslServerAuthenticationOptions ServerOptions => Volatile.Read(ref _options);
 
     /// <summary>Starts checking the certificate files for changes (every <see cref="PollInterval"/>).</summary>
     public void StartWatching(TimeProvider? time = null)
