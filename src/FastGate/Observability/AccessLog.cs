@@ -165,6 +165,7 @@ public sealed class AccessLog : IAsyncDisposable
         WritePath(w, e);
         w.WriteString("route"u8, e.Route ?? "");
         w.WriteString("consumer"u8, e.Consumer ?? "");
+        if (e.Device is not null) w.WriteString("device"u8, e.Device);
         w.WriteNumber("status"u8, e.Status);
         w.WriteNumber("bytes_in"u8, e.BytesIn);
         w.WriteNumber("bytes_out"u8, e.BytesOut);
@@ -233,7 +234,7 @@ public sealed class AccessLog : IAsyncDisposable
         private readonly int[] _lengths = new int[(int)Field.Count];
         public long Sequence;
         public long UtcTicks;
-        public string? Route, Upstream, Consumer, Decision, Rule;
+        public string? Route, Upstream, Consumer, Device, Decision, Rule;
         public int Status;
         public RejectReason Reason;
         public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End;
@@ -269,6 +270,7 @@ public sealed class AccessLog : IAsyncDisposable
             Route = r.Route?.Route;
             Upstream = r.Upstream;
             Consumer = r.Consumer;
+            Device = r.Device;
             Decision = r.Decision;
             Rule = r.Rule;
             Status = r.Status;

@@ -21,6 +21,8 @@ public ref struct RequestRecord
     public string? Upstream;
     /// <summary>The authenticated consumer (null until the policy engine authenticates).</summary>
     public string? Consumer;
+    /// <summary>The allowlisted device of the connection's client certificate (mTLS), or null.</summary>
+    public string? Device;
     public ReadOnlySpan<byte> ClientIp;
     public ReadOnlySpan<byte> Method;
     public ReadOnlySpan<byte> Host;

@@ -54,6 +54,7 @@ internal sealed partial class ProxyConnection
             Upstream = route is null ? null : _obsUpstream,
             ClientIp = ClientIp,
             Consumer = _consumer?.Id,
+            Device = _device?.Id,
             Method = parsed ? r[r.MethodRange] : default,
             Host = parsed ? r[r.Host] : default,
             Path = parsed ? r[r.Path] : default,

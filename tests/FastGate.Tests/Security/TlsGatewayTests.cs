@@ -39,6 +39,15 @@ public sealed class TlsGatewayTests : IDisposable
     /// <summary>The thumbprint of the certificate the gateway presented to this client.</summary>
     internal static string Served(RawClient client) => X509CertificateLoader.LoadCertificate(client.Tls!.RemoteCertificate!.GetRawCertData()).Thumbprint;
 
+    /// <summary>The value of one sample line (name with labels) in a Prometheus text exposition; 0 when absent.</summary>
+    private static double MetricValue(string exposition, string sample)
+    {
+        foreach (var line in exposition.Split('\n'))
+            if (line.StartsWith(sample + " ", StringComparison.Ordinal))
+                return double.Parse(line[(sample.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        return 0;
+    }
+
     private static async Task<RawResponse> Get(RawClient client, string path, string extraHeaders = "")
     {
         await client.SendAsync($"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extraHeaders}\r\n");
@@ -94,6 +103,17 @@ public sealed class TlsGatewayTests : IDisposable
         using var client = await RawClient.ConnectAsync(gateway.EndPoint);
         await client.SendAsync("GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n");
         Assert.True(await client.IsClosedByServerAsync());
+        Assert.Contains("fastgate_tls_handshake_failures_total{listener=\"https\"}", await gateway.ScrapeMetricsAsync());
+    }
+
+    [Fact]
+    public async Task SilentClient_IsClosedAfterTheHeaderTimeout_WithoutAHandshake()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var config = Config(upstream.Address.ToString().TrimEnd('/'), PemTls(), """, "limits": { "headerTimeout": "1s" }""");
+        await using var gateway = await TestGateway.StartAsync(config);
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        Assert.True(await client.IsClosedByServerAsync(timeoutMs: 15000)); // the handshake deadline is the header timeout
     }
 
     [Fact]
@@ -141,16 +161,18 @@ public sealed class TlsGatewayTests : IDisposable
             Assert.Equal(200, (await Get(before, "/hello")).Status);
 
             // a broken certificate file: the reload fails, the second certificate stays in use
-            var reloadsBefore = gateway.Host.TlsListeners[0].Certificate;
+            // (a poll between the two renames above may already have failed once: count from here)
+            const string errors = "fastgate_tls_certificate_reloads_total{listener=\"https\",result=\"error\"}";
+            string metrics = await gateway.ScrapeMetricsAsync();
+            double errorsBefore = MetricValue(metrics, errors);
             await File.WriteAllTextAsync(certPath, "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n");
-            string metrics = "";
-            for (int i = 0; i < 100 && !metrics.Contains("fastgate_tls_certificate_reloads_total{listener=\"https\",result=\"error\"}"); i++)
+            for (int i = 0; i < 100 && MetricValue(metrics, errors) <= errorsBefore; i++)
             {
                 await Task.Delay(100);
                 metrics = await gateway.ScrapeMetricsAsync();
             }
-            Assert.Contains("fastgate_tls_certificate_reloads_total{listener=\"https\",result=\"error\"}", metrics);
-            Assert.Same(reloadsBefore, gateway.Host.TlsListeners[0].Certificate);
+            Assert.True(MetricValue(metrics, errors) > errorsBefore, metrics);
+            Assert.Equal(second.Thumbprint, gateway.Host.TlsListeners[0].Certificate.Thumbprint);
             using var after = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);
             Assert.Equal(second.Thumbprint, Served(after));
             Assert.Equal(200, (await Get(after, "/hello")).Status);
