@@ -213,6 +213,21 @@ internal sealed class AdminApi
         var snapshot = _runtime.Current;
         using var head = new RequestHead();
         var status = HttpRequestParser.TryParse(new ReadOnlySequence<byte>(Encoding.Latin1.GetBytes(sb.ToString())), snapshot.Limits, head, out _, out var reason);
+        // credentials as the request path reads them: an API key, else a bearer token (validated, keys fetched if
+        // needed); a device is named by the query (device=<id>), as if its certificate had been presented
+        Security.ConsumerModel? consumer = null;
+        var token = Security.JwtResult.NoToken;
+        if (status == ParseStatus.Complete)
+        {
+            consumer = snapshot.Authenticator.Authenticate(head);
+            if (consumer is null && snapshot.Jwt.IsEnabled)
+            {
+                token = await snapshot.Jwt.AuthenticateAsync(head);
+                consumer = token.Consumer;
+            }
+        }
+        var device = q["device"].FirstOrDefault() is { } deviceId ? snapshot.Config.Devices.FirstOrDefault(d => d.Id == deviceId) : null;
+        var deviceModel = device is null ? null : new Security.DeviceModel { Id = device.Id, ForwardedHeaderLine = [] };
         await Json(context.Response, 200, w =>
         {
             w.WriteString("version", snapshot.Version);
@@ -227,16 +242,17 @@ internal sealed class AdminApi
             var route = snapshot.Router.Match(head);
             w.WriteString("route", route?.Id);
             w.WriteString("cluster", route?.Cluster.Id);
-            ExplainPolicy(w, snapshot, head, address, route);
+            ExplainPolicy(w, snapshot, head, address, route, consumer, token.Status == Security.JwtStatus.Invalid, deviceModel);
         });
     }
 
-    private void ExplainPolicy(Utf8JsonWriter w, GatewaySnapshot snapshot, RequestHead head, IPAddress client, Routing.RouteModel? route)
+    private static void ExplainPolicy(Utf8JsonWriter w, GatewaySnapshot snapshot, RequestHead head, IPAddress client, Routing.RouteModel? route,
+        Security.ConsumerModel? consumer, bool tokenRefused, Security.DeviceModel? device)
     {
         var result = new Policy.PolicyResult();
-        var consumer = snapshot.Authenticator.Authenticate(head);
         w.WriteString("consumer", consumer?.Id);
-        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1, consumer), result);
+        w.WriteString("device", device?.Id);
+        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1, consumer, device), result);
         w.WritePropertyName("rules");
         w.WriteStartArray();
         foreach (var r in rules)
@@ -264,12 +280,14 @@ internal sealed class AdminApi
             w.WriteString("reason", RejectReasons.Name(RejectReason.NoRoute));
             return;
         }
-        foreach (int i in result.Matched)
+        var auth = snapshot.Policy.CheckAuthentication(route.Auth, result, consumer, device is not null);
+        if (auth != Security.AuthOutcome.Satisfied)
         {
-            if (snapshot.Policy.Rules[i].RequireAuthSchemes.Length == 0) continue;
+            var why = auth == Security.AuthOutcome.Forbidden ? RejectReason.InsufficientScope
+                : tokenRefused ? RejectReason.InvalidToken : RejectReason.AuthenticationRequired;
             w.WriteString("decision", "reject");
-            w.WriteNumber("status", 401);
-            w.WriteString("reason", RejectReasons.Name(RejectReason.AuthenticationRequired));
+            w.WriteNumber("status", RejectReasons.StatusCode(why));
+            w.WriteString("reason", RejectReasons.Name(why));
             return;
         }
         w.WriteString("decision", "forward");

@@ -198,6 +198,25 @@ public sealed class CompiledPolicy
     }
 
     /// <summary>
+    /// Whether a request's credentials satisfy the route's <c>auth</c> and the requireAuth action of every rule it
+    /// matched (<paramref name="result"/> from <see cref="Evaluate"/>): any missing credential is 401 (Unauthenticated),
+    /// else a missing scope or claim is 403 (Forbidden).
+    /// </summary>
+    public Security.AuthOutcome CheckAuthentication(Security.AuthRequirement? routeAuth, PolicyResult result, Security.ConsumerModel? consumer, bool hasDevice)
+    {
+        var outcome = routeAuth?.Check(consumer, hasDevice) ?? Security.AuthOutcome.Satisfied;
+        if (outcome == Security.AuthOutcome.Unauthenticated) return outcome;
+        foreach (int i in result.Matched)
+        {
+            if (Rules[i].RequireAuth is not { } requirement) continue;
+            var o = requirement.Check(consumer, hasDevice);
+            if (o == Security.AuthOutcome.Unauthenticated) return o;
+            if (o == Security.AuthOutcome.Forbidden) outcome = o;
+        }
+        return outcome;
+    }
+
+    /// <summary>
     /// For the admin API: evaluates the request (filling <paramref name="result"/>, without counting report
     /// matches) and lists every rule with whether its match held, by a direct check of each rule (not the index).
     /// Allocates.

@@ -188,7 +188,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 bool blocked = _runtime.Observability.IsBlocked(ClientIp);
                 // a route or rule that requires authentication refuses a request without an accepted credential (401)
                 // or whose token lacks a required scope or claim (403)
-                var auth = route is null ? AuthOutcome.Satisfied : CheckAuthentication(route, policy);
+                var auth = route is null ? AuthOutcome.Satisfied : policy.CheckAuthentication(route.Auth, _policy, _consumer, _device is not null);
                 if (route is null || blocked || auth != AuthOutcome.Satisfied)
                 {
                     // a client the anomaly detector blocked (autoBlock) is refused like a policy deny
@@ -607,21 +607,6 @@ internal sealed partial class ProxyConnection : IDisposable
     /// <summary>A bearer token was presented and refused (the 401 then says invalid_token).</summary>
     private bool _tokenRefused;
     private Security.ApiKeyAuthenticator _activeAuthenticator = Security.ApiKeyAuthenticator.Empty;
-
-    /// <summary>The route's auth requirement and every matched rule's requireAuth: the worst outcome decides.</summary>
-    private AuthOutcome CheckAuthentication(RouteModel route, CompiledPolicy policy)
-    {
-        var outcome = route.Auth?.Check(_consumer, _device is not null) ?? AuthOutcome.Satisfied;
-        if (outcome == AuthOutcome.Unauthenticated) return outcome;
-        foreach (int i in _policy.Matched)
-        {
-            if (policy.Rules[i].RequireAuth is not { } requirement) continue;
-            var o = requirement.Check(_consumer, _device is not null);
-            if (o == AuthOutcome.Unauthenticated) return o;
-            if (o == AuthOutcome.Forbidden) outcome = o;
-        }
-        return outcome;
-    }
 
     /// <summary>Writes the deciding rule's pre-encoded deny/respond response (or the default deny).</summary>
     private async ValueTask<bool> RespondFromPolicyAsync(CompiledPolicy policy)

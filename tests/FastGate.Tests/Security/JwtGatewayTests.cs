@@ -93,6 +93,33 @@ public class JwtGatewayTests
     }
 
     [Fact]
+    public async Task AdminExplain_ValidatesBearerTokensLikeTheRequestPath()
+    {
+        var (upstream, jwks, gateway, key) = await Start("corp-explain");
+        await using var _u = upstream; await using var _j = jwks; await using var _g = gateway;
+        using var admin = gateway.CreateAdminClient();
+        async Task<JsonElement> Explain(string path, string? token) => JsonDocument.Parse(await admin.GetStringAsync(
+            $"/admin/explain?path={path}" + (token is null ? "" : "&header=" + Uri.EscapeDataString("Authorization: Bearer " + token)))).RootElement;
+
+        var valid = await Explain("/api/x", Tokens.Create(key, new() { ["sub"] = "carol" }));
+        Assert.Equal("forward", valid.GetProperty("decision").GetString());
+        Assert.Equal("carol", valid.GetProperty("consumer").GetString());
+
+        var missing = await Explain("/api/x", null);
+        Assert.Equal(401, missing.GetProperty("status").GetInt32());
+        Assert.Equal("authentication_required", missing.GetProperty("reason").GetString());
+
+        var forged = await Explain("/api/x", "not.a.token");
+        Assert.Equal(401, forged.GetProperty("status").GetInt32());
+        Assert.Equal("invalid_token", forged.GetProperty("reason").GetString());
+
+        var unscoped = await Explain("/scoped/x", Tokens.Create(key));
+        Assert.Equal(403, unscoped.GetProperty("status").GetInt32());
+        Assert.Equal("insufficient_scope", unscoped.GetProperty("reason").GetString());
+        Assert.Equal("forward", (await Explain("/scoped/x", Tokens.Create(key, new() { ["scope"] = "orders:read orders:write" }))).GetProperty("decision").GetString());
+    }
+
+    [Fact]
     public async Task MissingOrGarbageToken_Is401WithBearerChallenge_PublicRouteUnaffected()
     {
         var (upstream, jwks, gateway, _) = await Start("corp-missing");

@@ -157,6 +157,22 @@ public sealed class MtlsGatewayTests : IDisposable
     }
 
     [Fact]
+    public async Task AdminExplain_TakesADeviceId()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), "required"));
+        using var admin = gateway.CreateAdminClient();
+        var none = JsonDocument.Parse(await admin.GetStringAsync("/admin/explain?path=/device/x")).RootElement;
+        Assert.Equal(401, none.GetProperty("status").GetInt32());
+        var sensor = JsonDocument.Parse(await admin.GetStringAsync("/admin/explain?path=/device/x&device=sensor-1")).RootElement;
+        Assert.Equal("forward", sensor.GetProperty("decision").GetString());
+        Assert.Equal("sensor-1", sensor.GetProperty("device").GetString());
+        var kioskPost = JsonDocument.Parse(await admin.GetStringAsync("/admin/explain?method=POST&path=/device/x&device=kiosk-7")).RootElement;
+        Assert.Equal("deny", kioskPost.GetProperty("decision").GetString());
+        Assert.Equal("kiosks-read-only", kioskPost.GetProperty("rule").GetString());
+    }
+
+    [Fact]
     public async Task DeviceIds_InPolicyRulesAndRateLimitKeys()
     {
         await using var upstream = await DemoUpstreamServer.StartAsync();
