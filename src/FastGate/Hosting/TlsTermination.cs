@@ -18,9 +18,8 @@ namespace FastGate.Hosting;
 /// duplex pipe for the rest of the chain (FastGate's ProxyConnection).
 /// <para>
 /// Why not Kestrel's UseHttps: its pipe adapter reads the SslStream from whichever thread the application asks on, and
-/// measured 519 B per keep-alive request (the fastgate+tls compare row). Here one read loop per connection fills the
-/// decrypted pipe (as UpstreamConnection does for upstream TLS), so SslStream's pooled read state is rented and
-/// returned on the same thread, and writes go through a StreamPipeWriter that completes synchronously when the
+/// measured 519 B per keep-alive request (the fastgate+tls compare row). Here one read loop per connection
+/// (<see cref="Proxy.TlsReadLoop"/>, as for upstream TLS) fills the decrypted pipe, and writes go through a StreamPipeWriter that completes synchronously when the
 /// socket takes the bytes.
 /// </para>
 /// </summary>
@@ -65,7 +64,7 @@ internal sealed class TlsTermination
             var pool = context.Features.Get<IMemoryPoolFeature>()?.MemoryPool ?? MemoryPool<byte>.Shared;
             var decrypted = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline, useSynchronizationContext: false));
             var output = PipeWriter.Create(ssl, s_writerOptions);
-            var pump = PumpAsync(ssl, decrypted.Writer);
+            var pump = Proxy.TlsReadLoop.RunAsync(ssl, decrypted.Writer, failAsError: false); // an end of input, as on a plain connection
             context.Transport = new DuplexPipe(decrypted.Reader, output);
             try
             {
@@ -91,38 +90,6 @@ internal sealed class TlsTermination
         finally
         {
             await ssl.DisposeAsync().ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>
-    /// Decrypts into the connection's pipe for as long as it lives. The client closing, aborting or sending garbage ends
-    /// the loop and completes the pipe (the reader sees the end of input, as on a plain connection).
-    /// </summary>
-    private static async Task PumpAsync(SslStream ssl, PipeWriter writer)
-    {
-        try
-        {
-            while (true)
-            {
-                int n = await ssl.ReadAsync(writer.GetMemory(4096)).ConfigureAwait(false);
-                if (n == 0) break;
-                writer.Advance(n);
-                var flush = await writer.FlushAsync().ConfigureAwait(false);
-                if (flush.IsCompleted || flush.IsCanceled) break;
-            }
-        }
-        catch (Exception e) when (e is IOException or AuthenticationException or ObjectDisposedException or InvalidOperationException
-                                       or OperationCanceledException or ConnectionAbortedException or ConnectionResetException)
-        {
-            // the client went away or broke the TLS stream: the end of input
-        }
-        try
-        {
-            await writer.CompleteAsync().ConfigureAwait(false);
-        }
-        catch (InvalidOperationException)
-        {
-            // the reader side is gone already
         }
     }
 

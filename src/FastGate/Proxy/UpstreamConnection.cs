@@ -9,7 +9,7 @@ namespace FastGate.Proxy;
 /// One keep-alive connection to a destination, leased by one request at a time. Plain connections are the socket
 /// transport's pipes; TLS connections are an SslStream over the socket (handshake once, at connect) with a pipe on
 /// each side: the write side is PipeWriter.Create over the stream, the read side a Pipe filled by one read loop per
-/// connection (see <see cref="PumpAsync"/>).
+/// connection (see <see cref="TlsReadLoop"/>).
 /// </summary>
 public sealed class UpstreamConnection
 {
@@ -39,41 +39,7 @@ public sealed class UpstreamConnection
         Input = received.Reader;
         Output = PipeWriter.Create(tls, s_tlsWriter);
         Pool = pool;
-        _pump = PumpAsync(tls, received.Writer);
-    }
-
-    /// <summary>
-    /// Reads decrypted bytes into the connection's pipe for as long as the connection lives. One loop per connection,
-    /// rather than a stream read per request: SslStream's pooled read state is then rented and returned on the same
-    /// I/O thread (a read started on the client's thread and finished on the upstream's empties the pool: about
-    /// 250 B per request measured), and an idle connection notices at once when the upstream closes it.
-    /// </summary>
-    private static async Task PumpAsync(SslStream tls, PipeWriter writer)
-    {
-        Exception? error = null;
-        try
-        {
-            while (true)
-            {
-                int n = await tls.ReadAsync(writer.GetMemory(2048)).ConfigureAwait(false);
-                if (n == 0) break;
-                writer.Advance(n);
-                var flush = await writer.FlushAsync().ConfigureAwait(false);
-                if (flush.IsCompleted || flush.IsCanceled) break;
-            }
-        }
-        catch (Exception e)
-        {
-            error = e is IOException ? e : new IOException(e.Message, e);
-        }
-        try
-        {
-            await writer.CompleteAsync(error).ConfigureAwait(false);
-        }
-        catch (Exception)
-        {
-            // the reader side is gone already
-        }
+        _pump = TlsReadLoop.RunAsync(tls, received.Writer, failAsError: true);
     }
 
     public UpstreamPool Pool { get; }
