@@ -93,7 +93,9 @@ public static class Cli
         await using (host!)
         {
             await host!.StartAsync(cancel);
-            foreach (var ep in host.ListenerEndPoints) stdout.WriteLine($"fastgate {Version}: listening on http://{ep}");
+            var listeners = loaded.Config!.Listeners;
+            for (int i = 0; i < host.ListenerEndPoints.Count; i++)
+                stdout.WriteLine($"fastgate {Version}: listening on {(listeners[i].Tls is null ? "http" : "https")}://{host.ListenerEndPoints[i]}");
             if (host.AdminEndPoint is { } admin) stdout.WriteLine($"fastgate: admin on http://{admin} (/healthz /readyz /metrics)");
             stdout.Flush();
             await host.WaitForShutdownAsync(cancel);
