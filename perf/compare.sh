@@ -42,16 +42,34 @@ ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
 EXTRAS=${EXTRAS:-1}
 BODY='Hello, World!' # 13 bytes
 
+# The JWT row: a random HS256 secret for this run (@JWT_SECRET@ in the config) and a token signed with it,
+# valid for a year from now (minted here, so it never goes stale). Every request presents the same token:
+# after the first, the gateway finds it in its validated-token cache.
+JWT_SECRET=$(openssl rand -hex 32)
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+mint_jwt() { # mint_jwt SECRET: an HS256 token for perf/configs/jwt.json's issuer
+  local now h p s
+  now=$(date +%s)
+  h=$(printf '%s' '{"alg":"HS256","typ":"JWT"}' | b64url)
+  p=$(printf '{"iss":"https://bench.fastgate.local","aud":"fastgate-bench","sub":"bench","scope":"read","iat":%d,"exp":%d}' \
+    "$now" $((now + 365 * 86400)) | b64url)
+  s=$(printf '%s' "$h.$p" | openssl dgst -sha256 -hmac "$1" -binary | b64url)
+  printf '%s.%s.%s' "$h" "$p" "$s"
+}
+JWT_TOKEN=$(mint_jwt "$JWT_SECRET")
+
 # Extra FastGate rows: "name=config-file" or "name=config-file;Header: value" (the header is sent by wrk
 # on every request, e.g. an API key). The config file is a template: @LISTEN@ (host:port of the listener),
-# @ADMIN@ (host:port of the admin listener) and @UPSTREAM@ (http://host:port of the upstream) are
-# replaced before the gateway starts. Later issues add their rows here, e.g.
+# @ADMIN@ (host:port of the admin listener), @UPSTREAM@ (http://host:port of the upstream) and @JWT_SECRET@
+# (the secret JWT_TOKEN is signed with) are replaced before the gateway starts. Later issues add their rows
+# here, e.g.
 #   "fastgate+ratelimit=perf/configs/ratelimit.json"
 #   "fastgate+apikey=perf/configs/apikey.json;X-Api-Key: bench-key"
 FASTGATE_ROWS=(
   "fastgate+policy=perf/configs/policy.json"
   "fastgate+ratelimit=perf/configs/ratelimit.json"
   "fastgate+apikey=perf/configs/apikey.json;X-API-Key: bench-key"
+  "fastgate+jwt=perf/configs/jwt.json;Authorization: Bearer $JWT_TOKEN"
 )
 [ "$EXTRAS" = 1 ] || FASTGATE_ROWS=()
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
@@ -382,7 +400,7 @@ run_fastgate_row() { # run_fastgate_row NAME TEMPLATE-FILE LISTEN-PORT ADMIN-POR
   if [ ! -f "$template" ]; then record_na "$name" "no config $template"; return; fi
   if port_busy "$port" || port_busy "$admin"; then record_na "$name" "port $port or $admin in use"; return; fi
   cfg=$TMP/$name.json
-  sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ADMIN@|127.0.0.1:$admin|g" -e "s|@UPSTREAM@|$UPSTREAM|g" \
+  sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ADMIN@|127.0.0.1:$admin|g" -e "s|@UPSTREAM@|$UPSTREAM|g" -e "s|@JWT_SECRET@|$JWT_SECRET|g" \
     -e "s|@UPSTREAM_TLS@|$UPSTREAM_TLS|g" -e "s|@CERT@|${TLS_CERT:-}|g" -e "s|@KEY@|${TLS_KEY:-}|g" -e "s|@CA@|${TLS_CERT:-}|g" \
     "$template" >"$cfg"
   start_bg "$TMP/$name.log" "${FG_CMD[@]}" run --config "$cfg"
