@@ -83,12 +83,13 @@ public sealed class ApiKeyAuthenticator
                 if (ApiKeys.TryParseHash(key, out var digest)) table[new Digest(digest)] = model;
         }
         _byDigest = table.ToFrozenDictionary();
-        _cache = new CacheEntry?[_byDigest.Count == 0 ? 0 : CacheSize];
+        // Twice the number of keys (at least 1024, at most 65536 slots), so that keys seldom share a slot.
+        _cache = new CacheEntry?[_byDigest.Count == 0 ? 0
+            : (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(2 * _byDigest.Count, MinCacheSize, MaxCacheSize))];
         _seed = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
     }
 
-    /// <summary>Slots of the accepted-key cache (a power of two).</summary>
-    internal const int CacheSize = 1024;
+    private const int MinCacheSize = 1024, MaxCacheSize = 1 << 16;
 
     public static ApiKeyAuthenticator Empty { get; } = new([], new ApiKeyOptionsConfig());
 
@@ -101,7 +102,7 @@ public sealed class ApiKeyAuthenticator
     {
         if (_cache.Length == 0 || !TryGetKey(request, out var key) || key.IsEmpty || key.Length > 512) return null;
         ulong hash = XxHash3.HashToUInt64(key, (long)_seed);
-        ref var slot = ref _cache[(int)(hash & (CacheSize - 1))];
+        ref var slot = ref _cache[(int)(hash & (ulong)(_cache.Length - 1))];
         var e = Volatile.Read(ref slot);
         if (e is not null && e.Hash == hash && CryptographicOperations.FixedTimeEquals(e.Key, key)) return e.Consumer;
         Span<byte> digest = stackalloc byte[32];
