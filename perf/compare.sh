@@ -552,17 +552,19 @@ fi
 
 # ---- report -----------------------------------------------------------------------------------------
 nginx_rps=""
+fastgate_rps="" # the plain FastGate row: the anchor of the "× fastgate" column (fastgate+X rows)
 declare -A anchor_rps=() # nginx+S rows: the anchor of the X+S rows
 for r in "${RESULTS[@]}"; do
   IFS='|' read -r name rps _ <<<"$r"
   [ "$name" = nginx ] && [ "$rps" != "not available" ] && nginx_rps=$rps
+  [ "$name" = fastgate ] && [ "$rps" != "not available" ] && fastgate_rps=$rps
   case $name in nginx+*) [ "$rps" != "not available" ] && anchor_rps[${name#nginx+}]=$rps ;; esac
 done
 
 table() {
-  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | errors | bytes/request | steady B/request |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-  local r name rps p50 p99 errs bpr sbpr note ratio
+  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | × fastgate | errors | bytes/request | steady B/request |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  local r name rps p50 p99 errs bpr sbpr note ratio fgratio
   for r in "${RESULTS[@]}"; do
     IFS='|' read -r name rps p50 p99 errs bpr sbpr note <<<"$r"
     ratio="-"
@@ -571,7 +573,13 @@ table() {
     if [ "$rps" != "not available" ] && [ -n "$anchor" ] && [ "$anchor" -gt 0 ]; then
       ratio=$(awk -v a="$rps" -v b="$anchor" 'BEGIN { printf "%.2f", a / b }')
     fi
-    echo "| $name | $rps | $p50 | $p99 | $ratio | $errs | $bpr | $sbpr |"
+    fgratio="-"
+    case $name in fastgate+*)
+      if [ "$rps" != "not available" ] && [ -n "$fastgate_rps" ] && [ "$fastgate_rps" -gt 0 ]; then
+        fgratio=$(awk -v a="$rps" -v b="$fastgate_rps" 'BEGIN { printf "%.2f", a / b }')
+      fi ;;
+    esac
+    echo "| $name | $rps | $p50 | $p99 | $ratio | $fgratio | $errs | $bpr | $sbpr |"
   done
 }
 
