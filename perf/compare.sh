@@ -180,7 +180,7 @@ to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 1.01s) -> milliseconds with 2 de
 # REQ_METRIC, sets SBPR (steady bytes per request): ALLOC_METRIC and REQ_METRIC read at 1/4 and 3/4 of each
 # measured run, on connections already open, less what one scrape allocates (measured by two scrapes after the
 # warm-up). BPR includes the new connections (wrk opens its own for each run) and the scrapes; SBPR does not.
-# One scrape allocates 100-160 KB and varies by ~20 KB, so SBPR is good to about ±0.2 B over 100k requests.
+# One scrape allocates 100-160 KB and varies by 20-50 KB, so SBPR is good to about ±0.4 B over 100k requests.
 run_load() { # run_load NAME URL [HEADER]
   local name=$1 url=$2 header=${3:-} out=$TMP/wrk-$1.txt limit before after
   local hargs=()
