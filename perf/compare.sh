@@ -12,6 +12,7 @@
 #   PORT_BASE=18000                         ports PORT_BASE.. (listeners) and PORT_BASE+100.. (admin)
 #   WORKERS=auto                            nginx worker_processes (upstream and proxy), haproxy nbthread
 #   ALLOC_METRIC                            FastGate's allocated-bytes counter on its admin /metrics
+#   REQ_METRIC                              FastGate's handled-requests counter there (steady B/request)
 #   FASTGATE                                command that runs the gateway (default: the published
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
 #   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run);
@@ -29,6 +30,7 @@ set -uo pipefail
 
 # ---- settings ---------------------------------------------------------------------------------------
 ALLOC_METRIC=${ALLOC_METRIC:-dotnet_gc_allocated_bytes_total}
+REQ_METRIC=${REQ_METRIC:-fastgate_request_duration_seconds_count}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 REPEAT=${REPEAT:-1}
@@ -42,16 +44,34 @@ ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
 EXTRAS=${EXTRAS:-1}
 BODY='Hello, World!' # 13 bytes
 
+# The JWT row: a random HS256 secret for this run (@JWT_SECRET@ in the config) and a token signed with it,
+# valid for a year from now (minted here, so it never goes stale). Every request presents the same token:
+# after the first, the gateway finds it in its validated-token cache.
+JWT_SECRET=$(openssl rand -hex 32)
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+mint_jwt() { # mint_jwt SECRET: an HS256 token for perf/configs/jwt.json's issuer
+  local now h p s
+  now=$(date +%s)
+  h=$(printf '%s' '{"alg":"HS256","typ":"JWT"}' | b64url)
+  p=$(printf '{"iss":"https://bench.fastgate.local","aud":"fastgate-bench","sub":"bench","scope":"read","iat":%d,"exp":%d}' \
+    "$now" $((now + 365 * 86400)) | b64url)
+  s=$(printf '%s' "$h.$p" | openssl dgst -sha256 -hmac "$1" -binary | b64url)
+  printf '%s.%s.%s' "$h" "$p" "$s"
+}
+JWT_TOKEN=$(mint_jwt "$JWT_SECRET")
+
 # Extra FastGate rows: "name=config-file" or "name=config-file;Header: value" (the header is sent by wrk
 # on every request, e.g. an API key). The config file is a template: @LISTEN@ (host:port of the listener),
-# @ADMIN@ (host:port of the admin listener) and @UPSTREAM@ (http://host:port of the upstream) are
-# replaced before the gateway starts. Later issues add their rows here, e.g.
+# @ADMIN@ (host:port of the admin listener), @UPSTREAM@ (http://host:port of the upstream) and @JWT_SECRET@
+# (the secret JWT_TOKEN is signed with) are replaced before the gateway starts. Later issues add their rows
+# here, e.g.
 #   "fastgate+ratelimit=perf/configs/ratelimit.json"
 #   "fastgate+apikey=perf/configs/apikey.json;X-Api-Key: bench-key"
 FASTGATE_ROWS=(
   "fastgate+policy=perf/configs/policy.json"
   "fastgate+ratelimit=perf/configs/ratelimit.json"
   "fastgate+apikey=perf/configs/apikey.json;X-API-Key: bench-key"
+  "fastgate+jwt=perf/configs/jwt.json;Authorization: Bearer $JWT_TOKEN"
 )
 [ "$EXTRAS" = 1 ] || FASTGATE_ROWS=()
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
@@ -131,6 +151,14 @@ read_counter() { # read_counter URL METRIC: the metric's value (summed over labe
     END { if (n) printf "%.0f\n", s }'
 }
 
+read_counters() { # read_counters URL METRIC-A METRIC-B: "A B" from one scrape, empty unless both are there
+  curl -s --max-time 5 "$1" 2>/dev/null | awk -v a="$2" -v b="$3" '
+    $0 ~ /^#/ { next }
+    $1 == a || index($1, a "{") == 1 { sa += $NF; na++ }
+    $1 == b || index($1, b "{") == 1 { sb += $NF; nb++ }
+    END { if (na && nb) printf "%.0f %.0f\n", sa, sb }'
+}
+
 seconds_of() { # 10s -> 10, 2m -> 120, 1h -> 3600
   local d=$1
   case $d in
@@ -148,19 +176,41 @@ to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 1.01s) -> milliseconds with 2 de
 }
 
 # Runs the warm-up and the measured load against URL; sets RPS, P50, P99, REQUESTS, ERRORS.
-# ALLOC_URL (optional): read ALLOC_METRIC there before and after the measured run; sets BPR.
+# ALLOC_URL (optional): read ALLOC_METRIC there before and after the measured run; sets BPR. When it also has
+# REQ_METRIC, sets SBPR (steady bytes per request): ALLOC_METRIC and REQ_METRIC read at 1/4 and 3/4 of each
+# measured run, on connections already open, less what one scrape allocates (measured by two scrapes after the
+# warm-up). BPR includes the new connections (wrk opens its own for each run) and the scrapes; SBPR does not.
+# One scrape allocates 100-160 KB and varies by 20-50 KB, so SBPR is good to about ±0.4 B over 100k requests.
 run_load() { # run_load NAME URL [HEADER]
   local name=$1 url=$2 header=${3:-} out=$TMP/wrk-$1.txt limit before after
   local hargs=()
   [ -n "$header" ] && hargs=(-H "$header")
   limit=$(( $(seconds_of "$DURATION") + $(seconds_of "$WARMUP") + 30 ))
   timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout 2s "${hargs[@]}" "$url" >/dev/null 2>&1
+  local scrape="" s1 s2 steady_bytes=0 steady_requests=0 steady_ok="" quarter wrk_pid
+  if [ -n "${ALLOC_URL:-}" ] && [ -n "$(read_counters "$ALLOC_URL" "$ALLOC_METRIC" "$REQ_METRIC")" ]; then
+    s1=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC"); s2=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
+    [ -n "$s1" ] && [ -n "$s2" ] && scrape=$((s2 - s1)) && steady_ok=1
+  fi
+  quarter=$(awk -v d="$(seconds_of "$DURATION")" 'BEGIN { printf "%.2f", d / 4 }')
   before=""
   [ -n "${ALLOC_URL:-}" ] && before=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
   local run runs=() total=0 n
   for run in $(seq "$REPEAT"); do
     timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency "${hargs[@]}" "$url" \
-      >"$out.$run" 2>&1
+      >"$out.$run" 2>&1 &
+    wrk_pid=$!
+    if [ -n "$steady_ok" ]; then
+      sleep "$quarter"; s1=$(read_counters "$ALLOC_URL" "$ALLOC_METRIC" "$REQ_METRIC")
+      sleep "$quarter"; sleep "$quarter"; s2=$(read_counters "$ALLOC_URL" "$ALLOC_METRIC" "$REQ_METRIC")
+      if [ -n "$s1" ] && [ -n "$s2" ]; then
+        steady_bytes=$((steady_bytes + ${s2% *} - ${s1% *} - scrape))
+        steady_requests=$((steady_requests + ${s2#* } - ${s1#* }))
+      else
+        steady_ok=""
+      fi
+    fi
+    wait "$wrk_pid"
     n=$(awk '/requests in/ { print $1 }' "$out.$run")
     total=$((total + ${n:-0}))
     runs+=("$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out.$run") $out.$run")
@@ -181,6 +231,11 @@ run_load() { # run_load NAME URL [HEADER]
     /Socket errors:/ { for (i = 4; i <= NF; i += 2) { v = $i; gsub(/,/, "", v); e += v } }
     END { print e + 0 }' "$out")
   BPR=""
+  SBPR=""
+  if [ -n "$steady_ok" ] && [ "$steady_requests" -gt 0 ]; then
+    SBPR=$(awk -v a="$steady_bytes" -v n="$steady_requests" 'BEGIN { printf "%.1f", a / n }')
+    echo "compare: $name steady: $steady_bytes bytes for $steady_requests requests (one scrape, $scrape bytes, taken off) = $SBPR B/request" >&2
+  fi
   if [ -n "${ALLOC_URL:-}" ]; then
     if [ -n "$before" ] && [ -n "$after" ] && [ "$total" -gt 0 ]; then
       BPR=$(awk -v a="$after" -v b="$before" -v n="$total" 'BEGIN { printf "%.1f", (a - b) / n }')
@@ -200,8 +255,8 @@ run_load() { # run_load NAME URL [HEADER]
 
 # Table rows: name|req/s|p50|p99|errors|bytes/req|note
 RESULTS=()
-record() { RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${2:-}"); }
-record_na() { RESULTS+=("$1|not available|-|-|-|-|$2"); echo "compare: $1: not available ($2)" >&2; }
+record() { RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${SBPR:--}|${2:-}"); }
+record_na() { RESULTS+=("$1|not available|-|-|-|-|-|$2"); echo "compare: $1: not available ($2)" >&2; }
 
 UP_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
@@ -382,7 +437,7 @@ run_fastgate_row() { # run_fastgate_row NAME TEMPLATE-FILE LISTEN-PORT ADMIN-POR
   if [ ! -f "$template" ]; then record_na "$name" "no config $template"; return; fi
   if port_busy "$port" || port_busy "$admin"; then record_na "$name" "port $port or $admin in use"; return; fi
   cfg=$TMP/$name.json
-  sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ADMIN@|127.0.0.1:$admin|g" -e "s|@UPSTREAM@|$UPSTREAM|g" \
+  sed -e "s|@LISTEN@|127.0.0.1:$port|g" -e "s|@ADMIN@|127.0.0.1:$admin|g" -e "s|@UPSTREAM@|$UPSTREAM|g" -e "s|@JWT_SECRET@|$JWT_SECRET|g" \
     -e "s|@UPSTREAM_TLS@|$UPSTREAM_TLS|g" -e "s|@CERT@|${TLS_CERT:-}|g" -e "s|@KEY@|${TLS_KEY:-}|g" -e "s|@CA@|${TLS_CERT:-}|g" \
     "$template" >"$cfg"
   start_bg "$TMP/$name.log" "${FG_CMD[@]}" run --config "$cfg"
@@ -497,26 +552,34 @@ fi
 
 # ---- report -----------------------------------------------------------------------------------------
 nginx_rps=""
+fastgate_rps="" # the plain FastGate row: the anchor of the "× fastgate" column (fastgate+X rows)
 declare -A anchor_rps=() # nginx+S rows: the anchor of the X+S rows
 for r in "${RESULTS[@]}"; do
   IFS='|' read -r name rps _ <<<"$r"
   [ "$name" = nginx ] && [ "$rps" != "not available" ] && nginx_rps=$rps
+  [ "$name" = fastgate ] && [ "$rps" != "not available" ] && fastgate_rps=$rps
   case $name in nginx+*) [ "$rps" != "not available" ] && anchor_rps[${name#nginx+}]=$rps ;; esac
 done
 
 table() {
-  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | errors | bytes/request |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
-  local r name rps p50 p99 errs bpr note ratio
+  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | × fastgate | errors | bytes/request | steady B/request |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  local r name rps p50 p99 errs bpr sbpr note ratio fgratio
   for r in "${RESULTS[@]}"; do
-    IFS='|' read -r name rps p50 p99 errs bpr note <<<"$r"
+    IFS='|' read -r name rps p50 p99 errs bpr sbpr note <<<"$r"
     ratio="-"
     local anchor=$nginx_rps
     case $name in *+*) [ -n "${anchor_rps[${name#*+}]:-}" ] && anchor=${anchor_rps[${name#*+}]} ;; esac
     if [ "$rps" != "not available" ] && [ -n "$anchor" ] && [ "$anchor" -gt 0 ]; then
       ratio=$(awk -v a="$rps" -v b="$anchor" 'BEGIN { printf "%.2f", a / b }')
     fi
-    echo "| $name | $rps | $p50 | $p99 | $ratio | $errs | $bpr |"
+    fgratio="-"
+    case $name in fastgate+*)
+      if [ "$rps" != "not available" ] && [ -n "$fastgate_rps" ] && [ "$fastgate_rps" -gt 0 ]; then
+        fgratio=$(awk -v a="$rps" -v b="$fastgate_rps" 'BEGIN { printf "%.2f", a / b }')
+      fi ;;
+    esac
+    echo "| $name | $rps | $p50 | $p99 | $ratio | $fgratio | $errs | $bpr | $sbpr |"
   done
 }
 
@@ -540,12 +603,12 @@ report=perf/reports/compare-$(date -u +%Y%m%d-%H%M%S).md
   echo "- Upstream: nginx $("$NGINX" -v 2>&1 | sed 's|.*nginx/||'), worker_processes $WORKERS, keep-alive"
   echo "- Proxies: nginx (upstream keepalive), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR==1 { print $3 }') (http mode, keep-alive), YARP (Yarp.ReverseProxy $(sed -n 's|.*<YarpVersion>\(.*\)</YarpVersion>.*|\1|p' Directory.Build.props), perf/baselines/YarpBaseline), FastGate: $FG_DESC"
   echo "- .NET SDK $("$DOTNET" --version 2>/dev/null); $(wrk -v 2>&1 | awk 'NR==1 { print $1, $2 }')"
-  echo "- errors: non-2xx/3xx responses plus socket errors in the measured run; bytes/request: \`$ALLOC_METRIC\` (YARP: GC.GetTotalAllocatedBytes) read before and after the measured run, divided by its requests"
+  echo "- errors: non-2xx/3xx responses plus socket errors in the measured run; bytes/request: \`$ALLOC_METRIC\` (YARP: GC.GetTotalAllocatedBytes) read before and after the measured run, divided by its requests; steady B/request: the same counter and \`$REQ_METRIC\` read at 1/4 and 3/4 of the run (open connections only), less one scrape's allocation"
   echo
   echo "$TABLE"
   notes=0
   for r in "${RESULTS[@]}"; do
-    IFS='|' read -r name _ _ _ _ _ note <<<"$r"
+    IFS='|' read -r name _ _ _ _ _ _ note <<<"$r"
     if [ -n "$note" ]; then
       [ $notes = 0 ] && echo && echo "Notes:"
       notes=1

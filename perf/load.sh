@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make load`: builds the load-test harness and runs scenarios.
 # Without FASTGATE_LOAD_TARGET it starts its own demo upstream and a gateway on perf/configs/load.json (free
-# loopback ports; a route /limited whose limiter admits half the load rate) and runs "proxy rate-limited hostile";
-# with FASTGATE_LOAD_TARGET it starts nothing and sends the traffic there.
+# loopback ports; a route /limited whose limiter admits half the load rate; a route /jwt that needs a bearer token
+# from an HS256 issuer whose secret is made per run, so the jwt scenario mints its own token) and runs
+# "proxy rate-limited hostile"; with FASTGATE_LOAD_TARGET it starts nothing and sends the traffic there.
 #
 #   FASTGATE_LOAD_TARGET     target URL, loopback only             (default: a gateway this script starts)
 #   FASTGATE_LOAD_SCENARIOS  space-separated scenario names          (default "proxy rate-limited hostile"; see --list)
@@ -53,7 +54,8 @@ if [ -z "$target" ]; then
   $dotnet build src/FastGate.Server/FastGate.Server.csproj -c "$cfg" -v quiet -nologo
   $dotnet build src/FastGate.DemoUpstream/FastGate.DemoUpstream.csproj -c "$cfg" -v quiet -nologo
   work=$(mktemp -d)
-  sed -e "s/@LISTEN@/127.0.0.1:$gw/" -e "s/@ADMIN@/127.0.0.1:$adm/" -e "s#@UPSTREAM@#http://127.0.0.1:$up#" \
+  jwt_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+  sed -e "s/@JWT_SECRET@/$jwt_secret/" -e "s/@LISTEN@/127.0.0.1:$gw/" -e "s/@ADMIN@/127.0.0.1:$adm/" -e "s#@UPSTREAM@#http://127.0.0.1:$up#" \
       -e "s/@HALF_RATE@/$(( rate / 2 > 0 ? rate / 2 : 1 ))/" perf/configs/load.json > "$work/load.json"
   $dotnet src/FastGate.DemoUpstream/bin/$cfg/net10.0/FastGate.DemoUpstream.dll "http://127.0.0.1:$up" > "$work/upstream.log" 2>&1 & pids+=($!)
   $dotnet src/FastGate.Server/bin/$cfg/net10.0/fastgate.dll run --config "$work/load.json" --log-level warning > "$work/gateway.log" 2>&1 & pids+=($!)
@@ -98,7 +100,8 @@ for s in $scenarios; do
   # Against our own gateway, rate-limited goes to the route whose limiter admits half the rate.
   path=()
   if [ "$s" = rate-limited ] && [ -n "${started_gateway:-}" ]; then path=(--path /limited/hello); fi
-  if [ "$s" != rate-limited ] && [ -n "${started_gateway:-}" ]; then path=(--path /hello); fi
+  if [ "$s" = jwt ] && [ -n "${started_gateway:-}" ]; then path=(--path /jwt/hello --jwt-secret "$jwt_secret"); fi
+  if [ "$s" != rate-limited ] && [ "$s" != jwt ] && [ -n "${started_gateway:-}" ]; then path=(--path /hello); fi
   rc=0
   $dotnet "$dll" --target "$target" --scenario "$s" --rate "$rate" --duration "$duration" --warmup "$warmup" \
     --connections "$connections" --report-dir "$report_dir" "${path[@]}" "${rel[@]}" "${extra[@]}" || rc=$?

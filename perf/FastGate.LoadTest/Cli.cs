@@ -35,6 +35,9 @@ public static class Cli
           --api-key <key>        X-API-Key for auth-apikey, rate-limited, mixed
           --api-keys <k1,k2,..>  one key per virtual user in turn
           --bearer-token <jwt>   for the jwt scenario
+          --jwt-secret <secret>  jwt scenario without --bearer-token: mint an HS256 token with this secret
+          --jwt-issuer <iss>     its iss; default https://load.fastgate.local
+          --jwt-audience <aud>   its aud; default fastgate-load
           --policy-file <file>   the reload scenario rewrites it every second
           --hostile-rate <n>     bad requests per second from the hostile client; default 50
           --slowloris <n>        slowloris connections of the hostile client; default 20
@@ -242,6 +245,9 @@ public sealed record CliOptions
                 case "--api-key": so = so with { ApiKey = Next() }; break;
                 case "--api-keys": so = so with { ApiKeys = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) }; break;
                 case "--bearer-token": so = so with { BearerToken = Next() }; break;
+                case "--jwt-secret": so = so with { JwtSecret = Next() }; break;
+                case "--jwt-issuer": so = so with { JwtIssuer = Next() }; break;
+                case "--jwt-audience": so = so with { JwtAudience = Next() }; break;
                 case "--policy-file": so = so with { PolicyFile = Next() }; break;
                 case "--hostile-rate": so = so with { HostileRate = Rate(a, Next(), allowZero: false) }; break;
                 case "--slowloris": so = so with { SlowlorisConnections = Int(a, Next(), 0, 1000) }; break;

@@ -15,6 +15,11 @@ public sealed record ScenarioOptions
     /// <summary>Extra keys, one per virtual user in turn (per-virtual-user data); empty = everyone uses <see cref="ApiKey"/>.</summary>
     public IReadOnlyList<string> ApiKeys { get; init; } = [];
     public string? BearerToken { get; init; }
+    /// <summary>With no <see cref="BearerToken"/>: the HS256 secret of the gateway's issuer; the harness mints its own token.</summary>
+    public string? JwtSecret { get; init; }
+    public string JwtIssuer { get; init; } = "https://load.fastgate.local";
+    public string JwtAudience { get; init; } = "fastgate-load";
+    public string JwtSubject { get; init; } = "load-user";
     /// <summary>Policy file the <c>reload</c> scenario rewrites every second (nothing when unset).</summary>
     public string? PolicyFile { get; init; }
     public TimeSpan ReloadInterval { get; init; } = TimeSpan.FromSeconds(1);
@@ -23,6 +28,11 @@ public sealed record ScenarioOptions
     public int SlowlorisConnections { get; init; } = 20;
 
     public string KeyFor(int vu) => ApiKeys.Count == 0 ? ApiKey : ApiKeys[vu % ApiKeys.Count];
+
+    /// <summary>--bearer-token, else a token minted with --jwt-secret (valid for a day), else a placeholder the gateway refuses.</summary>
+    public string Token() => BearerToken ?? (JwtSecret is { Length: > 0 } secret
+        ? JwtMinter.Hs256(secret, JwtIssuer, JwtAudience, JwtSubject, TimeSpan.FromDays(1))
+        : "missing-token");
 }
 
 /// <summary>Traffic or actions that run beside the measured load (hostile clients, config rewrites).</summary>

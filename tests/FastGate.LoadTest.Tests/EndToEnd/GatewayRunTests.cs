@@ -16,6 +16,8 @@ public sealed class GatewayRunTests : IAsyncLifetime, IDisposable
     private WebApplication _upstream = null!;
     private GatewayHost _gateway = null!;
     private string _target = "";
+    private string _jwtTarget = "";
+    private const string JwtSecret = "load-test-secret-load-test-secret-0123456789";
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "fg-load-gw-" + Guid.NewGuid().ToString("N"));
 
     public async Task InitializeAsync()
@@ -27,7 +29,11 @@ public sealed class GatewayRunTests : IAsyncLifetime, IDisposable
             {
               "listeners": [ { "address": "127.0.0.1:0" } ],
               "clusters": [ { "id": "b", "destinations": [ { "address": "{{upstream}}" } ] } ],
-              "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "b" } ]
+              "jwtIssuers": [ { "id": "load", "issuer": "https://load.fastgate.local", "audiences": ["fastgate-load"], "secret": "{{JwtSecret}}" } ],
+              "routes": [
+                { "id": "jwt", "match": { "pathPrefix": "/jwt" }, "cluster": "b", "stripPrefix": true, "auth": ["jwt"] },
+                { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "b" }
+              ]
             }
             """);
         Assert.True(loaded.IsValid, string.Join("; ", loaded.Errors));
@@ -35,6 +41,7 @@ public sealed class GatewayRunTests : IAsyncLifetime, IDisposable
         _gateway = host!;
         await _gateway.StartAsync();
         _target = $"http://{_gateway.ListenerEndPoints[0]}/hello";
+        _jwtTarget = $"http://{_gateway.ListenerEndPoints[0]}/";
     }
 
     public async Task DisposeAsync()
@@ -71,5 +78,23 @@ public sealed class GatewayRunTests : IAsyncLifetime, IDisposable
             "--warmup", "0", "--connections", "2", "--report-dir", _dir, "--threshold", "p99<1us");
         Assert.Equal(Cli.Breached, code);
         Assert.Contains("threshold breached: p99<1us", err);
+    }
+
+    [Fact]
+    public async Task JwtScenario_MintsItsOwnTokenFromTheSecret_WithoutOneEveryRequestIsRefused()
+    {
+        var (code, output, err) = await Run("--target", _jwtTarget, "--scenario", "jwt", "--path", "/jwt/hello", "--jwt-secret", JwtSecret, "--rate", "100",
+            "--duration", "1s", "--warmup", "0", "--connections", "2", "--report-dir", _dir);
+        Assert.True(code == 0, output + err);
+        Assert.Contains(File.ReadAllLines(Path.Combine(_dir, "jwt-summary.csv")), l => l.StartsWith("status 200,", StringComparison.Ordinal));
+
+        // a token signed with another secret, and no token at all: 401s, so the scenario's errors threshold fails
+        (code, _, _) = await Run("--target", _jwtTarget, "--scenario", "jwt", "--path", "/jwt/hello", "--jwt-secret", JwtSecret.ToUpperInvariant(), "--rate", "50",
+            "--duration", "1s", "--warmup", "0", "--connections", "2", "--report-dir", _dir);
+        Assert.Equal(Cli.Breached, code);
+        Assert.Contains(File.ReadAllLines(Path.Combine(_dir, "jwt-summary.csv")), l => l.StartsWith("status 401,", StringComparison.Ordinal));
+        (code, _, _) = await Run("--target", _jwtTarget, "--scenario", "jwt", "--path", "/jwt/hello", "--rate", "50",
+            "--duration", "1s", "--warmup", "0", "--connections", "2", "--report-dir", _dir);
+        Assert.Equal(Cli.Breached, code);
     }
 }

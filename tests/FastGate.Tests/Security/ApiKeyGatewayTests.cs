@@ -66,6 +66,35 @@ public class ApiKeyGatewayTests
     }
 
     [Fact]
+    public async Task AcceptedKeysCache_RepeatedKeysKeepTheirConsumers_NearMissesRefused()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), $"\"{ApiKeys.Hash(AliceKey)}\""));
+
+        async Task<string?> ConsumerOf(string key)
+        {
+            // the public route forwards the consumer a key identified (none for a wrong key)
+            var r = await Send(gateway, $"GET /echo HTTP/1.1\r\nHost: a\r\nX-API-Key: {key}\r\n\r\n");
+            Assert.Equal(200, r.Status);
+            var headers = JsonDocument.Parse(r.Body).RootElement.GetProperty("headers");
+            return headers.TryGetProperty("X-Consumer-Id", out var id) ? id.GetString() : null;
+        }
+
+        // every accepted key is looked up again after it was remembered; keys close to one never borrow its consumer
+        for (int round = 0; round < 3; round++)
+        {
+            Assert.Equal("alice", await ConsumerOf(AliceKey));
+            Assert.Equal("bob", await ConsumerOf(BobKey));
+            Assert.Null(await ConsumerOf(AliceKey[..^1]));
+            Assert.Null(await ConsumerOf(AliceKey + "1"));
+            Assert.Null(await ConsumerOf(AliceKey[..^1] + "X"));
+            Assert.Null(await ConsumerOf(AliceKey.ToUpperInvariant()));
+        }
+        Assert.Equal(401, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey[..^1]}X\r\n\r\n")).Status);
+        Assert.Equal(200, (await Send(gateway, $"GET /private/hello HTTP/1.1\r\nHost: a\r\nX-API-Key: {AliceKey}\r\n\r\n")).Status);
+    }
+
+    [Fact]
     public async Task ConsumerKeyedLimit_IsPerConsumer()
     {
         await using var upstream = await DemoUpstreamServer.StartAsync();
