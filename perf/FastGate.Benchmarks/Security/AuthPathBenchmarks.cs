@@ -132,7 +132,7 @@ public class AuthPathBenchmarks
             limiter.Allowed.Inc();
         }
         HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, policy, _decision,
-            snapshot.Authenticator, consumer);
+            snapshot.Authenticator, consumer, snapshot.Devices, device: null, tls: false);
         await _pipe.Writer.FlushAsync().ConfigureAwait(false);
         _pipe.Reader.TryRead(out var result);
         _pipe.Reader.AdvanceTo(result.Buffer.End);
