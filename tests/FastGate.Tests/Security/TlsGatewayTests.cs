@@ -95,6 +95,60 @@ public sealed class TlsGatewayTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A TLS 1.1 ClientHello written byte by byte (the platform's own TLS client refuses to send one, so it cannot tell
+    /// who refused): the gateway must answer with an alert or close, never with a ServerHello. The system OpenSSL of
+    /// some distributions refuses TLS 1.1 by itself, so the listener's own setting is checked as well.
+    /// </summary>
+    [Fact]
+    public async Task Tls11ClientHello_IsAnsweredWithAnAlert_NotAServerHello()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), PemTls()));
+        Assert.Equal(SslProtocols.Tls12 | SslProtocols.Tls13, gateway.Host.TlsListeners[0].ServerOptions.EnabledSslProtocols);
+        var body = new List<byte> { 0x03, 0x02 };                 // client_version TLS 1.1, no supported_versions extension
+        body.AddRange(new byte[32]);                              // random
+        body.Add(0x00);                                           // no session id
+        body.AddRange(new byte[] { 0x00, 0x06, 0xC0, 0x09, 0xC0, 0x13, 0x00, 0x2F }); // ECDHE-ECDSA/RSA-AES128-SHA, AES128-SHA
+        body.AddRange(new byte[] { 0x01, 0x00 });                 // null compression
+        byte[] extensions = [0x00, 0x0A, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17,  // supported_groups: secp256r1
+                             0x00, 0x0B, 0x00, 0x02, 0x01, 0x00];             // ec_point_formats: uncompressed
+        body.AddRange(new byte[] { 0x00, (byte)extensions.Length });
+        body.AddRange(extensions);
+        var handshake = new List<byte> { 0x01, 0x00, (byte)(body.Count >> 8), (byte)body.Count };
+        handshake.AddRange(body);
+        var record = new List<byte> { 0x16, 0x03, 0x01, (byte)(handshake.Count >> 8), (byte)handshake.Count };
+        record.AddRange(handshake);
+
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(gateway.EndPoint);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(record.ToArray());
+        var answer = new byte[7];
+        int got = 0;
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try
+        {
+            while (got < answer.Length)
+            {
+                int n = await stream.ReadAsync(answer.AsMemory(got), cts.Token);
+                if (n == 0) break;
+                got += n;
+            }
+        }
+        catch (IOException)
+        {
+            // reset: refused as well
+        }
+        Assert.False(got > 0 && answer[0] == 0x16, "the gateway answered a TLS 1.1 ClientHello with a handshake record");
+        if (got == answer.Length)
+        {
+            Assert.Equal(0x15, answer[0]); // alert
+            Assert.Equal(2, answer[5]);    // fatal
+            Assert.Contains(answer[6], new byte[] { 70, 40 }); // protocol_version (or handshake_failure)
+        }
+    }
+
     [Fact]
     public async Task PlainHttpOnTheTlsPort_IsClosedWithoutAResponse()
     {
