@@ -175,7 +175,8 @@ public static class ConfigValidator
     private static bool IsHostName(string s) =>
         s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or ':' or '[' or ']');
 
-    private static bool IsToken(string s) =>
+    /// <summary>An HTTP token (RFC 9110 tchar+): a method or a header name.</summary>
+    internal static bool IsToken(string s) =>
         s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c));
 
     private static string? Suggest(string name, IEnumerable<string> known) => ConfigReader.Suggest(name, known.ToArray());

@@ -143,11 +143,10 @@ internal static class DeviceConfigBinder
                 else prints[hex] = d.Id;
             }
         }
-        if (!IsToken(config.Mtls.DeviceHeader)) errors.Add(new ConfigError("$.mtls.deviceHeader", $"'{config.Mtls.DeviceHeader}' is not a header name"));
+        if (!ConfigValidator.IsToken(config.Mtls.DeviceHeader)) errors.Add(new ConfigError("$.mtls.deviceHeader", $"'{config.Mtls.DeviceHeader}' is not a header name"));
         if (config.Devices.Count > 0 && !config.Listeners.Any(l => l.Tls is { ClientCertificate: not ClientCertificateMode.None }))
             errors.Add(new ConfigError("$.devices", "devices are identified by client certificates: set tls.clientCertificate to \"optional\" or \"required\" on a listener"));
     }
 
     private static bool IsHeaderValue(string s) => s.All(c => c is >= '!' and <= '~');
-    private static bool IsToken(string s) => s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c));
 }
