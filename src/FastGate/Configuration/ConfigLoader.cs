@@ -154,6 +154,20 @@ public static class ConfigLoader
         };
     }
 
+    private static UpstreamCredentialConfig? BindUpstreamCredential(JsonElement e, string p, ConfigReader r)
+    {
+        if (!r.TryGet(e, p, "upstreamCredential", false, out var c) || !r.IsObject(c, ConfigReader.Child(p, "upstreamCredential"))) return null;
+        var cp = ConfigReader.Child(p, "upstreamCredential");
+        r.CheckUnknown(c, cp, "provider", "header", "prefix", "env");
+        return new UpstreamCredentialConfig
+        {
+            Provider = r.String(c, cp, "provider"),
+            Header = r.String(c, cp, "header"),
+            Prefix = r.String(c, cp, "prefix"),
+            Env = r.String(c, cp, "env", required: true) ?? "",
+        };
+    }
+
     private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
     {
         r.CheckUnknown(e, p, "id", "destinations", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "idleConnectionTimeout", "tls");
@@ -187,7 +201,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts", "upstreamCredential");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -222,6 +236,7 @@ public static class ConfigLoader
             ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
             Cors = r.String(e, p, "cors"),
             Hsts = r.String(e, p, "hsts"),
+            UpstreamCredential = BindUpstreamCredential(e, p, r),
         };
     }
 

@@ -163,6 +163,7 @@ public static class ConfigValidator
                 else if (!config.Listeners.Any(l => l.Tls is not null))
                     errors.Add(new ConfigError(p + ".hsts", "HSTS is sent only over TLS and no listener has tls"));
             }
+            if (r.UpstreamCredential is { } credential) ValidateUpstreamCredential(credential, p + ".upstreamCredential", errors);
             if (r.StripPrefix is { } strip && strip.Length > 0)
             {
                 if (!strip.StartsWith('/')) errors.Add(new ConfigError(p + ".stripPrefix", $"must start with '/' (found '{strip}')"));
@@ -170,6 +171,22 @@ public static class ConfigValidator
                     errors.Add(new ConfigError(p + ".stripPrefix", $"'{strip}' is not a prefix of the route's pathPrefix '{pp}'"));
             }
         }
+    }
+
+    private static void ValidateUpstreamCredential(UpstreamCredentialConfig c, string p, List<ConfigError> errors)
+    {
+        if (c.Provider is { } provider && UpstreamCredentialConfig.Preset(provider) is null)
+            errors.Add(new ConfigError(p + ".provider", $"'{provider}' is not a provider preset (openai, anthropic, azure-openai, gemini); give \"header\" instead"));
+        else if (c.Provider is null && c.Header is null)
+            errors.Add(new ConfigError(p, "give \"provider\" (openai, anthropic, azure-openai, gemini) or \"header\""));
+        if (c.Header is { } header && !IsToken(header)) errors.Add(new ConfigError(p + ".header", $"'{header}' is not a header name"));
+        if (c.Prefix is { } prefix && prefix.Any(ch => ch is < ' ' or > '~')) errors.Add(new ConfigError(p + ".prefix", "must be visible ASCII or spaces"));
+        if (c.Env.Length == 0) return;
+        var value = Environment.GetEnvironmentVariable(c.Env);
+        if (string.IsNullOrEmpty(value))
+            errors.Add(new ConfigError(p + ".env", $"environment variable '{c.Env}' is not set (it holds the upstream credential; the secret never goes in the file)"));
+        else if (value.Any(ch => ch is < ' ' or > '~'))
+            errors.Add(new ConfigError(p + ".env", $"environment variable '{c.Env}' holds characters a header value cannot carry"));
     }
 
     private static bool IsHostName(string s) =>

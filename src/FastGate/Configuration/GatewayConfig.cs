@@ -122,6 +122,36 @@ public sealed record RouteConfig
     public string? Cors { get; init; }
     /// <summary>Strict-Transport-Security value sent on this route's responses over TLS (e.g. "max-age=31536000").</summary>
     public string? Hsts { get; init; }
+    /// <summary>A credential the gateway adds to every forwarded request (an LLM provider key), from the environment.</summary>
+    public UpstreamCredentialConfig? UpstreamCredential { get; init; }
+}
+
+/// <summary>
+/// Key injection: the upstream's own credential, read from an environment variable (never from the file), sent in a
+/// header the client cannot set. Provider presets name the header; "header" (and "prefix") name any other.
+/// </summary>
+public sealed record UpstreamCredentialConfig
+{
+    /// <summary>openai, anthropic, azure-openai, gemini; or null with <see cref="Header"/>.</summary>
+    public string? Provider { get; init; }
+    public string? Header { get; init; }
+    /// <summary>Text before the secret in the header value (e.g. "Bearer ").</summary>
+    public string? Prefix { get; init; }
+    /// <summary>The environment variable holding the secret.</summary>
+    public string Env { get; init; } = "";
+
+    /// <summary>The (header, prefix) of a provider preset; null for an unknown provider.</summary>
+    public static (string Header, string Prefix)? Preset(string provider) => provider switch
+    {
+        "openai" => ("Authorization", "Bearer "),
+        "anthropic" => ("x-api-key", ""),
+        "azure-openai" => ("api-key", ""),
+        "gemini" => ("x-goog-api-key", ""),
+        _ => null,
+    };
+
+    public (string Header, string Prefix) Resolve() =>
+        Provider is { } p && Preset(p) is { } preset ? (Header ?? preset.Header, Prefix ?? preset.Prefix) : (Header ?? "", Prefix ?? "");
 }
 
 public sealed record RouteMatchConfig

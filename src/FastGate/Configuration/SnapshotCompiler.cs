@@ -63,6 +63,9 @@ public static class SnapshotCompiler
                 Cors = r.Cors is null ? null : cors[r.Cors],
                 HstsLine = r.Hsts is null ? null : System.Text.Encoding.ASCII.GetBytes($"Strict-Transport-Security: {r.Hsts}\r\n"),
                 ForwardApiKey = r.ForwardApiKey,
+                UpstreamCredentialName = r.UpstreamCredential is { } uc ? Encoding.ASCII.GetBytes(uc.Resolve().Header) : null,
+                UpstreamCredentialLine = r.UpstreamCredential is { } ul
+                    ? Encoding.ASCII.GetBytes($"{ul.Resolve().Header}: {ul.Resolve().Prefix}{Environment.GetEnvironmentVariable(ul.Env)}\r\n") : null,
             };
             routes.Add(model);
             var m = r.Match;

@@ -166,6 +166,13 @@ internal sealed class AdminApi
             else w.WriteString("pathPrefix", r.Match.PathPrefix ?? "/");
             w.WriteString("methods", string.Join(",", r.Match.Methods.DefaultIfEmpty("*")));
             if (r.StripPrefix is not null) w.WriteString("stripPrefix", r.StripPrefix);
+            if (r.Auth.Count > 0) w.WriteString("auth", string.Join(",", r.Auth));
+            if (r.UpstreamCredential is { } credential)
+            {
+                // where the injected key comes from, never the key
+                w.WriteString("upstreamCredentialHeader", credential.Resolve().Header);
+                w.WriteString("upstreamCredentialEnv", credential.Env);
+            }
             w.WriteEndObject();
         }
         w.WriteEndArray();

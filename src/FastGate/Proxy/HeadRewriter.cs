@@ -67,6 +67,7 @@ public static class HeadRewriter
             if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
             if (IsCredentialOrIdentity(r, f, auth, route.ForwardApiKey)) continue;
             if (System.Text.Ascii.EqualsIgnoreCase(r[f.Name], devices.HeaderName)) continue; // the gateway's to set
+            if (route.UpstreamCredentialName is { } credential && System.Text.Ascii.EqualsIgnoreCase(r[f.Name], credential)) continue;
             w.Write(r[f.Name]);
             w.Write(": "u8);
             w.Write(r[f.Value]);
@@ -78,6 +79,7 @@ public static class HeadRewriter
         }
         if (consumer is not null) w.Write(consumer.ForwardedHeaderLine);
         if (device is not null) w.Write(device.ForwardedHeaderLine);
+        if (route.UpstreamCredentialLine is { } secret) w.Write(secret); // key injection: the client never sees or sets it
 
         w.Write("X-Forwarded-For: "u8);
         if (hasForwardedFor)

@@ -30,6 +30,9 @@ public sealed class RouteModel
     public Security.CorsModel? Cors { get; init; }
     /// <summary>"Strict-Transport-Security: ...\r\n" added to responses on TLS connections, or null.</summary>
     public byte[]? HstsLine { get; init; }
+    /// <summary>Key injection: the header name (a client's copy is dropped) and "Name: prefix+secret\r\n", or null.</summary>
+    public byte[]? UpstreamCredentialName { get; init; }
+    public byte[]? UpstreamCredentialLine { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>
