@@ -130,7 +130,7 @@ public static class ConfigLoader
     {
         if (!r.TryGet(e, p, "tls", false, out var t) || !r.IsObject(t, ConfigReader.Child(p, "tls"))) return null;
         var tp = ConfigReader.Child(p, "tls");
-        r.CheckUnknown(t, tp, "certificate", "key", "pfx", "password", "passwordEnv", "clientCertificate", "clientCa");
+        r.CheckUnknown(t, tp, "certificate", "key", "pfx", "password", "passwordEnv", "clientCertificate", "clientCa", "sni");
         var mode = ClientCertificateMode.None;
         if (r.String(t, tp, "clientCertificate") is { } m)
         {
@@ -151,6 +151,19 @@ public static class ConfigLoader
             PasswordEnv = r.String(t, tp, "passwordEnv"),
             ClientCertificate = mode,
             ClientCa = r.String(t, tp, "clientCa"),
+            Sni = r.Objects(t, tp, "sni", false, (se, sp) =>
+            {
+                r.CheckUnknown(se, sp, "hosts", "certificate", "key", "pfx", "password", "passwordEnv");
+                return new SniCertificateConfig
+                {
+                    Hosts = r.Strings(se, sp, "hosts"),
+                    Certificate = r.String(se, sp, "certificate"),
+                    Key = r.String(se, sp, "key"),
+                    Pfx = r.String(se, sp, "pfx"),
+                    Password = r.String(se, sp, "password"),
+                    PasswordEnv = r.String(se, sp, "passwordEnv"),
+                };
+            }),
         };
     }
 

@@ -57,6 +57,31 @@ public sealed record ListenerTlsConfig
     /// <summary>PEM bundle of the CA certificates client certificates must chain to (required unless clientCertificate is none).</summary>
     public string? ClientCa { get; init; }
 
+    /// <summary>More certificates, chosen by the server name the client asks for (SNI); this one serves every other name.</summary>
+    public IReadOnlyList<SniCertificateConfig> Sni { get; init; } = [];
+
+    public string? ResolvePassword() =>
+        !string.IsNullOrEmpty(Password) ? Password : PasswordEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
+
+    public CertificateFiles Files => new(Certificate, Key, Pfx, Password, PasswordEnv);
+}
+
+/// <summary>A certificate for the server names in <see cref="Hosts"/> ("api.example.com" or "*.example.com").</summary>
+public sealed record SniCertificateConfig
+{
+    public IReadOnlyList<string> Hosts { get; init; } = [];
+    public string? Certificate { get; init; }
+    public string? Key { get; init; }
+    public string? Pfx { get; init; }
+    public string? Password { get; init; }
+    public string? PasswordEnv { get; init; }
+
+    public CertificateFiles Files => new(Certificate, Key, Pfx, Password, PasswordEnv);
+}
+
+/// <summary>Where one server certificate comes from: a PEM pair, or a PKCS#12 file and its password.</summary>
+public sealed record CertificateFiles(string? Certificate, string? Key, string? Pfx, string? Password, string? PasswordEnv)
+{
     public string? ResolvePassword() =>
         !string.IsNullOrEmpty(Password) ? Password : PasswordEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
 }

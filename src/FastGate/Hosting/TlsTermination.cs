@@ -50,7 +50,7 @@ internal sealed class TlsTermination
             {
                 try
                 {
-                    await ssl.AuthenticateAsServerAsync(_tls.ServerOptions, timeout.Token).ConfigureAwait(false);
+                    await ssl.AuthenticateAsServerAsync(_tls.SelectOptionsAsync, null, timeout.Token).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException or ObjectDisposedException
                                                or System.ComponentModel.Win32Exception)

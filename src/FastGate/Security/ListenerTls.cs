@@ -23,58 +23,92 @@ public sealed class ListenerTls : IDisposable
     private readonly ListenerTlsConfig _config;
     private readonly string _baseDirectory;
     private readonly X509Certificate2Collection? _clientRoots;
-    private SslServerAuthenticationOptions _options;
-    private FileStamp[] _stamps;
+    // [0] is the listener's own certificate (any server name); the others come from "sni", in config order
+    private readonly Slot[] _slots;
+    private readonly Dictionary<string, Slot> _exactNames = new(StringComparer.OrdinalIgnoreCase);
+    private readonly List<(string Suffix, Slot Slot)> _wildcards = [];
     private ITimer? _poll;
     private int _polling;
 
-    private ListenerTls(string listener, ListenerTlsConfig config, string baseDirectory, ServerCertificate certificate, X509Certificate2Collection? clientRoots)
+    /// <summary>One served certificate: its files, the handshake options built from it, and the file stamps last seen.</summary>
+    private sealed class Slot(string label, CertificateFiles files)
+    {
+        public readonly string Label = label;
+        public readonly CertificateFiles Files = files;
+        public SslServerAuthenticationOptions Options = null!;
+        public X509Certificate2 Certificate = null!;
+        public FileStamp[] Stamps = [];
+    }
+
+    private ListenerTls(string listener, ListenerTlsConfig config, string baseDirectory, ServerCertificate[] certificates, X509Certificate2Collection? clientRoots)
     {
         _listener = listener;
         _config = config;
         _baseDirectory = baseDirectory;
         _clientRoots = clientRoots;
-        _options = BuildOptions(certificate);
-        _stamps = Stamp(WatchedFiles());
-        Certificate = certificate.Leaf;
-        GatewayMetrics.TlsCertificateExpiry.WithLabels(listener).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
+        _slots = new Slot[certificates.Length];
+        for (int i = 0; i < certificates.Length; i++)
+        {
+            var files = i == 0 ? config.Files : config.Sni[i - 1].Files;
+            var slot = _slots[i] = new Slot(i == 0 ? listener : $"{listener}/{config.Sni[i - 1].Hosts.FirstOrDefault()}", files);
+            slot.Stamps = Stamp(WatchedFiles(files));
+            Install(slot, certificates[i]);
+            if (i == 0) continue;
+            foreach (var host in config.Sni[i - 1].Hosts)
+            {
+                if (host.StartsWith("*.", StringComparison.Ordinal)) _wildcards.Add((host[1..], slot));
+                else _exactNames.TryAdd(host, slot);
+            }
+        }
     }
 
-    /// <summary>The certificate new handshakes present.</summary>
-    public X509Certificate2 Certificate { get; private set; }
+    private void Install(Slot slot, ServerCertificate certificate)
+    {
+        Volatile.Write(ref slot.Options, BuildOptions(certificate));
+        Volatile.Write(ref slot.Certificate, certificate.Leaf);
+        GatewayMetrics.TlsCertificateExpiry.WithLabels(slot.Label).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
+    }
+
+    /// <summary>The listener's own certificate (served for every name no "sni" entry claims).</summary>
+    public X509Certificate2 Certificate => Volatile.Read(ref _slots[0].Certificate);
     public ClientCertificateMode ClientCertificate => _config.ClientCertificate;
     public ILogger? Logger { get; set; }
     /// <summary>How often the certificate files are checked for changes.</summary>
     public static TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(2);
 
-    /// <summary>Loads the certificate and the client CA bundle; throws <see cref="InvalidOperationException"/> with the reason.</summary>
+    /// <summary>Loads the certificates and the client CA bundle; throws <see cref="InvalidOperationException"/> with the reason.</summary>
     public static ListenerTls Create(string listener, ListenerTlsConfig config, string baseDirectory)
     {
-        var certificate = LoadCertificate(config, baseDirectory, out var error) ?? throw new InvalidOperationException(error);
+        var certificates = new ServerCertificate[1 + config.Sni.Count];
+        string? error;
+        for (int i = 0; i < certificates.Length; i++)
+            certificates[i] = LoadCertificate(i == 0 ? config.Files : config.Sni[i - 1].Files, baseDirectory, out error) ?? throw new InvalidOperationException(error);
         X509Certificate2Collection? roots = null;
         if (config.ClientCertificate != ClientCertificateMode.None && config.ClientCa is { } ca)
             roots = Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(ca, baseDirectory), out error) ?? throw new InvalidOperationException(error);
-        return new ListenerTls(listener, config, baseDirectory, certificate, roots);
+        return new ListenerTls(listener, config, baseDirectory, certificates, roots);
     }
 
     /// <summary>Every problem with a listener's tls section, as (JSON path suffix, message); files are opened and parsed.</summary>
     public static IEnumerable<(string Path, string Message)> Check(ListenerTlsConfig config, string baseDirectory)
     {
-        bool pem = config.Certificate is not null || config.Key is not null;
-        if (pem && config.Pfx is not null)
-            yield return ("", "give either \"certificate\" and \"key\" (PEM) or \"pfx\", not both");
-        else if (!pem && config.Pfx is null)
-            yield return ("", "TLS needs \"certificate\" and \"key\" (PEM files) or \"pfx\" (a PKCS#12 file)");
-        else if (pem && config.Certificate is null)
-            yield return (".certificate", "is required with \"key\" (the PEM certificate file)");
-        else if (pem && config.Key is null)
-            yield return (".key", "is required with \"certificate\" (the PEM private key file)");
-        else if (LoadCertificate(config, baseDirectory, out var error) is null)
-            yield return (config.Pfx is not null ? ".pfx" : ".certificate", error!);
-        if (config.Pfx is null && (config.Password is not null || config.PasswordEnv is not null))
-            yield return (".password", "a password only applies to a \"pfx\" file");
-        if (config.PasswordEnv is { } env && Environment.GetEnvironmentVariable(env) is null)
-            yield return (".passwordEnv", $"environment variable '{env}' is not set");
+        foreach (var problem in CheckFiles(config.Files, baseDirectory)) yield return problem;
+        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        for (int i = 0; i < config.Sni.Count; i++)
+        {
+            var entry = config.Sni[i];
+            string p = $".sni[{i}]";
+            foreach (var (sub, message) in CheckFiles(entry.Files, baseDirectory)) yield return (p + sub, message);
+            if (entry.Hosts.Count == 0) yield return (p + ".hosts", "list the server names this certificate is for, such as [\"api.example.com\", \"*.example.com\"]");
+            for (int h = 0; h < entry.Hosts.Count; h++)
+            {
+                var host = entry.Hosts[h];
+                var name = host.StartsWith("*.", StringComparison.Ordinal) ? host[2..] : host;
+                if (name.Length == 0 || name.StartsWith('.') || name.EndsWith('.') || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.'))
+                    yield return ($"{p}.hosts[{h}]", $"'{host}' is not a DNS name or '*.example.com'");
+                else if (!names.Add(host)) yield return ($"{p}.hosts[{h}]", $"'{host}' is already claimed by another sni entry");
+            }
+        }
         if (config.ClientCertificate != ClientCertificateMode.None)
         {
             if (config.ClientCa is null)
@@ -86,8 +120,46 @@ public sealed class ListenerTls : IDisposable
             yield return (".clientCa", "has no effect while clientCertificate is \"none\": set it to \"optional\" or \"required\"");
     }
 
-    /// <summary>The handshake options in force: a new handshake reads them once, a reload replaces them whole.</summary>
-    public SslServerAuthenticationOptions ServerOptions => Volatile.Read(ref _options);
+    private static IEnumerable<(string Path, string Message)> CheckFiles(CertificateFiles files, string baseDirectory)
+    {
+        bool pem = files.Certificate is not null || files.Key is not null;
+        if (pem && files.Pfx is not null)
+            yield return ("", "give either \"certificate\" and \"key\" (PEM) or \"pfx\", not both");
+        else if (!pem && files.Pfx is null)
+            yield return ("", "TLS needs \"certificate\" and \"key\" (PEM files) or \"pfx\" (a PKCS#12 file)");
+        else if (pem && files.Certificate is null)
+            yield return (".certificate", "is required with \"key\" (the PEM certificate file)");
+        else if (pem && files.Key is null)
+            yield return (".key", "is required with \"certificate\" (the PEM private key file)");
+        else if (LoadCertificate(files, baseDirectory, out var error) is null)
+            yield return (files.Pfx is not null ? ".pfx" : ".certificate", error!);
+        if (files.Pfx is null && (files.Password is not null || files.PasswordEnv is not null))
+            yield return (".password", "a password only applies to a \"pfx\" file");
+        if (files.PasswordEnv is { } env && Environment.GetEnvironmentVariable(env) is null)
+            yield return (".passwordEnv", $"environment variable '{env}' is not set");
+    }
+
+    /// <summary>The handshake options of the listener's own certificate: a new handshake reads them once, a reload replaces them whole.</summary>
+    public SslServerAuthenticationOptions ServerOptions => Volatile.Read(ref _slots[0].Options);
+
+    /// <summary>The options for the server name a client asked for (SNI): an exact "sni" host, else a "*." one, else the listener's own.</summary>
+    public SslServerAuthenticationOptions SelectOptions(string? serverName)
+    {
+        if (_slots.Length == 1 || string.IsNullOrEmpty(serverName)) return ServerOptions;
+        if (_exactNames.TryGetValue(serverName, out var slot)) return Volatile.Read(ref slot.Options);
+        foreach (var (suffix, s) in _wildcards)
+        {
+            // "*.example.com" covers exactly one more label: a.example.com, not a.b.example.com
+            if (serverName.Length > suffix.Length && serverName.EndsWith(suffix, StringComparison.OrdinalIgnoreCase)
+                && serverName.AsSpan(0, serverName.Length - suffix.Length).IndexOf('.') < 0)
+                return Volatile.Read(ref s.Options);
+        }
+        return ServerOptions;
+    }
+
+    /// <summary>For SslStream.AuthenticateAsServerAsync: picks the certificate by the ClientHello's server name.</summary>
+    public ValueTask<SslServerAuthenticationOptions> SelectOptionsAsync(SslStream stream, SslClientHelloInfo hello, object? state, CancellationToken cancel) =>
+        new(SelectOptions(hello.ServerName));
 
     /// <summary>Starts checking the certificate files for changes (every <see cref="PollInterval"/>).</summary>
     public void StartWatching(TimeProvider? time = null)
@@ -100,11 +172,14 @@ public sealed class ListenerTls : IDisposable
         if (Interlocked.Exchange(ref _polling, 1) == 1) return;
         try
         {
-            var now = Stamp(WatchedFiles());
-            if (now.AsSpan().SequenceEqual(_stamps)) return;
-            // a writer may be half-way through replacing the pair: a failed load is retried on the next change
-            _stamps = now;
-            Reload();
+            foreach (var slot in _slots)
+            {
+                var now = Stamp(WatchedFiles(slot.Files));
+                if (now.AsSpan().SequenceEqual(slot.Stamps)) continue;
+                // a writer may be half-way through replacing the pair: a failed load is retried on the next change
+                slot.Stamps = now;
+                Reload(slot);
+            }
         }
         finally
         {
@@ -112,21 +187,26 @@ public sealed class ListenerTls : IDisposable
         }
     }
 
-    /// <summary>Loads the certificate files again; on success new handshakes use them, on failure the old ones stay.</summary>
+    /// <summary>Loads every certificate again; on success new handshakes use them, on failure the old ones stay.</summary>
     public bool Reload()
     {
-        var certificate = LoadCertificate(_config, _baseDirectory, out var error);
+        bool all = true;
+        foreach (var slot in _slots) all &= Reload(slot);
+        return all;
+    }
+
+    private bool Reload(Slot slot)
+    {
+        var certificate = LoadCertificate(slot.Files, _baseDirectory, out var error);
         if (certificate is null)
         {
-            GatewayMetrics.TlsCertificateReloads.WithLabels(_listener, "error").Inc();
-            Logger?.LogError("listener {Listener}: certificate reload failed, the current certificate stays in use: {Error}", _listener, error);
+            GatewayMetrics.TlsCertificateReloads.WithLabels(slot.Label, "error").Inc();
+            Logger?.LogError("listener {Listener}: certificate reload failed, the current certificate stays in use: {Error}", slot.Label, error);
             return false;
         }
-        Volatile.Write(ref _options, BuildOptions(certificate));
-        Certificate = certificate.Leaf;
-        GatewayMetrics.TlsCertificateReloads.WithLabels(_listener, "ok").Inc();
-        GatewayMetrics.TlsCertificateExpiry.WithLabels(_listener).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
-        Logger?.LogInformation("listener {Listener}: certificate reloaded ({Subject}, expires {NotAfter:O})", _listener, certificate.Leaf.Subject, certificate.Leaf.NotAfter.ToUniversalTime());
+        Install(slot, certificate);
+        GatewayMetrics.TlsCertificateReloads.WithLabels(slot.Label, "ok").Inc();
+        Logger?.LogInformation("listener {Listener}: certificate reloaded ({Subject}, expires {NotAfter:O})", slot.Label, certificate.Leaf.Subject, certificate.Leaf.NotAfter.ToUniversalTime());
         return true;
     }
 
@@ -168,7 +248,7 @@ public sealed class ListenerTls : IDisposable
 
     private sealed record ServerCertificate(X509Certificate2 Leaf, X509Certificate2Collection Intermediates);
 
-    private static ServerCertificate? LoadCertificate(ListenerTlsConfig config, string baseDirectory, out string? error)
+    private static ServerCertificate? LoadCertificate(CertificateFiles config, string baseDirectory, out string? error)
     {
         error = null;
         string? file = null;
@@ -221,14 +301,14 @@ public sealed class ListenerTls : IDisposable
         }
     }
 
-    private IEnumerable<string> WatchedFiles()
+    private IEnumerable<string> WatchedFiles(CertificateFiles files)
     {
-        if (_config.Pfx is { } pfx) yield return Proxy.UpstreamTlsModel.ResolvePath(pfx, _baseDirectory);
-        if (_config.Certificate is { } c) yield return Proxy.UpstreamTlsModel.ResolvePath(c, _baseDirectory);
-        if (_config.Key is { } k) yield return Proxy.UpstreamTlsModel.ResolvePath(k, _baseDirectory);
+        if (files.Pfx is { } pfx) yield return Proxy.UpstreamTlsModel.ResolvePath(pfx, _baseDirectory);
+        if (files.Certificate is { } c) yield return Proxy.UpstreamTlsModel.ResolvePath(c, _baseDirectory);
+        if (files.Key is { } k) yield return Proxy.UpstreamTlsModel.ResolvePath(k, _baseDirectory);
     }
 
-    private readonly record struct FileStamp(DateTime Written, long Length);
+    internal readonly record struct FileStamp(DateTime Written, long Length);
 
     private static FileStamp[] Stamp(IEnumerable<string> files) => files.Select(f =>
     {

@@ -31,7 +31,7 @@ public class SchemaTests
         var root = ValidateCommandTests.RepoRoot();
         using var schema = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "config", "fastgate.schema.json")));
         var props = schema.RootElement.GetProperty("properties");
-        string[] tlsProps = ["certificate", "clientCa", "clientCertificate", "key", "password", "passwordEnv", "pfx"];
+        string[] tlsProps = ["certificate", "clientCa", "clientCertificate", "key", "password", "passwordEnv", "pfx", "sni"];
         var listenerTls = props.GetProperty("listeners").GetProperty("items").GetProperty("properties").GetProperty("tls").GetProperty("properties");
         Assert.Equal(tlsProps, listenerTls.EnumerateObject().Select(p => p.Name).Order());
         string[] deviceProps = ["id", "spkiSha256", "thumbprint"];

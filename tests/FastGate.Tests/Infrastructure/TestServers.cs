@@ -179,7 +179,7 @@ public sealed class RawClient : IDisposable
     /// <paramref name="clientCertificate"/> when given. Throws when the handshake fails.
     /// </summary>
     public static async Task<RawClient> ConnectTlsAsync(IPEndPoint ep, X509Certificate2 trustedCa, X509Certificate2? clientCertificate = null,
-        SslProtocols protocols = SslProtocols.None)
+        SslProtocols protocols = SslProtocols.None, string targetHost = "localhost")
     {
         var c = new RawClient();
         await c._client.ConnectAsync(ep);
@@ -188,7 +188,7 @@ public sealed class RawClient : IDisposable
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15));
         await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
         {
-            TargetHost = "localhost",
+            TargetHost = targetHost,
             EnabledSslProtocols = protocols,
             ApplicationProtocols = [SslApplicationProtocol.Http11],
             ClientCertificates = clientCertificate is null ? null : [clientCertificate],

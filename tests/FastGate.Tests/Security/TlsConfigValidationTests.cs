@@ -122,6 +122,26 @@ public sealed class TlsConfigValidationTests : IDisposable
     }
 
     [Fact]
+    public void SniEntries_AreChecked()
+    {
+        var result = Load(new
+        {
+            certificate = _cert, key = _key,
+            sni = new object[]
+            {
+                new { hosts = Array.Empty<string>(), certificate = _cert, key = _key },
+                new { hosts = new[] { "a.test", "bad name", "*.b.test" }, certificate = Path.Combine(_dir.FullName, "missing.pem"), key = _key },
+                new { hosts = new[] { "A.test" }, pfx = "x.pfx", certificate = _cert },
+            },
+        });
+        AssertError(result, "$.listeners[0].tls.sni[0].hosts", "list the server names");
+        AssertError(result, "$.listeners[0].tls.sni[1].certificate", "missing.pem");
+        AssertError(result, "$.listeners[0].tls.sni[1].hosts[1]", "not a DNS name");
+        AssertError(result, "$.listeners[0].tls.sni[2].hosts[0]", "already claimed");
+        AssertError(result, "$.listeners[0].tls.sni[2]", "not both");
+    }
+
+    [Fact]
     public void ExpiredCertificate_IsRefused()
     {
         using var key = System.Security.Cryptography.ECDsa.Create();

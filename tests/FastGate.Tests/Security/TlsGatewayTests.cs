@@ -171,6 +171,43 @@ public sealed class TlsGatewayTests : IDisposable
     }
 
     [Fact]
+    public async Task SniEntries_ChooseTheCertificateByServerName_OthersGetTheListenersOwn()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        using var fallback = _ca.IssueServerCertificate("localhost");
+        using var api = _ca.IssueServerCertificate("api.test");
+        using var apps = _ca.IssueServerCertificate("*.apps.test");
+        var (fallbackCert, fallbackKey) = TestCertificateAuthority.WritePemPair(fallback, _dir.FullName, "fallback");
+        var (apiCert, apiKey) = TestCertificateAuthority.WritePemPair(api, _dir.FullName, "api");
+        var appsPfx = Path.Combine(_dir.FullName, "apps.pfx");
+        File.WriteAllBytes(appsPfx, apps.Export(X509ContentType.Pkcs12, "apps-pass"));
+        var tls = JsonSerializer.Serialize(new
+        {
+            certificate = fallbackCert, key = fallbackKey,
+            sni = new object[]
+            {
+                new { hosts = new[] { "api.test", "API2.test" }, certificate = apiCert, key = apiKey },
+                new { hosts = new[] { "*.apps.test" }, pfx = appsPfx, password = "apps-pass" },
+            },
+        });
+        await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), tls));
+
+        async Task<string> ServedFor(string name)
+        {
+            using var client = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate, targetHost: name);
+            Assert.Equal(200, (await Get(client, "/hello")).Status);
+            return Served(client);
+        }
+        Assert.Equal(api.Thumbprint, await ServedFor("api.test"));
+        Assert.Equal(api.Thumbprint, await ServedFor("api2.TEST"));
+        Assert.Equal(apps.Thumbprint, await ServedFor("tenant-1.apps.test"));
+        Assert.Equal(fallback.Thumbprint, await ServedFor("a.b.apps.test")); // a wildcard covers one label
+        Assert.Equal(fallback.Thumbprint, await ServedFor("other.test"));
+        Assert.Equal(fallback.Thumbprint, await ServedFor("127.0.0.1")); // an IP address sends no SNI
+        Assert.Contains("fastgate_tls_certificate_expiry_timestamp_seconds{listener=\"https/api.test\"}", await gateway.ScrapeMetricsAsync());
+    }
+
+    [Fact]
     public async Task PfxListener_WithPasswordFromEnvironment_Serves()
     {
         using var server = _ca.IssueServerCertificate("localhost");
