@@ -73,15 +73,17 @@ internal sealed class TlsTermination
             finally
             {
                 context.Transport = transport;
-                await output.CompleteAsync().ConfigureAwait(false);
                 await decrypted.Reader.CompleteAsync().ConfigureAwait(false);
                 try
                 {
-                    await ssl.ShutdownAsync().ConfigureAwait(false); // close_notify
+                    await output.CompleteAsync().ConfigureAwait(false); // flushes what is left (normally nothing)
+                    // close_notify; a client that stopped reading cannot hold the connection open with it
+                    await ssl.ShutdownAsync().WaitAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
+                catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or TimeoutException
+                                               or OperationCanceledException or ConnectionAbortedException or ConnectionResetException)
                 {
-                    // the peer is gone already
+                    // the peer is gone already, or not reading
                 }
                 transport.Input.CancelPendingRead(); // ends the read loop if it still waits for the client
                 await pump.ConfigureAwait(false);
