@@ -21,6 +21,10 @@ public sealed record RateLimitConfig
     public string Scope { get; init; } = "local";
     public string OnStoreFailure { get; init; } = "allow";
     public TimeSpan? StoreTimeout { get; init; }
+    /// <summary>"requests" (each request costs 1) or "tokens" (an LLM token quota: a request is refused while the key
+    /// is out of tokens, and each response is charged the tokens its body reports; docs/ai-gateway.md).</summary>
+    public string Unit { get; init; } = "requests";
+    public bool CountsTokens => Unit == "tokens";
     /// <summary>The compiled definition (set by the binder when the entry is valid).</summary>
     public RateLimiterDefinition? Definition { get; init; }
 }
@@ -40,7 +44,7 @@ internal static class RateLimitConfigBinder
         r.Objects(root, "$", "rateLimits", false, (e, p) =>
         {
             r.CheckUnknown(e, p, "id", "algorithm", "rate", "per", "burst", "key", "missingKey", "maxKeys", "status", "headers",
-                "legacyHeaders", "scope", "onStoreFailure", "storeTimeout");
+                "legacyHeaders", "scope", "onStoreFailure", "storeTimeout", "unit");
             var keys = new List<string>();
             if (r.TryGet(e, p, "key", false, out var k))
             {
@@ -71,7 +75,13 @@ internal static class RateLimitConfigBinder
                 Scope = r.String(e, p, "scope") ?? "local",
                 OnStoreFailure = r.String(e, p, "onStoreFailure") ?? "allow",
                 StoreTimeout = r.Duration(e, p, "storeTimeout"),
+                Unit = r.String(e, p, "unit") ?? "requests",
             };
+            if (c.Unit is not ("requests" or "tokens")) r.Error(p + ".unit", $"'{c.Unit}' is not requests or tokens");
+            else if (c.CountsTokens && c.Algorithm != "gcra")
+                r.Error(p + ".algorithm", "a token quota (unit tokens) uses gcra: responses are charged after the fact, which only gcra can do");
+            else if (c.CountsTokens && c.Scope != "local")
+                r.Error(p + ".scope", "a token quota (unit tokens) is local to this instance for now");
             if (!r.TryGet(e, p, "rate", false, out _)) r.Error(p + ".rate", "is required");
             var algorithm = c.Algorithm switch
             {

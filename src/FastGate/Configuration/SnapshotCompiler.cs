@@ -19,7 +19,7 @@ public static class SnapshotCompiler
         if (limiterStore is not null)
         {
             foreach (var l in config.RateLimits)
-                limiters[l.Id] = new RateLimiting.CompiledLimiter(limiterStore.GetOrCreate(l.Definition!), l.Key);
+                limiters[l.Id] = new RateLimiting.CompiledLimiter(limiterStore.GetOrCreate(l.Definition!), l.Key) { CountsTokens = l.CountsTokens };
             limiterStore.Retain(config.RateLimits.Select(l => l.Definition!));
         }
         else if (config.RateLimits.Count > 0)

@@ -33,6 +33,14 @@ public struct ChunkedReader
     /// </summary>
     public bool Feed(ReadOnlySpan<byte> input, out int consumed, out RejectReason reason)
     {
+        var none = default(UsageScanner);
+        return Feed(input, out consumed, out reason, ref none, scan: false);
+    }
+
+    /// <summary>As <see cref="Feed(ReadOnlySpan{byte}, out int, out RejectReason)"/>; with <paramref name="scan"/> the chunk
+    /// data (without the framing) also goes through <paramref name="usage"/>.</summary>
+    public bool Feed(ReadOnlySpan<byte> input, out int consumed, out RejectReason reason, ref UsageScanner usage, bool scan)
+    {
         reason = RejectReason.None;
         int i = 0;
         while (i < input.Length && _state != State.Done)
@@ -88,6 +96,7 @@ public struct ChunkedReader
                 case State.Data:
                 {
                     int take = (int)Math.Min(_chunkRemaining, input.Length - i);
+                    if (scan) usage.Feed(input.Slice(i, take));
                     i += take;
                     _chunkRemaining -= take;
                     if (_chunkRemaining == 0) _state = State.DataCr;

@@ -76,6 +76,10 @@ public static class GatewayMetrics
         "Failed TLS handshakes with https:// destinations, by cluster and error (certificate_untrusted, certificate_name_mismatch, certificate_missing, handshake, timeout).",
         new CounterConfiguration { LabelNames = ["cluster", "error"] });
 
+    public static readonly Counter LlmTokens = Metrics.CreateCounter("fastgate_llm_tokens_total",
+        "Tokens LLM responses reported in their usage, charged to token quotas (rateLimits with unit tokens), by route.",
+        new CounterConfiguration { LabelNames = ["route"] });
+
     public static readonly Counter TlsCertificateReloads = Metrics.CreateCounter("fastgate_tls_certificate_reloads_total",
         "Listener certificate reloads after a file change, by listener and result (ok, error: the old certificate stays).",
         new CounterConfiguration { LabelNames = ["listener", "result"] });
@@ -201,6 +205,10 @@ public sealed class RouteMetrics
     }
 
     public string Route => _route;
+
+    private Counter.Child? _tokens;
+    /// <summary>Tokens charged on this route (token quotas), resolved on first use.</summary>
+    public void RecordTokens(long tokens) => (_tokens ??= GatewayMetrics.LlmTokens.WithLabels(_route)).Inc(tokens);
 
     /// <summary>The alert counters of this route in the observability hub that last saw it (bound on first use).</summary>
     internal TrafficCounters? Traffic;

@@ -47,7 +47,7 @@ internal sealed partial class ProxyConnection
     }
 
     /// <summary>Moves up to <paramref name="remaining"/> body bytes from a read result. False: the source ended early.</summary>
-    private static bool MoveBody(in ReadResult result, PipeReader source, PipeWriter destination, ref long remaining)
+    private static bool MoveBody(in ReadResult result, PipeReader source, PipeWriter destination, ref long remaining, ref UsageScanner usage, bool scan)
     {
         var buffer = result.Buffer;
         if (buffer.IsEmpty)
@@ -56,7 +56,11 @@ internal sealed partial class ProxyConnection
             return !result.IsCompleted;
         }
         var take = buffer.Length > remaining ? buffer.Slice(0, remaining) : buffer;
-        foreach (var segment in take) destination.Write(segment.Span);
+        foreach (var segment in take)
+        {
+            destination.Write(segment.Span);
+            if (scan) usage.Feed(segment.Span);
+        }
         remaining -= take.Length;
         source.AdvanceTo(take.End);
         return true;
@@ -102,7 +106,8 @@ internal sealed partial class ProxyConnection
                 return CopyResult.SourceFailed;
             }
             // an empty, cancelled read (a shutdown notice) mid-body just goes round again
-            if (!MoveBody(result, source, destination, ref remaining)) return CopyResult.SourceEnded;
+            UsageScanner none = default;
+            if (!MoveBody(result, source, destination, ref remaining, ref none, scan: false)) return CopyResult.SourceEnded;
             if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
         }
         return CopyResult.Done;
@@ -111,7 +116,7 @@ internal sealed partial class ProxyConnection
     /// <summary>Copies a chunked body verbatim while validating its framing and size.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<CopyResult> CopyChunkedAsync(PipeReader source, PipeWriter destination, long maxBody, int maxTrailerBytes,
-        RejectReason malformedOverride)
+        RejectReason malformedOverride, bool scanUsage = false)
     {
         var chunked = new ChunkedReader(maxBody, maxTrailerBytes);
         while (!chunked.IsDone)
@@ -129,7 +134,7 @@ internal sealed partial class ProxyConnection
             long consumedTotal = 0;
             foreach (var segment in buffer)
             {
-                bool ok = chunked.Feed(segment.Span, out int consumed, out var reason);
+                bool ok = chunked.Feed(segment.Span, out int consumed, out var reason, ref _usage, scanUsage);
                 destination.Write(segment.Span[..consumed]);
                 consumedTotal += consumed;
                 if (!ok)

@@ -100,6 +100,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 // 1. the request head
                 var snapshot = _runtime.Current;
                 _consumer = null;
+                _tokenChargeCount = 0;
                 UsePeerAsClient();
                 SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
                 _idle = true;
@@ -215,9 +216,11 @@ internal sealed partial class ProxyConnection : IDisposable
                         foreach (var limiter in limiters)
                         {
                             int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _consumer, _device);
+                            // a token quota only checks here (cost 0: refused while in debt); the response pays
+                            long cost = limiter.CountsTokens ? 0 : 1;
                             var pending = keyLength >= 0
-                                ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), 1, now)
-                                : limiter.Limiter.AcquireWithoutKeyAsync(1);
+                                ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), cost, now)
+                                : limiter.Limiter.AcquireWithoutKeyAsync(cost);
                             var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
                             if (!decision.IsAllowed)
                             {
@@ -228,6 +231,7 @@ internal sealed partial class ProxyConnection : IDisposable
                             }
                             limiter.Allowed.Inc();
                             if (limiter.IsConcurrency) AddLease(limiter, decision);
+                            if (limiter.CountsTokens && keyLength >= 0) AddTokenCharge(limiter, _keyBuffer.AsSpan(0, keyLength));
                             if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
                         }
                     }
@@ -353,6 +357,8 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     bool close = request.WantsClose || response.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
                     WriteResponseHead(close, interim: false);
+                    bool scanUsage = _tokenChargeCount > 0;
+                    if (scanUsage) _usage.Reset();
                     CopyResult copied;
                     if (response.Framing is BodyFraming.ContentLength or BodyFraming.None)
                     {
@@ -373,7 +379,7 @@ internal sealed partial class ProxyConnection : IDisposable
                                     copied = CopyResult.SourceFailed;
                                     break;
                                 }
-                                if (!MoveBody(result, upstream.Input, _output, ref remaining))
+                                if (!MoveBody(result, upstream.Input, _output, ref remaining, ref _usage, scanUsage))
                                 {
                                     copied = CopyResult.SourceEnded;
                                     break;
@@ -391,12 +397,13 @@ internal sealed partial class ProxyConnection : IDisposable
                     else
                     {
                         copied = response.Framing == BodyFraming.Chunked
-                            ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse).ConfigureAwait(false)
+                            ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
                             : await CopyToEndAsync(upstream.Input, _output).ConfigureAwait(false);
                     }
                     bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose
                                     && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
                     ReleaseUpstream(upstream, reusable);
+                    if (scanUsage) ChargeTokens(route);
                     // After a failure with the head already out, the only honest signal left is to close.
                     keepAlive = !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
                     break;
@@ -513,6 +520,39 @@ internal sealed partial class ProxyConnection : IDisposable
     {
         if (_leaseCount == _leases.Length) Array.Resize(ref _leases, _leases.Length * 2);
         _leases[_leaseCount++] = (limiter.Limiter, decision);
+    }
+
+    // ---- token quotas: the limiters (and keys) this request is to be charged on, and the usage read from its response ----
+    private (CompiledLimiter Limiter, byte[] Key, int Length)[] _tokenCharges = [];
+    private int _tokenChargeCount;
+    private UsageScanner _usage;
+
+    private void AddTokenCharge(CompiledLimiter limiter, ReadOnlySpan<byte> key)
+    {
+        if (_tokenChargeCount == _tokenCharges.Length) Array.Resize(ref _tokenCharges, _tokenChargeCount + 2);
+        ref var slot = ref _tokenCharges[_tokenChargeCount++];
+        if (slot.Key is null || slot.Key.Length < key.Length) slot.Key = new byte[Math.Max(64, key.Length)];
+        key.CopyTo(slot.Key);
+        slot.Limiter = limiter;
+        slot.Length = key.Length;
+    }
+
+    /// <summary>Charges the tokens the response reported to every token quota the request passed.</summary>
+    private void ChargeTokens(RouteModel route)
+    {
+        _usage.Complete();
+        long tokens = _usage.Tokens;
+        if (tokens > 0)
+        {
+            long now = _runtime.Limiters.Time.GetTimestamp();
+            for (int i = 0; i < _tokenChargeCount; i++)
+            {
+                ref var c = ref _tokenCharges[i];
+                c.Limiter.Limiter.Charge(c.Key.AsSpan(0, c.Length), tokens, now);
+            }
+            route.Metrics.RecordTokens(tokens);
+        }
+        _tokenChargeCount = 0;
     }
 
     private void ReleaseLeases()

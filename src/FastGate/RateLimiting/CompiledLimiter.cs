@@ -40,6 +40,8 @@ public sealed class CompiledLimiter
     public Counter.Child Allowed { get; }
     public Counter.Child Rejected { get; }
     public bool IsConcurrency => Definition.Algorithm == RateLimitAlgorithm.Concurrency;
+    /// <summary>A token quota: checked at cost 0 before forwarding, charged the response's tokens after it.</summary>
+    public bool CountsTokens { get; init; }
 
     /// <summary>
     /// Writes the key into <paramref name="dest"/> (parts joined by 0x1F). Returns its length, or -1 when a part is

@@ -82,6 +82,26 @@ public sealed class GcraRateLimiter : LocalRateLimiter<Bucket>
         }
     }
 
+    public override void Charge(ReadOnlySpan<byte> key, long cost, long timestamp)
+    {
+        if (cost <= 0) return;
+        long now = (timestamp - _epoch) * _scale;
+        // the debt is capped at 16 bursts: enough for any one response, and far from overflow
+        long add = Math.Min(cost, 16 * _burst) * _interval;
+        var bucket = Table.GetOrAdd(key);
+        while (true)
+        {
+            long tat = Volatile.Read(ref bucket.State);
+            if (tat == Bucket.Evicted)
+            {
+                bucket = Table.GetOrAdd(key);
+                continue;
+            }
+            long start = tat > now ? tat : now;
+            if (Interlocked.CompareExchange(ref bucket.State, start + add, tat) == tat) return;
+        }
+    }
+
     public override bool TryMarkEvicted(Bucket bucket, long timestamp)
     {
         long now = (timestamp - _epoch) * _scale;

@@ -45,6 +45,13 @@ public abstract class RateLimiter : IDisposable
     /// <summary>A request that has no value for the limiter's key: follows the definition's missingKey behaviour.</summary>
     public abstract ValueTask<RateLimitDecision> AcquireWithoutKeyAsync(long cost = 1);
 
+    /// <summary>
+    /// Charges <paramref name="cost"/> after the fact, admitted or not (a token quota charges what a response used):
+    /// the key may go into debt, and is refused until the rate has paid it back. Only GCRA limiters can.
+    /// </summary>
+    public virtual void Charge(ReadOnlySpan<byte> key, long cost, long timestamp) =>
+        throw new NotSupportedException($"limiter '{Definition.Id}' ({Definition.Algorithm}) cannot charge after the fact; token limits use gcra");
+
     /// <summary>Releases a concurrency lease held by <paramref name="decision"/>; no-op for other limiters and rejections.</summary>
     public virtual void Release(in RateLimitDecision decision) { }
 

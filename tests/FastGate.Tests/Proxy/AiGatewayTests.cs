@@ -125,6 +125,103 @@ public sealed class AiGatewayTests : IDisposable
         Assert.Contains("data: [DONE]", received.ToString());
     }
 
+    /// <summary>An LLM upstream that answers every request with <paramref name="tokens"/> in its usage (JSON, or SSE when chunked).</summary>
+    private static RawUpstream UsageUpstream(long tokens, bool sse) => new(async (stream, cancel) =>
+    {
+        while (true)
+        {
+            var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+            if (head.Length == 0) return;
+            if (head.Contains("Content-Length: 2", StringComparison.OrdinalIgnoreCase))
+            {
+                var body = new byte[2];
+                await stream.ReadExactlyAsync(body, cancel);
+            }
+            if (sse)
+            {
+                await stream.WriteAsync(Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"), cancel);
+                await stream.WriteAsync(Chunk("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"), cancel);
+                // the usage event split over two chunks: the count must still be read
+                var usage = $"data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{tokens / 2},\"completion_tokens\":{tokens - tokens / 2},\"total_tokens\":{tokens}}}}}\n\n";
+                await stream.WriteAsync(Chunk(usage[..40]), cancel);
+                await stream.WriteAsync(Chunk(usage[40..] + "data: [DONE]\n\n"), cancel);
+                await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), cancel);
+            }
+            else
+            {
+                var json = $"{{\"choices\":[{{\"message\":{{\"content\":\"hi\"}}}}],\"usage\":{{\"total_tokens\":{tokens}}}}}";
+                await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {json.Length}\r\n\r\n{json}"), cancel);
+            }
+        }
+    });
+
+    private string QuotaConfig(string upstream, string routeId) => $$"""
+        {
+          "listeners": [ { "address": "127.0.0.1:0" } ],
+          "admin": { "address": "127.0.0.1:0" },
+          "clusters": [ { "id": "llm", "destinations": [ { "address": "{{upstream}}" } ] } ],
+          "consumers": [ { "id": "team-a", "apiKeys": [ "{{ApiKeys.Hash(CallerKey)}}" ] }, { "id": "team-b", "apiKeys": [ "{{ApiKeys.Hash("team-b-key")}}" ] } ],
+          "rateLimits": [ { "id": "tokens-per-team", "unit": "tokens", "rate": 100, "per": "1h", "burst": 100, "key": "consumer", "headers": true } ],
+          "routes": [
+            { "id": "{{routeId}}", "match": { "pathPrefix": "/" }, "cluster": "llm", "auth": ["apiKey"], "rateLimits": ["tokens-per-team"],
+              "upstreamCredential": { "provider": "openai", "env": "{{_openAiEnv}}" } }
+          ]
+        }
+        """;
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task TokenQuota_ChargesWhatResponsesReport_RefusesWhileSpent_PerConsumer(bool sse)
+    {
+        // 100 tokens an hour per team; every response reports 60: two requests pass (the second goes into debt), the
+        // third is refused with 429 until the rate pays the debt back; another team has its own budget
+        await using var upstream = UsageUpstream(60, sse);
+        await using var gateway = await TestGateway.StartAsync(QuotaConfig(upstream.Address, sse ? "chat-sse" : "chat-json"));
+        string Request(string key) => $"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nX-API-Key: {key}\r\nContent-Length: 2\r\n\r\n{{}}";
+
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        for (int i = 0; i < 2; i++)
+        {
+            await client.SendAsync(Request(CallerKey));
+            var ok = await client.ReadResponseAsync();
+            Assert.Equal(200, ok.Status);
+            Assert.Contains("\"hi\"", ok.Body);
+        }
+        await client.SendAsync(Request(CallerKey));
+        var refused = await client.ReadResponseAsync();
+        Assert.Equal(429, refused.Status);
+        Assert.True(refused.Headers.ContainsKey("Retry-After"));
+
+        using var other = await RawClient.ConnectAsync(gateway.EndPoint);
+        await other.SendAsync(Request("team-b-key"));
+        Assert.Equal(200, (await other.ReadResponseAsync()).Status);
+
+        var metrics = await gateway.ScrapeMetricsAsync();
+        Assert.Contains($"fastgate_llm_tokens_total{{route=\"{(sse ? "chat-sse" : "chat-json")}\"}} 180", metrics);
+    }
+
+    [Fact]
+    public void TokenQuota_NeedsGcraAndLocalScope()
+    {
+        var result = ConfigLoader.Load("""
+            {
+              "listeners": [ { "address": "127.0.0.1:0" } ],
+              "clusters": [ { "id": "c", "destinations": [ { "address": "http://127.0.0.1:9001" } ] } ],
+              "redis": { "connection": "127.0.0.1:6379" },
+              "rateLimits": [
+                { "id": "a", "unit": "tokens", "algorithm": "slidingWindow", "rate": 10, "per": "1m" },
+                { "id": "b", "unit": "tokens", "scope": "cluster", "rate": 10, "per": "1m" },
+                { "id": "c", "unit": "bytes", "rate": 10, "per": "1m" }
+              ],
+              "routes": [ { "id": "r", "match": { "pathPrefix": "/" }, "cluster": "c" } ]
+            }
+            """);
+        Assert.Contains(result.Errors, e => e.Path == "$.rateLimits[0].algorithm" && e.Message.Contains("uses gcra", StringComparison.Ordinal));
+        Assert.Contains(result.Errors, e => e.Path == "$.rateLimits[1].scope" && e.Message.Contains("local", StringComparison.Ordinal));
+        Assert.Contains(result.Errors, e => e.Path == "$.rateLimits[2].unit" && e.Message.Contains("not requests or tokens", StringComparison.Ordinal));
+    }
+
     private static byte[] Chunk(string text) => Encoding.ASCII.GetBytes($"{Encoding.ASCII.GetByteCount(text):x}\r\n{text}\r\n");
 
     [Fact]

@@ -28,6 +28,23 @@ public class GcraRateLimiterTests
     }
 
     [Fact]
+    public void Charge_AfterTheFact_GoesIntoDebt_ZeroCostChecksRefuseUntilPaidBack()
+    {
+        // a token quota: 100 tokens a second, burst 100; checks cost 0, responses are charged what they used
+        var time = new FakeTimeProvider();
+        var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 100, TimeSpan.FromSeconds(1), burst: 100), time);
+        Assert.Equal(RateLimitOutcome.Allowed, limiter.Acquire(s_key, 0).Outcome);
+        limiter.Charge(s_key, 250, time.GetTimestamp()); // more than the whole burst: 150 tokens of debt
+        Assert.Equal(RateLimitOutcome.Rejected, limiter.Acquire(s_key, 0).Outcome);
+        time.Advance(TimeSpan.FromSeconds(1.4)); // 140 paid back: still 10 in debt
+        Assert.Equal(RateLimitOutcome.Rejected, limiter.Acquire(s_key, 0).Outcome);
+        time.Advance(TimeSpan.FromSeconds(0.2)); // 160: 10 available again
+        Assert.Equal(RateLimitOutcome.Allowed, limiter.Acquire(s_key, 0).Outcome);
+        // another key is untouched
+        Assert.Equal(RateLimitOutcome.Allowed, limiter.Acquire("10.0.0.2"u8, 0).Outcome);
+    }
+
+    [Fact]
     public void ManyThreads_OneKey_NeverAdmitMoreThanBurstPlusRateTimesElapsed()
     {
         var time = new FakeTimeProvider();
