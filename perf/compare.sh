@@ -72,6 +72,7 @@ FASTGATE_ROWS=(
   "fastgate+ratelimit=perf/configs/ratelimit.json"
   "fastgate+apikey=perf/configs/apikey.json;X-API-Key: bench-key"
   "fastgate+jwt=perf/configs/jwt.json;Authorization: Bearer $JWT_TOKEN"
+  "fastgate+tokens=perf/configs/tokens.json;X-API-Key: bench-key"
 )
 [ "$EXTRAS" = 1 ] || FASTGATE_ROWS=()
 if [ -n "${FASTGATE_EXTRA:-}" ]; then

@@ -35,13 +35,30 @@ public struct UsageScanner
 
     public void Feed(ReadOnlySpan<byte> data)
     {
-        foreach (byte b in data)
+        for (int i = 0; i < data.Length; i++)
         {
+            byte b = data[i];
             switch (_state)
             {
                 case State.Scan:
-                    if (b == (byte)'"') { _state = State.Key; _keyLength = 0; _keyHash = Offset; }
+                {
+                    // outside strings nothing matters but the next quote: jump to it (vectorised)
+                    int q = data[i..].IndexOf((byte)'"');
+                    if (q < 0) return;
+                    i += q;
+                    _state = State.Key; _keyLength = 0; _keyHash = Offset;
                     break;
+                }
+                case State.Key when _keyLength > MaxKey:
+                {
+                    // a long string (model text) cannot be a usage key: jump to its next quote or escape
+                    int q = data[i..].IndexOfAny((byte)'"', (byte)'\\');
+                    if (q < 0) return;
+                    i += q;
+                    if (data[i] == (byte)'\\') _state = State.KeyEscape;
+                    else _state = State.AfterKey;
+                    break;
+                }
                 case State.Key:
                     if (b == (byte)'\\') { _state = State.KeyEscape; _keyLength = MaxKey + 1; break; } // escaped: never a usage key
                     if (b == (byte)'"') { _state = State.AfterKey; break; }
