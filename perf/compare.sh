@@ -44,6 +44,9 @@ ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
 EXTRAS=${EXTRAS:-1}
 BODY='Hello, World!' # 13 bytes
 
+# The tools first: the JWT row below needs openssl.
+bash "$(dirname "$0")/install-tools.sh" || { echo "compare: could not install the tools" >&2; exit 1; }
+
 # The JWT row: a random HS256 secret for this run (@JWT_SECRET@ in the config) and a token signed with it,
 # valid for a year from now (minted here, so it never goes stale). Every request presents the same token:
 # after the first, the gateway finds it in its validated-token cache.
@@ -89,7 +92,6 @@ ROOT=$PWD
 DOTNET=${DOTNET:-dotnet}
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-bash perf/install-tools.sh || { echo "compare: could not install the tools" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 

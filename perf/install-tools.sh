@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what `make compare` needs (nginx, haproxy, wrk, curl) when it is missing.
+# Installs what `make compare` needs (nginx, haproxy, wrk, curl, openssl) when it is missing.
 # Idempotent and quiet; leaves no system nginx/haproxy service running.
 set -euo pipefail
 
@@ -8,6 +8,7 @@ command -v nginx   >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]   || need+=(nginx)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v wrk     >/dev/null 2>&1 || need+=(wrk)
 command -v curl    >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -49,12 +49,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${work:-}"; }
 trap cleanup EXIT INT TERM
 if [ -z "$target" ]; then
-  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  free_port() { # a random port in 20000-59999 that nothing on 127.0.0.1 answers on (bash only, no python needed)
+    local p
+    while true; do
+      p=$(( 20000 + RANDOM % 40000 ))
+      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+  }
   up=$(free_port); gw=$(free_port); adm=$(free_port)
   $dotnet build src/FastGate.Server/FastGate.Server.csproj -c "$cfg" -v quiet -nologo
   $dotnet build src/FastGate.DemoUpstream/FastGate.DemoUpstream.csproj -c "$cfg" -v quiet -nologo
   work=$(mktemp -d)
-  jwt_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+  jwt_secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   sed -e "s/@JWT_SECRET@/$jwt_secret/" -e "s/@LISTEN@/127.0.0.1:$gw/" -e "s/@ADMIN@/127.0.0.1:$adm/" -e "s#@UPSTREAM@#http://127.0.0.1:$up#" \
       -e "s/@HALF_RATE@/$(( rate / 2 > 0 ? rate / 2 : 1 ))/" perf/configs/load.json > "$work/load.json"
   $dotnet src/FastGate.DemoUpstream/bin/$cfg/net10.0/FastGate.DemoUpstream.dll "http://127.0.0.1:$up" > "$work/upstream.log" 2>&1 & pids+=($!)
