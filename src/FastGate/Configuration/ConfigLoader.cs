@@ -144,28 +144,19 @@ public static class ConfigLoader
         }
         return new ListenerTlsConfig
         {
-            Certificate = r.String(t, tp, "certificate"),
-            Key = r.String(t, tp, "key"),
-            Pfx = r.String(t, tp, "pfx"),
-            Password = r.String(t, tp, "password"),
-            PasswordEnv = r.String(t, tp, "passwordEnv"),
+            Files = BindCertificateFiles(t, tp, r),
             ClientCertificate = mode,
             ClientCa = r.String(t, tp, "clientCa"),
             Sni = r.Objects(t, tp, "sni", false, (se, sp) =>
             {
                 r.CheckUnknown(se, sp, "hosts", "certificate", "key", "pfx", "password", "passwordEnv");
-                return new SniCertificateConfig
-                {
-                    Hosts = r.Strings(se, sp, "hosts"),
-                    Certificate = r.String(se, sp, "certificate"),
-                    Key = r.String(se, sp, "key"),
-                    Pfx = r.String(se, sp, "pfx"),
-                    Password = r.String(se, sp, "password"),
-                    PasswordEnv = r.String(se, sp, "passwordEnv"),
-                };
+                return new SniCertificateConfig { Hosts = r.Strings(se, sp, "hosts"), Files = BindCertificateFiles(se, sp, r) };
             }),
         };
     }
+
+    private static CertificateFiles BindCertificateFiles(JsonElement e, string p, ConfigReader r) => new(
+        r.String(e, p, "certificate"), r.String(e, p, "key"), r.String(e, p, "pfx"), r.String(e, p, "password"), r.String(e, p, "passwordEnv"));
 
     private static UpstreamCredentialConfig? BindUpstreamCredential(JsonElement e, string p, ConfigReader r)
     {

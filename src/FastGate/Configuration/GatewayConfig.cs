@@ -44,42 +44,26 @@ public enum ClientCertificateMode : byte { None, Optional, Required }
 /// <summary>A listener's TLS settings: a PEM certificate and key, or a PKCS#12 (PFX) file; client certificates (mTLS).</summary>
 public sealed record ListenerTlsConfig
 {
-    /// <summary>PEM file with the certificate (and any intermediates after it).</summary>
-    public string? Certificate { get; init; }
-    /// <summary>PEM file with the private key (PKCS#8, PKCS#1 or SEC1; unencrypted).</summary>
-    public string? Key { get; init; }
-    /// <summary>A PKCS#12 file holding the certificate and its key (instead of certificate/key).</summary>
-    public string? Pfx { get; init; }
-    public string? Password { get; init; }
-    /// <summary>Name of an environment variable holding the PFX password (keeps it out of the file).</summary>
-    public string? PasswordEnv { get; init; }
+    /// <summary>The listener's own certificate ("certificate"/"key" or "pfx"/"password"/"passwordEnv").</summary>
+    public CertificateFiles Files { get; init; } = new(null, null, null, null, null);
     public ClientCertificateMode ClientCertificate { get; init; } = ClientCertificateMode.None;
     /// <summary>PEM bundle of the CA certificates client certificates must chain to (required unless clientCertificate is none).</summary>
     public string? ClientCa { get; init; }
-
     /// <summary>More certificates, chosen by the server name the client asks for (SNI); this one serves every other name.</summary>
     public IReadOnlyList<SniCertificateConfig> Sni { get; init; } = [];
-
-    public string? ResolvePassword() =>
-        !string.IsNullOrEmpty(Password) ? Password : PasswordEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
-
-    public CertificateFiles Files => new(Certificate, Key, Pfx, Password, PasswordEnv);
 }
 
 /// <summary>A certificate for the server names in <see cref="Hosts"/> ("api.example.com" or "*.example.com").</summary>
 public sealed record SniCertificateConfig
 {
     public IReadOnlyList<string> Hosts { get; init; } = [];
-    public string? Certificate { get; init; }
-    public string? Key { get; init; }
-    public string? Pfx { get; init; }
-    public string? Password { get; init; }
-    public string? PasswordEnv { get; init; }
-
-    public CertificateFiles Files => new(Certificate, Key, Pfx, Password, PasswordEnv);
+    public CertificateFiles Files { get; init; } = new(null, null, null, null, null);
 }
 
-/// <summary>Where one server certificate comes from: a PEM pair, or a PKCS#12 file and its password.</summary>
+/// <summary>
+/// Where one server certificate comes from: a PEM pair (the certificate file may carry intermediates after it; the
+/// key unencrypted), or a PKCS#12 file and its password (or the environment variable holding it).
+/// </summary>
 public sealed record CertificateFiles(string? Certificate, string? Key, string? Pfx, string? Password, string? PasswordEnv)
 {
     public string? ResolvePassword() =>

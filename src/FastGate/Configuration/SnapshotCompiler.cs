@@ -50,6 +50,10 @@ public static class SnapshotCompiler
         for (int i = 0; i < config.Routes.Count; i++)
         {
             var r = config.Routes[i];
+            // key injection: header, prefix and the secret, read from the environment here and nowhere else
+            var credential = r.UpstreamCredential is { } uc
+                ? (uc.Resolve().Header, uc.Resolve().Prefix, Secret: Environment.GetEnvironmentVariable(uc.Env))
+                : ((string Header, string Prefix, string? Secret)?)null;
             var model = new RouteModel
             {
                 Id = r.Id,
@@ -63,9 +67,8 @@ public static class SnapshotCompiler
                 Cors = r.Cors is null ? null : cors[r.Cors],
                 HstsLine = r.Hsts is null ? null : System.Text.Encoding.ASCII.GetBytes($"Strict-Transport-Security: {r.Hsts}\r\n"),
                 ForwardApiKey = r.ForwardApiKey,
-                UpstreamCredentialName = r.UpstreamCredential is { } uc ? Encoding.ASCII.GetBytes(uc.Resolve().Header) : null,
-                UpstreamCredentialLine = r.UpstreamCredential is { } ul
-                    ? Encoding.ASCII.GetBytes($"{ul.Resolve().Header}: {ul.Resolve().Prefix}{Environment.GetEnvironmentVariable(ul.Env)}\r\n") : null,
+                UpstreamCredentialName = credential is { } c ? Encoding.ASCII.GetBytes(c.Header) : null,
+                UpstreamCredentialLine = credential is { } l ? Encoding.ASCII.GetBytes($"{l.Header}: {l.Prefix}{l.Secret}\r\n") : null,
             };
             routes.Add(model);
             var m = r.Match;

@@ -46,7 +46,7 @@ public struct UsageScanner
                     int q = data[i..].IndexOf((byte)'"');
                     if (q < 0) return;
                     i += q;
-                    _state = State.Key; _keyLength = 0; _keyHash = Offset;
+                    StartKey();
                     break;
                 }
                 case State.Key when _keyLength > MaxKey:
@@ -80,13 +80,13 @@ public struct UsageScanner
                         break;
                     }
                     _state = State.Scan;
-                    if (b == (byte)'"') { _state = State.Key; _keyLength = 0; _keyHash = Offset; }
+                    if (b == (byte)'"') StartKey();
                     break;
                 case State.Colon:
                     if (b is (byte)' ' or (byte)'\t' or (byte)'\r' or (byte)'\n') break;
                     if (b is >= (byte)'0' and <= (byte)'9') { _state = State.Number; _number = b - '0'; break; }
                     _state = State.Scan;
-                    if (b == (byte)'"') { _state = State.Key; _keyLength = 0; _keyHash = Offset; }
+                    if (b == (byte)'"') StartKey();
                     break;
                 case State.Number:
                     if (b is >= (byte)'0' and <= (byte)'9')
@@ -96,7 +96,7 @@ public struct UsageScanner
                     }
                     Record();
                     _state = State.Scan;
-                    if (b == (byte)'"') { _state = State.Key; _keyLength = 0; _keyHash = Offset; }
+                    if (b == (byte)'"') StartKey();
                     break;
             }
         }
@@ -107,6 +107,13 @@ public struct UsageScanner
     {
         if (_state == State.Number) Record();
         _state = State.Scan;
+    }
+
+    private void StartKey()
+    {
+        _state = State.Key;
+        _keyLength = 0;
+        _keyHash = Offset;
     }
 
     private void Record()
