@@ -26,6 +26,21 @@ public enum RejectReason : byte
     MissingChunkTerminator,
     InvalidTrailer,
     UnexpectedEndOfBody,
+    /// <summary>The path holds an encoded '/' or '\' (%2F, %5C) and the listener's escapedSlashes is reject.</summary>
+    EncodedSlash,
+    /// <summary>A header name with '_' that reads as a protected name with '-' (underscoreHeaders: reject).</summary>
+    UnderscoreHeader,
+    /// <summary>A Host header with an empty value.</summary>
+    EmptyHost,
+    /// <summary>A chunk line (size and extensions) longer than the chunk-line bound.</summary>
+    ChunkExtensionTooLong,
+    // 408: the client is too slow after its head
+    /// <summary>No request-body bytes for bodyIdleTimeout.</summary>
+    RequestBodyTimeout,
+    /// <summary>The request body arrived slower than minRequestBodyRate after its grace period.</summary>
+    RequestBodyTooSlow,
+    /// <summary>The client read the response slower than minResponseRate after its grace period (connection aborted).</summary>
+    ResponseTooSlow,
     // 413, 414, 417, 431, 501, 505
     BodyTooLarge,
     RequestLineTooLong,
@@ -52,6 +67,10 @@ public enum RejectReason : byte
     UpstreamMalformedResponse,
     UpstreamReset,
     UpstreamUnavailable,
+    /// <summary>The route's total requestTimeout passed before the response head (504).</summary>
+    RequestTimeout,
+    /// <summary>The upstream broke the protocol: an unsolicited 101, too many 1xx heads, a body after a HEAD response.</summary>
+    UpstreamProtocolViolation,
     UpstreamTlsFailed,
 }
 
@@ -76,7 +95,10 @@ public static class RejectReasons
         RejectReason.CorsRejected => 403,
         RejectReason.InvalidToken => 401,
         RejectReason.InsufficientScope => 403,
-        RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset or RejectReason.UpstreamTlsFailed => 502,
+        RejectReason.RequestBodyTimeout or RejectReason.RequestBodyTooSlow or RejectReason.ResponseTooSlow => 408,
+        RejectReason.RequestTimeout => 504,
+        RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset or RejectReason.UpstreamTlsFailed
+            or RejectReason.UpstreamProtocolViolation => 502,
         RejectReason.UpstreamUnavailable => 503,
         RejectReason.UpstreamConnectTimeout or RejectReason.UpstreamResponseTimeout => 504,
         _ => 400,
@@ -107,6 +129,13 @@ public static class RejectReasons
         RejectReason.MissingChunkTerminator => "missing_chunk_terminator",
         RejectReason.InvalidTrailer => "invalid_trailer",
         RejectReason.UnexpectedEndOfBody => "unexpected_end_of_body",
+        RejectReason.EncodedSlash => "encoded_slash",
+        RejectReason.UnderscoreHeader => "underscore_header",
+        RejectReason.EmptyHost => "empty_host",
+        RejectReason.ChunkExtensionTooLong => "chunk_extension_too_long",
+        RejectReason.RequestBodyTimeout => "request_body_timeout",
+        RejectReason.RequestBodyTooSlow => "request_body_too_slow",
+        RejectReason.ResponseTooSlow => "response_too_slow",
         RejectReason.BodyTooLarge => "body_too_large",
         RejectReason.RequestLineTooLong => "request_line_too_long",
         RejectReason.ExpectationFailed => "expectation_failed",
@@ -128,6 +157,8 @@ public static class RejectReasons
         RejectReason.UpstreamMalformedResponse => "upstream_malformed_response",
         RejectReason.UpstreamReset => "upstream_reset",
         RejectReason.UpstreamUnavailable => "upstream_unavailable",
+        RejectReason.RequestTimeout => "request_timeout",
+        RejectReason.UpstreamProtocolViolation => "upstream_protocol_violation",
         RejectReason.UpstreamTlsFailed => "upstream_tls_failed",
         _ => "unknown",
     };
