@@ -10,6 +10,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 # prometheus package; --no-install-recommends keeps the install to what promtool needs. Check with
 # `apt-cache policy prometheus`.
 command -v promtool >/dev/null || need+=(prometheus)
+# The canonical-request tests put a real nginx (it normalises paths) behind the gateway.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive

@@ -76,7 +76,7 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
+        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "http", "policies", "defaultAction", "ipLists",
             "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", "trustedProxies", "devices", "mtls", .. Observability.ObservabilityConfigReader.SectionNames]);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
@@ -109,6 +109,7 @@ public static class ConfigLoader
             Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
             Routes = r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r)),
             Limits = limits,
+            Http = HttpConfigBinder.Bind(root, r),
             Policies = Policy.PolicyConfigBinder.Policies(root, path, r),
             DefaultAction = Policy.PolicyConfigBinder.DefaultAction(root, path, r),
             IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),

@@ -148,6 +148,7 @@ public static class ConfigValidator
                 errors.Add(new ConfigError(p + ".match", "give either path or pathPrefix, not both"));
             if (m.Path is { } path && !path.StartsWith('/')) errors.Add(new ConfigError(p + ".match.path", $"must start with '/' (found '{path}')"));
             if (m.PathPrefix is { } prefix && !prefix.StartsWith('/')) errors.Add(new ConfigError(p + ".match.pathPrefix", $"must start with '/' (found '{prefix}')"));
+            CheckCanonicalPaths(m, p, config.Http.EscapedSlashes, errors);
             for (int h = 0; h < m.Hosts.Count; h++)
             {
                 var host = m.Hosts[h];
@@ -171,6 +172,12 @@ public static class ConfigValidator
                     errors.Add(new ConfigError(p + ".stripPrefix", $"'{strip}' is not a prefix of the route's pathPrefix '{pp}'"));
             }
         }
+    }
+
+    private static void CheckCanonicalPaths(RouteMatchConfig m, string p, Http.EscapedSlashAction slashes, List<ConfigError> errors)
+    {
+        if (m.Path is { } path && HttpConfigBinder.CheckRoutePath(path, slashes) is { } e1) errors.Add(new ConfigError(p + ".match.path", e1));
+        if (m.PathPrefix is { } prefix && HttpConfigBinder.CheckRoutePath(prefix, slashes) is { } e2) errors.Add(new ConfigError(p + ".match.pathPrefix", e2));
     }
 
     private static void ValidateUpstreamCredential(UpstreamCredentialConfig c, string p, List<ConfigError> errors)

@@ -10,6 +10,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<ClusterConfig> Clusters { get; init; } = [];
     public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
     public LimitsConfig Limits { get; init; } = new();
+    /// <summary>The canonical-request settings (Configuration/HttpConfig.cs).</summary>
+    public HttpConfig Http { get; init; } = new();
     public IReadOnlyList<PolicyRuleConfig> Policies { get; init; } = [];
     public DefaultAction DefaultAction { get; init; } = DefaultAction.Allow;
     public IReadOnlyList<IpListConfig> IpLists { get; init; } = [];

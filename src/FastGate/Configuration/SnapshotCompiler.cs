@@ -88,8 +88,8 @@ public static class SnapshotCompiler
             foreach (var host in hosts)
             {
                 (HostMatchKind hk, string h) = host == "*" ? (HostMatchKind.Any, "")
-                    : host.StartsWith("*.", StringComparison.Ordinal) ? (HostMatchKind.Suffix, host[1..].ToLowerInvariant())
-                    : (HostMatchKind.Exact, host.ToLowerInvariant());
+                    : host.StartsWith("*.", StringComparison.Ordinal) ? (HostMatchKind.Suffix, host[1..].TrimEnd('.').ToLowerInvariant())
+                    : (HostMatchKind.Exact, host.TrimEnd('.').ToLowerInvariant());
                 entries.Add(new RouteEntry
                 {
                     Route = model,
@@ -105,6 +105,8 @@ public static class SnapshotCompiler
 
         var clusterList = clusters.Values.ToArray();
         var policy = Policy.PolicyCompiler.Compile(config, routes.Select(r => r.Id).ToArray(), clusterList.Select(c => c.Id).ToArray());
+        var authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys);
+        var devices = new Security.DeviceTable(config.Devices, config.Mtls);
         return new GatewaySnapshot
         {
             Config = config,
@@ -114,14 +116,17 @@ public static class SnapshotCompiler
                 MaxHeaderBytes = limits.MaxHeaderBytes,
                 MaxHeaderCount = limits.MaxHeaderCount,
                 MaxBodyBytes = limits.MaxBodyBytes,
+                EscapedSlashes = config.Http.EscapedSlashes,
+                UnderscoreHeaders = config.Http.UnderscoreHeaders,
+                ProtectedHeaderNames = ProtectedHeaderNames(routes, policy, authenticator, devices),
             },
             Router = new Router(entries),
             Routes = routes,
             Clusters = clusterList,
             Policy = policy,
-            Authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys),
+            Authenticator = authenticator,
             Jwt = CompileJwt(config, time, jwtKeys),
-            Devices = new Security.DeviceTable(config.Devices, config.Mtls),
+            Devices = devices,
             TrustedProxies = Policy.CidrSet.Build(config.TrustedProxies.Select(c => Policy.Cidr.TryParse(c, out var r, out _) ? r
                 : throw new InvalidOperationException($"trustedProxies: {c} was not validated"))),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
@@ -133,6 +138,31 @@ public static class SnapshotCompiler
             UpstreamConnectTimeout = limits.UpstreamConnectTimeout,
             DrainTimeout = limits.DrainTimeout,
         };
+    }
+
+    /// <summary>
+    /// The names a client may not spell with '_' (RequestCanonicalizer): the fixed forwarding and framing names, the
+    /// configured identity headers, injected upstream credentials and every request header a rule sets or removes.
+    /// </summary>
+    private static byte[][] ProtectedHeaderNames(List<RouteModel> routes, Policy.CompiledPolicy policy,
+        Security.ApiKeyAuthenticator authenticator, Security.DeviceTable devices)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        void Add(ReadOnlySpan<byte> name)
+        {
+            if (name.Contains((byte)'-')) names.Add(Encoding.ASCII.GetString(name).ToLowerInvariant());
+        }
+        foreach (var n in HttpLimits.DefaultProtectedHeaderNames) Add(n);
+        Add(authenticator.ConsumerHeaderName);
+        Add(authenticator.KeyHeaderName);
+        Add(devices.HeaderName);
+        foreach (var r in routes) if (r.UpstreamCredentialName is { } c) Add(c);
+        foreach (var rule in policy.Rules)
+        {
+            foreach (var n in rule.SetRequestHeaderNames) Add(n);
+            foreach (var n in rule.RemoveRequestHeaderNames) Add(n);
+        }
+        return names.Order(StringComparer.Ordinal).Select(Encoding.ASCII.GetBytes).ToArray();
     }
 
     private static Security.JwtAuthenticator CompileJwt(GatewayConfig config, TimeProvider? time, Security.JwtKeyStore? store)

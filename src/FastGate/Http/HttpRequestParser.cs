@@ -16,7 +16,7 @@ public static class HttpRequestParser
     {
         var data = HeadParser.Linearize(buffer, head, limits.MaxHeadBytes + MaxLeadingEmptyLines * 2, out bool copied);
         var status = Parse(data, limits, head, out consumed, out reason);
-        if (status == ParseStatus.Complete) HeadParser.CommitHead(data, head, consumed, copied);
+        if (status == ParseStatus.Complete) return Commit(data, limits, head, consumed, copied, out reason);
         return status;
     }
 
@@ -24,8 +24,15 @@ public static class HttpRequestParser
         out int consumed, out RejectReason reason)
     {
         var status = Parse(data, limits, head, out consumed, out reason);
-        if (status == ParseStatus.Complete) HeadParser.CommitHead(data, head, consumed, copied: false);
+        if (status == ParseStatus.Complete) return Commit(data, limits, head, consumed, copied: false, out reason);
         return status;
+    }
+
+    /// <summary>Copies the complete head into its own buffer, then computes its canonical view (which may still refuse it).</summary>
+    private static ParseStatus Commit(ReadOnlySpan<byte> data, HttpLimits limits, RequestHead head, int consumed, bool copied, out RejectReason reason)
+    {
+        HeadParser.CommitHead(data, head, consumed, copied);
+        return RequestCanonicalizer.Apply(head, limits, out reason) ? ParseStatus.Complete : ParseStatus.Error;
     }
 
     private static ParseStatus Parse(ReadOnlySpan<byte> data, HttpLimits limits, RequestHead head, out int consumed, out RejectReason reason)
@@ -155,23 +162,11 @@ public static class HttpRequestParser
         return false;
     }
 
-    /// <summary>"/./" and "/../" segments are refused rather than normalised, so no rule can be bypassed with them.</summary>
-    private static bool HasDotSegment(ReadOnlySpan<byte> path)
-    {
-        int i = 0;
-        while ((i = path.IndexOf("/."u8)) >= 0)
-        {
-            var rest = path[(i + 2)..];
-            if (rest.IsEmpty || rest[0] == (byte)'/' || (rest[0] == (byte)'.' && (rest.Length == 1 || rest[1] == (byte)'/'))) return true;
-            path = rest;
-        }
-        return false;
-    }
-
     private static bool SplitPathAndQuery(ReadOnlySpan<byte> s, int start, RequestHead head)
     {
         int q = s.IndexOf((byte)'?');
-        if (HasDotSegment(q < 0 ? s : s[..q])) return false;
+        // "/./" and "/../" segments are refused rather than normalised, so no rule can be bypassed with them
+        if (RequestCanonicalizer.HasDotSegment(q < 0 ? s : s[..q])) return false;
         if (q < 0)
         {
             head.Path = new ByteRange(start, s.Length);

@@ -28,6 +28,8 @@ public enum KnownHeader : byte
     XForwardedProto,
     XForwardedHost,
     XRequestId,
+    /// <summary>A name that an upstream would read as a protected one (see RequestCanonicalizer): never forwarded.</summary>
+    Spoofed,
 }
 
 public readonly record struct HeaderField(ByteRange Name, ByteRange Value, KnownHeader Known);
@@ -92,6 +94,8 @@ public abstract class MessageHead : IDisposable
         if (HeaderCount == _headers.Length) Array.Resize(ref _headers, _headers.Length * 2);
         _headers[HeaderCount++] = field;
     }
+
+    internal void MarkSpoofed(int index) => _headers[index] = _headers[index] with { Known = KnownHeader.Spoofed };
 
     internal void AddConnectionToken(ByteRange token)
     {

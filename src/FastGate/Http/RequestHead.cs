@@ -25,6 +25,50 @@ public sealed class RequestHead : MessageHead
     public ByteRange Upgrade { get; internal set; }
     internal int HostCount { get; set; }
 
+    // ---- the canonical view (RequestCanonicalizer): what routing, policy, auth and the forwarded head all use ----
+    private byte[] _canonical = [];
+    private ByteRange _canonicalPath, _canonicalAuthority;
+    private bool _pathCopied, _authorityCopied;
+    private int _canonicalHostLength;
+
+    /// <summary>
+    /// The path decided on and forwarded: unreserved escapes decoded, other escapes in upper case, repeated '/'
+    /// merged ("/" for an absolute-form target without a path). The bytes as sent when they are canonical already.
+    /// </summary>
+    public ReadOnlySpan<byte> CanonicalPath =>
+        _pathCopied ? _canonical.AsSpan(_canonicalPath.Start, _canonicalPath.Length)
+        : _canonicalPath.IsEmpty ? "/"u8 : this[_canonicalPath];
+
+    /// <summary>The host without port, in lower case, without a trailing dot: what routes and rules match.</summary>
+    public ReadOnlySpan<byte> CanonicalHost => CanonicalAuthority[.._canonicalHostLength];
+
+    /// <summary><see cref="CanonicalHost"/> with the port as sent: forwarded with preserveHost and as X-Forwarded-Host.</summary>
+    public ReadOnlySpan<byte> CanonicalAuthority =>
+        _authorityCopied ? _canonical.AsSpan(_canonicalAuthority.Start, _canonicalAuthority.Length) : this[_canonicalAuthority];
+
+    /// <summary>True when the path was rewritten to its canonical form (it then differs from the bytes sent).</summary>
+    public bool PathWasNormalized => _pathCopied;
+
+    /// <summary>A scratch area after the head for the canonical bytes (never longer than what they replace).</summary>
+    internal Span<byte> CanonicalScratch(int size)
+    {
+        if (_canonical.Length < size) _canonical = new byte[Math.Max(size, 256)];
+        return _canonical;
+    }
+
+    internal void SetCanonicalPath(ByteRange range, bool copied)
+    {
+        _canonicalPath = range;
+        _pathCopied = copied;
+    }
+
+    internal void SetCanonicalAuthority(ByteRange range, bool copied, int hostLength)
+    {
+        _canonicalAuthority = range;
+        _authorityCopied = copied;
+        _canonicalHostLength = hostLength;
+    }
+
     /// <summary>True when the connection must close after this request's response (RFC 9112 9.3).</summary>
     public bool WantsClose => ConnectionClose || (!IsHttp11 && !ConnectionKeepAlive);
 
@@ -39,6 +83,9 @@ public sealed class RequestHead : MessageHead
         MethodRange = Target = Path = Query = Host = RequestId = Upgrade = default;
         IsAsteriskForm = IsAbsoluteForm = HasHost = ExpectContinue = false;
         HostCount = 0;
+        _canonicalPath = _canonicalAuthority = default;
+        _pathCopied = _authorityCopied = false;
+        _canonicalHostLength = 0;
     }
 
     public string PathString => Encoding.ASCII.GetString(this[Path]);

@@ -69,8 +69,8 @@ public sealed class CompiledPolicy
     {
         result.Reset();
         var head = facts.Head;
-        var host = MatchHost(head);
-        var rawPath = head.Path.IsEmpty ? "/"u8 : head[head.Path];
+        var host = head.CanonicalHost;
+        var rawPath = head.CanonicalPath;
         ReadOnlySpan<byte> path = rawPath;
         if (rawPath.IndexOf((byte)'%') >= 0)
         {
@@ -97,13 +97,6 @@ public sealed class CompiledPolicy
         }
         if (_anyHost is not null) Walk(_anyHost, 0, view, result);
         Decide(result.ScratchSpan, result, count);
-    }
-
-    /// <summary>The host without port and without a trailing dot ("admin.example.com." is "admin.example.com").</summary>
-    private static ReadOnlySpan<byte> MatchHost(RequestHead head)
-    {
-        var host = Router.HostWithoutPort(head[head.Host]);
-        return host.Length > 1 && host[^1] == (byte)'.' ? host[..^1] : host;
     }
 
     private static void Walk(PathNode node, int depth, scoped in RequestView v, PolicyResult matches)
@@ -225,12 +218,12 @@ public sealed class CompiledPolicy
     {
         Evaluate(facts, result, count: false);
         var head = facts.Head;
-        var rawPath = head.Path.IsEmpty ? "/"u8 : head[head.Path];
+        var rawPath = head.CanonicalPath;
         var buf = new byte[rawPath.Length];
         var path = buf.AsSpan(0, RequestPath.PercentDecode(rawPath, buf, plusAsSpace: false, keepSlash: true));
         var segments = new ByteRange[path.Length / 2 + 1];
         int n = RequestPath.Segment(path, segments);
-        var view = new RequestView(head, MatchHost(head), path, segments.AsSpan(0, n), facts.Client, facts.RouteIndex, facts.Consumer, facts.Device);
+        var view = new RequestView(head, head.CanonicalHost, path, segments.AsSpan(0, n), facts.Client, facts.RouteIndex, facts.Consumer, facts.Device);
         var list = new List<RuleExplanation>(_rules.Length);
         foreach (var rule in _rules)
             list.Add(new RuleExplanation(rule.Id, rule.Match.MatchesAll(view), rule.Mode, rule.Index == result.DecidingRule));

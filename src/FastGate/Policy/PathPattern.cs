@@ -110,11 +110,10 @@ public sealed class PathPattern
 }
 
 /// <summary>
-/// Request path normalisation for matching (the forwarded path is not changed): percent-escapes are decoded
-/// except %2F (kept as the three bytes "%2F", so it never splits a segment), empty segments ("//", a trailing
-/// "/") are ignored, "." segments are dropped and ".." removes the previous segment (the parser already refuses
-/// literal dot segments; these arise only from encoded dots). So "/%61dmin", "//admin/" and "/x/%2e%2e/admin" all
-/// match "/admin".
+/// Rule matching on the request's canonical path (<see cref="Http.RequestCanonicalizer"/>: "//" merged, unreserved
+/// escapes decoded, encoded dot segments and, by default, encoded slashes refused, and that path is what is
+/// forwarded): the remaining percent-escapes are decoded except %2F (kept as the three bytes "%2F", so it never
+/// splits a segment) and a trailing "/" is ignored. So "/%61dmin" and "/admin/" match "/admin".
 /// </summary>
 public static class RequestPath
 {

@@ -16,7 +16,7 @@ public static class HeadRewriter
     public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
         ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision,
         Security.ApiKeyAuthenticator auth, Security.ConsumerModel? consumer, Security.DeviceTable devices, Security.DeviceModel? device, bool tls,
-        ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false)
+        ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false, bool fromTrustedProxy = false)
     {
         bool edits = HasEdits(policy, decision, response: false);
         var w = new HeadWriter(output);
@@ -33,7 +33,8 @@ public static class HeadRewriter
         }
         else
         {
-            var path = r.Path.IsEmpty ? "/"u8 : r[r.Path];
+            // the canonical path: what the route and the rules were matched on (the bytes sent when already canonical)
+            var path = r.CanonicalPath;
             var strip = route.StripPrefix;
             if (strip.Length > 0 && path.StartsWith(strip) && (path.Length == strip.Length || path[strip.Length] == (byte)'/'))
             {
@@ -44,7 +45,7 @@ public static class HeadRewriter
             w.Write(r[r.Query]);
         }
         w.Write(http10 ? " HTTP/1.0\r\nHost: "u8 : " HTTP/1.1\r\nHost: "u8);
-        w.Write(route.PreserveHost ? r[r.Host] : destination.Authority);
+        w.Write(route.PreserveHost ? r.CanonicalAuthority : destination.Authority);
         w.Write("\r\n"u8);
 
         bool hasForwardedFor = false;
@@ -57,12 +58,14 @@ public static class HeadRewriter
                 case KnownHeader.XForwardedProto:
                 case KnownHeader.XForwardedHost:
                 case KnownHeader.XRequestId:
+                case KnownHeader.Spoofed: // "X_Consumer_Id" and the like (RequestCanonicalizer)
                     continue;
                 case KnownHeader.XForwardedFor:
                     hasForwardedFor = true;
                     continue;
             }
             if (r.IsHopByHop(f)) continue;
+            if (!fromTrustedProxy && IsClientAddressClaim(r[f.Name])) continue;
             if (!traceParent.IsEmpty && Observability.TraceContext.IsReplacedHeader(r[f.Name], dropTraceState)) continue;
             if (edits && IsEdited(policy, decision, r[f.Name], response: false)) continue;
             if (IsCredentialOrIdentity(r, f, auth, route.ForwardApiKey)) continue;
@@ -95,7 +98,7 @@ public static class HeadRewriter
         w.Write(tls ? "\r\nX-Forwarded-Proto: https\r\n"u8 : "\r\nX-Forwarded-Proto: http\r\n"u8);
         if (r.HasHost)
         {
-            w.WriteHeader("X-Forwarded-Host: "u8, r[r.Host]);
+            w.WriteHeader("X-Forwarded-Host: "u8, r.CanonicalAuthority);
         }
         w.WriteHeader("X-Request-Id: "u8, requestId);
         if (!traceParent.IsEmpty)
@@ -177,6 +180,10 @@ public static class HeadRewriter
         return System.Text.Ascii.EqualsIgnoreCase(name, "authorization"u8) && value.Length > 7
                && System.Text.Ascii.EqualsIgnoreCase(value[..7], "ApiKey "u8);
     }
+
+    /// <summary>Forwarded and X-Real-IP name the client; only a trusted proxy may say who that is.</summary>
+    private static bool IsClientAddressClaim(ReadOnlySpan<byte> name) =>
+        name.Length == 9 && (System.Text.Ascii.EqualsIgnoreCase(name, "forwarded"u8) || System.Text.Ascii.EqualsIgnoreCase(name, "x-real-ip"u8));
 
     private static bool HasEdits(CompiledPolicy policy, PolicyResult decision, bool response)
     {

@@ -79,7 +79,7 @@ internal sealed partial class ProxyConnection
         if (!_hasTrace) ResolveTrace();
         HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _peerIp, NextRequestId(), http10, _activePolicy, _policy,
             _activeAuthenticator, _consumer, _activeDevices, _device, _isTls,
-            _traceParent, dropTraceState: !_incomingTraceValid);
+            _traceParent, dropTraceState: !_incomingTraceValid, fromTrustedProxy: _peerTrusted);
     }
 
     private void WriteResponseHead(bool close, bool interim) =>

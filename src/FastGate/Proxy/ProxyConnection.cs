@@ -429,8 +429,12 @@ internal sealed partial class ProxyConnection : IDisposable
     /// <summary>The effective client's address text: what rules, rate-limit keys, the anomaly detector and the log see.</summary>
     private ReadOnlySpan<byte> ClientIp => _clientIpBuffer.AsSpan(0, _clientIpLength);
 
+    /// <summary>The peer of this connection is a trusted proxy (its Forwarded / X-Real-IP are forwarded).</summary>
+    private bool _peerTrusted;
+
     private void UsePeerAsClient()
     {
+        _peerTrusted = false;
         _clientIpBuffer = _peerIp;
         _clientIpLength = _peerIp.Length;
         _clientAddress = _peerAddress;
@@ -442,7 +446,8 @@ internal sealed partial class ProxyConnection : IDisposable
     /// </summary>
     private void ResolveClient(CidrSet trusted)
     {
-        if (!trusted.Contains(_peerAddress.Value)) return;
+        _peerTrusted = trusted.Contains(_peerAddress.Value);
+        if (!_peerTrusted) return;
         if (!ForwardedFor.TryResolve(_request, trusted, _forwardedIp, out var client, out int length)) return;
         _clientAddress = client;
         _clientIpBuffer = _forwardedIp;

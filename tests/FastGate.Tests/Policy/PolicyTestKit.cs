@@ -35,11 +35,11 @@ internal static class PolicyTestKit
         return PolicyCompiler.Compile(config, RouteIds, ["backend", "canary"]);
     }
 
-    public static RequestHead Parse(string text)
+    public static RequestHead Parse(string text, HttpLimits? limits = null)
     {
         var head = new RequestHead();
         var bytes = Encoding.Latin1.GetBytes(text.Replace("\n", "\r\n"));
-        var status = HttpRequestParser.TryParse(bytes, HttpLimits.Default, head, out _, out var reason);
+        var status = HttpRequestParser.TryParse(bytes, limits ?? HttpLimits.Default, head, out _, out var reason);
         Assert.True(status == ParseStatus.Complete, $"{status} {reason}");
         return head;
     }
