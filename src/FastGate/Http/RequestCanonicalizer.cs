@@ -55,7 +55,12 @@ public static class RequestCanonicalizer
         if (authority.IndexOf((byte)'%') >= 0) { reason = RejectReason.InvalidHost; return false; }
         int hostLength = HostLength(authority);
         bool trailingDot = hostLength > 1 && authority[hostLength - 1] == (byte)'.';
-        if (hostLength == 0 || (trailingDot && authority[hostLength - 2] == (byte)'.')) { reason = RejectReason.InvalidHost; return false; }
+        // an empty label ("a..b", ".a", ".") names no host; an upstream or resolver may read it as another one
+        if (hostLength == 0 || (authority[0] != (byte)'[' && (authority[0] == (byte)'.' || authority[..hostLength].IndexOf(".."u8) >= 0)))
+        {
+            reason = RejectReason.InvalidHost;
+            return false;
+        }
         bool upper = authority[..hostLength].IndexOfAnyInRange((byte)'A', (byte)'Z') >= 0;
         if (!trailingDot && !upper)
         {
