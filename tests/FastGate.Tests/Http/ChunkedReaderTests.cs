@@ -118,3 +118,24 @@ public class ChunkedReaderTests
         }
     }
 }
+
+public class ChunkedReaderAllocationTests
+{
+    [Fact]
+    public void Feed_WithExtensionsAndTrailers_AllocatesNothing()
+    {
+        var body = HttpRequestParserTests.Latin1("5;a=b;c=\"d\"\r\nhello\r\n3\r\nabc\r\n0\r\nX-A: 1\r\nSet-Cookie: x\r\n\r\n");
+        for (int warm = 0; warm < 10; warm++) Run(body);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 1000; i++) Run(body);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+
+        static void Run(byte[] body)
+        {
+            var reader = new ChunkedReader(1 << 20, 1000);
+            for (int i = 0; i < body.Length; i += 7)
+                Assert.True(reader.Feed(body.AsSpan(i, Math.Min(7, body.Length - i)), out _, out _));
+            Assert.True(reader.IsDone);
+        }
+    }
+}
