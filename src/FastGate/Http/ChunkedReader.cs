@@ -7,13 +7,22 @@ namespace FastGate.Http;
 /// </summary>
 public struct ChunkedReader
 {
-    private enum State : byte { Size, SizeOws, Extension, ExtensionQuoted, ExtensionEscape, SizeLf, Data, DataCr, DataLf, TrailerStart, TrailerLine, TrailerLf, FinalLf, Done }
+    // The chunk-ext grammar (RFC 9112 7.1.1): *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
+    // Order matters: every state from TrailerStart on is part of the trailer section (see InTrailers).
+    private enum State : byte
+    {
+        Size, SizeOws, ExtensionSemicolon, ExtensionName, ExtensionNameOws, ExtensionEquals, ExtensionValue, ExtensionValueOws,
+        ExtensionQuoted, ExtensionEscape, SizeLf, Data, DataCr, DataLf, TrailerStart, TrailerLine, TrailerLf, FinalLf, Done,
+    }
 
     private State _state;
     private long _chunkRemaining;
     private int _sizeDigits;
     private long _dataTotal;
     private int _trailerBytes;
+    private int _lineBytes;
+    private long _extensionTotal;
+    private int _trailerStart;
     private readonly long _maxBody;
     private readonly int _maxTrailerBytes;
 
@@ -22,9 +31,20 @@ public struct ChunkedReader
         _maxBody = maxBodyBytes;
         _maxTrailerBytes = maxTrailerBytes;
         _state = State.Size;
+        _trailerStart = -1;
     }
 
+    /// <summary>
+    /// Longest chunk line (size, extensions and CRLF) accepted: far above any real extension, small enough that
+    /// extensions cannot carry a second body past <c>maxBodyBytes</c> (longer: <see cref="RejectReason.ChunkExtensionTooLong"/>).
+    /// </summary>
+    public const int MaxChunkLineBytes = 4096;
+
     public readonly bool IsDone => _state == State.Done;
+    /// <summary>True once the last chunk's line has ended: what follows is the trailer section (and its final CRLF).</summary>
+    public readonly bool InTrailers => _state >= State.TrailerStart;
+    /// <summary>Where in the input of the last <c>Feed</c> the trailer section began, or -1 when it did not begin in it.</summary>
+    public readonly int TrailerStart => _trailerStart;
     public readonly long DataBytes => _dataTotal;
 
     /// <summary>
@@ -42,10 +62,12 @@ public struct ChunkedReader
     public bool Feed(ReadOnlySpan<byte> input, out int consumed, out RejectReason reason, ref UsageScanner usage, bool scan)
     {
         reason = RejectReason.None;
+        _trailerStart = -1;
         int i = 0;
         while (i < input.Length && _state != State.Done)
         {
             byte b = input[i];
+            if (_state <= State.SizeLf && ++_lineBytes > MaxChunkLineBytes) { reason = RejectReason.ChunkExtensionTooLong; goto Fail; }
             switch (_state)
             {
                 case State.Size:
@@ -58,23 +80,48 @@ public struct ChunkedReader
                     }
                     if (_sizeDigits == 0) { reason = RejectReason.InvalidChunkSize; goto Fail; }
                     if (b == (byte)'\r') { _state = State.SizeLf; i++; break; }
-                    if (b == (byte)';') { _state = State.Extension; i++; break; }
+                    if (b == (byte)';') { _state = State.ExtensionSemicolon; i++; break; }
                     if (b == (byte)' ' || b == (byte)'\t') { _state = State.SizeOws; i++; break; }
                     reason = RejectReason.InvalidChunkSize;
                     goto Fail;
                 case State.SizeOws: // BWS before a chunk extension
                     if (b == (byte)' ' || b == (byte)'\t') { i++; break; }
-                    if (b == (byte)';') { _state = State.Extension; i++; break; }
+                    if (b == (byte)';') { _state = State.ExtensionSemicolon; i++; break; }
                     reason = RejectReason.InvalidChunkSize;
                     goto Fail;
-                case State.Extension:
-                    if (b == (byte)'\r') { _state = State.SizeLf; i++; break; }
+                case State.ExtensionSemicolon: // a name must follow each ';'
+                    if (b == (byte)' ' || b == (byte)'\t') { i++; break; }
+                    if (!HttpChars.IsToken(b)) { reason = RejectReason.InvalidChunkExtension; goto Fail; }
+                    _state = State.ExtensionName;
+                    i++;
+                    break;
+                case State.ExtensionName:
+                    if (HttpChars.IsToken(b)) { i++; break; }
+                    if (!AfterExtensionItem(b, allowEquals: true)) { reason = RejectReason.InvalidChunkExtension; goto Fail; }
+                    i++;
+                    break;
+                case State.ExtensionNameOws:
+                    if (!AfterExtensionItem(b, allowEquals: true)) { reason = RejectReason.InvalidChunkExtension; goto Fail; }
+                    i++;
+                    break;
+                case State.ExtensionEquals: // a value must follow '='
+                    if (b == (byte)' ' || b == (byte)'\t') { i++; break; }
                     if (b == (byte)'"') { _state = State.ExtensionQuoted; i++; break; }
-                    if (HttpChars.IsToken(b) || b == (byte)'=' || b == (byte)';' || b == (byte)' ' || b == (byte)'\t') { i++; break; }
-                    reason = RejectReason.InvalidChunkExtension;
-                    goto Fail;
+                    if (!HttpChars.IsToken(b)) { reason = RejectReason.InvalidChunkExtension; goto Fail; }
+                    _state = State.ExtensionValue;
+                    i++;
+                    break;
+                case State.ExtensionValue:
+                    if (HttpChars.IsToken(b)) { i++; break; }
+                    if (!AfterExtensionItem(b, allowEquals: false)) { reason = RejectReason.InvalidChunkExtension; goto Fail; }
+                    i++;
+                    break;
+                case State.ExtensionValueOws:
+                    if (!AfterExtensionItem(b, allowEquals: false)) { reason = RejectReason.InvalidChunkExtension; goto Fail; }
+                    i++;
+                    break;
                 case State.ExtensionQuoted:
-                    if (b == (byte)'"') { _state = State.Extension; i++; break; }
+                    if (b == (byte)'"') { _state = State.ExtensionValueOws; i++; break; }
                     if (b == (byte)'\\') { _state = State.ExtensionEscape; i++; break; }
                     if (HttpChars.IsFieldValue(b)) { i++; break; }
                     reason = RejectReason.InvalidChunkExtension;
@@ -87,10 +134,14 @@ public struct ChunkedReader
                 case State.SizeLf:
                     if (b != (byte)'\n') { reason = RejectReason.InvalidChunkExtension; goto Fail; }
                     i++;
+                    // the chunk line's extensions (all but the size and the CRLF) count toward the body limit
+                    _extensionTotal += _lineBytes - _sizeDigits - 2;
+                    _lineBytes = 0;
                     _sizeDigits = 0;
-                    if (_chunkRemaining == 0) { _state = State.TrailerStart; break; }
+                    if (_dataTotal + _extensionTotal > _maxBody) { reason = RejectReason.BodyTooLarge; goto Fail; }
+                    if (_chunkRemaining == 0) { _state = State.TrailerStart; _trailerStart = i; break; }
                     _dataTotal += _chunkRemaining;
-                    if (_dataTotal > _maxBody) { reason = RejectReason.BodyTooLarge; goto Fail; }
+                    if (_dataTotal + _extensionTotal > _maxBody) { reason = RejectReason.BodyTooLarge; goto Fail; }
                     _state = State.Data;
                     break;
                 case State.Data:
@@ -139,6 +190,16 @@ public struct ChunkedReader
         return true;
     Fail:
         consumed = i;
+        return false;
+    }
+
+    /// <summary>After an extension name or value (and its BWS): BWS, '=' (after a name), ';' or the line's CR.</summary>
+    private bool AfterExtensionItem(byte b, bool allowEquals)
+    {
+        if (b == (byte)' ' || b == (byte)'\t') { _state = allowEquals ? State.ExtensionNameOws : State.ExtensionValueOws; return true; }
+        if (b == (byte)';') { _state = State.ExtensionSemicolon; return true; }
+        if (b == (byte)'\r') { _state = State.SizeLf; return true; }
+        if (b == (byte)'=' && allowEquals) { _state = State.ExtensionEquals; return true; }
         return false;
     }
 

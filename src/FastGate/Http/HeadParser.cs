@@ -128,19 +128,21 @@ internal static class HeadParser
             var item = HttpChars.TrimOws(comma < 0 ? value : value[..comma]);
             int semi = item.IndexOf((byte)';');
             var coding = HttpChars.TrimOws(semi < 0 ? item : item[..semi]);
-            if (coding.IsEmpty) { reason = RejectReason.TransferEncodingNotChunkedLast; return false; }
+            // A bad coding is remembered rather than returned: with a Content-Length anywhere in the head the message
+            // is a framing error (400) whatever its codings, which only FinishFraming can tell.
+            if (coding.IsEmpty) { head.TransferEncodingError = RejectReason.TransferEncodingNotChunkedLast; return true; }
             bool chunked = Ascii.EqualsIgnoreCase(coding, "chunked"u8);
             if (chunked)
             {
-                if (semi >= 0 || head.ChunkedCount > 0) { reason = RejectReason.TransferEncodingNotChunkedLast; return false; }
+                if (semi >= 0 || head.ChunkedCount > 0) { head.TransferEncodingError = RejectReason.TransferEncodingNotChunkedLast; return true; }
                 head.ChunkedCount++;
             }
             else if (!(Ascii.EqualsIgnoreCase(coding, "gzip"u8) || Ascii.EqualsIgnoreCase(coding, "x-gzip"u8)
                        || Ascii.EqualsIgnoreCase(coding, "deflate"u8) || Ascii.EqualsIgnoreCase(coding, "compress"u8)
                        || Ascii.EqualsIgnoreCase(coding, "x-compress"u8)))
             {
-                reason = HttpChars.IsTokenSpan(coding) ? RejectReason.UnknownTransferCoding : RejectReason.TransferEncodingNotChunkedLast;
-                return false;
+                head.TransferEncodingError = HttpChars.IsTokenSpan(coding) ? RejectReason.UnknownTransferCoding : RejectReason.TransferEncodingNotChunkedLast;
+                return true;
             }
             head.TransferEncodingChunkedLast = chunked;
             if (comma < 0) return true;
@@ -177,6 +179,7 @@ internal static class HeadParser
         if (head.SawTransferEncoding)
         {
             if (head.ContentLength >= 0) { reason = RejectReason.ContentLengthWithTransferEncoding; return false; }
+            if (head.TransferEncodingError != RejectReason.None) { reason = head.TransferEncodingError; return false; }
             head.Framing = head.TransferEncodingChunkedLast ? BodyFraming.Chunked : BodyFraming.ReadToClose;
         }
         else if (head.ContentLength >= 0)

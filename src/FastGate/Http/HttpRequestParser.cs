@@ -55,11 +55,11 @@ public static class HttpRequestParser
         int lf = rest.IndexOf((byte)'\n');
         if (lf < 0)
         {
-            if (rest.Length > limits.MaxRequestLineBytes + 1) { reason = RejectReason.RequestLineTooLong; return ParseStatus.Error; }
+            if (rest.Length > limits.MaxRequestLineBytes + 1) { reason = LineTooLong(rest, limits); return ParseStatus.Error; }
             return EarlyCheck(rest, ref reason);
         }
         if (lf == 0 || rest[lf - 1] != (byte)'\r') { reason = RejectReason.BareLineFeed; return ParseStatus.Error; }
-        if (lf - 1 > limits.MaxRequestLineBytes) { reason = RejectReason.RequestLineTooLong; return ParseStatus.Error; }
+        if (lf - 1 > limits.MaxRequestLineBytes) { reason = LineTooLong(rest, limits); return ParseStatus.Error; }
         if (!ParseRequestLine(rest[..(lf - 1)], pos, head, ref reason)) return ParseStatus.Error;
         pos += lf + 1;
 
@@ -79,6 +79,13 @@ public static class HttpRequestParser
         consumed = pos;
         return ParseStatus.Complete;
     }
+
+    /// <summary>
+    /// A request line over the limit: 414 only when the target is what is long. A line with no space within the limit
+    /// has a method longer than any request line may be, which is a bad method (400), not a long URI.
+    /// </summary>
+    private static RejectReason LineTooLong(ReadOnlySpan<byte> line, HttpLimits limits) =>
+        line[..Math.Min(line.Length, limits.MaxRequestLineBytes + 1)].IndexOf((byte)' ') < 0 ? RejectReason.InvalidMethod : RejectReason.RequestLineTooLong;
 
     /// <summary>Rejects an obviously bad method before the request line is complete (cheap defence against junk).</summary>
     private static ParseStatus EarlyCheck(ReadOnlySpan<byte> partialLine, ref RejectReason reason)
@@ -189,6 +196,7 @@ public static class HttpRequestParser
                     head.HostCount++;
                     if (head.HostCount > 1) { reason = RejectReason.MultipleHost; return false; }
                     var host = data.Slice(f.Value.Start, f.Value.Length);
+                    if (host.IsEmpty) { reason = RejectReason.EmptyHost; return false; } // in HTTP/1.0 too
                     if (!HttpChars.IsValidHost(host)) { reason = RejectReason.InvalidHost; return false; }
                     if (!head.IsAbsoluteForm) { head.Host = f.Value; head.HasHost = true; }
                     break;
@@ -198,7 +206,7 @@ public static class HttpRequestParser
                         reason = RejectReason.ExpectationFailed;
                         return false;
                     }
-                    head.ExpectContinue = true;
+                    head.ExpectContinue = head.IsHttp11; // RFC 9110 10.1.1: ignored in an HTTP/1.0 request (no 1xx to 1.0)
                     break;
                 case KnownHeader.XRequestId:
                     var id = data.Slice(f.Value.Start, f.Value.Length);

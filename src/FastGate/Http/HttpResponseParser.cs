@@ -46,7 +46,11 @@ public static class HttpResponseParser
         if (!HeadParser.FinishFraming(head, ref reason)) { reason = RejectReason.UpstreamMalformedResponse; return ParseStatus.Error; }
         // RFC 9112 6.3: these never have a body, whatever their headers say.
         if (requestMethod == HttpMethod.Head || head.IsInformational || head.StatusCode is 204 or 304)
+        {
+            head.AnnouncedBodyIgnored = head.SawTransferEncoding
+                || (head.ContentLength > 0 && (requestMethod == HttpMethod.Head || head.StatusCode == 204));
             head.Framing = BodyFraming.None;
+        }
         else if (head.Framing == BodyFraming.None)
             head.Framing = BodyFraming.ReadToClose;
         consumed = pos;

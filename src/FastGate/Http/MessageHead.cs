@@ -62,6 +62,8 @@ public abstract class MessageHead : IDisposable
     internal bool SawTransferEncoding { get; set; }
     internal int ChunkedCount { get; set; }
     internal bool TransferEncodingChunkedLast { get; set; }
+    /// <summary>The first bad Transfer-Encoding coding, reported by FinishFraming unless a Content-Length makes it a 400.</summary>
+    internal RejectReason TransferEncodingError { get; set; }
 
     public ReadOnlySpan<byte> this[ByteRange r] => _buffer.AsSpan(r.Start, r.Length);
 
@@ -87,6 +89,7 @@ public abstract class MessageHead : IDisposable
         SawTransferEncoding = false;
         ChunkedCount = 0;
         TransferEncodingChunkedLast = false;
+        TransferEncodingError = RejectReason.None;
     }
 
     internal void AddHeader(in HeaderField field)

@@ -49,10 +49,16 @@ public static class HeadRewriter
         w.Write("\r\n"u8);
 
         bool hasForwardedFor = false;
+        bool lengthWritten = false;
         foreach (ref readonly var f in r.Headers)
         {
             switch (f.Known)
             {
+                case KnownHeader.ContentLength:
+                    // "5, 5" or repeated equal lines (accepted by the parser) go on as one Content-Length
+                    if (!lengthWritten) WriteContentLength(ref w, r.ContentLength);
+                    lengthWritten = true;
+                    continue;
                 case KnownHeader.Host:
                 case KnownHeader.Expect:
                 case KnownHeader.XForwardedProto:
@@ -126,10 +132,21 @@ public static class HeadRewriter
         bool edits = !interim && HasEdits(policy, decision, response: true);
         var w = new HeadWriter(output);
         w.WriteStatusLine(resp.StatusCode, resp[resp.Reason]);
+        // no framing fields on a 1xx or 204 (RFC 9110 8.6, RFC 9112 6.1); a 304 keeps its Content-Length (RFC 9110 8.6)
+        bool noFraming = resp.IsInformational || resp.StatusCode == 204;
+        bool lengthWritten = false;
         foreach (ref readonly var f in resp.Headers)
         {
             if (resp.IsHopByHop(f)) continue;
             if (edits && IsEdited(policy, decision, resp[f.Name], response: true)) continue;
+            if (f.Known == KnownHeader.ContentLength)
+            {
+                // "5, 5" or repeated equal lines (accepted by the parser) go on as one Content-Length
+                if (!noFraming && !lengthWritten) WriteContentLength(ref w, resp.ContentLength);
+                lengthWritten = true;
+                continue;
+            }
+            if (f.Known == KnownHeader.TransferEncoding && noFraming) continue;
             w.Write(resp[f.Name]);
             w.Write(": "u8);
             w.Write(resp[f.Value]);
@@ -165,6 +182,13 @@ public static class HeadRewriter
         w.Commit();
     }
 
+
+    private static void WriteContentLength(ref HeadWriter w, long length)
+    {
+        w.Write("Content-Length: "u8);
+        w.WriteNumber(length);
+        w.Write("\r\n"u8);
+    }
 
     /// <summary>
     /// The consumer header is the gateway's to set: a client's copy is always dropped (no spoofing). The API key is

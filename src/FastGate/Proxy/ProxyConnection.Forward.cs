@@ -25,6 +25,7 @@ internal sealed partial class ProxyConnection
             return ResponseStep.Failed;
         }
         var buffer = result.Buffer;
+        if (!any) _interimResponses = 0; // the first read of this response
         any |= !buffer.IsEmpty;
         var status = HttpResponseParser.TryParse(buffer, limits, _response, _request.Method, out int consumed, out _);
         if (status == ParseStatus.Error)
@@ -42,9 +43,22 @@ internal sealed partial class ProxyConnection
         }
         input.AdvanceTo(buffer.GetPosition(consumed));
         if (!_response.IsInformational || (_response.StatusCode == 101 && _request.IsUpgrade)) return ResponseStep.Final;
-        // 103 Early Hints and other interim responses are relayed; 100 was already answered by the gateway.
-        return _response.StatusCode == 100 ? ResponseStep.NeedMore : ResponseStep.Interim;
+        // a 101 the client did not ask for, or more interim heads than any real exchange needs: the upstream is not
+        // speaking HTTP to this request (502, and its connection is dropped)
+        if (_response.StatusCode == 101 || ++_interimResponses > MaxInterimResponses)
+        {
+            error = RejectReason.UpstreamProtocolViolation;
+            return ResponseStep.Failed;
+        }
+        // 103 Early Hints and other interim responses are relayed (never to an HTTP/1.0 client, RFC 9110 15.2);
+        // 100 was already answered by the gateway.
+        return _response.StatusCode == 100 || !_request.IsHttp11 ? ResponseStep.NeedMore : ResponseStep.Interim;
     }
+
+    /// <summary>Interim (1xx) heads accepted before one final response; more is a protocol violation.</summary>
+    internal const int MaxInterimResponses = 8;
+
+    private int _interimResponses;
 
     /// <summary>Moves up to <paramref name="remaining"/> body bytes from a read result. False: the source ended early.</summary>
     private static bool MoveBody(in ReadResult result, PipeReader source, PipeWriter destination, ref long remaining, ref UsageScanner usage, bool scan)
@@ -119,6 +133,7 @@ internal sealed partial class ProxyConnection
         RejectReason malformedOverride, bool scanUsage = false)
     {
         var chunked = new ChunkedReader(maxBody, maxTrailerBytes);
+        _trailerLength = 0;
         while (!chunked.IsDone)
         {
             ReadResult result;
@@ -134,8 +149,12 @@ internal sealed partial class ProxyConnection
             long consumedTotal = 0;
             foreach (var segment in buffer)
             {
+                // chunks go on verbatim; the trailer section is held back, and written filtered once complete
+                bool wasInTrailers = chunked.InTrailers;
                 bool ok = chunked.Feed(segment.Span, out int consumed, out var reason, ref _usage, scanUsage);
-                destination.Write(segment.Span[..consumed]);
+                int bodyEnd = wasInTrailers ? 0 : chunked.TrailerStart >= 0 ? chunked.TrailerStart : consumed;
+                destination.Write(segment.Span[..bodyEnd]);
+                if (bodyEnd < consumed) HoldTrailers(segment.Span[bodyEnd..consumed]);
                 consumedTotal += consumed;
                 if (!ok)
                 {
@@ -143,13 +162,50 @@ internal sealed partial class ProxyConnection
                     _copyError = malformedOverride != RejectReason.None ? malformedOverride : reason;
                     return CopyResult.Malformed;
                 }
-                if (chunked.IsDone) break;
+                if (chunked.IsDone)
+                {
+                    WriteAllowedTrailers(destination, _trailerBuffer.AsSpan(0, _trailerLength));
+                    break;
+                }
             }
             source.AdvanceTo(buffer.GetPosition(consumedTotal));
             if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
             if (!chunked.IsDone && result.IsCompleted) return CopyResult.SourceEnded;
         }
         return CopyResult.Done;
+    }
+
+    // The trailer section of the chunked body being copied (bounded by the reader's trailer limit); grown on demand,
+    // so only connections that see trailers ever allocate it.
+    private byte[] _trailerBuffer = [];
+    private int _trailerLength;
+
+    private void HoldTrailers(ReadOnlySpan<byte> bytes)
+    {
+        if (_trailerLength + bytes.Length > _trailerBuffer.Length)
+            Array.Resize(ref _trailerBuffer, Math.Max(Math.Max(256, _trailerBuffer.Length * 2), _trailerLength + bytes.Length));
+        bytes.CopyTo(_trailerBuffer.AsSpan(_trailerLength));
+        _trailerLength += bytes.Length;
+    }
+
+    /// <summary>
+    /// Writes a validated trailer section (field lines, then the empty line) without the fields a trailer must not
+    /// carry (RFC 9110 6.5.1: framing, routing, authentication, controls and content metadata, plus hop-by-hop and
+    /// forwarding fields), so no recipient can merge them into the head it already acted on.
+    /// </summary>
+    internal static void WriteAllowedTrailers(PipeWriter destination, ReadOnlySpan<byte> section)
+    {
+        while (true)
+        {
+            int end = section.IndexOf("\r\n"u8);
+            if (end <= 0) break; // the empty line that ends the section
+            var line = section[..(end + 2)];
+            section = section[(end + 2)..];
+            int colon = line.IndexOf((byte)':');
+            if (colon <= 0 || !HttpChars.IsTokenSpan(line[..colon]) || TrailerFields.IsForbidden(line[..colon])) continue;
+            destination.Write(line);
+        }
+        destination.Write("\r\n"u8);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]

@@ -400,7 +400,7 @@ internal sealed partial class ProxyConnection : IDisposable
                             ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
                             : await CopyToEndAsync(upstream.Input, _output).ConfigureAwait(false);
                     }
-                    bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose
+                    bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose && !response.AnnouncedBodyIgnored
                                     && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
                     ReleaseUpstream(upstream, reusable);
                     if (scanUsage) ChargeTokens(route);

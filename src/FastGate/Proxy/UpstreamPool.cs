@@ -113,6 +113,13 @@ public sealed class UpstreamPool
     /// <summary>Gives a healthy connection back for reuse, or closes it when every idle slot is taken.</summary>
     public void Return(UpstreamConnection conn)
     {
+        // bytes already waiting after a complete response (a body after a HEAD, 204 or 304) would be read as the
+        // next request's response: such a connection is closed, never pooled (TryRentIdle checks again on lease)
+        if (conn.IsStale())
+        {
+            Discard(conn);
+            return;
+        }
         conn.Reused = true;
         conn.IdleSince = Stopwatch.GetTimestamp();
         for (int i = 0; i < _idle.Length; i++)

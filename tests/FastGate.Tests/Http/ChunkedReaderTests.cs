@@ -11,6 +11,8 @@ public class ChunkedReaderTests
         "5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n",
         "5 ;name=\"quoted;value\"\r\nhello\r\n0\r\n\r\n",
         "3\r\nabc\r\n0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n",
+        "5;a;b=c ; d = \"e\"\r\nhello\r\n0;last\r\n\r\n",
+        "1;a=" + new string('b', 900) + "\r\nx\r\n0\r\n\r\n",
     };
 
     public static TheoryData<string, RejectReason> InvalidBodies => new()
@@ -27,6 +29,18 @@ public class ChunkedReaderTests
         { "0\r\nBad Trailer\u0001\r\n\r\n", RejectReason.InvalidTrailer },
         { "0\r\n\rX", RejectReason.InvalidTrailer },
         { "400\r\n", RejectReason.BodyTooLarge },
+        // a chunk extension needs a name after each ';' (RFC 9112 7.1.1)
+        { "5;\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5 ;\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5;;a\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5;a;\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5;=x\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5;a=\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5;a=b=c\r\nhello", RejectReason.InvalidChunkExtension },
+        { "5;a=\"q\"x\r\nhello", RejectReason.InvalidChunkExtension },
+        // a chunk line (size and extensions) is bounded
+        { "1;a=" + new string('b', ChunkedReader.MaxChunkLineBytes) + "\r\nx", RejectReason.ChunkExtensionTooLong },
+        { "1;" + new string('b', 50_000), RejectReason.ChunkExtensionTooLong },
     };
 
     [Theory]
@@ -61,5 +75,67 @@ public class ChunkedReaderTests
         var reader = new ChunkedReader(1000, 1000);
         Assert.True(reader.Feed(HttpRequestParserTests.Latin1("5\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n"), out _, out _));
         Assert.Equal(15, reader.DataBytes);
+    }
+
+    [Fact]
+    public void Feed_ChunkLineOverTheBound_IsRejectedEvenFedByteByByte()
+    {
+        var reader = new ChunkedReader(1 << 30, 1000);
+        var line = HttpRequestParserTests.Latin1("1;" + new string('a', 10_000));
+        int fed = 0;
+        RejectReason reason = RejectReason.None;
+        for (; fed < line.Length; fed++)
+            if (!reader.Feed(line.AsSpan(fed, 1), out _, out reason)) break;
+        Assert.Equal(RejectReason.ChunkExtensionTooLong, reason);
+        Assert.True(fed <= ChunkedReader.MaxChunkLineBytes, $"rejected only after {fed} bytes");
+    }
+
+    [Fact]
+    public void Feed_ChunkExtensionsCountTowardTheBodyLimit()
+    {
+        // 20 one-byte chunks, each with a 100-byte extension: 20 data bytes, but 2,000+ bytes of chunk lines
+        var body = string.Concat(Enumerable.Repeat("1;e=" + new string('x', 100) + "\r\nd\r\n", 20)) + "0\r\n\r\n";
+        var reader = new ChunkedReader(1000, 1000);
+        Assert.False(reader.Feed(HttpRequestParserTests.Latin1(body), out _, out var reason));
+        Assert.Equal(RejectReason.BodyTooLarge, reason);
+    }
+
+    [Fact]
+    public void Feed_TrailerStart_IsWhereTheTrailerSectionBeganInTheLastFeed()
+    {
+        var body = HttpRequestParserTests.Latin1("3\r\nabc\r\n0\r\nX-A: 1\r\n\r\n");
+        const int trailers = 11; // after "3\r\nabc\r\n0\r\n"
+        for (int split = 0; split <= body.Length; split++)
+        {
+            var reader = new ChunkedReader(1000, 1000);
+            Assert.True(reader.Feed(body.AsSpan(0, split), out _, out _));
+            Assert.Equal(split >= trailers, reader.InTrailers);
+            Assert.Equal(split >= trailers ? trailers : -1, reader.TrailerStart);
+            Assert.True(reader.Feed(body.AsSpan(split), out int consumed, out _));
+            Assert.True(reader.IsDone);
+            Assert.Equal(split >= trailers ? -1 : trailers - split, reader.TrailerStart);
+            Assert.Equal(body.Length - split, consumed);
+        }
+    }
+}
+
+public class ChunkedReaderAllocationTests
+{
+    [Fact]
+    public void Feed_WithExtensionsAndTrailers_AllocatesNothing()
+    {
+        var body = HttpRequestParserTests.Latin1("5;a=b;c=\"d\"\r\nhello\r\n3\r\nabc\r\n0\r\nX-A: 1\r\nSet-Cookie: x\r\n\r\n");
+        for (int warm = 0; warm < 10; warm++) Run(body);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 1000; i++) Run(body);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+
+        static void Run(byte[] body)
+        {
+            var reader = new ChunkedReader(1 << 20, 1000);
+            for (int i = 0; i < body.Length; i += 7)
+                Assert.True(reader.Feed(body.AsSpan(i, Math.Min(7, body.Length - i)), out _, out _));
+            Assert.True(reader.IsDone);
+        }
     }
 }

@@ -78,6 +78,21 @@ public class HttpRequestParserTests
         { "GET / HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\n\r\n", RejectReason.ExpectationFailed, 417 },
         { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", RejectReason.BodyTooLarge, 413 },
         { "GET /" + new string('a', 300) + " HTTP/1.1\r\nHost: a\r\n\r\n", RejectReason.RequestLineTooLong, 414 },
+        // an empty Host is refused in either version (RFC 9112 3.2)
+        { "GET / HTTP/1.1\r\nHost: \r\n\r\n", RejectReason.EmptyHost, 400 },
+        { "GET / HTTP/1.1\r\nHost:\r\n\r\n", RejectReason.EmptyHost, 400 },
+        { "GET / HTTP/1.0\r\nHost:\r\n\r\n", RejectReason.EmptyHost, 400 },
+        { "GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n", RejectReason.EmptyHost, 400 },
+        // Content-Length with any Transfer-Encoding is a framing error (400), whatever the codings
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", RejectReason.ContentLengthWithTransferEncoding, 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", RejectReason.ContentLengthWithTransferEncoding, 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: identity\r\n\r\n", RejectReason.ContentLengthWithTransferEncoding, 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", RejectReason.ContentLengthWithTransferEncoding, 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n", RejectReason.UnknownTransferCoding, 501 },
+        // a method too long for the request line is a bad method (400), not a long URI (414)
+        { new string('A', 1000) + " / HTTP/1.1\r\nHost: a\r\n\r\n", RejectReason.InvalidMethod, 400 },
+        { new string('A', 257) + "\r\n\r\n", RejectReason.InvalidMethod, 400 },
+        { "GET " + new string('a', 300) + "\r\n\r\n", RejectReason.RequestLineTooLong, 414 },
         { "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + new string('b', 1100) + "\r\n\r\n", RejectReason.HeadersTooLarge, 431 },
         { "GET / HTTP/1.1\r\nHost: a\r\n" + string.Concat(Enumerable.Range(0, 11).Select(i => $"X-{i}: v\r\n")) + "\r\n", RejectReason.TooManyHeaders, 431 },
     };
@@ -194,6 +209,16 @@ public class HttpRequestParserTests
         Assert.Equal("abc-123", Ascii(head[head.RequestId]));
         var hop = head.Headers.ToArray().Single(h => Ascii(head[h.Name]) == "X-Hop");
         Assert.True(head.IsHopByHop(hop));
+    }
+
+    [Theory]
+    [InlineData("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", false)]
+    [InlineData("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", true)]
+    public void Parse_ExpectContinue_IsOnlyTakenFromHttp11(string text, bool expected)
+    {
+        var head = new RequestHead();
+        Assert.Equal(ParseStatus.Complete, HttpRequestParser.TryParse(Latin1(text), Limits, head, out _, out _));
+        Assert.Equal(expected, head.ExpectContinue);
     }
 
     [Fact]
