@@ -122,6 +122,22 @@ public class AdminApiTests
             Assert.Contains("outside", body);
             Assert.Equal(HttpStatusCode.UnprocessableEntity, status);
         }
+        // every kind of file a config names: listener certificates, a cluster's CA bundle, JWT key files
+        var others = new[]
+        {
+            text.Replace("\"address\": \"127.0.0.1:0\" } ]", $"\"address\": \"127.0.0.1:0\", \"tls\": {{ \"certificate\": \"{secret}\", \"key\": \"/etc/passwd\" }} }} ]"),
+            text.Replace("\"routes\": [", "\"jwtIssuers\": [ { \"id\": \"i\", \"issuer\": \"https://issuer.example\", \"audiences\": [\"api\"], \"keys\": [\"/etc/passwd\"] } ], \"routes\": ["),
+            text.Replace("\"destinations\": [ { \"address\": \"http://", "\"tls\": { \"ca\": \"/etc/passwd\" }, \"destinations\": [ { \"address\": \"https://"),
+        };
+        foreach (var other in others)
+        {
+            Assert.NotEqual(text, other);
+            var (status, body) = await Validate(other);
+            Assert.Equal(HttpStatusCode.UnprocessableEntity, status);
+            Assert.Contains("outside", body);
+            Assert.DoesNotContain(marker, body);
+            Assert.DoesNotContain("root:", body);
+        }
         // inside it, relative to the running config's directory: a bad line is named by its number, never its text
         var (badStatus, badBody) = await Validate(WithIpList(text, "lists/blocked.txt"));
         Assert.Equal(HttpStatusCode.UnprocessableEntity, badStatus);
