@@ -38,7 +38,8 @@ public static class ConfigLoader
     }
 
     /// <param name="baseDirectory">Where relative paths in the config (e.g. ipLists files) resolve; default: the current directory.</param>
-    public static ConfigLoadResult Load(string json, string? baseDirectory = null)
+    /// <param name="files">Which files the validators may open (default: any).</param>
+    public static ConfigLoadResult Load(string json, string? baseDirectory = null, ConfigFileAccess? files = null)
     {
         var errors = new List<ConfigError>();
         JsonDocument doc;
@@ -52,17 +53,42 @@ public static class ConfigLoader
         }
         using (doc)
         {
+            CheckDuplicateKeys(doc.RootElement, "$", errors);
             var reader = new ConfigReader(errors);
             var config = Bind(doc.RootElement, reader);
             if (config is not null)
             {
-                config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory() };
+                config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory(), Files = files ?? ConfigFileAccess.Any };
                 ConfigValidator.Validate(config, errors);
             }
             return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json)
             {
                 Warnings = config is null ? [] : ConfigValidator.Warnings(config),
             };
+        }
+    }
+
+    /// <summary>
+    /// A key written twice in one object (JSON allows it; the parser would keep the last value silently) is an error
+    /// at the second occurrence, in every object of the document.
+    /// </summary>
+    private static void CheckDuplicateKeys(JsonElement e, string path, List<ConfigError> errors)
+    {
+        if (e.ValueKind == JsonValueKind.Object)
+        {
+            HashSet<string>? seen = null;
+            foreach (var p in e.EnumerateObject())
+            {
+                var child = ConfigReader.Child(path, p.Name);
+                if (!(seen ??= new HashSet<string>(StringComparer.Ordinal)).Add(p.Name))
+                    errors.Add(new ConfigError(child, $"duplicate key '{p.Name}' in this object: give it once (JSON parsers keep only one of the values)"));
+                CheckDuplicateKeys(p.Value, child, errors);
+            }
+        }
+        else if (e.ValueKind == JsonValueKind.Array)
+        {
+            int i = 0;
+            foreach (var item in e.EnumerateArray()) CheckDuplicateKeys(item, ConfigReader.Index(path, i++), errors);
         }
     }
 

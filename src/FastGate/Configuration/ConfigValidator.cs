@@ -73,7 +73,7 @@ public static class ConfigValidator
             else if (ep.Port != 0 && !addresses.Add(ep.ToString()))
                 errors.Add(new ConfigError(p + ".address", $"address {ep} is used by another listener"));
             if (l.Tls is { } tls)
-                foreach (var (sub, message) in Security.ListenerTls.Check(tls, config.BaseDirectory))
+                foreach (var (sub, message) in Security.ListenerTls.Check(tls, config.BaseDirectory, config.Files))
                     errors.Add(new ConfigError(p + ".tls" + sub, message));
         }
         if (config.Admin is { } admin)
@@ -82,7 +82,36 @@ public static class ConfigValidator
                 errors.Add(new ConfigError("$.admin.address", $"'{admin.Address}' is not an address of the form 127.0.0.1:9901"));
             else if (!IPAddress.IsLoopback(adminEp.Address) && string.IsNullOrEmpty(admin.ResolveToken()))
                 errors.Add(new ConfigError("$.admin", $"the admin listener on {adminEp} is not loopback-only: set \"token\" or \"tokenEnv\" (a bearer token for /admin/*)"));
+            ValidateAdminToken(admin, errors);
         }
+    }
+
+    /// <summary>Shortest admin token accepted (a bearer secret: 16 characters at the very least; use 32 random bytes).</summary>
+    public const int MinAdminTokenLength = 16;
+
+    private static void ValidateAdminToken(AdminConfig admin, List<ConfigError> errors)
+    {
+        if (admin.Token is { } token)
+        {
+            if (TokenProblem(token) is { } problem) errors.Add(new ConfigError("$.admin.token", problem));
+        }
+        else if (admin.TokenEnv is { } env)
+        {
+            var value = env.Length == 0 ? null : Environment.GetEnvironmentVariable(env);
+            if (string.IsNullOrEmpty(value))
+                errors.Add(new ConfigError("$.admin.tokenEnv", $"environment variable '{env}' is not set: the admin API would run without a token"));
+            else if (TokenProblem(value) is { } problem)
+                errors.Add(new ConfigError("$.admin.tokenEnv", $"the value of '{env}' {problem}"));
+        }
+    }
+
+    private static string? TokenProblem(string token)
+    {
+        if (token.Any(c => c is <= ' ' or > '~'))
+            return "must be visible ASCII without spaces (a presented token is trimmed, so spaces could never match)";
+        if (token.Length < MinAdminTokenLength)
+            return $"must be at least {MinAdminTokenLength} characters (found {token.Length}); `fastgate new-key` makes one";
+        return null;
     }
 
     private static void ValidateClusters(GatewayConfig config, List<ConfigError> errors)
@@ -121,7 +150,9 @@ public static class ConfigValidator
                 errors.Add(new ConfigError(p + ".ca", "a CA bundle and insecureSkipVerify contradict each other; keep one"));
             else if (ca.Length == 0)
                 errors.Add(new ConfigError(p + ".ca", "expected the path of a PEM file of CA certificates"));
-            else if (Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(ca, config.BaseDirectory), out var error) is null)
+            else if (!config.Files.TryResolve(config.BaseDirectory, ca, out var caFile, out var refused))
+                errors.Add(new ConfigError(p + ".ca", refused!));
+            else if (Proxy.UpstreamTlsModel.LoadCa(caFile, out var error) is null)
                 errors.Add(new ConfigError(p + ".ca", error!));
         }
         if (tls.Sni is { } sni && (!IsHostName(sni) || sni.Contains(':') || sni.StartsWith('.') || sni.EndsWith('.') || IPAddress.TryParse(sni, out _)))
@@ -152,11 +183,21 @@ public static class ConfigValidator
             for (int h = 0; h < m.Hosts.Count; h++)
             {
                 var host = m.Hosts[h];
-                bool ok = host == "*" || (host.StartsWith("*.", StringComparison.Ordinal) ? IsHostName(host[2..]) : IsHostName(host));
-                if (!ok) errors.Add(new ConfigError($"{p}.match.hosts[{h}]", $"'{host}' is not a host name, '*.example.com' or '*'"));
+                var name = host.StartsWith("*.", StringComparison.Ordinal) ? host[2..] : host;
+                if (host == "*") continue;
+                if (HasPort(name))
+                    errors.Add(new ConfigError($"{p}.match.hosts[{h}]",
+                        $"'{host}' has a port: routes match the Host header's name without its port, so it would never match; use '{host[..host.LastIndexOf(':')]}'"));
+                else if (!IsHostName(name) || (name.Contains(':') && !(name.StartsWith('[') && name.EndsWith(']'))))
+                    errors.Add(new ConfigError($"{p}.match.hosts[{h}]", $"'{host}' is not a host name, '*.example.com' or '*'"));
             }
             for (int k = 0; k < m.Methods.Count; k++)
-                if (!IsToken(m.Methods[k])) errors.Add(new ConfigError($"{p}.match.methods[{k}]", $"'{m.Methods[k]}' is not an HTTP method"));
+            {
+                var method = m.Methods[k];
+                if (!IsToken(method)) errors.Add(new ConfigError($"{p}.match.methods[{k}]", $"'{method}' is not an HTTP method"));
+                else if (method != method.ToUpperInvariant() && s_standardMethods.Contains(method.ToUpperInvariant()))
+                    errors.Add(new ConfigError($"{p}.match.methods[{k}]", $"methods are case-sensitive: '{method}' would never match; use '{method.ToUpperInvariant()}'"));
+            }
             if (r.Hsts is { } hsts)
             {
                 if (!hsts.StartsWith("max-age=", StringComparison.OrdinalIgnoreCase) || hsts.Any(c => c is < ' ' or > '~'))
@@ -194,6 +235,17 @@ public static class ConfigValidator
             errors.Add(new ConfigError(p + ".env", $"environment variable '{c.Env}' is not set (it holds the upstream credential; the secret never goes in the file)"));
         else if (value.Any(ch => ch is < ' ' or > '~'))
             errors.Add(new ConfigError(p + ".env", $"environment variable '{c.Env}' holds characters a header value cannot carry"));
+    }
+
+    private static readonly string[] s_standardMethods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"];
+
+    /// <summary>"name:port" or "[v6]:port" (a bare IPv6 address without brackets is not a host name either way).</summary>
+    private static bool HasPort(string host)
+    {
+        int colon = host.LastIndexOf(':');
+        if (colon < 0 || colon == host.Length - 1) return false;
+        if (host.StartsWith('[')) return host.IndexOf(']') == colon - 1;
+        return host.IndexOf(':') == colon && host[(colon + 1)..].All(char.IsAsciiDigit);
     }
 
     private static bool IsHostName(string s) =>

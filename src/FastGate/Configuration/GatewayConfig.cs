@@ -29,6 +29,8 @@ public sealed record GatewayConfig
     public IReadOnlyList<string> TrustedProxies { get; init; } = [];
     /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
     public string BaseDirectory { get; init; } = ".";
+    /// <summary>Which files validating this config may open (all, except for POST /admin/validate).</summary>
+    public ConfigFileAccess Files { get; init; } = ConfigFileAccess.Any;
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
     public Observability.ObservabilityConfig Observability { get; init; } = new();
 }

@@ -11,6 +11,9 @@ namespace FastGate.Configuration;
 /// <summary>Turns a validated <see cref="GatewayConfig"/> into an immutable <see cref="GatewaySnapshot"/>.</summary>
 public static class SnapshotCompiler
 {
+    /// <summary>The version of a config: a content hash of its text (the file watcher compares it too).</summary>
+    public static string VersionOf(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12];
+
     public static GatewaySnapshot Compile(GatewayConfig config, string text, UpstreamPoolStore pools, TimeProvider? time = null,
         RateLimiting.RateLimiterStore? limiterStore = null, Security.JwtKeyStore? jwtKeys = null)
     {
@@ -130,7 +133,7 @@ public static class SnapshotCompiler
             TrustedProxies = Policy.CidrSet.Build(config.TrustedProxies.Select(c => Policy.Cidr.TryParse(c, out var r, out _) ? r
                 : throw new InvalidOperationException($"trustedProxies: {c} was not validated"))),
             RuleLimiters = policy.Rules.Select(rule => rule.RateLimiters.Select(id => limiters[id]).ToArray()).ToArray(),
-            Version = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12],
+            Version = VersionOf(text),
             LoadedAt = (time ?? TimeProvider.System).GetUtcNow(),
             HeaderTimeoutTicks = GatewaySnapshot.ToTicks(limits.HeaderTimeout),
             KeepAliveTimeoutTicks = GatewaySnapshot.ToTicks(limits.KeepAliveTimeout),

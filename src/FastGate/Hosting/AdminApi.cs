@@ -13,7 +13,9 @@ namespace FastGate.Hosting;
 
 /// <summary>
 /// The admin listener: /healthz, /readyz, /metrics, and the /admin/* API (config, reload, routes, explain,
-/// validate). /admin/* requires the configured bearer token when one is set (always when not on loopback).
+/// validate). /admin/* requires the configured bearer token when one is set (always when not on loopback). Without a
+/// token, every request must name the admin API by a loopback Host (localhost, 127.0.0.1, [::1], any port): a web
+/// page whose DNS name was rebound to 127.0.0.1 sends its own name, and gets 403.
 /// </summary>
 internal sealed class AdminApi
 {
@@ -33,6 +35,11 @@ internal sealed class AdminApi
         var path = context.Request.Path.Value ?? "/";
         var method = context.Request.Method;
         var response = context.Response;
+        if (_tokenHash is null && !IsLoopbackHost(context.Request.Headers.Host.ToString()))
+        {
+            await Json(response, 403, w => w.WriteString("error", "without an admin token the admin API answers only requests to a loopback host name (localhost, 127.0.0.1 or [::1])"));
+            return;
+        }
         switch (path)
         {
             case "/healthz":
@@ -81,7 +88,10 @@ internal sealed class AdminApi
                 using (var reader = new StreamReader(context.Request.Body, Encoding.UTF8))
                 {
                     var text = await reader.ReadToEndAsync(context.RequestAborted);
-                    var loaded = ConfigLoader.Load(text);
+                    // relative paths resolve against the running config's directory, and only files under it are
+                    // opened (none when the gateway was started from text): see ConfigFileAccess
+                    var dir = _reloader is null ? null : Path.GetDirectoryName(_reloader.SourcePath);
+                    var loaded = ConfigLoader.Load(text, dir, dir is null ? ConfigFileAccess.None : ConfigFileAccess.Under(dir));
                     await Json(response, loaded.IsValid ? 200 : 422, w =>
                     {
                         w.WriteBoolean("valid", loaded.IsValid);
@@ -95,6 +105,21 @@ internal sealed class AdminApi
                     w => w.WriteString("error", $"{method} {path} is not an admin endpoint"));
                 return;
         }
+    }
+
+    /// <summary>localhost, 127.0.0.1 or [::1], each with an optional port (ASCII case-insensitive).</summary>
+    internal static bool IsLoopbackHost(string host)
+    {
+        var name = host.AsSpan();
+        int colon = name.LastIndexOf(':');
+        if (colon >= 0 && (name[0] != '[' || name[colon - 1] == ']'))
+        {
+            var port = name[(colon + 1)..];
+            if (port.Length == 0 || port.Length > 5) return false;
+            foreach (char c in port) if (!char.IsAsciiDigit(c)) return false;
+            name = name[..colon];
+        }
+        return name.Equals("localhost", StringComparison.OrdinalIgnoreCase) || name.SequenceEqual("127.0.0.1") || name.SequenceEqual("[::1]");
     }
 
     private bool Authorized(HttpRequest request)

@@ -23,13 +23,14 @@ public sealed class GatewayHost : IAsyncDisposable
     private readonly List<ListenerTls> _tls = [];
 
     private GatewayHost(GatewaySnapshot snapshot, UpstreamPoolStore pools, RateLimiting.RateLimiterStore? limiters, string? sourcePath, LogLevel logLevel, TimeProvider? time,
-        Security.JwtKeyStore? jwtKeys)
+        Security.JwtKeyStore? jwtKeys, ILoggerProvider? logs)
     {
         Runtime = new GatewayRuntime(snapshot, pools, time, limiters, jwtKeys);
         SourcePath = sourcePath;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
+        if (logs is not null) builder.Logging.AddProvider(logs); // tests read what the gateway logs
         builder.Logging.SetMinimumLevel(logLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = snapshot.DrainTimeout);
@@ -72,6 +73,7 @@ public sealed class GatewayHost : IAsyncDisposable
         _app.Run(admin.HandleAsync);
         Runtime.Observability.UseLogger(_app.Logger);
         Runtime.JwtKeys.Logger = _app.Logger;
+        Runtime.Limiters.Redis?.UseLogger(_app.Logger); // outages: one warning each, and a metric (docs/observability.md)
         foreach (var issuer in snapshot.Jwt.Issuers) issuer.Keys.Logger ??= _app.Logger;
         _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
         foreach (var tls in _tls)
@@ -96,11 +98,13 @@ public sealed class GatewayHost : IAsyncDisposable
     public IReadOnlyList<ListenerTls> TlsListeners => _tls;
 
     public static GatewayHost Create(GatewaySnapshot snapshot, UpstreamPoolStore pools, string? sourcePath = null, LogLevel logLevel = LogLevel.Information,
-        TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null, Security.JwtKeyStore? jwtKeys = null)
-        => new(snapshot, pools, limiters, sourcePath, logLevel, time, jwtKeys);
+        TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null, Security.JwtKeyStore? jwtKeys = null, ILoggerProvider? logs = null)
+        => new(snapshot, pools, limiters, sourcePath, logLevel, time, jwtKeys, logs);
 
     /// <summary>Validates and compiles a config, or returns the errors.</summary>
-    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information, TimeProvider? time = null)
+    /// <param name="logs">An extra log sink (tests capture what the gateway logs).</param>
+    public static (GatewayHost? Host, IReadOnlyList<ConfigError> Errors) FromConfig(ConfigLoadResult loaded, string? sourcePath = null, LogLevel logLevel = LogLevel.Information,
+        TimeProvider? time = null, ILoggerProvider? logs = null)
     {
         if (!loaded.IsValid) return (null, loaded.Errors);
         var config = loaded.Config!;
@@ -112,7 +116,7 @@ public sealed class GatewayHost : IAsyncDisposable
         var limiters = new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, redis);
         var jwtKeys = new Security.JwtKeyStore(time);
         var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, time, limiters, jwtKeys);
-        return (Create(snapshot, pools, sourcePath, logLevel, time, limiters, jwtKeys), []);
+        return (Create(snapshot, pools, sourcePath, logLevel, time, limiters, jwtKeys, logs), []);
     }
 
     public async Task StartAsync(CancellationToken cancellationToken = default)

@@ -62,6 +62,10 @@ public static class GatewayMetrics
     public static readonly Gauge RateLimitOverflow = Metrics.CreateGauge("fastgate_ratelimit_overflow_hits",
         "Requests counted in the shared overflow bucket because the key table was full (cumulative).", new GaugeConfiguration { LabelNames = ["limiter"] });
 
+    public static readonly Counter RateLimitStoreErrors = Metrics.CreateCounter("fastgate_ratelimit_store_errors_total",
+        "Cluster rate-limit decisions and refills that needed the shared store and could not use it (a failed or timed-out call, or the store known to be down), by limiter and store; each follows the limiter's onStoreFailure.",
+        new CounterConfiguration { LabelNames = ["limiter", "store"] });
+
     public static readonly Counter RequestBytes = Metrics.CreateCounter("fastgate_request_bytes_total",
         "Request bytes received from clients (head and body), by route.", new CounterConfiguration { LabelNames = ["route"] });
 

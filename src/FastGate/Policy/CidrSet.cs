@@ -200,8 +200,12 @@ public sealed class CidrSet
 /// <summary>Reads ipLists: inline CIDRs or a file (one CIDR per line, '#' starts a comment, blank lines ignored).</summary>
 public static class IpListLoader
 {
-    /// <summary>Parses the list, adding an error per bad entry (at most 20 per file, then a summary).</summary>
-    public static CidrSet Load(Configuration.IpListConfig list, string baseDirectory, string jsonPath, List<Configuration.ConfigError> errors)
+    /// <summary>
+    /// Parses the list, adding an error per bad entry (at most 20 per file, then a summary). A bad line of a file is
+    /// named by its number, never its text: the file may not be a list at all (a key, /etc/passwd).
+    /// </summary>
+    public static CidrSet Load(Configuration.IpListConfig list, string baseDirectory, string jsonPath, List<Configuration.ConfigError> errors,
+        Configuration.ConfigFileAccess? files = null)
     {
         var ranges = new List<AddressRange>();
         for (int i = 0; i < list.Cidrs.Count; i++)
@@ -211,7 +215,11 @@ public static class IpListLoader
         }
         if (list.File is { } file)
         {
-            var full = Path.GetFullPath(Path.Combine(baseDirectory, file));
+            if (!(files ?? Configuration.ConfigFileAccess.Any).TryResolve(baseDirectory, file, out var full, out var refused))
+            {
+                errors.Add(new Configuration.ConfigError(jsonPath + ".file", refused!));
+                return CidrSet.Empty;
+            }
             string[] lines;
             try
             {
@@ -231,10 +239,19 @@ public static class IpListLoader
                 line = line.Trim();
                 if (line.Length == 0) continue;
                 if (Cidr.TryParse(line, out var r, out var error)) ranges.Add(r);
-                else if (++bad <= 20) errors.Add(new Configuration.ConfigError(jsonPath + ".file", $"{file} line {n + 1}: {error}"));
+                else if (++bad <= 20) errors.Add(new Configuration.ConfigError(jsonPath + ".file", $"{file} line {n + 1}: {WithoutText(error, line)}"));
             }
             if (bad > 20) errors.Add(new Configuration.ConfigError(jsonPath + ".file", $"{file}: {bad - 20} more malformed lines not shown"));
         }
         return CidrSet.Build(ranges);
+    }
+
+    /// <summary>What is wrong with a line, without the line: the quoted entry and any suggestion derived from it go.</summary>
+    private static string WithoutText(string error, string line)
+    {
+        var message = error.Replace($"'{line}'", "the entry", StringComparison.Ordinal);
+        int hint = message.IndexOf(';');
+        message = hint >= 0 ? message[..hint] : message;
+        return message.Contains(line, StringComparison.Ordinal) ? "the entry is not a CIDR" : message;
     }
 }

@@ -65,7 +65,7 @@ public static class PolicyValidator
             else if (LooksLikeAddress(l.Id)) errors.Add(new ConfigError(p + ".id", $"'{l.Id}' looks like an address; give the list a name such as 'blocklist'"));
             if (l.File is not null && l.Cidrs.Count > 0) errors.Add(new ConfigError(p, "give either cidrs or file, not both"));
             else if (l.File is null && l.Cidrs.Count == 0) errors.Add(new ConfigError(p, "an ipList needs cidrs (a list of CIDRs) or file (a path, one CIDR per line)"));
-            IpListLoader.Load(l, config.BaseDirectory, p, errors);
+            IpListLoader.Load(l, config.BaseDirectory, p, errors, config.Files);
         }
         return ids;
     }

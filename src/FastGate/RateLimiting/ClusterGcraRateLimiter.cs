@@ -32,6 +32,11 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
     private readonly long _backoffMs;
     private readonly byte[] _prefix;
     private long _storeBackoffUntilMs; // Environment.TickCount64 (real time)
+    private readonly Prometheus.Counter.Child _storeErrors;
+
+    /// <summary>16 hex digits of SHA-256 over the settings fingerprint: the same in every process and every run.</summary>
+    internal static string StateVersion(RateLimiterDefinition definition) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(definition.StateFingerprint)), 0, 8);
 
     public ClusterGcraRateLimiter(RateLimiterDefinition definition, TimeProvider time, RedisRateLimitBackend backend)
         : base(definition, time)
@@ -47,9 +52,10 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
         _batch = Math.Max(1, (long)(_burst * backend.Options.AllowanceFraction));
         _lifetime = Math.Max(1, backend.Options.AllowanceLifetime.Ticks * Frequency / TimeSpan.TicksPerSecond);
         _backoffMs = (long)backend.Options.FailureBackoff.TotalMilliseconds;
-        // Keys are versioned by the settings that give the stored TAT its meaning.
-        uint version = (uint)definition.StateFingerprint.GetHashCode(StringComparison.Ordinal);
-        _prefix = [.. backend.KeyPrefix, .. System.Text.Encoding.UTF8.GetBytes($"{definition.Id}:{version:x8}:")];
+        // Keys are versioned by the settings that give the stored TAT its meaning. The version is shared by every
+        // gateway writing to this Redis, so it is a content hash (never string.GetHashCode: seeded per process).
+        _prefix = [.. backend.KeyPrefix, .. System.Text.Encoding.UTF8.GetBytes($"{definition.Id}:{StateVersion(definition)}:")];
+        _storeErrors = Observability.GatewayMetrics.RateLimitStoreErrors.WithLabels(definition.Id, "redis");
         _table.Overflow.RedisKey = [.. _prefix, .. "\0overflow"u8];
     }
 
@@ -93,7 +99,10 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
             return new ValueTask<RateLimitDecision>(Reject(_burst, 0, Volatile.Read(ref b.RemoteFullAt) - now, deniedUntil - now));
         }
         if (!_backend.IsConnected || Environment.TickCount64 < Volatile.Read(ref _storeBackoffUntilMs))
+        {
+            _backend.ReportFailure(null);
             return new ValueTask<RateLimitDecision>(StoreFailed(key, cost, now, countFailure: true));
+        }
 
         Counters.StoreWaits.Increment();
         return AcquireFromStoreAsync(b, key.ToArray(), cost, now);
@@ -149,6 +158,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
         catch (Exception e)
         {
             Counters.StoreFailures.Increment();
+            _storeErrors.Inc();
             if (e is TimeoutException) Volatile.Write(ref _storeBackoffUntilMs, Environment.TickCount64 + _backoffMs);
             _backend.ReportFailure(e);
         }
@@ -179,7 +189,11 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
 
     private RateLimitDecision StoreFailed(ReadOnlySpan<byte> key, long cost, long now, bool countFailure)
     {
-        if (countFailure) Counters.StoreFailures.Increment();
+        if (countFailure)
+        {
+            Counters.StoreFailures.Increment();
+            _storeErrors.Inc();
+        }
         if (Definition.OnStoreFailure == StoreFailureMode.Allow)
         {
             Counters.StoreFallbackDecisions.Increment();

@@ -36,7 +36,7 @@ return {grant, tat - now, avail - grant, 0}
 """;
 
     private readonly ConnectionMultiplexer _mux;
-    private readonly ILogger? _logger;
+    private ILogger? _logger;
     private byte[]? _sha;
     private int _healthy = 1;
 
@@ -73,16 +73,32 @@ return {grant, tat - now, avail - grant, 0}
         return backend;
     }
 
+    /// <summary>
+    /// Where outages are reported: one warning when the store becomes unavailable and one line when it is back, never
+    /// one per request. Set by the host once its logger exists; an outage already under way is reported then.
+    /// </summary>
+    public void UseLogger(ILogger logger)
+    {
+        _logger = logger;
+        if (_mux.IsConnected && Volatile.Read(ref _healthy) == 1) return;
+        Volatile.Write(ref _healthy, 0);
+        logger.LogWarning("rate-limit store (redis) at {Endpoints} unavailable; cluster limiters follow onStoreFailure", Endpoints);
+    }
+
+    private string Endpoints => string.Join(",", _mux.GetEndPoints().Select(e => e.ToString()));
+
+    /// <summary>The store failed (or is known down): logs on the transition from available only.</summary>
     internal void ReportFailure(Exception? e)
     {
-        if (Interlocked.Exchange(ref _healthy, 0) == 1)
-            _logger?.LogWarning(e, "rate-limit store (redis) unavailable; cluster limiters follow onStoreFailure");
+        if (Volatile.Read(ref _healthy) == 1 && Interlocked.Exchange(ref _healthy, 0) == 1)
+            _logger?.LogWarning("rate-limit store (redis) at {Endpoints} unavailable ({Error}); cluster limiters follow onStoreFailure until it is back",
+                Endpoints, e?.Message ?? "disconnected");
     }
 
     internal void ReportRecovered()
     {
-        if (Interlocked.Exchange(ref _healthy, 1) == 0)
-            _logger?.LogInformation("rate-limit store (redis) available again");
+        if (Volatile.Read(ref _healthy) == 0 && Interlocked.Exchange(ref _healthy, 1) == 0)
+            _logger?.LogInformation("rate-limit store (redis) at {Endpoints} available again", Endpoints);
     }
 
     /// <summary>Runs the GCRA script; throws on connection errors (the caller applies onStoreFailure).</summary>

@@ -135,7 +135,11 @@ internal static class JwtConfigBinder
                 errors.Add(new ConfigError(p + ".secretEnv", $"environment variable '{env}' is not set"));
             for (int k = 0; k < c.Keys.Count; k++)
             {
-                var file = Path.Combine(config.BaseDirectory, c.Keys[k]);
+                if (!config.Files.TryResolve(config.BaseDirectory, c.Keys[k], out var file, out var refused))
+                {
+                    errors.Add(new ConfigError($"{p}.keys[{k}]", refused!));
+                    continue;
+                }
                 if (!File.Exists(file)) { errors.Add(new ConfigError($"{p}.keys[{k}]", $"file not found: {file}")); continue; }
                 try
                 {

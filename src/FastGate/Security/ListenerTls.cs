@@ -90,15 +90,16 @@ public sealed class ListenerTls : IDisposable
     }
 
     /// <summary>Every problem with a listener's tls section, as (JSON path suffix, message); files are opened and parsed.</summary>
-    public static IEnumerable<(string Path, string Message)> Check(ListenerTlsConfig config, string baseDirectory)
+    public static IEnumerable<(string Path, string Message)> Check(ListenerTlsConfig config, string baseDirectory, ConfigFileAccess? files = null)
     {
-        foreach (var problem in CheckFiles(config.Files, baseDirectory)) yield return problem;
+        files ??= ConfigFileAccess.Any;
+        foreach (var problem in CheckFiles(config.Files, baseDirectory, files)) yield return problem;
         var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         for (int i = 0; i < config.Sni.Count; i++)
         {
             var entry = config.Sni[i];
             string p = $".sni[{i}]";
-            foreach (var (sub, message) in CheckFiles(entry.Files, baseDirectory)) yield return (p + sub, message);
+            foreach (var (sub, message) in CheckFiles(entry.Files, baseDirectory, files)) yield return (p + sub, message);
             if (entry.Hosts.Count == 0) yield return (p + ".hosts", "list the server names this certificate is for, such as [\"api.example.com\", \"*.example.com\"]");
             for (int h = 0; h < entry.Hosts.Count; h++)
             {
@@ -113,14 +114,16 @@ public sealed class ListenerTls : IDisposable
         {
             if (config.ClientCa is null)
                 yield return (".clientCa", "is required when clientCertificate is optional or required (a PEM bundle of the CAs client certificates must chain to)");
-            else if (Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(config.ClientCa, baseDirectory), out var caError) is null)
+            else if (!files.TryResolve(baseDirectory, config.ClientCa, out var caFile, out var refused))
+                yield return (".clientCa", refused!);
+            else if (Proxy.UpstreamTlsModel.LoadCa(caFile, out var caError) is null)
                 yield return (".clientCa", caError!);
         }
         else if (config.ClientCa is not null)
             yield return (".clientCa", "has no effect while clientCertificate is \"none\": set it to \"optional\" or \"required\"");
     }
 
-    private static IEnumerable<(string Path, string Message)> CheckFiles(CertificateFiles files, string baseDirectory)
+    private static IEnumerable<(string Path, string Message)> CheckFiles(CertificateFiles files, string baseDirectory, ConfigFileAccess access)
     {
         bool pem = files.Certificate is not null || files.Key is not null;
         if (pem && files.Pfx is not null)
@@ -131,12 +134,22 @@ public sealed class ListenerTls : IDisposable
             yield return (".certificate", "is required with \"key\" (the PEM certificate file)");
         else if (pem && files.Key is null)
             yield return (".key", "is required with \"certificate\" (the PEM private key file)");
+        else if (Refused(files, baseDirectory, access) is { } refused)
+            yield return refused;
         else if (LoadCertificate(files, baseDirectory, out var error) is null)
             yield return (files.Pfx is not null ? ".pfx" : ".certificate", error!);
         if (files.Pfx is null && (files.Password is not null || files.PasswordEnv is not null))
             yield return (".password", "a password only applies to a \"pfx\" file");
         if (files.PasswordEnv is { } env && Environment.GetEnvironmentVariable(env) is null)
             yield return (".passwordEnv", $"environment variable '{env}' is not set");
+    }
+
+    /// <summary>The first certificate file <paramref name="access"/> does not allow to open, if any.</summary>
+    private static (string Path, string Message)? Refused(CertificateFiles files, string baseDirectory, ConfigFileAccess access)
+    {
+        foreach (var (name, file) in new[] { (".pfx", files.Pfx), (".certificate", files.Certificate), (".key", files.Key) })
+            if (file is not null && !access.TryResolve(baseDirectory, file, out _, out var error)) return (name, error!);
+        return null;
     }
 
     /// <summary>The handshake options of the listener's own certificate: a new handshake reads them once, a reload replaces them whole.</summary>

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http;
 using System.Text.Json;
 using FastGate.Tests.Infrastructure;
+using Microsoft.Extensions.Logging;
 
 namespace FastGate.Tests.Hosting;
 
@@ -100,6 +101,43 @@ public class ReloadTests
         Assert.True(result.Success);
         Assert.Same(before, gateway.Host.Runtime.Current.Clusters[0].Destinations[0].Pool);
         Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync("/toggle")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Reload_WithTlsListener_WarnsAboutListenerChangesOnlyWhenTheyChange()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        using var ca = new TestCertificateAuthority("FastGate Reload Test CA");
+        var dir = Directory.CreateTempSubdirectory("fastgate-reload-tls-");
+        using var server = ca.IssueServerCertificate("localhost");
+        var (cert, key) = TestCertificateAuthority.WritePemPair(server, dir.FullName);
+        string Text(string routeId, string plainName) => $$"""
+            {
+              "listeners": [
+                { "name": "https", "address": "127.0.0.1:0", "tls": { "certificate": "{{cert}}", "key": "{{key}}", "sni": [ { "hosts": ["localhost"], "certificate": "{{cert}}", "key": "{{key}}" } ] } },
+                { "name": "{{plainName}}", "address": "127.0.0.1:0" }
+              ],
+              "admin": { "address": "127.0.0.1:0" },
+              "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream.Address.ToString().TrimEnd('/')}}" } ] } ],
+              "routes": [ { "id": "{{routeId}}", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
+            }
+            """;
+        var path = Path.Combine(dir.FullName, "fastgate.json");
+        File.WriteAllText(path, Text("all", "plain"));
+        var logs = new CapturedLogs();
+        await using var gateway = await TestGateway.StartFromFileAsync(path, logs);
+        const string warning = "listener or admin addresses changed";
+
+        File.WriteAllText(path, Text("everything", "plain")); // a route changes, the listeners do not
+        var same = await gateway.Host.Reloader!.ReloadAsync("test");
+        Assert.True(same.Success, string.Join("; ", same.Errors));
+        Assert.Equal("everything", gateway.Host.Runtime.Current.Routes[0].Id);
+        Assert.True(logs.Count(LogLevel.Warning, warning) == 0, logs.Dump());
+
+        File.WriteAllText(path, Text("everything", "renamed")); // a listener changes: applies at the next restart
+        var changed = await gateway.Host.Reloader!.ReloadAsync("test");
+        Assert.True(changed.Success, string.Join("; ", changed.Errors));
+        Assert.True(logs.Count(LogLevel.Warning, warning) == 1, logs.Dump());
     }
 
     internal static async Task WaitUntil(Func<Task<bool>> condition, int timeoutMs = 10000, Func<string>? describe = null)

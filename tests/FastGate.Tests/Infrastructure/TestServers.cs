@@ -117,21 +117,21 @@ public sealed class TestGateway : IAsyncDisposable
         }
         """;
 
-    public static async Task<TestGateway> StartAsync(string configJson, TimeProvider? time = null)
+    public static async Task<TestGateway> StartAsync(string configJson, TimeProvider? time = null, CapturedLogs? logs = null)
     {
         var loaded = ConfigLoader.Load(configJson);
         Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
-        var (host, _) = GatewayHost.FromConfig(loaded, logLevel: LogLevel.Warning, time: time);
+        var (host, _) = GatewayHost.FromConfig(loaded, logLevel: logs is null ? LogLevel.Warning : LogLevel.Information, time: time, logs: logs);
         await host!.StartAsync();
         return new TestGateway(host);
     }
 
     /// <summary>A gateway started from a file, with live reloads of that file.</summary>
-    public static async Task<TestGateway> StartFromFileAsync(string path)
+    public static async Task<TestGateway> StartFromFileAsync(string path, CapturedLogs? logs = null)
     {
         var loaded = ConfigLoader.LoadFile(path);
         Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
-        var (host, _) = GatewayHost.FromConfig(loaded, path, LogLevel.Critical);
+        var (host, _) = GatewayHost.FromConfig(loaded, path, logs is null ? LogLevel.Critical : LogLevel.Information, logs: logs);
         await host!.StartAsync();
         return new TestGateway(host);
     }

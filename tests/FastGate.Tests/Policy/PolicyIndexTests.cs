@@ -34,7 +34,9 @@ public class PolicyIndexTests
         if (rng.Next(6) == 0) parts.Add("\"routes\": [\"web\"]");
         if (parts.Count == 0 || (parts.Count == 1 && parts[0].StartsWith("\"hosts\": [\"*\"")))
             parts.Add($"\"paths\": [\"{Paths[rng.Next(Paths.Length)]}\"]"); // few catch-alls, so many rules get to decide
-        if (allowNot && rng.Next(5) == 0) parts.Add("\"not\": {" + RandomMatch(rng, false) + " \"methods\": [\"GET\"] }");
+        // the not block's methods are always ["GET"]: drop the random ones, a key given twice is a config error
+        if (allowNot && rng.Next(5) == 0)
+            parts.Add("\"not\": {" + System.Text.RegularExpressions.Regex.Replace(RandomMatch(rng, false), "\"methods\": \\[[^\\]]*\\],? ?", "") + " \"methods\": [\"GET\"] }");
         return string.Join(", ", parts) + (parts.Count > 0 && !allowNot ? "," : "");
     }
 
