@@ -264,6 +264,27 @@ public class SlowClientTests
         Assert.Equal(200, (await client.ReadResponseAsync()).Status);
     }
 
+    [Theory]
+    [InlineData(16)]    // the chunked body outgrows the buffer: its buffered part is sent, the rest streams on
+    [InlineData(65536)] // both bodies are buffered whole
+    public async Task BufferedAndOverflowingBodies_ArriveWhole_AndPipelinedRequestsAfterThemStillParse(int bufferBytes)
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(TestGateway.Config(upstream.Address.ToString().TrimEnd('/'),
+            limits: $"\"requestBufferBytes\": {bufferBytes}"));
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        await client.SendAsync("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                               "a\r\n0123456789\r\na;x=y\r\n0123456789\r\na\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n" +
+                               "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\nhello world!" +
+                               "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+        foreach (long expected in new long[] { 30, 12, 0 })
+        {
+            var response = await client.ReadResponseAsync();
+            Assert.Equal(200, response.Status);
+            Assert.Equal(expected, JsonDocument.Parse(response.Body).RootElement.GetProperty("bodyBytes").GetInt64());
+        }
+    }
+
     [Fact]
     public void SlowClientLimits_AreBound_Validated_AndDefaulted()
     {
