@@ -232,7 +232,7 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts", "upstreamCredential");
+        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts", "upstreamCredential", "requestTimeout");
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
@@ -268,13 +268,18 @@ public static class ConfigLoader
             Cors = r.String(e, p, "cors"),
             Hsts = r.String(e, p, "hsts"),
             UpstreamCredential = BindUpstreamCredential(e, p, r),
+            RequestTimeout = r.Duration(e, p, "requestTimeout"),
         };
     }
+
+    /// <summary>The largest limits.requestBufferBytes (a per-connection buffer while a body is read): 16 MiB.</summary>
+    internal const long MaxRequestBufferBytes = 16 << 20;
 
     private static LimitsConfig BindLimits(JsonElement e, string p, ConfigReader r)
     {
         r.CheckUnknown(e, p, "maxRequestLineBytes", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "headerTimeout",
-            "keepAliveTimeout", "upstreamConnectTimeout", "upstreamResponseTimeout", "drainTimeout");
+            "keepAliveTimeout", "upstreamConnectTimeout", "upstreamResponseTimeout", "drainTimeout",
+            "bodyIdleTimeout", "minRequestBodyRate", "minResponseRate", "minRateGracePeriod", "requestTimeout", "requestBufferBytes");
         var d = new LimitsConfig();
         return new LimitsConfig
         {
@@ -287,6 +292,12 @@ public static class ConfigLoader
             UpstreamConnectTimeout = r.Duration(e, p, "upstreamConnectTimeout") ?? d.UpstreamConnectTimeout,
             UpstreamResponseTimeout = r.Duration(e, p, "upstreamResponseTimeout") ?? d.UpstreamResponseTimeout,
             DrainTimeout = r.Duration(e, p, "drainTimeout") ?? d.DrainTimeout,
+            BodyIdleTimeout = r.Duration(e, p, "bodyIdleTimeout") ?? d.BodyIdleTimeout,
+            MinRequestBodyRate = r.Integer(e, p, "minRequestBodyRate", 0, 1L << 40) ?? d.MinRequestBodyRate,
+            MinResponseRate = r.Integer(e, p, "minResponseRate", 0, 1L << 40) ?? d.MinResponseRate,
+            MinRateGracePeriod = r.Duration(e, p, "minRateGracePeriod") ?? d.MinRateGracePeriod,
+            RequestTimeout = r.Duration(e, p, "requestTimeout"),
+            RequestBufferBytes = (int)(r.Integer(e, p, "requestBufferBytes", 0, MaxRequestBufferBytes) ?? d.RequestBufferBytes),
         };
     }
 }

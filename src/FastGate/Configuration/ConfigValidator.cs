@@ -20,6 +20,23 @@ public static class ConfigValidator
         Security.DeviceConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
         ValidateTrustedProxies(config, errors);
+        ValidateTimeouts(config, errors);
+    }
+
+    /// <summary>The timeouts checked by the 250 ms heartbeat cannot be finer than it.</summary>
+    internal static readonly TimeSpan HeartbeatResolution = TimeSpan.FromMilliseconds(250);
+
+    private static void ValidateTimeouts(GatewayConfig config, List<ConfigError> errors)
+    {
+        void Check(TimeSpan? value, string path)
+        {
+            if (value is { } v && v < HeartbeatResolution)
+                errors.Add(new ConfigError(path, $"must be at least 250ms, the resolution of the timeout heartbeat (found {v.TotalMilliseconds}ms)"));
+        }
+        Check(config.Limits.BodyIdleTimeout, "$.limits.bodyIdleTimeout");
+        Check(config.Limits.MinRateGracePeriod, "$.limits.minRateGracePeriod");
+        Check(config.Limits.RequestTimeout, "$.limits.requestTimeout");
+        for (int i = 0; i < config.Routes.Count; i++) Check(config.Routes[i].RequestTimeout, $"$.routes[{i}].requestTimeout");
     }
 
     /// <summary>Valid settings worth a warning when the config loads (printed by the CLI, logged on reload).</summary>

@@ -137,6 +137,8 @@ public sealed record RouteConfig
     public string? Hsts { get; init; }
     /// <summary>A credential the gateway adds to every forwarded request (an LLM provider key), from the environment.</summary>
     public UpstreamCredentialConfig? UpstreamCredential { get; init; }
+    /// <summary>Total time from the request head to the response head (null: limits.requestTimeout, or none).</summary>
+    public TimeSpan? RequestTimeout { get; init; }
 }
 
 /// <summary>
@@ -186,6 +188,19 @@ public sealed record LimitsConfig
     public TimeSpan UpstreamConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan UpstreamResponseTimeout { get; init; } = TimeSpan.FromSeconds(30);
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(15);
+    /// <summary>Longest wait for the next request-body bytes once a body has begun (the client's fault only: time the
+    /// gateway spends waiting on the upstream to take bytes is not counted).</summary>
+    public TimeSpan BodyIdleTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Lowest request-body rate (bytes/s) after <see cref="MinRateGracePeriod"/>; 0 turns the check off.</summary>
+    public long MinRequestBodyRate { get; init; } = 240;
+    /// <summary>Lowest rate (bytes/s) at which a client must take a response when its connection is backed up; 0: off.</summary>
+    public long MinResponseRate { get; init; } = 240;
+    /// <summary>Time a body or a response gets before the minimum rates apply.</summary>
+    public TimeSpan MinRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Default total time from a request head to its response head, for routes without their own (null: none).</summary>
+    public TimeSpan? RequestTimeout { get; init; }
+    /// <summary>Request bodies up to this size are read completely before an upstream connection is leased; 0: stream all.</summary>
+    public int RequestBufferBytes { get; init; } = 65536;
 }
 
 /// <summary>One configuration problem, located by its JSON path (e.g. <c>$.routes[0].cluster</c>).</summary>

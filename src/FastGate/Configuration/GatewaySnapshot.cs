@@ -38,6 +38,15 @@ public sealed class GatewaySnapshot
     public long UpstreamResponseTimeoutTicks { get; init; }
     public TimeSpan UpstreamConnectTimeout { get; init; }
     public TimeSpan DrainTimeout { get; init; }
+    // slow clients after the head (see ProxyConnection.Timeouts.cs)
+    public long BodyIdleTimeoutTicks { get; init; } = long.MaxValue;
+    public long MinRateGraceTicks { get; init; }
+    /// <summary>Bytes per second; 0: no check.</summary>
+    public long MinRequestBodyRate { get; init; }
+    /// <summary>Bytes per second; 0: no check.</summary>
+    public long MinResponseRate { get; init; }
+    /// <summary>Bodies up to this size are read before an upstream connection is leased (0: never).</summary>
+    public int RequestBufferBytes { get; init; }
 
     internal static long ToTicks(TimeSpan t) => (long)(t.TotalSeconds * Stopwatch.Frequency);
 }

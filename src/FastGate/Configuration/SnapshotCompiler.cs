@@ -72,6 +72,7 @@ public static class SnapshotCompiler
                 ForwardApiKey = r.ForwardApiKey,
                 UpstreamCredentialName = credential is { } c ? Encoding.ASCII.GetBytes(c.Header) : null,
                 UpstreamCredentialLine = credential is { } l ? Encoding.ASCII.GetBytes($"{l.Header}: {l.Prefix}{l.Secret}\r\n") : null,
+                RequestTimeoutTicks = (r.RequestTimeout ?? limits.RequestTimeout) is { } rt ? GatewaySnapshot.ToTicks(rt) : 0,
             };
             routes.Add(model);
             var m = r.Match;
@@ -140,6 +141,11 @@ public static class SnapshotCompiler
             UpstreamResponseTimeoutTicks = GatewaySnapshot.ToTicks(limits.UpstreamResponseTimeout),
             UpstreamConnectTimeout = limits.UpstreamConnectTimeout,
             DrainTimeout = limits.DrainTimeout,
+            BodyIdleTimeoutTicks = GatewaySnapshot.ToTicks(limits.BodyIdleTimeout),
+            MinRateGraceTicks = GatewaySnapshot.ToTicks(limits.MinRateGracePeriod),
+            MinRequestBodyRate = limits.MinRequestBodyRate,
+            MinResponseRate = limits.MinResponseRate,
+            RequestBufferBytes = limits.RequestBufferBytes,
         };
     }
 

@@ -9,7 +9,8 @@ namespace FastGate.Proxy;
 
 internal sealed partial class ProxyConnection
 {
-    private enum CopyResult : byte { Done, SourceEnded, SourceFailed, DestinationFailed, Malformed }
+    /// <summary>How a body copy ended; Stopped: the heartbeat stopped the request (see <see cref="StopReason"/>).</summary>
+    private enum CopyResult : byte { Done, SourceEnded, SourceFailed, DestinationFailed, Malformed, Stopped }
 
     private enum ResponseStep : byte { NeedMore, Interim, Final, Failed }
 
@@ -103,14 +104,19 @@ internal sealed partial class ProxyConnection
 
     private RejectReason _copyError;
 
-    /// <summary>Copies exactly <paramref name="length"/> bytes, flushing after each read so streams stay live.</summary>
+    /// <summary>
+    /// Streams the rest of a Content-Length request body upstream, flushing after each read so it stays live. Reads
+    /// are timed for the body idle timeout and minimum rate (the heartbeat stops a slow client).
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<CopyResult> CopyLengthAsync(PipeReader source, PipeWriter destination, long length)
+    private async ValueTask<CopyResult> CopyRequestLengthAsync(PipeWriter destination, long length)
     {
+        var source = _input;
         long remaining = length;
         while (remaining > 0)
         {
             ReadResult result;
+            BeginBodyRead();
             try
             {
                 result = await source.ReadAsync().ConfigureAwait(false);
@@ -119,10 +125,22 @@ internal sealed partial class ProxyConnection
             {
                 return CopyResult.SourceFailed;
             }
+            finally
+            {
+                EndBodyRead();
+            }
+            if (StopReason != RejectReason.None)
+            {
+                source.AdvanceTo(result.Buffer.Start);
+                return CopyResult.Stopped;
+            }
             // an empty, cancelled read (a shutdown notice) mid-body just goes round again
             UsageScanner none = default;
+            long before = remaining;
             if (!MoveBody(result, source, destination, ref remaining, ref none, scan: false)) return CopyResult.SourceEnded;
-            if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
+            CountBodyBytes(before - remaining);
+            if (!await TryFlushAsync(destination).ConfigureAwait(false))
+                return StopReason != RejectReason.None ? CopyResult.Stopped : CopyResult.DestinationFailed;
         }
         return CopyResult.Done;
     }
@@ -130,13 +148,17 @@ internal sealed partial class ProxyConnection
     /// <summary>Copies a chunked body verbatim while validating its framing and size.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<CopyResult> CopyChunkedAsync(PipeReader source, PipeWriter destination, long maxBody, int maxTrailerBytes,
-        RejectReason malformedOverride, bool scanUsage = false)
+        RejectReason malformedOverride, bool scanUsage = false, ChunkedReader? resume = null)
     {
-        var chunked = new ChunkedReader(maxBody, maxTrailerBytes);
-        _trailerLength = 0;
+        // the request body (from the client: reads timed) or a response (to the client: flushes timed)
+        bool fromClient = ReferenceEquals(source, _input);
+        bool toClient = ReferenceEquals(destination, _output);
+        var chunked = resume ?? new ChunkedReader(maxBody, maxTrailerBytes);
+        if (resume is null) _trailerLength = 0;
         while (!chunked.IsDone)
         {
             ReadResult result;
+            if (fromClient) BeginBodyRead();
             try
             {
                 result = await source.ReadAsync().ConfigureAwait(false);
@@ -144,6 +166,15 @@ internal sealed partial class ProxyConnection
             catch (Exception)
             {
                 return CopyResult.SourceFailed;
+            }
+            finally
+            {
+                if (fromClient) EndBodyRead();
+            }
+            if (fromClient && StopReason != RejectReason.None)
+            {
+                source.AdvanceTo(result.Buffer.Start);
+                return CopyResult.Stopped;
             }
             var buffer = result.Buffer;
             long consumedTotal = 0;
@@ -169,7 +200,9 @@ internal sealed partial class ProxyConnection
                 }
             }
             source.AdvanceTo(buffer.GetPosition(consumedTotal));
-            if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
+            if (fromClient) CountBodyBytes(consumedTotal);
+            bool flushed = toClient ? await TryFlushClientAsync(consumedTotal).ConfigureAwait(false) : await TryFlushAsync(destination).ConfigureAwait(false);
+            if (!flushed) return fromClient && StopReason != RejectReason.None ? CopyResult.Stopped : CopyResult.DestinationFailed;
             if (!chunked.IsDone && result.IsCompleted) return CopyResult.SourceEnded;
         }
         return CopyResult.Done;
@@ -209,7 +242,7 @@ internal sealed partial class ProxyConnection
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<CopyResult> CopyToEndAsync(PipeReader source, PipeWriter destination)
+    private async ValueTask<CopyResult> CopyToEndAsync(PipeReader source, PipeWriter destination, bool timeClient = false)
     {
         while (true)
         {
@@ -223,9 +256,11 @@ internal sealed partial class ProxyConnection
                 return CopyResult.SourceFailed;
             }
             var buffer = result.Buffer;
+            long length = buffer.Length;
             foreach (var segment in buffer) destination.Write(segment.Span);
             source.AdvanceTo(buffer.End);
-            if (!await TryFlushAsync(destination).ConfigureAwait(false)) return CopyResult.DestinationFailed;
+            bool flushed = timeClient ? await TryFlushClientAsync(length).ConfigureAwait(false) : await TryFlushAsync(destination).ConfigureAwait(false);
+            if (!flushed) return CopyResult.DestinationFailed;
             if (result.IsCompleted || result.IsCanceled) return CopyResult.Done;
         }
     }
@@ -240,6 +275,25 @@ internal sealed partial class ProxyConnection
         catch (Exception)
         {
             return false;
+        }
+    }
+
+    /// <summary>A response flush to the client, timed against minResponseRate (see <see cref="FlushClient"/>).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> TryFlushClientAsync(long bytes)
+    {
+        try
+        {
+            var flush = await FlushClient(bytes).ConfigureAwait(false);
+            return !flush.IsCompleted;
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+        finally
+        {
+            _clientFlushPending = false;
         }
     }
 

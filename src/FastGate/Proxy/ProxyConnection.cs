@@ -52,6 +52,7 @@ internal sealed partial class ProxyConnection : IDisposable
     private volatile bool _closeRequested;
     private volatile bool _idle;
     private int _status;
+    private long _responseBytes;
 
     private static ReadOnlySpan<byte> Continue100 => "HTTP/1.1 100 Continue\r\n\r\n"u8;
 
@@ -255,8 +256,22 @@ internal sealed partial class ProxyConnection : IDisposable
                     await _output.FlushAsync().ConfigureAwait(false);
                 }
                 bool keepAlive;
+                // slow clients: the route's total timeout, body timing; a small body is read before the lease (3e)
+                BeginRequestTiming(snapshot, route, started);
+                ResetBodyBuffer();
+                if (request.HasBody) StartBodyTiming();
                 for (int attempt = 0; ; attempt++)
                 {
+                    if (attempt == 0 && ShouldBufferBody(snapshot))
+                    {
+                        var buffered = await BufferBodyAsync(snapshot).ConfigureAwait(false);
+                        if (buffered != CopyResult.Done)
+                        {
+                            keepAlive = await RejectBodyAsync(buffered).ConfigureAwait(false);
+                            break;
+                        }
+                        if (_bodyComplete) StopBodyTiming();
+                    }
                     // 3a. lease an upstream connection
                     var destination = cluster.Next();
                     NoteUpstream(cluster, destination);
@@ -273,38 +288,24 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     _upstreamTimedOut = false;
                     Volatile.Write(ref _activeUpstream, upstream);
+                    if (StopReason != RejectReason.None)
+                    {
+                        // the request timed out while it waited for the connection: nothing was sent on it
+                        ReleaseUpstream(upstream, reuse: upstream.Reused);
+                        keepAlive = await RejectAsync(StopReason, close: true).ConfigureAwait(false);
+                        break;
+                    }
 
                     // 3b. the request: rewritten head, then the body by its framing
                     WriteUpstreamHead(upstream.Output, route, destination, http10: !request.IsHttp11);
-                    CopyResult sent;
-                    if (request.HasBody)
-                    {
-                        sent = request.Framing == BodyFraming.Chunked
-                            ? await CopyChunkedAsync(_input, upstream.Output, snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes, RejectReason.None).ConfigureAwait(false)
-                            : await CopyLengthAsync(_input, upstream.Output, request.ContentLength).ConfigureAwait(false);
-                    }
-                    else
-                    {
-                        try
-                        {
-                            var flush = await upstream.Output.FlushAsync().ConfigureAwait(false);
-                            sent = flush.IsCompleted ? CopyResult.DestinationFailed : CopyResult.Done;
-                        }
-                        catch (Exception e) when (e is not OutOfMemoryException)
-                        {
-                            sent = CopyResult.DestinationFailed;
-                        }
-                    }
+                    // the buffered body (or its buffered part, then the rest streamed), or the body streamed
+                    var sent = await SendBodyAsync(upstream.Output, snapshot).ConfigureAwait(false);
+                    StopBodyTiming();
                     if (sent != CopyResult.Done)
                     {
                         ReleaseUpstream(upstream, reuse: false);
-                        if (sent == CopyResult.DestinationFailed && upstream.Reused && !request.HasBody && attempt == 0) continue; // stale keep-alive
-                        keepAlive = sent switch
-                        {
-                            CopyResult.Malformed => await RejectAsync(_copyError, close: true).ConfigureAwait(false),
-                            CopyResult.DestinationFailed => await RejectAsync(RejectReason.UpstreamReset, close: true).ConfigureAwait(false),
-                            _ => false, // the client went away or stopped in the middle of its body
-                        };
+                        if (sent == CopyResult.DestinationFailed && CanRetry(upstream, attempt)) continue; // stale keep-alive
+                        keepAlive = await RejectBodyAsync(sent).ConfigureAwait(false);
                         break;
                     }
 
@@ -336,11 +337,13 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     while (responseStep is ResponseStep.NeedMore or ResponseStep.Interim);
                     ClearDeadline();
+                    EndRequestDeadline();
                     NoteUpstreamResponse();
                     if (responseStep == ResponseStep.Failed)
                     {
                         ReleaseUpstream(upstream, reuse: false);
-                        if (responseError == RejectReason.UpstreamReset && upstream.Reused && !request.HasBody && attempt == 0) continue;
+                        if (StopReason == RejectReason.RequestTimeout) responseError = RejectReason.RequestTimeout;
+                        else if (responseError == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // idempotent or replayable only
                         keepAlive = await RejectAsync(responseError, close: request.WantsClose).ConfigureAwait(false);
                         break;
                     }
@@ -379,13 +382,17 @@ internal sealed partial class ProxyConnection : IDisposable
                                     copied = CopyResult.SourceFailed;
                                     break;
                                 }
+                                long before = remaining;
                                 if (!MoveBody(result, upstream.Input, _output, ref remaining, ref _usage, scanUsage))
                                 {
                                     copied = CopyResult.SourceEnded;
                                     break;
                                 }
+                                _responseBytes = before - remaining;
                             }
-                            var flush = await _output.FlushAsync().ConfigureAwait(false);
+                            var flush = await FlushClient(_responseBytes).ConfigureAwait(false);
+                            _clientFlushPending = false;
+                            _responseBytes = 0;
                             if (flush.IsCompleted)
                             {
                                 copied = CopyResult.DestinationFailed;
@@ -398,7 +405,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     {
                         copied = response.Framing == BodyFraming.Chunked
                             ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
-                            : await CopyToEndAsync(upstream.Input, _output).ConfigureAwait(false);
+                            : await CopyToEndAsync(upstream.Input, _output, timeClient: true).ConfigureAwait(false);
                     }
                     bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose && !response.AnnouncedBodyIgnored
                                     && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
@@ -408,6 +415,8 @@ internal sealed partial class ProxyConnection : IDisposable
                     keepAlive = !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
                     break;
                 }
+                EndRequestTiming();
+                TrimBodyBuffer(all: false);
                 ReleaseLeases();
                 route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
                 Observe(route, started, RejectReason.None);
@@ -701,6 +710,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
     internal void CheckTimeout(long now)
     {
+        CheckRequestTimeouts(now); // after the head: body, response and total request timeouts (ProxyConnection.Timeouts.cs)
         if (now < Volatile.Read(ref _deadline)) return;
         Volatile.Write(ref _deadline, long.MaxValue);
         switch (_timeoutKind)
@@ -724,6 +734,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
     public void Dispose()
     {
+        TrimBodyBuffer(all: true);
         _runtime.ReturnState(_state);
     }
 

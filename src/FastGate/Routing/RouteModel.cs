@@ -33,6 +33,8 @@ public sealed class RouteModel
     /// <summary>Key injection: the header name (a client's copy is dropped) and "Name: prefix+secret\r\n", or null.</summary>
     public byte[]? UpstreamCredentialName { get; init; }
     public byte[]? UpstreamCredentialLine { get; init; }
+    /// <summary>Total time allowed from the request head to the response head, in Stopwatch ticks (0: none).</summary>
+    public long RequestTimeoutTicks { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>
