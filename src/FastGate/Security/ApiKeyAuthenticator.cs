@@ -23,8 +23,11 @@ public sealed class ConsumerModel
     public bool IsConsumer { get; init; } = true;
     /// <summary>For a JWT: the subject claim's value, as the token carries it.</summary>
     public string? Subject { get; init; }
-    /// <summary>For a JWT: the rate-limit key of the subject, "&lt;issuer id&gt;:&lt;subject&gt;" in UTF-8 (issuer ids
-    /// contain no ':'), so the same subject from two issuers never shares a bucket.</summary>
+    /// <summary>For a JWT: "&lt;issuer id&gt;:&lt;subject&gt;" (issuer ids contain no ':'), the identity as the access
+    /// log shows it; null otherwise.</summary>
+    public string? SubjectId { get; init; }
+    /// <summary>For a JWT: <see cref="SubjectId"/> in UTF-8, the rate-limit key of the subject, so the same subject
+    /// from two issuers never shares a bucket.</summary>
     public byte[] SubjectKey { get; init; } = [];
     /// <summary>The id in UTF-8 (made once).</summary>
     public byte[] IdBytes => _idBytes ??= Encoding.UTF8.GetBytes(Id);

@@ -330,6 +330,7 @@ public sealed class JwtAuthenticator
             Groups = owner?.Groups.ToArray() ?? [],
             ForwardedHeaderLine = Encoding.ASCII.GetBytes(owner is null ? lines : $"{_consumerHeader}: {owner.Id}\r\n{lines}"),
             Subject = subject,
+            SubjectId = issuer.Config.Id + ":" + subject,
             SubjectKey = Encoding.UTF8.GetBytes(issuer.Config.Id + ":" + subject),
             Scheme = AuthScheme.Jwt,
             IssuerIndex = issuer.Index,

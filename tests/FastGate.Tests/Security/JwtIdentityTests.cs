@@ -17,8 +17,9 @@ public class JwtIdentityTests
     private const string PartnerSecret = "partner-shared-secret-0123456789abcdef";
     private const string OpsKey = "ops-api-key-0123456789";
 
-    private static string Config(string upstream, string jwksUri) => $$"""
+    private static string Config(string upstream, string jwksUri, string extra = "") => $$"""
         {
+          {{extra}}
           "listeners": [ { "address": "127.0.0.1:0" } ],
           "admin": { "address": "127.0.0.1:0" },
           "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream}}" } ] } ],
@@ -49,12 +50,12 @@ public class JwtIdentityTests
         }
         """;
 
-    private static async Task<(DemoUpstreamServer Upstream, JwksServer Jwks, TestGateway Gateway, TestSigningKey Key)> Start()
+    private static async Task<(DemoUpstreamServer Upstream, JwksServer Jwks, TestGateway Gateway, TestSigningKey Key)> Start(string extra = "")
     {
         var key = new TestSigningKey("k1");
         var upstream = await DemoUpstreamServer.StartAsync();
         var jwks = await JwksServer.StartAsync(key);
-        var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), jwks.JwksUri));
+        var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'), jwks.JwksUri, extra));
         return (upstream, jwks, gateway, key);
     }
 
@@ -171,6 +172,41 @@ public class JwtIdentityTests
         var mapped = await Explain("/ops/x", Tokens.Create(key, new() { ["sub"] = "ops-bot" }));
         Assert.Equal("ops", mapped.GetProperty("consumer").GetString());
         Assert.Equal("forward", mapped.GetProperty("decision").GetString());
+    }
+
+    [Fact]
+    public async Task AccessLog_ShowsConsumerOnlyForConsumers_AndTheSubjectOfEveryToken()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"fastgate-jwt-log-{Guid.NewGuid():N}.jsonl");
+        var (upstream, jwks, gateway, key) = await Start($$"""
+            "accessLog": { "path": "{{path.Replace("\\", "\\\\")}}", "sampleRate": 1 },
+            """);
+        await using var _u = upstream; await using var _j = jwks;
+        try
+        {
+            Assert.Equal(200, (await Tokens.SendAsync(gateway, "/api/hello", Tokens.Create(key, new() { ["sub"] = "ops" }))).Status);
+            Assert.Equal(200, (await Tokens.SendAsync(gateway, "/api/hello", Tokens.Create(key, new() { ["sub"] = "ops-bot" }))).Status);
+            Assert.Equal(200, (await Tokens.SendAsync(gateway, "/api/hello", null, $"X-API-Key: {OpsKey}\r\n")).Status);
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        try
+        {
+            var lines = File.ReadAllLines(path).Where(l => l.Length > 0).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+            Assert.Equal(3, lines.Count);
+            Assert.Equal("", lines[0].GetProperty("consumer").GetString());
+            Assert.Equal("corp:ops", lines[0].GetProperty("subject").GetString());
+            Assert.Equal("ops", lines[1].GetProperty("consumer").GetString());
+            Assert.Equal("corp:ops-bot", lines[1].GetProperty("subject").GetString());
+            Assert.Equal("ops", lines[2].GetProperty("consumer").GetString());
+            Assert.False(lines[2].TryGetProperty("subject", out _));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 
     [Fact]
