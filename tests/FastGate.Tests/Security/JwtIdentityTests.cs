@@ -89,12 +89,13 @@ public class JwtIdentityTests
         Assert.Equal(403, (await Tokens.SendAsync(gateway, "/ops/hello", ops)).Status);
 
         var r = await Tokens.SendAsync(gateway, "/api/echo", ops,
-            "X-Consumer-Id: ops\r\nX-Subject-Id: admin\r\nx-subject-issuer: https://evil.test/\r\n");
+            "X-Consumer-Id: ops\r\nX-Subject-Id: admin\r\nx-subject-issuer: https://evil.test/\r\nX_Subject_Id: admin\r\n");
         Assert.Equal(200, r.Status);
         var h = Headers(r);
         Assert.Null(Header(h, "X-Consumer-Id"));
         Assert.Equal("ops", Header(h, "X-Subject-Id"));
         Assert.Equal(JwksServer.Issuer, Header(h, "X-Subject-Issuer"));
+        Assert.Null(Header(h, "X_Subject_Id")); // a WSGI upstream would read it as X-Subject-Id
 
         // an API key still forwards its consumer, and never a subject
         var byKey = Headers(await Tokens.SendAsync(gateway, "/api/echo", null, $"X-API-Key: {OpsKey}\r\nX-Subject-Id: admin\r\n"));
