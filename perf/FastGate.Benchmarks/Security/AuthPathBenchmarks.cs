@@ -44,7 +44,7 @@ public class AuthPathBenchmarks
             {
               "listeners": [ { "address": "127.0.0.1:0" } ],
               "clusters": [ { "id": "b", "destinations": [ { "address": "http://127.0.0.1:9001" } ] } ],
-              "consumers": [ { "id": "bench", "apiKeys": [ "{{ApiKeys.Hash("bench-key")}}" ] } ],
+              "consumers": [ { "id": "bench", "apiKeys": [ "{{ApiKeys.Hash("bench-key")}}" ], "jwt": [ { "issuer": "local", "subject": "bench" } ] } ],
               "jwtIssuers": [ { "id": "local", "issuer": "https://issuer.example", "audiences": ["fastgate"], "secret": "{{Secret}}" } ],
               "rateLimits": [ { "id": "per-consumer", "algorithm": "gcra", "rate": 10000000, "per": "1s", "burst": 1000000000, "key": "consumer" } ],
               "routes": [

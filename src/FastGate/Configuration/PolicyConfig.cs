@@ -27,8 +27,11 @@ public sealed record PolicyMatchConfig
     public IReadOnlyList<FieldMatchConfig> Query { get; init; } = [];
     /// <summary>CIDRs (IPv4/IPv6) or names of ipLists.</summary>
     public IReadOnlyList<string> ClientIps { get; init; } = [];
+    /// <summary>Consumer ids: an API key's consumer, or a token a consumer owns (consumers[].jwt). Never a bare token subject.</summary>
     public IReadOnlyList<string> Consumers { get; init; } = [];
     public IReadOnlyList<string> ConsumerGroups { get; init; } = [];
+    /// <summary>Token identities: the request's token has one of these (issuer, subject) pairs, mapped to a consumer or not.</summary>
+    public IReadOnlyList<SubjectMatchConfig> Subjects { get; init; } = [];
     /// <summary>Device ids (mTLS): the connection's client certificate belongs to one of them.</summary>
     public IReadOnlyList<string> Devices { get; init; } = [];
     /// <summary>Token scopes: the request's token carries at least one of them.</summary>
@@ -36,6 +39,13 @@ public sealed record PolicyMatchConfig
     /// <summary>Token claims: every named claim has one of its listed values (any value when none listed).</summary>
     public IReadOnlyList<Security.ClaimRequirement> Claims { get; init; } = [];
     public PolicyMatchConfig? Not { get; init; }
+}
+
+/// <summary>A token identity in a rule: the issuer (a jwtIssuers id or its exact iss) and the subject claim's value.</summary>
+public sealed record SubjectMatchConfig
+{
+    public string Issuer { get; init; } = "";
+    public string Subject { get; init; } = "";
 }
 
 /// <summary>A header or query parameter condition: present, equals, oneOf or regex (exactly one).</summary>

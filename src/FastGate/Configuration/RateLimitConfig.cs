@@ -11,7 +11,7 @@ public sealed record RateLimitConfig
     public long Rate { get; init; }
     public TimeSpan Per { get; init; } = TimeSpan.FromSeconds(1);
     public long? Burst { get; init; }
-    /// <summary>clientIp, consumer, apiKey, route, header:&lt;name&gt;, claim:&lt;name&gt;, or several (composite).</summary>
+    /// <summary>clientIp, consumer, apiKey, subject (a token's issuer and subject), route, device, header:&lt;name&gt;, claim:&lt;name&gt;, or several (composite).</summary>
     public IReadOnlyList<string> Key { get; init; } = ["clientIp"];
     public string MissingKey { get; init; } = "shared";
     public int MaxKeys { get; init; } = RateLimiterDefinition.DefaultMaxKeys;
@@ -38,7 +38,7 @@ public sealed record RedisConfig
 /// <summary>Binds <c>rateLimits</c> and <c>redis</c>; each limiter is checked by <see cref="RateLimiterDefinition.Create"/>.</summary>
 internal static class RateLimitConfigBinder
 {
-    public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "route", "device"];
+    public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "subject", "route", "device"];
 
     public static List<RateLimitConfig> BindLimits(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "rateLimits", false, (e, p) =>
@@ -57,7 +57,7 @@ internal static class RateLimitConfigBinder
                 var key = keys[i];
                 bool ok = KeyKinds.Contains(key) || (key.StartsWith("header:", StringComparison.Ordinal) && key.Length > 7)
                           || (key.StartsWith("claim:", StringComparison.Ordinal) && key.Length > 6);
-                if (!ok) r.Error(p + ".key", $"'{key}' is not a key: use clientIp, consumer, apiKey, route, device, header:<name>, claim:<name> or a list of them");
+                if (!ok) r.Error(p + ".key", $"'{key}' is not a key: use clientIp, consumer, apiKey, subject, route, device, header:<name>, claim:<name> or a list of them");
             }
             var c = new RateLimitConfig
             {

@@ -109,7 +109,7 @@ public static class SnapshotCompiler
 
         var clusterList = clusters.Values.ToArray();
         var policy = Policy.PolicyCompiler.Compile(config, routes.Select(r => r.Id).ToArray(), clusterList.Select(c => c.Id).ToArray());
-        var authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys);
+        var authenticator = new Security.ApiKeyAuthenticator(config.Consumers, config.ApiKeys, config.Jwt);
         var devices = new Security.DeviceTable(config.Devices, config.Mtls);
         return new GatewaySnapshot
         {
@@ -163,6 +163,8 @@ public static class SnapshotCompiler
         }
         foreach (var n in HttpLimits.DefaultProtectedHeaderNames) Add(n);
         Add(authenticator.ConsumerHeaderName);
+        Add(authenticator.SubjectHeaderName);
+        Add(authenticator.IssuerHeaderName);
         Add(authenticator.KeyHeaderName);
         Add(devices.HeaderName);
         foreach (var r in routes) if (r.UpstreamCredentialName is { } c) Add(c);
@@ -190,6 +192,6 @@ public static class SnapshotCompiler
             Algorithms = Security.JwtConfigBinder.EffectiveAlgorithms(c).ToArray(),
         }).ToArray();
         store.Retain(issuers.Select(i => i.Keys));
-        return new Security.JwtAuthenticator(issuers, config.Jwt, config.ApiKeys.ConsumerHeader, time);
+        return new Security.JwtAuthenticator(issuers, config.Jwt, config.ApiKeys.ConsumerHeader, time, config.Consumers);
     }
 }

@@ -282,7 +282,17 @@ internal sealed class AdminApi
         Security.ConsumerModel? consumer, bool tokenRefused, Security.DeviceModel? device)
     {
         var result = new Policy.PolicyResult();
-        w.WriteString("consumer", consumer?.Id);
+        // as the request path sees it: a consumer only when an API key or a consumer-owned token says so; a token's
+        // identity is its subject (issuer id and subject claim)
+        w.WriteString("consumer", consumer is { IsConsumer: true } ? consumer.Id : null);
+        if (consumer is { Scheme: Security.AuthScheme.Jwt, Subject: { } subject })
+        {
+            w.WriteStartObject("subject");
+            w.WriteString("issuer", snapshot.Config.JwtIssuers[consumer.IssuerIndex].Id);
+            w.WriteString("subject", subject);
+            w.WriteEndObject();
+        }
+        else w.WriteNull("subject");
         w.WriteString("device", device?.Id);
         var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1, consumer, device), result);
         w.WritePropertyName("rules");

@@ -165,6 +165,7 @@ public sealed class AccessLog : IAsyncDisposable
         WritePath(w, e);
         w.WriteString("route"u8, e.Route ?? "");
         w.WriteString("consumer"u8, e.Consumer ?? "");
+        if (e.Subject is not null) w.WriteString("subject"u8, e.Subject);
         if (e.Device is not null) w.WriteString("device"u8, e.Device);
         w.WriteNumber("status"u8, e.Status);
         w.WriteNumber("bytes_in"u8, e.BytesIn);
@@ -234,7 +235,7 @@ public sealed class AccessLog : IAsyncDisposable
         private readonly int[] _lengths = new int[(int)Field.Count];
         public long Sequence;
         public long UtcTicks;
-        public string? Route, Upstream, Consumer, Device, Decision, Rule;
+        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule;
         public int Status;
         public RejectReason Reason;
         public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End;
@@ -270,6 +271,7 @@ public sealed class AccessLog : IAsyncDisposable
             Route = r.Route?.Route;
             Upstream = r.Upstream;
             Consumer = r.Consumer;
+            Subject = r.Subject;
             Device = r.Device;
             Decision = r.Decision;
             Rule = r.Rule;

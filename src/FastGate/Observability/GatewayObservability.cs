@@ -21,6 +21,8 @@ public ref struct RequestRecord
     public string? Upstream;
     /// <summary>The authenticated consumer (null until the policy engine authenticates).</summary>
     public string? Consumer;
+    /// <summary>A bearer token's identity, "&lt;issuer id&gt;:&lt;subject&gt;" (whether or not a consumer owns it), or null.</summary>
+    public string? Subject;
     /// <summary>The allowlisted device of the connection's client certificate (mTLS), or null.</summary>
     public string? Device;
     public ReadOnlySpan<byte> ClientIp;

@@ -35,6 +35,9 @@ internal readonly ref struct RequestView
     public Security.DeviceModel? Device { get; }
 }
 
+/// <summary>A token identity a rule names: the index of its issuer in jwtIssuers (-1: none) and the subject.</summary>
+internal readonly record struct SubjectCondition(int IssuerIndex, string Subject);
+
 internal enum HostKind : byte { Any, Exact, Suffix }
 
 /// <summary>A rule host: "api.example.com", "*.example.com" (Key ".example.com", needs at least one more label) or "*".</summary>
@@ -190,6 +193,8 @@ internal sealed class MatchCondition
     public bool RequiresConsumer { get; init; }
     public string[] Consumers { get; init; } = [];
     public string[] ConsumerGroups { get; init; } = [];
+    /// <summary>Token identities (issuer index, subject): the request's token is one of them.</summary>
+    public SubjectCondition[] Subjects { get; init; } = [];
     /// <summary>Device ids: the connection's client certificate is an allowlisted device among them.</summary>
     public string[] Devices { get; init; } = [];
     /// <summary>Token scopes: the consumer (a JWT) carries at least one.</summary>
@@ -234,6 +239,7 @@ internal sealed class MatchCondition
             if (!any) return false;
         }
         if (RequiresConsumer && !MatchesConsumer(v.Consumer)) return false;
+        if (Subjects.Length > 0 && !MatchesSubject(v.Consumer)) return false;
         if (Devices.Length > 0 && !MatchesDevice(v.Device)) return false;
         if (Scopes.Length > 0 && !MatchesScopes(v.Consumer)) return false;
         if (Claims.Length > 0)
@@ -247,11 +253,20 @@ internal sealed class MatchCondition
 
     private bool MatchesConsumer(Security.ConsumerModel? consumer)
     {
-        if (consumer is null) return false;
+        // a token that no consumer owns is a subject only: consumers rules never match it
+        if (consumer is not { IsConsumer: true }) return false;
         foreach (var id in Consumers) if (string.Equals(id, consumer.Id, StringComparison.Ordinal)) return true;
         foreach (var g in ConsumerGroups)
             foreach (var cg in consumer.Groups)
                 if (string.Equals(g, cg, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    private bool MatchesSubject(Security.ConsumerModel? identity)
+    {
+        if (identity is not { Scheme: Security.AuthScheme.Jwt, Subject: { } subject }) return false;
+        foreach (var s in Subjects)
+            if (s.IssuerIndex == identity.IssuerIndex && string.Equals(s.Subject, subject, StringComparison.Ordinal)) return true;
         return false;
     }
 

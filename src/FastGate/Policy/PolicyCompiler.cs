@@ -36,7 +36,7 @@ public static class PolicyCompiler
         for (int i = 0; i < rules.Length; i++)
         {
             var rc = config.Policies[i];
-            var match = CompileMatch(rc.Match, ipLists, routeIndex, routeIds.Count);
+            var match = CompileMatch(rc.Match, ipLists, routeIndex, routeIds.Count, config.JwtIssuers);
             rules[i] = CompileRule(rc, i, match, clusterIndex, issuerIds);
 
             var hosts = match.Hosts.Length == 0 || Array.Exists(match.Hosts, h => h.Kind == HostKind.Any)
@@ -69,10 +69,10 @@ public static class PolicyCompiler
 
     private static bool HasResidual(MatchCondition m) =>
         m.Routes is not null || m.OtherMethods.Length > 0 || m.Headers.Length > 0 || m.Query.Length > 0 || m.ClientIps is not null
-        || m.RequiresConsumer || m.Devices.Length > 0 || m.Scopes.Length > 0 || m.Claims.Length > 0 || m.Not is not null;
+        || m.RequiresConsumer || m.Subjects.Length > 0 || m.Devices.Length > 0 || m.Scopes.Length > 0 || m.Claims.Length > 0 || m.Not is not null;
 
     internal static MatchCondition CompileMatch(PolicyMatchConfig m, IReadOnlyDictionary<string, CidrSet> ipLists,
-        IReadOnlyDictionary<string, int> routeIndex, int routeCount)
+        IReadOnlyDictionary<string, int> routeIndex, int routeCount, IReadOnlyList<Security.JwtIssuerConfig> issuers)
     {
         uint mask = MatchCondition.AllMethods;
         var other = new List<byte[]>();
@@ -122,10 +122,12 @@ public static class PolicyCompiler
             RequiresConsumer = m.Consumers.Count > 0 || m.ConsumerGroups.Count > 0,
             Consumers = m.Consumers.ToArray(),
             ConsumerGroups = m.ConsumerGroups.ToArray(),
+            // an issuer that does not resolve (refused by the validator) keeps index -1: it matches no token
+            Subjects = m.Subjects.Select(s => new SubjectCondition(Security.JwtConfigBinder.ResolveIssuer(issuers, s.Issuer), s.Subject)).ToArray(),
             Devices = m.Devices.ToArray(),
             Scopes = m.Scopes.ToArray(),
             Claims = m.Claims.ToArray(),
-            Not = m.Not is null ? null : CompileMatch(m.Not, ipLists, routeIndex, routeCount),
+            Not = m.Not is null ? null : CompileMatch(m.Not, ipLists, routeIndex, routeCount, issuers),
         };
     }
 

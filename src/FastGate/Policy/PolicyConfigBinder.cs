@@ -31,7 +31,7 @@ internal static class PolicyConfigBinder
     };
 
     private static readonly string[] MatchProperties =
-        ["routes", "hosts", "methods", "paths", "headers", "query", "clientIps", "consumers", "consumerGroups", "devices", "scopes", "claims", "not"];
+        ["routes", "hosts", "methods", "paths", "headers", "query", "clientIps", "consumers", "consumerGroups", "subjects", "devices", "scopes", "claims", "not"];
 
     public static List<PolicyRuleConfig> Policies(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, "policies", false, (e, p) => BindRule(e, p, r));
@@ -102,6 +102,15 @@ internal static class PolicyConfigBinder
             ClientIps = r.Strings(m, p, "clientIps"),
             Consumers = r.Strings(m, p, "consumers"),
             ConsumerGroups = r.Strings(m, p, "consumerGroups"),
+            Subjects = r.Objects(m, p, "subjects", false, (s, sp) =>
+            {
+                r.CheckUnknown(s, sp, "issuer", "subject");
+                return new SubjectMatchConfig
+                {
+                    Issuer = r.String(s, sp, "issuer", required: true) ?? "",
+                    Subject = r.String(s, sp, "subject", required: true) ?? "",
+                };
+            }),
             Devices = r.Strings(m, p, "devices"),
             Scopes = r.Strings(m, p, "scopes"),
             Claims = Security.JwtConfigBinder.BindClaims(m, p, r),

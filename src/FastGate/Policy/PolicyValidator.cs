@@ -23,7 +23,7 @@ public static class PolicyValidator
         var routeIds = config.Routes.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
         var clusterIds = config.Clusters.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
         var limiterIds = KnownLimiterIds(config);
-        var ctx = new Context(errors, routeIds, clusterIds, ipListIds, limiterIds) { IssuerIds = config.JwtIssuers.Select(i => i.Id).ToArray(), DeviceIds = config.Devices.Select(d => d.Id).ToHashSet(StringComparer.Ordinal) };
+        var ctx = new Context(errors, routeIds, clusterIds, ipListIds, limiterIds) { Issuers = config.JwtIssuers, IssuerIds = config.JwtIssuers.Select(i => i.Id).ToArray(), DeviceIds = config.Devices.Select(d => d.Id).ToHashSet(StringComparer.Ordinal) };
         var ruleIds = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < config.Policies.Count; i++)
         {
@@ -48,6 +48,7 @@ public static class PolicyValidator
         HashSet<string> IpLists, IReadOnlySet<string>? Limiters)
     {
         public IReadOnlyList<string> IssuerIds { get; init; } = [];
+        public IReadOnlyList<Security.JwtIssuerConfig> Issuers { get; init; } = [];
         public HashSet<string> DeviceIds { get; init; } = [];
         public List<(PathPattern Pattern, string Path)> Templates { get; } = [];
         public void Add(string path, string message) => Errors.Add(new ConfigError(path, message));
@@ -106,6 +107,13 @@ public static class PolicyValidator
             }
             else ctx.Add($"{p}.clientIps[{k}]", Unknown("ipList", entry, ctx.IpLists) + " (or give a CIDR such as 10.0.0.0/8)");
         }
+        for (int k = 0; k < m.Subjects.Count; k++)
+        {
+            var s = m.Subjects[k];
+            string sp = $"{p}.subjects[{k}]";
+            if (s.Issuer.Length > 0) Security.JwtConfigBinder.CheckIssuerReference(ctx.Issuers, s.Issuer, sp + ".issuer", ctx.Errors);
+            if (s.Subject.Length == 0 && s.Issuer.Length > 0) ctx.Add(sp + ".subject", "must not be empty");
+        }
         for (int k = 0; k < m.Devices.Count; k++)
             if (!ctx.DeviceIds.Contains(m.Devices[k]))
                 ctx.Add($"{p}.devices[{k}]", Unknown("device", m.Devices[k], ctx.DeviceIds.ToArray()));
@@ -119,7 +127,7 @@ public static class PolicyValidator
 
     private static bool IsEmpty(PolicyMatchConfig m) =>
         m.Routes.Count == 0 && m.Hosts.Count == 0 && m.Methods.Count == 0 && m.Paths.Count == 0 && m.Headers.Count == 0
-        && m.Query.Count == 0 && m.ClientIps.Count == 0 && m.Consumers.Count == 0 && m.ConsumerGroups.Count == 0 && m.Devices.Count == 0
+        && m.Query.Count == 0 && m.ClientIps.Count == 0 && m.Consumers.Count == 0 && m.ConsumerGroups.Count == 0 && m.Subjects.Count == 0 && m.Devices.Count == 0
         && m.Scopes.Count == 0 && m.Claims.Count == 0 && m.Not is null;
 
     private static void ValidateFields(IReadOnlyList<FieldMatchConfig> fields, string p, bool header, Context ctx)

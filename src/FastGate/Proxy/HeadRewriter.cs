@@ -191,13 +191,13 @@ public static class HeadRewriter
     }
 
     /// <summary>
-    /// The consumer header is the gateway's to set: a client's copy is always dropped (no spoofing). The API key is
+    /// The identity headers (consumer, token subject and issuer) are the gateway's to set: a client's copy is always dropped (no spoofing). The API key is
     /// dropped unless the route forwards it.
     /// </summary>
     private static bool IsCredentialOrIdentity(RequestHead r, in HeaderField f, Security.ApiKeyAuthenticator auth, bool forwardApiKey)
     {
         var name = r[f.Name];
-        if (System.Text.Ascii.EqualsIgnoreCase(name, auth.ConsumerHeaderName)) return true;
+        if (auth.IsIdentityHeader(name)) return true; // X-Consumer-Id, X-Subject-Id, X-Subject-Issuer
         if (forwardApiKey) return false;
         if (System.Text.Ascii.EqualsIgnoreCase(name, auth.KeyHeaderName)) return true;
         var value = r[f.Value];

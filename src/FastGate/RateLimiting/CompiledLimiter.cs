@@ -5,7 +5,7 @@ using Prometheus;
 
 namespace FastGate.RateLimiting;
 
-public enum KeyPartKind : byte { ClientIp, Route, Header, Consumer, ApiKey, Claim, Device }
+public enum KeyPartKind : byte { ClientIp, Route, Header, Consumer, ApiKey, Claim, Device, Subject }
 
 /// <summary>One part of a limiter's key: what is counted.</summary>
 public readonly record struct KeyPart(KeyPartKind Kind, byte[] Name, string? Text = null);
@@ -28,6 +28,7 @@ public sealed class CompiledLimiter
             "consumer" => new KeyPart(KeyPartKind.Consumer, []),
             "apiKey" => new KeyPart(KeyPartKind.ApiKey, []),
             "device" => new KeyPart(KeyPartKind.Device, []),
+            "subject" => new KeyPart(KeyPartKind.Subject, []),
             _ when k.StartsWith("header:", StringComparison.Ordinal) => new KeyPart(KeyPartKind.Header, Encoding.ASCII.GetBytes(k[7..])),
             _ => new KeyPart(KeyPartKind.Claim, Encoding.ASCII.GetBytes(k[6..]), k[6..]),
         }).ToArray();
@@ -62,10 +63,19 @@ public sealed class CompiledLimiter
                     if (!request.TryGetHeader(_parts[i].Name, out value) || value.IsEmpty) return -1;
                     break;
                 case KeyPartKind.Consumer:
-                case KeyPartKind.ApiKey:
-                    if (consumer is null) return -1;
+                    // a consumer: an API key's, or a token a consumer owns; a bare token subject has none
+                    if (consumer is not { IsConsumer: true }) return -1;
                     if (!AppendText(dest, ref n, i, consumer.Id)) return -2;
                     continue;
+                case KeyPartKind.ApiKey:
+                    if (consumer is not { Scheme: Security.AuthScheme.ApiKey }) return -1;
+                    if (!AppendText(dest, ref n, i, consumer.Id)) return -2;
+                    continue;
+                case KeyPartKind.Subject:
+                    // a token's (issuer, subject), mapped to a consumer or not: "<issuer id>:<subject>"
+                    if (consumer is not { Scheme: Security.AuthScheme.Jwt, SubjectKey.Length: > 0 }) return -1;
+                    value = consumer.SubjectKey;
+                    break;
                 case KeyPartKind.Device:
                     // the allowlisted device of the connection's client certificate (mTLS)
                     if (device is null) return -1;

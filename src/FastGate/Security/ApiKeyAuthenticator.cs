@@ -6,13 +6,29 @@ using FastGate.Http;
 
 namespace FastGate.Security;
 
-/// <summary>A consumer as the request path sees it: its id and groups, with the forwarded header pre-encoded.</summary>
+/// <summary>
+/// The authenticated caller as the request path sees it. An API key gives a consumer; a token gives a subject (its
+/// issuer and subject claim), which is also a consumer only when a consumer lists it (<see cref="ConsumerConfig.Jwt"/>).
+/// Rules on consumers, consumer limit keys and the consumer header apply only when <see cref="IsConsumer"/>.
+/// </summary>
 public sealed class ConsumerModel
 {
+    /// <summary>The consumer id; "" for a token that maps to no consumer.</summary>
     public required string Id { get; init; }
     public required string[] Groups { get; init; }
-    /// <summary>"X-Consumer-Id: alice\r\n".</summary>
+    /// <summary>The identity lines sent upstream, pre-encoded: "X-Consumer-Id: alice\r\n" for a consumer, plus
+    /// "X-Subject-Id: …\r\nX-Subject-Issuer: …\r\n" for a token.</summary>
     public required byte[] ForwardedHeaderLine { get; init; }
+    /// <summary>False for a token that maps to no consumer: it is a subject only.</summary>
+    public bool IsConsumer { get; init; } = true;
+    /// <summary>For a JWT: the subject claim's value, as the token carries it.</summary>
+    public string? Subject { get; init; }
+    /// <summary>For a JWT: "&lt;issuer id&gt;:&lt;subject&gt;" (issuer ids contain no ':'), the identity as the access
+    /// log shows it; null otherwise.</summary>
+    public string? SubjectId { get; init; }
+    /// <summary>For a JWT: <see cref="SubjectId"/> in UTF-8, the rate-limit key of the subject, so the same subject
+    /// from two issuers never shares a bucket.</summary>
+    public byte[] SubjectKey { get; init; } = [];
     /// <summary>The id in UTF-8 (made once).</summary>
     public byte[] IdBytes => _idBytes ??= Encoding.UTF8.GetBytes(Id);
     private byte[]? _idBytes;
@@ -65,11 +81,14 @@ public sealed class ApiKeyAuthenticator
     private readonly CacheEntry?[] _cache;
     private readonly ulong _seed;
 
-    public ApiKeyAuthenticator(IReadOnlyList<ConsumerConfig> consumers, ApiKeyOptionsConfig options)
+    public ApiKeyAuthenticator(IReadOnlyList<ConsumerConfig> consumers, ApiKeyOptionsConfig options, JwtOptionsConfig? jwt = null)
     {
         _header = Encoding.ASCII.GetBytes(options.Header);
         _query = options.QueryParameter is { Length: > 0 } q ? Encoding.ASCII.GetBytes(q + "=") : null;
         ConsumerHeaderName = Encoding.ASCII.GetBytes(options.ConsumerHeader);
+        jwt ??= new JwtOptionsConfig();
+        _subjectHeader = Encoding.ASCII.GetBytes(jwt.SubjectHeader);
+        _issuerHeader = Encoding.ASCII.GetBytes(jwt.IssuerHeader);
         var table = new Dictionary<Digest, ConsumerModel>();
         foreach (var c in consumers)
         {
@@ -95,6 +114,14 @@ public sealed class ApiKeyAuthenticator
 
     /// <summary>The header carrying the consumer id upstream (a client's own copy is always removed).</summary>
     public byte[] ConsumerHeaderName { get; }
+    private readonly byte[] _subjectHeader, _issuerHeader;
+    /// <summary>The headers carrying a token's subject and issuer upstream (jwt.subjectHeader, jwt.issuerHeader).</summary>
+    public ReadOnlySpan<byte> SubjectHeaderName => _subjectHeader;
+    public ReadOnlySpan<byte> IssuerHeaderName => _issuerHeader;
+
+    /// <summary>The identity headers the gateway sets (consumer, token subject and issuer): a client's copies are always removed.</summary>
+    public bool IsIdentityHeader(ReadOnlySpan<byte> name) =>
+        Ascii.EqualsIgnoreCase(name, ConsumerHeaderName) || Ascii.EqualsIgnoreCase(name, _subjectHeader) || Ascii.EqualsIgnoreCase(name, _issuerHeader);
     /// <summary>The header the key is read from (not forwarded upstream).</summary>
     public ReadOnlySpan<byte> KeyHeaderName => _header;
 

@@ -11,6 +11,21 @@ public sealed record ConsumerConfig
     public string Id { get; init; } = "";
     public IReadOnlyList<string> Groups { get; init; } = [];
     public IReadOnlyList<string> ApiKeys { get; init; } = [];
+    /// <summary>The JWT identities this consumer owns. A token is a consumer only through such an entry; any other
+    /// valid token is a subject (its issuer and subject), never a consumer.</summary>
+    public IReadOnlyList<JwtIdentityConfig> Jwt { get; init; } = [];
+}
+
+/// <summary>
+/// A JWT identity owned by a consumer: tokens of <see cref="Issuer"/> (a jwtIssuers id or its exact iss) whose
+/// subject claim is <see cref="Subject"/>, or whose claim <see cref="Claim"/> has one of <see cref="Values"/>.
+/// </summary>
+public sealed record JwtIdentityConfig
+{
+    public string Issuer { get; init; } = "";
+    public string? Subject { get; init; }
+    public string? Claim { get; init; }
+    public IReadOnlyList<string> Values { get; init; } = [];
 }
 
 /// <summary>Where API keys are read from, and what is forwarded upstream.</summary>
@@ -55,12 +70,23 @@ internal static class ApiKeyConfigBinder
     public static List<ConsumerConfig> BindConsumers(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "consumers", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "groups", "apiKeys");
+            r.CheckUnknown(e, p, "id", "groups", "apiKeys", "jwt");
             return new ConsumerConfig
             {
                 Id = r.String(e, p, "id", required: true) ?? "",
                 Groups = r.Strings(e, p, "groups"),
                 ApiKeys = r.Strings(e, p, "apiKeys"),
+                Jwt = r.Objects(e, p, "jwt", false, (j, jp) =>
+                {
+                    r.CheckUnknown(j, jp, "issuer", "subject", "claim", "values");
+                    return new JwtIdentityConfig
+                    {
+                        Issuer = r.String(j, jp, "issuer", required: true) ?? "",
+                        Subject = r.String(j, jp, "subject"),
+                        Claim = r.String(j, jp, "claim"),
+                        Values = r.Strings(j, jp, "values"),
+                    };
+                }),
             };
         });
 
@@ -85,7 +111,10 @@ internal static class ApiKeyConfigBinder
         {
             var c = config.Consumers[i];
             string p = $"$.consumers[{i}]";
-            if (c.Id.Length > 0 && !ids.Add(c.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate consumer id '{c.Id}'"));
+            if (c.Id.Length == 0) errors.Add(new ConfigError(p + ".id", "must not be empty"));
+            else if (!ids.Add(c.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate consumer id '{c.Id}'"));
+            else if (c.Id.Any(ch => ch < 0x21 || ch > 0x7E))
+                errors.Add(new ConfigError(p + ".id", "a consumer id is forwarded in a header: use printable ASCII without spaces"));
             for (int k = 0; k < c.ApiKeys.Count; k++)
             {
                 var key = c.ApiKeys[k];
@@ -96,6 +125,7 @@ internal static class ApiKeyConfigBinder
                 else hashes[key.ToLowerInvariant()] = c.Id;
             }
         }
+        ValidateJwtIdentities(config, errors);
         var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();
         for (int i = 0; i < config.Routes.Count; i++)
         {
@@ -107,5 +137,44 @@ internal static class ApiKeyConfigBinder
                 errors.Add(new ConfigError($"$.routes[{i}].{(route.Scopes.Count > 0 ? "scopes" : "claims")}",
                     "scopes and claims come from tokens: list \"jwt\" (or \"jwt:<issuer>\") in the route's auth"));
         }
+    }
+
+    /// <summary>consumers[].jwt: a known issuer, exactly one of subject or claim+values, no identity owned twice.</summary>
+    private static void ValidateJwtIdentities(GatewayConfig config, List<ConfigError> errors)
+    {
+        var owners = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < config.Consumers.Count; i++)
+        {
+            var c = config.Consumers[i];
+            for (int k = 0; k < c.Jwt.Count; k++)
+            {
+                var j = c.Jwt[k];
+                string p = $"$.consumers[{i}].jwt[{k}]";
+                int issuer = JwtConfigBinder.CheckIssuerReference(config.JwtIssuers, j.Issuer, p + ".issuer", errors);
+                if ((j.Subject is null) == (j.Claim is null))
+                {
+                    errors.Add(new ConfigError(p, "give either subject (the token's subject claim) or claim with values, not both"));
+                    continue;
+                }
+                if (j.Subject is { } subject)
+                {
+                    if (subject.Length == 0) errors.Add(new ConfigError(p + ".subject", "must not be empty"));
+                    if (j.Values.Count > 0) errors.Add(new ConfigError(p + ".values", "values go with claim, not with subject"));
+                    if (issuer >= 0) Own($"{issuer}\u001fsub\u001f{subject}", p + ".subject", c.Id, owners, errors);
+                    continue;
+                }
+                if (j.Claim!.Length == 0) errors.Add(new ConfigError(p + ".claim", "must not be empty"));
+                if (j.Values.Count == 0) errors.Add(new ConfigError(p + ".values", "list at least one claim value this consumer owns"));
+                for (int v = 0; v < j.Values.Count; v++)
+                    if (issuer >= 0) Own($"{issuer}\u001f{j.Claim}\u001f{j.Values[v]}", $"{p}.values[{v}]", c.Id, owners, errors);
+            }
+        }
+    }
+
+    private static void Own(string identity, string path, string consumer, Dictionary<string, string> owners, List<ConfigError> errors)
+    {
+        if (owners.TryGetValue(identity, out var owner) && owner != consumer)
+            errors.Add(new ConfigError(path, $"this JWT identity already belongs to consumer '{owner}'"));
+        else owners[identity] = consumer;
     }
 }

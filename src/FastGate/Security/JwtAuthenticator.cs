@@ -54,9 +54,12 @@ public sealed class JwtAuthenticator
     private readonly CacheEntry?[] _cache;
     private readonly ulong _seed = (ulong)Random.Shared.NextInt64();
     private readonly TimeProvider _time;
-    private readonly string _consumerHeader;
+    private readonly string _consumerHeader, _subjectHeader, _issuerHeader;
+    /// <summary>Per issuer index: the consumers that own tokens of that issuer (consumers[].jwt).</summary>
+    private readonly IdentityMap[] _owners;
 
-    internal JwtAuthenticator(JwtIssuerModel[] issuers, JwtOptionsConfig options, string consumerHeader, TimeProvider? time = null)
+    internal JwtAuthenticator(JwtIssuerModel[] issuers, JwtOptionsConfig options, string consumerHeader, TimeProvider? time = null,
+        IReadOnlyList<ConsumerConfig>? consumers = null)
     {
         _issuers = issuers;
         _issuerIndexById = issuers.ToFrozenDictionary(i => i.Config.Id, i => i.Index, StringComparer.Ordinal);
@@ -66,6 +69,9 @@ public sealed class JwtAuthenticator
         _cache = new CacheEntry?[size];
         _time = time ?? TimeProvider.System;
         _consumerHeader = consumerHeader;
+        _subjectHeader = options.SubjectHeader;
+        _issuerHeader = options.IssuerHeader;
+        _owners = IdentityMap.Build(issuers, consumers ?? []);
     }
 
     public static JwtAuthenticator Empty { get; } = new([], new JwtOptionsConfig(), "X-Consumer-Id");
@@ -125,6 +131,11 @@ public sealed class JwtAuthenticator
         if (jwt.IsEncrypted)
         {
             s_validations.WithLabels("", "malformed").Inc();
+            return JwtResult.Refused;
+        }
+        if (!CriticalHeadersUnderstood(jwt))
+        {
+            s_validations.WithLabels("", "crit").Inc();
             return JwtResult.Refused;
         }
         // The issuer is chosen by the (not yet verified) iss; only that issuer's keys can then verify the signature.
@@ -223,7 +234,76 @@ public sealed class JwtAuthenticator
         _ => "invalid",
     };
 
-    /// <summary>The identity of a validated token: the subject claim is the consumer id; claims and scopes for rules.</summary>
+    /// <summary>
+    /// The JWS header extensions this gateway understands and enforces: none. RFC 7515 4.1.11: a token whose
+    /// <c>crit</c> lists an extension the recipient does not understand must be rejected; <c>crit</c> must not be
+    /// empty nor list a header parameter the JWS/JWA specs define. Microsoft.IdentityModel does not check it.
+    /// </summary>
+    private static readonly string[] s_understoodExtensions = [];
+
+    private static readonly string[] s_registeredHeaders =
+        ["alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit", "enc", "zip", "epk", "apu", "apv", "iv", "tag", "p2s", "p2c"];
+
+    /// <summary>False when the header's <c>crit</c> is present and not a non-empty list of understood extensions.</summary>
+    private static bool CriticalHeadersUnderstood(JsonWebToken jwt)
+    {
+        try
+        {
+            using var header = System.Text.Json.JsonDocument.Parse(Base64UrlEncoder.DecodeBytes(jwt.EncodedHeader));
+            if (header.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object) return false;
+            if (!header.RootElement.TryGetProperty("crit", out var crit)) return true;
+            if (crit.ValueKind != System.Text.Json.JsonValueKind.Array || crit.GetArrayLength() == 0) return false;
+            foreach (var e in crit.EnumerateArray())
+            {
+                if (e.ValueKind != System.Text.Json.JsonValueKind.String || e.GetString() is not { } name) return false;
+                if (s_registeredHeaders.Contains(name) || !s_understoodExtensions.Contains(name)) return false;
+                if (!header.RootElement.TryGetProperty(name, out _)) return false;
+            }
+            return true;
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or System.Text.Json.JsonException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// A subject that may identify a caller: 1–256 characters of well-formed UTF-16 and no control character (C0,
+    /// DEL, C1: CR and LF could end the header line they are forwarded in). Non-ASCII is accepted and percent-encoded
+    /// when forwarded (<see cref="HeaderValue"/>).
+    /// </summary>
+    internal static bool IsAcceptableSubject(string subject)
+    {
+        if (subject.Length is 0 or > 256) return false;
+        for (int i = 0; i < subject.Length;)
+        {
+            if (Rune.DecodeFromUtf16(subject.AsSpan(i), out var rune, out int n) != System.Buffers.OperationStatus.Done || Rune.IsControl(rune))
+                return false;
+            i += n;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// A value as forwarded in a header: its UTF-8 bytes, with every byte outside printable ASCII (0x21–0x7E), and
+    /// '%' itself, written as %XX (upper-case hex), so the forwarded value is ASCII and maps back to one value.
+    /// </summary>
+    internal static string HeaderValue(string value)
+    {
+        var bytes = Encoding.UTF8.GetBytes(value);
+        var sb = new StringBuilder(bytes.Length);
+        foreach (var b in bytes)
+        {
+            if (b is > 0x20 and < 0x7F and not (byte)'%') sb.Append((char)b);
+            else sb.Append('%').Append(Convert.ToHexString([b]));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The identity of a validated token: (issuer, subject claim), a consumer only when a consumer owns it
+    /// (consumers[].jwt); claims and scopes for rules.
+    /// </summary>
     private ConsumerModel? ToConsumer(JwtIssuerModel issuer, JsonWebToken jwt)
     {
         var claims = new Dictionary<string, List<string>>(StringComparer.Ordinal);
@@ -234,18 +314,24 @@ public sealed class JwtAuthenticator
         }
         if (!claims.TryGetValue(issuer.Config.SubjectClaim, out var subjects) || subjects.Count != 1) return null;
         string subject = subjects[0];
-        // The subject goes into a header line: refuse anything that could break out of it.
-        if (subject.Length is 0 or > 256 || subject.Any(ch => ch < 0x21 || ch == 0x7F)) return null;
+        // The subject goes into a header line: refuse control characters (CR, LF), percent-encode the rest.
+        if (!IsAcceptableSubject(subject)) return null;
         var scopes = new List<string>();
         if (claims.TryGetValue("scope", out var scope))
             foreach (var s in scope) scopes.AddRange(s.Split(' ', StringSplitOptions.RemoveEmptyEntries));
         if (claims.TryGetValue("scp", out var scp))
             foreach (var s in scp) scopes.AddRange(s.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        var owner = _owners[issuer.Index].Find(subject, claims);
+        string lines = $"{_subjectHeader}: {HeaderValue(subject)}\r\n{_issuerHeader}: {HeaderValue(issuer.Issuer ?? "")}\r\n";
         return new ConsumerModel
         {
-            Id = subject,
-            Groups = [],
-            ForwardedHeaderLine = Encoding.UTF8.GetBytes($"{_consumerHeader}: {subject}\r\n"),
+            Id = owner?.Id ?? "",
+            IsConsumer = owner is not null,
+            Groups = owner?.Groups.ToArray() ?? [],
+            ForwardedHeaderLine = Encoding.ASCII.GetBytes(owner is null ? lines : $"{_consumerHeader}: {owner.Id}\r\n{lines}"),
+            Subject = subject,
+            SubjectId = issuer.Config.Id + ":" + subject,
+            SubjectKey = Encoding.UTF8.GetBytes(issuer.Config.Id + ":" + subject),
             Scheme = AuthScheme.Jwt,
             IssuerIndex = issuer.Index,
             Scopes = scopes.Distinct(StringComparer.Ordinal).ToArray(),
@@ -254,4 +340,38 @@ public sealed class JwtAuthenticator
     }
 
     private sealed record CacheEntry(ulong Hash, byte[] Token, long ExpiresAt, ConsumerModel Consumer);
+
+    /// <summary>
+    /// The consumers owning one issuer's tokens: by subject, then by claim value (claim entries in config order).
+    /// Consulted on a cache miss only.
+    /// </summary>
+    private sealed class IdentityMap
+    {
+        private readonly Dictionary<string, ConsumerConfig> _bySubject = new(StringComparer.Ordinal);
+        private readonly List<(string Claim, HashSet<string> Values, ConsumerConfig Owner)> _byClaim = [];
+
+        public static IdentityMap[] Build(JwtIssuerModel[] issuers, IReadOnlyList<ConsumerConfig> consumers)
+        {
+            var maps = new IdentityMap[issuers.Length];
+            for (int i = 0; i < maps.Length; i++) maps[i] = new IdentityMap();
+            var configs = issuers.Select(i => i.Config).ToArray();
+            foreach (var c in consumers)
+                foreach (var j in c.Jwt)
+                {
+                    int index = JwtConfigBinder.ResolveIssuer(configs, j.Issuer);
+                    if (index < 0) continue; // refused by the validator
+                    if (j.Subject is { } sub) maps[index]._bySubject.TryAdd(sub, c);
+                    else if (j.Claim is { } claim) maps[index]._byClaim.Add((claim, j.Values.ToHashSet(StringComparer.Ordinal), c));
+                }
+            return maps;
+        }
+
+        public ConsumerConfig? Find(string subject, Dictionary<string, List<string>> claims)
+        {
+            if (_bySubject.TryGetValue(subject, out var owner)) return owner;
+            foreach (var (claim, values, o) in _byClaim)
+                if (claims.TryGetValue(claim, out var actual) && actual.Any(values.Contains)) return o;
+            return null;
+        }
+    }
 }

@@ -29,7 +29,8 @@ public sealed record JwtIssuerConfig
     public TimeSpan UnknownKidRefreshInterval { get; init; } = TimeSpan.FromMinutes(5);
     /// <summary>Key and discovery URLs must be https unless this is false (local test issuers).</summary>
     public bool RequireHttps { get; init; } = true;
-    /// <summary>The claim naming the caller: its value becomes the consumer id (rate limits, X-Consumer-Id).</summary>
+    /// <summary>The claim naming the caller: with the issuer it is the token's identity (the subject), forwarded as
+    /// X-Subject-Id; it is a consumer only when a consumer lists it (<see cref="ConsumerConfig.Jwt"/>).</summary>
     public string SubjectClaim { get; init; } = "sub";
 
     public string? ResolveSecret() =>
@@ -43,6 +44,10 @@ public sealed record JwtOptionsConfig
     public int MaxTokenBytes { get; init; } = 8192;
     /// <summary>Validated tokens remembered (keyed by a hash of the token, until exp).</summary>
     public int CacheSize { get; init; } = 16384;
+    /// <summary>The header carrying a token's subject upstream (non-ASCII percent-encoded; a client's copy is always removed).</summary>
+    public string SubjectHeader { get; init; } = "X-Subject-Id";
+    /// <summary>The header carrying the token's issuer (its iss) upstream (a client's copy is always removed).</summary>
+    public string IssuerHeader { get; init; } = "X-Subject-Issuer";
 }
 
 internal static class JwtConfigBinder
@@ -79,12 +84,44 @@ internal static class JwtConfigBinder
     {
         var d = new JwtOptionsConfig();
         if (!r.TryGet(root, "$", "jwt", false, out var e) || !r.IsObject(e, "$.jwt")) return d;
-        r.CheckUnknown(e, "$.jwt", "maxTokenBytes", "cacheSize");
+        r.CheckUnknown(e, "$.jwt", "maxTokenBytes", "cacheSize", "subjectHeader", "issuerHeader");
         return new JwtOptionsConfig
         {
             MaxTokenBytes = (int)(r.Integer(e, "$.jwt", "maxTokenBytes", 256, 1 << 20) ?? d.MaxTokenBytes),
             CacheSize = (int)(r.Integer(e, "$.jwt", "cacheSize", 0, 1 << 22) ?? d.CacheSize),
+            SubjectHeader = r.String(e, "$.jwt", "subjectHeader") ?? d.SubjectHeader,
+            IssuerHeader = r.String(e, "$.jwt", "issuerHeader") ?? d.IssuerHeader,
         };
+    }
+
+    /// <summary>
+    /// The index of the issuer a config entry names: its jwtIssuers id, or its exact configured iss. -1 when none
+    /// does, -2 when the name is one issuer's id and another's iss.
+    /// </summary>
+    public static int ResolveIssuer(IReadOnlyList<JwtIssuerConfig> issuers, string name)
+    {
+        int byId = -1, byIss = -1;
+        for (int i = 0; i < issuers.Count; i++)
+        {
+            if (byId < 0 && issuers[i].Id == name) byId = i;
+            if (byIss < 0 && issuers[i].Issuer == name) byIss = i;
+        }
+        if (byId >= 0 && byIss >= 0 && byId != byIss) return -2;
+        return byId >= 0 ? byId : byIss;
+    }
+
+    /// <summary>Validates an issuer reference (see <see cref="ResolveIssuer"/>); returns its index or a negative value.</summary>
+    public static int CheckIssuerReference(IReadOnlyList<JwtIssuerConfig> issuers, string name, string path, List<ConfigError> errors)
+    {
+        if (name.Length == 0) return -1; // reported as missing by the binder
+        int i = ResolveIssuer(issuers, name);
+        if (i == -2) errors.Add(new ConfigError(path, $"'{name}' is one issuer's id and another's iss; name the issuer by its id"));
+        else if (i < 0)
+        {
+            var hint = ConfigReader.Suggest(name, issuers.Select(x => x.Id).ToArray());
+            errors.Add(new ConfigError(path, $"no jwtIssuers entry has id or issuer '{name}'" + (hint is null ? "" : $"; did you mean '{hint}'?")));
+        }
+        return i;
     }
 
     /// <summary><c>"claims": { "role": ["admin", "ops"], "tenant": "acme", "email_verified": [] }</c>.</summary>
@@ -115,6 +152,13 @@ internal static class JwtConfigBinder
 
     public static void Validate(GatewayConfig config, List<ConfigError> errors)
     {
+        CheckHeaderName(config.Jwt.SubjectHeader, "$.jwt.subjectHeader", errors);
+        CheckHeaderName(config.Jwt.IssuerHeader, "$.jwt.issuerHeader", errors);
+        if (string.Equals(config.Jwt.SubjectHeader, config.Jwt.IssuerHeader, StringComparison.OrdinalIgnoreCase))
+            errors.Add(new ConfigError("$.jwt.issuerHeader", "must differ from subjectHeader"));
+        foreach (var (name, path) in new[] { (config.Jwt.SubjectHeader, "$.jwt.subjectHeader"), (config.Jwt.IssuerHeader, "$.jwt.issuerHeader") })
+            if (string.Equals(name, config.ApiKeys.ConsumerHeader, StringComparison.OrdinalIgnoreCase))
+                errors.Add(new ConfigError(path, $"must differ from apiKeys.consumerHeader ('{config.ApiKeys.ConsumerHeader}'): a subject is not a consumer"));
         var ids = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < config.JwtIssuers.Count; i++)
         {
@@ -164,6 +208,11 @@ internal static class JwtConfigBinder
                         : $"'{alg}' is an HMAC algorithm; it is only accepted with a shared secret, never with an asymmetric key"));
             }
         }
+    }
+
+    private static void CheckHeaderName(string name, string path, List<ConfigError> errors)
+    {
+        if (!Policy.PolicyValidator.IsToken(name)) errors.Add(new ConfigError(path, $"'{name}' is not a header name"));
     }
 
     private static void CheckUrl(string? url, string path, bool requireHttps, List<ConfigError> errors)

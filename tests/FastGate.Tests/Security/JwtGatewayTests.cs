@@ -80,10 +80,12 @@ public class JwtGatewayTests
         await using var _u = upstream; await using var _j = jwks; await using var _g = gateway;
         var token = Tokens.Create(key, new() { ["sub"] = "alice" });
 
-        var first = await Tokens.SendAsync(gateway, "/api/echo", token, "X-Consumer-Id: admin\r\n");
+        var first = await Tokens.SendAsync(gateway, "/api/echo", token, "X-Consumer-Id: admin\r\nX-Subject-Id: admin\r\n");
         Assert.Equal(200, first.Status);
         var headers = JsonDocument.Parse(first.Body).RootElement.GetProperty("headers");
-        Assert.Equal("alice", headers.GetProperty("X-Consumer-Id").GetString());
+        // a token no consumer owns is a subject: forwarded as such, never as a consumer
+        Assert.Equal("alice", headers.GetProperty("X-Subject-Id").GetString());
+        Assert.False(headers.TryGetProperty("X-Consumer-Id", out _));
         Assert.Equal("Bearer " + token, headers.GetProperty("Authorization").GetString());
 
         var second = await Tokens.SendAsync(gateway, "/api/echo", token);
@@ -103,7 +105,8 @@ public class JwtGatewayTests
 
         var valid = await Explain("/api/x", Tokens.Create(key, new() { ["sub"] = "carol" }));
         Assert.Equal("forward", valid.GetProperty("decision").GetString());
-        Assert.Equal("carol", valid.GetProperty("consumer").GetString());
+        Assert.Equal("carol", valid.GetProperty("subject").GetProperty("subject").GetString());
+        Assert.Equal(JsonValueKind.Null, valid.GetProperty("consumer").ValueKind);
 
         var missing = await Explain("/api/x", null);
         Assert.Equal(401, missing.GetProperty("status").GetInt32());
@@ -245,7 +248,7 @@ public class JwtGatewayTests
         Assert.Equal(401, (await Tokens.SendAsync(gateway, "/corp/hello", PartnerToken())).Status);
         var partner = await Tokens.SendAsync(gateway, "/api/echo", PartnerToken());
         Assert.Equal(200, partner.Status);
-        Assert.Equal("partner-app", JsonDocument.Parse(partner.Body).RootElement.GetProperty("headers").GetProperty("X-Consumer-Id").GetString());
+        Assert.Equal("partner-app", JsonDocument.Parse(partner.Body).RootElement.GetProperty("headers").GetProperty("X-Subject-Id").GetString());
     }
 
     [Fact]
