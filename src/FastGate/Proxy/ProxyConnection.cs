@@ -176,13 +176,13 @@ internal sealed partial class ProxyConnection : IDisposable
                         if (!stays || _closeRequested) return;
                         continue;
                     }
-                    AppendExtraHeaders(cors.CommonLines);
+                    AppendExtraHeaders(CorsModel.VaryLine);
                     if (allowed)
                     {
                         AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
                         AppendExtraHeaders(origin);
                         AppendExtraHeaders("\r\n"u8);
-                        AppendExtraHeaders(cors.ExposeLines);
+                        AppendExtraHeaders(cors.ResponseGrantLines);
                     }
                 }
 
@@ -582,11 +582,11 @@ internal sealed partial class ProxyConnection : IDisposable
         var w = new HeadWriter(_output);
         w.WriteStatusLine(_status);
         w.Write(DateHeader.Line);
-        w.Write(cors.CommonLines);
+        w.Write(CorsModel.VaryLine);
         if (allowed)
         {
             w.WriteHeader("Access-Control-Allow-Origin: "u8, origin);
-            w.Write(cors.PreflightLines);
+            w.Write(cors.PreflightGrantLines);
         }
         if (!allowed) w.Write("Content-Length: 0\r\n"u8); // a 204 carries no Content-Length (RFC 9110 8.6)
         if (close) w.Write("Connection: close\r\n"u8);
