@@ -31,7 +31,7 @@ public static class Cli
           --no-default-thresholds  only the --threshold rules, not the scenario's own
           --baseline <csv>       an earlier run's <scenario>-summary.csv for relative rules ("p99<=1.2x", "rps>=0.8x")
           --report-dir <dir>     default perf/reports/<timestamp>/
-          --path <path>          request path for the scenarios; default /
+          --path <path>          request path (and query) for the scenarios; default: the --target URL's, else /
           --api-key <key>        X-API-Key for auth-apikey, rate-limited, mixed
           --api-keys <k1,k2,..>  one key per virtual user in turn
           --bearer-token <jwt>   for the jwt scenario
@@ -210,6 +210,7 @@ public sealed record CliOptions
         var o = new CliOptions();
         var profile = new LoadProfile();
         var so = new ScenarioOptions();
+        bool pathGiven = false;
         for (int i = 0; i < args.Count; i++)
         {
             string a = args[i];
@@ -241,6 +242,7 @@ public sealed record CliOptions
                     string path = Next();
                     if (!path.StartsWith('/')) throw new FormatException("--path must start with '/'");
                     so = so with { Path = path };
+                    pathGiven = true;
                     break;
                 case "--api-key": so = so with { ApiKey = Next() }; break;
                 case "--api-keys": so = so with { ApiKeys = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) }; break;
@@ -258,7 +260,29 @@ public sealed record CliOptions
                 default: throw new FormatException($"unknown option '{a}'");
             }
         }
+        // The target URL's path and query are what is requested, unless --path names them (then the target may only
+        // name the root, so that one run never reports one path while loading another).
+        if (o.Target is not null && TargetPathAndQuery(o.Target) is { } targetPath)
+        {
+            if (!pathGiven) so = so with { Path = targetPath };
+            else if (targetPath != "/" && targetPath != so.Path)
+                throw new FormatException($"--target names the path '{targetPath}' and --path '{so.Path}': give the path in one of them");
+        }
         return o with { Profile = profile, Options = so };
+    }
+
+    /// <summary>The path and query of an http URL exactly as written ("/" when it has none; no fragment), or null.</summary>
+    public static string? TargetPathAndQuery(string target)
+    {
+        int scheme = target.IndexOf("://", StringComparison.Ordinal);
+        if (scheme < 0) return null;
+        int start = target.AsSpan(scheme + 3).IndexOfAny('/', '?', '#');
+        if (start < 0) return "/";
+        string rest = target[(scheme + 3 + start)..];
+        int fragment = rest.IndexOf('#');
+        if (fragment >= 0) rest = rest[..fragment];
+        if (rest.Length == 0) return "/";
+        return rest[0] == '?' ? "/" + rest : rest;
     }
 
     private static double Rate(string name, string v, bool allowZero = false)

@@ -19,9 +19,13 @@ public static class Cli
           new-key                    create a random API key and print it with its hash
 
         options:
-          --config <file>            the configuration file (JSON; comments and trailing commas allowed)
+          --config <file>            the configuration file (JSON; comments and trailing commas allowed);
+                                     without it, the file named by the FASTGATE_CONFIG environment variable
           --log-level <level>        trace, debug, information (default), warning, error
         """;
+
+    /// <summary>The environment variable naming the configuration file when <c>--config</c> is not given.</summary>
+    public const string ConfigEnvironmentVariable = "FASTGATE_CONFIG";
 
     public static string Version =>
         typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
@@ -73,7 +77,9 @@ public static class Cli
                     return UsageError(stderr, $"unknown argument '{args[i]}'");
             }
         }
-        if (config is null) return UsageError(stderr, "--config <file> is required");
+        // without --config, the environment names the file (containers, service units)
+        if (config is null && Environment.GetEnvironmentVariable(ConfigEnvironmentVariable) is { Length: > 0 } fromEnv) config = fromEnv;
+        if (config is null) return UsageError(stderr, $"--config <file> is required (or set {ConfigEnvironmentVariable})");
 
         var loaded = ConfigLoader.LoadFile(config);
         if (!loaded.IsValid)

@@ -35,10 +35,13 @@ public static class CannedResponses
         _ => "",
     };
 
-    public static void Write(ref HeadWriter writer, RejectReason reason, bool close, ReadOnlySpan<byte> extraHeaders = default)
+    /// <summary>Writes the reason's response; a non-empty <paramref name="requestId"/> is sent as X-Request-Id.</summary>
+    public static void Write(ref HeadWriter writer, RejectReason reason, bool close, ReadOnlySpan<byte> extraHeaders = default,
+        ReadOnlySpan<byte> requestId = default)
     {
         writer.Write(s_prefix[(int)reason * 2 + (close ? 1 : 0)]);
         writer.Write(DateHeader.Line);
+        if (!requestId.IsEmpty) writer.WriteHeader("X-Request-Id: "u8, requestId);
         writer.Write(extraHeaders);
         writer.Write(s_suffix[(int)reason]);
     }

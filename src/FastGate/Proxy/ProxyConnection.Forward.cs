@@ -92,7 +92,7 @@ internal sealed partial class ProxyConnection
     private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10)
     {
         if (!_hasTrace) ResolveTrace();
-        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _peerIp, NextRequestId(), http10, _activePolicy, _policy,
+        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _peerIp, CurrentRequestId(), http10, _activePolicy, _policy,
             _activeAuthenticator, _consumer, _activeDevices, _device, _isTls,
             _traceParent, dropTraceState: !_incomingTraceValid, fromTrustedProxy: _peerTrusted);
     }

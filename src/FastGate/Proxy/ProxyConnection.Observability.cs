@@ -19,6 +19,8 @@ internal sealed partial class ProxyConnection
     private string? _obsCluster;
     private long _upstreamStart, _upstreamEnd;
     private RejectReason _obsReason;
+    /// <summary>The client output's byte count when the current request began (bytes_out is the difference).</summary>
+    private long _bytesOutMark;
     private string? _obsDecisionRule;
 
     /// <summary>Call when a destination is chosen for the request (each attempt).</summary>
@@ -44,9 +46,7 @@ internal sealed partial class ProxyConnection
         bool parsed = reason is not (> RejectReason.None and < RejectReason.NoRoute);
         if (!_hasTrace && parsed) ResolveTrace(); // rejected before the rewrite: still give the log a trace id
         long bytesIn = r.Length + (r.Framing == BodyFraming.ContentLength && r.ContentLength > 0 ? r.ContentLength : 0);
-        long bytesOut = reason == RejectReason.None
-            ? _response.Length + (_response.Framing == BodyFraming.ContentLength && _response.ContentLength > 0 ? _response.ContentLength : 0)
-            : 0;
+        long bytesOut = _output.Written - _bytesOutMark; // head and body as written, chunked framing included
         var record = new RequestRecord
         {
             Route = route?.Metrics,
@@ -60,7 +60,7 @@ internal sealed partial class ProxyConnection
             Host = parsed ? r[r.Host] : default,
             Path = parsed ? r[r.Path] : default,
             Query = parsed ? r[r.Query] : default,
-            RequestId = parsed ? CurrentRequestId() : default,
+            RequestId = CurrentRequestId(),
             TraceId = _hasTrace ? _traceId : default,
             Status = _status,
             Reason = reason != RejectReason.None ? reason : _obsReason,
@@ -84,6 +84,7 @@ internal sealed partial class ProxyConnection
     /// <summary>Remembers the reason of a rejection written by <see cref="RejectAsync"/> for <see cref="Observe"/>.</summary>
     private void NoteRejection(RejectReason reason) => _obsReason = reason;
 
+    /// <summary>The id <see cref="AssignRequestId"/> fixed for the current request (empty before its head is complete).</summary>
     private ReadOnlySpan<byte> CurrentRequestId() =>
         !_request.RequestId.IsEmpty ? _request[_request.RequestId] : _requestId.AsSpan(0, _requestIdLength);
 

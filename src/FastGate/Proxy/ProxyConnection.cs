@@ -28,7 +28,7 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly ConnectionContext _context;
     private readonly GatewayRuntime _runtime;
     private readonly PipeReader _input;
-    private readonly PipeWriter _output;
+    private readonly CountingPipeWriter _output;
     private readonly ConnectionState _state;
     private readonly RequestHead _request;
     private readonly ResponseHead _response;
@@ -69,7 +69,7 @@ internal sealed partial class ProxyConnection : IDisposable
         _response = _state.Response;
         _requestId = _state.RequestId;
         _policy = _state.PolicyResult;
-        _output = context.Transport.Output;
+        _output = new CountingPipeWriter(context.Transport.Output);
         var remote = context.RemoteEndPoint as IPEndPoint;
         _peerIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
         _peerAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
@@ -102,6 +102,8 @@ internal sealed partial class ProxyConnection : IDisposable
                 var snapshot = _runtime.Current;
                 _consumer = null;
                 _tokenChargeCount = 0;
+                _requestIdLength = 0;
+                _bytesOutMark = _output.Written;
                 UsePeerAsClient();
                 SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
                 _idle = true;
@@ -119,6 +121,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 if (step == HeadStep.Closed) return;
                 if (step == HeadStep.Rejected)
                 {
+                    AssignRequestId(trustClient: false);
                     await RejectAsync(reason, close: true).ConfigureAwait(false);
                     Observe(null, 0, reason);
                     return;
@@ -126,6 +129,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
                 // 2. route: the request is decided by the snapshot current when its head arrived
                 long started = Stopwatch.GetTimestamp();
+                AssignRequestId(trustClient: true);
                 snapshot = _runtime.Current;
                 var route = snapshot.Router.Match(_request);
                 if (snapshot.HasTrustedProxies) ResolveClient(snapshot.TrustedProxies);
@@ -177,13 +181,13 @@ internal sealed partial class ProxyConnection : IDisposable
                         if (!stays || _closeRequested) return;
                         continue;
                     }
-                    AppendExtraHeaders(cors.CommonLines);
+                    AppendExtraHeaders(CorsModel.VaryLine);
                     if (allowed)
                     {
                         AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
                         AppendExtraHeaders(origin);
                         AppendExtraHeaders("\r\n"u8);
-                        AppendExtraHeaders(cors.ExposeLines);
+                        AppendExtraHeaders(cors.ResponseGrantLines);
                     }
                 }
 
@@ -596,11 +600,12 @@ internal sealed partial class ProxyConnection : IDisposable
         var w = new HeadWriter(_output);
         w.WriteStatusLine(_status);
         w.Write(DateHeader.Line);
-        w.Write(cors.CommonLines);
+        w.WriteHeader("X-Request-Id: "u8, CurrentRequestId());
+        w.Write(CorsModel.VaryLine);
         if (allowed)
         {
             w.WriteHeader("Access-Control-Allow-Origin: "u8, origin);
-            w.Write(cors.PreflightLines);
+            w.Write(cors.PreflightGrantLines);
         }
         if (!allowed) w.Write("Content-Length: 0\r\n"u8); // a 204 carries no Content-Length (RFC 9110 8.6)
         if (close) w.Write("Connection: close\r\n"u8);
@@ -635,6 +640,7 @@ internal sealed partial class ProxyConnection : IDisposable
         w.Write("\r\n"u8);
         w.Write(_extraHeaders.AsSpan(0, headers));
         w.Write(DateHeader.Line);
+        w.WriteHeader("X-Request-Id: "u8, CurrentRequestId());
         if (close) w.Write("Connection: close\r\n"u8);
         w.Write("\r\n"u8);
         if (_request.Method != Http.HttpMethod.Head) w.Write(body);
@@ -672,6 +678,7 @@ internal sealed partial class ProxyConnection : IDisposable
         var w = new HeadWriter(_output);
         w.Write(rule?.ResponseHead ?? policy.DefaultDenyResponseHead);
         w.Write(DateHeader.Line);
+        w.WriteHeader("X-Request-Id: "u8, CurrentRequestId());
         if (close) w.Write("Connection: close\r\n"u8);
         w.Write("\r\n"u8);
         if (_request.Method != Http.HttpMethod.Head) w.Write(rule?.ResponseBody ?? policy.DefaultDenyResponseBody);
@@ -688,7 +695,7 @@ internal sealed partial class ProxyConnection : IDisposable
         _status = RejectReasons.StatusCode(reason);
         close |= _closeRequested;
         var w = new HeadWriter(_output);
-        CannedResponses.Write(ref w, reason, close);
+        CannedResponses.Write(ref w, reason, close, requestId: CurrentRequestId());
         w.Commit();
         var flush = await _output.FlushAsync().ConfigureAwait(false);
         return !close && !flush.IsCompleted;
@@ -738,14 +745,19 @@ internal sealed partial class ProxyConnection : IDisposable
         _runtime.ReturnState(_state);
     }
 
-    private ReadOnlySpan<byte> NextRequestId()
+    /// <summary>
+    /// Fixes the request's id once, before anything is written for it: the client's valid X-Request-Id (when
+    /// <paramref name="trustClient"/>; a refused head's is not), otherwise a new one. The forwarded head, the response
+    /// (relayed or written by the gateway) and the access log all use it (<see cref="CurrentRequestId"/>).
+    /// </summary>
+    private void AssignRequestId(bool trustClient)
     {
-        if (!_request.RequestId.IsEmpty) return _request[_request.RequestId];
+        if (!trustClient) _request.RequestId = default;
+        if (!_request.RequestId.IsEmpty) return;
         ulong n = (ulong)Interlocked.Increment(ref s_idCounter);
         WriteHex(_requestId.AsSpan(0, 16), s_idPrefix);
         WriteHex(_requestId.AsSpan(16, 16), n);
         _requestIdLength = 32;
-        return _requestId.AsSpan(0, _requestIdLength);
     }
 
     private static void WriteHex(Span<byte> dest, ulong value)

@@ -37,23 +37,26 @@ public sealed class CorsModel
             int i = o.IndexOf("://*.", StringComparison.Ordinal);
             return (Encoding.ASCII.GetBytes(o[..(i + 3)]), Encoding.ASCII.GetBytes(o[(i + 4)..].TrimEnd('/')));
         }).ToArray();
-        var preflight = new StringBuilder();
+        // Everything but Vary is a grant to one origin: it is sent only beside that origin's Access-Control-Allow-Origin,
+        // never on a rejected preflight or to an origin that is not allowed.
+        string credentials = c.Credentials ? "Access-Control-Allow-Credentials: true\r\n" : "";
+        var preflight = new StringBuilder(credentials);
         preflight.Append("Access-Control-Allow-Methods: ").Append(string.Join(", ", c.Methods)).Append("\r\n");
         if (c.Headers.Count > 0) preflight.Append("Access-Control-Allow-Headers: ").Append(string.Join(", ", c.Headers)).Append("\r\n");
         if (c.MaxAge is { } age) preflight.Append("Access-Control-Max-Age: ").Append((long)age.TotalSeconds).Append("\r\n");
-        PreflightLines = Encoding.ASCII.GetBytes(preflight.ToString());
-        var common = new StringBuilder("Vary: Origin\r\n");
-        if (c.Credentials) common.Append("Access-Control-Allow-Credentials: true\r\n");
-        CommonLines = Encoding.ASCII.GetBytes(common.ToString());
-        ExposeLines = c.ExposeHeaders.Count > 0 ? Encoding.ASCII.GetBytes($"Access-Control-Expose-Headers: {string.Join(", ", c.ExposeHeaders)}\r\n") : [];
+        PreflightGrantLines = Encoding.ASCII.GetBytes(preflight.ToString());
+        ResponseGrantLines = Encoding.ASCII.GetBytes(credentials
+            + (c.ExposeHeaders.Count > 0 ? $"Access-Control-Expose-Headers: {string.Join(", ", c.ExposeHeaders)}\r\n" : ""));
         PreflightRejectStatus = c.PreflightRejectStatus;
     }
 
     public string Id { get; }
-    public byte[] PreflightLines { get; }
-    /// <summary>"Vary: Origin" and, when credentials are allowed, Access-Control-Allow-Credentials.</summary>
-    public byte[] CommonLines { get; }
-    public byte[] ExposeLines { get; }
+    /// <summary>"Vary: Origin": on every response of a CORS route to a request with an Origin, allowed or not.</summary>
+    public static ReadOnlySpan<byte> VaryLine => "Vary: Origin\r\n"u8;
+    /// <summary>An allowed origin's preflight grant (after its Access-Control-Allow-Origin): credentials, methods, headers, max age.</summary>
+    public byte[] PreflightGrantLines { get; }
+    /// <summary>An allowed origin's grant on an actual response (after its Access-Control-Allow-Origin): credentials, exposed headers.</summary>
+    public byte[] ResponseGrantLines { get; }
     public int PreflightRejectStatus { get; }
 
     public bool IsAllowed(ReadOnlySpan<byte> origin)

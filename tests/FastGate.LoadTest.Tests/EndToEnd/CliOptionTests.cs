@@ -60,6 +60,33 @@ public class CliOptionTests
         Assert.StartsWith("error:", err);
     }
 
+    [Theory]
+    [InlineData("http://127.0.0.1:8080/hello", "/hello")]
+    [InlineData("http://127.0.0.1:8080/hello?a=1&b=%2F", "/hello?a=1&b=%2F")]
+    [InlineData("http://127.0.0.1:8080?q=1", "/?q=1")]
+    [InlineData("http://127.0.0.1:8080/", "/")]
+    [InlineData("http://127.0.0.1:8080", "/")]
+    [InlineData("http://[::1]:8080/api/v1#frag", "/api/v1")]
+    public void TargetPath_IsTheRequestPath_WithoutPathOption(string target, string path)
+    {
+        Assert.Equal(path, CliOptions.Parse(["--target", target]).Options.Path);
+    }
+
+    [Fact]
+    public void PathOption_OverridesARootTarget()
+    {
+        Assert.Equal("/hello", CliOptions.Parse(["--target", "http://127.0.0.1:1/", "--path", "/hello"]).Options.Path);
+        Assert.Equal("/hello", CliOptions.Parse(["--path", "/hello", "--target", "http://127.0.0.1:1"]).Options.Path);
+    }
+
+    [Fact]
+    public async Task TargetPathAndADifferentPathOption_AreAUsageError()
+    {
+        var (code, _, err) = await Run("--target", "http://127.0.0.1:1/a", "--path", "/b");
+        Assert.Equal(Cli.Usage, code);
+        Assert.Contains("--path", err);
+    }
+
     [Fact]
     public async Task MissingTarget_IsAUsageError()
     {

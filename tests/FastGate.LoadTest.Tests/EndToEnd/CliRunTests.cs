@@ -48,6 +48,16 @@ public sealed class CliRunTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task TargetPathAndQuery_AreWhatIsRequested()
+    {
+        var (code, output, err) = await Run("--target", _server.Url + "hello?x=1&y=2", "--rate", "50", "--duration", "1s",
+            "--warmup", "0", "--connections", "2", "--report-dir", _dir, "--quiet");
+        Assert.True(code == 0, output + err);
+        Assert.Equal(["/hello?x=1&y=2"], _server.Targets);
+        Assert.Equal(50, _server.Requests);
+    }
+
+    [Fact]
     public async Task Baseline_FromAnEarlierRun_DrivesRelativeThresholds()
     {
         string first = Path.Combine(_dir, "first");

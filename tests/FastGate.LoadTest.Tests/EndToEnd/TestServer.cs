@@ -21,6 +21,9 @@ public sealed class TestServer : IAsyncDisposable
     public string Url { get; private set; } = "";
     public long Requests => Interlocked.Read(ref _requests);
     public long UnknownKeys => Interlocked.Read(ref _badKeys);
+    /// <summary>Every distinct path and query the server was asked for.</summary>
+    public IReadOnlyCollection<string> Targets => _targets.Keys.ToList();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _targets = new();
 
     public static async Task<TestServer> StartAsync()
     {
@@ -38,6 +41,7 @@ public sealed class TestServer : IAsyncDisposable
     private async Task HandleAsync(HttpContext ctx)
     {
         Interlocked.Increment(ref _requests);
+        _targets.TryAdd(ctx.Request.Path.Value + ctx.Request.QueryString.Value, 0);
         if (ctx.Request.Headers.TryGetValue("X-API-Key", out var key) && key.ToString().StartsWith("unknown-", StringComparison.Ordinal))
         {
             Interlocked.Increment(ref _badKeys);

@@ -124,6 +124,146 @@ public class AccessLogTests
         Assert.Equal("/search?q=shoes&access_token=REDACTED&page=2", line.GetProperty("path").GetString());
     }
 
+    private static int ClosedPort()
+    {
+        var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    [Fact]
+    public async Task GatewayWrittenResponses_CarryXRequestId_AndTheLogShowsTheSameOne()
+    {
+        var path = TempPath();
+        await using var upstream = new SwitchableUpstream();
+        var gateway = await TestGateway.StartAsync($$"""
+            {
+              "listeners": [ { "address": "127.0.0.1:0" } ],
+              "admin": { "address": "127.0.0.1:0" },
+              "accessLog": { "path": "{{path}}", "sampleRate": 1 },
+              "clusters": [ { "id": "up", "destinations": [ { "address": "{{upstream.Address}}" } ] },
+                            { "id": "dead", "destinations": [ { "address": "http://127.0.0.1:{{ClosedPort()}}" } ] } ],
+              "consumers": [ { "id": "alice", "apiKeys": [ "{{FastGate.Security.ApiKeys.Hash("alice-key-123456")}}" ] } ],
+              "cors": [ { "id": "web", "origins": ["https://app.example.com"], "credentials": true } ],
+              "rateLimits": [ { "id": "one", "rate": 1, "per": "1h", "burst": 1, "key": "clientIp" } ],
+              "routes": [
+                { "id": "open", "match": { "pathPrefix": "/open" }, "cluster": "up", "cors": "web" },
+                { "id": "auth", "match": { "pathPrefix": "/auth" }, "cluster": "up", "auth": ["apiKey"] },
+                { "id": "limited", "match": { "pathPrefix": "/limited" }, "cluster": "up", "rateLimits": ["one"] },
+                { "id": "dead", "match": { "pathPrefix": "/dead" }, "cluster": "dead" }
+              ],
+              "policies": [
+                { "id": "deny-admin", "match": { "paths": ["/open/admin/*"] }, "actions": [ { "type": "deny", "status": 403 } ] },
+                { "id": "teapot", "match": { "paths": ["/open/tea"] }, "actions": [ { "type": "respond", "status": 418, "body": "tea" } ] }
+              ]
+            }
+            """);
+        var sent = new List<(int Status, string Id)>();
+        try
+        {
+            using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+            async Task Exchange(string head, int status)
+            {
+                await client.SendAsync(head + "\r\n");
+                var r = await client.ReadResponseAsync();
+                Assert.Equal(status, r.Status);
+                Assert.True(r.Headers.TryGetValue("X-Request-Id", out var id), $"{status} has no X-Request-Id");
+                sent.Add((status, id!));
+            }
+            await Exchange("GET /auth/x HTTP/1.1\r\nHost: a\r\n", 401);
+            await Exchange("GET /auth/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: client-id-7\r\n", 401);
+            await Exchange("GET /open/admin/x HTTP/1.1\r\nHost: a\r\n", 403);
+            await Exchange("GET /open/tea HTTP/1.1\r\nHost: a\r\n", 418);
+            await Exchange("GET /limited HTTP/1.1\r\nHost: a\r\n", 200);
+            await Exchange("GET /limited HTTP/1.1\r\nHost: a\r\n", 429);
+            await Exchange("GET /nothing HTTP/1.1\r\nHost: a\r\n", 404);
+            await Exchange("GET /dead HTTP/1.1\r\nHost: a\r\n", 502);
+            await Exchange("OPTIONS /open HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: GET\r\n", 204);
+            await Exchange("OPTIONS /open HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: GET\r\n", 403);
+            await Exchange("GET /bad HTTP/1.1\r\nHost: a\r\nX-Request-Id: client-id-8\r\nX: 1\r\n continued\r\n", 400);
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        var lines = ReadLines(path);
+        Assert.Equal(sent.Select(s => s.Status), lines.Select(l => l.GetProperty("status").GetInt32()));
+        for (int i = 0; i < sent.Count; i++)
+            Assert.Equal(sent[i].Id, lines[i].GetProperty("request_id").GetString());
+        Assert.Equal("client-id-7", sent[1].Id); // a client's valid id is kept
+        Assert.NotEqual("client-id-8", sent[^1].Id); // an id from a refused head is not trusted: a new one
+        var generated = sent.Where((_, i) => i != 1).Select(s => s.Id).ToList();
+        Assert.All(generated, id => Assert.Equal(32, id.Length));
+        Assert.Equal(generated.Count, generated.Distinct().Count()); // one id per request, never one left over from the last
+    }
+
+    /// <summary>Sends one request that asks to close and returns every byte the gateway wrote back.</summary>
+    private static async Task<int> ReceivedBytes(TestGateway gateway, string request)
+    {
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(gateway.EndPoint);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var buffer = new byte[4096];
+        int total = 0, n;
+        while ((n = await stream.ReadAsync(buffer, cts.Token)) > 0) total += n;
+        return total;
+    }
+
+    [Fact]
+    public async Task BytesOut_IsEveryByteTheClientReceived_ForChunkedAndContentLengthBodies()
+    {
+        var path = TempPath();
+        await using var upstream = new RawUpstream(async (stream, cancel) =>
+        {
+            while (true)
+            {
+                var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+                if (head.Length == 0) return;
+                if (head.StartsWith("GET /chunked", StringComparison.Ordinal))
+                {
+                    await stream.WriteAsync("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"u8.ToArray(), cancel);
+                    for (int i = 0; i < 5; i++)
+                    {
+                        await stream.WriteAsync(Encoding.ASCII.GetBytes($"{1000 + i:x};ext=1\r\n{new string('c', 1000 + i)}\r\n"), cancel);
+                        await stream.FlushAsync(cancel);
+                    }
+                    await stream.WriteAsync("0\r\nX-Trailer: t\r\n\r\n"u8.ToArray(), cancel);
+                }
+                else
+                {
+                    var body = new string('l', 20000);
+                    await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\n\r\n"), cancel);
+                    await stream.WriteAsync(Encoding.ASCII.GetBytes(body[..7000]), cancel);
+                    await stream.FlushAsync(cancel);
+                    await stream.WriteAsync(Encoding.ASCII.GetBytes(body[7000..]), cancel);
+                }
+            }
+        });
+        var gateway = await TestGateway.StartAsync(ObsConfig.Gateway(upstream.Address,
+            $$"""
+            "accessLog": { "path": "{{path}}", "sampleRate": 1 }
+            """, routeId: "bytes-route"));
+        int chunked, length;
+        try
+        {
+            chunked = await ReceivedBytes(gateway, "GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            length = await ReceivedBytes(gateway, "GET /length HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        }
+        finally
+        {
+            await gateway.DisposeAsync();
+        }
+        Assert.True(chunked > 5000 && length > 20000, $"{chunked} {length}");
+        var lines = ReadLines(path);
+        Assert.Equal(2, lines.Count);
+        Assert.Equal(chunked, lines[0].GetProperty("bytes_out").GetInt64());
+        Assert.Equal(length, lines[1].GetProperty("bytes_out").GetInt64());
+    }
+
     private static void Write(AccessLog log, int status, string requestId)
     {
         var record = new RequestRecord

@@ -74,6 +74,48 @@ public class CorsGatewayTests
         Assert.False(noOrigin.Headers.ContainsKey("Access-Control-Allow-Origin"));
     }
 
+    [Theory]
+    [InlineData("https://evil.com")]
+    [InlineData("http://app.example.com")]
+    [InlineData("https://app.example.com.evil.com")]
+    public async Task DisallowedOrigin_GetsNoCredentialsGrant_OnRejectedPreflightOrSimpleRequest(string origin)
+    {
+        var (gateway, upstream) = await StartAsync();
+        await using var _ = upstream;
+        await using var __ = gateway;
+        var preflight = await Send(gateway, $"OPTIONS /hello HTTP/1.1\r\nHost: a\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\r\n");
+        Assert.Equal(403, preflight.Status);
+        Assert.Equal("Origin", preflight.Headers["Vary"]);
+        Assert.False(preflight.Headers.ContainsKey("Access-Control-Allow-Credentials"));
+        Assert.False(preflight.Headers.ContainsKey("Access-Control-Allow-Origin"));
+        Assert.False(preflight.Headers.ContainsKey("Access-Control-Allow-Methods"));
+        var simple = await Send(gateway, $"GET /hello HTTP/1.1\r\nHost: a\r\nOrigin: {origin}\r\n\r\n");
+        Assert.Equal(200, simple.Status);
+        Assert.Equal("Origin", simple.Headers["Vary"]);
+        Assert.False(simple.Headers.ContainsKey("Access-Control-Allow-Credentials"));
+        Assert.False(simple.Headers.ContainsKey("Access-Control-Allow-Origin"));
+        Assert.False(simple.Headers.ContainsKey("Access-Control-Expose-Headers"));
+    }
+
+    [Fact]
+    public async Task AllowedOrigin_GetsTheCredentialsGrant_OnPreflightAndSimpleRequest()
+    {
+        var (gateway, upstream) = await StartAsync();
+        await using var _ = upstream;
+        await using var __ = gateway;
+        var preflight = await Send(gateway, "OPTIONS /hello HTTP/1.1\r\nHost: a\r\nOrigin: https://eu.example.org\r\nAccess-Control-Request-Method: POST\r\n\r\n");
+        Assert.Equal(204, preflight.Status);
+        Assert.Equal("true", preflight.Headers["Access-Control-Allow-Credentials"]);
+        Assert.Equal("https://eu.example.org", preflight.Headers["Access-Control-Allow-Origin"]);
+        var simple = await Send(gateway, "GET /hello HTTP/1.1\r\nHost: a\r\nOrigin: https://eu.example.org\r\n\r\n");
+        Assert.Equal(200, simple.Status);
+        Assert.Equal("true", simple.Headers["Access-Control-Allow-Credentials"]);
+        Assert.Equal("Origin", simple.Headers["Vary"]);
+        // no Origin: not a CORS request, no grant at all
+        var plain = await Send(gateway, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        Assert.False(plain.Headers.ContainsKey("Access-Control-Allow-Credentials"));
+    }
+
     [Fact]
     public void WildcardOriginWithCredentials_IsAConfigError()
     {
