@@ -29,7 +29,7 @@ public static class HeadRewriter
         else if (decision.RewriteRule >= 0)
         {
             w.Write(policy.Rules[decision.RewriteRule].RewritePath);
-            w.Write(r[r.Query]);
+            WriteQuery(ref w, r[r.Query], route.ForwardApiKey ? default : auth.KeyQueryPrefix);
         }
         else
         {
@@ -42,7 +42,7 @@ public static class HeadRewriter
                 if (path.IsEmpty) w.Write((byte)'/');
             }
             w.Write(path);
-            w.Write(r[r.Query]);
+            WriteQuery(ref w, r[r.Query], route.ForwardApiKey ? default : auth.KeyQueryPrefix);
         }
         w.Write(http10 ? " HTTP/1.0\r\nHost: "u8 : " HTTP/1.1\r\nHost: "u8);
         w.Write(route.PreserveHost ? r.CanonicalAuthority : destination.Authority);
@@ -203,6 +203,34 @@ public static class HeadRewriter
         var value = r[f.Value];
         return System.Text.Ascii.EqualsIgnoreCase(name, "authorization"u8) && value.Length > 7
                && System.Text.Ascii.EqualsIgnoreCase(value[..7], "ApiKey "u8);
+    }
+
+    /// <summary>
+    /// The query as sent, without the API-key parameter (<paramref name="keyPrefix"/> is "name=", empty when the key is
+    /// forwarded or no query parameter is configured): a credential the gateway consumed never reaches the upstream.
+    /// </summary>
+    private static void WriteQuery(ref HeadWriter w, ReadOnlySpan<byte> query, ReadOnlySpan<byte> keyPrefix)
+    {
+        if (keyPrefix.IsEmpty || query.IsEmpty || query.IndexOf(keyPrefix) < 0)
+        {
+            w.Write(query);
+            return;
+        }
+        var rest = query[1..];
+        bool first = true;
+        while (true)
+        {
+            int amp = rest.IndexOf((byte)'&');
+            var pair = amp < 0 ? rest : rest[..amp];
+            if (!pair.StartsWith(keyPrefix) && !pair.IsEmpty)
+            {
+                w.Write(first ? (byte)'?' : (byte)'&');
+                w.Write(pair);
+                first = false;
+            }
+            if (amp < 0) break;
+            rest = rest[(amp + 1)..];
+        }
     }
 
     /// <summary>Forwarded and X-Real-IP name the client; only a trusted proxy may say who that is.</summary>

@@ -195,7 +195,7 @@ internal sealed partial class ProxyConnection
                 }
                 if (chunked.IsDone)
                 {
-                    WriteAllowedTrailers(destination, _trailerBuffer.AsSpan(0, _trailerLength));
+                    WriteAllowedTrailers(destination, _trailerBuffer.AsSpan(0, _trailerLength), _runtime.Current.Limits.ProtectedHeaderNames);
                     break;
                 }
             }
@@ -226,7 +226,7 @@ internal sealed partial class ProxyConnection
     /// carry (RFC 9110 6.5.1: framing, routing, authentication, controls and content metadata, plus hop-by-hop and
     /// forwarding fields), so no recipient can merge them into the head it already acted on.
     /// </summary>
-    internal static void WriteAllowedTrailers(PipeWriter destination, ReadOnlySpan<byte> section)
+    internal static void WriteAllowedTrailers(PipeWriter destination, ReadOnlySpan<byte> section, byte[][] protectedNames)
     {
         while (true)
         {
@@ -235,7 +235,9 @@ internal sealed partial class ProxyConnection
             var line = section[..(end + 2)];
             section = section[(end + 2)..];
             int colon = line.IndexOf((byte)':');
-            if (colon <= 0 || !HttpChars.IsTokenSpan(line[..colon]) || TrailerFields.IsForbidden(line[..colon])) continue;
+            var name = line[..Math.Max(colon, 0)];
+            // also the gateway's identity and forwarding headers, in any spelling ("X_Consumer_Id")
+            if (colon <= 0 || !HttpChars.IsTokenSpan(name) || TrailerFields.IsForbidden(name) || RequestCanonicalizer.IsProtected(name, protectedNames)) continue;
             destination.Write(line);
         }
         destination.Write("\r\n"u8);

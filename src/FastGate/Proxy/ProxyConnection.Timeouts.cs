@@ -299,7 +299,7 @@ internal sealed partial class ProxyConnection
     {
         var request = _request;
         if (_bufferedLength > 0) upstream.Write(_bodyBuffer.AsSpan(0, _bufferedLength));
-        if (_bodyComplete && request.Framing == BodyFraming.Chunked) WriteAllowedTrailers(upstream, _trailerBuffer.AsSpan(0, _trailerLength));
+        if (_bodyComplete && request.Framing == BodyFraming.Chunked) WriteAllowedTrailers(upstream, _trailerBuffer.AsSpan(0, _trailerLength), snapshot.Limits.ProtectedHeaderNames);
         if (!request.HasBody || _bodyComplete)
         {
             try

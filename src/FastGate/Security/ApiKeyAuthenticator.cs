@@ -78,6 +78,9 @@ public sealed class ApiKeyAuthenticator
     private readonly FrozenDictionary<Digest, ConsumerModel> _byDigest;
     private readonly byte[] _header;
     private readonly byte[]? _query;
+
+    /// <summary>"name=" of apiKeys.queryParameter, or empty: the parameter that carries a key (dropped upstream).</summary>
+    public ReadOnlySpan<byte> KeyQueryPrefix => _query;
     private readonly CacheEntry?[] _cache;
     private readonly ulong _seed;
 

@@ -153,7 +153,7 @@ public class HostileUpstreamTests
 
     private const string ForbiddenTrailers =
         "Content-Length: 10\r\nTransfer-Encoding: chunked\r\nHost: evil\r\nSet-Cookie: session=stolen\r\nAuthorization: Bearer x\r\n"
-        + "Cookie: a=b\r\nContent-Type: text/evil\r\nCache-Control: no-store\r\nTrailer: X-Ok\r\nConnection: close\r\nX-Ok: 1\r\nX-Checksum: abc\r\n\r\n";
+        + "X-Consumer-Id: admin\r\nX_Consumer_Id: admin\r\nX-Forwarded-For: 10.0.0.1\r\nCookie: a=b\r\nContent-Type: text/evil\r\nCache-Control: no-store\r\nTrailer: X-Ok\r\nConnection: close\r\nX-Ok: 1\r\nX-Checksum: abc\r\n\r\n";
 
     [Fact]
     public async Task ResponseTrailersWithForbiddenFields_AreRelayedWithoutThem()

@@ -37,6 +37,28 @@ public class ApiKeyGatewayTests
     }
 
     [Fact]
+    public async Task KeyInQueryParameter_Authenticates_AndIsNotForwardedUpstream()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var config = Config(upstream.Address.ToString().TrimEnd('/'), $"\"{ApiKeys.Hash(AliceKey)}\"")
+            .Replace("\"routes\": [", "\"apiKeys\": { \"queryParameter\": \"api_key\" },\n  \"routes\": [");
+        await using var gateway = await TestGateway.StartAsync(config);
+        // two requests: the route's per-consumer limit allows a burst of 2
+        foreach (var (query, forwarded) in new[]
+                 {
+                     ($"?a=1&api_key={AliceKey}&b=2", "/echo?a=1&b=2"),
+                     ($"?api_key={AliceKey}&x=api_key%3D", "/echo?x=api_key%3D"),
+                 })
+        {
+            var response = await Send(gateway, $"GET /private/echo{query} HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(200, response.Status);
+            var echoed = JsonDocument.Parse(response.Body).RootElement;
+            Assert.Equal(forwarded, echoed.GetProperty("path").GetString());
+            Assert.Equal("alice", echoed.GetProperty("headers").GetProperty("X-Consumer-Id").GetString());
+        }
+    }
+
+    [Fact]
     public async Task ApiKeyRoute_MissingWrongAndRightKeys_SpoofedConsumerRemoved_KeyNotForwarded()
     {
         await using var upstream = await DemoUpstreamServer.StartAsync();
