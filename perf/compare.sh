@@ -128,6 +128,7 @@ start_bg() { # start_bg LOG CMD...: starts CMD in the background, sets START_PID
 stop_row() { # stop_row PID: stops one row's process and forgets it
   local pid=$1 keep=() p
   stop_pid "$pid"
+  CPU_PID=""
   for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
   PIDS=("${keep[@]}")
 }
@@ -178,7 +179,18 @@ to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 1.01s) -> milliseconds with 2 de
     else printf "%s", v }'
 }
 
+cpu_ticks() { # cpu_ticks PID: user+system clock ticks of PID and its child processes (nginx's workers), from /proc
+  local p total=0 t
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) && total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
 # Runs the warm-up and the measured load against URL; sets RPS, P50, P99, REQUESTS, ERRORS.
+# CPU_PID (optional): the proxy's process; sets CPU_US, its CPU microseconds (user + system, children included) per
+# request over the measured runs: steadier than req/s on a shared machine.
 # ALLOC_URL (optional): read ALLOC_METRIC there before and after the measured run; sets BPR. When it also has
 # REQ_METRIC, sets SBPR (steady bytes per request): ALLOC_METRIC and REQ_METRIC read at 1/4 and 3/4 of each
 # measured run, on connections already open, less what one scrape allocates (measured by two scrapes after the
@@ -198,6 +210,8 @@ run_load() { # run_load NAME URL [HEADER]
   quarter=$(awk -v d="$(seconds_of "$DURATION")" 'BEGIN { printf "%.2f", d / 4 }')
   before=""
   [ -n "${ALLOC_URL:-}" ] && before=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
+  local cpu_before=""
+  [ -n "${CPU_PID:-}" ] && cpu_before=$(cpu_ticks "$CPU_PID")
   local run runs=() total=0 n
   for run in $(seq "$REPEAT"); do
     timeout "$limit" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency "${hargs[@]}" "$url" \
@@ -220,6 +234,10 @@ run_load() { # run_load NAME URL [HEADER]
   done
   after=""
   [ -n "${ALLOC_URL:-}" ] && after=$(read_counter "$ALLOC_URL" "$ALLOC_METRIC")
+  CPU_US=""
+  if [ -n "$cpu_before" ] && [ "$total" -gt 0 ]; then
+    CPU_US=$(awk -v a="$(cpu_ticks "$CPU_PID")" -v b="$cpu_before" -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", (a - b) * 1e6 / hz / n }')
+  fi
   # The median run by req/s stands for the row; bytes per request count every measured run.
   cp "$(printf '%s\n' "${runs[@]}" | sort -n | awk -v m=$(( (REPEAT + 1) / 2 )) 'NR == m { print $2 }')" "$out"
   if [ "$REPEAT" -gt 1 ]; then
@@ -258,8 +276,8 @@ run_load() { # run_load NAME URL [HEADER]
 
 # Table rows: name|req/s|p50|p99|errors|bytes/req|note
 RESULTS=()
-record() { RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${SBPR:--}|${2:-}"); }
-record_na() { RESULTS+=("$1|not available|-|-|-|-|-|$2"); echo "compare: $1: not available ($2)" >&2; }
+record() { RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${SBPR:--}|${CPU_US:--}|${2:-}"); }
+record_na() { RESULTS+=("$1|not available|-|-|-|-|-|-|$2"); echo "compare: $1: not available ($2)" >&2; }
 
 UP_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
@@ -345,6 +363,7 @@ if wants nginx; then
   start_bg "$TMP/proxy/out.log" "$NGINX" -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -g 'daemon off;'
   pid=$START_PID
   ALLOC_URL=""
+  CPU_PID=$pid
   if ! wait_ready "$pid" "http://127.0.0.1:$NGINX_PORT/"; then
     record_na nginx "did not start: $(tail -c 300 "$TMP/proxy/logs/error.log" "$TMP/proxy/out.log" 2>/dev/null | tr '\n' ' ')"
   elif run_load nginx "http://127.0.0.1:$NGINX_PORT/"; then record nginx; else record_na nginx "wrk failed"; fi
@@ -378,6 +397,7 @@ EOF
   start_bg "$TMP/haproxy/out.log" "$HAPROXY" -db -f "$TMP/haproxy/haproxy.cfg"
   pid=$START_PID
   ALLOC_URL=""
+  CPU_PID=$pid
   if ! wait_ready "$pid" "http://127.0.0.1:$HAPROXY_PORT/"; then
     record_na haproxy "did not start: $(tail -c 300 "$TMP/haproxy/out.log" | tr '\n' ' ')"
   elif run_load haproxy "http://127.0.0.1:$HAPROXY_PORT/"; then record haproxy; else record_na haproxy "wrk failed"; fi
@@ -397,6 +417,7 @@ if wants yarp; then
   else
     start_bg "$TMP/yarp.log" env ASPNETCORE_ENVIRONMENT=Production "$DOTNET" "$YARP_DLL" "$UPSTREAM" "$YARP_PORT"
     pid=$START_PID
+    CPU_PID=$pid
     if ! wait_ready "$pid" "http://127.0.0.1:$YARP_PORT/"; then
       ALLOC_URL=""
       record_na yarp "did not start: $(tail -c 300 "$TMP/yarp.log" | tr '\n' ' ')"
@@ -445,6 +466,7 @@ run_fastgate_row() { # run_fastgate_row NAME TEMPLATE-FILE LISTEN-PORT ADMIN-POR
     "$template" >"$cfg"
   start_bg "$TMP/$name.log" "${FG_CMD[@]}" run --config "$cfg"
   pid=$START_PID
+  CPU_PID=$pid
   if ! wait_ready "$pid" "$scheme://127.0.0.1:$port/" "$header"; then
     ALLOC_URL=""
     record_na "$name" "did not start or did not proxy: $(tail -c 300 "$TMP/$name.log" | tr '\n' ' ')"
@@ -565,11 +587,11 @@ for r in "${RESULTS[@]}"; do
 done
 
 table() {
-  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | × fastgate | errors | bytes/request | steady B/request |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-  local r name rps p50 p99 errs bpr sbpr note ratio fgratio
+  echo "| row | req/s | p50 (ms) | p99 (ms) | × nginx | × fastgate | errors | bytes/request | steady B/request | proxy CPU µs/request |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  local r name rps p50 p99 errs bpr sbpr cpuus note ratio fgratio
   for r in "${RESULTS[@]}"; do
-    IFS='|' read -r name rps p50 p99 errs bpr sbpr note <<<"$r"
+    IFS='|' read -r name rps p50 p99 errs bpr sbpr cpuus note <<<"$r"
     ratio="-"
     local anchor=$nginx_rps
     case $name in *+*) [ -n "${anchor_rps[${name#*+}]:-}" ] && anchor=${anchor_rps[${name#*+}]} ;; esac
@@ -582,7 +604,7 @@ table() {
         fgratio=$(awk -v a="$rps" -v b="$fastgate_rps" 'BEGIN { printf "%.2f", a / b }')
       fi ;;
     esac
-    echo "| $name | $rps | $p50 | $p99 | $ratio | $fgratio | $errs | $bpr | $sbpr |"
+    echo "| $name | $rps | $p50 | $p99 | $ratio | $fgratio | $errs | $bpr | $sbpr | $cpuus |"
   done
 }
 
