@@ -146,91 +146,28 @@ internal sealed partial class ProxyConnection : IDisposable
                     _exchange.CompleteToken(await _exchange.PendingToken.ConfigureAwait(false));
                     verdict = Pipeline.Admission.Decide(snapshot, _exchange, _runtime.Observability);
                 }
-                var route = _exchange.Route;
                 if (verdict != Pipeline.AdmissionVerdict.Forward)
                 {
-                    bool stays;
-                    RejectReason why;
-                    if (verdict == Pipeline.AdmissionVerdict.PolicyReply)
-                    {
-                        stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
-                        why = RejectReason.None;
-                    }
-                    else if (verdict == Pipeline.AdmissionVerdict.Preflight)
-                    {
-                        stays = await AnswerPreflightAsync(route!.Cors!, _exchange.CorsAllowed).ConfigureAwait(false);
-                        why = _exchange.CorsAllowed ? RejectReason.None : RejectReason.CorsRejected;
-                    }
-                    else
-                    {
-                        why = _exchange.Reason;
-                        stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
-                    }
-                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                    if (verdict == Pipeline.AdmissionVerdict.PolicyReply) ObservePolicyResponse(route, started, policy);
-                    else Observe(route, started, why);
-                    if (!stays || _closeRequested) return;
+                    if (!await ReplyAsync(verdict, _exchange.Route, policy, started).ConfigureAwait(false) || _closeRequested) return;
                     continue;
                 }
-                // admitted: response decoration (HSTS on TLS, CORS headers for an allowed origin)
-                _extraLength = 0;
-                if (_isTls && route!.HstsLine is { } hsts) AppendExtraHeaders(hsts);
-                if (route!.Cors is { } cors && _request.TryGetHeader("origin"u8, out var origin))
-                {
-                    AppendExtraHeaders(CorsModel.VaryLine);
-                    if (cors.IsAllowed(origin))
-                    {
-                        AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
-                        AppendExtraHeaders(origin);
-                        AppendExtraHeaders("\r\n"u8);
-                        AppendExtraHeaders(cors.ResponseGrantLines);
-                    }
-                }
+                var route = _exchange.Route!; // admitted: there is a route
+                DecorateResponse(route);
                 var cluster = _exchange.Cluster!;
 
                 // 2c. rate limits: the route's, then those of every matched rule (local limiters complete synchronously)
                 if (route.Limiters.Length > 0 || HasRuleLimiters(snapshot))
                 {
-                    long now = _runtime.Limiters.Time.GetTimestamp();
-                    CompiledLimiter? rejectedBy = null;
-                    RateLimitDecision rejection = default;
-                    for (int set = -1; set < _policy.MatchedCount && rejectedBy is null; set++)
+                    var limited = await AdmitLimitsAsync(snapshot, route, started).ConfigureAwait(false);
+                    if (limited != LimitOutcome.Admitted)
                     {
-                        var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
-                        foreach (var limiter in limiters)
-                        {
-                            int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _exchange.Consumer, _device);
-                            // a token quota only checks here (cost 0: refused while in debt); the response pays
-                            long cost = limiter.CountsTokens ? 0 : 1;
-                            var pending = keyLength >= 0
-                                ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), cost, now)
-                                : limiter.Limiter.AcquireWithoutKeyAsync(cost);
-                            var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
-                            if (!decision.IsAllowed)
-                            {
-                                limiter.Rejected.Inc();
-                                rejectedBy = limiter;
-                                rejection = decision;
-                                break;
-                            }
-                            limiter.Allowed.Inc();
-                            if (limiter.IsConcurrency) AddLease(limiter, decision);
-                            if (limiter.CountsTokens && keyLength >= 0) AddTokenCharge(limiter, _keyBuffer.AsSpan(0, keyLength));
-                            if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
-                        }
-                    }
-                    if (rejectedBy is not null)
-                    {
-                        ReleaseLeases();
-                        bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
-                        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                        Observe(route, started, RejectReason.RateLimited);
-                        if (!stays || _closeRequested) return;
+                        if (limited == LimitOutcome.RepliedClose || _closeRequested) return;
                         continue;
                     }
                 }
 
-                // 3. forward (inline for the reason above; the helpers it calls are synchronous)
+                // 3. forward: the small body read first, lease, send, relay, retry once when safe. Inline: as its own
+                // async method its pooled state machine box missed the pool under load (240 B/request measured)
                 var request = _request;
                 if (request.ExpectContinue && request.HasBody)
                 {
@@ -414,6 +351,90 @@ internal sealed partial class ProxyConnection : IDisposable
         {
             await CompleteClientAsync().ConfigureAwait(false);
         }
+    }
+
+
+    /// <summary>Writes the admission's answer (policy reply, preflight, or a canned rejection), records it; false: close.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> ReplyAsync(Pipeline.AdmissionVerdict verdict, RouteModel? route, CompiledPolicy policy, long started)
+    {
+        bool stays;
+        RejectReason why;
+        if (verdict == Pipeline.AdmissionVerdict.PolicyReply)
+        {
+            stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
+            why = RejectReason.None;
+        }
+        else if (verdict == Pipeline.AdmissionVerdict.Preflight)
+        {
+            stays = await AnswerPreflightAsync(route!.Cors!, _exchange.CorsAllowed).ConfigureAwait(false);
+            why = _exchange.CorsAllowed ? RejectReason.None : RejectReason.CorsRejected;
+        }
+        else
+        {
+            why = _exchange.Reason;
+            stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
+        }
+        route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        if (verdict == Pipeline.AdmissionVerdict.PolicyReply) ObservePolicyResponse(route, started, policy);
+        else Observe(route, started, why);
+        return stays;
+    }
+
+    /// <summary>Response lines of an admitted request: HSTS on TLS, the CORS grant for an allowed origin (Vary for every origin).</summary>
+    private void DecorateResponse(RouteModel route)
+    {
+        _extraLength = 0;
+        if (_isTls && route.HstsLine is { } hsts) AppendExtraHeaders(hsts);
+        if (route.Cors is not { } cors || !_request.TryGetHeader("origin"u8, out var origin)) return;
+        AppendExtraHeaders(CorsModel.VaryLine);
+        if (!cors.IsAllowed(origin)) return;
+        AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
+        AppendExtraHeaders(origin);
+        AppendExtraHeaders("\r\n"u8);
+        AppendExtraHeaders(cors.ResponseGrantLines);
+    }
+
+    private enum LimitOutcome : byte { Admitted, RepliedKeepAlive, RepliedClose }
+
+    /// <summary>The request's rate limits (route's, then each matched rule's); over a limit the 429 (or 503) is written here.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<LimitOutcome> AdmitLimitsAsync(GatewaySnapshot snapshot, RouteModel route, long started)
+    {
+        long now = _runtime.Limiters.Time.GetTimestamp();
+        CompiledLimiter? rejectedBy = null;
+        RateLimitDecision rejection = default;
+        for (int set = -1; set < _policy.MatchedCount && rejectedBy is null; set++)
+        {
+            var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
+            foreach (var limiter in limiters)
+            {
+                int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _exchange.Consumer, _device);
+                // a token quota only checks here (cost 0: refused while in debt); the response pays
+                long cost = limiter.CountsTokens ? 0 : 1;
+                var pending = keyLength >= 0
+                    ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), cost, now)
+                    : limiter.Limiter.AcquireWithoutKeyAsync(cost);
+                var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
+                if (!decision.IsAllowed)
+                {
+                    limiter.Rejected.Inc();
+                    rejectedBy = limiter;
+                    rejection = decision;
+                    break;
+                }
+                limiter.Allowed.Inc();
+                if (limiter.IsConcurrency) AddLease(limiter, decision);
+                if (limiter.CountsTokens && keyLength >= 0) AddTokenCharge(limiter, _keyBuffer.AsSpan(0, keyLength));
+                if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
+            }
+        }
+        if (rejectedBy is null) return LimitOutcome.Admitted;
+        ReleaseLeases();
+        bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
+        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        Observe(route, started, RejectReason.RateLimited);
+        return stays ? LimitOutcome.RepliedKeepAlive : LimitOutcome.RepliedClose;
     }
 
     private enum HeadStep : byte { NeedMore, Complete, Rejected, Closed }
