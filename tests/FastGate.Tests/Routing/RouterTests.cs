@@ -48,7 +48,8 @@ public class RouterTests
             .OrderByDescending(e => e.HostKind switch { HostMatchKind.Exact => 2, HostMatchKind.Suffix => 1, _ => 0 })
             .ThenByDescending(e => e.HostKind == HostMatchKind.Suffix ? e.Host.Length : 0)
             .ThenByDescending(e => e.PathKind switch { PathMatchKind.Exact => 2, PathMatchKind.Prefix => 1, _ => 0 })
-            .ThenByDescending(e => e.Path.Length)
+            // "/a/b/" and "/a/b" are one exact path (it matches with or without the trailing '/')
+            .ThenByDescending(e => e.PathKind == PathMatchKind.Exact && e.Path.Length > 1 && e.Path[^1] == (byte)'/' ? e.Path.Length - 1 : e.Path.Length)
             .ThenByDescending(e => e.MethodMask != 0 || e.OtherMethods.Length > 0)
             .ThenBy(e => e.Route.Order);
         foreach (var e in sorted)
@@ -64,7 +65,7 @@ public class RouterTests
             bool pathOk = e.PathKind switch
             {
                 PathMatchKind.Any => true,
-                PathMatchKind.Exact => path == ep,
+                PathMatchKind.Exact => path == ep || (ep.Length > 1 && (ep[^1] == '/' ? path == ep[..^1] : path == ep + "/")),
                 _ => path.StartsWith(ep, StringComparison.Ordinal) && (path.Length == ep.Length || ep[^1] == '/' || path[ep.Length] == '/'),
             };
             bool methodOk = (e.MethodMask == 0 && e.OtherMethods.Length == 0)
@@ -128,5 +129,43 @@ public class RouterTests
             Assert.Same(routes[i], router.Match(Parse($"GET /svc/{i}/x HTTP/1.1\nHost: {host}\n\n")));
         }
         Assert.Null(router.Match(Parse("GET /svc/1/x HTTP/1.1\nHost: any.test\n\n"))); // route 1 is for its host only
+    }
+
+    /// <summary>
+    /// Router and policy read the same host, method and path strings alike: a route and a rule written with the same
+    /// hosts, path (exact, or prefix as "/p/*") and methods match exactly the same requests (issue 12).
+    /// </summary>
+    [Fact]
+    public void RouteAndRule_WithTheSameConditions_MatchTheSameRequests()
+    {
+        string[] hosts = ["*", "a.example.com", "*.example.com", "*.b.example.com"];
+        string[] exactPaths = ["/", "/a", "/a/b", "/ab"];
+        string[] prefixes = ["/a", "/a/b", "/b"];
+        string[][] methods = [[], ["GET"], ["POST", "PURGE"]];
+        string[] requestPaths = ["/", "/a", "/a/", "/a/b", "/a/b/", "/a/b/c", "/ab", "/abc", "/b", "/b/x", "/c", "//a/b", "/%61/b"];
+        int compared = 0;
+        foreach (var host in hosts)
+        foreach (var (kind, path) in exactPaths.Select(p => (PathMatchKind.Exact, p)).Concat(prefixes.Select(p => (PathMatchKind.Prefix, p))))
+        foreach (var m in methods)
+        {
+            var route = new RouteModel { Id = "r", Cluster = Cluster, Metrics = new RouteMetrics("router-test"), Order = 0 };
+            var router = new Router([Entry(route, host, kind, path, m)]);
+            var pattern = kind == PathMatchKind.Exact ? path : path + "/*";
+            var methodList = string.Join(", ", m.Select(x => $"\"{x}\""));
+            var policy = Compile($$"""
+                "policies": [ { "id": "p", "match": { "hosts": ["{{host}}"], "paths": ["{{pattern}}"]{{(m.Length > 0 ? $", \"methods\": [{methodList}]" : "")}} }, "actions": [ { "type": "deny" } ] } ]
+                """);
+            foreach (var rh in RequestHosts)
+            foreach (var rp in requestPaths)
+            foreach (var rm in Methods)
+            {
+                var request = Parse($"{rm} {rp} HTTP/1.1\nHost: {rh}\n\n");
+                bool routed = router.Match(request) is not null;
+                bool ruled = Evaluate(policy, request).Verdict == FastGate.Policy.PolicyVerdict.Deny;
+                Assert.True(routed == ruled, $"{rm} {rh}{rp}: route ({host} {kind} {path} [{methodList}]) {routed}, rule {ruled}");
+                compared++;
+            }
+        }
+        Assert.Equal(hosts.Length * (exactPaths.Length + prefixes.Length) * methods.Length * RequestHosts.Length * requestPaths.Length * Methods.Length, compared);
     }
 }
