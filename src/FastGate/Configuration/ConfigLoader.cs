@@ -58,7 +58,8 @@ public static class ConfigLoader
             var config = Bind(doc.RootElement, reader);
             if (config is not null)
             {
-                config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory(), Files = files ?? ConfigFileAccess.Any };
+                var baseDir = baseDirectory ?? Directory.GetCurrentDirectory();
+                config = ResolvePaths(config with { BaseDirectory = baseDir, Files = files ?? ConfigFileAccess.Any });
                 ConfigValidator.Validate(config, errors);
             }
             return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json)
@@ -66,6 +67,26 @@ public static class ConfigLoader
                 Warnings = config is null ? [] : ConfigValidator.Warnings(config),
             };
         }
+    }
+
+    /// <summary>
+    /// Paths used after loading rather than checked by a validator (the access log's) become full paths here, against
+    /// the config's directory (<see cref="ConfigPath"/>), so where a file goes never depends on the working directory.
+    /// </summary>
+    private static GatewayConfig ResolvePaths(GatewayConfig config)
+    {
+        var log = config.Observability.AccessLog;
+        if (log.Path is "stdout" or "") return config;
+        string full;
+        try
+        {
+            full = ConfigPath.Resolve(log.Path, config.BaseDirectory);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            return config; // opening it reports the problem, as before
+        }
+        return config with { Observability = config.Observability with { AccessLog = log with { Path = full } } };
     }
 
     /// <summary>

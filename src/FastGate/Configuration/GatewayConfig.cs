@@ -27,7 +27,7 @@ public sealed record GatewayConfig
     public Security.MtlsOptionsConfig Mtls { get; init; } = new();
     /// <summary>CIDRs of proxies whose X-Forwarded-For is believed (empty: the TCP peer is always the client).</summary>
     public IReadOnlyList<string> TrustedProxies { get; init; } = [];
-    /// <summary>Directory relative paths in the config (e.g. ipLists files) resolve against.</summary>
+    /// <summary>Directory relative paths in the config resolve against (<see cref="ConfigPath.Resolve"/>): the config file's.</summary>
     public string BaseDirectory { get; init; } = ".";
     /// <summary>Which files validating this config may open (all, except for POST /admin/validate).</summary>
     public ConfigFileAccess Files { get; init; } = ConfigFileAccess.Any;
