@@ -23,6 +23,63 @@ public static class ConfigLoader
         MaxDepth = 64,
     };
 
+    /// <summary>The top-level properties: "$schema", the sections of <see cref="GatewayConfig"/> and the observability sections.</summary>
+    internal static readonly string[] RootProperties =
+        ["$schema", .. ConfigReader.Names(nameof(GatewayConfig.Listeners), nameof(GatewayConfig.Admin), nameof(GatewayConfig.Clusters),
+        nameof(GatewayConfig.Routes), nameof(GatewayConfig.Limits), nameof(GatewayConfig.Http), nameof(GatewayConfig.Policies),
+        nameof(GatewayConfig.DefaultAction), nameof(GatewayConfig.IpLists), nameof(GatewayConfig.RateLimits), nameof(GatewayConfig.Redis),
+        nameof(GatewayConfig.Consumers), nameof(GatewayConfig.ApiKeys), nameof(GatewayConfig.Cors), nameof(GatewayConfig.JwtIssuers),
+        nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls)),
+        .. Observability.ObservabilityConfigReader.SectionNames];
+    /// <summary><c>admin</c>.</summary>
+    internal static readonly string[] AdminProperties =
+        ConfigReader.Names(nameof(AdminConfig.Address), nameof(AdminConfig.Token), nameof(AdminConfig.TokenEnv));
+    /// <summary><c>listeners[]</c>.</summary>
+    internal static readonly string[] ListenerProperties =
+        ConfigReader.Names(nameof(ListenerConfig.Name), nameof(ListenerConfig.Address), nameof(ListenerConfig.Tls));
+    /// <summary><c>routes[].upstreamCredential</c>.</summary>
+    internal static readonly string[] UpstreamCredentialProperties =
+        ConfigReader.Names(nameof(UpstreamCredentialConfig.Provider), nameof(UpstreamCredentialConfig.Header),
+        nameof(UpstreamCredentialConfig.Prefix), nameof(UpstreamCredentialConfig.Env));
+    /// <summary><c>clusters[]</c>.</summary>
+    internal static readonly string[] ClusterProperties =
+        ConfigReader.Names(nameof(ClusterConfig.Id), nameof(ClusterConfig.Destinations), nameof(ClusterConfig.MaxConnectionsPerDestination),
+        nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls));
+    /// <summary><c>clusters[].tls</c>.</summary>
+    internal static readonly string[] UpstreamTlsProperties =
+        ConfigReader.Names(nameof(UpstreamTlsConfig.Ca), nameof(UpstreamTlsConfig.Sni), nameof(UpstreamTlsConfig.InsecureSkipVerify));
+    /// <summary><c>clusters[].destinations[]</c>.</summary>
+    internal static readonly string[] DestinationProperties = ConfigReader.Names(nameof(DestinationConfig.Address));
+    /// <summary><c>routes[]</c>.</summary>
+    internal static readonly string[] RouteProperties =
+        ConfigReader.Names(nameof(RouteConfig.Id), nameof(RouteConfig.Match), nameof(RouteConfig.Cluster), nameof(RouteConfig.StripPrefix),
+        nameof(RouteConfig.PreserveHost), nameof(RouteConfig.RateLimits), nameof(RouteConfig.Auth), nameof(RouteConfig.Scopes),
+        nameof(RouteConfig.Claims), nameof(RouteConfig.ForwardApiKey), nameof(RouteConfig.Cors), nameof(RouteConfig.Hsts),
+        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout));
+    /// <summary><c>routes[].match</c>.</summary>
+    internal static readonly string[] RouteMatchProperties =
+        ConfigReader.Names(nameof(RouteMatchConfig.Hosts), nameof(RouteMatchConfig.PathPrefix), nameof(RouteMatchConfig.Path),
+        nameof(RouteMatchConfig.Methods));
+    /// <summary><c>limits</c>.</summary>
+    internal static readonly string[] LimitsProperties =
+        ConfigReader.Names(nameof(LimitsConfig.MaxRequestLineBytes), nameof(LimitsConfig.MaxHeaderBytes),
+        nameof(LimitsConfig.MaxHeaderCount), nameof(LimitsConfig.MaxBodyBytes), nameof(LimitsConfig.HeaderTimeout),
+        nameof(LimitsConfig.KeepAliveTimeout), nameof(LimitsConfig.UpstreamConnectTimeout), nameof(LimitsConfig.UpstreamResponseTimeout),
+        nameof(LimitsConfig.DrainTimeout), nameof(LimitsConfig.BodyIdleTimeout), nameof(LimitsConfig.MinRequestBodyRate),
+        nameof(LimitsConfig.MinResponseRate), nameof(LimitsConfig.MinRateGracePeriod), nameof(LimitsConfig.RequestTimeout),
+        nameof(LimitsConfig.RequestBufferBytes));
+    /// <summary>A certificate source (<see cref="CertificateFiles"/>), in listeners[].tls and its sni[] entries.</summary>
+    internal static readonly string[] CertificateFileProperties =
+        ConfigReader.Names(nameof(CertificateFiles.Certificate), nameof(CertificateFiles.Key), nameof(CertificateFiles.Pfx),
+        nameof(CertificateFiles.Password), nameof(CertificateFiles.PasswordEnv));
+    /// <summary><c>listeners[].tls</c>.</summary>
+    internal static readonly string[] ListenerTlsProperties =
+        [.. CertificateFileProperties, .. ConfigReader.Names(nameof(ListenerTlsConfig.ClientCertificate),
+        nameof(ListenerTlsConfig.ClientCa), nameof(ListenerTlsConfig.Sni))];
+    /// <summary><c>listeners[].tls.sni[]</c>.</summary>
+    internal static readonly string[] SniProperties =
+        [.. ConfigReader.Names(nameof(SniCertificateConfig.Hosts)), .. CertificateFileProperties];
+
     public static ConfigLoadResult LoadFile(string path)
     {
         string text;
@@ -67,6 +124,15 @@ public static class ConfigLoader
                 Warnings = config is null ? [] : ConfigValidator.Warnings(config),
             };
         }
+    }
+
+    /// <summary>Binds <paramref name="json"/> and returns what the binders checked and read (errors are ignored): for tests.</summary>
+    internal static ConfigReader.BindingTrace TraceBinding(string json)
+    {
+        var trace = new ConfigReader.BindingTrace();
+        using var doc = JsonDocument.Parse(json, s_options);
+        Bind(doc.RootElement, new ConfigReader([], trace));
+        return trace;
     }
 
     /// <summary>
@@ -123,8 +189,7 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "http", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", "trustedProxies", "devices", "mtls", .. Observability.ObservabilityConfigReader.SectionNames]);
+        r.CheckUnknown(root, path, RootProperties);
         var limits = new LimitsConfig();
         if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
             limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
@@ -132,7 +197,7 @@ public static class ConfigLoader
         if (r.TryGet(root, path, "admin", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "admin")))
         {
             var ap = ConfigReader.Child(path, "admin");
-            r.CheckUnknown(a, ap, "address", "token", "tokenEnv");
+            r.CheckUnknown(a, ap, AdminProperties);
             admin = new AdminConfig
             {
                 Address = r.String(a, ap, "address", required: true) ?? "",
@@ -144,7 +209,7 @@ public static class ConfigLoader
         {
             Listeners = r.Objects(root, path, "listeners", true, (e, p) =>
             {
-                r.CheckUnknown(e, p, "name", "address", "tls");
+                r.CheckUnknown(e, p, ListenerProperties);
                 return new ListenerConfig
                 {
                     Name = r.String(e, p, "name") ?? "",
@@ -178,7 +243,7 @@ public static class ConfigLoader
     {
         if (!r.TryGet(e, p, "tls", false, out var t) || !r.IsObject(t, ConfigReader.Child(p, "tls"))) return null;
         var tp = ConfigReader.Child(p, "tls");
-        r.CheckUnknown(t, tp, "certificate", "key", "pfx", "password", "passwordEnv", "clientCertificate", "clientCa", "sni");
+        r.CheckUnknown(t, tp, ListenerTlsProperties);
         var mode = ClientCertificateMode.None;
         if (r.String(t, tp, "clientCertificate") is { } m)
         {
@@ -197,7 +262,7 @@ public static class ConfigLoader
             ClientCa = r.String(t, tp, "clientCa"),
             Sni = r.Objects(t, tp, "sni", false, (se, sp) =>
             {
-                r.CheckUnknown(se, sp, "hosts", "certificate", "key", "pfx", "password", "passwordEnv");
+                r.CheckUnknown(se, sp, SniProperties);
                 return new SniCertificateConfig { Hosts = r.Strings(se, sp, "hosts"), Files = BindCertificateFiles(se, sp, r) };
             }),
         };
@@ -210,7 +275,7 @@ public static class ConfigLoader
     {
         if (!r.TryGet(e, p, "upstreamCredential", false, out var c) || !r.IsObject(c, ConfigReader.Child(p, "upstreamCredential"))) return null;
         var cp = ConfigReader.Child(p, "upstreamCredential");
-        r.CheckUnknown(c, cp, "provider", "header", "prefix", "env");
+        r.CheckUnknown(c, cp, UpstreamCredentialProperties);
         return new UpstreamCredentialConfig
         {
             Provider = r.String(c, cp, "provider"),
@@ -222,13 +287,13 @@ public static class ConfigLoader
 
     private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "destinations", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "idleConnectionTimeout", "tls");
+        r.CheckUnknown(e, p, ClusterProperties);
         var d = new ClusterConfig();
         UpstreamTlsConfig? tls = null;
         if (r.TryGet(e, p, "tls", false, out var t) && r.IsObject(t, ConfigReader.Child(p, "tls")))
         {
             var tp = ConfigReader.Child(p, "tls");
-            r.CheckUnknown(t, tp, "ca", "sni", "insecureSkipVerify");
+            r.CheckUnknown(t, tp, UpstreamTlsProperties);
             tls = new UpstreamTlsConfig
             {
                 Ca = r.String(t, tp, "ca"),
@@ -241,7 +306,7 @@ public static class ConfigLoader
             Id = r.String(e, p, "id", required: true) ?? "",
             Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
             {
-                r.CheckUnknown(de, dp, "address");
+                r.CheckUnknown(de, dp, DestinationProperties);
                 return new DestinationConfig { Address = r.String(de, dp, "address", required: true) ?? "" };
             }),
             MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
@@ -253,12 +318,12 @@ public static class ConfigLoader
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts", "upstreamCredential", "requestTimeout");
+        r.CheckUnknown(e, p, RouteProperties);
         var match = new RouteMatchConfig();
         if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
         {
             var mp = ConfigReader.Child(p, "match");
-            r.CheckUnknown(m, mp, "hosts", "pathPrefix", "path", "methods");
+            r.CheckUnknown(m, mp, RouteMatchProperties);
             match = new RouteMatchConfig
             {
                 Hosts = r.Strings(m, mp, "hosts"),
@@ -298,9 +363,7 @@ public static class ConfigLoader
 
     private static LimitsConfig BindLimits(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "maxRequestLineBytes", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "headerTimeout",
-            "keepAliveTimeout", "upstreamConnectTimeout", "upstreamResponseTimeout", "drainTimeout",
-            "bodyIdleTimeout", "minRequestBodyRate", "minResponseRate", "minRateGracePeriod", "requestTimeout", "requestBufferBytes");
+        r.CheckUnknown(e, p, LimitsProperties);
         var d = new LimitsConfig();
         return new LimitsConfig
         {
