@@ -72,7 +72,7 @@ public class SchemaBinderTests
     {
         Assert.Equal(["maxBodyBytes", "ipLists", "ca"],
             ConfigReader.Names(nameof(LimitsConfig.MaxBodyBytes), nameof(GatewayConfig.IpLists), nameof(UpstreamTlsConfig.Ca)));
-        Assert.Contains("requestBufferBytes", ConfigLoader.LimitsProperties);
+        Assert.Contains("requestBufferBytes", LimitsConfigBinder.Properties);
     }
 
     private static string Normalize(string path) => Regex.Replace(path, @"\[\d+\]", "[]");
