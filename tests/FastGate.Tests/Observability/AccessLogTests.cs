@@ -103,6 +103,44 @@ public class AccessLogTests
     }
 
     [Fact]
+    public async Task RelativePath_ResolvesAgainstTheConfigFilesDirectory_NotTheWorkingDirectory()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "fastgate-tests", Guid.NewGuid().ToString("n"));
+        Directory.CreateDirectory(dir);
+        var relative = Path.Combine("logs-" + Guid.NewGuid().ToString("n"), "access.log");
+        Assert.NotEqual(Path.GetFullPath(dir), Path.GetFullPath(Directory.GetCurrentDirectory()));
+        await using var upstream = new SwitchableUpstream();
+        var configPath = Path.Combine(dir, "fastgate.json");
+        File.WriteAllText(configPath, ObsConfig.Gateway(upstream.Address,
+            $$"""
+            "accessLog": { "path": "{{relative.Replace("\\", "\\\\")}}", "sampleRate": 1 }
+            """, routeId: "log-relative"));
+        var expected = Path.Combine(dir, relative);
+        Assert.Equal(expected, ConfigLoaderPath(configPath));
+
+        var gateway = await TestGateway.StartFromFileAsync(configPath);
+        try
+        {
+            using var http = gateway.CreateClient();
+            Assert.Equal(200, (int)(await http.GetAsync("/relative")).StatusCode);
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        var line = Assert.Single(ReadLines(expected));
+        Assert.Equal("/relative", line.GetProperty("path").GetString());
+        Assert.False(File.Exists(Path.Combine(Directory.GetCurrentDirectory(), relative)), "the log went to the working directory");
+    }
+
+    private static string ConfigLoaderPath(string configPath)
+    {
+        var loaded = FastGate.Configuration.ConfigLoader.LoadFile(configPath);
+        Assert.True(loaded.IsValid, string.Join("; ", loaded.Errors));
+        return loaded.Config!.Observability.AccessLog.Path;
+    }
+
+    [Fact]
     public async Task IncludeQuery_KeepsTheQuery_ButRedactsCredentialParameters()
     {
         var path = TempPath();
