@@ -59,8 +59,8 @@ public class ProxyFailureTests
     [Fact]
     public async Task UpstreamDown_Is502()
     {
-        var port = FreePort();
-        await using var gateway = await TestGateway.StartAsync(TestGateway.Config($"http://127.0.0.1:{port}"));
+        using var dead = Ports.Refusing();
+        await using var gateway = await TestGateway.StartAsync(TestGateway.Config(dead.Address));
         using var http = gateway.CreateClient();
         using var response = await http.GetAsync("/");
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
@@ -193,12 +193,5 @@ public class ProxyFailureTests
             using var c = new TcpClient();
             await c.ConnectAsync(gateway.EndPoint);
         });
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }
