@@ -24,7 +24,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task TwoGateways_SharingOneLimit_AdmitAtMost105PercentTogether(double allowanceFraction)
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider(); // both gateways see one (synchronised) clock
+        var time = FakeTime.Create(); // both gateways see one (synchronised) clock
         var options = new RedisClusterOptions { AllowanceFraction = allowanceFraction };
         using var backendA = RedisRateLimitBackend.Connect(redis.Configuration, options);
         using var backendB = RedisRateLimitBackend.Connect(redis.Configuration, options);
@@ -61,7 +61,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task SteadyTrafficBelowTheLimit_IsServedFromTheLocalAllowance()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration, new RedisClusterOptions { AllowanceFraction = 0.1 });
         using var store = new RateLimiterStore(time, backend);
         var limiter = (ClusterGcraRateLimiter)store.GetOrCreate(ClusterDef(1000, TimeSpan.FromSeconds(1), 1000, StoreFailureMode.Deny, TimeSpan.FromSeconds(5)));
@@ -83,7 +83,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task RedisKilled_WithAllow_FallsBackToALocalLimiterAtTheSameRate_ThenRecovers()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
         var limiter = store.GetOrCreate(ClusterDef(1, TimeSpan.FromSeconds(60), 5, StoreFailureMode.Allow, TimeSpan.FromMilliseconds(500)));
@@ -116,7 +116,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task RedisKilled_WithDeny_Rejects503_ThenRecovers()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
         var limiter = store.GetOrCreate(ClusterDef(10, TimeSpan.FromSeconds(1), 10, StoreFailureMode.Deny, TimeSpan.FromMilliseconds(500)));
@@ -140,7 +140,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task FrozenRedis_NoRequestWaitsLongerThanTheStoreTimeout()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
         var limiter = store.GetOrCreate(ClusterDef(10, TimeSpan.FromSeconds(1), 10, StoreFailureMode.Deny, TimeSpan.FromMilliseconds(200)));
