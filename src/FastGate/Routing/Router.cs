@@ -20,7 +20,6 @@ public sealed class Router
     internal Router(IEnumerable<RouteEntry> entries)
     {
         var list = entries.ToList();
-        EntryCount = list.Count;
         var exact = new Dictionary<string, RouteNode>(StringComparer.Ordinal);
         var suffix = new Dictionary<string, RouteNode>(StringComparer.Ordinal);
         RouteNode? any = null;
@@ -48,8 +47,6 @@ public sealed class Router
         if (!table.TryGetValue(key, out var node)) table[key] = node = new RouteNode(null);
         return node;
     }
-
-    public int EntryCount { get; }
 
     public RouteModel? Match(RequestHead request)
     {

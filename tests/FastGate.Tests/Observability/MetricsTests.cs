@@ -45,22 +45,13 @@ public class MetricsTests
     [Fact]
     public async Task UpstreamErrors_AreCountedByClusterAndKind()
     {
-        var port = FreePort();
-        await using var gateway = await TestGateway.StartAsync(ObsConfig.Gateway($"http://127.0.0.1:{port}", "", "dead-route"));
+        using var dead = Ports.Refusing();
+        await using var gateway = await TestGateway.StartAsync(ObsConfig.Gateway(dead.Address, "", "dead-route"));
         using var http = gateway.CreateClient();
         for (int i = 0; i < 2; i++) Assert.Equal(HttpStatusCode.BadGateway, (await http.GetAsync("/x")).StatusCode);
         var scrape = await gateway.ScrapeMetricsAsync();
         Assert.Equal(2, Value(scrape, "fastgate_upstream_errors_total{cluster=\"dead-route-cluster\",kind=\"connect\"}"));
         Assert.True(Value(scrape, "fastgate_rejections_total{reason=\"upstream_connect_failed\"}") >= 2);
-    }
-
-    private static int FreePort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
     }
 }
 
