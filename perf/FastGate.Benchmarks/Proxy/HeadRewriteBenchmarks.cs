@@ -28,6 +28,7 @@ public class HeadRewriteBenchmarks
 
     private readonly RequestHead _request = new();
     private readonly PolicyResult _decision = new();
+    private FastGate.Pipeline.Exchange _exchange = null!;
     private static readonly ClientAddress Client = ClientAddress.From(IPAddress.Loopback);
     private readonly ResponseHead _response = new();
     private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 0, useSynchronizationContext: false));
@@ -67,13 +68,14 @@ public class HeadRewriteBenchmarks
     public long ParseRouteAndRewriteBothHeads()
     {
         HttpRequestParser.TryParse(new ReadOnlySequence<byte>(RequestBytes), _snapshot.Limits, _request, out _, out _);
-        var route = _snapshot.Router.Match(_request) ?? throw new InvalidOperationException("no route");
-        _decision.Reset();
-        _snapshot.Policy.Evaluate(new RequestFacts(_request, Client, route.Order), _decision);
-        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, _snapshot.Policy, _decision,
-            _snapshot.Authenticator, consumer: null, _snapshot.Devices, device: null, tls: false);
+        // the admission decision as the request path makes it, then both rewrites from the exchange
+        _exchange ??= new FastGate.Pipeline.Exchange(_request, _decision);
+        _exchange.Begin(ClientIp, Client, null);
+        if (FastGate.Pipeline.Admission.Decide(_snapshot, _exchange, null) != FastGate.Pipeline.AdmissionVerdict.Forward)
+            throw new InvalidOperationException("not admitted");
+        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _exchange, _exchange.Cluster!.Next(), RequestId, tls: false);
         HttpResponseParser.TryParse(new ReadOnlySequence<byte>(ResponseBytes), _snapshot.Limits, _response, _request.Method, out _, out _);
-        HeadRewriter.WriteClientResponse(_pipe.Writer, _response, _request, RequestId, close: false, interim: false, _snapshot.Policy, _decision);
+        HeadRewriter.WriteClientResponse(_pipe.Writer, _response, _exchange, RequestId, close: false, interim: false);
         return Drain();
     }
 

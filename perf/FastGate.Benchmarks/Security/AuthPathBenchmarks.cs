@@ -30,6 +30,7 @@ public class AuthPathBenchmarks
 
     private readonly RequestHead _request = new();
     private readonly PolicyResult _decision = new();
+    private FastGate.Pipeline.Exchange _exchange = null!;
     private readonly byte[] _keyBuffer = new byte[512];
     private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 0, useSynchronizationContext: false));
     private GatewaySnapshot _snapshot = null!;
@@ -109,19 +110,19 @@ public class AuthPathBenchmarks
         var snapshot = _snapshot;
         if (HttpRequestParser.TryParse(new ReadOnlySequence<byte>(bytes), snapshot.Limits, _request, out _, out _) != ParseStatus.Complete)
             throw new InvalidOperationException("parse");
-        var route = snapshot.Router.Match(_request) ?? throw new InvalidOperationException("no route");
-        var policy = snapshot.Policy;
-        _decision.Reset();
-        // the same order as ProxyConnection: API key first, then a bearer token
-        var consumer = snapshot.Authenticator.Authenticate(_request);
-        if (consumer is null && snapshot.Jwt.IsEnabled)
+        // the admission decision as the request path makes it (Pipeline/Admission), then the rate limits and the rewrite
+        _exchange ??= new FastGate.Pipeline.Exchange(_request, _decision);
+        var x = _exchange;
+        x.Begin(ClientIp, Client, null);
+        var verdict = FastGate.Pipeline.Admission.Decide(snapshot, x, null);
+        if (verdict == FastGate.Pipeline.AdmissionVerdict.NeedsToken)
         {
-            var pending = snapshot.Jwt.AuthenticateAsync(_request);
-            var token = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
-            consumer = token.Consumer;
+            x.CompleteToken(await x.PendingToken.ConfigureAwait(false));
+            verdict = FastGate.Pipeline.Admission.Decide(snapshot, x, null);
         }
-        policy.Evaluate(new RequestFacts(_request, Client, route.Order, consumer), _decision);
-        if (route.Auth is { } auth && auth.Check(consumer) != AuthOutcome.Satisfied) throw new InvalidOperationException("refused");
+        if (verdict != FastGate.Pipeline.AdmissionVerdict.Forward) throw new InvalidOperationException("refused: " + verdict);
+        var route = x.Route!;
+        var consumer = x.Consumer;
         long now = TimeProvider.System.GetTimestamp();
         foreach (var limiter in route.Limiters)
         {
@@ -131,8 +132,7 @@ public class AuthPathBenchmarks
             if (!decision.IsAllowed) throw new InvalidOperationException("rate limited");
             limiter.Allowed.Inc();
         }
-        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, _request, route, route.Cluster.Next(), ClientIp, RequestId, http10: false, policy, _decision,
-            snapshot.Authenticator, consumer, snapshot.Devices, device: null, tls: false);
+        HeadRewriter.WriteUpstreamRequest(_pipe.Writer, x, x.Cluster!.Next(), RequestId, tls: false);
         await _pipe.Writer.FlushAsync().ConfigureAwait(false);
         _pipe.Reader.TryRead(out var result);
         _pipe.Reader.AdvanceTo(result.Buffer.End);

@@ -35,6 +35,7 @@ public static class Admission
     public static AdmissionVerdict Decide(GatewaySnapshot snapshot, Exchange x, Observability.GatewayObservability? observability)
     {
         var request = x.Request;
+        x.Snapshot = snapshot;
         if (x.Stage == AdmissionStage.Start)
         {
             // route, on the canonical host and path
@@ -107,6 +108,8 @@ public sealed class Exchange
     }
 
     public RequestHead Request { get; }
+    /// <summary>The snapshot the request is decided and forwarded by (set by Decide).</summary>
+    public GatewaySnapshot? Snapshot { get; internal set; }
     public PolicyResult Policy { get; }
     public AdmissionStage Stage { get; internal set; }
     public RouteModel? Route { get; internal set; }
@@ -125,6 +128,8 @@ public sealed class Exchange
     /// <summary>The peer is a trusted proxy (its Forwarded / X-Real-IP are forwarded).</summary>
     public bool PeerTrusted { get; private set; }
     public ClientAddress ClientAddress { get; private set; }
+    /// <summary>The TCP peer's address text (appended to X-Forwarded-For upstream).</summary>
+    public ReadOnlySpan<byte> PeerIp => _peerIp;
     /// <summary>The effective client's address text: what rules, rate-limit keys, the anomaly detector and the log see.</summary>
     public ReadOnlySpan<byte> ClientIp => _clientIpBuffer.AsSpan(0, _clientIpLength);
 

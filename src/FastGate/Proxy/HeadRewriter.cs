@@ -5,7 +5,10 @@ using FastGate.Routing;
 
 namespace FastGate.Proxy;
 
-/// <summary>The two head rewrites of a proxied exchange, as pure functions of the parsed heads.</summary>
+/// <summary>
+/// The two head rewrites of a proxied exchange, as pure functions of the decided <see cref="Pipeline.Exchange"/> (its
+/// request, route, identities, policy result and snapshot) and the parsed response.
+/// </summary>
 public static class HeadRewriter
 {
     /// <summary>
@@ -13,10 +16,24 @@ public static class HeadRewriter
     /// <paramref name="traceParent"/> replaces the client's traceparent; <paramref name="dropTraceState"/> drops
     /// tracestate (W3C Trace Context: when the incoming traceparent was invalid).
     /// </summary>
-    public static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
+    public static void WriteUpstreamRequest(PipeWriter output, Pipeline.Exchange x, DestinationModel destination, ReadOnlySpan<byte> requestId,
+        bool tls, ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false)
+    {
+        var snapshot = x.Snapshot ?? throw new InvalidOperationException("the exchange was not decided");
+        WriteUpstreamRequest(output, x.Request, x.Route ?? throw new InvalidOperationException("the exchange has no route"), destination,
+            x.PeerIp, requestId, http10: !x.Request.IsHttp11, snapshot.Policy, x.Policy, snapshot.Authenticator, x.Consumer, snapshot.Devices,
+            x.Device, tls, traceParent, dropTraceState, x.PeerTrusted);
+    }
+
+    /// <summary>Writes the response head sent to the client: hop-by-hop headers removed, request id and Connection set.</summary>
+    public static void WriteClientResponse(PipeWriter output, ResponseHead resp, Pipeline.Exchange x, ReadOnlySpan<byte> requestId, bool close,
+        bool interim, ReadOnlySpan<byte> extraHeaders = default) =>
+        WriteClientResponse(output, resp, x.Request, requestId, close, interim, x.Snapshot?.Policy ?? CompiledPolicy.Empty, x.Policy, extraHeaders);
+
+    private static void WriteUpstreamRequest(PipeWriter output, RequestHead r, RouteModel route, DestinationModel destination,
         ReadOnlySpan<byte> clientIp, ReadOnlySpan<byte> requestId, bool http10, CompiledPolicy policy, PolicyResult decision,
         Security.ApiKeyAuthenticator auth, Security.ConsumerModel? consumer, Security.DeviceTable devices, Security.DeviceModel? device, bool tls,
-        ReadOnlySpan<byte> traceParent = default, bool dropTraceState = false, bool fromTrustedProxy = false)
+        ReadOnlySpan<byte> traceParent, bool dropTraceState, bool fromTrustedProxy)
     {
         bool edits = HasEdits(policy, decision, response: false);
         var w = new HeadWriter(output);
@@ -125,9 +142,8 @@ public static class HeadRewriter
         w.Commit();
     }
 
-    /// <summary>Writes the response head sent to the client: hop-by-hop headers removed, request id and Connection set.</summary>
-    public static void WriteClientResponse(PipeWriter output, ResponseHead resp, RequestHead request, ReadOnlySpan<byte> requestId, bool close, bool interim,
-        CompiledPolicy policy, PolicyResult decision, ReadOnlySpan<byte> extraHeaders = default)
+    private static void WriteClientResponse(PipeWriter output, ResponseHead resp, RequestHead request, ReadOnlySpan<byte> requestId, bool close, bool interim,
+        CompiledPolicy policy, PolicyResult decision, ReadOnlySpan<byte> extraHeaders)
     {
         bool edits = !interim && HasEdits(policy, decision, response: true);
         var w = new HeadWriter(output);

@@ -89,18 +89,16 @@ internal sealed partial class ProxyConnection
         else upstream.Pool.Discard(upstream);
     }
 
-    private void WriteUpstreamHead(PipeWriter output, RouteModel route, DestinationModel destination, bool http10)
+    private void WriteUpstreamHead(PipeWriter output, DestinationModel destination)
     {
         if (!_hasTrace) ResolveTrace();
-        HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _peerIp, CurrentRequestId(), http10, _activePolicy, _policy,
-            _activeAuthenticator, _exchange.Consumer, _activeDevices, _device, _isTls,
-            _traceParent, dropTraceState: !_incomingTraceValid, fromTrustedProxy: _exchange.PeerTrusted);
+        HeadRewriter.WriteUpstreamRequest(output, _exchange, destination, CurrentRequestId(), _isTls, _traceParent, dropTraceState: !_incomingTraceValid);
     }
 
     private void WriteResponseHead(bool close, bool interim) =>
-        HeadRewriter.WriteClientResponse(_output, _response, _request,
+        HeadRewriter.WriteClientResponse(_output, _response, _exchange,
             _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim,
-            _activePolicy, _policy, _extraHeaders.AsSpan(0, _extraLength));
+            _extraHeaders.AsSpan(0, _extraLength));
 
     private RejectReason _copyError;
 

@@ -39,7 +39,6 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly PolicyResult _policy;
     /// <summary>The current request's admission state (Pipeline/Admission): route, client, identities, decision.</summary>
     private readonly Pipeline.Exchange _exchange;
-    private CompiledPolicy _activePolicy = CompiledPolicy.Empty;
     private readonly byte[] _requestId;
     private int _requestIdLength;
 
@@ -129,9 +128,6 @@ internal sealed partial class ProxyConnection : IDisposable
                 AssignRequestId(trustClient: true);
                 snapshot = _runtime.Current;
                 var policy = snapshot.Policy;
-                _activePolicy = policy;
-                _activeAuthenticator = snapshot.Authenticator;
-                _activeDevices = snapshot.Devices;
                 if (_certificate is not null && !ReferenceEquals(_deviceTable, snapshot.Devices))
                 {
                     // the device of this connection's certificate, looked up again only when a reload changed the list
@@ -217,7 +213,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
 
                     // 3b. the request: rewritten head, then the body by its framing
-                    WriteUpstreamHead(upstream.Output, route, destination, http10: !request.IsHttp11);
+                    WriteUpstreamHead(upstream.Output, destination);
                     // the buffered body (or its buffered part, then the rest streamed), or the body streamed
                     var sent = await SendBodyAsync(upstream.Output, snapshot).ConfigureAwait(false);
                     StopBodyTiming();
@@ -636,8 +632,6 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly ClientCertificateFingerprints? _certificate;
     private DeviceTable? _deviceTable;
     private DeviceModel? _device;
-    private DeviceTable _activeDevices = DeviceTable.Empty;
-    private Security.ApiKeyAuthenticator _activeAuthenticator = Security.ApiKeyAuthenticator.Empty;
 
     /// <summary>Writes the deciding rule's pre-encoded deny/respond response (or the default deny).</summary>
     private async ValueTask<bool> RespondFromPolicyAsync(CompiledPolicy policy)

@@ -18,6 +18,7 @@ public sealed class HeadRewriterTests : IDisposable
 {
     private const string AliceKey = "alice-secret-key-1";
     private const string ClientIp = "203.0.113.7";
+    private const string TrustedProxyIp = "198.51.100.1";
 
     private static readonly string ConfigJson = $$"""
         {
@@ -25,6 +26,7 @@ public sealed class HeadRewriterTests : IDisposable
           "clusters": [ { "id": "backend", "destinations": [ { "address": "http://10.0.0.5:8080" } ] } ],
           "consumers": [ { "id": "alice", "apiKeys": [ "{{ApiKeys.Hash(AliceKey)}}" ] } ],
           "apiKeys": { "queryParameter": "api_key" },
+          "trustedProxies": ["198.51.100.0/24"],
           "routes": [
             { "id": "stripped", "match": { "pathPrefix": "/svc" }, "cluster": "backend", "stripPrefix": true },
             { "id": "preserved", "match": { "hosts": ["keep.example.com"] }, "cluster": "backend", "preserveHost": true },
@@ -59,15 +61,15 @@ public sealed class HeadRewriterTests : IDisposable
         string traceParent = "")
     {
         using var head = ParseRequest(request);
-        var route = _snapshot.Router.Match(head);
-        Assert.NotNull(route);
-        var decision = new PolicyResult();
-        var consumer = _snapshot.Authenticator.Authenticate(head);
-        _snapshot.Policy.Evaluate(new RequestFacts(head, ClientAddress.From(IPAddress.Parse(ClientIp)), route.Order, consumer), decision);
+        // decided as the request path decides it (Pipeline/Admission), then rewritten from the exchange
+        var x = new FastGate.Pipeline.Exchange(head, new PolicyResult());
+        var peer = fromTrustedProxy ? TrustedProxyIp : ClientIp;
+        x.Begin(Encoding.ASCII.GetBytes(peer), ClientAddress.From(IPAddress.Parse(peer)), null);
+        FastGate.Pipeline.Admission.Decide(_snapshot, x, null);
+        Assert.NotNull(x.Route);
         var pipe = new Pipe();
-        HeadRewriter.WriteUpstreamRequest(pipe.Writer, head, route, route.Cluster.Destinations[0], Encoding.ASCII.GetBytes(ClientIp),
-            Encoding.ASCII.GetBytes(requestId), http10: !head.IsHttp11, _snapshot.Policy, decision, _snapshot.Authenticator, consumer,
-            _snapshot.Devices, device: null, tls, Encoding.ASCII.GetBytes(traceParent), dropTraceState: false, fromTrustedProxy);
+        HeadRewriter.WriteUpstreamRequest(pipe.Writer, x, x.Route.Cluster.Destinations[0], Encoding.ASCII.GetBytes(requestId), tls,
+            Encoding.ASCII.GetBytes(traceParent), dropTraceState: false);
         return Drain(pipe);
     }
 
@@ -81,8 +83,9 @@ public sealed class HeadRewriterTests : IDisposable
             req.Method, out _, out var reason);
         Assert.True(status == ParseStatus.Complete, $"{status} {reason}");
         var pipe = new Pipe();
-        HeadRewriter.WriteClientResponse(pipe.Writer, resp, req, Encoding.ASCII.GetBytes(requestId), close, interim, _snapshot.Policy,
-            new PolicyResult(), Encoding.ASCII.GetBytes(extraHeaders));
+        var x = new FastGate.Pipeline.Exchange(req, new PolicyResult());
+        x.Begin(Encoding.ASCII.GetBytes(ClientIp), ClientAddress.From(IPAddress.Parse(ClientIp)), null);
+        HeadRewriter.WriteClientResponse(pipe.Writer, resp, x, Encoding.ASCII.GetBytes(requestId), close, interim, Encoding.ASCII.GetBytes(extraHeaders));
         return Drain(pipe);
     }
 
