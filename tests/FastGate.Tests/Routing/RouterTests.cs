@@ -86,7 +86,7 @@ public class RouterTests
             int routes = rng.Next(1, 14);
             for (int i = 0; i < routes; i++)
             {
-                var route = new RouteModel { Id = "r" + i, Cluster = Cluster, Metrics = new RouteMetrics("router-test"), Order = i };
+                var route = new RouteModel { Id = "r" + i, Cluster = Cluster, Metrics = new RouteMetrics("router-test", new GatewayMetrics()), Order = i };
                 var kind = (PathMatchKind)rng.Next(3);
                 var path = kind == PathMatchKind.Any ? "" : Paths[rng.Next(Paths.Length)];
                 if (kind == PathMatchKind.Prefix && path == "/") kind = PathMatchKind.Any; // as the compiler does
@@ -114,7 +114,7 @@ public class RouterTests
     {
         var entries = new List<RouteEntry>();
         var routes = new RouteModel[200_000];
-        var metrics = new RouteMetrics("router-test");
+        var metrics = new RouteMetrics("router-test", new GatewayMetrics());
         for (int i = 0; i < routes.Length; i++)
         {
             routes[i] = new RouteModel { Id = "r" + i, Cluster = Cluster, Metrics = metrics, Order = i };
