@@ -37,7 +37,7 @@ public sealed class ConfigFileAccess
         error = null;
         try
         {
-            fullPath = Path.GetFullPath(Path.Combine(baseDirectory, path));
+            fullPath = ConfigPath.Resolve(path, baseDirectory);
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
         {

@@ -23,6 +23,15 @@ public static class ConfigLoader
         MaxDepth = 64,
     };
 
+    /// <summary>The top-level properties: "$schema", the sections of <see cref="GatewayConfig"/> and the observability sections.</summary>
+    internal static readonly string[] RootProperties =
+        ["$schema", .. ConfigReader.Names(nameof(GatewayConfig.Listeners), nameof(GatewayConfig.Admin), nameof(GatewayConfig.Clusters),
+        nameof(GatewayConfig.Routes), nameof(GatewayConfig.Limits), nameof(GatewayConfig.Http), nameof(GatewayConfig.Policies),
+        nameof(GatewayConfig.DefaultAction), nameof(GatewayConfig.IpLists), nameof(GatewayConfig.RateLimits), nameof(GatewayConfig.Redis),
+        nameof(GatewayConfig.Consumers), nameof(GatewayConfig.ApiKeys), nameof(GatewayConfig.Cors), nameof(GatewayConfig.JwtIssuers),
+        nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls)),
+        .. Observability.ObservabilityConfigReader.SectionNames];
+
     public static ConfigLoadResult LoadFile(string path)
     {
         string text;
@@ -58,7 +67,8 @@ public static class ConfigLoader
             var config = Bind(doc.RootElement, reader);
             if (config is not null)
             {
-                config = config with { BaseDirectory = baseDirectory ?? Directory.GetCurrentDirectory(), Files = files ?? ConfigFileAccess.Any };
+                var baseDir = baseDirectory ?? Directory.GetCurrentDirectory();
+                config = ResolvePaths(config with { BaseDirectory = baseDir, Files = files ?? ConfigFileAccess.Any });
                 ConfigValidator.Validate(config, errors);
             }
             return new ConfigLoadResult(errors.Count == 0 ? config : null, errors, json)
@@ -66,6 +76,35 @@ public static class ConfigLoader
                 Warnings = config is null ? [] : ConfigValidator.Warnings(config),
             };
         }
+    }
+
+    /// <summary>Binds <paramref name="json"/> and returns what the binders checked and read (errors are ignored): for tests.</summary>
+    internal static ConfigReader.BindingTrace TraceBinding(string json)
+    {
+        var trace = new ConfigReader.BindingTrace();
+        using var doc = JsonDocument.Parse(json, s_options);
+        Bind(doc.RootElement, new ConfigReader([], trace));
+        return trace;
+    }
+
+    /// <summary>
+    /// Paths used after loading rather than checked by a validator (the access log's) become full paths here, against
+    /// the config's directory (<see cref="ConfigPath"/>), so where a file goes never depends on the working directory.
+    /// </summary>
+    private static GatewayConfig ResolvePaths(GatewayConfig config)
+    {
+        var log = config.Observability.AccessLog;
+        if (log.Path is "stdout" or "") return config;
+        string full;
+        try
+        {
+            full = ConfigPath.Resolve(log.Path, config.BaseDirectory);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            return config; // opening it reports the problem, as before
+        }
+        return config with { Observability = config.Observability with { AccessLog = log with { Path = full } } };
     }
 
     /// <summary>
@@ -102,38 +141,15 @@ public static class ConfigLoader
     {
         const string path = "$";
         if (!r.IsObject(root, path)) return null;
-        r.CheckUnknown(root, path, ["$schema", "listeners", "admin", "clusters", "routes", "limits", "http", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "jwtIssuers", "jwt", "trustedProxies", "devices", "mtls", .. Observability.ObservabilityConfigReader.SectionNames]);
-        var limits = new LimitsConfig();
-        if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
-            limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
-        AdminConfig? admin = null;
-        if (r.TryGet(root, path, "admin", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "admin")))
-        {
-            var ap = ConfigReader.Child(path, "admin");
-            r.CheckUnknown(a, ap, "address", "token", "tokenEnv");
-            admin = new AdminConfig
-            {
-                Address = r.String(a, ap, "address", required: true) ?? "",
-                Token = r.String(a, ap, "token"),
-                TokenEnv = r.String(a, ap, "tokenEnv"),
-            };
-        }
+        r.CheckUnknown(root, path, RootProperties);
+        var limits = LimitsConfigBinder.Bind(root, path, r);
+        var admin = ListenerConfigBinder.BindAdmin(root, path, r);
         return new GatewayConfig
         {
-            Listeners = r.Objects(root, path, "listeners", true, (e, p) =>
-            {
-                r.CheckUnknown(e, p, "name", "address", "tls");
-                return new ListenerConfig
-                {
-                    Name = r.String(e, p, "name") ?? "",
-                    Address = r.String(e, p, "address", required: true) ?? "",
-                    Tls = BindListenerTls(e, p, r),
-                };
-            }),
+            Listeners = ListenerConfigBinder.BindListeners(root, path, r),
             Admin = admin,
-            Clusters = r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r)),
-            Routes = r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r)),
+            Clusters = ClusterConfigBinder.Bind(root, path, r),
+            Routes = RouteConfigBinder.Bind(root, path, r),
             Limits = limits,
             Http = HttpConfigBinder.Bind(root, r),
             Policies = Policy.PolicyConfigBinder.Policies(root, path, r),
@@ -150,154 +166,6 @@ public static class ConfigLoader
             Devices = Security.DeviceConfigBinder.BindDevices(root, r),
             Mtls = Security.DeviceConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
-        };
-    }
-
-    private static ListenerTlsConfig? BindListenerTls(JsonElement e, string p, ConfigReader r)
-    {
-        if (!r.TryGet(e, p, "tls", false, out var t) || !r.IsObject(t, ConfigReader.Child(p, "tls"))) return null;
-        var tp = ConfigReader.Child(p, "tls");
-        r.CheckUnknown(t, tp, "certificate", "key", "pfx", "password", "passwordEnv", "clientCertificate", "clientCa", "sni");
-        var mode = ClientCertificateMode.None;
-        if (r.String(t, tp, "clientCertificate") is { } m)
-        {
-            switch (m)
-            {
-                case "none": mode = ClientCertificateMode.None; break;
-                case "optional": mode = ClientCertificateMode.Optional; break;
-                case "required": mode = ClientCertificateMode.Required; break;
-                default: r.Error(ConfigReader.Child(tp, "clientCertificate"), $"'{m}' is not one of none, optional, required"); break;
-            }
-        }
-        return new ListenerTlsConfig
-        {
-            Files = BindCertificateFiles(t, tp, r),
-            ClientCertificate = mode,
-            ClientCa = r.String(t, tp, "clientCa"),
-            Sni = r.Objects(t, tp, "sni", false, (se, sp) =>
-            {
-                r.CheckUnknown(se, sp, "hosts", "certificate", "key", "pfx", "password", "passwordEnv");
-                return new SniCertificateConfig { Hosts = r.Strings(se, sp, "hosts"), Files = BindCertificateFiles(se, sp, r) };
-            }),
-        };
-    }
-
-    private static CertificateFiles BindCertificateFiles(JsonElement e, string p, ConfigReader r) => new(
-        r.String(e, p, "certificate"), r.String(e, p, "key"), r.String(e, p, "pfx"), r.String(e, p, "password"), r.String(e, p, "passwordEnv"));
-
-    private static UpstreamCredentialConfig? BindUpstreamCredential(JsonElement e, string p, ConfigReader r)
-    {
-        if (!r.TryGet(e, p, "upstreamCredential", false, out var c) || !r.IsObject(c, ConfigReader.Child(p, "upstreamCredential"))) return null;
-        var cp = ConfigReader.Child(p, "upstreamCredential");
-        r.CheckUnknown(c, cp, "provider", "header", "prefix", "env");
-        return new UpstreamCredentialConfig
-        {
-            Provider = r.String(c, cp, "provider"),
-            Header = r.String(c, cp, "header"),
-            Prefix = r.String(c, cp, "prefix"),
-            Env = r.String(c, cp, "env", required: true) ?? "",
-        };
-    }
-
-    private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
-    {
-        r.CheckUnknown(e, p, "id", "destinations", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "idleConnectionTimeout", "tls");
-        var d = new ClusterConfig();
-        UpstreamTlsConfig? tls = null;
-        if (r.TryGet(e, p, "tls", false, out var t) && r.IsObject(t, ConfigReader.Child(p, "tls")))
-        {
-            var tp = ConfigReader.Child(p, "tls");
-            r.CheckUnknown(t, tp, "ca", "sni", "insecureSkipVerify");
-            tls = new UpstreamTlsConfig
-            {
-                Ca = r.String(t, tp, "ca"),
-                Sni = r.String(t, tp, "sni"),
-                InsecureSkipVerify = r.Bool(t, tp, "insecureSkipVerify") ?? false,
-            };
-        }
-        return d with
-        {
-            Id = r.String(e, p, "id", required: true) ?? "",
-            Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
-            {
-                r.CheckUnknown(de, dp, "address");
-                return new DestinationConfig { Address = r.String(de, dp, "address", required: true) ?? "" };
-            }),
-            MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
-            MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
-            IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
-            Tls = tls,
-        };
-    }
-
-    private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
-    {
-        r.CheckUnknown(e, p, "id", "match", "cluster", "stripPrefix", "preserveHost", "rateLimits", "auth", "scopes", "claims", "forwardApiKey", "cors", "hsts", "upstreamCredential", "requestTimeout");
-        var match = new RouteMatchConfig();
-        if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
-        {
-            var mp = ConfigReader.Child(p, "match");
-            r.CheckUnknown(m, mp, "hosts", "pathPrefix", "path", "methods");
-            match = new RouteMatchConfig
-            {
-                Hosts = r.Strings(m, mp, "hosts"),
-                PathPrefix = r.String(m, mp, "pathPrefix"),
-                Path = r.String(m, mp, "path"),
-                Methods = r.Strings(m, mp, "methods"),
-            };
-        }
-        string? strip = null;
-        if (r.TryGet(e, p, "stripPrefix", false, out var s))
-        {
-            if (s.ValueKind == JsonValueKind.String) strip = s.GetString();
-            else if (s.ValueKind == JsonValueKind.True) strip = match.PathPrefix ?? "";
-            else if (s.ValueKind != JsonValueKind.False) r.Error(ConfigReader.Child(p, "stripPrefix"), "expected a path prefix string or true/false");
-        }
-        return new RouteConfig
-        {
-            Id = r.String(e, p, "id", required: true) ?? "",
-            Match = match,
-            Cluster = r.String(e, p, "cluster", required: true) ?? "",
-            StripPrefix = strip,
-            PreserveHost = r.Bool(e, p, "preserveHost") ?? false,
-            RateLimits = r.Strings(e, p, "rateLimits"),
-            Auth = r.Strings(e, p, "auth"),
-            Scopes = r.Strings(e, p, "scopes"),
-            Claims = Security.JwtConfigBinder.BindClaims(e, p, r),
-            ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
-            Cors = r.String(e, p, "cors"),
-            Hsts = r.String(e, p, "hsts"),
-            UpstreamCredential = BindUpstreamCredential(e, p, r),
-            RequestTimeout = r.Duration(e, p, "requestTimeout"),
-        };
-    }
-
-    /// <summary>The largest limits.requestBufferBytes (a per-connection buffer while a body is read): 16 MiB.</summary>
-    internal const long MaxRequestBufferBytes = 16 << 20;
-
-    private static LimitsConfig BindLimits(JsonElement e, string p, ConfigReader r)
-    {
-        r.CheckUnknown(e, p, "maxRequestLineBytes", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "headerTimeout",
-            "keepAliveTimeout", "upstreamConnectTimeout", "upstreamResponseTimeout", "drainTimeout",
-            "bodyIdleTimeout", "minRequestBodyRate", "minResponseRate", "minRateGracePeriod", "requestTimeout", "requestBufferBytes");
-        var d = new LimitsConfig();
-        return new LimitsConfig
-        {
-            MaxRequestLineBytes = (int)(r.Integer(e, p, "maxRequestLineBytes", 1, 1 << 20) ?? d.MaxRequestLineBytes),
-            MaxHeaderBytes = (int)(r.Integer(e, p, "maxHeaderBytes", 1, 1 << 24) ?? d.MaxHeaderBytes),
-            MaxHeaderCount = (int)(r.Integer(e, p, "maxHeaderCount", 1, 10_000) ?? d.MaxHeaderCount),
-            MaxBodyBytes = r.Integer(e, p, "maxBodyBytes", 1, long.MaxValue) ?? d.MaxBodyBytes,
-            HeaderTimeout = r.Duration(e, p, "headerTimeout") ?? d.HeaderTimeout,
-            KeepAliveTimeout = r.Duration(e, p, "keepAliveTimeout") ?? d.KeepAliveTimeout,
-            UpstreamConnectTimeout = r.Duration(e, p, "upstreamConnectTimeout") ?? d.UpstreamConnectTimeout,
-            UpstreamResponseTimeout = r.Duration(e, p, "upstreamResponseTimeout") ?? d.UpstreamResponseTimeout,
-            DrainTimeout = r.Duration(e, p, "drainTimeout") ?? d.DrainTimeout,
-            BodyIdleTimeout = r.Duration(e, p, "bodyIdleTimeout") ?? d.BodyIdleTimeout,
-            MinRequestBodyRate = r.Integer(e, p, "minRequestBodyRate", 0, 1L << 40) ?? d.MinRequestBodyRate,
-            MinResponseRate = r.Integer(e, p, "minResponseRate", 0, 1L << 40) ?? d.MinResponseRate,
-            MinRateGracePeriod = r.Duration(e, p, "minRateGracePeriod") ?? d.MinRateGracePeriod,
-            RequestTimeout = r.Duration(e, p, "requestTimeout"),
-            RequestBufferBytes = (int)(r.Integer(e, p, "requestBufferBytes", 0, MaxRequestBufferBytes) ?? d.RequestBufferBytes),
         };
     }
 }

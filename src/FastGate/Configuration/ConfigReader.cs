@@ -10,8 +10,20 @@ namespace FastGate.Configuration;
 internal sealed class ConfigReader
 {
     private readonly List<ConfigError> _errors;
+    private readonly BindingTrace? _trace;
 
-    public ConfigReader(List<ConfigError> errors) => _errors = errors;
+    public ConfigReader(List<ConfigError> errors, BindingTrace? trace = null)
+    {
+        _errors = errors;
+        _trace = trace;
+    }
+
+    /// <summary>What a binding looked at (for the schema test): each object checked with its known names, each property read.</summary>
+    internal sealed class BindingTrace
+    {
+        public List<(string Path, string[] Known)> Objects { get; } = [];
+        public HashSet<(string Path, string Name)> Reads { get; } = [];
+    }
 
     public void Error(string path, string message) => _errors.Add(new ConfigError(path, message));
 
@@ -25,8 +37,21 @@ internal sealed class ConfigReader
         return false;
     }
 
+    /// <summary>
+    /// JSON property names from the records' C# names (give them with <c>nameof</c>): the first letter lower-cased,
+    /// MaxBodyBytes → maxBodyBytes. Each binder keeps one such list per object, for <see cref="CheckUnknown"/> and for
+    /// the test that holds config/fastgate.schema.json to the binders.
+    /// </summary>
+    public static string[] Names(params string[] properties)
+    {
+        var names = new string[properties.Length];
+        for (int i = 0; i < properties.Length; i++) names[i] = char.ToLowerInvariant(properties[i][0]) + properties[i][1..];
+        return names;
+    }
+
     public void CheckUnknown(JsonElement obj, string path, params string[] known)
     {
+        _trace?.Objects.Add((path, known));
         foreach (var p in obj.EnumerateObject())
         {
             if (Array.IndexOf(known, p.Name) >= 0) continue;
@@ -39,6 +64,7 @@ internal sealed class ConfigReader
 
     public bool TryGet(JsonElement obj, string path, string name, bool required, out JsonElement value)
     {
+        _trace?.Reads.Add((path, name));
         if (obj.TryGetProperty(name, out value) && value.ValueKind != JsonValueKind.Null) return true;
         if (required) Error(Child(path, name), "is required");
         return false;

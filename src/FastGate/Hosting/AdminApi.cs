@@ -246,21 +246,23 @@ internal sealed class AdminApi
         var snapshot = _runtime.Current;
         using var head = new RequestHead();
         var status = HttpRequestParser.TryParse(new ReadOnlySequence<byte>(Encoding.Latin1.GetBytes(sb.ToString())), snapshot.Limits, head, out _, out var reason);
-        // credentials as the request path reads them: an API key, else a bearer token (validated, keys fetched if
-        // needed); a device is named by the query (device=<id>), as if its certificate had been presented
-        Security.ConsumerModel? consumer = null;
-        var token = Security.JwtResult.NoToken;
-        if (status == ParseStatus.Complete)
-        {
-            consumer = snapshot.Authenticator.Authenticate(head);
-            if (consumer is null && snapshot.Jwt.IsEnabled)
-            {
-                token = await snapshot.Jwt.AuthenticateAsync(head);
-                consumer = token.Consumer;
-            }
-        }
+        // a device is named by the query (device=<id>), as if its certificate had been presented
         var device = q["device"].FirstOrDefault() is { } deviceId ? snapshot.Config.Devices.FirstOrDefault(d => d.Id == deviceId) : null;
         var deviceModel = device is null ? null : new Security.DeviceModel { Id = device.Id, ForwardedHeaderLine = [] };
+        // the request path's own admission decision (Pipeline/Admission), with the same credentials checks: an API
+        // key, else a bearer token (validated, keys fetched if needed)
+        var exchange = new Pipeline.Exchange(head, new Policy.PolicyResult());
+        var verdict = Pipeline.AdmissionVerdict.Reject;
+        if (status == ParseStatus.Complete)
+        {
+            exchange.Begin(Encoding.ASCII.GetBytes(address.ToString()), Policy.ClientAddress.From(address), deviceModel);
+            verdict = Pipeline.Admission.Decide(snapshot, exchange, _runtime.Observability);
+            if (verdict == Pipeline.AdmissionVerdict.NeedsToken)
+            {
+                exchange.CompleteToken(await exchange.PendingToken);
+                verdict = Pipeline.Admission.Decide(snapshot, exchange, _runtime.Observability);
+            }
+        }
         await Json(context.Response, 200, w =>
         {
             w.WriteString("version", snapshot.Version);
@@ -272,19 +274,20 @@ internal sealed class AdminApi
                 w.WriteString("reason", status == ParseStatus.Error ? RejectReasons.Name(reason) : "incomplete request");
                 return;
             }
-            var route = snapshot.Router.Match(head);
-            w.WriteString("route", route?.Id);
-            w.WriteString("cluster", route?.Cluster.Id);
-            ExplainPolicy(w, snapshot, head, address, route, consumer, token.Status == Security.JwtStatus.Invalid, deviceModel);
+            WriteDecision(w, snapshot, exchange, verdict);
         });
     }
 
-    private static void ExplainPolicy(Utf8JsonWriter w, GatewaySnapshot snapshot, RequestHead head, IPAddress client, Routing.RouteModel? route,
-        Security.ConsumerModel? consumer, bool tokenRefused, Security.DeviceModel? device)
+    /// <summary>What <see cref="Pipeline.Admission.Decide"/> said, with the identities and every rule's match.</summary>
+    private static void WriteDecision(Utf8JsonWriter w, GatewaySnapshot snapshot, Pipeline.Exchange x, Pipeline.AdmissionVerdict verdict)
     {
-        var result = new Policy.PolicyResult();
+        var route = x.Route;
+        w.WriteString("route", route?.Id);
+        w.WriteString("cluster", route?.Cluster.Id);
+        w.WriteString("client", Encoding.ASCII.GetString(x.ClientIp));
         // as the request path sees it: a consumer only when an API key or a consumer-owned token says so; a token's
         // identity is its subject (issuer id and subject claim)
+        var consumer = x.Consumer;
         w.WriteString("consumer", consumer is { IsConsumer: true } ? consumer.Id : null);
         if (consumer is { Scheme: Security.AuthScheme.Jwt, Subject: { } subject })
         {
@@ -294,8 +297,9 @@ internal sealed class AdminApi
             w.WriteEndObject();
         }
         else w.WriteNull("subject");
-        w.WriteString("device", device?.Id);
-        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(head, Policy.ClientAddress.From(client), route?.Order ?? -1, consumer, device), result);
+        w.WriteString("device", x.Device?.Id);
+        // every rule with whether its match held (a direct check of each rule, beside the index the decision used)
+        var rules = snapshot.Policy.Explain(new Policy.RequestFacts(x.Request, x.ClientAddress, route?.Order ?? -1, consumer, x.Device), new Policy.PolicyResult());
         w.WritePropertyName("rules");
         w.WriteStartArray();
         foreach (var r in rules)
@@ -308,33 +312,36 @@ internal sealed class AdminApi
             w.WriteEndObject();
         }
         w.WriteEndArray();
-        if (result.Verdict != Policy.PolicyVerdict.Allow)
+        switch (verdict)
         {
-            var rule = result.DecidingRule >= 0 ? snapshot.Policy.Rules[result.DecidingRule] : null;
-            w.WriteString("decision", result.Verdict == Policy.PolicyVerdict.Deny ? "deny" : "respond");
-            w.WriteNumber("status", rule?.Status ?? 403);
-            w.WriteString("rule", rule?.Id ?? "defaultAction");
-            return;
+            case Pipeline.AdmissionVerdict.PolicyReply:
+                var rule = x.Policy.DecidingRule >= 0 ? snapshot.Policy.Rules[x.Policy.DecidingRule] : null;
+                w.WriteString("decision", x.Policy.Verdict == Policy.PolicyVerdict.Deny ? "deny" : "respond");
+                w.WriteNumber("status", rule?.Status ?? 403);
+                w.WriteString("rule", rule?.Id ?? "defaultAction");
+                return;
+            case Pipeline.AdmissionVerdict.Preflight:
+                w.WriteString("decision", "preflight");
+                w.WriteNumber("status", x.CorsAllowed ? 204 : route!.Cors!.PreflightRejectStatus);
+                if (!x.CorsAllowed) w.WriteString("reason", RejectReasons.Name(RejectReason.CorsRejected));
+                return;
+            case Pipeline.AdmissionVerdict.Reject:
+                w.WriteString("decision", "reject");
+                w.WriteNumber("status", RejectReasons.StatusCode(x.Reason));
+                w.WriteString("reason", RejectReasons.Name(x.Reason));
+                return;
+            default:
+                w.WriteString("decision", "forward");
+                w.WriteString("forwardCluster", x.Cluster?.Id);
+                var limiters = new List<string>();
+                foreach (var l in route!.Limiters) limiters.Add(l.Definition.Id);
+                foreach (int i in x.Policy.Matched) foreach (var l in snapshot.RuleLimiters[i]) limiters.Add(l.Definition.Id);
+                w.WritePropertyName("rateLimits"); // checked next on the request path (not consumed by explain)
+                w.WriteStartArray();
+                foreach (var id in limiters) w.WriteStringValue(id);
+                w.WriteEndArray();
+                return;
         }
-        if (route is null)
-        {
-            w.WriteString("decision", "reject");
-            w.WriteNumber("status", 404);
-            w.WriteString("reason", RejectReasons.Name(RejectReason.NoRoute));
-            return;
-        }
-        var auth = snapshot.Policy.CheckAuthentication(route.Auth, result, consumer, device is not null);
-        if (auth != Security.AuthOutcome.Satisfied)
-        {
-            var why = auth == Security.AuthOutcome.Forbidden ? RejectReason.InsufficientScope
-                : tokenRefused ? RejectReason.InvalidToken : RejectReason.AuthenticationRequired;
-            w.WriteString("decision", "reject");
-            w.WriteNumber("status", RejectReasons.StatusCode(why));
-            w.WriteString("reason", RejectReasons.Name(why));
-            return;
-        }
-        w.WriteString("decision", "forward");
-        w.WriteString("forwardCluster", result.RouteRule >= 0 ? snapshot.Policy.Rules[result.RouteRule].RouteToCluster : route.Cluster.Id);
     }
 
     private static async Task Text(HttpResponse response, int status, string text)

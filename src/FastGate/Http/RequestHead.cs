@@ -1,4 +1,3 @@
-using System.Text;
 
 namespace FastGate.Http;
 
@@ -87,6 +86,4 @@ public sealed class RequestHead : MessageHead
         _pathCopied = _authorityCopied = false;
         _canonicalHostLength = 0;
     }
-
-    public string PathString => Encoding.ASCII.GetString(this[Path]);
 }

@@ -95,7 +95,33 @@ public sealed record AnomalyConfig
 /// <summary>Binds the observability sections (every error with its JSON path). Called by <see cref="ConfigLoader"/>.</summary>
 internal static class ObservabilityConfigReader
 {
-    public static readonly string[] SectionNames = ["accessLog", "alerts", "anomaly"];
+    public static readonly string[] SectionNames =
+        ConfigReader.Names(nameof(ObservabilityConfig.AccessLog), nameof(ObservabilityConfig.Alerts), nameof(ObservabilityConfig.Anomaly));
+    /// <summary><c>accessLog</c>.</summary>
+    internal static readonly string[] AccessLogProperties =
+        ConfigReader.Names(nameof(AccessLogConfig.Enabled), nameof(AccessLogConfig.Path), nameof(AccessLogConfig.MaxFileBytes),
+        nameof(AccessLogConfig.MaxFiles), nameof(AccessLogConfig.SampleRate), nameof(AccessLogConfig.IncludeQuery),
+        nameof(AccessLogConfig.BufferEntries));
+    /// <summary><c>alerts</c>.</summary>
+    internal static readonly string[] AlertsProperties =
+        ConfigReader.Names(nameof(AlertsConfig.Rules), nameof(AlertsConfig.Notifiers), nameof(AlertsConfig.EvaluationInterval));
+    /// <summary><c>alerts.rules[]</c>.</summary>
+    internal static readonly string[] AlertRuleProperties =
+        ConfigReader.Names(nameof(AlertRuleConfig.Id), nameof(AlertRuleConfig.Type), nameof(AlertRuleConfig.Route),
+        nameof(AlertRuleConfig.Cluster), nameof(AlertRuleConfig.By), nameof(AlertRuleConfig.Threshold), nameof(AlertRuleConfig.Window),
+        nameof(AlertRuleConfig.MinRequests), nameof(AlertRuleConfig.Percentile), nameof(AlertRuleConfig.Severity),
+        nameof(AlertRuleConfig.Notify), nameof(AlertRuleConfig.Cooldown));
+    /// <summary><c>alerts.notifiers[]</c>.</summary>
+    internal static readonly string[] NotifierProperties =
+        ConfigReader.Names(nameof(NotifierConfig.Id), nameof(NotifierConfig.Type), nameof(NotifierConfig.Url),
+        nameof(NotifierConfig.Cooldown), nameof(NotifierConfig.Timeout), nameof(NotifierConfig.MaxRetries),
+        nameof(NotifierConfig.SendResolved));
+    /// <summary><c>anomaly</c>.</summary>
+    internal static readonly string[] AnomalyProperties =
+        ConfigReader.Names(nameof(AnomalyConfig.Enabled), nameof(AnomalyConfig.Interval), nameof(AnomalyConfig.MaxTracked),
+        nameof(AnomalyConfig.WarmupIntervals), nameof(AnomalyConfig.SmoothingIntervals), nameof(AnomalyConfig.ScoreThreshold),
+        nameof(AnomalyConfig.MinCount), nameof(AnomalyConfig.AutoBlock), nameof(AnomalyConfig.BlockTtl));
+
 
     public static ObservabilityConfig Bind(JsonElement root, string path, ConfigReader r)
     {
@@ -111,7 +137,7 @@ internal static class ObservabilityConfigReader
 
     private static AccessLogConfig BindAccessLog(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "enabled", "path", "maxFileBytes", "maxFiles", "sampleRate", "includeQuery", "bufferEntries");
+        r.CheckUnknown(e, p, AccessLogProperties);
         var d = new AccessLogConfig();
         var path = r.String(e, p, "path") ?? d.Path;
         if (path.Length == 0) r.Error(ConfigReader.Child(p, "path"), "must be a file path or \"stdout\"");
@@ -129,7 +155,7 @@ internal static class ObservabilityConfigReader
 
     private static AlertsConfig BindAlerts(JsonElement root, JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "rules", "notifiers", "evaluationInterval");
+        r.CheckUnknown(e, p, AlertsProperties);
         var d = new AlertsConfig();
         var notifiers = r.Objects(e, p, "notifiers", false, (n, np) => BindNotifier(n, np, r));
         var rules = r.Objects(e, p, "rules", false, (x, xp) => BindRule(x, xp, r));
@@ -175,7 +201,7 @@ internal static class ObservabilityConfigReader
 
     private static AlertRuleConfig BindRule(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "type", "route", "cluster", "by", "threshold", "window", "minRequests", "percentile", "severity", "notify", "cooldown");
+        r.CheckUnknown(e, p, AlertRuleProperties);
         var d = new AlertRuleConfig();
         var type = r.String(e, p, "type", required: true) ?? "";
         if (type.Length > 0 && Array.IndexOf(AlertRuleTypes.All, type) < 0)
@@ -225,7 +251,7 @@ internal static class ObservabilityConfigReader
 
     private static NotifierConfig BindNotifier(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "type", "url", "cooldown", "timeout", "maxRetries", "sendResolved");
+        r.CheckUnknown(e, p, NotifierProperties);
         var d = new NotifierConfig();
         var type = r.String(e, p, "type") ?? d.Type;
         if (type is not ("webhook" or "slack" or "log"))
@@ -247,7 +273,7 @@ internal static class ObservabilityConfigReader
 
     private static AnomalyConfig BindAnomaly(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "enabled", "interval", "maxTracked", "warmupIntervals", "smoothingIntervals", "scoreThreshold", "minCount", "autoBlock", "blockTtl");
+        r.CheckUnknown(e, p, AnomalyProperties);
         var d = new AnomalyConfig();
         return new AnomalyConfig
         {

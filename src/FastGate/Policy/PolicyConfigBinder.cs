@@ -9,29 +9,65 @@ namespace FastGate.Policy;
 /// </summary>
 internal static class PolicyConfigBinder
 {
+    /// <summary><c>ipLists[]</c>.</summary>
+    internal static readonly string[] IpListProperties =
+        ConfigReader.Names(nameof(IpListConfig.Id), nameof(IpListConfig.Cidrs), nameof(IpListConfig.File));
+    /// <summary><c>policies[]</c>.</summary>
+    internal static readonly string[] RuleProperties =
+        ConfigReader.Names(nameof(PolicyRuleConfig.Id), nameof(PolicyRuleConfig.Description), nameof(PolicyRuleConfig.Match),
+        nameof(PolicyRuleConfig.Actions), nameof(PolicyRuleConfig.Mode));
+    /// <summary><c>policies[].match.subjects[]</c>.</summary>
+    internal static readonly string[] SubjectProperties =
+        ConfigReader.Names(nameof(SubjectMatchConfig.Issuer), nameof(SubjectMatchConfig.Subject));
+    /// <summary><c>headers[]</c> and <c>query[]</c> of a policy match ("equals" is <see cref="FieldMatchConfig.EqualTo"/>).</summary>
+    internal static readonly string[] FieldProperties =
+        [.. ConfigReader.Names(nameof(FieldMatchConfig.Name), nameof(FieldMatchConfig.Present)), "equals",
+        .. ConfigReader.Names(nameof(FieldMatchConfig.OneOf), nameof(FieldMatchConfig.Regex))];
+
     public static readonly string[] ActionTypes =
     [
         "allow", "deny", "requireAuth", "rateLimit", "setRequestHeaders", "removeRequestHeaders",
         "setResponseHeaders", "removeResponseHeaders", "rewritePath", "respond", "route",
     ];
 
+    private static readonly string[] s_denyProperties = ConfigReader.Names(nameof(PolicyActionConfig.Status), nameof(PolicyActionConfig.Message));
+    private static readonly string[] s_respondProperties = ConfigReader.Names(nameof(PolicyActionConfig.Status), nameof(PolicyActionConfig.Body), nameof(PolicyActionConfig.ContentType));
+    private static readonly string[] s_requireAuthProperties = ConfigReader.Names(nameof(PolicyActionConfig.Schemes), nameof(PolicyActionConfig.Scopes), nameof(PolicyActionConfig.Claims));
+    private static readonly string[] s_rateLimitProperties = ConfigReader.Names(nameof(PolicyActionConfig.Limiters));
+    private static readonly string[] s_headersProperties = ConfigReader.Names(nameof(PolicyActionConfig.Headers));
+    private static readonly string[] s_namesProperties = ConfigReader.Names(nameof(PolicyActionConfig.Names));
+    private static readonly string[] s_rewritePathProperties = ConfigReader.Names(nameof(PolicyActionConfig.Path));
+    private static readonly string[] s_routeProperties = ConfigReader.Names(nameof(PolicyActionConfig.Cluster));
+    /// <summary>Every property an action may take besides "type" (the names an action of an unknown type is checked against).</summary>
+    internal static readonly string[] AnyActionProperties =
+        ConfigReader.Names(nameof(PolicyActionConfig.Status), nameof(PolicyActionConfig.Message), nameof(PolicyActionConfig.Body),
+        nameof(PolicyActionConfig.ContentType), nameof(PolicyActionConfig.Schemes), nameof(PolicyActionConfig.Scopes),
+        nameof(PolicyActionConfig.Claims), nameof(PolicyActionConfig.Limiters), nameof(PolicyActionConfig.Headers),
+        nameof(PolicyActionConfig.Names), nameof(PolicyActionConfig.Path), nameof(PolicyActionConfig.Cluster));
+    private static readonly string s_actionType = ConfigReader.Names(nameof(PolicyActionConfig.Type))[0];
+
     /// <summary>The properties each action type takes (besides "type").</summary>
     public static string[] ActionProperties(string type) => type switch
     {
         "allow" => [],
-        "deny" => ["status", "message"],
-        "respond" => ["status", "body", "contentType"],
-        "requireAuth" => ["schemes", "scopes", "claims"],
-        "rateLimit" => ["limiters"],
-        "setRequestHeaders" or "setResponseHeaders" => ["headers"],
-        "removeRequestHeaders" or "removeResponseHeaders" => ["names"],
-        "rewritePath" => ["path"],
-        "route" => ["cluster"],
-        _ => ["status", "message", "body", "contentType", "schemes", "scopes", "claims", "limiters", "headers", "names", "path", "cluster"],
+        "deny" => s_denyProperties,
+        "respond" => s_respondProperties,
+        "requireAuth" => s_requireAuthProperties,
+        "rateLimit" => s_rateLimitProperties,
+        "setRequestHeaders" or "setResponseHeaders" => s_headersProperties,
+        "removeRequestHeaders" or "removeResponseHeaders" => s_namesProperties,
+        "rewritePath" => s_rewritePathProperties,
+        "route" => s_routeProperties,
+        _ => AnyActionProperties,
     };
 
-    private static readonly string[] MatchProperties =
-        ["routes", "hosts", "methods", "paths", "headers", "query", "clientIps", "consumers", "consumerGroups", "subjects", "devices", "scopes", "claims", "not"];
+    /// <summary><c>policies[].match</c> (and its <c>not</c>).</summary>
+    internal static readonly string[] MatchProperties =
+        ConfigReader.Names(nameof(PolicyMatchConfig.Routes), nameof(PolicyMatchConfig.Hosts), nameof(PolicyMatchConfig.Methods),
+        nameof(PolicyMatchConfig.Paths), nameof(PolicyMatchConfig.Headers), nameof(PolicyMatchConfig.Query),
+        nameof(PolicyMatchConfig.ClientIps), nameof(PolicyMatchConfig.Consumers), nameof(PolicyMatchConfig.ConsumerGroups),
+        nameof(PolicyMatchConfig.Subjects), nameof(PolicyMatchConfig.Devices), nameof(PolicyMatchConfig.Scopes),
+        nameof(PolicyMatchConfig.Claims), nameof(PolicyMatchConfig.Not));
 
     public static List<PolicyRuleConfig> Policies(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, "policies", false, (e, p) => BindRule(e, p, r));
@@ -52,7 +88,7 @@ internal static class PolicyConfigBinder
     public static List<IpListConfig> IpLists(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, "ipLists", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "cidrs", "file");
+            r.CheckUnknown(e, p, IpListProperties);
             return new IpListConfig
             {
                 Id = r.String(e, p, "id", required: true) ?? "",
@@ -63,7 +99,7 @@ internal static class PolicyConfigBinder
 
     private static PolicyRuleConfig BindRule(JsonElement e, string p, ConfigReader r)
     {
-        r.CheckUnknown(e, p, "id", "description", "match", "actions", "mode");
+        r.CheckUnknown(e, p, RuleProperties);
         var match = new PolicyMatchConfig();
         if (r.TryGet(e, p, "match", false, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
             match = BindMatch(m, ConfigReader.Child(p, "match"), r);
@@ -104,7 +140,7 @@ internal static class PolicyConfigBinder
             ConsumerGroups = r.Strings(m, p, "consumerGroups"),
             Subjects = r.Objects(m, p, "subjects", false, (s, sp) =>
             {
-                r.CheckUnknown(s, sp, "issuer", "subject");
+                r.CheckUnknown(s, sp, SubjectProperties);
                 return new SubjectMatchConfig
                 {
                     Issuer = r.String(s, sp, "issuer", required: true) ?? "",
@@ -120,7 +156,7 @@ internal static class PolicyConfigBinder
 
     private static FieldMatchConfig BindField(JsonElement f, string p, ConfigReader r)
     {
-        r.CheckUnknown(f, p, "name", "present", "equals", "oneOf", "regex");
+        r.CheckUnknown(f, p, FieldProperties);
         return new FieldMatchConfig
         {
             Name = r.String(f, p, "name", required: true) ?? "",
@@ -134,7 +170,7 @@ internal static class PolicyConfigBinder
     private static PolicyActionConfig BindAction(JsonElement a, string p, ConfigReader r)
     {
         var type = r.String(a, p, "type", required: true) ?? "";
-        r.CheckUnknown(a, p, ["type", .. ActionProperties(type)]);
+        r.CheckUnknown(a, p, [s_actionType, .. ActionProperties(type)]);
         var headers = new List<KeyValuePair<string, string>>();
         if (r.TryGet(a, p, "headers", false, out var h))
         {

@@ -13,6 +13,10 @@ internal sealed class ConnectionState
     public ResponseHead Response { get; } = new();
     public byte[] RequestId { get; } = new byte[32];
     public FastGate.Policy.PolicyResult PolicyResult { get; } = new();
+    /// <summary>The admission state of the connection's current request (over <see cref="Request"/> and <see cref="PolicyResult"/>).</summary>
+    public FastGate.Pipeline.Exchange Exchange { get; }
+
+    public ConnectionState() => Exchange = new FastGate.Pipeline.Exchange(Request, PolicyResult);
 
     public static ObjectPool<ConnectionState> CreatePool(int maxRetained) =>
         new DefaultObjectPool<ConnectionState>(new StatePolicy(), maxRetained);

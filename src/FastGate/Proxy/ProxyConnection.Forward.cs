@@ -93,8 +93,8 @@ internal sealed partial class ProxyConnection
     {
         if (!_hasTrace) ResolveTrace();
         HeadRewriter.WriteUpstreamRequest(output, _request, route, destination, _peerIp, CurrentRequestId(), http10, _activePolicy, _policy,
-            _activeAuthenticator, _consumer, _activeDevices, _device, _isTls,
-            _traceParent, dropTraceState: !_incomingTraceValid, fromTrustedProxy: _peerTrusted);
+            _activeAuthenticator, _exchange.Consumer, _activeDevices, _device, _isTls,
+            _traceParent, dropTraceState: !_incomingTraceValid, fromTrustedProxy: _exchange.PeerTrusted);
     }
 
     private void WriteResponseHead(bool close, bool interim) =>

@@ -32,15 +32,13 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly ConnectionState _state;
     private readonly RequestHead _request;
     private readonly ResponseHead _response;
-    // The TCP peer (computed once), and the effective client of the current request: the peer, or the client a trusted
-    // proxy named in X-Forwarded-For (its text in _forwardedIp, a per-connection scratch buffer).
+    // The TCP peer (computed once); the effective client of the current request is the exchange's (the peer, or the
+    // client a trusted proxy named in X-Forwarded-For)
     private readonly byte[] _peerIp;
     private readonly ClientAddress _peerAddress;
-    private readonly byte[] _forwardedIp = new byte[ForwardedFor.MaxTextLength];
-    private byte[] _clientIpBuffer;
-    private int _clientIpLength;
-    private ClientAddress _clientAddress;
     private readonly PolicyResult _policy;
+    /// <summary>The current request's admission state (Pipeline/Admission): route, client, identities, decision.</summary>
+    private readonly Pipeline.Exchange _exchange;
     private CompiledPolicy _activePolicy = CompiledPolicy.Empty;
     private readonly byte[] _requestId;
     private int _requestIdLength;
@@ -73,9 +71,8 @@ internal sealed partial class ProxyConnection : IDisposable
         var remote = context.RemoteEndPoint as IPEndPoint;
         _peerIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
         _peerAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
-        _clientIpBuffer = _peerIp;
-        _clientIpLength = _peerIp.Length;
-        _clientAddress = _peerAddress;
+        _exchange = _state.Exchange;
+        _exchange.Begin(_peerIp, _peerAddress, null);
         // TLS listeners: the handshake is over (and a client certificate, if any, validated against the listener's
         // CA) before the first byte reaches here; its fingerprints are computed once for the device lookups
         if (context.Features.Get<Microsoft.AspNetCore.Http.Features.ITlsConnectionFeature>() is { } tls)
@@ -100,11 +97,10 @@ internal sealed partial class ProxyConnection : IDisposable
             {
                 // 1. the request head
                 var snapshot = _runtime.Current;
-                _consumer = null;
                 _tokenChargeCount = 0;
                 _requestIdLength = 0;
                 _bytesOutMark = _output.Written;
-                UsePeerAsClient();
+                _exchange.Begin(_peerIp, _peerAddress, _device);
                 SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
                 _idle = true;
                 HeadStep step;
@@ -127,131 +123,51 @@ internal sealed partial class ProxyConnection : IDisposable
                     return;
                 }
 
-                // 2. route: the request is decided by the snapshot current when its head arrived
+                // 2. admission: one synchronous decision (Pipeline/Admission) by the snapshot current when the head
+                // arrived: route → client → block list → CORS preflight → authentication → policy → auth requirements
                 long started = Stopwatch.GetTimestamp();
                 AssignRequestId(trustClient: true);
                 snapshot = _runtime.Current;
-                var route = snapshot.Router.Match(_request);
-                if (snapshot.HasTrustedProxies) ResolveClient(snapshot.TrustedProxies);
-
-                // 2b. policy: one evaluation over the compiled decision structure, no allocation
                 var policy = snapshot.Policy;
                 _activePolicy = policy;
-                _policy.Reset();
-                // authentication first: a presented API key identifies its consumer for rules and limits
                 _activeAuthenticator = snapshot.Authenticator;
                 _activeDevices = snapshot.Devices;
-                _consumer = snapshot.Authenticator.Authenticate(_request);
-                _tokenRefused = false;
                 if (_certificate is not null && !ReferenceEquals(_deviceTable, snapshot.Devices))
                 {
                     // the device of this connection's certificate, looked up again only when a reload changed the list
                     _deviceTable = snapshot.Devices;
                     _device = _deviceTable.Find(_certificate);
+                    _exchange.Begin(_peerIp, _peerAddress, _device);
                 }
-                if (_consumer is null && snapshot.Jwt.IsEnabled)
+                var verdict = Pipeline.Admission.Decide(snapshot, _exchange, _runtime.Observability);
+                if (verdict == Pipeline.AdmissionVerdict.NeedsToken)
                 {
-                    // a bearer token: a cache hit completes synchronously; a miss validates (and may fetch keys once)
-                    var pendingToken = snapshot.Jwt.AuthenticateAsync(_request);
-                    var token = pendingToken.IsCompletedSuccessfully ? pendingToken.Result : await pendingToken.ConfigureAwait(false);
-                    _consumer = token.Consumer;
-                    _tokenRefused = token.Status == JwtStatus.Invalid;
+                    // a bearer token that missed the validated-token cache (keys may be fetched once)
+                    _exchange.CompleteToken(await _exchange.PendingToken.ConfigureAwait(false));
+                    verdict = Pipeline.Admission.Decide(snapshot, _exchange, _runtime.Observability);
                 }
-                policy.Evaluate(new RequestFacts(_request, _clientAddress, route?.Order ?? -1, _consumer, _device), _policy);
-                if (_policy.Verdict != PolicyVerdict.Allow)
+                if (verdict != Pipeline.AdmissionVerdict.Forward)
                 {
-                    bool stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
-                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                    ObservePolicyResponse(route, started, policy);
-                    if (!stays || _closeRequested) return;
+                    if (!await ReplyAsync(verdict, _exchange.Route, policy, started).ConfigureAwait(false) || _closeRequested) return;
                     continue;
                 }
-                // CORS: the gateway answers preflights itself (before authentication: browsers send no credentials
-                // on them) and adds the response headers for allowed origins
-                _extraLength = 0;
-                if (_isTls && route?.HstsLine is { } hsts) AppendExtraHeaders(hsts);
-                if (route?.Cors is { } cors && _request.TryGetHeader("origin"u8, out var origin))
-                {
-                    bool allowed = cors.IsAllowed(origin);
-                    if (CorsModel.IsPreflight(_request))
-                    {
-                        bool stays = await AnswerPreflightAsync(cors, allowed).ConfigureAwait(false);
-                        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                        Observe(route, started, allowed ? RejectReason.None : RejectReason.CorsRejected);
-                        if (!stays || _closeRequested) return;
-                        continue;
-                    }
-                    AppendExtraHeaders(CorsModel.VaryLine);
-                    if (allowed)
-                    {
-                        AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
-                        AppendExtraHeaders(origin);
-                        AppendExtraHeaders("\r\n"u8);
-                        AppendExtraHeaders(cors.ResponseGrantLines);
-                    }
-                }
-
-                bool blocked = _runtime.Observability.IsBlocked(ClientIp);
-                // a route or rule that requires authentication refuses a request without an accepted credential (401)
-                // or whose token lacks a required scope or claim (403)
-                var auth = route is null ? AuthOutcome.Satisfied : policy.CheckAuthentication(route.Auth, _policy, _consumer, _device is not null);
-                if (route is null || blocked || auth != AuthOutcome.Satisfied)
-                {
-                    // a client the anomaly detector blocked (autoBlock) is refused like a policy deny
-                    var why = blocked ? RejectReason.ClientBlocked : route is null ? RejectReason.NoRoute
-                        : auth == AuthOutcome.Forbidden ? RejectReason.InsufficientScope
-                        : _tokenRefused ? RejectReason.InvalidToken : RejectReason.AuthenticationRequired;
-                    bool stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
-                    route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                    Observe(route, started, why);
-                    if (!stays || _closeRequested) return;
-                    continue;
-                }
-                var cluster = _policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[_policy.RouteRule].RouteToClusterIndex] : route.Cluster;
+                var route = _exchange.Route!; // admitted: there is a route
+                DecorateResponse(route);
+                var cluster = _exchange.Cluster!;
 
                 // 2c. rate limits: the route's, then those of every matched rule (local limiters complete synchronously)
                 if (route.Limiters.Length > 0 || HasRuleLimiters(snapshot))
                 {
-                    long now = _runtime.Limiters.Time.GetTimestamp();
-                    CompiledLimiter? rejectedBy = null;
-                    RateLimitDecision rejection = default;
-                    for (int set = -1; set < _policy.MatchedCount && rejectedBy is null; set++)
+                    var limited = await AdmitLimitsAsync(snapshot, route, started).ConfigureAwait(false);
+                    if (limited != LimitOutcome.Admitted)
                     {
-                        var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
-                        foreach (var limiter in limiters)
-                        {
-                            int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _consumer, _device);
-                            // a token quota only checks here (cost 0: refused while in debt); the response pays
-                            long cost = limiter.CountsTokens ? 0 : 1;
-                            var pending = keyLength >= 0
-                                ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), cost, now)
-                                : limiter.Limiter.AcquireWithoutKeyAsync(cost);
-                            var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
-                            if (!decision.IsAllowed)
-                            {
-                                limiter.Rejected.Inc();
-                                rejectedBy = limiter;
-                                rejection = decision;
-                                break;
-                            }
-                            limiter.Allowed.Inc();
-                            if (limiter.IsConcurrency) AddLease(limiter, decision);
-                            if (limiter.CountsTokens && keyLength >= 0) AddTokenCharge(limiter, _keyBuffer.AsSpan(0, keyLength));
-                            if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
-                        }
-                    }
-                    if (rejectedBy is not null)
-                    {
-                        ReleaseLeases();
-                        bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
-                        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                        Observe(route, started, RejectReason.RateLimited);
-                        if (!stays || _closeRequested) return;
+                        if (limited == LimitOutcome.RepliedClose || _closeRequested) return;
                         continue;
                     }
                 }
 
-                // 3. forward (inline for the reason above; the helpers it calls are synchronous)
+                // 3. forward: the small body read first, lease, send, relay, retry once when safe. Inline: as its own
+                // async method its pooled state machine box missed the pool under load (240 B/request measured)
                 var request = _request;
                 if (request.ExpectContinue && request.HasBody)
                 {
@@ -437,35 +353,94 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
+
+    /// <summary>Writes the admission's answer (policy reply, preflight, or a canned rejection), records it; false: close.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> ReplyAsync(Pipeline.AdmissionVerdict verdict, RouteModel? route, CompiledPolicy policy, long started)
+    {
+        bool stays;
+        RejectReason why;
+        if (verdict == Pipeline.AdmissionVerdict.PolicyReply)
+        {
+            stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
+            why = RejectReason.None;
+        }
+        else if (verdict == Pipeline.AdmissionVerdict.Preflight)
+        {
+            stays = await AnswerPreflightAsync(route!.Cors!, _exchange.CorsAllowed).ConfigureAwait(false);
+            why = _exchange.CorsAllowed ? RejectReason.None : RejectReason.CorsRejected;
+        }
+        else
+        {
+            why = _exchange.Reason;
+            stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
+        }
+        route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        if (verdict == Pipeline.AdmissionVerdict.PolicyReply) ObservePolicyResponse(route, started, policy);
+        else Observe(route, started, why);
+        return stays;
+    }
+
+    /// <summary>Response lines of an admitted request: HSTS on TLS, the CORS grant for an allowed origin (Vary for every origin).</summary>
+    private void DecorateResponse(RouteModel route)
+    {
+        _extraLength = 0;
+        if (_isTls && route.HstsLine is { } hsts) AppendExtraHeaders(hsts);
+        if (route.Cors is not { } cors || !_request.TryGetHeader("origin"u8, out var origin)) return;
+        AppendExtraHeaders(CorsModel.VaryLine);
+        if (!cors.IsAllowed(origin)) return;
+        AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
+        AppendExtraHeaders(origin);
+        AppendExtraHeaders("\r\n"u8);
+        AppendExtraHeaders(cors.ResponseGrantLines);
+    }
+
+    private enum LimitOutcome : byte { Admitted, RepliedKeepAlive, RepliedClose }
+
+    /// <summary>The request's rate limits (route's, then each matched rule's); over a limit the 429 (or 503) is written here.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<LimitOutcome> AdmitLimitsAsync(GatewaySnapshot snapshot, RouteModel route, long started)
+    {
+        long now = _runtime.Limiters.Time.GetTimestamp();
+        CompiledLimiter? rejectedBy = null;
+        RateLimitDecision rejection = default;
+        for (int set = -1; set < _policy.MatchedCount && rejectedBy is null; set++)
+        {
+            var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
+            foreach (var limiter in limiters)
+            {
+                int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _exchange.Consumer, _device);
+                // a token quota only checks here (cost 0: refused while in debt); the response pays
+                long cost = limiter.CountsTokens ? 0 : 1;
+                var pending = keyLength >= 0
+                    ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), cost, now)
+                    : limiter.Limiter.AcquireWithoutKeyAsync(cost);
+                var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
+                if (!decision.IsAllowed)
+                {
+                    limiter.Rejected.Inc();
+                    rejectedBy = limiter;
+                    rejection = decision;
+                    break;
+                }
+                limiter.Allowed.Inc();
+                if (limiter.IsConcurrency) AddLease(limiter, decision);
+                if (limiter.CountsTokens && keyLength >= 0) AddTokenCharge(limiter, _keyBuffer.AsSpan(0, keyLength));
+                if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
+            }
+        }
+        if (rejectedBy is null) return LimitOutcome.Admitted;
+        ReleaseLeases();
+        bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
+        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        Observe(route, started, RejectReason.RateLimited);
+        return stays ? LimitOutcome.RepliedKeepAlive : LimitOutcome.RepliedClose;
+    }
+
     private enum HeadStep : byte { NeedMore, Complete, Rejected, Closed }
 
     /// <summary>The effective client's address text: what rules, rate-limit keys, the anomaly detector and the log see.</summary>
-    private ReadOnlySpan<byte> ClientIp => _clientIpBuffer.AsSpan(0, _clientIpLength);
-
-    /// <summary>The peer of this connection is a trusted proxy (its Forwarded / X-Real-IP are forwarded).</summary>
-    private bool _peerTrusted;
-
-    private void UsePeerAsClient()
-    {
-        _peerTrusted = false;
-        _clientIpBuffer = _peerIp;
-        _clientIpLength = _peerIp.Length;
-        _clientAddress = _peerAddress;
-    }
-
-    /// <summary>
-    /// Per request: when the peer is a trusted proxy, the client is the right-most X-Forwarded-For address that is
-    /// not itself trusted (ForwardedFor has the whole rule); otherwise, and when the header names no one, the peer.
-    /// </summary>
-    private void ResolveClient(CidrSet trusted)
-    {
-        _peerTrusted = trusted.Contains(_peerAddress.Value);
-        if (!_peerTrusted) return;
-        if (!ForwardedFor.TryResolve(_request, trusted, _forwardedIp, out var client, out int length)) return;
-        _clientAddress = client;
-        _clientIpBuffer = _forwardedIp;
-        _clientIpLength = length;
-    }
+    private ReadOnlySpan<byte> ClientIp => _exchange.ClientIp;
 
     private bool HasBufferedInput()
     {
@@ -655,8 +630,6 @@ internal sealed partial class ProxyConnection : IDisposable
     /// </summary>
     private bool CloseAfterReply => _request.HasBody || _request.WantsClose || _closeRequested;
 
-    /// <summary>The caller an API key or a bearer token identified for this request, or null.</summary>
-    private Security.ConsumerModel? _consumer;
     // TLS: whether the connection is encrypted, its client certificate's fingerprints, and the allowlisted device they
     // belong to in _deviceTable (the snapshot's list it was looked up in)
     private readonly bool _isTls;
@@ -664,8 +637,6 @@ internal sealed partial class ProxyConnection : IDisposable
     private DeviceTable? _deviceTable;
     private DeviceModel? _device;
     private DeviceTable _activeDevices = DeviceTable.Empty;
-    /// <summary>A bearer token was presented and refused (the 401 then says invalid_token).</summary>
-    private bool _tokenRefused;
     private Security.ApiKeyAuthenticator _activeAuthenticator = Security.ApiKeyAuthenticator.Empty;
 
     /// <summary>Writes the deciding rule's pre-encoded deny/respond response (or the default deny).</summary>

@@ -41,7 +41,7 @@ public sealed class UpstreamTlsModel
         string caKey = "system";
         if (config is { Ca: { } ca, InsecureSkipVerify: false })
         {
-            roots = LoadCa(ResolvePath(ca, baseDirectory), out var error) ?? throw new InvalidOperationException(error);
+            roots = LoadCa(ConfigPath.Resolve(ca, baseDirectory), out var error) ?? throw new InvalidOperationException(error);
             var hash = new List<byte>();
             foreach (var c in roots) hash.AddRange(c.RawData);
             caKey = Convert.ToHexStringLower(SHA256.HashData(hash.ToArray()))[..16];
@@ -49,8 +49,6 @@ public sealed class UpstreamTlsModel
         bool insecure = config?.InsecureSkipVerify ?? false;
         return new UpstreamTlsModel(host, roots, insecure, $"tls:{host}:{(insecure ? "insecure" : caKey)}");
     }
-
-    public static string ResolvePath(string path, string baseDirectory) => Path.GetFullPath(Path.Combine(baseDirectory, path));
 
     /// <summary>Reads the PEM certificates of a CA bundle; null with a reason when the file is unreadable or has none.</summary>
     public static X509Certificate2Collection? LoadCa(string fullPath, out string? error)

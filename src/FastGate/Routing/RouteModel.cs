@@ -25,7 +25,6 @@ public sealed class RouteModel
     public RateLimiting.CompiledLimiter[] Limiters { get; init; } = [];
     /// <summary>The route's auth list (with scopes and claims); null when the route is open.</summary>
     public Security.AuthRequirement? Auth { get; init; }
-    public bool RequiresAuth => Auth is not null;
     public bool ForwardApiKey { get; init; }
     public Security.CorsModel? Cors { get; init; }
     /// <summary>"Strict-Transport-Security: ...\r\n" added to responses on TLS connections, or null.</summary>
@@ -50,7 +49,4 @@ internal sealed class RouteEntry
     public uint MethodMask { get; init; }
     /// <summary>Methods outside the known enum, matched by name.</summary>
     public byte[][] OtherMethods { get; init; } = [];
-
-    public static string Describe(RouteEntry e) =>
-        $"{e.Route.Id} host={e.HostKind}:{Encoding.ASCII.GetString(e.Host)} path={e.PathKind}:{Encoding.ASCII.GetString(e.Path)}";
 }

@@ -6,7 +6,7 @@ namespace FastGate.Routing;
 /// <summary>
 /// Picks the most specific route for a request's canonical host and path (RequestCanonicalizer): exact host before
 /// wildcard suffix (longer first) before any host; within a host, exact path before prefix, longer prefix before
-/// shorter, before no path condition; routes restricted to methods before routes for any method; then declaration
+/// shorter, before no path condition (an exact path also matches with a trailing '/'); routes restricted to methods before routes for any method; then declaration
 /// order. Routes are indexed as the policy's rules are: a host table, then a trie over path segments, so the cost of
 /// a match does not grow with the number of routes. Allocation-free and lock-free.
 /// </summary>
@@ -20,7 +20,6 @@ public sealed class Router
     internal Router(IEnumerable<RouteEntry> entries)
     {
         var list = entries.ToList();
-        EntryCount = list.Count;
         var exact = new Dictionary<string, RouteNode>(StringComparer.Ordinal);
         var suffix = new Dictionary<string, RouteNode>(StringComparer.Ordinal);
         RouteNode? any = null;
@@ -48,8 +47,6 @@ public sealed class Router
         if (!table.TryGetValue(key, out var node)) table[key] = node = new RouteNode(null);
         return node;
     }
-
-    public int EntryCount { get; }
 
     public RouteModel? Match(RequestHead request)
     {
@@ -102,6 +99,9 @@ internal sealed class RouteNode
     {
         if (e.PathKind == PathMatchKind.Any) { _lists[3].Add(e); return; }
         var path = System.Text.Encoding.ASCII.GetString(e.Path);
+        // an exact path matches with or without a trailing '/' (as policy paths do, and as upstreams that do not
+        // route strictly read it): "/a/b/" is stored as "/a/b"
+        if (e.PathKind == PathMatchKind.Exact && path.Length > 1 && path[^1] == '/') path = path[..^1];
         // "/a/b" → ["a","b"]; "/a/b/" → ["a","b",""]; "/" → [""]
         var segments = path[1..].Split('/');
         bool slashPrefix = e.PathKind == PathMatchKind.Prefix && segments.Length > 1 && segments[^1].Length == 0;
@@ -137,17 +137,22 @@ internal sealed class RouteNode
         var node = this;
         var rest = path.Length > 0 && path[0] == (byte)'/' ? path[1..] : path;
         bool consumed = false; // every segment of the path has been walked
+        bool exactHere = false; // ... or all but a final empty one (the path is the node's path plus "/")
         while (true)
         {
             int slash = rest.IndexOf((byte)'/');
             var segment = slash < 0 ? rest : rest[..slash];
             var child = node._children?.Find(segment);
-            if (child is null) break;
+            if (child is null)
+            {
+                exactHere = slash < 0 && segment.IsEmpty && node.Parent is not null;
+                break;
+            }
             node = child;
-            if (slash < 0) { consumed = true; break; }
+            if (slash < 0) { consumed = exactHere = true; break; }
             rest = rest[(slash + 1)..];
         }
-        if (consumed && Pick(node.Exact, request) is { } exact) return exact;
+        if (exactHere && Pick(node.Exact, request) is { } exact) return exact;
         for (var n = node; n is not null; n = n.Parent)
         {
             // a "/a/" prefix needs more path after "/a"; the node the walk ended on was the last segment when consumed

@@ -67,10 +67,23 @@ public static class ApiKeys
 
 internal static class ApiKeyConfigBinder
 {
+    /// <summary><c>consumers[]</c>.</summary>
+    internal static readonly string[] ConsumerProperties =
+        ConfigReader.Names(nameof(ConsumerConfig.Id), nameof(ConsumerConfig.Groups), nameof(ConsumerConfig.ApiKeys),
+        nameof(ConsumerConfig.Jwt));
+    /// <summary><c>consumers[].jwt[]</c>.</summary>
+    internal static readonly string[] JwtIdentityProperties =
+        ConfigReader.Names(nameof(JwtIdentityConfig.Issuer), nameof(JwtIdentityConfig.Subject), nameof(JwtIdentityConfig.Claim),
+        nameof(JwtIdentityConfig.Values));
+    /// <summary><c>apiKeys</c>.</summary>
+    internal static readonly string[] OptionsProperties =
+        ConfigReader.Names(nameof(ApiKeyOptionsConfig.Header), nameof(ApiKeyOptionsConfig.QueryParameter),
+        nameof(ApiKeyOptionsConfig.ConsumerHeader));
+
     public static List<ConsumerConfig> BindConsumers(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "consumers", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "groups", "apiKeys", "jwt");
+            r.CheckUnknown(e, p, ConsumerProperties);
             return new ConsumerConfig
             {
                 Id = r.String(e, p, "id", required: true) ?? "",
@@ -78,7 +91,7 @@ internal static class ApiKeyConfigBinder
                 ApiKeys = r.Strings(e, p, "apiKeys"),
                 Jwt = r.Objects(e, p, "jwt", false, (j, jp) =>
                 {
-                    r.CheckUnknown(j, jp, "issuer", "subject", "claim", "values");
+                    r.CheckUnknown(j, jp, JwtIdentityProperties);
                     return new JwtIdentityConfig
                     {
                         Issuer = r.String(j, jp, "issuer", required: true) ?? "",
@@ -94,7 +107,7 @@ internal static class ApiKeyConfigBinder
     {
         var d = new ApiKeyOptionsConfig();
         if (!r.TryGet(root, "$", "apiKeys", false, out var e) || !r.IsObject(e, "$.apiKeys")) return d;
-        r.CheckUnknown(e, "$.apiKeys", "header", "queryParameter", "consumerHeader");
+        r.CheckUnknown(e, "$.apiKeys", OptionsProperties);
         return new ApiKeyOptionsConfig
         {
             Header = r.String(e, "$.apiKeys", "header") ?? d.Header,

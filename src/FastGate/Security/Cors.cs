@@ -82,10 +82,16 @@ public sealed class CorsModel
 
 internal static class CorsConfigBinder
 {
+    /// <summary><c>cors[]</c>.</summary>
+    internal static readonly string[] Properties =
+        ConfigReader.Names(nameof(CorsConfig.Id), nameof(CorsConfig.Origins), nameof(CorsConfig.Methods), nameof(CorsConfig.Headers),
+        nameof(CorsConfig.Credentials), nameof(CorsConfig.ExposeHeaders), nameof(CorsConfig.MaxAge),
+        nameof(CorsConfig.PreflightRejectStatus));
+
     public static List<CorsConfig> Bind(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "cors", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "origins", "methods", "headers", "credentials", "exposeHeaders", "maxAge", "preflightRejectStatus");
+            r.CheckUnknown(e, p, Properties);
             var d = new CorsConfig();
             var methods = r.Strings(e, p, "methods");
             return new CorsConfig

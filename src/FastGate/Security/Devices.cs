@@ -99,10 +99,16 @@ public sealed class DeviceTable
 
 internal static class DeviceConfigBinder
 {
+    /// <summary><c>devices[]</c>.</summary>
+    internal static readonly string[] DeviceProperties =
+        ConfigReader.Names(nameof(DeviceConfig.Id), nameof(DeviceConfig.SpkiSha256), nameof(DeviceConfig.Thumbprint));
+    /// <summary><c>mtls</c>.</summary>
+    internal static readonly string[] MtlsProperties = ConfigReader.Names(nameof(MtlsOptionsConfig.DeviceHeader));
+
     public static List<DeviceConfig> BindDevices(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "devices", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "spkiSha256", "thumbprint");
+            r.CheckUnknown(e, p, DeviceProperties);
             return new DeviceConfig
             {
                 Id = r.String(e, p, "id", required: true) ?? "",
@@ -115,7 +121,7 @@ internal static class DeviceConfigBinder
     {
         var d = new MtlsOptionsConfig();
         if (!r.TryGet(root, "$", "mtls", false, out var e) || !r.IsObject(e, "$.mtls")) return d;
-        r.CheckUnknown(e, "$.mtls", "deviceHeader");
+        r.CheckUnknown(e, "$.mtls", MtlsProperties);
         return new MtlsOptionsConfig { DeviceHeader = r.String(e, "$.mtls", "deviceHeader") ?? d.DeviceHeader };
     }
 

@@ -52,14 +52,25 @@ public sealed record JwtOptionsConfig
 
 internal static class JwtConfigBinder
 {
+    /// <summary><c>jwtIssuers[]</c>.</summary>
+    internal static readonly string[] IssuerProperties =
+        ConfigReader.Names(nameof(JwtIssuerConfig.Id), nameof(JwtIssuerConfig.Issuer), nameof(JwtIssuerConfig.Audiences),
+        nameof(JwtIssuerConfig.JwksUri), nameof(JwtIssuerConfig.Discovery), nameof(JwtIssuerConfig.Keys), nameof(JwtIssuerConfig.Secret),
+        nameof(JwtIssuerConfig.SecretEnv), nameof(JwtIssuerConfig.Algorithms), nameof(JwtIssuerConfig.ClockSkew),
+        nameof(JwtIssuerConfig.RefreshInterval), nameof(JwtIssuerConfig.UnknownKidRefreshInterval), nameof(JwtIssuerConfig.RequireHttps),
+        nameof(JwtIssuerConfig.SubjectClaim));
+    /// <summary><c>jwt</c>.</summary>
+    internal static readonly string[] OptionsProperties =
+        ConfigReader.Names(nameof(JwtOptionsConfig.MaxTokenBytes), nameof(JwtOptionsConfig.CacheSize),
+        nameof(JwtOptionsConfig.SubjectHeader), nameof(JwtOptionsConfig.IssuerHeader));
+
     public static readonly string[] SupportedAlgorithms =
         ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256", "HS384", "HS512"];
 
     public static List<JwtIssuerConfig> BindIssuers(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "jwtIssuers", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "issuer", "audiences", "jwksUri", "discovery", "keys", "secret", "secretEnv", "algorithms",
-                "clockSkew", "refreshInterval", "unknownKidRefreshInterval", "requireHttps", "subjectClaim");
+            r.CheckUnknown(e, p, IssuerProperties);
             var d = new JwtIssuerConfig();
             return new JwtIssuerConfig
             {
@@ -84,7 +95,7 @@ internal static class JwtConfigBinder
     {
         var d = new JwtOptionsConfig();
         if (!r.TryGet(root, "$", "jwt", false, out var e) || !r.IsObject(e, "$.jwt")) return d;
-        r.CheckUnknown(e, "$.jwt", "maxTokenBytes", "cacheSize", "subjectHeader", "issuerHeader");
+        r.CheckUnknown(e, "$.jwt", OptionsProperties);
         return new JwtOptionsConfig
         {
             MaxTokenBytes = (int)(r.Integer(e, "$.jwt", "maxTokenBytes", 256, 1 << 20) ?? d.MaxTokenBytes),

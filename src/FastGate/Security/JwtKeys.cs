@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Security.Cryptography;
 using System.Net.Http;
 using System.Text;
+using FastGate.Configuration;
 using Microsoft.Extensions.Logging;
 using Microsoft.IdentityModel.Protocols.OpenIdConnect;
 using Microsoft.IdentityModel.Tokens;
@@ -80,8 +81,8 @@ public sealed class JwtKeySource
     internal static string Describe(JwtIssuerConfig c, string baseDirectory) =>
         c.JwksUri is { } j ? "jwks " + j
         : c.Discovery is { } d ? "discovery " + d
-        : c.Keys.Count > 0 ? "pem " + string.Join(",", c.Keys.Select(k => Path.GetFullPath(Path.Combine(baseDirectory, k))))
-            + " " + string.Join(",", c.Keys.Select(k => File.Exists(Path.Combine(baseDirectory, k)) ? File.GetLastWriteTimeUtc(Path.Combine(baseDirectory, k)).Ticks : 0))
+        : c.Keys.Count > 0 ? "pem " + string.Join(",", c.Keys.Select(k => ConfigPath.Resolve(k, baseDirectory)))
+            + " " + string.Join(",", c.Keys.Select(k => File.Exists(ConfigPath.Resolve(k, baseDirectory)) ? File.GetLastWriteTimeUtc(ConfigPath.Resolve(k, baseDirectory)).Ticks : 0))
         : "secret " + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(c.ResolveSecret() ?? "")));
 
     /// <summary>
@@ -172,7 +173,7 @@ public sealed class JwtKeySource
             return new JwtKeySet([new SymmetricSecurityKey(Encoding.UTF8.GetBytes(secret))]);
         var keys = new List<SecurityKey>();
         foreach (var file in c.Keys)
-            keys.AddRange(JwtKeys.ReadPemKeys(File.ReadAllText(Path.Combine(baseDirectory, file)), file));
+            keys.AddRange(JwtKeys.ReadPemKeys(File.ReadAllText(ConfigPath.Resolve(file, baseDirectory)), file));
         return new JwtKeySet(keys);
     }
 

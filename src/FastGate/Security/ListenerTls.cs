@@ -89,7 +89,7 @@ public sealed class ListenerTls : IDisposable
             certificates[i] = LoadCertificate(i == 0 ? config.Files : config.Sni[i - 1].Files, baseDirectory, out error) ?? throw new InvalidOperationException(error);
         X509Certificate2Collection? roots = null;
         if (config.ClientCertificate != ClientCertificateMode.None && config.ClientCa is { } ca)
-            roots = Proxy.UpstreamTlsModel.LoadCa(Proxy.UpstreamTlsModel.ResolvePath(ca, baseDirectory), out error) ?? throw new InvalidOperationException(error);
+            roots = Proxy.UpstreamTlsModel.LoadCa(ConfigPath.Resolve(ca, baseDirectory), out error) ?? throw new InvalidOperationException(error);
         return new ListenerTls(listener, config, baseDirectory, certificates, roots, metrics);
     }
 
@@ -275,7 +275,7 @@ public sealed class ListenerTls : IDisposable
             var intermediates = new X509Certificate2Collection();
             if (config.Pfx is { } pfx)
             {
-                file = Proxy.UpstreamTlsModel.ResolvePath(pfx, baseDirectory);
+                file = ConfigPath.Resolve(pfx, baseDirectory);
                 var all = X509CertificateLoader.LoadPkcs12CollectionFromFile(file, config.ResolvePassword());
                 X509Certificate2? withKey = null;
                 foreach (var c in all)
@@ -292,8 +292,8 @@ public sealed class ListenerTls : IDisposable
             }
             else
             {
-                file = Proxy.UpstreamTlsModel.ResolvePath(config.Certificate!, baseDirectory);
-                string keyFile = Proxy.UpstreamTlsModel.ResolvePath(config.Key!, baseDirectory);
+                file = ConfigPath.Resolve(config.Certificate!, baseDirectory);
+                string keyFile = ConfigPath.Resolve(config.Key!, baseDirectory);
                 using var pemLeaf = X509Certificate2.CreateFromPemFile(file, keyFile);
                 // a PKCS#12 round trip gives a certificate whose key every platform's TLS stack can use (Windows
                 // refuses ephemeral keys)
@@ -320,9 +320,9 @@ public sealed class ListenerTls : IDisposable
 
     private IEnumerable<string> WatchedFiles(CertificateFiles files)
     {
-        if (files.Pfx is { } pfx) yield return Proxy.UpstreamTlsModel.ResolvePath(pfx, _baseDirectory);
-        if (files.Certificate is { } c) yield return Proxy.UpstreamTlsModel.ResolvePath(c, _baseDirectory);
-        if (files.Key is { } k) yield return Proxy.UpstreamTlsModel.ResolvePath(k, _baseDirectory);
+        if (files.Pfx is { } pfx) yield return ConfigPath.Resolve(pfx, _baseDirectory);
+        if (files.Certificate is { } c) yield return ConfigPath.Resolve(c, _baseDirectory);
+        if (files.Key is { } k) yield return ConfigPath.Resolve(k, _baseDirectory);
     }
 
     internal readonly record struct FileStamp(DateTime Written, long Length);

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using FastGate.Tests.Configuration;
 using FastGate.Tests.Infrastructure;
 
@@ -10,49 +9,33 @@ namespace FastGate.Tests.Hosting;
 /// <summary>The real `fastgate` executable as a separate process: start, proxy, SIGTERM, exit code.</summary>
 public class ProcessTests
 {
-    [Fact]
+    [LinuxFact] // SIGTERM is sent with kill(1)
     public async Task FastgateProcess_ProxiesThenDrainsOnSigtermAndExits0()
     {
-        if (!OperatingSystem.IsLinux()) return; // SIGTERM is sent with kill(1)
-        await using var upstream = await DemoUpstreamServer.StartAsync();
-        int port = FreePort(), adminPort = FreePort();
+        await using var upstream = await GatedUpstream.StartAsync();
         var dir = Directory.CreateTempSubdirectory("fastgate-proc-");
-        var config = Path.Combine(dir.FullName, "fastgate.json");
-        File.WriteAllText(config, TestGateway.Config(upstream.Address.ToString().TrimEnd('/'))
-            .Replace("\"address\": \"127.0.0.1:0\" } ]", $"\"address\": \"127.0.0.1:{port}\" }} ]")
-            .Replace("\"admin\": { \"address\": \"127.0.0.1:0\" }", $"\"admin\": {{ \"address\": \"127.0.0.1:{adminPort}\" }}"));
-        var dll = Path.Combine(AppContext.BaseDirectory, "fastgate.dll");
-        Assert.True(File.Exists(dll), dll);
-        var psi = new ProcessStartInfo("dotnet", $"\"{dll}\" run --config \"{config}\"")
+        await using var gateway = await FastgateProcess.StartAsync(dir.FullName, TestGateway.Config(upstream.Address));
+        using var http = gateway.CreateClient();
+        using (var hello = await http.GetAsync("/hello")) Assert.Equal(HttpStatusCode.OK, hello.StatusCode);
+
+        // a request in flight when SIGTERM arrives: held by the upstream until the gateway is draining
+        var inFlight = http.GetAsync("/held");
+        await upstream.WaitForHeldAsync();
+        await gateway.TerminateAsync();
+        using var admin = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{gateway.AdminPort}"), Timeout = TimeSpan.FromSeconds(5) };
+        await Eventually.WaitUntilAsync(async () =>
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(10) };
-            await ReloadTests.WaitUntil(async () =>
-            {
-                try { return (await http.GetAsync("/hello")).StatusCode == HttpStatusCode.OK; }
-                catch (HttpRequestException) { return false; }
-            }, timeoutMs: 30000);
-            var slow = http.GetAsync("/delay/1500");
-            await Task.Delay(300);
-            using (var kill = Process.Start("kill", $"-TERM {process.Id}")!) await kill.WaitForExitAsync();
-            using var response = await slow;
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-            await process.WaitForExitAsync(cts.Token);
-            Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {await stderr}");
-            Assert.Contains("listening on", await stdout);
-        }
-        finally
-        {
-            if (!process.HasExited) process.Kill(entireProcessTree: true);
-        }
+            try { return (await admin.GetAsync("/readyz")).StatusCode == HttpStatusCode.ServiceUnavailable; }
+            catch (HttpRequestException) { return true; } // the admin listener is already closed: stopping too
+        }, "fastgate is draining after SIGTERM", describe: () => gateway.Output);
+        Assert.False(gateway.HasExited, "fastgate exited with a request in flight");
+        upstream.Release();
+        using var response = await inFlight;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("released", await response.Content.ReadAsStringAsync());
+        int code = await gateway.WaitForExitAsync();
+        Assert.True(code == 0, $"exit {code}: {gateway.Output}");
+        Assert.Contains("listening on", gateway.Output);
     }
 
     private static ProcessStartInfo Fastgate(string arguments, string? configEnv)
@@ -65,40 +48,19 @@ public class ProcessTests
         return psi;
     }
 
-    [Fact]
+    [LinuxFact] // SIGTERM is sent with kill(1)
     public async Task RunWithoutConfigOption_UsesFastgateConfigEnvironmentVariable()
     {
-        if (!OperatingSystem.IsLinux()) return; // SIGTERM is sent with kill(1)
         await using var upstream = await DemoUpstreamServer.StartAsync();
-        int port = FreePort(), adminPort = FreePort();
         var dir = Directory.CreateTempSubdirectory("fastgate-env-");
-        var config = Path.Combine(dir.FullName, "from-env.json");
-        File.WriteAllText(config, TestGateway.Config(upstream.Address.ToString().TrimEnd('/'))
-            .Replace("\"address\": \"127.0.0.1:0\" } ]", $"\"address\": \"127.0.0.1:{port}\" }} ]")
-            .Replace("\"admin\": { \"address\": \"127.0.0.1:0\" }", $"\"admin\": {{ \"address\": \"127.0.0.1:{adminPort}\" }}"));
-        using var process = Process.Start(Fastgate("run", config))!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(10) };
-            await ReloadTests.WaitUntil(async () =>
-            {
-                if (process.HasExited) return true;
-                try { return (await http.GetAsync("/hello")).StatusCode == HttpStatusCode.OK; }
-                catch (HttpRequestException) { return false; }
-            }, timeoutMs: 30000);
-            Assert.False(process.HasExited, $"fastgate exited {(process.HasExited ? process.ExitCode : 0)}: {(process.HasExited ? await stderr : "")}");
-            using (var kill = Process.Start("kill", $"-TERM {process.Id}")!) await kill.WaitForExitAsync();
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-            await process.WaitForExitAsync(cts.Token);
-            Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {await stderr}");
-            Assert.Contains($"listening on http://127.0.0.1:{port}", await stdout);
-        }
-        finally
-        {
-            if (!process.HasExited) process.Kill(entireProcessTree: true);
-        }
+        await using var gateway = await FastgateProcess.StartAsync(dir.FullName, TestGateway.Config(upstream.Address.ToString().TrimEnd('/')),
+            "from-env.json", configFromEnvironment: true);
+        using var http = gateway.CreateClient();
+        using (var hello = await http.GetAsync("/hello")) Assert.Equal(HttpStatusCode.OK, hello.StatusCode);
+        await gateway.TerminateAsync();
+        int code = await gateway.WaitForExitAsync();
+        Assert.True(code == 0, $"exit {code}: {gateway.Output}");
+        Assert.Contains($"listening on http://127.0.0.1:{gateway.Port}", gateway.Output);
     }
 
     [Fact]
@@ -131,12 +93,5 @@ public class ProcessTests
         Assert.Contains("FASTGATE_CONFIG", neither.Err);
         var empty = await Run("run", "");
         Assert.Equal(2, empty.Code);
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }

@@ -64,8 +64,8 @@ public class ReloadTests
             {
                 // A broken file mid-way: the previous policy stays and the error is reported.
                 File.WriteAllText(path, "{ \"listeners\": [ ], \"routes\": \"oops\" ");
-                await WaitUntil(() => Task.FromResult(gateway.Host.Reloader!.LastReload is { Success: false }),
-                    describe: () => $"last reload: {gateway.Host.Reloader!.LastReload}");
+                await Eventually.WaitUntilAsync(() => Task.FromResult(gateway.Host.Reloader!.LastReload is { Success: false }),
+                    "the broken file is reported as a failed reload", describe: () => $"last reload: {gateway.Host.Reloader!.LastReload}");
                 using var admin = gateway.CreateAdminClient();
                 var config = JsonDocument.Parse(await admin.GetStringAsync("/admin/config")).RootElement;
                 Assert.Equal("failure", config.GetProperty("lastReload").GetProperty("result").GetString());
@@ -74,7 +74,7 @@ public class ReloadTests
             }
             File.WriteAllText(path, Config(address, toggled));
             var expected = toggled ? HttpStatusCode.Forbidden : HttpStatusCode.OK;
-            await WaitUntil(async () => (await probe.GetAsync("/toggle")).StatusCode == expected);
+            await Eventually.WaitUntilAsync(async () => (await probe.GetAsync("/toggle")).StatusCode == expected, $"reload {i} answers {expected}");
         }
         stop.Cancel();
         await Task.WhenAll(load);
@@ -138,15 +138,5 @@ public class ReloadTests
         var changed = await gateway.Host.Reloader!.ReloadAsync("test");
         Assert.True(changed.Success, string.Join("; ", changed.Errors));
         Assert.True(logs.Count(LogLevel.Warning, warning) == 1, logs.Dump());
-    }
-
-    internal static async Task WaitUntil(Func<Task<bool>> condition, int timeoutMs = 10000, Func<string>? describe = null)
-    {
-        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("condition not met in time " + describe?.Invoke());
-            await Task.Delay(20);
-        }
     }
 }

@@ -25,12 +25,13 @@ public sealed class NginxUpstream : IAsyncDisposable
     public string Address => $"http://127.0.0.1:{Port}";
 
     /// <param name="locations">nginx location blocks, e.g. <c>location /api/ { return 200 "protected $uri\n"; }</c>.</param>
-    public static async Task<NginxUpstream> StartAsync(string locations, string serverExtra = "")
+    public static Task<NginxUpstream> StartAsync(string locations, string serverExtra = "")
     {
         var nginx = File.Exists("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
-        for (int attempt = 0; ; attempt++)
+        string lastLog = "";
+        // nginx cannot bind port 0 and report it: it gets a free port, and a new one if that was taken meanwhile
+        return Ports.StartOnFreePortAsync(async port =>
         {
-            int port = FreePort();
             var dir = Directory.CreateTempSubdirectory("fastgate-nginx-").FullName;
             var conf = Path.Combine(dir, "nginx.conf");
             File.WriteAllText(conf, $$"""
@@ -58,38 +59,30 @@ public sealed class NginxUpstream : IAsyncDisposable
                 UseShellExecute = false,
             };
             var process = Process.Start(psi)!;
-            if (await WaitForPortAsync(port, process))
-                return new NginxUpstream(process, dir, port);
-            string log = File.Exists(Path.Combine(dir, "error.log")) ? File.ReadAllText(Path.Combine(dir, "error.log")) : "";
+            if (await ListeningAsync(port, process)) return new NginxUpstream(process, dir, port);
+            lastLog = File.Exists(Path.Combine(dir, "error.log")) ? File.ReadAllText(Path.Combine(dir, "error.log")) : "";
             try { process.Kill(true); } catch (InvalidOperationException) { }
-            if (attempt == 2) throw new InvalidOperationException("nginx did not start: " + log);
-        }
+            return null;
+        }, "nginx", attempts: 3, lastError: () => lastLog);
     }
 
-    private static int FreePort()
+    /// <summary>True once nginx accepts connections on the port; false when it exited (the port was taken).</summary>
+    private static async Task<bool> ListeningAsync(int port, Process process)
     {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
-    private static async Task<bool> WaitForPortAsync(int port, Process process)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (DateTime.UtcNow < deadline && !process.HasExited)
+        bool listening = false;
+        // nginx writes no readiness line: poll its port (an external process coming up, not test time)
+        await Eventually.WaitUntilAsync(async () =>
         {
+            if (process.HasExited) return true;
             using var c = new TcpClient();
             try
             {
                 await c.ConnectAsync(IPAddress.Loopback, port);
-                return true;
+                return listening = true;
             }
-            catch (SocketException)
-            {
-                await Task.Delay(20);
-            }
-        }
-        return false;
+            catch (SocketException) { return false; }
+        }, $"nginx listens on port {port}", TimeSpan.FromSeconds(10));
+        return listening;
     }
 
     public async ValueTask DisposeAsync()

@@ -103,6 +103,44 @@ public class AccessLogTests
     }
 
     [Fact]
+    public async Task RelativePath_ResolvesAgainstTheConfigFilesDirectory_NotTheWorkingDirectory()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "fastgate-tests", Guid.NewGuid().ToString("n"));
+        Directory.CreateDirectory(dir);
+        var relative = Path.Combine("logs-" + Guid.NewGuid().ToString("n"), "access.log");
+        Assert.NotEqual(Path.GetFullPath(dir), Path.GetFullPath(Directory.GetCurrentDirectory()));
+        await using var upstream = new SwitchableUpstream();
+        var configPath = Path.Combine(dir, "fastgate.json");
+        File.WriteAllText(configPath, ObsConfig.Gateway(upstream.Address,
+            $$"""
+            "accessLog": { "path": "{{relative.Replace("\\", "\\\\")}}", "sampleRate": 1 }
+            """, routeId: "log-relative"));
+        var expected = Path.Combine(dir, relative);
+        Assert.Equal(expected, ConfigLoaderPath(configPath));
+
+        var gateway = await TestGateway.StartFromFileAsync(configPath);
+        try
+        {
+            using var http = gateway.CreateClient();
+            Assert.Equal(200, (int)(await http.GetAsync("/relative")).StatusCode);
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        var line = Assert.Single(ReadLines(expected));
+        Assert.Equal("/relative", line.GetProperty("path").GetString());
+        Assert.False(File.Exists(Path.Combine(Directory.GetCurrentDirectory(), relative)), "the log went to the working directory");
+    }
+
+    private static string ConfigLoaderPath(string configPath)
+    {
+        var loaded = FastGate.Configuration.ConfigLoader.LoadFile(configPath);
+        Assert.True(loaded.IsValid, string.Join("; ", loaded.Errors));
+        return loaded.Config!.Observability.AccessLog.Path;
+    }
+
+    [Fact]
     public async Task IncludeQuery_KeepsTheQuery_ButRedactsCredentialParameters()
     {
         var path = TempPath();
@@ -124,27 +162,19 @@ public class AccessLogTests
         Assert.Equal("/search?q=shoes&access_token=REDACTED&page=2", line.GetProperty("path").GetString());
     }
 
-    private static int ClosedPort()
-    {
-        var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
-    }
-
     [Fact]
     public async Task GatewayWrittenResponses_CarryXRequestId_AndTheLogShowsTheSameOne()
     {
         var path = TempPath();
         await using var upstream = new SwitchableUpstream();
+        using var dead = Ports.Refusing();
         var gateway = await TestGateway.StartAsync($$"""
             {
               "listeners": [ { "address": "127.0.0.1:0" } ],
               "admin": { "address": "127.0.0.1:0" },
               "accessLog": { "path": "{{path}}", "sampleRate": 1 },
               "clusters": [ { "id": "up", "destinations": [ { "address": "{{upstream.Address}}" } ] },
-                            { "id": "dead", "destinations": [ { "address": "http://127.0.0.1:{{ClosedPort()}}" } ] } ],
+                            { "id": "dead", "destinations": [ { "address": "{{dead.Address}}" } ] } ],
               "consumers": [ { "id": "alice", "apiKeys": [ "{{FastGate.Security.ApiKeys.Hash("alice-key-123456")}}" ] } ],
               "cors": [ { "id": "web", "origins": ["https://app.example.com"], "credentials": true } ],
               "rateLimits": [ { "id": "one", "rate": 1, "per": "1h", "burst": 1, "key": "clientIp" } ],
@@ -285,7 +315,7 @@ public class AccessLogTests
         public override void Write(ReadOnlySpan<byte> buffer)
         {
             Entered.Set();
-            Release.Wait();
+            Release.Wait(TimeSpan.FromSeconds(30)); // never forever, even when the test fails before it releases
             base.Write(buffer.ToArray(), 0, buffer.Length);
         }
 

@@ -110,8 +110,7 @@ public class AlertWebhookTests
             AlertsSection("alerts-dead", dead.Url, extra: ", \"timeout\": \"60s\", \"maxRetries\": 0"), "alerts-dead"), time);
         await SendAsync(gateway, 25, 500);
         gateway.Host.Runtime.Observability.Alerts.Evaluate();
-        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
-            while (dead.Accepted == 0) await Task.Delay(20, cts.Token); // the notifier is now stuck on the dead receiver
+        await Eventually.SignalledAsync(dead.FirstAccepted, "the notifier connects to the dead receiver"); // and is now stuck on it
         // requests keep flowing while the delivery hangs
         await SendAsync(gateway, 100, 500);
         var ops = Ops(gateway);
@@ -138,16 +137,18 @@ public class AlertWebhookTests
             AlertsSection("alerts-retry", receiver.Url, type: "slack"), "alerts-retry"), time);
         await SendAsync(gateway, 25, 500);
         gateway.Host.Runtime.Observability.Alerts.Evaluate();
-        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
-            while (receiver.Count == 0) await Task.Delay(20, cts.Token);
+        await Eventually.SignalledAsync(receiver.FirstRequest, "the first delivery attempt reaches the receiver");
         Assert.Equal(0, Ops(gateway).Sent);
         receiver.StatusCode = 200;
         JsonElement payload = default;
-        for (int i = 0; i < 200 && !receiver.TryNext(out payload); i++)
+        // the backoff delay runs on the injected clock, and when the notifier has armed its timer is not observable:
+        // move the clock a second at a time until the retry is delivered
+        await Eventually.WaitUntilAsync(() =>
         {
-            time.Advance(TimeSpan.FromSeconds(1)); // the backoff delay runs on the injected clock
-            await Task.Delay(25);
-        }
+            if (receiver.TryNext(out payload)) return true;
+            time.Advance(TimeSpan.FromSeconds(1));
+            return false;
+        }, "the failed delivery is retried on the injected clock");
         Assert.Equal(JsonValueKind.Object, payload.ValueKind);
         var text = payload.GetProperty("text").GetString()!;
         Assert.Contains("[FIRING]", text);

@@ -45,8 +45,8 @@ public class MetricsTests
     [Fact]
     public async Task UpstreamErrors_AreCountedByClusterAndKind()
     {
-        var port = FreePort();
-        await using var gateway = await TestGateway.StartAsync(ObsConfig.Gateway($"http://127.0.0.1:{port}", "", "dead-route"));
+        using var dead = Ports.Refusing();
+        await using var gateway = await TestGateway.StartAsync(ObsConfig.Gateway(dead.Address, "", "dead-route"));
         using var http = gateway.CreateClient();
         for (int i = 0; i < 2; i++) Assert.Equal(HttpStatusCode.BadGateway, (await http.GetAsync("/x")).StatusCode);
         var scrape = await gateway.ScrapeMetricsAsync();
@@ -93,15 +93,6 @@ public class MetricsTests
             Assert.Contains("\n# TYPE system_runtime_dotnet_gc_collections gauge\n", scrape);
             Assert.Single(scrape.Split('\n'), l => l == "# TYPE fastgate_requests_total counter");
         }
-    }
-
-    private static int FreePort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
     }
 }
 

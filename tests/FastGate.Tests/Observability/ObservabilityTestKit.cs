@@ -17,6 +17,7 @@ public sealed class WebhookReceiver : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly Channel<JsonDocument> _received = Channel.CreateUnbounded<JsonDocument>();
+    private readonly TaskCompletionSource _firstRequest = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _count;
 
     private WebhookReceiver(WebApplication app) => _app = app;
@@ -24,6 +25,8 @@ public sealed class WebhookReceiver : IAsyncDisposable
     /// <summary>Status the receiver answers with (500 makes the notifier retry).</summary>
     public int StatusCode { get; set; } = 200;
     public int Count => Volatile.Read(ref _count);
+    /// <summary>Completes when the first request (accepted or not) has arrived.</summary>
+    public Task FirstRequest => _firstRequest.Task;
     public string Url { get; private set; } = "";
 
     public static async Task<WebhookReceiver> StartAsync()
@@ -37,6 +40,7 @@ public sealed class WebhookReceiver : IAsyncDisposable
         {
             var doc = await JsonDocument.ParseAsync(context.Request.Body);
             Interlocked.Increment(ref receiver._count);
+            receiver._firstRequest.TrySetResult();
             context.Response.StatusCode = receiver.StatusCode;
             if (receiver.StatusCode < 300) await receiver._received.Writer.WriteAsync(doc);
         });
@@ -76,6 +80,7 @@ public sealed class DeadWebhook : IDisposable
 {
     private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
     private readonly List<TcpClient> _held = [];
+    private readonly TaskCompletionSource _firstAccepted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _accepted;
 
     public DeadWebhook()
@@ -90,6 +95,7 @@ public sealed class DeadWebhook : IDisposable
                     var c = await _listener.AcceptTcpClientAsync();
                     lock (_held) _held.Add(c);
                     Interlocked.Increment(ref _accepted);
+                    _firstAccepted.TrySetResult();
                 }
             }
             catch (Exception) { }
@@ -98,6 +104,8 @@ public sealed class DeadWebhook : IDisposable
 
     public string Url => $"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/hook";
     public int Accepted => Volatile.Read(ref _accepted);
+    /// <summary>Completes when the first connection has been accepted (and is then never answered).</summary>
+    public Task FirstAccepted => _firstAccepted.Task;
 
     public void Dispose()
     {

@@ -59,8 +59,8 @@ public class ProxyFailureTests
     [Fact]
     public async Task UpstreamDown_Is502()
     {
-        var port = FreePort();
-        await using var gateway = await TestGateway.StartAsync(TestGateway.Config($"http://127.0.0.1:{port}"));
+        using var dead = Ports.Refusing();
+        await using var gateway = await TestGateway.StartAsync(TestGateway.Config(dead.Address));
         using var http = gateway.CreateClient();
         using var response = await http.GetAsync("/");
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
@@ -128,9 +128,11 @@ public class ProxyFailureTests
         using var client = await RawClient.ConnectAsync(gateway.EndPoint);
         await client.SendAsync("GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ");
         var closed = client.IsClosedByServerAsync(timeoutMs: 10000);
+        // the point of the test: a header byte every 400 ms, a head never finished within the 1 s header timeout
+        var dribbleInterval = TimeSpan.FromMilliseconds(400);
         for (int i = 0; i < 6 && !closed.IsCompleted; i++)
         {
-            await Task.Delay(400);
+            await Task.WhenAny(closed, Task.Delay(dribbleInterval));
             try { await client.SendAsync("a"); } catch (IOException) { break; }
         }
         Assert.True(await closed, "the slow client was not disconnected");
@@ -173,16 +175,19 @@ public class ProxyFailureTests
     [Fact]
     public async Task GracefulShutdown_FinishesRequestsInFlight()
     {
-        await using var upstream = await DemoUpstreamServer.StartAsync();
-        var gateway = await TestGateway.StartAsync(TestGateway.Config(upstream.Address.ToString().TrimEnd('/'), limits: "\"drainTimeout\": \"10s\""));
+        await using var upstream = await GatedUpstream.StartAsync();
+        var gateway = await TestGateway.StartAsync(TestGateway.Config(upstream.Address, limits: "\"drainTimeout\": \"10s\""));
         using var http = gateway.CreateClient();
-        var inFlight = Enumerable.Range(0, 5).Select(_ => http.GetAsync("/delay/1000")).ToArray();
-        await Task.Delay(300); // let the requests reach the upstream
+        var inFlight = Enumerable.Range(0, 5).Select(_ => http.GetAsync("/held")).ToArray();
+        await upstream.WaitForHeldAsync(5); // all five are at the upstream, waiting for their responses
         using var idle = await RawClient.ConnectAsync(gateway.EndPoint);
         await idle.SendAsync("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
         Assert.Equal(200, (await idle.ReadResponseAsync()).Status);
 
         var stopping = gateway.Host.StopAsync();
+        await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.IsDraining, "the gateway is draining");
+        Assert.All(inFlight, r => Assert.False(r.IsCompleted, "a request in flight was answered before its upstream responded"));
+        upstream.Release();
         var responses = await Task.WhenAll(inFlight);
         Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
         Assert.True(await idle.IsClosedByServerAsync(), "an idle keep-alive connection stayed open during shutdown");
@@ -193,12 +198,5 @@ public class ProxyFailureTests
             using var c = new TcpClient();
             await c.ConnectAsync(gateway.EndPoint);
         });
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }

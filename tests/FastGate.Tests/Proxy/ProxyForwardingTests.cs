@@ -158,7 +158,7 @@ public class ProxyForwardingTests : IClassFixture<ProxyFixture>
             while (!sampling.IsCancellationRequested)
             {
                 peak = Math.Max(peak, GC.GetTotalMemory(forceFullCollection: true));
-                await Task.Delay(50);
+                await Task.Delay(50); // the sampling interval (not a wait for anything)
             }
         });
 

@@ -6,10 +6,10 @@ namespace FastGate.Tests.RateLimiting;
 /// <summary>Cluster-scope limits shared by two separate `fastgate` OS processes through one real redis-server.</summary>
 public class ClusterProcessTests
 {
-    private static string Config(string upstream, string redis, int port, int adminPort) => $$"""
+    private static string Config(string upstream, string redis) => $$"""
         {
-          "listeners": [ { "name": "public", "address": "127.0.0.1:{{port}}" } ],
-          "admin": { "address": "127.0.0.1:{{adminPort}}" },
+          "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
+          "admin": { "address": "127.0.0.1:0" },
           "redis": { "connection": "{{redis}}" },
           "rateLimits": [
             { "id": "shared", "rate": 10, "per": "1h", "burst": 10, "key": "clientIp", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "5s" }
@@ -27,8 +27,8 @@ public class ClusterProcessTests
         var address = upstream.Address.ToString().TrimEnd('/');
         var dir = Directory.CreateTempSubdirectory("fastgate-cluster-proc-");
         // one after the other: both read the same shared state, so only the key names can differ
-        await using var a = await FastgateProcess.StartAsync(dir.FullName, (p, ap) => Config(address, redis.Configuration, p, ap), "a.json");
-        await using var b = await FastgateProcess.StartAsync(dir.FullName, (p, ap) => Config(address, redis.Configuration, p, ap), "b.json");
+        await using var a = await FastgateProcess.StartAsync(dir.FullName, Config(address, redis.Configuration), "a.json");
+        await using var b = await FastgateProcess.StartAsync(dir.FullName, Config(address, redis.Configuration), "b.json");
         using var httpA = a.CreateClient();
         using var httpB = b.CreateClient();
 

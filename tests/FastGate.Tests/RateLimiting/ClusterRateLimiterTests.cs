@@ -2,6 +2,7 @@ using System.Diagnostics;
 using FastGate.RateLimiting;
 using Xunit;
 using Xunit.Abstractions;
+using FastGate.Tests.Infrastructure;
 
 namespace FastGate.Tests.RateLimiting;
 
@@ -14,15 +15,8 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
         Defs.Make(RateLimitAlgorithm.Gcra, rate, per, burst: burst, id: "cluster", scope: RateLimitScope.Cluster,
             onStoreFailure: mode, storeTimeout: timeout);
 
-    private static async Task WaitUntil(Func<bool> condition, string what, int seconds = 20)
-    {
-        var sw = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > TimeSpan.FromSeconds(seconds)) throw new TimeoutException($"timed out waiting until {what}");
-            await Task.Delay(20); // waiting for a real reconnect, not for test time
-        }
-    }
+    // a reconnect inside StackExchange.Redis has no signal of its own: poll it
+    private static Task WaitUntil(Func<bool> condition, string what) => Eventually.WaitUntilAsync(condition, what, TimeSpan.FromSeconds(20));
 
     [Theory]
     [InlineData(0.01)] // batch of 1 token (the default share of a burst of 100)
@@ -30,7 +24,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task TwoGateways_SharingOneLimit_AdmitAtMost105PercentTogether(double allowanceFraction)
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider(); // both gateways see one (synchronised) clock
+        var time = FakeTime.Create(); // both gateways see one (synchronised) clock
         var options = new RedisClusterOptions { AllowanceFraction = allowanceFraction };
         using var backendA = RedisRateLimitBackend.Connect(redis.Configuration, options);
         using var backendB = RedisRateLimitBackend.Connect(redis.Configuration, options);
@@ -67,7 +61,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task SteadyTrafficBelowTheLimit_IsServedFromTheLocalAllowance()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration, new RedisClusterOptions { AllowanceFraction = 0.1 });
         using var store = new RateLimiterStore(time, backend);
         var limiter = (ClusterGcraRateLimiter)store.GetOrCreate(ClusterDef(1000, TimeSpan.FromSeconds(1), 1000, StoreFailureMode.Deny, TimeSpan.FromSeconds(5)));
@@ -89,7 +83,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task RedisKilled_WithAllow_FallsBackToALocalLimiterAtTheSameRate_ThenRecovers()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
         var limiter = store.GetOrCreate(ClusterDef(1, TimeSpan.FromSeconds(60), 5, StoreFailureMode.Allow, TimeSpan.FromMilliseconds(500)));
@@ -122,7 +116,7 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     public async Task RedisKilled_WithDeny_Rejects503_ThenRecovers()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
         var limiter = store.GetOrCreate(ClusterDef(10, TimeSpan.FromSeconds(1), 10, StoreFailureMode.Deny, TimeSpan.FromMilliseconds(500)));
@@ -142,11 +136,11 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
         Assert.True((await limiter.AcquireAsync(s_key)).IsAllowed);
     }
 
-    [Fact]
+    [LinuxFact] // SIGSTOP and SIGCONT
     public async Task FrozenRedis_NoRequestWaitsLongerThanTheStoreTimeout()
     {
         using var redis = new RedisServerProcess();
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
         var limiter = store.GetOrCreate(ClusterDef(10, TimeSpan.FromSeconds(1), 10, StoreFailureMode.Deny, TimeSpan.FromMilliseconds(200)));

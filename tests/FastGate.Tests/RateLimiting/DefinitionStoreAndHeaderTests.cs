@@ -47,7 +47,7 @@ public class RateLimiterStoreTests
     [Fact]
     public void Reload_WithAnUnchangedDefinition_KeepsState_AndAChangedOneStartsFresh()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         using var store = new RateLimiterStore(time);
         var v1 = store.GetOrCreate(Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(60), burst: 2, id: "per-ip"));
         Assert.True(((GcraRateLimiter)v1).Acquire("1.2.3.4"u8).IsAllowed);
@@ -68,7 +68,7 @@ public class RateLimiterStoreTests
     [Fact]
     public void ClusterDefinition_WithoutRedis_IsAnError()
     {
-        using var store = new RateLimiterStore(new FakeTimeProvider());
+        using var store = new RateLimiterStore(FakeTime.Create());
         var errors = new List<string>();
         var def = Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(1), scope: RateLimitScope.Cluster);
         Assert.Null(store.GetOrCreate(def, errors));
@@ -89,7 +89,7 @@ public class RateLimitHeadersTests
     [Fact]
     public void Rejection_WritesRetryAfterPolicyAndRateLimit_AndLegacyWhenOn()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var def = Defs.Make(RateLimitAlgorithm.Gcra, 100, TimeSpan.FromSeconds(1), burst: 100, id: "per-ip", legacyHeaders: true);
         var limiter = new GcraRateLimiter(def, time);
         limiter.Acquire("k"u8, 100);
@@ -107,7 +107,7 @@ public class RateLimitHeadersTests
     [Fact]
     public void Allowed_WritesQuotaOnlyWhenConfigured_WithoutAllocating()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var quiet = Defs.Make(RateLimitAlgorithm.Gcra, 10, TimeSpan.FromSeconds(1), burst: 20, id: "q");
         var loud = Defs.Make(RateLimitAlgorithm.Gcra, 10, TimeSpan.FromSeconds(1), burst: 20, id: "l", quotaHeaders: true);
         var d = new GcraRateLimiter(loud, time).Acquire("k"u8);

@@ -10,7 +10,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void FullBucket_AdmitsBurstThenRejects()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 10, TimeSpan.FromSeconds(1), burst: 5), time);
         for (int i = 0; i < 5; i++)
         {
@@ -31,7 +31,7 @@ public class GcraRateLimiterTests
     public void Charge_AfterTheFact_GoesIntoDebt_ZeroCostChecksRefuseUntilPaidBack()
     {
         // a token quota: 100 tokens a second, burst 100; checks cost 0, responses are charged what they used
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 100, TimeSpan.FromSeconds(1), burst: 100), time);
         Assert.Equal(RateLimitOutcome.Allowed, limiter.Acquire(s_key, 0).Outcome);
         limiter.Charge(s_key, 250, time.GetTimestamp()); // more than the whole burst: 150 tokens of debt
@@ -47,7 +47,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void ManyThreads_OneKey_NeverAdmitMoreThanBurstPlusRateTimesElapsed()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         const long rate = 1000, burst = 50;
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, rate, TimeSpan.FromSeconds(1), burst: burst), time);
         long admitted = 0;
@@ -90,7 +90,7 @@ public class GcraRateLimiterTests
     [InlineData(1000, 1)]
     public void SteadyTraffic_AtTheRate_IsNeverRejected(long rate, long burst)
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, rate, TimeSpan.FromSeconds(1), burst: burst), time);
         // Arrival i happens at ceil(i * 1s / rate): exactly at the rate, on the clock's grid (never early).
         long origin = time.GetTimestamp();
@@ -105,7 +105,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void RetryAfter_IsExactToTheSecond()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         // 1 request per 10 s, burst 1.
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(10), burst: 1), time);
         Assert.True(limiter.Acquire(s_key).IsAllowed);
@@ -127,7 +127,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void RetryAfter_WaitingItIsEnough_AndOneSecondLessIsNot()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 7, TimeSpan.FromSeconds(13), burst: 3), time);
         var rnd = new Random(42);
         for (int round = 0; round < 200; round++)
@@ -146,7 +146,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void Cost_DebitsSeveralTokens_AndCostAboveBurstIsAlwaysRejected()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 100, TimeSpan.FromSeconds(1), burst: 100), time);
         Assert.Equal(60, limiter.Acquire(s_key, 40).Remaining);
         Assert.True(limiter.Acquire(s_key, 60).IsAllowed);
@@ -159,7 +159,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void Keys_AreIsolated()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(1), burst: 1), time);
         byte[] longKey = new byte[40];
         longKey[39] = 1;
@@ -181,7 +181,7 @@ public class GcraRateLimiterTests
     [InlineData(MissingKeyBehavior.SharedBucket, RateLimitOutcome.Allowed, RateLimitOutcome.Rejected)]
     public void MissingKey_FollowsDefinition(MissingKeyBehavior behavior, RateLimitOutcome first, RateLimitOutcome second)
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(1), burst: 1, missingKey: behavior), time);
         Assert.Equal(first, limiter.AcquireWithoutKey().Outcome);
         Assert.Equal(second, limiter.AcquireWithoutKey().Outcome);
@@ -192,7 +192,7 @@ public class GcraRateLimiterTests
     [Fact]
     public void Acquire_ForPresentKey_DoesNotAllocate()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 1_000_000, TimeSpan.FromSeconds(1)), time);
         byte[] longKey = new byte[64];
         limiter.Acquire(s_key);

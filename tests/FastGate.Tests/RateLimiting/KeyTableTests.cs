@@ -8,7 +8,7 @@ public class KeyTableTests
     [Fact]
     public void Rotating2MillionKeys_StaysBoundedByMaxKeys_AndNeverResetsAThrottledKeyEarly()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         const int maxKeys = 100_000;
         // 10/s, burst 10: T = 100 ms; a bucket used once is full again 100 ms later.
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 10, TimeSpan.FromSeconds(1), burst: 10, maxKeys: maxKeys), time);
@@ -40,7 +40,7 @@ public class KeyTableTests
     [Fact]
     public void FullTableOfBusyKeys_SendsNewKeysToTheOverflowBucket_AndCountsIt()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(60), burst: 100, maxKeys: 100), time);
         for (int i = 0; i < 100; i++) Assert.True(limiter.Acquire(Defs.Key(i)).IsAllowed);
         Assert.Equal(100, limiter.KeyCount);
@@ -58,7 +58,7 @@ public class KeyTableTests
     [Fact]
     public void NewKey_CostsAboutOneSmallObject()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 10, TimeSpan.FromSeconds(1), maxKeys: 200_000), time);
         Span<byte> ip = stackalloc byte[16];
         limiter.Acquire(ip);
@@ -76,7 +76,7 @@ public class KeyTableTests
     [Fact]
     public void ConcurrentInsertsOfTheSameKeys_NeverCreateDuplicates()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new GcraRateLimiter(Defs.Make(RateLimitAlgorithm.Gcra, 1, TimeSpan.FromSeconds(1), burst: 1, maxKeys: 10_000), time);
         int admitted = 0;
         var threads = Enumerable.Range(0, 4).Select(_ => new Thread(() =>

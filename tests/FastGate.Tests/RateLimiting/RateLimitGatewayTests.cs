@@ -92,12 +92,21 @@ public class RateLimitGatewayTests
     public async Task ConcurrencyLimiter_ReleasesWhenTheResponseCompletes_AndWhenTheClientGoesAway()
     {
         await using var upstream = await DemoUpstreamServer.StartAsync();
+        await using var gated = await GatedUpstream.StartAsync();
+        // one limiter on both routes: /held goes to the gated upstream, everything else to the demo upstream
         await using var gateway = await TestGateway.StartAsync(Config(upstream.Address.ToString().TrimEnd('/'),
-            """{ "id": "one-at-a-time", "algorithm": "concurrency", "rate": 1, "key": "clientIp" }""", "\"one-at-a-time\""));
+                """{ "id": "one-at-a-time", "algorithm": "concurrency", "rate": 1, "key": "clientIp" }""", "\"one-at-a-time\"")
+            .Replace("\"routes\": [ ", $$"""
+                "routes": [ { "id": "held", "match": { "pathPrefix": "/held" }, "cluster": "gated", "rateLimits": ["one-at-a-time"] },
+                """)
+            .Replace("\"clusters\": [ ", $$"""
+                "clusters": [ { "id": "gated", "destinations": [ { "address": "{{gated.Address}}" } ] },
+                """));
         using var http = gateway.CreateClient();
-        var slow = http.GetAsync("/delay/1500");
-        await Task.Delay(400);
+        var slow = http.GetAsync("/held");
+        await gated.WaitForHeldAsync(); // the request holds the slot at the upstream
         Assert.Equal((HttpStatusCode)429, (await http.GetAsync("/hello")).StatusCode); // the slot is taken
+        gated.Release();
         Assert.Equal(HttpStatusCode.OK, (await slow).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/hello")).StatusCode);  // released on completion
 
@@ -111,7 +120,8 @@ public class RateLimitGatewayTests
             Assert.True(await stream.ReadAsync(buffer) > 0); // the response has started
             quitter.Client.LingerState = new LingerOption(true, 0);
         }
-        await Hosting.ReloadTests.WaitUntil(async () => (await http.GetAsync("/hello")).StatusCode == HttpStatusCode.OK, timeoutMs: 15000);
+        await Eventually.WaitUntilAsync(async () => (await http.GetAsync("/hello")).StatusCode == HttpStatusCode.OK,
+            "the slot of the client that went away is released");
     }
 
     [Fact]

@@ -43,7 +43,8 @@ public class RedisOutageTests
 
         // back (same port, empty): one line says so, requests are limited through Redis again; a second outage warns again
         redis.Start();
-        await Hosting.ReloadTests.WaitUntil(async () => (await http.GetAsync("/hello")).StatusCode == HttpStatusCode.OK, timeoutMs: 20000);
+        await Eventually.WaitUntilAsync(async () => (await http.GetAsync("/hello")).StatusCode == HttpStatusCode.OK,
+            "the gateway uses Redis again after its restart", TimeSpan.FromSeconds(20));
         Assert.True(logs.Count(LogLevel.Information, $"rate-limit store (redis) at {redis.Configuration} available again") == 1, logs.Dump());
         var back = await gateway.ScrapeMetricsAsync();
         redis.Kill();

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
+using FastGate.Tests.Infrastructure;
 
 namespace FastGate.Tests.RateLimiting;
 
@@ -16,11 +17,14 @@ public sealed class RedisServerProcess : IDisposable
 
     public RedisServerProcess()
     {
-        Port = FreePort();
-        Start();
+        // redis-server cannot bind port 0 and report it (--port 0 turns TCP off): it gets a free port, and a new one
+        // if that was taken meanwhile. Start() brings it back on the same port after Kill().
+        Ports.StartOnFreePort(port => TryStart(port) ? this : null, "redis-server", lastError: () => _lastError);
     }
 
-    public int Port { get; }
+    private string _lastError = "";
+
+    public int Port { get; private set; }
     public string Configuration => $"127.0.0.1:{Port}";
 
     private static string FindRedisServer()
@@ -36,16 +40,13 @@ public sealed class RedisServerProcess : IDisposable
             "Run `bash tests/install-deps.sh` (it installs the Debian package redis-server) or `apt-get install redis-server`.");
     }
 
-    private static int FreePort()
+    /// <summary>Starts redis-server again on its port (after <see cref="Kill"/>); throws when it does not come up.</summary>
+    public void Start()
     {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
+        if (!TryStart(Port)) throw new InvalidOperationException(_lastError);
     }
 
-    public void Start()
+    private bool TryStart(int port)
     {
         var psi = new ProcessStartInfo(FindRedisServer())
         {
@@ -53,30 +54,49 @@ public sealed class RedisServerProcess : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { "--port", Port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no" })
+        foreach (var a in new[] { "--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no" })
             psi.ArgumentList.Add(a);
-        _process = Process.Start(psi) ?? throw new InvalidOperationException("could not start redis-server");
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
-        var deadline = DateTime.UtcNow.AddSeconds(15);
-        while (true)
+        var output = new StringBuilder();
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        process.OutputDataReceived += (_, e) =>
         {
-            if (Ping()) return;
-            if (_process.HasExited) throw new InvalidOperationException($"redis-server exited with {_process.ExitCode} on port {Port}");
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"redis-server did not answer PING on port {Port}");
-            Thread.Sleep(20); // waiting for an external process to come up, not for test time
+            if (e.Data is null) return;
+            lock (output) output.AppendLine(e.Data);
+            if (e.Data.Contains("Ready to accept connections", StringComparison.Ordinal)) ready.TrySetResult();
+        };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        process.Exited += (_, _) => ready.TrySetException(new InvalidOperationException("exited"));
+        if (!process.Start()) throw new InvalidOperationException("could not start redis-server");
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            // the line redis-server logs once it listens: the readiness signal
+            ready.Task.Wait(TimeSpan.FromSeconds(15));
         }
+        catch (AggregateException) { }
+        if (ready.Task.IsCompletedSuccessfully && Ping(port))
+        {
+            _process = process;
+            Port = port;
+            return true;
+        }
+        lock (output) _lastError = $"redis-server on port {port} did not come up ({(process.HasExited ? "exited " + process.ExitCode : "no readiness line in 15 s")}):\n{output}";
+        try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        process.WaitForExit();
+        process.Dispose();
+        return false;
     }
 
-    private bool Ping()
+    private static bool Ping(int port)
     {
         try
         {
             using var c = new TcpClient();
-            c.Connect(IPAddress.Loopback, Port);
+            c.Connect(IPAddress.Loopback, port);
             var s = c.GetStream();
+            s.ReadTimeout = 5000;
             s.Write("PING\r\n"u8);
             var buf = new byte[16];
             int n = s.Read(buf);

@@ -10,7 +10,7 @@ public class SlidingWindowRateLimiterTests
     [Fact]
     public void FirstWindow_AdmitsRateThenRejects_UntilTheWindowSlides()
     {
-        var time = new FakeTimeProvider(startTicks: 100 * TimeSpan.TicksPerSecond); // window-aligned
+        var time = FakeTime.Create(startTicks: 100 * TimeSpan.TicksPerSecond); // window-aligned
         var limiter = new SlidingWindowRateLimiter(Defs.Make(RateLimitAlgorithm.SlidingWindow, 10, TimeSpan.FromSeconds(1)), time);
         for (int i = 0; i < 10; i++) Assert.Equal(9 - i, limiter.Acquire(s_key).Remaining);
         var r = limiter.Acquire(s_key);
@@ -28,7 +28,7 @@ public class SlidingWindowRateLimiterTests
     public void Accuracy_AdmitsExactlyTheWeightedEstimate()
     {
         // Hammer at 10x the rate and compare with a straightforward reference model of the same estimate.
-        var time = new FakeTimeProvider(startTicks: 50 * TimeSpan.TicksPerSecond + 1234);
+        var time = FakeTime.Create(startTicks: 50 * TimeSpan.TicksPerSecond + 1234);
         const long limit = 50;
         long w = TimeSpan.TicksPerSecond;
         var limiter = new SlidingWindowRateLimiter(Defs.Make(RateLimitAlgorithm.SlidingWindow, limit, TimeSpan.FromSeconds(1)), time);
@@ -54,7 +54,7 @@ public class SlidingWindowRateLimiterTests
     [Fact]
     public void RetryAfter_WaitingItIsEnough_AndOneSecondLessIsNot()
     {
-        var time = new FakeTimeProvider(startTicks: 7_777_777);
+        var time = FakeTime.Create(startTicks: 7_777_777);
         var limiter = new SlidingWindowRateLimiter(Defs.Make(RateLimitAlgorithm.SlidingWindow, 5, TimeSpan.FromSeconds(3)), time);
         var rnd = new Random(7);
         for (int round = 0; round < 300; round++)
@@ -76,7 +76,7 @@ public class SlidingWindowRateLimiterTests
     [Fact]
     public void IdleKey_IsEvictedOnlyAfterBothWindowsPass()
     {
-        var time = new FakeTimeProvider(startTicks: 10 * TimeSpan.TicksPerSecond);
+        var time = FakeTime.Create(startTicks: 10 * TimeSpan.TicksPerSecond);
         var limiter = new SlidingWindowRateLimiter(Defs.Make(RateLimitAlgorithm.SlidingWindow, 5, TimeSpan.FromSeconds(1)), time);
         limiter.Acquire(s_key);
         time.Advance(TimeSpan.FromMilliseconds(1500));
@@ -94,7 +94,7 @@ public class ConcurrencyRateLimiterTests
     [Fact]
     public void Leases_LimitInFlight_AndReleaseFreesTheSlot()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var limiter = new ConcurrencyRateLimiter(Defs.Make(RateLimitAlgorithm.Concurrency, 2, TimeSpan.FromSeconds(1)), time);
         var a = limiter.Acquire(s_key);
         var b = limiter.Acquire(s_key);
@@ -118,7 +118,7 @@ public class ConcurrencyRateLimiterTests
     [Fact]
     public void ManyThreads_NeverExceedTheLimit_AndAllSlotsComeBack()
     {
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         const int limit = 3;
         var limiter = new ConcurrencyRateLimiter(Defs.Make(RateLimitAlgorithm.Concurrency, limit, TimeSpan.FromSeconds(1)), time);
         int inside = 0, maxInside = 0;

@@ -38,6 +38,9 @@ public class RouterTests
         };
     }
 
+    private static string Describe(RouteEntry e) =>
+        $"{e.Route.Id} host={e.HostKind}:{Encoding.ASCII.GetString(e.Host)} path={e.PathKind}:{Encoding.ASCII.GetString(e.Path)}";
+
     /// <summary>The semantics README states, as a linear scan over entries sorted once.</summary>
     private static RouteModel? Reference(List<RouteEntry> entries, RequestHead request)
     {
@@ -48,7 +51,8 @@ public class RouterTests
             .OrderByDescending(e => e.HostKind switch { HostMatchKind.Exact => 2, HostMatchKind.Suffix => 1, _ => 0 })
             .ThenByDescending(e => e.HostKind == HostMatchKind.Suffix ? e.Host.Length : 0)
             .ThenByDescending(e => e.PathKind switch { PathMatchKind.Exact => 2, PathMatchKind.Prefix => 1, _ => 0 })
-            .ThenByDescending(e => e.Path.Length)
+            // "/a/b/" and "/a/b" are one exact path (it matches with or without the trailing '/')
+            .ThenByDescending(e => e.PathKind == PathMatchKind.Exact && e.Path.Length > 1 && e.Path[^1] == (byte)'/' ? e.Path.Length - 1 : e.Path.Length)
             .ThenByDescending(e => e.MethodMask != 0 || e.OtherMethods.Length > 0)
             .ThenBy(e => e.Route.Order);
         foreach (var e in sorted)
@@ -64,7 +68,7 @@ public class RouterTests
             bool pathOk = e.PathKind switch
             {
                 PathMatchKind.Any => true,
-                PathMatchKind.Exact => path == ep,
+                PathMatchKind.Exact => path == ep || (ep.Length > 1 && (ep[^1] == '/' ? path == ep[..^1] : path == ep + "/")),
                 _ => path.StartsWith(ep, StringComparison.Ordinal) && (path.Length == ep.Length || ep[^1] == '/' || path[ep.Length] == '/'),
             };
             bool methodOk = (e.MethodMask == 0 && e.OtherMethods.Length == 0)
@@ -102,11 +106,65 @@ public class RouterTests
                 var request = Parse($"{m} {p} HTTP/1.1\nHost: {h}\n\n");
                 Assert.True(ReferenceEquals(Reference(entries, request), router.Match(request)),
                     $"set {set}: {m} {h}{p}: expected {Reference(entries, request)?.Id ?? "none"}, got {router.Match(request)?.Id ?? "none"}\n"
-                    + string.Join("\n", entries.Select(RouteEntry.Describe)));
+                    + string.Join("\n", entries.Select(Describe)));
                 compared++;
             }
         }
         Assert.Equal(150 * RequestHosts.Length * RequestPaths.Length * Methods.Length, compared);
+    }
+
+    /// <summary>One route set for the README's rules ("Routes match on host ..."), in file order.</summary>
+    private static readonly Lazy<Router> Readme = new(() =>
+    {
+        RouteModel R(string id, int order) => new() { Id = id, Cluster = Cluster, Metrics = new RouteMetrics("router-test", new GatewayMetrics()), Order = order };
+        (string Id, string Host, PathMatchKind Kind, string Path, string[] Methods)[] table =
+        [
+            ("api", "*", PathMatchKind.Prefix, "/api", []),
+            ("status", "*", PathMatchKind.Exact, "/api/status", []),
+            ("v1", "*", PathMatchKind.Prefix, "/api/v1", []),
+            ("api-post", "*", PathMatchKind.Prefix, "/api", ["POST"]),
+            ("wildcard", "*.example.com", PathMatchKind.Prefix, "/api", []),
+            ("exact-host", "a.example.com", PathMatchKind.Any, "", []),
+            ("longer-wildcard", "*.b.example.com", PathMatchKind.Prefix, "/api", []),
+            ("docs-first", "*", PathMatchKind.Prefix, "/docs", []),
+            ("docs-second", "*", PathMatchKind.Prefix, "/docs", []),
+            ("purge", "*", PathMatchKind.Prefix, "/cache", ["PURGE"]),
+            ("catch-all", "*", PathMatchKind.Any, "", []),
+        ];
+        return new Router(table.Select((t, i) => Entry(R(t.Id, i), t.Host, t.Kind, t.Path, t.Methods)));
+    });
+
+    [Theory]
+    // pathPrefix is segment-aware: /api matches /api and /api/x, not /apix
+    [InlineData("GET", "other.test", "/api", "api")]
+    [InlineData("GET", "other.test", "/api/x", "api")]
+    [InlineData("GET", "other.test", "/apix", "catch-all")]
+    // exact path before prefix; longer prefix before shorter
+    [InlineData("GET", "other.test", "/api/status", "status")]
+    [InlineData("GET", "other.test", "/api/status/x", "api")]
+    [InlineData("GET", "other.test", "/api/v1/users", "v1")]
+    // method-restricted first (for the same path), but a longer prefix still wins
+    [InlineData("POST", "other.test", "/api/x", "api-post")]
+    [InlineData("POST", "other.test", "/api/v1/x", "v1")]
+    [InlineData("PURGE", "other.test", "/cache/x", "purge")]
+    [InlineData("GET", "other.test", "/cache/x", "catch-all")]
+    // exact host, then wildcard (longer suffix first), then any; a wildcard does not match the bare domain
+    [InlineData("GET", "a.example.com", "/api/x", "exact-host")]
+    [InlineData("GET", "x.example.com", "/api/x", "wildcard")]
+    [InlineData("GET", "x.b.example.com", "/api/x", "longer-wildcard")]
+    [InlineData("GET", "example.com", "/api/x", "api")]
+    // then file order
+    [InlineData("GET", "other.test", "/docs/a", "docs-first")]
+    // the canonical host and path: lower-case, no trailing dot, no port; "//" merged and %61 decoded; case kept in paths
+    [InlineData("GET", "A.Example.COM.", "/x", "exact-host")]
+    [InlineData("GET", "a.example.com:8080", "/x", "exact-host")]
+    [InlineData("GET", "other.test", "//api//x", "api")]
+    [InlineData("GET", "other.test", "/%61pi/x", "api")]
+    [InlineData("GET", "other.test", "/API/x", "catch-all")]
+    public void ReadmeRules_PickTheMostSpecificRoute(string method, string host, string path, string expected)
+    {
+        var request = Parse($"{method} {path} HTTP/1.1\nHost: {host}\n\n");
+        Assert.Equal(expected, Readme.Value.Match(request)?.Id);
     }
 
     [Fact]
@@ -121,12 +179,49 @@ public class RouterTests
             entries.Add(Entry(routes[i], i % 2 == 0 ? "*" : $"t{i % 100}.example.com", PathMatchKind.Prefix, $"/svc/{i}", []));
         }
         var router = new Router(entries);
-        Assert.Equal(200_000, router.EntryCount);
         foreach (int i in new[] { 0, 1, 77_777, 199_998, 199_999 })
         {
             var host = i % 2 == 0 ? "any.test" : $"t{i % 100}.example.com";
             Assert.Same(routes[i], router.Match(Parse($"GET /svc/{i}/x HTTP/1.1\nHost: {host}\n\n")));
         }
         Assert.Null(router.Match(Parse("GET /svc/1/x HTTP/1.1\nHost: any.test\n\n"))); // route 1 is for its host only
+    }
+
+    /// <summary>
+    /// Router and policy read the same host, method and path strings alike: a route and a rule written with the same
+    /// hosts, path (exact, or prefix as "/p/*") and methods match exactly the same requests (issue 12).
+    /// </summary>
+    [Fact]
+    public void RouteAndRule_WithTheSameConditions_MatchTheSameRequests()
+    {
+        string[] hosts = ["*", "a.example.com", "*.example.com", "*.b.example.com"];
+        string[] exactPaths = ["/", "/a", "/a/b", "/ab"];
+        string[] prefixes = ["/a", "/a/b", "/b"];
+        string[][] methods = [[], ["GET"], ["POST", "PURGE"]];
+        string[] requestPaths = ["/", "/a", "/a/", "/a/b", "/a/b/", "/a/b/c", "/ab", "/abc", "/b", "/b/x", "/c", "//a/b", "/%61/b"];
+        int compared = 0;
+        foreach (var host in hosts)
+        foreach (var (kind, path) in exactPaths.Select(p => (PathMatchKind.Exact, p)).Concat(prefixes.Select(p => (PathMatchKind.Prefix, p))))
+        foreach (var m in methods)
+        {
+            var route = new RouteModel { Id = "r", Cluster = Cluster, Metrics = new RouteMetrics("router-test", new GatewayMetrics()), Order = 0 };
+            var router = new Router([Entry(route, host, kind, path, m)]);
+            var pattern = kind == PathMatchKind.Exact ? path : path + "/*";
+            var methodList = string.Join(", ", m.Select(x => $"\"{x}\""));
+            var policy = Compile($$"""
+                "policies": [ { "id": "p", "match": { "hosts": ["{{host}}"], "paths": ["{{pattern}}"]{{(m.Length > 0 ? $", \"methods\": [{methodList}]" : "")}} }, "actions": [ { "type": "deny" } ] } ]
+                """);
+            foreach (var rh in RequestHosts)
+            foreach (var rp in requestPaths)
+            foreach (var rm in Methods)
+            {
+                var request = Parse($"{rm} {rp} HTTP/1.1\nHost: {rh}\n\n");
+                bool routed = router.Match(request) is not null;
+                bool ruled = Evaluate(policy, request).Verdict == FastGate.Policy.PolicyVerdict.Deny;
+                Assert.True(routed == ruled, $"{rm} {rh}{rp}: route ({host} {kind} {path} [{methodList}]) {routed}, rule {ruled}");
+                compared++;
+            }
+        }
+        Assert.Equal(hosts.Length * (exactPaths.Length + prefixes.Length) * methods.Length * RequestHosts.Length * requestPaths.Length * Methods.Length, compared);
     }
 }

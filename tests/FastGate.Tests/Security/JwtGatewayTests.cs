@@ -328,7 +328,7 @@ public class JwtKeySourceTests
     {
         var k1 = new TestSigningKey("k1");
         await using var jwks = await JwksServer.StartAsync(k1);
-        var time = new FakeTimeProvider();
+        var time = FakeTime.Create();
         var config = new JwtIssuerConfig { Id = "t", Issuer = JwksServer.Issuer, Audiences = ["a"], JwksUri = jwks.JwksUri, RequireHttps = false };
         var source = new JwtKeySource(config, ".", time, null);
         await source.InitialLoad;

@@ -241,12 +241,12 @@ public sealed class TlsGatewayTests : IDisposable
             using var second = _ca.IssueServerCertificate("localhost");
             TestCertificateAuthority.WritePemPair(second, _dir.FullName);
             string? served = null;
-            for (int i = 0; i < 100 && served != second.Thumbprint; i++)
+            // the file poller has no signal: poll new handshakes until one is served the new certificate
+            await Eventually.WaitUntilAsync(async () =>
             {
-                await Task.Delay(100);
                 using var probe = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);
-                served = Served(probe);
-            }
+                return (served = Served(probe)) == second.Thumbprint;
+            }, "new handshakes are served the replaced certificate", describe: () => $"served {served}");
             Assert.Equal(second.Thumbprint, served);
             // the connection made before the reload was not dropped
             Assert.Equal(200, (await Get(before, "/hello")).Status);
@@ -257,11 +257,8 @@ public sealed class TlsGatewayTests : IDisposable
             string metrics = await gateway.ScrapeMetricsAsync();
             double errorsBefore = MetricValue(metrics, errors);
             await File.WriteAllTextAsync(certPath, "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n");
-            for (int i = 0; i < 100 && MetricValue(metrics, errors) <= errorsBefore; i++)
-            {
-                await Task.Delay(100);
-                metrics = await gateway.ScrapeMetricsAsync();
-            }
+            await Eventually.WaitUntilAsync(async () => MetricValue(metrics = await gateway.ScrapeMetricsAsync(), errors) > errorsBefore,
+                "the broken certificate file is counted as a failed reload");
             Assert.True(MetricValue(metrics, errors) > errorsBefore, metrics);
             Assert.Equal(second.Thumbprint, gateway.Host.TlsListeners[0].Certificate.Thumbprint);
             using var after = await RawClient.ConnectTlsAsync(gateway.EndPoint, _ca.Certificate);

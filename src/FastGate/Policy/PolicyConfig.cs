@@ -1,6 +1,7 @@
 namespace FastGate.Configuration;
 
-// The policy section of config/fastgate.json (see docs/policies.md). Records only; Policy/ compiles them.
+// The policy section of config/fastgate.json (see docs/policies.md): the records. PolicyConfigBinder binds them,
+// PolicyValidator checks them, PolicyCompiler compiles them (the records keep the Configuration namespace).
 
 public enum PolicyMode { Enforce, Report }
 

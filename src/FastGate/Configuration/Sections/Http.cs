@@ -15,11 +15,15 @@ public sealed record HttpConfig
 /// <summary>Binds and checks the <c>http</c> section, and writes route paths in the canonical form requests are matched in.</summary>
 internal static class HttpConfigBinder
 {
+    /// <summary><c>http</c>.</summary>
+    internal static readonly string[] Properties =
+        ConfigReader.Names(nameof(HttpConfig.EscapedSlashes), nameof(HttpConfig.UnderscoreHeaders));
+
     public static HttpConfig Bind(System.Text.Json.JsonElement root, ConfigReader r)
     {
         const string path = "$.http";
         if (!r.TryGet(root, "$", "http", false, out var e) || !r.IsObject(e, path)) return new HttpConfig();
-        r.CheckUnknown(e, path, "escapedSlashes", "underscoreHeaders");
+        r.CheckUnknown(e, path, Properties);
         var d = new HttpConfig();
         return new HttpConfig
         {

@@ -1,25 +1,21 @@
 using FastGate.RateLimiting;
+using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
 namespace FastGate.Tests.RateLimiting;
 
-/// <summary>A clock that moves only when told to. Timestamps are 100 ns ticks; thread-safe.</summary>
-public sealed class FakeTimeProvider : TimeProvider
+/// <summary>
+/// Microsoft.Extensions.Time.Testing's FakeTimeProvider, started where the tests expect: at 2026-01-01 plus
+/// <c>startTicks</c> (a whole day by default). Its timestamps are 100 ns ticks of that instant, so windows of a day
+/// or less are aligned as the tests' start offsets say.
+/// </summary>
+internal static class FakeTime
 {
-    private long _ticks;
-    private readonly DateTimeOffset _origin;
+    public static readonly DateTimeOffset Origin = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
-    public FakeTimeProvider(long startTicks = TimeSpan.TicksPerDay, DateTimeOffset? origin = null)
-    {
-        _ticks = startTicks;
-        _origin = origin ?? new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
-    }
+    public static FakeTimeProvider Create(long startTicks = TimeSpan.TicksPerDay) => new(Origin.AddTicks(startTicks));
 
-    public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-    public override long GetTimestamp() => Volatile.Read(ref _ticks);
-    public override DateTimeOffset GetUtcNow() => _origin.AddTicks(Volatile.Read(ref _ticks));
-    public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
-    public void AdvanceTicks(long ticks) => Interlocked.Add(ref _ticks, ticks);
+    public static void AdvanceTicks(this FakeTimeProvider time, long ticks) => time.Advance(TimeSpan.FromTicks(ticks));
 }
 
 internal static class Defs

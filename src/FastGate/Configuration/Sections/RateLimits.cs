@@ -38,13 +38,22 @@ public sealed record RedisConfig
 /// <summary>Binds <c>rateLimits</c> and <c>redis</c>; each limiter is checked by <see cref="RateLimiterDefinition.Create"/>.</summary>
 internal static class RateLimitConfigBinder
 {
+    /// <summary><c>rateLimits[]</c>.</summary>
+    internal static readonly string[] RateLimitProperties =
+        ConfigReader.Names(nameof(RateLimitConfig.Id), nameof(RateLimitConfig.Algorithm), nameof(RateLimitConfig.Rate),
+        nameof(RateLimitConfig.Per), nameof(RateLimitConfig.Burst), nameof(RateLimitConfig.Key), nameof(RateLimitConfig.MissingKey),
+        nameof(RateLimitConfig.MaxKeys), nameof(RateLimitConfig.Status), nameof(RateLimitConfig.Headers),
+        nameof(RateLimitConfig.LegacyHeaders), nameof(RateLimitConfig.Scope), nameof(RateLimitConfig.OnStoreFailure),
+        nameof(RateLimitConfig.StoreTimeout), nameof(RateLimitConfig.Unit));
+    /// <summary><c>redis</c>.</summary>
+    internal static readonly string[] RedisProperties = ConfigReader.Names(nameof(RedisConfig.Connection), nameof(RedisConfig.KeyPrefix));
+
     public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "subject", "route", "device"];
 
     public static List<RateLimitConfig> BindLimits(JsonElement root, ConfigReader r) =>
         r.Objects(root, "$", "rateLimits", false, (e, p) =>
         {
-            r.CheckUnknown(e, p, "id", "algorithm", "rate", "per", "burst", "key", "missingKey", "maxKeys", "status", "headers",
-                "legacyHeaders", "scope", "onStoreFailure", "storeTimeout", "unit");
+            r.CheckUnknown(e, p, RateLimitProperties);
             var keys = new List<string>();
             if (r.TryGet(e, p, "key", false, out var k))
             {
@@ -108,7 +117,7 @@ internal static class RateLimitConfigBinder
     public static RedisConfig? BindRedis(JsonElement root, ConfigReader r)
     {
         if (!r.TryGet(root, "$", "redis", false, out var e) || !r.IsObject(e, "$.redis")) return null;
-        r.CheckUnknown(e, "$.redis", "connection", "keyPrefix");
+        r.CheckUnknown(e, "$.redis", RedisProperties);
         return new RedisConfig
         {
             Connection = r.String(e, "$.redis", "connection") ?? "127.0.0.1:6379",
