@@ -13,7 +13,7 @@ public class ObservabilityBenchmarks
 {
     private GatewayObservability _hub = null!;
     private GatewayObservability _hubWithLog = null!;
-    private readonly RouteMetrics _route = new("bench");
+    private readonly RouteMetrics _route = new("bench", new GatewayMetrics());
     private readonly byte[] _ip = "203.0.113.7"u8.ToArray();
     private readonly byte[] _incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"u8.ToArray();
     private readonly byte[] _outgoing = new byte[TraceContext.TraceParentLength];

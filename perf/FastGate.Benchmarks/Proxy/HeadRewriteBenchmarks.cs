@@ -57,7 +57,7 @@ public class HeadRewriteBenchmarks
             """;
         var loaded = ConfigLoader.Load(config);
         if (!loaded.IsValid) throw new InvalidOperationException(string.Join("; ", loaded.Errors));
-        _pools = new UpstreamPoolStore();
+        _pools = new UpstreamPoolStore(new FastGate.Observability.GatewayMetrics());
         _snapshot = SnapshotCompiler.Compile(loaded.Config!, config, _pools);
     }
 

@@ -26,7 +26,7 @@ public class RouterBenchmarks
     public void Setup()
     {
         var cluster = new ClusterModel("c", []);
-        var metrics = new RouteMetrics("bench");
+        var metrics = new RouteMetrics("bench", new GatewayMetrics());
         var entries = new List<RouteEntry>();
         for (int i = 0; i < Routes; i++)
         {

@@ -57,8 +57,9 @@ public class AuthPathBenchmarks
             """;
         var loaded = ConfigLoader.Load(config);
         if (!loaded.IsValid) throw new InvalidOperationException(string.Join("; ", loaded.Errors));
-        _pools = new UpstreamPoolStore();
-        _limiters = new RateLimiterStore();
+        var metrics = new FastGate.Observability.GatewayMetrics();
+        _pools = new UpstreamPoolStore(metrics);
+        _limiters = new RateLimiterStore(metrics: metrics);
         _snapshot = SnapshotCompiler.Compile(loaded.Config!, config, _pools, limiterStore: _limiters);
 
         const string head = "Host: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n";

@@ -129,7 +129,7 @@ public sealed class ConfigReloader : IDisposable
             if (!loaded.IsValid)
             {
                 result = new ReloadResult(false, trigger, at, null, loaded.Errors);
-                GatewayMetrics.ConfigReloads.WithLabels("failure").Inc();
+                _runtime.Metrics.ConfigReloads.WithLabels("failure").Inc();
                 _logger.LogError("configuration reload ({Trigger}) failed with {Count} error(s); the running configuration stays in force:{Errors}",
                     trigger, loaded.Errors.Count, string.Concat(loaded.Errors.Select(e => "\n  " + e)));
             }
@@ -146,7 +146,7 @@ public sealed class ConfigReloader : IDisposable
                 {
                     var errors = new[] { new ConfigError("$", "compilation failed: " + e.Message) };
                     result = new ReloadResult(false, trigger, at, null, errors);
-                    GatewayMetrics.ConfigReloads.WithLabels("failure").Inc();
+                    _runtime.Metrics.ConfigReloads.WithLabels("failure").Inc();
                     _logger.LogError("configuration reload ({Trigger}) failed: {Message}", trigger, e.Message);
                     Volatile.Write(ref _last, result);
                     Reloaded?.Invoke(result);
@@ -164,7 +164,7 @@ public sealed class ConfigReloader : IDisposable
                     result = new ReloadResult(true, trigger, at, next.Version, []);
                     _logger.LogInformation("configuration {Version} applied ({Trigger})", next.Version, trigger);
                 }
-                GatewayMetrics.ConfigReloads.WithLabels("success").Inc();
+                _runtime.Metrics.ConfigReloads.WithLabels("success").Inc();
             }
             Volatile.Write(ref _last, result);
             Reloaded?.Invoke(result);

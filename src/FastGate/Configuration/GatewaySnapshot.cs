@@ -29,6 +29,8 @@ public sealed class GatewaySnapshot
     /// <summary>Peers whose X-Forwarded-For names the client (trustedProxies); empty: the peer is the client.</summary>
     public FastGate.Policy.CidrSet TrustedProxies { get; init; } = FastGate.Policy.CidrSet.Empty;
     public bool HasTrustedProxies => TrustedProxies.RangeCount > 0;
+    /// <summary>The metrics of the runtime this snapshot was compiled for (routes and limiters hold children of its registry).</summary>
+    public required Observability.GatewayMetrics Metrics { get; init; }
     /// <summary>Content hash of the config text.</summary>
     public required string Version { get; init; }
     public required DateTimeOffset LoadedAt { get; init; }

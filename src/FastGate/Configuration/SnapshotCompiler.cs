@@ -14,15 +14,22 @@ public static class SnapshotCompiler
     /// <summary>The version of a config: a content hash of its text (the file watcher compares it too).</summary>
     public static string VersionOf(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12];
 
+    /// <param name="pools">The runtime's upstream pools; they count into <see cref="UpstreamPoolStore.Metrics"/>, the
+    /// metrics the snapshot is compiled against (route and limiter children are resolved from them here).</param>
     public static GatewaySnapshot Compile(GatewayConfig config, string text, UpstreamPoolStore pools, TimeProvider? time = null,
         RateLimiting.RateLimiterStore? limiterStore = null, Security.JwtKeyStore? jwtKeys = null)
     {
+        var metrics = pools.Metrics;
+        if (limiterStore is not null && !ReferenceEquals(limiterStore.Metrics, metrics))
+            throw new ArgumentException("the limiter store belongs to another gateway's metrics", nameof(limiterStore));
+        if (jwtKeys is not null && !ReferenceEquals(jwtKeys.Metrics, metrics))
+            throw new ArgumentException("the JWT key store belongs to another gateway's metrics", nameof(jwtKeys));
         // Limiters: the store returns the existing limiter for an unchanged definition, so its state survives.
         var limiters = new Dictionary<string, RateLimiting.CompiledLimiter>(StringComparer.Ordinal);
         if (limiterStore is not null)
         {
             foreach (var l in config.RateLimits)
-                limiters[l.Id] = new RateLimiting.CompiledLimiter(limiterStore.GetOrCreate(l.Definition!), l.Key) { CountsTokens = l.CountsTokens };
+                limiters[l.Id] = new RateLimiting.CompiledLimiter(limiterStore.GetOrCreate(l.Definition!), l.Key, metrics) { CountsTokens = l.CountsTokens };
             limiterStore.Retain(config.RateLimits.Select(l => l.Definition!));
         }
         else if (config.RateLimits.Count > 0)
@@ -61,7 +68,7 @@ public static class SnapshotCompiler
             {
                 Id = r.Id,
                 Cluster = clusters[r.Cluster],
-                Metrics = new RouteMetrics(r.Id),
+                Metrics = new RouteMetrics(r.Id, metrics),
                 StripPrefix = string.IsNullOrEmpty(r.StripPrefix) ? [] : Encoding.ASCII.GetBytes(r.StripPrefix.TrimEnd('/')),
                 PreserveHost = r.PreserveHost,
                 Order = i,
@@ -129,7 +136,8 @@ public static class SnapshotCompiler
             Clusters = clusterList,
             Policy = policy,
             Authenticator = authenticator,
-            Jwt = CompileJwt(config, time, jwtKeys),
+            Jwt = CompileJwt(config, time, jwtKeys, metrics),
+            Metrics = metrics,
             Devices = devices,
             TrustedProxies = Policy.CidrSet.Build(config.TrustedProxies.Select(c => Policy.Cidr.TryParse(c, out var r, out _) ? r
                 : throw new InvalidOperationException($"trustedProxies: {c} was not validated"))),
@@ -176,14 +184,14 @@ public static class SnapshotCompiler
         return names.Order(StringComparer.Ordinal).Select(Encoding.ASCII.GetBytes).ToArray();
     }
 
-    private static Security.JwtAuthenticator CompileJwt(GatewayConfig config, TimeProvider? time, Security.JwtKeyStore? store)
+    private static Security.JwtAuthenticator CompileJwt(GatewayConfig config, TimeProvider? time, Security.JwtKeyStore? store, GatewayMetrics metrics)
     {
         if (config.JwtIssuers.Count == 0)
         {
             store?.Retain([]);
             return Security.JwtAuthenticator.Empty;
         }
-        store ??= new Security.JwtKeyStore(time);
+        store ??= new Security.JwtKeyStore(time, metrics: metrics);
         var issuers = config.JwtIssuers.Select((c, i) => new Security.JwtIssuerModel
         {
             Index = i,
@@ -192,6 +200,6 @@ public static class SnapshotCompiler
             Algorithms = Security.JwtConfigBinder.EffectiveAlgorithms(c).ToArray(),
         }).ToArray();
         store.Retain(issuers.Select(i => i.Keys));
-        return new Security.JwtAuthenticator(issuers, config.Jwt, config.ApiKeys.ConsumerHeader, time, config.Consumers);
+        return new Security.JwtAuthenticator(issuers, config.Jwt, config.ApiKeys.ConsumerHeader, metrics, time, config.Consumers);
     }
 }

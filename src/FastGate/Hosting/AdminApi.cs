@@ -7,7 +7,6 @@ using FastGate.Configuration;
 using FastGate.Http;
 using FastGate.Proxy;
 using Microsoft.AspNetCore.Http;
-using Prometheus;
 
 namespace FastGate.Hosting;
 
@@ -50,7 +49,9 @@ internal sealed class AdminApi
                 return;
             case "/metrics":
                 response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-                await Metrics.DefaultRegistry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
+                // this gateway's own metrics, then the process-wide ones (process, .NET runtime, prometheus-net)
+                await _runtime.Metrics.Registry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
+                await Observability.GatewayMetrics.ProcessRegistry.CollectAndExportAsTextAsync(response.Body, context.RequestAborted);
                 return;
         }
         if (!path.StartsWith("/admin/", StringComparison.Ordinal))

@@ -46,13 +46,13 @@ public sealed class GatewayHost : IAsyncDisposable
                 ConfigValidator.TryParseEndPoint(l.Address, out var ep);
                 // TLS: validated with the config; loaded here once, then reloaded by the listener when its files change
                 string listenerName = string.IsNullOrEmpty(l.Name) ? l.Address : l.Name;
-                var tls = l.Tls is null ? null : ListenerTls.Create(listenerName, l.Tls, snapshot.Config.BaseDirectory);
+                var tls = l.Tls is null ? null : ListenerTls.Create(listenerName, l.Tls, snapshot.Config.BaseDirectory, Runtime.Metrics);
                 if (tls is not null) _tls.Add(tls);
                 k.Listen(ep, lo =>
                 {
                     lo.Protocols = HttpProtocols.Http1;
                     if (tls is not null)
-                        lo.Use(next => new TlsTermination(next, tls, snapshot.Config.Limits.HeaderTimeout, listenerName).OnConnectionAsync);
+                        lo.Use(next => new TlsTermination(next, tls, snapshot.Config.Limits.HeaderTimeout, listenerName, Runtime.Metrics).OnConnectionAsync);
                     lo.Use(_ => Runtime.OnConnectionAsync);
                     _listeners.Add((l.Name, lo));
                 });
@@ -108,13 +108,14 @@ public sealed class GatewayHost : IAsyncDisposable
     {
         if (!loaded.IsValid) return (null, loaded.Errors);
         var config = loaded.Config!;
-        var pools = new UpstreamPoolStore();
+        var metrics = new Observability.GatewayMetrics(); // this gateway's registry (its admin /metrics)
+        var pools = new UpstreamPoolStore(metrics);
         // The Redis connection is made once at start (it reconnects on its own); changing it needs a restart.
         var redis = config.Redis is { } r
             ? RateLimiting.RedisRateLimitBackend.Connect(r.Connection, new RateLimiting.RedisClusterOptions { KeyPrefix = r.KeyPrefix })
             : null;
-        var limiters = new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, redis);
-        var jwtKeys = new Security.JwtKeyStore(time);
+        var limiters = new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, redis, metrics);
+        var jwtKeys = new Security.JwtKeyStore(time, metrics: metrics);
         var snapshot = SnapshotCompiler.Compile(config, loaded.Text, pools, time, limiters, jwtKeys);
         return (Create(snapshot, pools, sourcePath, logLevel, time, limiters, jwtKeys, logs), []);
     }

@@ -31,13 +31,15 @@ internal sealed class TlsTermination
     private readonly ListenerTls _tls;
     private readonly TimeSpan _handshakeTimeout;
     private readonly string _listener;
+    private readonly Observability.GatewayMetrics _metrics;
 
-    public TlsTermination(ConnectionDelegate next, ListenerTls tls, TimeSpan handshakeTimeout, string listener)
+    public TlsTermination(ConnectionDelegate next, ListenerTls tls, TimeSpan handshakeTimeout, string listener, Observability.GatewayMetrics metrics)
     {
         _next = next;
         _tls = tls;
         _handshakeTimeout = handshakeTimeout;
         _listener = listener;
+        _metrics = metrics;
     }
 
     public async Task OnConnectionAsync(ConnectionContext context)
@@ -55,7 +57,7 @@ internal sealed class TlsTermination
                 catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException or ObjectDisposedException
                                                or System.ComponentModel.Win32Exception)
                 {
-                    GatewayMetrics.TlsHandshakeFailures.WithLabels(_listener).Inc();
+                    _metrics.TlsHandshakeFailures.WithLabels(_listener).Inc();
                     return; // not TLS, a refused client certificate, too slow, or gone: close without a word
                 }
             }

@@ -27,6 +27,7 @@ public sealed class AccessLog : IAsyncDisposable
     private long _dequeue;
     private readonly AccessLogConfig _config;
     private readonly TimeProvider _time;
+    private readonly Prometheus.Counter _writtenMetric, _droppedMetric;
     private readonly Thread _thread;
     private readonly AutoResetEvent _signal = new(false);
     private readonly AccessLogSink _sink;
@@ -37,8 +38,11 @@ public sealed class AccessLog : IAsyncDisposable
     private readonly uint _sampleThreshold;
     private readonly byte[] _pathScratch = new byte[1024 + 16];
 
-    public AccessLog(AccessLogConfig config, TimeProvider? time = null, Stream? output = null)
+    /// <param name="metrics">Where the written and dropped entries are counted (unexported metrics of its own when omitted).</param>
+    public AccessLog(AccessLogConfig config, TimeProvider? time = null, Stream? output = null, GatewayMetrics? metrics = null)
     {
+        _writtenMetric = (metrics ??= new GatewayMetrics()).AccessLogWritten;
+        _droppedMetric = metrics.AccessLogDropped;
         _config = config;
         _time = time ?? TimeProvider.System;
         int capacity = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, config.BufferEntries));
@@ -75,7 +79,7 @@ public sealed class AccessLog : IAsyncDisposable
             else if (diff < 0)
             {
                 Interlocked.Increment(ref _dropped);
-                GatewayMetrics.AccessLogDropped.Inc();
+                _droppedMetric.Inc();
                 return false;
             }
             else pos = Volatile.Read(ref _enqueue);
@@ -124,12 +128,12 @@ public sealed class AccessLog : IAsyncDisposable
         {
             _sink.Write(buffer.WrittenSpan, _config);
             Interlocked.Add(ref _written, batch);
-            GatewayMetrics.AccessLogWritten.Inc(batch);
+            _writtenMetric.Inc(batch);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
             Interlocked.Add(ref _dropped, batch);
-            GatewayMetrics.AccessLogDropped.Inc(batch);
+            _droppedMetric.Inc(batch);
         }
         buffer.ResetWrittenCount();
         batch = 0;

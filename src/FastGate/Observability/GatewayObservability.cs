@@ -64,20 +64,23 @@ public sealed class GatewayObservability : IAsyncDisposable
     private AccessLog? _accessLog;
     private AccessLogConfig _accessLogConfig;
 
-    public GatewayObservability(ObservabilityConfig config, TimeProvider? time = null, ILogger? logger = null, Stream? accessLogStream = null)
+    /// <param name="metrics">The metrics of the runtime the hub belongs to (unexported metrics of its own when omitted).</param>
+    public GatewayObservability(ObservabilityConfig config, TimeProvider? time = null, ILogger? logger = null, Stream? accessLogStream = null,
+        GatewayMetrics? metrics = null)
     {
         Time = time ?? TimeProvider.System;
+        Metrics = metrics ?? new GatewayMetrics();
         _logger = new ForwardingLogger(logger ?? NullLogger.Instance);
-        GatewayMetrics.EnsureRegistered();
         Global = new TrafficCounters("*");
-        Blocks = new BlockList(Time);
-        Anomaly = new AnomalyDetector(config.Anomaly, Time, Blocks, _logger);
+        Blocks = new BlockList(Time, Metrics);
+        Anomaly = new AnomalyDetector(config.Anomaly, Time, Blocks, _logger, Metrics);
         Alerts = new AlertEngine(config.Alerts, this, Time, _logger);
         _accessLogConfig = config.AccessLog;
-        if (config.AccessLog.Enabled) _accessLog = new AccessLog(config.AccessLog, Time, accessLogStream);
+        if (config.AccessLog.Enabled) _accessLog = new AccessLog(config.AccessLog, Time, accessLogStream, Metrics);
     }
 
     public TimeProvider Time { get; }
+    public GatewayMetrics Metrics { get; }
     public TrafficCounters Global { get; }
     public AccessLog? AccessLog => Volatile.Read(ref _accessLog);
     public AlertEngine Alerts { get; }
@@ -128,7 +131,7 @@ public sealed class GatewayObservability : IAsyncDisposable
     public void ReportConfigReload(bool succeeded, string? error = null)
     {
         Alerts.ReportConfigReload(succeeded, error);
-        GatewayMetrics.ConfigLastReloadSuccess.Set(succeeded ? 1 : 0);
+        Metrics.ConfigLastReloadSuccess.Set(succeeded ? 1 : 0);
         if (!succeeded) _logger.LogWarning("config reload failed: {Error}", error);
     }
 
@@ -140,7 +143,7 @@ public sealed class GatewayObservability : IAsyncDisposable
         if (config.AccessLog != _accessLogConfig)
         {
             _accessLogConfig = config.AccessLog;
-            var next = config.AccessLog.Enabled ? new AccessLog(config.AccessLog, Time) : null;
+            var next = config.AccessLog.Enabled ? new AccessLog(config.AccessLog, Time, metrics: Metrics) : null;
             var previous = Interlocked.Exchange(ref _accessLog, next);
             if (previous is not null) await previous.DisposeAsync().ConfigureAwait(false);
         }
@@ -151,7 +154,7 @@ public sealed class GatewayObservability : IAsyncDisposable
     internal TrafficCounters RouteCounters(string route) => _routes.GetOrAdd(route, static id => new TrafficCounters(id));
     internal TrafficCounters ClusterCounters(string cluster) => Cluster(cluster).Traffic;
     private ClusterObservation Cluster(string cluster) =>
-        _clusters.GetOrAdd(cluster, static id => new ClusterObservation(id, new TrafficCounters(id)));
+        _clusters.GetOrAdd(cluster, static (id, metrics) => new ClusterObservation(id, new TrafficCounters(id), metrics), Metrics);
 
     private void BindRoute(RouteMetrics route)
     {

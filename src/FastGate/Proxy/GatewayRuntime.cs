@@ -23,18 +23,23 @@ public sealed class GatewayRuntime : IDisposable
     public GatewayRuntime(GatewaySnapshot initial, UpstreamPoolStore pools, TimeProvider? time = null, RateLimiting.RateLimiterStore? limiters = null,
         Security.JwtKeyStore? jwtKeys = null)
     {
-        JwtKeys = jwtKeys ?? new Security.JwtKeyStore(time);
+        Metrics = initial.Metrics;
+        if (!ReferenceEquals(pools.Metrics, Metrics)) throw new ArgumentException("the upstream pools belong to another gateway's metrics", nameof(pools));
+        if (limiters is not null && !ReferenceEquals(limiters.Metrics, Metrics)) throw new ArgumentException("the limiter store belongs to another gateway's metrics", nameof(limiters));
+        if (jwtKeys is not null && !ReferenceEquals(jwtKeys.Metrics, Metrics)) throw new ArgumentException("the JWT key store belongs to another gateway's metrics", nameof(jwtKeys));
+        JwtKeys = jwtKeys ?? new Security.JwtKeyStore(time, metrics: Metrics);
         _current = initial;
         Pools = pools;
-        Limiters = limiters ?? new RateLimiting.RateLimiterStore(time ?? TimeProvider.System);
-        s_live.TryAdd(this, 0);
-        Observability = new GatewayObservability(initial.Config.Observability, time);
-        GatewayMetrics.EnsureRegistered();
-        GatewayMetrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
+        Limiters = limiters ?? new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, metrics: Metrics);
+        Observability = new GatewayObservability(initial.Config.Observability, time, metrics: Metrics);
+        Metrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
+        Metrics.Registry.AddBeforeCollectCallback(CollectGauges);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
     }
 
     public GatewaySnapshot Current => Volatile.Read(ref _current);
+    /// <summary>This gateway's metrics and their registry (what its admin /metrics exports); the snapshots it runs are compiled against them.</summary>
+    public GatewayMetrics Metrics { get; }
     public UpstreamPoolStore Pools { get; }
     /// <summary>Rate limiter state, kept across reloads for unchanged definitions.</summary>
     public RateLimiting.RateLimiterStore Limiters { get; }
@@ -48,8 +53,9 @@ public sealed class GatewayRuntime : IDisposable
     /// <summary>Replaces the snapshot. Requests already running keep the one they started with.</summary>
     public void Swap(GatewaySnapshot next)
     {
+        if (!ReferenceEquals(next.Metrics, Metrics)) throw new ArgumentException("the snapshot was compiled for another gateway's metrics", nameof(next));
         var previous = Interlocked.Exchange(ref _current, next);
-        GatewayMetrics.SetConfigInForce(previous.Version, next.Version, next.LoadedAt);
+        Metrics.SetConfigInForce(previous.Version, next.Version, next.LoadedAt);
         if (!ReferenceEquals(previous.Config.Observability, next.Config.Observability)) Observability.Apply(next.Config.Observability);
     }
 
@@ -62,7 +68,7 @@ public sealed class GatewayRuntime : IDisposable
     {
         var connection = new ProxyConnection(context, this);
         _connections.TryAdd(connection, 0);
-        GatewayMetrics.ActiveConnections.Inc();
+        Metrics.ActiveConnections.Inc();
         try
         {
             await connection.RunAsync().ConfigureAwait(false);
@@ -70,7 +76,7 @@ public sealed class GatewayRuntime : IDisposable
         finally
         {
             _connections.TryRemove(connection, out _);
-            GatewayMetrics.ActiveConnections.Dec();
+            Metrics.ActiveConnections.Dec();
             connection.Dispose();
         }
     }
@@ -94,44 +100,34 @@ public sealed class GatewayRuntime : IDisposable
         }
     }
 
-    // One scrape callback for every live runtime (prometheus-net callbacks cannot be removed).
-    private static readonly ConcurrentDictionary<GatewayRuntime, byte> s_live = Register();
-
-    private static ConcurrentDictionary<GatewayRuntime, byte> Register()
+    /// <summary>Before each scrape of this runtime's registry: the gauges read from live state.</summary>
+    private void CollectGauges()
     {
-        var live = new ConcurrentDictionary<GatewayRuntime, byte>();
-        Prometheus.Metrics.DefaultRegistry.AddBeforeCollectCallback(() =>
+        foreach (var l in Limiters.Limiters)
         {
-            foreach (var runtime in live.Keys)
+            Metrics.RateLimitKeys.WithLabels(l.Definition.Id).Set(l.KeyCount);
+            Metrics.RateLimitOverflow.WithLabels(l.Definition.Id).Set(l.OverflowHits);
+        }
+        var current = Current;
+        var policy = current.Policy;
+        for (int i = 0; i < policy.Rules.Length; i++)
+        {
+            if (policy.Rules[i].Mode == Configuration.PolicyMode.Report)
+                Metrics.PolicyReportMatches.WithLabels(policy.Rules[i].Id).Set(policy.ReportCount(i));
+        }
+        foreach (var cluster in current.Clusters)
+        {
+            foreach (var d in cluster.Destinations)
             {
-                foreach (var l in runtime.Limiters.Limiters)
-                {
-                    GatewayMetrics.RateLimitKeys.WithLabels(l.Definition.Id).Set(l.KeyCount);
-                    GatewayMetrics.RateLimitOverflow.WithLabels(l.Definition.Id).Set(l.OverflowHits);
-                }
-                var policy = runtime.Current.Policy;
-                for (int i = 0; i < policy.Rules.Length; i++)
-                {
-                    if (policy.Rules[i].Mode == Configuration.PolicyMode.Report)
-                        GatewayMetrics.PolicyReportMatches.WithLabels(policy.Rules[i].Id).Set(policy.ReportCount(i));
-                }
-                foreach (var cluster in runtime.Current.Clusters)
-                {
-                    foreach (var d in cluster.Destinations)
-                    {
-                        GatewayMetrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "open").Set(d.Pool.OpenConnections);
-                        GatewayMetrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "idle").Set(d.Pool.IdleConnections);
-                    }
-                }
+                Metrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "open").Set(d.Pool.OpenConnections);
+                Metrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "idle").Set(d.Pool.IdleConnections);
             }
-        });
-        return live;
+        }
     }
 
     public void Dispose()
     {
         _heartbeat.Dispose();
-        s_live.TryRemove(this, out _);
         Pools.Dispose();
         Limiters.Dispose();
         Observability.DisposeAsync().AsTask().GetAwaiter().GetResult();

@@ -147,7 +147,7 @@ internal sealed partial class ProxyConnection
             // the client stopped taking the response: close it; the relay fails and discards the upstream connection
             _clientFlushPending = false;
             if (Interlocked.CompareExchange(ref _stopReason, (int)RejectReason.ResponseTooSlow, 0) == 0)
-                GatewayMetrics.CountRejection(RejectReason.ResponseTooSlow);
+                _runtime.Metrics.CountRejection(RejectReason.ResponseTooSlow);
             _context.Abort(new ConnectionAbortedException("the client read the response too slowly"));
         }
     }

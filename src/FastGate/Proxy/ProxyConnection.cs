@@ -566,7 +566,7 @@ internal sealed partial class ProxyConnection : IDisposable
     {
         _request.TryGetHeader("origin"u8, out var origin);
         _status = allowed ? 204 : cors.PreflightRejectStatus;
-        if (!allowed) GatewayMetrics.CountRejection(RejectReason.CorsRejected);
+        if (!allowed) _runtime.Metrics.CountRejection(RejectReason.CorsRejected);
         bool close = CloseAfterReply;
         var w = new HeadWriter(_output);
         w.WriteStatusLine(_status);
@@ -597,7 +597,7 @@ internal sealed partial class ProxyConnection : IDisposable
     /// <summary>The limiter's rejection (429 by default, 503 when its store is unavailable) with its headers.</summary>
     private async ValueTask<bool> RejectRateLimitedAsync(CompiledLimiter limiter, RateLimitDecision decision)
     {
-        GatewayMetrics.CountRejection(RejectReason.RateLimited);
+        _runtime.Metrics.CountRejection(RejectReason.RateLimited);
         _status = decision.StatusCode;
         bool close = CloseAfterReply;
         var body = RateLimitResponses.BodyFor(decision);
@@ -638,7 +638,7 @@ internal sealed partial class ProxyConnection : IDisposable
     {
         var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
         _status = rule?.Status ?? 403;
-        if (_policy.Verdict == PolicyVerdict.Deny) GatewayMetrics.CountRejection(RejectReason.PolicyDenied);
+        if (_policy.Verdict == PolicyVerdict.Deny) _runtime.Metrics.CountRejection(RejectReason.PolicyDenied);
         bool close = CloseAfterReply;
         var w = new HeadWriter(_output);
         w.Write(rule?.ResponseHead ?? policy.DefaultDenyResponseHead);
@@ -655,7 +655,7 @@ internal sealed partial class ProxyConnection : IDisposable
     /// <summary>Writes a canned error response. Returns whether the connection stays open.</summary>
     private async ValueTask<bool> RejectAsync(RejectReason reason, bool close)
     {
-        GatewayMetrics.CountRejection(reason);
+        _runtime.Metrics.CountRejection(reason);
         NoteRejection(reason);
         _status = RejectReasons.StatusCode(reason);
         close |= _closeRequested;

@@ -23,11 +23,11 @@ public sealed class UpstreamPool
     private int _open;
 
     internal UpstreamPool(EndPoint endPoint, SocketConnectionContextFactory factory, int maxConnections, int maxIdle,
-        TimeSpan idleTimeout, Counter.Child opened, UpstreamTlsModel? tls = null, string cluster = "")
+        TimeSpan idleTimeout, Counter.Child opened, Observability.GatewayMetrics metrics, UpstreamTlsModel? tls = null, string cluster = "")
     {
         EndPoint = endPoint;
         Tls = tls;
-        if (tls is not null) _tlsFailures = new TlsFailureCounters(cluster);
+        if (tls is not null) _tlsFailures = new TlsFailureCounters(cluster, metrics);
         _factory = factory;
         _maxConnections = maxConnections;
         _idle = new UpstreamConnection?[maxIdle];

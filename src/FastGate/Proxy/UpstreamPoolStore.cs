@@ -19,13 +19,18 @@ public sealed class UpstreamPoolStore : IDisposable
     private readonly SocketConnectionContextFactory _factory = new(
         new SocketConnectionFactoryOptions { UnsafePreferInlineScheduling = true }, NullLogger.Instance);
 
+    /// <param name="metrics">The metrics of the gateway the pools belong to (snapshots compiled with this store count there too).</param>
+    public UpstreamPoolStore(GatewayMetrics metrics) => Metrics = metrics;
+
+    public GatewayMetrics Metrics { get; }
+
     /// <param name="tls">TLS settings of an https:// destination (part of the key: changed settings get a new pool).</param>
     public UpstreamPool GetOrCreate(string clusterId, EndPoint endPoint, int maxConnections, int maxIdle, TimeSpan idleTimeout,
         UpstreamTlsModel? tls = null)
     {
         string key = $"{clusterId}|{endPoint}|{maxConnections}|{maxIdle}|{idleTimeout.Ticks}|{tls?.Key ?? "plain"}";
         return _pools.GetOrAdd(key, _ => new UpstreamPool(endPoint, _factory, maxConnections, maxIdle, idleTimeout,
-            GatewayMetrics.UpstreamConnectionsOpened.WithLabels(clusterId), tls, clusterId));
+            Metrics.UpstreamConnectionsOpened.WithLabels(clusterId), Metrics, tls, clusterId));
     }
 
     public IEnumerable<UpstreamPool> Pools => _pools.Values;

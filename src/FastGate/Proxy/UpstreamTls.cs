@@ -126,9 +126,9 @@ internal sealed class TlsCheck
 }
 
 /// <summary>Per-pool children of fastgate_upstream_tls_failures_total, resolved when the pool is made.</summary>
-internal sealed class TlsFailureCounters(string cluster)
+internal sealed class TlsFailureCounters(string cluster, GatewayMetrics metrics)
 {
-    private readonly Counter.Child[] _children = TlsCheck.Kinds.Select(k => GatewayMetrics.UpstreamTlsFailures.WithLabels(cluster, k)).ToArray();
+    private readonly Counter.Child[] _children = TlsCheck.Kinds.Select(k => metrics.UpstreamTlsFailures.WithLabels(cluster, k)).ToArray();
 
     public void Count(string kind) => _children[Array.IndexOf(TlsCheck.Kinds, kind)].Inc();
 }

@@ -38,7 +38,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
     internal static string StateVersion(RateLimiterDefinition definition) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(definition.StateFingerprint)), 0, 8);
 
-    public ClusterGcraRateLimiter(RateLimiterDefinition definition, TimeProvider time, RedisRateLimitBackend backend)
+    public ClusterGcraRateLimiter(RateLimiterDefinition definition, TimeProvider time, RedisRateLimitBackend backend, Observability.GatewayMetrics metrics)
         : base(definition, time)
     {
         if (definition.Algorithm != RateLimitAlgorithm.Gcra) throw new ArgumentException("cluster limiters are gcra", nameof(definition));
@@ -55,7 +55,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
         // Keys are versioned by the settings that give the stored TAT its meaning. The version is shared by every
         // gateway writing to this Redis, so it is a content hash (never string.GetHashCode: seeded per process).
         _prefix = [.. backend.KeyPrefix, .. System.Text.Encoding.UTF8.GetBytes($"{definition.Id}:{StateVersion(definition)}:")];
-        _storeErrors = Observability.GatewayMetrics.RateLimitStoreErrors.WithLabels(definition.Id, "redis");
+        _storeErrors = metrics.RateLimitStoreErrors.WithLabels(definition.Id, "redis");
         _table.Overflow.RedisKey = [.. _prefix, .. "\0overflow"u8];
     }
 

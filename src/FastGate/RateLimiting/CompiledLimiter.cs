@@ -18,7 +18,7 @@ public sealed class CompiledLimiter
 {
     private readonly KeyPart[] _parts;
 
-    public CompiledLimiter(RateLimiter limiter, IReadOnlyList<string> key)
+    public CompiledLimiter(RateLimiter limiter, IReadOnlyList<string> key, GatewayMetrics metrics)
     {
         Limiter = limiter;
         _parts = key.Select(k => k switch
@@ -32,8 +32,8 @@ public sealed class CompiledLimiter
             _ when k.StartsWith("header:", StringComparison.Ordinal) => new KeyPart(KeyPartKind.Header, Encoding.ASCII.GetBytes(k[7..])),
             _ => new KeyPart(KeyPartKind.Claim, Encoding.ASCII.GetBytes(k[6..]), k[6..]),
         }).ToArray();
-        Allowed = GatewayMetrics.RateLimitDecisions.WithLabels(limiter.Definition.Id, "allowed");
-        Rejected = GatewayMetrics.RateLimitDecisions.WithLabels(limiter.Definition.Id, "rejected");
+        Allowed = metrics.RateLimitDecisions.WithLabels(limiter.Definition.Id, "allowed");
+        Rejected = metrics.RateLimitDecisions.WithLabels(limiter.Definition.Id, "rejected");
     }
 
     public RateLimiter Limiter { get; }

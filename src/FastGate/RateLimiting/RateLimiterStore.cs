@@ -16,11 +16,15 @@ public sealed class RateLimiterStore : IDisposable
 
     /// <param name="time">Clock for every limiter (tests inject a fake one).</param>
     /// <param name="redis">The cluster backend; required for definitions with scope cluster.</param>
-    public RateLimiterStore(TimeProvider? time = null, RedisRateLimitBackend? redis = null)
+    /// <param name="metrics">The metrics of the gateway the limiters belong to (unexported ones of their own when omitted).</param>
+    public RateLimiterStore(TimeProvider? time = null, RedisRateLimitBackend? redis = null, Observability.GatewayMetrics? metrics = null)
     {
         _time = time ?? TimeProvider.System;
         _redis = redis;
+        Metrics = metrics ?? new Observability.GatewayMetrics();
     }
+
+    public Observability.GatewayMetrics Metrics { get; }
 
     public TimeProvider Time => _time;
     public RedisRateLimitBackend? Redis => _redis;
@@ -52,7 +56,7 @@ public sealed class RateLimiterStore : IDisposable
     }
 
     private RateLimiter Create(RateLimiterDefinition d) => d.Scope == RateLimitScope.Cluster
-        ? new ClusterGcraRateLimiter(d, _time, _redis!)
+        ? new ClusterGcraRateLimiter(d, _time, _redis!, Metrics)
         : d.Algorithm switch
         {
             RateLimitAlgorithm.Gcra => new GcraRateLimiter(d, _time),

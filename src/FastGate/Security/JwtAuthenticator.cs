@@ -43,9 +43,9 @@ internal sealed class JwtIssuerModel
 /// </summary>
 public sealed class JwtAuthenticator
 {
-    private static readonly Counter s_validations = Metrics.CreateCounter("fastgate_jwt_validations_total",
-        "Bearer token validations (cache misses) by issuer and result.", "issuer", "result");
-    private static readonly Counter s_cacheHits = Metrics.CreateCounter("fastgate_jwt_cache_hits_total", "Bearer tokens found in the validated-token cache.");
+    // null only in Empty, which has no issuers and so never counts
+    private readonly Counter? _validations;
+    private readonly Counter? _cacheHits;
 
     private readonly JwtIssuerModel[] _issuers;
     private readonly FrozenDictionary<string, int> _issuerIndexById;
@@ -58,9 +58,11 @@ public sealed class JwtAuthenticator
     /// <summary>Per issuer index: the consumers that own tokens of that issuer (consumers[].jwt).</summary>
     private readonly IdentityMap[] _owners;
 
-    internal JwtAuthenticator(JwtIssuerModel[] issuers, JwtOptionsConfig options, string consumerHeader, TimeProvider? time = null,
-        IReadOnlyList<ConsumerConfig>? consumers = null)
+    internal JwtAuthenticator(JwtIssuerModel[] issuers, JwtOptionsConfig options, string consumerHeader, Observability.GatewayMetrics? metrics,
+        TimeProvider? time = null, IReadOnlyList<ConsumerConfig>? consumers = null)
     {
+        _validations = metrics?.JwtValidations;
+        _cacheHits = metrics?.JwtCacheHits;
         _issuers = issuers;
         _issuerIndexById = issuers.ToFrozenDictionary(i => i.Config.Id, i => i.Index, StringComparer.Ordinal);
         _maxTokenBytes = options.MaxTokenBytes;
@@ -74,7 +76,7 @@ public sealed class JwtAuthenticator
         _owners = IdentityMap.Build(issuers, consumers ?? []);
     }
 
-    public static JwtAuthenticator Empty { get; } = new([], new JwtOptionsConfig(), "X-Consumer-Id");
+    public static JwtAuthenticator Empty { get; } = new([], new JwtOptionsConfig(), "X-Consumer-Id", metrics: null);
 
     public bool IsEnabled => _issuers.Length > 0;
     public int IssuerCount => _issuers.Length;
@@ -89,7 +91,7 @@ public sealed class JwtAuthenticator
         if (_issuers.Length == 0 || !TryGetToken(request, out var token)) return ValueTask.FromResult(JwtResult.NoToken);
         if (token.Length > _maxTokenBytes)
         {
-            s_validations.WithLabels("", "oversized").Inc();
+            _validations?.WithLabels("", "oversized").Inc();
             return ValueTask.FromResult(JwtResult.Refused);
         }
         ulong hash = XxHash3.HashToUInt64(token, (long)_seed);
@@ -99,7 +101,7 @@ public sealed class JwtAuthenticator
             var e = Volatile.Read(ref _cache[(int)(hash & (ulong)(_cache.Length - 1))]);
             if (e is not null && e.Hash == hash && now < e.ExpiresAt && token.SequenceEqual(e.Token))
             {
-                s_cacheHits.Inc();
+                _cacheHits?.Inc();
                 return ValueTask.FromResult(new JwtResult(JwtStatus.Valid, e.Consumer));
             }
         }
@@ -125,17 +127,17 @@ public sealed class JwtAuthenticator
         }
         catch (Exception e) when (e is ArgumentException or SecurityTokenException)
         {
-            s_validations.WithLabels("", "malformed").Inc();
+            _validations?.WithLabels("", "malformed").Inc();
             return JwtResult.Refused;
         }
         if (jwt.IsEncrypted)
         {
-            s_validations.WithLabels("", "malformed").Inc();
+            _validations?.WithLabels("", "malformed").Inc();
             return JwtResult.Refused;
         }
         if (!CriticalHeadersUnderstood(jwt))
         {
-            s_validations.WithLabels("", "crit").Inc();
+            _validations?.WithLabels("", "crit").Inc();
             return JwtResult.Refused;
         }
         // The issuer is chosen by the (not yet verified) iss; only that issuer's keys can then verify the signature.
@@ -148,13 +150,13 @@ public sealed class JwtAuthenticator
         }
         if (issuer is null)
         {
-            s_validations.WithLabels("", "unknown_issuer").Inc();
+            _validations?.WithLabels("", "unknown_issuer").Inc();
             return JwtResult.Refused;
         }
         string id = issuer.Config.Id;
         if (!issuer.Algorithms.Contains(jwt.Alg))
         {
-            s_validations.WithLabels(id, "algorithm_not_allowed").Inc();
+            _validations?.WithLabels(id, "algorithm_not_allowed").Inc();
             return JwtResult.Refused;
         }
         var keys = issuer.Keys.Current;
@@ -165,7 +167,7 @@ public sealed class JwtAuthenticator
         }
         if (keys is null)
         {
-            s_validations.WithLabels(id, "no_keys").Inc();
+            _validations?.WithLabels(id, "no_keys").Inc();
             return JwtResult.Refused;
         }
         if (issuer.Keys.IsRemote && !string.IsNullOrEmpty(jwt.Kid) && !keys.KeyIds.Contains(jwt.Kid))
@@ -175,7 +177,7 @@ public sealed class JwtAuthenticator
             keys = issuer.Keys.Current!;
             if (!keys.KeyIds.Contains(jwt.Kid))
             {
-                s_validations.WithLabels(id, "unknown_kid").Inc();
+                _validations?.WithLabels(id, "unknown_kid").Inc();
                 return JwtResult.Refused;
             }
         }
@@ -197,16 +199,16 @@ public sealed class JwtAuthenticator
         var result = await _handler.ValidateTokenAsync(jwt, parameters).ConfigureAwait(false);
         if (!result.IsValid)
         {
-            s_validations.WithLabels(id, Classify(result.Exception)).Inc();
+            _validations?.WithLabels(id, Classify(result.Exception)).Inc();
             return JwtResult.Refused;
         }
         var consumer = ToConsumer(issuer, jwt);
         if (consumer is null)
         {
-            s_validations.WithLabels(id, "bad_subject").Inc();
+            _validations?.WithLabels(id, "bad_subject").Inc();
             return JwtResult.Refused;
         }
-        s_validations.WithLabels(id, "valid").Inc();
+        _validations?.WithLabels(id, "valid").Inc();
         if (_cache.Length > 0)
         {
             long expires = new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero).ToUnixTimeSeconds();

@@ -33,9 +33,6 @@ public sealed class JwtKeySet
 /// </summary>
 public sealed class JwtKeySource
 {
-    private static readonly Counter s_fetches = Metrics.CreateCounter("fastgate_jwks_fetches_total",
-        "Key set (JWKS / discovery) fetches by issuer and result.", "issuer", "result");
-
     private readonly JwtIssuerConfig _config;
     private readonly TimeProvider _time;
     private readonly HttpClient? _http;
@@ -45,10 +42,16 @@ public sealed class JwtKeySource
     private long _lastUnknownKidFetch = long.MinValue;
     private long _nextScheduled;
     private int _fetchCount;
+    private readonly Counter.Child _fetchesOk, _fetchesFailed;
 
-    public JwtKeySource(JwtIssuerConfig config, string baseDirectory, TimeProvider time, HttpClient? http, ILogger? logger = null)
+    /// <param name="metrics">Where fastgate_jwks_fetches_total counts (unexported metrics of its own when omitted).</param>
+    public JwtKeySource(JwtIssuerConfig config, string baseDirectory, TimeProvider time, HttpClient? http, ILogger? logger = null,
+        Observability.GatewayMetrics? metrics = null)
     {
         _config = config;
+        var fetches = (metrics ?? new Observability.GatewayMetrics()).JwksFetches;
+        _fetchesOk = fetches.WithLabels(config.Id, "ok");
+        _fetchesFailed = fetches.WithLabels(config.Id, "failed");
         _time = time;
         Logger = logger;
         Descriptor = Describe(config, baseDirectory);
@@ -139,11 +142,11 @@ public sealed class JwtKeySource
             if (set.Keys.Count == 0) throw new InvalidDataException("the key set holds no usable signing key");
             _current = set;
             Volatile.Write(ref _nextScheduled, _time.GetTimestamp() + (long)(_config.RefreshInterval.TotalSeconds * _time.TimestampFrequency));
-            s_fetches.WithLabels(_config.Id, "ok").Inc();
+            _fetchesOk.Inc();
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            s_fetches.WithLabels(_config.Id, "failed").Inc();
+            _fetchesFailed.Inc();
             Logger?.LogWarning("jwtIssuers '{Issuer}': key fetch failed ({Error}); {State}", _config.Id, e.Message,
                 _current is null ? "no keys yet: its tokens are refused" : "the last good key set stays in use");
         }
@@ -190,11 +193,15 @@ public sealed class JwtKeyStore
     private volatile Dictionary<string, JwtKeySource> _sources = new(StringComparer.Ordinal);
     private readonly object _gate = new();
 
-    public JwtKeyStore(TimeProvider? time = null, HttpClient? http = null)
+    /// <param name="metrics">The metrics of the gateway the key sets belong to (unexported ones of their own when omitted).</param>
+    public JwtKeyStore(TimeProvider? time = null, HttpClient? http = null, Observability.GatewayMetrics? metrics = null)
     {
         _time = time ?? TimeProvider.System;
         _http = http;
+        Metrics = metrics ?? new Observability.GatewayMetrics();
     }
+
+    public Observability.GatewayMetrics Metrics { get; }
 
     public ILogger? Logger { get; set; }
 
@@ -204,7 +211,7 @@ public sealed class JwtKeyStore
         lock (_gate)
         {
             if (_sources.TryGetValue(descriptor, out var s)) return s;
-            s = new JwtKeySource(config, baseDirectory, _time, _http, Logger);
+            s = new JwtKeySource(config, baseDirectory, _time, _http, Logger, Metrics);
             _sources = new Dictionary<string, JwtKeySource>(_sources, StringComparer.Ordinal) { [descriptor] = s };
             return s;
         }

@@ -20,6 +20,7 @@ public sealed class ListenerTls : IDisposable
     private static readonly List<SslApplicationProtocol> s_http11 = [SslApplicationProtocol.Http11];
 
     private readonly string _listener;
+    private readonly GatewayMetrics _metrics;
     private readonly ListenerTlsConfig _config;
     private readonly string _baseDirectory;
     private readonly X509Certificate2Collection? _clientRoots;
@@ -40,9 +41,11 @@ public sealed class ListenerTls : IDisposable
         public FileStamp[] Stamps = [];
     }
 
-    private ListenerTls(string listener, ListenerTlsConfig config, string baseDirectory, ServerCertificate[] certificates, X509Certificate2Collection? clientRoots)
+    private ListenerTls(string listener, ListenerTlsConfig config, string baseDirectory, ServerCertificate[] certificates, X509Certificate2Collection? clientRoots,
+        GatewayMetrics metrics)
     {
         _listener = listener;
+        _metrics = metrics;
         _config = config;
         _baseDirectory = baseDirectory;
         _clientRoots = clientRoots;
@@ -66,7 +69,7 @@ public sealed class ListenerTls : IDisposable
     {
         Volatile.Write(ref slot.Options, BuildOptions(certificate));
         Volatile.Write(ref slot.Certificate, certificate.Leaf);
-        GatewayMetrics.TlsCertificateExpiry.WithLabels(slot.Label).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
+        _metrics.TlsCertificateExpiry.WithLabels(slot.Label).Set(certificate.Leaf.NotAfter.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds);
     }
 
     /// <summary>The listener's own certificate (served for every name no "sni" entry claims).</summary>
@@ -77,7 +80,8 @@ public sealed class ListenerTls : IDisposable
     public static TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>Loads the certificates and the client CA bundle; throws <see cref="InvalidOperationException"/> with the reason.</summary>
-    public static ListenerTls Create(string listener, ListenerTlsConfig config, string baseDirectory)
+    /// <param name="metrics">The metrics of the gateway that serves the listener.</param>
+    public static ListenerTls Create(string listener, ListenerTlsConfig config, string baseDirectory, GatewayMetrics metrics)
     {
         var certificates = new ServerCertificate[1 + config.Sni.Count];
         string? error;
@@ -86,7 +90,7 @@ public sealed class ListenerTls : IDisposable
         X509Certificate2Collection? roots = null;
         if (config.ClientCertificate != ClientCertificateMode.None && config.ClientCa is { } ca)
             roots = Proxy.UpstreamTlsModel.LoadCa(ConfigPath.Resolve(ca, baseDirectory), out error) ?? throw new InvalidOperationException(error);
-        return new ListenerTls(listener, config, baseDirectory, certificates, roots);
+        return new ListenerTls(listener, config, baseDirectory, certificates, roots, metrics);
     }
 
     /// <summary>Every problem with a listener's tls section, as (JSON path suffix, message); files are opened and parsed.</summary>
@@ -213,12 +217,12 @@ public sealed class ListenerTls : IDisposable
         var certificate = LoadCertificate(slot.Files, _baseDirectory, out var error);
         if (certificate is null)
         {
-            GatewayMetrics.TlsCertificateReloads.WithLabels(slot.Label, "error").Inc();
+            _metrics.TlsCertificateReloads.WithLabels(slot.Label, "error").Inc();
             Logger?.LogError("listener {Listener}: certificate reload failed, the current certificate stays in use: {Error}", slot.Label, error);
             return false;
         }
         Install(slot, certificate);
-        GatewayMetrics.TlsCertificateReloads.WithLabels(slot.Label, "ok").Inc();
+        _metrics.TlsCertificateReloads.WithLabels(slot.Label, "ok").Inc();
         Logger?.LogInformation("listener {Listener}: certificate reloaded ({Subject}, expires {NotAfter:O})", slot.Label, certificate.Leaf.Subject, certificate.Leaf.NotAfter.ToUniversalTime());
         return true;
     }
@@ -243,7 +247,7 @@ public sealed class ListenerTls : IDisposable
         if (certificate is null)
         {
             if (_config.ClientCertificate != ClientCertificateMode.Required) return true;
-            GatewayMetrics.TlsClientCertificateRejections.WithLabels(_listener, "missing").Inc();
+            _metrics.TlsClientCertificateRejections.WithLabels(_listener, "missing").Inc();
             return false;
         }
         using var chain = new X509Chain();
@@ -255,7 +259,7 @@ public sealed class ListenerTls : IDisposable
             for (int i = 1; i < presented.ChainElements.Count; i++) chain.ChainPolicy.ExtraStore.Add(presented.ChainElements[i].Certificate);
         var leaf = certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
         bool ok = chain.Build(leaf);
-        if (!ok) GatewayMetrics.TlsClientCertificateRejections.WithLabels(_listener, "untrusted").Inc();
+        if (!ok) _metrics.TlsClientCertificateRejections.WithLabels(_listener, "untrusted").Inc();
         return ok;
     }
 

@@ -103,6 +103,8 @@ public sealed class TestGateway : IAsyncDisposable
     private TestGateway(GatewayHost host) => Host = host;
 
     public GatewayHost Host { get; }
+    /// <summary>This gateway's own metrics (its registry is what its /metrics exports; no other gateway counts there).</summary>
+    public FastGate.Observability.GatewayMetrics Metrics => Host.Runtime.Metrics;
     public IPEndPoint EndPoint => Host.ListenerEndPoints[0];
     public Uri BaseUri => new($"http://{EndPoint}");
     public IPEndPoint? Admin => Host.AdminEndPoint;

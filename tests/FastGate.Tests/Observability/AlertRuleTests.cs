@@ -49,8 +49,8 @@ public class AlertRuleTests
     [Fact]
     public async Task Latency_FiresWhenThePercentileIsAboveTheThreshold_AndResolves()
     {
-        var route = new RouteMetrics("lat-route");
         var (hub, time) = Hub(Rule("latency", threshold: 0.2, route: "lat-route", minRequests: 10) with { Percentile = 0.95 });
+        var route = new RouteMetrics("lat-route", hub.Metrics);
         for (int i = 0; i < 90; i++) Request(hub, route, 200, 0.01);
         for (int i = 0; i < 10; i++) Request(hub, route, 200, 0.8); // p95 lands in the slow tail
         hub.Alerts.Evaluate();
@@ -66,8 +66,8 @@ public class AlertRuleTests
     [Fact]
     public async Task ErrorRate_NeedsMinRequests()
     {
-        var route = new RouteMetrics("min-route");
         var (hub, _) = Hub(Rule("errorRate", threshold: 0.05, route: "min-route", minRequests: 20));
+        var route = new RouteMetrics("min-route", hub.Metrics);
         for (int i = 0; i < 19; i++) Request(hub, route, 500);
         hub.Alerts.Evaluate();
         Assert.Empty(hub.Alerts.Active());
@@ -80,8 +80,8 @@ public class AlertRuleTests
     [Fact]
     public async Task UpstreamDown_FiresOnlyWhenEveryExchangeOfTheClusterFails()
     {
-        var route = new RouteMetrics("down-route");
         var (hub, time) = Hub(Rule("upstreamDown", cluster: "down-cluster", minRequests: 3));
+        var route = new RouteMetrics("down-route", hub.Metrics);
         for (int i = 0; i < 5; i++) Request(hub, route, 502, reason: RejectReason.UpstreamConnectFailed, cluster: "down-cluster");
         Request(hub, route, 200, cluster: "down-cluster");
         hub.Alerts.Evaluate();
@@ -92,16 +92,17 @@ public class AlertRuleTests
         var a = Assert.Single(hub.Alerts.Active());
         Assert.Equal("down-cluster", a.Cluster);
         Assert.Equal(5, a.Value);
-        Assert.True(GatewayMetrics.UpstreamErrors.WithLabels("down-cluster", "timeout").Value >= 5);
-        Assert.True(GatewayMetrics.UpstreamErrors.WithLabels("down-cluster", "connect").Value >= 5);
+        Assert.Equal(5, hub.Metrics.UpstreamErrors.WithLabels("down-cluster", "timeout").Value);
+        Assert.Equal(5, hub.Metrics.UpstreamErrors.WithLabels("down-cluster", "connect").Value);
+        Assert.Equal(1, hub.Metrics.UpstreamResponses.WithLabels("down-cluster").Value);
         await hub.DisposeAsync();
     }
 
     [Fact]
     public async Task AuthFailuresAndRateLimited_CountBurstsInTheWindow()
     {
-        var route = new RouteMetrics("burst-route");
         var (hub, time) = Hub(Rule("authFailures", threshold: 10, route: "burst-route"), Rule("rateLimited", threshold: 5, route: "burst-route"));
+        var route = new RouteMetrics("burst-route", hub.Metrics);
         for (int i = 0; i < 9; i++) Request(hub, route, 401);
         for (int i = 0; i < 4; i++) Request(hub, route, 429);
         hub.Alerts.Evaluate();
@@ -119,8 +120,8 @@ public class AlertRuleTests
     [Fact]
     public async Task AuthFailuresByClientIp_NamesTheClientsOverTheThreshold_EvenWithAnomalyScoringOff()
     {
-        var route = new RouteMetrics("per-ip-route");
         var (hub, time) = Hub(false, Rule("authFailures", threshold: 10) with { By = "clientIp" });
+        var route = new RouteMetrics("per-ip-route", hub.Metrics);
         for (int i = 0; i < 12; i++) Request(hub, route, 401, ip: "198.51.100.66");
         for (int i = 0; i < 9; i++) Request(hub, route, 403, ip: "198.51.100.67");
         for (int i = 0; i < 50; i++) Request(hub, route, 200, ip: "198.51.100.68");
@@ -143,9 +144,9 @@ public class AlertRuleTests
     [Fact]
     public async Task Apply_KeepsActiveAlertsAndCounters_AcrossAReload()
     {
-        var route = new RouteMetrics("reload-route");
         var rule = Rule("errorRate", threshold: 0.1, route: "reload-route");
         var (hub, time) = Hub(rule);
+        var route = new RouteMetrics("reload-route", hub.Metrics);
         for (int i = 0; i < 10; i++) Request(hub, route, 500);
         hub.Alerts.Evaluate();
         var before = Assert.Single(hub.Alerts.Active());
@@ -186,8 +187,8 @@ public class AlertRuleTests
     [Fact]
     public async Task Anomaly_RuleFiresForDetectedIdentities()
     {
-        var route = new RouteMetrics("anomaly-route");
         var (hub, time) = Hub(Rule("anomaly") with { Window = TimeSpan.FromMinutes(1) });
+        var route = new RouteMetrics("anomaly-route", hub.Metrics);
         for (int i = 0; i < 10; i++)
         {
             for (int r = 0; r < 20; r++) Request(hub, route, 200, ip: "172.16.0.9");

@@ -36,7 +36,7 @@ public sealed class HeadRewriterTests : IDisposable
         }
         """;
 
-    private readonly UpstreamPoolStore _pools = new();
+    private readonly UpstreamPoolStore _pools = new(new FastGate.Observability.GatewayMetrics());
     private readonly GatewaySnapshot _snapshot;
 
     public HeadRewriterTests()

@@ -37,7 +37,7 @@ public class RedisOutageTests
         for (int i = 0; i < during; i++)
             Assert.Equal(HttpStatusCode.ServiceUnavailable, (await http.GetAsync("/hello")).StatusCode); // onStoreFailure deny
         var after = await gateway.ScrapeMetricsAsync();
-        Assert.Equal(during, Proxy.ProxyForwardingTests.Counter(after, Series) - Proxy.ProxyForwardingTests.Counter(before, Series));
+        Assert.Equal(during, Proxy.ProxyForwardingTests.Counter(after, Series));
         // reconnect attempts keep failing in the background: still one warning for the one outage
         Assert.True(logs.Count(LogLevel.Warning, warning) == 1, logs.Dump());
 

@@ -90,7 +90,7 @@ public class RouterTests
             int routes = rng.Next(1, 14);
             for (int i = 0; i < routes; i++)
             {
-                var route = new RouteModel { Id = "r" + i, Cluster = Cluster, Metrics = new RouteMetrics("router-test"), Order = i };
+                var route = new RouteModel { Id = "r" + i, Cluster = Cluster, Metrics = new RouteMetrics("router-test", new GatewayMetrics()), Order = i };
                 var kind = (PathMatchKind)rng.Next(3);
                 var path = kind == PathMatchKind.Any ? "" : Paths[rng.Next(Paths.Length)];
                 if (kind == PathMatchKind.Prefix && path == "/") kind = PathMatchKind.Any; // as the compiler does
@@ -116,7 +116,7 @@ public class RouterTests
     /// <summary>One route set for the README's rules ("Routes match on host ..."), in file order.</summary>
     private static readonly Lazy<Router> Readme = new(() =>
     {
-        RouteModel R(string id, int order) => new() { Id = id, Cluster = Cluster, Metrics = new RouteMetrics("router-test"), Order = order };
+        RouteModel R(string id, int order) => new() { Id = id, Cluster = Cluster, Metrics = new RouteMetrics("router-test", new GatewayMetrics()), Order = order };
         (string Id, string Host, PathMatchKind Kind, string Path, string[] Methods)[] table =
         [
             ("api", "*", PathMatchKind.Prefix, "/api", []),
@@ -172,7 +172,7 @@ public class RouterTests
     {
         var entries = new List<RouteEntry>();
         var routes = new RouteModel[200_000];
-        var metrics = new RouteMetrics("router-test");
+        var metrics = new RouteMetrics("router-test", new GatewayMetrics());
         for (int i = 0; i < routes.Length; i++)
         {
             routes[i] = new RouteModel { Id = "r" + i, Cluster = Cluster, Metrics = metrics, Order = i };
@@ -204,7 +204,7 @@ public class RouterTests
         foreach (var (kind, path) in exactPaths.Select(p => (PathMatchKind.Exact, p)).Concat(prefixes.Select(p => (PathMatchKind.Prefix, p))))
         foreach (var m in methods)
         {
-            var route = new RouteModel { Id = "r", Cluster = Cluster, Metrics = new RouteMetrics("router-test"), Order = 0 };
+            var route = new RouteModel { Id = "r", Cluster = Cluster, Metrics = new RouteMetrics("router-test", new GatewayMetrics()), Order = 0 };
             var router = new Router([Entry(route, host, kind, path, m)]);
             var pattern = kind == PathMatchKind.Exact ? path : path + "/*";
             var methodList = string.Join(", ", m.Select(x => $"\"{x}\""));

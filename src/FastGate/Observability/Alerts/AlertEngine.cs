@@ -42,6 +42,7 @@ public sealed class AlertEngine : IDisposable
     private readonly object _gate = new();
     private readonly Dictionary<TrafficCounters, List<(DateTimeOffset At, TrafficSnapshot Value)>> _history = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<string, RuleState> _states = new(StringComparer.Ordinal);
+    private readonly GatewayMetrics _metrics;
     private readonly Dictionary<string, Notifier> _notifiers = new(StringComparer.Ordinal);
     private readonly LinkedList<AlertInstance> _recent = new();
     private AlertsConfig _config;
@@ -52,6 +53,7 @@ public sealed class AlertEngine : IDisposable
     internal AlertEngine(AlertsConfig config, GatewayObservability hub, TimeProvider time, ILogger logger)
     {
         _hub = hub;
+        _metrics = hub.Metrics;
         _time = time;
         _logger = logger;
         _config = config;
@@ -97,7 +99,7 @@ public sealed class AlertEngine : IDisposable
                 if (existing.Config == n) continue;
                 existing.Dispose();
             }
-            _notifiers[n.Id] = new Notifier(n, this, _time, _logger);
+            _notifiers[n.Id] = new Notifier(n, this, _time, _logger, _metrics);
         }
         foreach (var id in _notifiers.Keys.Where(k => config.Notifiers.All(n => n.Id != k)).ToList())
         {
@@ -136,7 +138,7 @@ public sealed class AlertEngine : IDisposable
                         Value = value, Threshold = rule.Threshold, Window = rule.Window, StartedAt = now, Summary = summary,
                         SampleRequestIds = ids, SampleTraceIds = traces, Identities = identities,
                     };
-                    GatewayMetrics.AlertsFired.WithLabels(rule.Id, rule.Severity).Inc();
+                    _metrics.AlertsFired.WithLabels(rule.Id, rule.Severity).Inc();
                     transitions.Add((state.Active, state, rule, true));
                 }
                 else if (firing && state.Active is not null)
@@ -163,7 +165,7 @@ public sealed class AlertEngine : IDisposable
                 while (node is not null && !(node.Value.Rule == t.Alert.Rule && node.Value.StartedAt == t.Alert.StartedAt)) node = node.Next;
                 if (node is not null) node.Value = t.Alert;
             }
-            GatewayMetrics.AlertsActive.Set(_states.Values.Count(s => s.Active is not null));
+            _metrics.AlertsActive.Set(_states.Values.Count(s => s.Active is not null));
             PruneHistory(now, longest);
         }
         lock (_gate) // Apply may replace notifiers; enqueueing never blocks

@@ -32,16 +32,16 @@ internal sealed class Notifier : IDisposable
     private readonly Prometheus.Counter.Child _sent, _failed, _dropped, _suppressed;
     private long _sentCount, _failedCount, _attempts;
 
-    public Notifier(NotifierConfig config, AlertEngine engine, TimeProvider time, ILogger logger)
+    public Notifier(NotifierConfig config, AlertEngine engine, TimeProvider time, ILogger logger, GatewayMetrics metrics)
     {
         Config = config;
         _engine = engine;
         _time = time;
         _logger = logger;
-        _sent = GatewayMetrics.AlertNotifications.WithLabels(config.Id, "sent");
-        _failed = GatewayMetrics.AlertNotifications.WithLabels(config.Id, "failed");
-        _dropped = GatewayMetrics.AlertNotifications.WithLabels(config.Id, "dropped");
-        _suppressed = GatewayMetrics.AlertNotifications.WithLabels(config.Id, "suppressed");
+        _sent = metrics.AlertNotifications.WithLabels(config.Id, "sent");
+        _failed = metrics.AlertNotifications.WithLabels(config.Id, "failed");
+        _dropped = metrics.AlertNotifications.WithLabels(config.Id, "dropped");
+        _suppressed = metrics.AlertNotifications.WithLabels(config.Id, "suppressed");
         _queue = Channel.CreateBounded<AlertInstance>(new BoundedChannelOptions(100)
         {
             FullMode = BoundedChannelFullMode.DropOldest,

@@ -27,6 +27,7 @@ public sealed class AnomalyDetector : IDisposable
     private readonly Dictionary<long, IdentityModel> _models = new();
     private readonly LinkedList<AnomalyEvent> _recent = new();
     private readonly Prometheus.Counter.Child[] _featureCounters;
+    private readonly Prometheus.Gauge _tracked;
     private AnomalyConfig _config;
     private IdentityTable _table;
     private ITimer? _timer;
@@ -39,14 +40,17 @@ public sealed class AnomalyDetector : IDisposable
     public bool TrackingRequired { get => _tracking; set => _tracking = value; }
     private long _anomalies;
 
-    public AnomalyDetector(AnomalyConfig config, TimeProvider time, BlockList blocks, ILogger logger)
+    /// <param name="metrics">Where detections and tracked identities are counted (unexported metrics of its own when omitted).</param>
+    public AnomalyDetector(AnomalyConfig config, TimeProvider time, BlockList blocks, ILogger logger, GatewayMetrics? metrics = null)
     {
+        metrics ??= new GatewayMetrics();
+        _tracked = metrics.AnomalyTrackedIdentities;
         _config = config;
         _time = time;
         _blocks = blocks;
         _logger = logger;
         _table = new IdentityTable(config.MaxTracked);
-        _featureCounters = Features.Select(f => GatewayMetrics.AnomaliesDetected.WithLabels(f)).ToArray();
+        _featureCounters = Features.Select(f => metrics.AnomaliesDetected.WithLabels(f)).ToArray();
     }
 
     public AnomalyConfig Config => Volatile.Read(ref _config);
@@ -142,7 +146,7 @@ public sealed class AnomalyDetector : IDisposable
                 _recent.AddFirst(e);
                 if (_recent.Count > RecentLimit) _recent.RemoveLast();
             }
-            GatewayMetrics.AnomalyTrackedIdentities.Set(_models.Count);
+            _tracked.Set(_models.Count);
         }
         foreach (var e in found)
         {

@@ -13,7 +13,14 @@ public sealed class BlockList
     private readonly object _gate = new();
     private Dictionary<ulong, BlockEntry> _entries = new();
 
-    public BlockList(TimeProvider time) => _time = time;
+    /// <param name="metrics">Where the blocked-identity gauge lives (unexported metrics of its own when omitted).</param>
+    public BlockList(TimeProvider time, GatewayMetrics? metrics = null)
+    {
+        _time = time;
+        _blocked = (metrics ?? new GatewayMetrics()).BlockedIdentities;
+    }
+
+    private readonly Prometheus.Gauge _blocked;
 
     public int Count => Volatile.Read(ref _entries).Count;
 
@@ -77,7 +84,7 @@ public sealed class BlockList
     private void Publish(Dictionary<ulong, BlockEntry> next)
     {
         Volatile.Write(ref _entries, next);
-        GatewayMetrics.BlockedIdentities.Set(next.Count);
+        _blocked.Set(next.Count);
     }
 }
 
