@@ -62,6 +62,10 @@ public class RetryTests
             await warm.SendAsync("GET /warm HTTP/1.1\r\nHost: a\r\n\r\n");
             Assert.Equal(200, (await warm.ReadResponseAsync()).Status);
         }
+        // the warm-up's upstream connection goes back to its pool just after the response: wait for it, or the request
+        // below may open a fresh connection (which the upstream answers) instead of reusing the one that resets
+        var pool = gateway.Host.Runtime.Current.Clusters[0].Destinations[0].Pool;
+        await Eventually.WaitUntilAsync(() => pool.IdleConnections == 1, "the warm-up connection pooled");
         using var client = await RawClient.ConnectAsync(gateway.EndPoint);
         await client.SendAsync(request);
         return await client.ReadResponseAsync();
