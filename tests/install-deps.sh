@@ -15,7 +15,16 @@ command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
+  # the packages' services (nginx on :80, redis on :6379) are not wanted: the tests start their own on ephemeral
+  # ports. A policy-rc.d that refuses every start keeps the installs from starting them (removed again after).
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  rc=0
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+  [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || { echo "apt-get install ${need[*]} failed ($rc)"; exit "$rc"; }
 fi
 echo "test dependencies present"
