@@ -133,6 +133,19 @@ public sealed class Exchange
     /// <summary>The effective client's address text: what rules, rate-limit keys, the anomaly detector and the log see.</summary>
     public ReadOnlySpan<byte> ClientIp => _clientIpBuffer.AsSpan(0, _clientIpLength);
 
+    // ---- what the response carries and what the request holds of its limits (the connection fills them) ----
+    /// <summary>The status of the response the client got (the gateway's or the upstream's).</summary>
+    public int Status { get; internal set; }
+    /// <summary>Header lines added to the client response (HSTS, CORS grants, RateLimit headers): the first <see cref="ResponseLinesLength"/> bytes.</summary>
+    internal byte[] ResponseLines = new byte[256];
+    internal int ResponseLinesLength;
+    /// <summary>Concurrency-limiter slots held until the response ends (released by the connection, never dropped).</summary>
+    internal (RateLimiting.RateLimiter Limiter, RateLimiting.RateLimitDecision Decision)[] Leases = new (RateLimiting.RateLimiter, RateLimiting.RateLimitDecision)[2];
+    internal int LeaseCount;
+    /// <summary>Token quotas (and their keys) the response's reported usage is charged to.</summary>
+    internal (RateLimiting.CompiledLimiter Limiter, byte[] Key, int Length)[] TokenCharges = [];
+    internal int TokenChargeCount;
+
     /// <summary>Starts a request from this peer (its address text and value, computed once per connection).</summary>
     public void Begin(byte[] peerIp, ClientAddress peerAddress, DeviceModel? device)
     {
@@ -152,6 +165,9 @@ public sealed class Exchange
         Reason = RejectReason.None;
         PendingToken = default;
         Policy.Reset();
+        Status = 0;
+        ResponseLinesLength = 0;
+        TokenChargeCount = 0; // leases are not dropped here: the connection releases them when a request ends
     }
 
     /// <summary>Records the validated (or refused) bearer token; the next Decide resumes after authentication.</summary>

@@ -98,7 +98,7 @@ internal sealed partial class ProxyConnection
     private void WriteResponseHead(bool close, bool interim) =>
         HeadRewriter.WriteClientResponse(_output, _response, _exchange,
             _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim,
-            _extraHeaders.AsSpan(0, _extraLength));
+            _exchange.ResponseLines.AsSpan(0, _exchange.ResponseLinesLength));
 
     private RejectReason _copyError;
 

@@ -62,7 +62,7 @@ internal sealed partial class ProxyConnection
             Query = parsed ? r[r.Query] : default,
             RequestId = CurrentRequestId(),
             TraceId = _hasTrace ? _traceId : default,
-            Status = _status,
+            Status = _exchange.Status,
             Reason = reason != RejectReason.None ? reason : _obsReason,
             Decision = decision,
             Rule = _obsDecisionRule,

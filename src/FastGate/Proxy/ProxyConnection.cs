@@ -48,7 +48,6 @@ internal sealed partial class ProxyConnection : IDisposable
     private UpstreamConnection? _activeUpstream;
     private volatile bool _closeRequested;
     private volatile bool _idle;
-    private int _status;
     private long _responseBytes;
 
     private static ReadOnlySpan<byte> Continue100 => "HTTP/1.1 100 Continue\r\n\r\n"u8;
@@ -96,7 +95,6 @@ internal sealed partial class ProxyConnection : IDisposable
             {
                 // 1. the request head
                 var snapshot = _runtime.Current;
-                _tokenChargeCount = 0;
                 _requestIdLength = 0;
                 _bytesOutMark = _output.Written;
                 _exchange.Begin(_peerIp, _peerAddress, _device);
@@ -266,7 +264,7 @@ internal sealed partial class ProxyConnection : IDisposable
 
                     // 3d. relay the response
                     var response = _response;
-                    _status = response.StatusCode;
+                    _exchange.Status = response.StatusCode;
                     if (response.StatusCode == 101)
                     {
                         WriteResponseHead(close: false, interim: false);
@@ -276,7 +274,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     bool close = request.WantsClose || response.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
                     WriteResponseHead(close, interim: false);
-                    bool scanUsage = _tokenChargeCount > 0;
+                    bool scanUsage = _exchange.TokenChargeCount > 0;
                     if (scanUsage) _usage.Reset();
                     CopyResult copied;
                     if (response.Framing is BodyFraming.ContentLength or BodyFraming.None)
@@ -334,7 +332,7 @@ internal sealed partial class ProxyConnection : IDisposable
                 EndRequestTiming();
                 TrimBodyBuffer(all: false);
                 ReleaseLeases();
-                route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
                 Observe(route, started, RejectReason.None);
                 if (!keepAlive || _closeRequested) return;
             }
@@ -371,7 +369,7 @@ internal sealed partial class ProxyConnection : IDisposable
             why = _exchange.Reason;
             stays = await RejectAsync(why, close: CloseAfterReply).ConfigureAwait(false);
         }
-        route?.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        route?.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
         if (verdict == Pipeline.AdmissionVerdict.PolicyReply) ObservePolicyResponse(route, started, policy);
         else Observe(route, started, why);
         return stays;
@@ -380,7 +378,7 @@ internal sealed partial class ProxyConnection : IDisposable
     /// <summary>Response lines of an admitted request: HSTS on TLS, the CORS grant for an allowed origin (Vary for every origin).</summary>
     private void DecorateResponse(RouteModel route)
     {
-        _extraLength = 0;
+        _exchange.ResponseLinesLength = 0;
         if (_isTls && route.HstsLine is { } hsts) AppendExtraHeaders(hsts);
         if (route.Cors is not { } cors || !_request.TryGetHeader("origin"u8, out var origin)) return;
         AppendExtraHeaders(CorsModel.VaryLine);
@@ -428,7 +426,7 @@ internal sealed partial class ProxyConnection : IDisposable
         if (rejectedBy is null) return LimitOutcome.Admitted;
         ReleaseLeases();
         bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
-        route.Metrics.Record(_status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
         Observe(route, started, RejectReason.RateLimited);
         return stays ? LimitOutcome.RepliedKeepAlive : LimitOutcome.RepliedClose;
     }
@@ -491,12 +489,8 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
-    // ---- rate limiting and CORS state (per connection, reused); _extraHeaders are added to the client response ----
+    // ---- rate limiting and CORS state (per connection, reused); _exchange.ResponseLines are added to the client response ----
     private readonly byte[] _keyBuffer = new byte[512];
-    private byte[] _extraHeaders = new byte[256];
-    private int _extraLength;
-    private (RateLimiter Limiter, RateLimitDecision Decision)[] _leases = new (RateLimiter, RateLimitDecision)[2];
-    private int _leaseCount;
 
     private bool HasRuleLimiters(GatewaySnapshot snapshot)
     {
@@ -507,19 +501,17 @@ internal sealed partial class ProxyConnection : IDisposable
 
     private void AddLease(CompiledLimiter limiter, in RateLimitDecision decision)
     {
-        if (_leaseCount == _leases.Length) Array.Resize(ref _leases, _leases.Length * 2);
-        _leases[_leaseCount++] = (limiter.Limiter, decision);
+        if (_exchange.LeaseCount == _exchange.Leases.Length) Array.Resize(ref _exchange.Leases, _exchange.Leases.Length * 2);
+        _exchange.Leases[_exchange.LeaseCount++] = (limiter.Limiter, decision);
     }
 
     // ---- token quotas: the limiters (and keys) this request is to be charged on, and the usage read from its response ----
-    private (CompiledLimiter Limiter, byte[] Key, int Length)[] _tokenCharges = [];
-    private int _tokenChargeCount;
     private UsageScanner _usage;
 
     private void AddTokenCharge(CompiledLimiter limiter, ReadOnlySpan<byte> key)
     {
-        if (_tokenChargeCount == _tokenCharges.Length) Array.Resize(ref _tokenCharges, _tokenChargeCount + 2);
-        ref var slot = ref _tokenCharges[_tokenChargeCount++];
+        if (_exchange.TokenChargeCount == _exchange.TokenCharges.Length) Array.Resize(ref _exchange.TokenCharges, _exchange.TokenChargeCount + 2);
+        ref var slot = ref _exchange.TokenCharges[_exchange.TokenChargeCount++];
         if (slot.Key is null || slot.Key.Length < key.Length) slot.Key = new byte[Math.Max(64, key.Length)];
         key.CopyTo(slot.Key);
         slot.Limiter = limiter;
@@ -534,42 +526,42 @@ internal sealed partial class ProxyConnection : IDisposable
         if (tokens > 0)
         {
             long now = _runtime.Limiters.Time.GetTimestamp();
-            for (int i = 0; i < _tokenChargeCount; i++)
+            for (int i = 0; i < _exchange.TokenChargeCount; i++)
             {
-                ref var c = ref _tokenCharges[i];
+                ref var c = ref _exchange.TokenCharges[i];
                 c.Limiter.Limiter.Charge(c.Key.AsSpan(0, c.Length), tokens, now);
             }
             route.Metrics.RecordTokens(tokens);
         }
-        _tokenChargeCount = 0;
+        _exchange.TokenChargeCount = 0;
     }
 
     private void ReleaseLeases()
     {
-        for (int i = 0; i < _leaseCount; i++)
+        for (int i = 0; i < _exchange.LeaseCount; i++)
         {
-            _leases[i].Limiter.Release(_leases[i].Decision);
-            _leases[i] = default;
+            _exchange.Leases[i].Limiter.Release(_exchange.Leases[i].Decision);
+            _exchange.Leases[i] = default;
         }
-        _leaseCount = 0;
+        _exchange.LeaseCount = 0;
     }
 
     private void AppendExtraHeaders(ReadOnlySpan<byte> bytes)
     {
-        if (_extraLength + bytes.Length > _extraHeaders.Length) Array.Resize(ref _extraHeaders, Math.Max(_extraHeaders.Length * 2, _extraLength + bytes.Length));
-        bytes.CopyTo(_extraHeaders.AsSpan(_extraLength));
-        _extraLength += bytes.Length;
+        if (_exchange.ResponseLinesLength + bytes.Length > _exchange.ResponseLines.Length) Array.Resize(ref _exchange.ResponseLines, Math.Max(_exchange.ResponseLines.Length * 2, _exchange.ResponseLinesLength + bytes.Length));
+        bytes.CopyTo(_exchange.ResponseLines.AsSpan(_exchange.ResponseLinesLength));
+        _exchange.ResponseLinesLength += bytes.Length;
     }
 
     /// <summary>204 with the profile's preflight headers for an allowed origin; the reject status and no CORS headers otherwise.</summary>
     private async ValueTask<bool> AnswerPreflightAsync(CorsModel cors, bool allowed)
     {
         _request.TryGetHeader("origin"u8, out var origin);
-        _status = allowed ? 204 : cors.PreflightRejectStatus;
+        _exchange.Status = allowed ? 204 : cors.PreflightRejectStatus;
         if (!allowed) _runtime.Metrics.CountRejection(RejectReason.CorsRejected);
         bool close = CloseAfterReply;
         var w = new HeadWriter(_output);
-        w.WriteStatusLine(_status);
+        w.WriteStatusLine(_exchange.Status);
         w.Write(DateHeader.Line);
         w.WriteHeader("X-Request-Id: "u8, CurrentRequestId());
         w.Write(CorsModel.VaryLine);
@@ -589,27 +581,27 @@ internal sealed partial class ProxyConnection : IDisposable
     private void AppendQuotaHeaders(CompiledLimiter limiter, in RateLimitDecision decision)
     {
         int need = RateLimitHeaders.MaxLength(limiter.Definition);
-        if (_extraLength + need > _extraHeaders.Length) Array.Resize(ref _extraHeaders, Math.Max(_extraHeaders.Length * 2, _extraLength + need));
-        int written = RateLimitHeaders.Write(_extraHeaders.AsSpan(_extraLength), decision, limiter.Definition);
-        if (written > 0) _extraLength += written;
+        if (_exchange.ResponseLinesLength + need > _exchange.ResponseLines.Length) Array.Resize(ref _exchange.ResponseLines, Math.Max(_exchange.ResponseLines.Length * 2, _exchange.ResponseLinesLength + need));
+        int written = RateLimitHeaders.Write(_exchange.ResponseLines.AsSpan(_exchange.ResponseLinesLength), decision, limiter.Definition);
+        if (written > 0) _exchange.ResponseLinesLength += written;
     }
 
     /// <summary>The limiter's rejection (429 by default, 503 when its store is unavailable) with its headers.</summary>
     private async ValueTask<bool> RejectRateLimitedAsync(CompiledLimiter limiter, RateLimitDecision decision)
     {
         _runtime.Metrics.CountRejection(RejectReason.RateLimited);
-        _status = decision.StatusCode;
+        _exchange.Status = decision.StatusCode;
         bool close = CloseAfterReply;
         var body = RateLimitResponses.BodyFor(decision);
         int need = RateLimitHeaders.MaxLength(limiter.Definition);
-        if (need > _extraHeaders.Length) Array.Resize(ref _extraHeaders, need);
-        int headers = Math.Max(0, RateLimitHeaders.Write(_extraHeaders, decision, limiter.Definition));
+        if (need > _exchange.ResponseLines.Length) Array.Resize(ref _exchange.ResponseLines, need);
+        int headers = Math.Max(0, RateLimitHeaders.Write(_exchange.ResponseLines, decision, limiter.Definition));
         var w = new HeadWriter(_output);
-        w.WriteStatusLine(_status);
+        w.WriteStatusLine(_exchange.Status);
         w.Write("Content-Type: application/json\r\nContent-Length: "u8);
         w.WriteNumber(body.Length);
         w.Write("\r\n"u8);
-        w.Write(_extraHeaders.AsSpan(0, headers));
+        w.Write(_exchange.ResponseLines.AsSpan(0, headers));
         w.Write(DateHeader.Line);
         w.WriteHeader("X-Request-Id: "u8, CurrentRequestId());
         if (close) w.Write("Connection: close\r\n"u8);
@@ -637,7 +629,7 @@ internal sealed partial class ProxyConnection : IDisposable
     private async ValueTask<bool> RespondFromPolicyAsync(CompiledPolicy policy)
     {
         var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
-        _status = rule?.Status ?? 403;
+        _exchange.Status = rule?.Status ?? 403;
         if (_policy.Verdict == PolicyVerdict.Deny) _runtime.Metrics.CountRejection(RejectReason.PolicyDenied);
         bool close = CloseAfterReply;
         var w = new HeadWriter(_output);
@@ -657,7 +649,7 @@ internal sealed partial class ProxyConnection : IDisposable
     {
         _runtime.Metrics.CountRejection(reason);
         NoteRejection(reason);
-        _status = RejectReasons.StatusCode(reason);
+        _exchange.Status = RejectReasons.StatusCode(reason);
         close |= _closeRequested;
         var w = new HeadWriter(_output);
         CannedResponses.Write(ref w, reason, close, requestId: CurrentRequestId());
