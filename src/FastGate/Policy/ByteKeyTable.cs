@@ -85,6 +85,30 @@ internal sealed class ByteKeyTable<T> where T : class
 
     public T? Find(ReadOnlySpan<byte> key) => Count == 0 ? null : Find(key, Hash(key, _ignoreCase));
 
+    /// <summary>
+    /// The "*.suffix" lookup shared by routes and rules (keys ".example.com"): the first key among the suffixes of
+    /// <paramref name="host"/> that start at a dot at or after <paramref name="start"/>, longest first ("a.b.c" tries
+    /// ".b.c", then ".c"). Returns the dot's index (search again from it + 1 for the next, shorter match), or -1.
+    /// </summary>
+    public int FindSuffix(ReadOnlySpan<byte> host, int start, out T? value)
+    {
+        value = null;
+        if (Count == 0) return -1;
+        for (int i = Math.Max(start, 1); i < host.Length; i++)
+        {
+            if (host[i] != (byte)'.') continue;
+            int length = host.Length - i;
+            if (length > MaxKeyLength) continue;
+            if (length < MinKeyLength) break;
+            if (Find(host[i..]) is { } v)
+            {
+                value = v;
+                return i;
+            }
+        }
+        return -1;
+    }
+
     /// <summary>Looks up <paramref name="key"/> whose <see cref="Hash"/> (same case mode) is <paramref name="hash"/>.</summary>
     public T? Find(ReadOnlySpan<byte> key, uint hash)
     {

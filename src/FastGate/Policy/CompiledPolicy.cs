@@ -34,8 +34,6 @@ public sealed class CompiledPolicy
     private readonly ByteKeyTable<PathNode> _suffixHosts;
     private readonly PathNode? _anyHost;
     private readonly long[] _reportCounts;
-    private readonly int _minSuffixLength;
-    private readonly int _maxSuffixLength;
 
     internal CompiledPolicy(CompiledRule[] rules, ByteKeyTable<PathNode> exactHosts, ByteKeyTable<PathNode> suffixHosts,
         PathNode? anyHost, DefaultAction defaultAction)
@@ -47,7 +45,6 @@ public sealed class CompiledPolicy
         _anyHost = anyHost;
         DefaultAction = defaultAction;
         _reportCounts = new long[rules.Length];
-        (_minSuffixLength, _maxSuffixLength) = suffixHosts.Count == 0 ? (0, 0) : (suffixHosts.MinKeyLength, suffixHosts.MaxKeyLength);
         DefaultDenyResponseHead = PolicyCompiler.EncodeHead(403, "application/json", DefaultDenyResponseBody.Length);
     }
 
@@ -84,17 +81,8 @@ public sealed class CompiledPolicy
 
         // Host dispatch: the exact table, then the "*.suffix" table at each dot, then the any-host tree.
         if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact) Walk(exact, 0, view, result);
-        if (_suffixHosts.Count > 0)
-        {
-            for (int i = 1; i < host.Length; i++)
-            {
-                if (host[i] != (byte)'.') continue;
-                int length = host.Length - i;
-                if (length > _maxSuffixLength) continue;
-                if (length < _minSuffixLength) break;
-                if (_suffixHosts.Find(host[i..]) is { } suffix) Walk(suffix, 0, view, result);
-            }
-        }
+        for (int i = _suffixHosts.FindSuffix(host, 1, out var suffix); i >= 0; i = _suffixHosts.FindSuffix(host, i + 1, out suffix))
+            Walk(suffix!, 0, view, result);
         if (_anyHost is not null) Walk(_anyHost, 0, view, result);
         Decide(result.ScratchSpan, result, count);
     }

@@ -15,7 +15,6 @@ public sealed class Router
     private readonly ByteKeyTable<RouteNode> _exactHosts;
     private readonly ByteKeyTable<RouteNode> _suffixHosts;
     private readonly RouteNode? _anyHost;
-    private readonly int _minSuffixLength, _maxSuffixLength;
 
     internal Router(IEnumerable<RouteEntry> entries)
     {
@@ -38,7 +37,6 @@ public sealed class Router
         _exactHosts = new ByteKeyTable<RouteNode>(exact.Select(p => KeyValuePair.Create(System.Text.Encoding.ASCII.GetBytes(p.Key), p.Value)).ToArray(), ignoreCase: false);
         _suffixHosts = new ByteKeyTable<RouteNode>(suffix.Select(p => KeyValuePair.Create(System.Text.Encoding.ASCII.GetBytes(p.Key), p.Value)).ToArray(), ignoreCase: false);
         _anyHost = any;
-        (_minSuffixLength, _maxSuffixLength) = suffix.Count == 0 ? (0, 0) : (_suffixHosts.MinKeyLength, _suffixHosts.MaxKeyLength);
     }
 
     private static RouteNode GetOrAdd(Dictionary<string, RouteNode> table, byte[] host)
@@ -53,18 +51,9 @@ public sealed class Router
         var host = request.CanonicalHost;
         var path = request.CanonicalPath;
         if (_exactHosts.Count > 0 && _exactHosts.Find(host) is { } exact && exact.Match(request, path) is { } r1) return r1;
-        if (_suffixHosts.Count > 0)
-        {
-            // "*.example.com" is keyed ".example.com"; the left-most dot gives the longest suffix, which wins
-            for (int i = 1; i < host.Length; i++)
-            {
-                if (host[i] != (byte)'.') continue;
-                int length = host.Length - i;
-                if (length > _maxSuffixLength) continue;
-                if (length < _minSuffixLength) break;
-                if (_suffixHosts.Find(host[i..]) is { } suffix && suffix.Match(request, path) is { } r2) return r2;
-            }
-        }
+        // "*.example.com" is keyed ".example.com"; the longest suffix that has a matching route wins
+        for (int i = _suffixHosts.FindSuffix(host, 1, out var suffix); i >= 0; i = _suffixHosts.FindSuffix(host, i + 1, out suffix))
+            if (suffix!.Match(request, path) is { } r2) return r2;
         return _anyHost?.Match(request, path);
     }
 
