@@ -132,12 +132,8 @@ public static class RequestPath
                 continue;
             }
             if (start < 0) continue;
-            int len = i - start;
-            if (path[start] == (byte)'.' && (len == 1 || (len == 2 && path[start + 1] == (byte)'.')))
-            {
-                if (len == 2 && count > 0) count--;
-            }
-            else segments[count++] = new ByteRange(start, len);
+            // no "." or ".." segment gets here: the canonical path refuses them, encoded or not
+            segments[count++] = new ByteRange(start, i - start);
             start = -1;
         }
         return count;
