@@ -60,6 +60,10 @@ public enum RejectReason : byte
     InvalidToken,
     /// <summary>A valid credential without a required scope or claim (403, error="insufficient_scope").</summary>
     InsufficientScope,
+    /// <summary>The web application firewall blocked the request (its anomaly score reached the threshold, or a deny rule matched).</summary>
+    WafBlocked,
+    /// <summary>An AI route could not read or translate the request (400, OpenAI-style error body).</summary>
+    AiRequestInvalid,
     // Upstream side (502/503/504)
     UpstreamConnectFailed,
     UpstreamConnectTimeout,
@@ -72,11 +76,15 @@ public enum RejectReason : byte
     /// <summary>The upstream broke the protocol: an unsolicited 101, too many 1xx heads, a body after a HEAD response.</summary>
     UpstreamProtocolViolation,
     UpstreamTlsFailed,
+    /// <summary>The cluster's circuit breaker is open: too many requests in flight or waiting for a connection (503).</summary>
+    CircuitOpen,
+    /// <summary>Every target of an AI route failed (or was cooling down) before a response could start (502).</summary>
+    AiProvidersFailed,
 }
 
 public static class RejectReasons
 {
-    public const int Count = (int)RejectReason.UpstreamTlsFailed + 1;
+    public const int Count = (int)RejectReason.AiProvidersFailed + 1;
 
     public static int StatusCode(RejectReason reason) => reason switch
     {
@@ -95,6 +103,9 @@ public static class RejectReasons
         RejectReason.CorsRejected => 403,
         RejectReason.InvalidToken => 401,
         RejectReason.InsufficientScope => 403,
+        RejectReason.WafBlocked => 403,
+        RejectReason.CircuitOpen => 503,
+        RejectReason.AiProvidersFailed => 502,
         RejectReason.RequestBodyTimeout or RejectReason.RequestBodyTooSlow or RejectReason.ResponseTooSlow => 408,
         RejectReason.RequestTimeout => 504,
         RejectReason.UpstreamConnectFailed or RejectReason.UpstreamMalformedResponse or RejectReason.UpstreamReset or RejectReason.UpstreamTlsFailed
@@ -151,6 +162,8 @@ public static class RejectReasons
         RejectReason.CorsRejected => "cors_rejected",
         RejectReason.InvalidToken => "invalid_token",
         RejectReason.InsufficientScope => "insufficient_scope",
+        RejectReason.WafBlocked => "waf_blocked",
+        RejectReason.AiRequestInvalid => "ai_request_invalid",
         RejectReason.UpstreamConnectFailed => "upstream_connect_failed",
         RejectReason.UpstreamConnectTimeout => "upstream_connect_timeout",
         RejectReason.UpstreamResponseTimeout => "upstream_response_timeout",
@@ -160,6 +173,8 @@ public static class RejectReasons
         RejectReason.RequestTimeout => "request_timeout",
         RejectReason.UpstreamProtocolViolation => "upstream_protocol_violation",
         RejectReason.UpstreamTlsFailed => "upstream_tls_failed",
+        RejectReason.CircuitOpen => "circuit_open",
+        RejectReason.AiProvidersFailed => "ai_providers_failed",
         _ => "unknown",
     };
 }
