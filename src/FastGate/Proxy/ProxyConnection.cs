@@ -187,7 +187,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         if (_bodyComplete) StopBodyTiming();
                     }
                     // 3a. lease an upstream connection
-                    var destination = cluster.Next();
+                    var destination = cluster.Pick(_exchange, avoid: null);
                     NoteUpstream(cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
