@@ -86,30 +86,17 @@ public static class SnapshotCompiler
             (PathMatchKind kind, string path) = m.Path is not null ? (PathMatchKind.Exact, m.Path)
                 : m.PathPrefix is not null && m.PathPrefix != "/" ? (PathMatchKind.Prefix, m.PathPrefix)
                 : (PathMatchKind.Any, "");
-            uint mask = 0;
-            var other = new List<byte[]>();
-            foreach (var method in m.Methods)
-            {
-                var bytes = Encoding.ASCII.GetBytes(method);
-                var known = HttpRequestParser.ClassifyMethod(bytes);
-                if (known == Http.HttpMethod.Other) other.Add(bytes);
-                else mask |= 1u << (int)known;
-            }
+            var methods = MethodSet.Parse(m.Methods);
             var hosts = m.Hosts.Count == 0 ? ["*"] : m.Hosts;
             foreach (var host in hosts)
             {
-                (HostMatchKind hk, string h) = host == "*" ? (HostMatchKind.Any, "")
-                    : host.StartsWith("*.", StringComparison.Ordinal) ? (HostMatchKind.Suffix, host[1..].TrimEnd('.').ToLowerInvariant())
-                    : (HostMatchKind.Exact, host.TrimEnd('.').ToLowerInvariant());
                 entries.Add(new RouteEntry
                 {
                     Route = model,
-                    HostKind = hk,
-                    Host = Encoding.ASCII.GetBytes(h),
+                    Host = HostPattern.Parse(host),
                     PathKind = kind,
                     Path = Encoding.ASCII.GetBytes(path),
-                    MethodMask = mask,
-                    OtherMethods = other.ToArray(),
+                    Methods = methods,
                 });
             }
         }

@@ -1,3 +1,4 @@
+using FastGate.Routing;
 using System.Buffers;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -37,24 +38,6 @@ internal readonly ref struct RequestView
 
 /// <summary>A token identity a rule names: the index of its issuer in jwtIssuers (-1: none) and the subject.</summary>
 internal readonly record struct SubjectCondition(int IssuerIndex, string Subject);
-
-internal enum HostKind : byte { Any, Exact, Suffix }
-
-/// <summary>A rule host: "api.example.com", "*.example.com" (Key ".example.com", needs at least one more label) or "*".</summary>
-internal readonly record struct HostPattern(HostKind Kind, byte[] Key)
-{
-    public static HostPattern Parse(string host) =>
-        host == "*" ? new HostPattern(HostKind.Any, [])
-        : host.StartsWith("*.", StringComparison.Ordinal) ? new HostPattern(HostKind.Suffix, Encoding.ASCII.GetBytes(host[1..].ToLowerInvariant()))
-        : new HostPattern(HostKind.Exact, Encoding.ASCII.GetBytes(host.ToLowerInvariant()));
-
-    public bool Matches(ReadOnlySpan<byte> host) => Kind switch
-    {
-        HostKind.Any => true,
-        HostKind.Exact => Ascii.EqualsIgnoreCase(host, Key),
-        _ => host.Length > Key.Length && Ascii.EqualsIgnoreCase(host[^Key.Length..], Key),
-    };
-}
 
 internal enum FieldKind : byte { Present, Absent, Equals, OneOf, Regex }
 
@@ -178,12 +161,9 @@ internal sealed class FieldCondition
 /// </summary>
 internal sealed class MatchCondition
 {
-    public const uint AllMethods = uint.MaxValue;
-
     public HostPattern[] Hosts { get; init; } = [];
-    /// <summary>Bit (1 &lt;&lt; HttpMethod) per allowed method; bit 0 (Other) when a non-standard method is listed.</summary>
-    public uint MethodMask { get; init; } = AllMethods;
-    public byte[][] OtherMethods { get; init; } = [];
+    /// <summary>The listed methods (the router's <see cref="MethodSet"/>); any when none is listed.</summary>
+    public MethodSet Methods { get; init; } = MethodSet.Any;
     public PathPattern[] Paths { get; init; } = [];
     public ulong[]? Routes { get; init; }
     public FieldCondition[] Headers { get; init; } = [];
@@ -211,7 +191,7 @@ internal sealed class MatchCondition
             foreach (var h in Hosts) if (h.Matches(v.Host)) { any = true; break; }
             if (!any) return false;
         }
-        if ((MethodMask & v.MethodBit) == 0) return false;
+        if ((Methods.Mask & v.MethodBit) == 0) return false;
         if (Paths.Length > 0)
         {
             bool any = false;
@@ -225,7 +205,7 @@ internal sealed class MatchCondition
     {
         if (Routes is { } routes && ((uint)v.RouteIndex >= (uint)(routes.Length * 64) || (routes[v.RouteIndex >> 6] & (1UL << v.RouteIndex)) == 0))
             return false;
-        if (v.MethodBit == 1 && OtherMethods.Length > 0 && !MatchesOtherMethod(v.Head)) return false;
+        if (v.MethodBit == 1 && !Methods.IsAny && !Methods.MatchesOther(v.Head[v.Head.MethodRange])) return false;
         foreach (var h in Headers) if (!h.MatchesHeaders(v.Head)) return false;
         if (Query.Length > 0)
         {
@@ -281,13 +261,6 @@ internal sealed class MatchCondition
     {
         if (consumer is null) return false;
         foreach (var s in Scopes) if (consumer.HasScope(s)) return true;
-        return false;
-    }
-
-    private bool MatchesOtherMethod(RequestHead head)
-    {
-        var m = head[head.MethodRange];
-        foreach (var o in OtherMethods) if (m.SequenceEqual(o)) return true;
         return false;
     }
 }

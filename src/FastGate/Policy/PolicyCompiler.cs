@@ -1,3 +1,4 @@
+using FastGate.Routing;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -40,9 +41,9 @@ public static class PolicyCompiler
             rules[i] = CompileRule(rc, i, match, clusterIndex, issuerIds);
 
             var hosts = match.Hosts.Length == 0 || Array.Exists(match.Hosts, h => h.Kind == HostKind.Any)
-                ? [new HostPattern(HostKind.Any, [])]
+                ? [HostPattern.Any]
                 : match.Hosts.Distinct().ToArray();
-            var candidate = new Candidate(i, match.MethodMask, HasResidual(match) ? match : null);
+            var candidate = new Candidate(i, match.Methods.Mask, HasResidual(match) ? match : null);
             foreach (var h in hosts)
             {
                 var root = h.Kind switch
@@ -68,25 +69,12 @@ public static class PolicyCompiler
         new(d.Select(kv => KeyValuePair.Create(Encoding.Latin1.GetBytes(kv.Key), kv.Value.Freeze())).ToList(), ignoreCase: true);
 
     private static bool HasResidual(MatchCondition m) =>
-        m.Routes is not null || m.OtherMethods.Length > 0 || m.Headers.Length > 0 || m.Query.Length > 0 || m.ClientIps is not null
+        m.Routes is not null || m.Methods.Others.Length > 0 || m.Headers.Length > 0 || m.Query.Length > 0 || m.ClientIps is not null
         || m.RequiresConsumer || m.Subjects.Length > 0 || m.Devices.Length > 0 || m.Scopes.Length > 0 || m.Claims.Length > 0 || m.Not is not null;
 
     internal static MatchCondition CompileMatch(PolicyMatchConfig m, IReadOnlyDictionary<string, CidrSet> ipLists,
         IReadOnlyDictionary<string, int> routeIndex, int routeCount, IReadOnlyList<Security.JwtIssuerConfig> issuers)
     {
-        uint mask = MatchCondition.AllMethods;
-        var other = new List<byte[]>();
-        if (m.Methods.Count > 0)
-        {
-            mask = 0;
-            foreach (var method in m.Methods)
-            {
-                var bytes = Encoding.ASCII.GetBytes(method);
-                var known = HttpRequestParser.ClassifyMethod(bytes);
-                if (known == Http.HttpMethod.Other) other.Add(bytes);
-                mask |= 1u << (int)known;
-            }
-        }
         ulong[]? routes = null;
         if (m.Routes.Count > 0)
         {
@@ -112,8 +100,7 @@ public static class PolicyCompiler
         return new MatchCondition
         {
             Hosts = m.Hosts.Select(HostPattern.Parse).ToArray(),
-            MethodMask = mask,
-            OtherMethods = other.ToArray(),
+            Methods = MethodSet.Parse(m.Methods),
             Paths = paths.ToArray(),
             Routes = routes,
             Headers = m.Headers.Select(h => CompileField(h, header: true)).ToArray(),

@@ -5,7 +5,6 @@ using FastGate.Proxy;
 
 namespace FastGate.Routing;
 
-public enum HostMatchKind : byte { Any, Exact, Suffix }
 public enum PathMatchKind : byte { Any, Exact, Prefix }
 
 /// <summary>A compiled, immutable route: what it matches, where it sends, how it rewrites.</summary>
@@ -40,13 +39,9 @@ public sealed class RouteModel
 internal sealed class RouteEntry
 {
     public required RouteModel Route { get; init; }
-    public HostMatchKind HostKind { get; init; }
-    /// <summary>Lower-case host, or for a suffix match ".example.com".</summary>
-    public byte[] Host { get; init; } = [];
+    /// <summary>The host pattern (lower case; a suffix match keeps ".example.com").</summary>
+    public HostPattern Host { get; init; } = HostPattern.Any;
     public PathMatchKind PathKind { get; init; }
     public byte[] Path { get; init; } = [];
-    /// <summary>Bit per <see cref="HttpMethod"/>; 0 means any method.</summary>
-    public uint MethodMask { get; init; }
-    /// <summary>Methods outside the known enum, matched by name.</summary>
-    public byte[][] OtherMethods { get; init; } = [];
+    public MethodSet Methods { get; init; } = MethodSet.Any;
 }

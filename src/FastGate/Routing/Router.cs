@@ -24,10 +24,10 @@ public sealed class Router
         RouteNode? any = null;
         foreach (var e in list)
         {
-            var root = e.HostKind switch
+            var root = e.Host.Kind switch
             {
-                HostMatchKind.Exact => GetOrAdd(exact, e.Host),
-                HostMatchKind.Suffix => GetOrAdd(suffix, e.Host),
+                HostKind.Exact => GetOrAdd(exact, e.Host.Key),
+                HostKind.Suffix => GetOrAdd(suffix, e.Host.Key),
                 _ => any ??= new RouteNode(null),
             };
             root.Add(e);
@@ -108,7 +108,7 @@ internal sealed class RouteNode
     public void Seal()
     {
         static RouteEntry[] Order(List<RouteEntry> l) =>
-            l.OrderByDescending(e => e.MethodMask != 0 || e.OtherMethods.Length > 0).ThenBy(e => e.Route.Order).ToArray();
+            l.OrderByDescending(e => !e.Methods.IsAny).ThenBy(e => e.Route.Order).ToArray();
         Exact = Order(_lists[0]);
         Prefix = Order(_lists[1]);
         SlashPrefix = Order(_lists[2]);
@@ -155,18 +155,8 @@ internal sealed class RouteNode
     private static RouteModel? Pick(RouteEntry[] entries, RequestHead request)
     {
         if (entries.Length == 0) return null;
-        uint methodBit = 1u << (int)request.Method;
         foreach (var e in entries)
-        {
-            if (e.MethodMask == 0 && e.OtherMethods.Length == 0) return e.Route;
-            if (request.Method != HttpMethod.Other ? (e.MethodMask & methodBit) != 0 : MatchOther(e, request[request.MethodRange])) return e.Route;
-        }
+            if (e.Methods.Matches(request.Method, request[request.MethodRange])) return e.Route;
         return null;
-    }
-
-    private static bool MatchOther(RouteEntry e, ReadOnlySpan<byte> method)
-    {
-        foreach (var m in e.OtherMethods) if (method.SequenceEqual(m)) return true;
-        return false;
     }
 }
