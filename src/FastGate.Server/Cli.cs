@@ -17,6 +17,8 @@ public static class Cli
           version                    print the version
           hash-key <key>             print the "sha256:<hex>" form of an API key for a consumer's apiKeys
           new-key                    create a random API key and print it with its hash
+          service unit|install|uninstall
+                                     run as a systemd (Linux) or Windows service; `fastgate service` for details
 
         options:
           --config <file>            the configuration file (JSON; comments and trailing commas allowed);
@@ -59,6 +61,7 @@ public static class Cli
             stdout.WriteLine($"hash: {Security.ApiKeys.Hash(key)}");
             return 0;
         }
+        if (command == "service") return await ServiceCommand.RunAsync(args, stdout, stderr);
         if (command is not ("run" or "validate")) return UsageError(stderr, $"unknown command '{command}'");
 
         string? config = null;

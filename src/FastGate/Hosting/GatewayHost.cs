@@ -34,6 +34,10 @@ public sealed class GatewayHost : IAsyncDisposable
         builder.Logging.SetMinimumLevel(logLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = snapshot.DrainTimeout);
+        // Under systemd: READY=1 once the listeners are bound, STOPPING=1 when the drain starts (Type=notify units);
+        // as a Windows service: the service control manager's start/stop. Each is a no-op anywhere else.
+        builder.Host.UseSystemd();
+        builder.Host.UseWindowsService();
         // Public-listener continuations run inline on the I/O thread (see UpstreamPoolStore): nothing on the request
         // path blocks, so the thread-pool hop per read is pure overhead.
         builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
