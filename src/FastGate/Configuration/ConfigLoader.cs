@@ -29,7 +29,7 @@ public static class ConfigLoader
         nameof(GatewayConfig.Routes), nameof(GatewayConfig.Limits), nameof(GatewayConfig.Http), nameof(GatewayConfig.Policies),
         nameof(GatewayConfig.DefaultAction), nameof(GatewayConfig.IpLists), nameof(GatewayConfig.RateLimits), nameof(GatewayConfig.Redis),
         nameof(GatewayConfig.Consumers), nameof(GatewayConfig.ApiKeys), nameof(GatewayConfig.Cors), nameof(GatewayConfig.JwtIssuers),
-        nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls)),
+        nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls), nameof(GatewayConfig.Tracing)),
         .. Observability.ObservabilityConfigReader.SectionNames];
 
     public static ConfigLoadResult LoadFile(string path)
@@ -152,6 +152,7 @@ public static class ConfigLoader
             Routes = RouteConfigBinder.Bind(root, path, r),
             Limits = limits,
             Http = HttpConfigBinder.Bind(root, r),
+            Tracing = TracingConfigBinder.Bind(root, r),
             Policies = Policy.PolicyConfigBinder.Policies(root, path, r),
             DefaultAction = Policy.PolicyConfigBinder.DefaultAction(root, path, r),
             IpLists = Policy.PolicyConfigBinder.IpLists(root, path, r),

@@ -104,6 +104,23 @@ internal sealed class ConfigReader
         return n;
     }
 
+    /// <summary>A finite number between <paramref name="min"/> and <paramref name="max"/> (inclusive).</summary>
+    public double? Number(JsonElement obj, string path, string name, double min, double max)
+    {
+        if (!TryGet(obj, path, name, false, out var v)) return null;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double x) || !double.IsFinite(x))
+        {
+            Error(Child(path, name), $"expected a number, found {Describe(v)}");
+            return null;
+        }
+        if (x < min || x > max)
+        {
+            Error(Child(path, name), $"must be between {min} and {max} (found {x})");
+            return null;
+        }
+        return x;
+    }
+
     public TimeSpan? Duration(JsonElement obj, string path, string name)
     {
         if (!TryGet(obj, path, name, false, out var v)) return null;

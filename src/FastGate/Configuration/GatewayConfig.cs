@@ -13,6 +13,8 @@ public sealed record GatewayConfig
     public LimitsConfig Limits { get; init; } = new();
     /// <summary>The canonical-request settings (Configuration/Sections/Http.cs).</summary>
     public HttpConfig Http { get; init; } = new();
+    /// <summary>OpenTelemetry traces (Configuration/Sections/Tracing.cs).</summary>
+    public TracingConfig Tracing { get; init; } = new();
     public IReadOnlyList<PolicyRuleConfig> Policies { get; init; } = [];
     public DefaultAction DefaultAction { get; init; } = DefaultAction.Allow;
     public IReadOnlyList<IpListConfig> IpLists { get; init; } = [];

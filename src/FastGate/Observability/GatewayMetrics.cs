@@ -224,6 +224,9 @@ public sealed class RouteMetrics
     private readonly Counter _requests;
     private readonly Counter _tokenCounter;
 
+    /// <summary>The route's id (its metric label).</summary>
+    public string RouteId => _route;
+
     /// <param name="metrics">The metrics of the runtime the route is compiled for.</param>
     public RouteMetrics(string route, GatewayMetrics metrics)
     {

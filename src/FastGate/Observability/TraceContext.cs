@@ -166,6 +166,32 @@ public readonly record struct TraceParent(ulong TraceIdHigh, ulong TraceIdLow, u
         TraceContext.WriteHex(destination.Slice(53, 2), Flags);
     }
 
+    public System.Diagnostics.ActivityTraceId ToTraceId()
+    {
+        Span<byte> b = stackalloc byte[16];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(b, TraceIdHigh);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(b[8..], TraceIdLow);
+        return System.Diagnostics.ActivityTraceId.CreateFromBytes(b);
+    }
+
+    public System.Diagnostics.ActivitySpanId ToSpanId()
+    {
+        Span<byte> b = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(b, ParentId);
+        return System.Diagnostics.ActivitySpanId.CreateFromBytes(b);
+    }
+
+    /// <summary>The traceparent that makes <paramref name="activity"/> the parent of the next hop.</summary>
+    public static TraceParent From(System.Diagnostics.Activity activity)
+    {
+        Span<byte> t = stackalloc byte[16];
+        Span<byte> s = stackalloc byte[8];
+        activity.TraceId.CopyTo(t);
+        activity.SpanId.CopyTo(s);
+        return new TraceParent(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(t), System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(t[8..]),
+            System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(s), activity.Recorded ? (byte)0x01 : (byte)0x00);
+    }
+
     public string TraceIdString()
     {
         Span<byte> b = stackalloc byte[32];

@@ -32,6 +32,8 @@ public sealed class GatewayRuntime : IDisposable
         Pools = pools;
         Limiters = limiters ?? new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, metrics: Metrics);
         Observability = new GatewayObservability(initial.Config.Observability, time, metrics: Metrics);
+        // tracing is set up once per runtime (its exporter outlives snapshots; a changed tracing section needs a restart)
+        Tracing = GatewayTracing.Create(initial.Config.Tracing, typeof(GatewayRuntime).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
         Metrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
         Metrics.Registry.AddBeforeCollectCallback(CollectGauges);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
@@ -47,6 +49,8 @@ public sealed class GatewayRuntime : IDisposable
     public Security.JwtKeyStore JwtKeys { get; }
     /// <summary>Access log, alerts, anomaly detection and blocks; outlives snapshots (see GatewayObservability.Apply).</summary>
     public GatewayObservability Observability { get; }
+    /// <summary>OpenTelemetry spans, or null when tracing is off (no span is then ever started).</summary>
+    public GatewayTracing? Tracing { get; }
     public bool IsDraining => _draining;
     public int ConnectionCount => _connections.Count;
 
@@ -128,6 +132,7 @@ public sealed class GatewayRuntime : IDisposable
     public void Dispose()
     {
         _heartbeat.Dispose();
+        Tracing?.Dispose(); // flushes what is queued
         Pools.Dispose();
         Limiters.Dispose();
         Observability.DisposeAsync().AsTask().GetAwaiter().GetResult();

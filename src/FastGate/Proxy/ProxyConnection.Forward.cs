@@ -91,7 +91,7 @@ internal sealed partial class ProxyConnection
 
     private void WriteUpstreamHead(PipeWriter output, DestinationModel destination)
     {
-        if (!_hasTrace) ResolveTrace();
+        if (!_hasTrace) ResolveTrace(forward: true, _spanStart);
         HeadRewriter.WriteUpstreamRequest(output, _exchange, destination, CurrentRequestId(), _isTls, _traceParent, dropTraceState: !_incomingTraceValid);
     }
 

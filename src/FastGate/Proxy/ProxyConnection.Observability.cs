@@ -22,6 +22,10 @@ internal sealed partial class ProxyConnection
     /// <summary>The client output's byte count when the current request began (bytes_out is the difference).</summary>
     private long _bytesOutMark;
     private string? _obsDecisionRule;
+    /// <summary>With tracing on: the request's server span and its upstream (client) span, or null.</summary>
+    private Activity? _serverSpan, _clientSpan;
+    /// <summary>When the forwarded request's head was complete (the server span's start).</summary>
+    private long _spanStart;
 
     /// <summary>Call when a destination is chosen for the request (each attempt).</summary>
     private void NoteUpstream(ClusterModel cluster, DestinationModel destination)
@@ -44,7 +48,7 @@ internal sealed partial class ProxyConnection
     {
         var r = _request;
         bool parsed = reason is not (> RejectReason.None and < RejectReason.NoRoute);
-        if (!_hasTrace && parsed) ResolveTrace(); // rejected before the rewrite: still give the log a trace id
+        if (!_hasTrace && parsed) ResolveTrace(forward: false, started); // rejected before the rewrite: still give the log a trace id
         long bytesIn = r.Length + (r.Framing == BodyFraming.ContentLength && r.ContentLength > 0 ? r.ContentLength : 0);
         long bytesOut = _output.Written - _bytesOutMark; // head and body as written, chunked framing included
         var record = new RequestRecord
@@ -74,6 +78,7 @@ internal sealed partial class ProxyConnection
             EndTimestamp = Stopwatch.GetTimestamp(),
         };
         _runtime.Observability.OnRequest(record);
+        if (_serverSpan is not null) EndSpans(record);
         _hasTrace = false;
         _obsUpstream = _obsCluster = null;
         _upstreamStart = _upstreamEnd = 0;
@@ -88,13 +93,82 @@ internal sealed partial class ProxyConnection
     private ReadOnlySpan<byte> CurrentRequestId() =>
         !_request.RequestId.IsEmpty ? _request[_request.RequestId] : _requestId.AsSpan(0, _requestIdLength);
 
-    private void ResolveTrace()
+    /// <summary>
+    /// The request's trace: the incoming traceparent continued, or a new trace. With tracing on, the server span
+    /// (and for a <paramref name="forward"/>ed request the upstream span) starts here, and the upstream receives
+    /// the upstream span's ids, so its own spans hang under the gateway's.
+    /// </summary>
+    private void ResolveTrace(bool forward, long started)
     {
         _request.TryGetHeader(TraceContext.TraceParentName, out var incoming);
-        _incomingTraceValid = TraceContext.TryParse(incoming, out _);
+        _incomingTraceValid = TraceContext.TryParse(incoming, out var parent);
+        if (_runtime.Tracing is { } tracing && StartSpans(tracing, parent, forward, started)) return;
         var next = TraceContext.WriteOutgoing(incoming, _traceParent);
         next.WriteTraceId(_traceId);
         _hasTrace = true;
+    }
+
+    private bool StartSpans(GatewayTracing tracing, in TraceParent parent, bool forward, long started)
+    {
+        var now = DateTimeOffset.UtcNow;
+        var server = tracing.StartServer(parent, _incomingTraceValid, started == 0 ? now : now - Stopwatch.GetElapsedTime(started));
+        if (server is null) return false; // not sampled (and errors not recorded): the plain trace context
+        _serverSpan = server;
+        _clientSpan = forward ? GatewayTracing.StartClient(server, _upstreamStart == 0 ? now : now - Stopwatch.GetElapsedTime(_upstreamStart)) : null;
+        var next = TraceParent.From(_clientSpan ?? server);
+        next.Format(_traceParent);
+        next.WriteTraceId(_traceId);
+        _hasTrace = true;
+        return true;
+    }
+
+    /// <summary>Ends the request's spans with what the access log records (tracing on only: this allocates).</summary>
+    private void EndSpans(scoped in RequestRecord record)
+    {
+        var server = _serverSpan!;
+        var client = _clientSpan;
+        _serverSpan = _clientSpan = null;
+        var now = DateTimeOffset.UtcNow;
+        var reason = record.Reason;
+        bool error = record.Status >= 500 || (reason != RejectReason.None && reason != RejectReason.NoRoute);
+        if (record.Route is { } route) server.SetTag("fastgate.route", route.RouteId);
+        if (record.Cluster is { } cluster) server.SetTag("fastgate.cluster", cluster);
+        if (record.Consumer is { } consumer) server.SetTag("fastgate.consumer", consumer);
+        if (record.Subject is { } subject) server.SetTag("fastgate.subject", subject);
+        if (!record.Method.IsEmpty)
+        {
+            var method = System.Text.Encoding.ASCII.GetString(record.Method);
+            server.DisplayName = method;
+            server.SetTag("http.request.method", method);
+            server.SetTag("url.path", System.Text.Encoding.ASCII.GetString(record.Path));
+            server.SetTag("server.address", System.Text.Encoding.ASCII.GetString(record.Host));
+        }
+        server.SetTag("client.address", System.Text.Encoding.ASCII.GetString(record.ClientIp));
+        server.SetTag("fastgate.request_id", System.Text.Encoding.ASCII.GetString(record.RequestId));
+        server.SetTag("fastgate.decision", record.Decision ?? (reason == RejectReason.None ? "forward" : RejectReasons.Name(reason)));
+        if (record.Rule is { } rule) server.SetTag("fastgate.rule", rule);
+        if (record.Status > 0) server.SetTag("http.response.status_code", record.Status);
+        if (client is not null)
+        {
+            client.DisplayName = "upstream " + (record.Cluster ?? "");
+            if (record.Upstream is { } destination) client.SetTag("server.address", destination);
+            if (record.Cluster is { } c) client.SetTag("fastgate.cluster", c);
+            var upstreamError = GatewayMetrics.UpstreamErrorKind(reason);
+            if (upstreamError is not null) client.SetStatus(ActivityStatusCode.Error, RejectReasons.Name(reason));
+            else if (record.Status > 0) client.SetTag("http.response.status_code", record.Status);
+            if (record.UpstreamEndTimestamp != 0) client.SetEndTime((now - Stopwatch.GetElapsedTime(record.UpstreamEndTimestamp)).UtcDateTime);
+        }
+        if (error)
+        {
+            server.SetStatus(ActivityStatusCode.Error, reason != RejectReason.None ? RejectReasons.Name(reason) : null);
+            if (_runtime.Tracing!.AlwaysSampleErrors)
+            {
+                GatewayTracing.Keep(server);
+                if (client is not null) GatewayTracing.Keep(client);
+            }
+        }
+        client?.Stop();
+        server.Stop();
     }
 
     /// <summary>After a policy verdict other than allow (deny or a configured response) was written.</summary>

@@ -44,6 +44,7 @@ internal sealed partial class ProxyConnection
     private void BeginRequestTiming(GatewaySnapshot snapshot, RouteModel route, long headAt)
     {
         _timing = snapshot;
+        _spanStart = headAt;
         Volatile.Write(ref _stopReason, 0);
         _writeDeadline = 0;
         Volatile.Write(ref _requestDeadline, route.RequestTimeoutTicks > 0 ? headAt + route.RequestTimeoutTicks : long.MaxValue);
