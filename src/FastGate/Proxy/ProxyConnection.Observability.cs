@@ -156,7 +156,7 @@ internal sealed partial class ProxyConnection
             var upstreamError = GatewayMetrics.UpstreamErrorKind(reason);
             if (upstreamError is not null) client.SetStatus(ActivityStatusCode.Error, RejectReasons.Name(reason));
             else if (record.Status > 0) client.SetTag("http.response.status_code", record.Status);
-            if (record.UpstreamEndTimestamp != 0) client.SetEndTime((now - Stopwatch.GetElapsedTime(record.UpstreamEndTimestamp)).UtcDateTime);
+            client.SetEndTime(record.UpstreamEndTimestamp != 0 ? (now - Stopwatch.GetElapsedTime(record.UpstreamEndTimestamp)).UtcDateTime : now.UtcDateTime);
         }
         if (error)
         {
@@ -167,6 +167,8 @@ internal sealed partial class ProxyConnection
                 if (client is not null) GatewayTracing.Keep(client);
             }
         }
+        // both ends from one clock reading, so the upstream span always lies within the server span
+        server.SetEndTime(now.UtcDateTime);
         client?.Stop();
         server.Stop();
     }
