@@ -72,6 +72,9 @@ public sealed class GatewayMetrics
             "Keys held in each limiter's bounded key table.", new GaugeConfiguration { LabelNames = ["limiter"] });
         RateLimitOverflow = f.CreateGauge("fastgate_ratelimit_overflow_hits",
             "Requests counted in the shared overflow bucket because the key table was full (cumulative).", new GaugeConfiguration { LabelNames = ["limiter"] });
+        RateLimitStoreCalls = f.CreateGauge("fastgate_ratelimit_store_calls",
+            "Cluster limiters: calls to the shared store (Redis) so far (cumulative), by limiter; divided by the admitted requests it is the store cost per request.",
+            new GaugeConfiguration { LabelNames = ["limiter"] });
         RateLimitStoreErrors = f.CreateCounter("fastgate_ratelimit_store_errors_total",
             "Cluster rate-limit decisions and refills that needed the shared store and could not use it (a failed or timed-out call, or the store known to be down), by limiter and store; each follows the limiter's onStoreFailure.",
             new CounterConfiguration { LabelNames = ["limiter", "store"] });
@@ -171,6 +174,7 @@ public sealed class GatewayMetrics
     public Gauge RateLimitKeys { get; }
     public Gauge RateLimitOverflow { get; }
     public Counter RateLimitStoreErrors { get; }
+    public Gauge RateLimitStoreCalls { get; }
     public Counter RequestBytes { get; }
     public Counter ResponseBytes { get; }
     public Counter UpstreamErrors { get; }

@@ -104,6 +104,7 @@ public sealed class ClusterHarness : IAsyncLifetime
             { "id": "gcra", "rate": {{GcraRate}}, "per": "1s", "burst": {{GcraBurst}}, "key": "clientIp", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "2s" },
             { "id": "tokens", "unit": "tokens", "rate": 1, "per": "1h", "burst": {{TokenBurst}}, "key": "clientIp", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "2s" },
             { "id": "slots", "algorithm": "concurrency", "rate": {{Slots}}, "key": "clientIp", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "2s" },
+            { "id": "bulk", "rate": 1000, "per": "1s", "burst": 1000, "key": "clientIp", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "2s" },
             { "id": "fail-allow", "rate": 1, "per": "1h", "burst": {{FailureBurst}}, "key": "clientIp", "scope": "cluster", "onStoreFailure": "allow", "storeTimeout": "500ms" },
             { "id": "fail-deny", "rate": 1, "per": "1h", "burst": 1000, "key": "clientIp", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "500ms" },
             { "id": "fail-local", "rate": 1, "per": "1h", "burst": {{FailureBurst}}, "key": "clientIp", "scope": "cluster", "onStoreFailure": "local", "storeTimeout": "500ms" }
@@ -121,6 +122,7 @@ public sealed class ClusterHarness : IAsyncLifetime
             { "id": "tokens", "match": { "pathPrefix": "/tokens" }, "cluster": "backend", "rateLimits": ["tokens"] },
             { "id": "held", "match": { "pathPrefix": "/held" }, "cluster": "backend", "rateLimits": ["slots"] },
             { "id": "slot", "match": { "pathPrefix": "/slot" }, "cluster": "backend", "rateLimits": ["slots"] },
+            { "id": "bulk", "match": { "pathPrefix": "/bulk" }, "cluster": "backend", "rateLimits": ["bulk"] },
             { "id": "f-allow", "match": { "pathPrefix": "/f-allow" }, "cluster": "backend", "rateLimits": ["fail-allow"] },
             { "id": "f-deny", "match": { "pathPrefix": "/f-deny" }, "cluster": "backend", "rateLimits": ["fail-deny"] },
             { "id": "f-local", "match": { "pathPrefix": "/f-local" }, "cluster": "backend", "rateLimits": ["fail-local"] },{{extraRoute}}

@@ -71,10 +71,34 @@ public class ClusterModeTests(ClusterHarness cluster, ITestOutputHelper output) 
         int admitted = ok.Sum();
         for (int i = 0; i < G.Length; i++) Assert.Equal(ok[i], (int)(after[i] - before[i])); // each gateway counted what it admitted
         double limit = ClusterHarness.GcraBurst + ClusterHarness.GcraRate * seconds;
-        output.WriteLine($"gcra: admitted {admitted} ({string.Join(" + ", ok)}), refused {refused.Sum()}, {seconds:0.00} s, limit {limit:0.0}: {admitted / limit:P1}");
+        var calls = await StoreCallsAsync(G, "gcra");
+        output.WriteLine($"gcra: admitted {admitted} ({string.Join(" + ", ok)}), refused {refused.Sum()}, {seconds:0.00} s, limit {limit:0.0}: {admitted / limit:P1}; {calls.Sum()} store calls ({calls.Sum() / (admitted + refused.Sum()):0.000} per request)");
         Assert.True(refused.Sum() > admitted, "the load must exceed the limit");
         Assert.InRange(admitted, 0.9 * limit, 1.05 * limit);
         Assert.All(ok, n => Assert.True(n > 0)); // every gateway admitted a share
+    }
+
+    private static async Task<double[]> StoreCallsAsync(FastgateProcess[] gateways, string limiter)
+    {
+        var values = new double[gateways.Length];
+        for (int i = 0; i < gateways.Length; i++)
+            values[i] = await ClusterHarness.SampleAsync(gateways[i], "fastgate_ratelimit_store_calls", $"limiter=\"{limiter}\"");
+        return values;
+    }
+
+    [Fact]
+    public async Task UnderTheLimit_TheLocalAllowanceKeepsRedisOffThePath_StoreCallsPerAdmittedRequest()
+    {
+        // 1,000/s, burst 1,000, the default allowance of 1 % (batch 10): 900 requests never reach the limit; each
+        // gateway asks Redis about once per half batch (a background refill), not once per request
+        int sent = 0;
+        var (ok, refused, _) = await LoadAsync("/bulk", 2, _ => Interlocked.Increment(ref sent) <= 900, stopOnRefusal: false);
+        var calls = await StoreCallsAsync(G, "bulk");
+        double perRequest = calls.Sum() / ok.Sum();
+        output.WriteLine($"bulk: {ok.Sum()} admitted, {refused.Sum()} refused, {calls.Sum()} store calls ({string.Join(" + ", calls)}): {perRequest:0.000} per admitted request");
+        Assert.Equal(900, ok.Sum());
+        Assert.Equal(0, refused.Sum());
+        Assert.InRange(perRequest, 0.05, 0.25); // batch 10, refilled at 5 left: ~0.1-0.2
     }
 
     [Fact]
@@ -83,7 +107,8 @@ public class ClusterModeTests(ClusterHarness cluster, ITestOutputHelper output) 
         // 2,000 tokens an hour (no refill within the test), each response costs 10: 200 requests in the whole cluster
         var (ok, refused, _) = await LoadAsync("/tokens", 2, _ => true, stopOnRefusal: true);
         long tokens = ok.Sum() * (long)ClusterUpstream.TokensPerResponse;
-        output.WriteLine($"tokens: {ok.Sum()} requests admitted ({string.Join(" + ", ok)}), {tokens} tokens of {ClusterHarness.TokenBurst}: {(double)tokens / ClusterHarness.TokenBurst:P1}");
+        var calls = await StoreCallsAsync(G, "tokens");
+        output.WriteLine($"tokens: {calls.Sum()} store calls; {ok.Sum()} requests admitted ({string.Join(" + ", ok)}), {tokens} tokens of {ClusterHarness.TokenBurst}: {(double)tokens / ClusterHarness.TokenBurst:P1}");
         Assert.InRange(tokens, 0.9 * ClusterHarness.TokenBurst, 1.05 * ClusterHarness.TokenBurst);
         Assert.Equal(6, refused.Sum());
         // spent everywhere: a fresh request to each gateway is refused
