@@ -190,7 +190,12 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
                 break;
             }
         }
-        if (rest == 0) return;
+        if (rest == 0)
+        {
+            // the allowance is spent: a check at cost 0 would still pass locally, so the next one asks the store
+            if (Volatile.Read(ref b.State) == 0) Volatile.Write(ref b.ExpiresAt, 0);
+            return;
+        }
         Volatile.Write(ref b.ExpiresAt, 0); // the key may be in debt now: its next check asks the store
         if (!_backend.IsConnected || Environment.TickCount64 < Volatile.Read(ref _storeBackoffUntilMs))
         {

@@ -134,7 +134,10 @@ return {grant, tat - now, avail - grant, 0}
 
     internal void ReportRecovered()
     {
-        if (Volatile.Read(ref _healthy) == 0 && Interlocked.Exchange(ref _healthy, 1) == 0)
+        // back only when every connection is (interactive and subscription): when Redis dies, one of them notices
+        // first, and a call that still succeeds on the other must not count as a recovery (one line each way)
+        if (Volatile.Read(ref _healthy) == 0 && _mux.IsConnected && _mux.GetSubscriber().IsConnected()
+            && Interlocked.Exchange(ref _healthy, 1) == 0)
         {
             _logger?.LogInformation("rate-limit store (redis) at {Endpoints} available again", Endpoints);
             OnTransition(true);

@@ -86,7 +86,7 @@ public sealed class ClusterUpstream : IAsyncDisposable
 /// </summary>
 public sealed class ClusterHarness : IAsyncLifetime
 {
-    public const int GcraRate = 50, GcraBurst = 50, TokenBurst = 2000, Slots = 6, FailureBurst = 5;
+    public const int GcraRate = 50, GcraBurst = 50, TokenBurst = 3000, Slots = 6, FailureBurst = 5;
     public static readonly TimeSpan LeaseTtl = TimeSpan.FromMilliseconds(1500);
 
     public RedisServerProcess Redis { get; private set; } = null!;

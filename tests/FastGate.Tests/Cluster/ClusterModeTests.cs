@@ -104,7 +104,7 @@ public class ClusterModeTests(ClusterHarness cluster, ITestOutputHelper output) 
     [Fact]
     public async Task SharedTokenQuota_ThreeGateways_SpendTheSharedBudgetOnce()
     {
-        // 2,000 tokens an hour (no refill within the test), each response costs 10: 200 requests in the whole cluster
+        // 3,000 tokens an hour (no refill within the test), each response costs 10: 300 requests in the whole cluster
         var (ok, refused, _) = await LoadAsync("/tokens", 2, _ => true, stopOnRefusal: true);
         long tokens = ok.Sum() * (long)ClusterUpstream.TokensPerResponse;
         var calls = await StoreCallsAsync(G, "tokens");
