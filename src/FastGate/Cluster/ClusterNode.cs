@@ -271,10 +271,16 @@ public sealed class ClusterNode : IBlockReplication, IDisposable
         catch (JsonException) { return null; }
     }
 
+    /// <summary>Stops the heartbeat and leaves the member list at once (a graceful stop; a crash drops out after memberTimeout).</summary>
     public void Dispose()
     {
         _timer?.Dispose();
         _blocks.Replication = null;
+        try
+        {
+            if (_store.IsConnected) _store.Multiplexer.GetDatabase().HashDelete(_membersKey, InstanceId, CommandFlags.FireAndForget);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException or ObjectDisposedException) { }
     }
 }
 
