@@ -4,7 +4,7 @@ set -euo pipefail
 need=()
 command -v dotnet >/dev/null || { echo "dotnet SDK 10 is required (see README.md)"; exit 1; }
 command -v curl >/dev/null || need+=(curl)
-# Rate-limiting cluster tests start a real redis-server on an ephemeral port.
+# Rate-limiting and cluster-mode tests start real redis-servers on ephemeral ports (Sentinel too: `redis-server --sentinel`).
 command -v redis-server >/dev/null || need+=(redis-server)
 # promtool validates the /metrics exposition and config/prometheus/alerts.yml. Debian ships it in the (large)
 # prometheus package; --no-install-recommends keeps the install to what promtool needs. Check with

@@ -79,6 +79,15 @@ internal sealed class AdminApi
                 var result = await _reloader.ReloadAsync("admin");
                 await Json(response, result.Success ? 200 : 422, w => WriteReload(w, result));
                 return;
+            case ("/admin/cluster", "GET"):
+                if (_runtime.Observability.ClusterNode is not { } node)
+                {
+                    await Json(response, 404, w => w.WriteString("error", "cluster mode is off (no \"redis\" in the config)"));
+                    return;
+                }
+                await node.HeartbeatAsync(); // a fresh read of the member list (skipped when one is under way)
+                await Json(response, 200, node.WriteStatus);
+                return;
             case ("/admin/routes", "GET"):
                 await Json(response, 200, WriteRoutes);
                 return;

@@ -78,6 +78,7 @@ public sealed class GatewayHost : IAsyncDisposable
         Runtime.Observability.UseLogger(_app.Logger);
         Runtime.JwtKeys.Logger = _app.Logger;
         Runtime.Limiters.Redis?.UseLogger(_app.Logger); // outages: one warning each, and a metric (docs/observability.md)
+        if (Runtime.Limiters.Redis is { } store && snapshot.Config.Redis is { } cluster) StartCluster(store, cluster);
         foreach (var issuer in snapshot.Jwt.Issuers) issuer.Keys.Logger ??= _app.Logger;
         _app.Lifetime.ApplicationStarted.Register(Runtime.Observability.Start);
         foreach (var tls in _tls)
@@ -87,6 +88,18 @@ public sealed class GatewayHost : IAsyncDisposable
         }
         if (Reloader is not null) Reloader.Reloaded += r => Runtime.Observability.ReportConfigReload(r.Success, r.Errors.Count == 0 ? null : string.Join("; ", r.Errors));
         _app.Lifetime.ApplicationStopping.Register(Runtime.BeginDrain);
+    }
+
+    /// <summary>Cluster mode (docs/cluster.md): membership heartbeats and the shared block list.</summary>
+    private void StartCluster(RateLimiting.RedisRateLimitBackend store, RedisConfig config)
+    {
+        store.UseMetrics(Runtime.Metrics);
+        var node = new Cluster.ClusterNode(store, Runtime.Observability.Blocks, () => Runtime.Current.Version,
+            () => Runtime.IsDraining ? "draining" : "ok", config.Heartbeat, config.MemberTimeout, Runtime.Metrics);
+        node.UseLogger(_app.Logger);
+        Runtime.Observability.ClusterNode = node;
+        _app.Lifetime.ApplicationStarted.Register(node.Start);
+        _app.Lifetime.ApplicationStopped.Register(node.Dispose);
     }
 
     public GatewayRuntime Runtime { get; }
@@ -116,7 +129,10 @@ public sealed class GatewayHost : IAsyncDisposable
         var pools = new UpstreamPoolStore(metrics);
         // The Redis connection is made once at start (it reconnects on its own); changing it needs a restart.
         var redis = config.Redis is { } r
-            ? RateLimiting.RedisRateLimitBackend.Connect(r.Connection, new RateLimiting.RedisClusterOptions { KeyPrefix = r.KeyPrefix })
+            ? RateLimiting.RedisRateLimitBackend.Connect(r.Connection, new RateLimiting.RedisClusterOptions
+            {
+                KeyPrefix = r.KeyPrefix, LeaseTtl = r.LeaseTtl, InstanceId = r.Instance ?? new RateLimiting.RedisClusterOptions().InstanceId,
+            })
             : null;
         var limiters = new RateLimiting.RateLimiterStore(time ?? TimeProvider.System, redis, metrics);
         var jwtKeys = new Security.JwtKeyStore(time, metrics: metrics);

@@ -72,6 +72,9 @@ public sealed class GatewayMetrics
             "Keys held in each limiter's bounded key table.", new GaugeConfiguration { LabelNames = ["limiter"] });
         RateLimitOverflow = f.CreateGauge("fastgate_ratelimit_overflow_hits",
             "Requests counted in the shared overflow bucket because the key table was full (cumulative).", new GaugeConfiguration { LabelNames = ["limiter"] });
+        RateLimitStoreCalls = f.CreateGauge("fastgate_ratelimit_store_calls",
+            "Cluster limiters: calls to the shared store (Redis) so far (cumulative), by limiter; divided by the admitted requests it is the store cost per request.",
+            new GaugeConfiguration { LabelNames = ["limiter"] });
         RateLimitStoreErrors = f.CreateCounter("fastgate_ratelimit_store_errors_total",
             "Cluster rate-limit decisions and refills that needed the shared store and could not use it (a failed or timed-out call, or the store known to be down), by limiter and store; each follows the limiter's onStoreFailure.",
             new CounterConfiguration { LabelNames = ["limiter", "store"] });
@@ -115,6 +118,17 @@ public sealed class GatewayMetrics
             new CounterConfiguration { LabelNames = ["feature"] });
         AnomalyTrackedIdentities = f.CreateGauge("fastgate_anomaly_tracked_identities",
             "Client identities the anomaly detector currently models.");
+        ClusterStoreUp = f.CreateGauge("fastgate_cluster_store_up",
+            "Cluster mode: 1 while the shared store (Redis) is available, 0 during an outage (cluster features follow onStoreFailure).");
+        ClusterStoreTransitions = f.CreateCounter("fastgate_cluster_store_transitions_total",
+            "Cluster mode: changes of the shared store's state (down, up), one per outage each way.", new CounterConfiguration { LabelNames = ["state"] });
+        ClusterMembers = f.CreateGauge("fastgate_cluster_members",
+            "Cluster mode: members seen in the shared store at the last heartbeat (this one included).");
+        ClusterConfigVersions = f.CreateGauge("fastgate_cluster_config_versions",
+            "Cluster mode: distinct config versions among the members at the last heartbeat (1 when all agree).");
+        ClusterBlockEvents = f.CreateCounter("fastgate_cluster_block_events_total",
+            "Cluster mode: block list changes sent to or received from the other members (direction sent|received, kind block|unblock), and reconciliations (kind reconcile).",
+            new CounterConfiguration { LabelNames = ["direction", "kind"] });
         BlockedIdentities = f.CreateGauge("fastgate_blocked_identities",
             "Client identities temporarily blocked by the anomaly detector.");
         AccessLogWritten = f.CreateCounter("fastgate_access_log_written_total",
@@ -160,6 +174,7 @@ public sealed class GatewayMetrics
     public Gauge RateLimitKeys { get; }
     public Gauge RateLimitOverflow { get; }
     public Counter RateLimitStoreErrors { get; }
+    public Gauge RateLimitStoreCalls { get; }
     public Counter RequestBytes { get; }
     public Counter ResponseBytes { get; }
     public Counter UpstreamErrors { get; }
@@ -177,6 +192,11 @@ public sealed class GatewayMetrics
     public Counter AnomaliesDetected { get; }
     public Gauge AnomalyTrackedIdentities { get; }
     public Gauge BlockedIdentities { get; }
+    public Gauge ClusterStoreUp { get; }
+    public Counter ClusterStoreTransitions { get; }
+    public Gauge ClusterMembers { get; }
+    public Gauge ClusterConfigVersions { get; }
+    public Counter ClusterBlockEvents { get; }
     public Counter AccessLogWritten { get; }
     public Counter AccessLogDropped { get; }
     public Gauge PolicyReportMatches { get; }

@@ -86,6 +86,8 @@ public sealed class GatewayObservability : IAsyncDisposable
     public AlertEngine Alerts { get; }
     public AnomalyDetector Anomaly { get; }
     public BlockList Blocks { get; }
+    /// <summary>Cluster mode: this gateway's membership (set by the host when a redis connection is configured).</summary>
+    public FastGate.Cluster.ClusterNode? ClusterNode { get; set; }
 
     /// <summary>Sends alert, anomaly and notifier log entries to <paramref name="logger"/> from now on.</summary>
     public void UseLogger(ILogger logger) => _logger.Inner = logger;

@@ -26,6 +26,24 @@ public static class ObservabilityAdmin
             await WriteJsonAsync(context, 200, w => WriteBlocks(w, hub));
             return true;
         }
+        if (path == "/admin/blocks" && HttpMethods.IsPost(method))
+        {
+            await ManualBlockAsync(context, hub);
+            return true;
+        }
+        if (path == "/admin/blocks" && HttpMethods.IsDelete(method))
+        {
+            // lifts every block (in cluster mode on every gateway: each removal is shared)
+            var all = hub.Blocks.List();
+            foreach (var b in all) hub.Blocks.Remove(b.Identity);
+            await WriteJsonAsync(context, 200, w =>
+            {
+                w.WriteStartObject();
+                w.WriteNumber("removed", all.Count);
+                w.WriteEndObject();
+            });
+            return true;
+        }
         if (path.StartsWith("/admin/blocks/", StringComparison.Ordinal) && HttpMethods.IsDelete(method))
         {
             var identity = Uri.UnescapeDataString(path["/admin/blocks/".Length..]);
@@ -40,6 +58,47 @@ public static class ObservabilityAdmin
             return true;
         }
         return false;
+    }
+
+    /// <summary><c>POST /admin/blocks</c> {"identity": "203.0.113.7", "ttl": "10m", "reason": "..."}: an operator's block.</summary>
+    private static async Task ManualBlockAsync(HttpContext context, GatewayObservability hub)
+    {
+        string? identity = null, reason = null;
+        TimeSpan? ttl = null;
+        string? error = null;
+        try
+        {
+            using var doc = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) error = "the body must be a JSON object";
+            else
+            {
+                if (root.TryGetProperty("identity", out var id) && id.ValueKind == JsonValueKind.String) identity = id.GetString();
+                if (root.TryGetProperty("reason", out var re) && re.ValueKind == JsonValueKind.String) reason = re.GetString();
+                if (root.TryGetProperty("ttl", out var t))
+                {
+                    if (t.ValueKind == JsonValueKind.String && Configuration.ConfigReader.TryParseDuration(t.GetString()!, out var d)) ttl = d;
+                    else error = "ttl must be a duration such as \"10m\"";
+                }
+            }
+        }
+        catch (JsonException) { error = "the body is not JSON"; }
+        if (error is null && string.IsNullOrWhiteSpace(identity)) error = "identity is required";
+        if (error is null && ttl is { } v && (v <= TimeSpan.Zero || v > TimeSpan.FromDays(30))) error = "ttl must be in (0, 30d]";
+        if (error is not null)
+        {
+            await WriteJsonAsync(context, 400, w => { w.WriteStartObject(); w.WriteString("error", error); w.WriteEndObject(); });
+            return;
+        }
+        var span = ttl ?? TimeSpan.FromHours(1);
+        hub.Blocks.Block(identity!, span, "manual: " + (reason ?? "admin"));
+        await WriteJsonAsync(context, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("identity", identity);
+            w.WriteNumber("ttlSeconds", span.TotalSeconds);
+            w.WriteEndObject();
+        });
     }
 
     private static void WriteAlerts(Utf8JsonWriter w, GatewayObservability hub)

@@ -37,8 +37,12 @@ public sealed record AlertsConfig
 public static class AlertRuleTypes
 {
     public const string ErrorRate = "errorRate", Latency = "latency", AuthFailures = "authFailures", RateLimited = "rateLimited",
-        UpstreamDown = "upstreamDown", ConfigReloadFailed = "configReloadFailed", Anomaly = "anomaly";
-    public static readonly string[] All = [ErrorRate, Latency, AuthFailures, RateLimited, UpstreamDown, ConfigReloadFailed, Anomaly];
+        UpstreamDown = "upstreamDown", ConfigReloadFailed = "configReloadFailed", Anomaly = "anomaly",
+        // cluster mode (docs/cluster.md): members run different config versions for longer than the window (the
+        // grace period); the shared store (Redis) has been unreachable for longer than the window
+        ClusterConfigMismatch = "clusterConfigMismatch", ClusterStoreDown = "clusterStoreDown";
+    public static readonly string[] All = [ErrorRate, Latency, AuthFailures, RateLimited, UpstreamDown, ConfigReloadFailed, Anomaly,
+        ClusterConfigMismatch, ClusterStoreDown];
 }
 
 public sealed record AlertRuleConfig
@@ -227,7 +231,8 @@ internal static class ObservabilityConfigReader
         if (by is not ("route" or "clientIp")) r.Error(ConfigReader.Child(p, "by"), "expected \"route\" or \"clientIp\"");
         else if (by == "clientIp" && type != AlertRuleTypes.AuthFailures) r.Error(ConfigReader.Child(p, "by"), "\"clientIp\" applies to authFailures rules only");
         double? threshold = Number(e, p, "threshold", r);
-        bool needsThreshold = type is not (AlertRuleTypes.UpstreamDown or AlertRuleTypes.ConfigReloadFailed or AlertRuleTypes.Anomaly);
+        bool needsThreshold = type is not (AlertRuleTypes.UpstreamDown or AlertRuleTypes.ConfigReloadFailed or AlertRuleTypes.Anomaly
+            or AlertRuleTypes.ClusterConfigMismatch or AlertRuleTypes.ClusterStoreDown);
         if (threshold is null && needsThreshold && !e.TryGetProperty("threshold", out _))
             r.Error(ConfigReader.Child(p, "threshold"), "is required");
         if (type == AlertRuleTypes.ErrorRate && threshold is > 1)

@@ -111,6 +111,7 @@ public sealed class GatewayRuntime : IDisposable
         {
             Metrics.RateLimitKeys.WithLabels(l.Definition.Id).Set(l.KeyCount);
             Metrics.RateLimitOverflow.WithLabels(l.Definition.Id).Set(l.OverflowHits);
+            if (l.Definition.Scope == RateLimiting.RateLimitScope.Cluster) Metrics.RateLimitStoreCalls.WithLabels(l.Definition.Id).Set(l.Counters.StoreCalls.Value);
         }
         var current = Current;
         var policy = current.Policy;

@@ -65,7 +65,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
     public override int Sweep() => _table.Sweep();
     /// <summary>Tokens taken from Redis per store call.</summary>
     public long BatchSize => _batch;
-    /// <summary>The local limiter used while the store is down and onStoreFailure is allow.</summary>
+    /// <summary>The local limiter used while the store is down and onStoreFailure is local.</summary>
     public GcraRateLimiter Fallback => _fallback;
 
     public override ValueTask<RateLimitDecision> AcquireWithoutKeyAsync(long cost = 1)
@@ -168,6 +168,76 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
         }
     }
 
+    /// <summary>
+    /// A token quota's charge after the response: spends the key's local allowance first, and debits the rest in Redis
+    /// (the key may go into debt there, refused on every gateway until the rate has paid it back). Never waits: the
+    /// store call runs in the background; the next check of the key asks the store again.
+    /// </summary>
+    public override void Charge(ReadOnlySpan<byte> key, long cost, long timestamp)
+    {
+        if (cost <= 0) return;
+        cost = Math.Min(cost, 16 * _burst); // as the local limiter: the debt is capped at 16 bursts
+        ClusterBucket b = _table.GetOrAdd(key);
+        long rest = cost;
+        while (true)
+        {
+            long tokens = Volatile.Read(ref b.State);
+            if (tokens == Bucket.Evicted) { b = _table.GetOrAdd(key); continue; }
+            long take = timestamp < Volatile.Read(ref b.ExpiresAt) ? Math.Min(tokens, cost) : 0;
+            if (take <= 0 || Interlocked.CompareExchange(ref b.State, tokens - take, tokens) == tokens)
+            {
+                rest = cost - Math.Max(0, take);
+                break;
+            }
+        }
+        if (rest == 0)
+        {
+            // the allowance is spent: a check at cost 0 would still pass locally, so the next one asks the store
+            if (Volatile.Read(ref b.State) == 0) Volatile.Write(ref b.ExpiresAt, 0);
+            return;
+        }
+        Volatile.Write(ref b.ExpiresAt, 0); // the key may be in debt now: its next check asks the store
+        if (!_backend.IsConnected || Environment.TickCount64 < Volatile.Read(ref _storeBackoffUntilMs))
+        {
+            _backend.ReportFailure(null);
+            Counters.StoreFailures.Increment();
+            _storeErrors.Inc();
+            if (Definition.OnStoreFailure == StoreFailureMode.Local) _fallback.Charge(key, rest, timestamp);
+            return;
+        }
+        _ = ChargeStoreAsync(b, key.ToArray(), rest, timestamp);
+    }
+
+    /// <summary>KEYS[1] = bucket; ARGV: now µs, T µs, cost. Debits unconditionally; returns TAT−now after.</summary>
+    internal const string ChargeScript = """
+local now = tonumber(ARGV[1])
+local t = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+tat = tat + tonumber(ARGV[3]) * t
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return tat - now
+""";
+
+    private async Task ChargeStoreAsync(ClusterBucket b, byte[] key, long cost, long timestamp)
+    {
+        try
+        {
+            Counters.StoreCalls.Increment();
+            RedisResult r = await _backend.EvalAsync(ChargeScript, [RedisKeyOf(b, key)], [NowUs(), _intervalUs, cost])
+                .WaitAsync(Definition.StoreTimeout).ConfigureAwait(false);
+            Volatile.Write(ref b.RemoteFullAt, timestamp + UsToTs((long)r));
+        }
+        catch (Exception e)
+        {
+            Counters.StoreFailures.Increment();
+            _storeErrors.Inc();
+            if (e is TimeoutException) Volatile.Write(ref _storeBackoffUntilMs, Environment.TickCount64 + _backoffMs);
+            _backend.ReportFailure(e);
+            if (Definition.OnStoreFailure == StoreFailureMode.Local) _fallback.Charge(key, cost, timestamp);
+        }
+    }
+
     private void Record(ClusterBucket b, in GcraReply reply, long now)
     {
         Volatile.Write(ref b.RemoteRemaining, reply.Available);
@@ -194,12 +264,19 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
             Counters.StoreFailures.Increment();
             _storeErrors.Inc();
         }
-        if (Definition.OnStoreFailure == StoreFailureMode.Allow)
+        if (Definition.OnStoreFailure == StoreFailureMode.Local)
         {
             Counters.StoreFallbackDecisions.Increment();
             RateLimitDecision d = _fallback.Acquire(key, cost);
             if (d.IsAllowed) Counters.Allowed.IncrementRelaxed(); else Counters.Rejected.Increment();
             return d;
+        }
+        if (Definition.OnStoreFailure == StoreFailureMode.Allow)
+        {
+            // fail open: admitted without counting anywhere (the operator chose availability over the limit)
+            Counters.StoreFallbackDecisions.Increment();
+            Counters.Allowed.IncrementRelaxed();
+            return new RateLimitDecision(RateLimitOutcome.Allowed, _burst, _burst, 0, 0, 0);
         }
         Counters.StoreFailureRejections.Increment();
         Counters.Rejected.Increment();

@@ -64,6 +64,8 @@ public readonly struct RateLimitLease
     }
 
     public bool IsHeld => _bucket is not null;
+    internal Bucket? Bucket => _bucket;
+    internal long Cost => _cost;
 
     public void Release()
     {

@@ -9,8 +9,11 @@ public enum MissingKeyBehavior { Deny, Allow, SharedBucket }
 
 public enum RateLimitScope { Local, Cluster }
 
-/// <summary>What a cluster limiter does when its store (Redis) fails or is too slow.</summary>
-public enum StoreFailureMode { Allow, Deny }
+/// <summary>
+/// What a cluster limiter does when its store (Redis) fails or is too slow: <c>Allow</c> admits (fail open, nothing
+/// counted), <c>Deny</c> refuses with 503, <c>Local</c> decides with a local limiter of the same settings on each gateway.
+/// </summary>
+public enum StoreFailureMode { Allow, Deny, Local }
 
 /// <summary>
 /// A compiled, immutable limiter definition. Two definitions are equal when every setting is equal; the
@@ -100,7 +103,7 @@ public sealed class RateLimiterDefinition : IEquatable<RateLimiterDefinition>
         bool quotaHeaders = false,
         bool legacyHeaders = false,
         RateLimitScope scope = RateLimitScope.Local,
-        StoreFailureMode onStoreFailure = StoreFailureMode.Allow,
+        StoreFailureMode onStoreFailure = StoreFailureMode.Local,
         TimeSpan? storeTimeout = null)
     {
         int before = errors.Count;
@@ -144,10 +147,9 @@ public sealed class RateLimiterDefinition : IEquatable<RateLimiterDefinition>
         {
             if (rate > int.MaxValue) errors.Add($"{where}: concurrency rate must be at most {int.MaxValue}");
             b = rate;
-            if (scope == RateLimitScope.Cluster) errors.Add($"{where}: concurrency limiters are local only (scope 'cluster' is not supported)");
         }
         if (scope == RateLimitScope.Cluster && algorithm == RateLimitAlgorithm.SlidingWindow)
-            errors.Add($"{where}: scope 'cluster' supports only the gcra algorithm");
+            errors.Add($"{where}: scope 'cluster' supports gcra and concurrency (use gcra for a shared request rate)");
         if (maxKeys < 1) errors.Add($"{where}: maxKeys must be at least 1 (got {maxKeys})");
         if (maxKeys > 100_000_000) errors.Add($"{where}: maxKeys must be at most 100,000,000");
         if (!Enum.IsDefined(missingKey)) errors.Add($"{where}: unknown missingKey behaviour");

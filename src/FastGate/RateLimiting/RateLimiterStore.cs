@@ -56,7 +56,9 @@ public sealed class RateLimiterStore : IDisposable
     }
 
     private RateLimiter Create(RateLimiterDefinition d) => d.Scope == RateLimitScope.Cluster
-        ? new ClusterGcraRateLimiter(d, _time, _redis!, Metrics)
+        ? d.Algorithm == RateLimitAlgorithm.Concurrency
+            ? new ClusterConcurrencyRateLimiter(d, _time, _redis!, Metrics)
+            : new ClusterGcraRateLimiter(d, _time, _redis!, Metrics)
         : d.Algorithm switch
         {
             RateLimitAlgorithm.Gcra => new GcraRateLimiter(d, _time),

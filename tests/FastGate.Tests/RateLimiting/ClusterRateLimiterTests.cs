@@ -80,13 +80,13 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task RedisKilled_WithAllow_FallsBackToALocalLimiterAtTheSameRate_ThenRecovers()
+    public async Task RedisKilled_WithLocal_FallsBackToALocalLimiterAtTheSameRate_ThenRecovers()
     {
         using var redis = new RedisServerProcess();
         var time = FakeTime.Create();
         using var backend = RedisRateLimitBackend.Connect(redis.Configuration);
         using var store = new RateLimiterStore(time, backend);
-        var limiter = store.GetOrCreate(ClusterDef(1, TimeSpan.FromSeconds(60), 5, StoreFailureMode.Allow, TimeSpan.FromMilliseconds(500)));
+        var limiter = store.GetOrCreate(ClusterDef(1, TimeSpan.FromSeconds(60), 5, StoreFailureMode.Local, TimeSpan.FromMilliseconds(500)));
 
         for (int i = 0; i < 5; i++) Assert.True((await limiter.AcquireAsync(s_key)).IsAllowed);
         Assert.False((await limiter.AcquireAsync(s_key)).IsAllowed);

@@ -23,10 +23,13 @@ public class RateLimiterDefinitionTests
     }
 
     [Fact]
-    public void Create_ClusterConcurrency_IsRejected()
+    public void Create_ClusterConcurrency_IsAccepted_ClusterSlidingWindowIsRejected()
     {
+        // cluster concurrency limits are leases in Redis (ClusterModeTests); the sliding window has no cluster form
         var errors = new List<string>();
-        Assert.Null(RateLimiterDefinition.Create(errors, "c", RateLimitAlgorithm.Concurrency, 5, TimeSpan.FromSeconds(1), scope: RateLimitScope.Cluster));
+        Assert.NotNull(RateLimiterDefinition.Create(errors, "c", RateLimitAlgorithm.Concurrency, 5, TimeSpan.FromSeconds(1), scope: RateLimitScope.Cluster));
+        Assert.Empty(errors);
+        Assert.Null(RateLimiterDefinition.Create(errors, "w", RateLimitAlgorithm.SlidingWindow, 5, TimeSpan.FromSeconds(1), scope: RateLimitScope.Cluster));
         Assert.Single(errors);
     }
 

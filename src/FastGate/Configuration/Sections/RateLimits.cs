@@ -19,7 +19,7 @@ public sealed record RateLimitConfig
     public bool Headers { get; init; }
     public bool LegacyHeaders { get; init; }
     public string Scope { get; init; } = "local";
-    public string OnStoreFailure { get; init; } = "allow";
+    public string OnStoreFailure { get; init; } = "local";
     public TimeSpan? StoreTimeout { get; init; }
     /// <summary>"requests" (each request costs 1) or "tokens" (an LLM token quota: a request is refused while the key
     /// is out of tokens, and each response is charged the tokens its body reports; docs/ai-gateway.md).</summary>
@@ -31,8 +31,18 @@ public sealed record RateLimitConfig
 
 public sealed record RedisConfig
 {
+    /// <summary>A StackExchange.Redis configuration string: "host:port", several endpoints, or Sentinel
+    /// ("sentinel1:26379,sentinel2:26379,serviceName=mymaster").</summary>
     public string Connection { get; init; } = "127.0.0.1:6379";
     public string KeyPrefix { get; init; } = "fastgate:rl:";
+    /// <summary>This gateway's member id in the cluster (default: host name, process id and a random suffix).</summary>
+    public string? Instance { get; init; }
+    /// <summary>How often the gateway reports its config version and health (docs/cluster.md).</summary>
+    public TimeSpan Heartbeat { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>A member not heard from for this long is dropped from the member list.</summary>
+    public TimeSpan MemberTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Cluster concurrency limits: slots held by a gateway that stopped renewing come back after this.</summary>
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(10);
 }
 
 /// <summary>Binds <c>rateLimits</c> and <c>redis</c>; each limiter is checked by <see cref="RateLimiterDefinition.Create"/>.</summary>
@@ -46,7 +56,8 @@ internal static class RateLimitConfigBinder
         nameof(RateLimitConfig.LegacyHeaders), nameof(RateLimitConfig.Scope), nameof(RateLimitConfig.OnStoreFailure),
         nameof(RateLimitConfig.StoreTimeout), nameof(RateLimitConfig.Unit));
     /// <summary><c>redis</c>.</summary>
-    internal static readonly string[] RedisProperties = ConfigReader.Names(nameof(RedisConfig.Connection), nameof(RedisConfig.KeyPrefix));
+    internal static readonly string[] RedisProperties = ConfigReader.Names(nameof(RedisConfig.Connection), nameof(RedisConfig.KeyPrefix),
+        nameof(RedisConfig.Instance), nameof(RedisConfig.Heartbeat), nameof(RedisConfig.MemberTimeout), nameof(RedisConfig.LeaseTtl));
 
     public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "subject", "route", "device"];
 
@@ -82,15 +93,13 @@ internal static class RateLimitConfigBinder
                 Headers = r.Bool(e, p, "headers") ?? false,
                 LegacyHeaders = r.Bool(e, p, "legacyHeaders") ?? false,
                 Scope = r.String(e, p, "scope") ?? "local",
-                OnStoreFailure = r.String(e, p, "onStoreFailure") ?? "allow",
+                OnStoreFailure = r.String(e, p, "onStoreFailure") ?? "local",
                 StoreTimeout = r.Duration(e, p, "storeTimeout"),
                 Unit = r.String(e, p, "unit") ?? "requests",
             };
             if (c.Unit is not ("requests" or "tokens")) r.Error(p + ".unit", $"'{c.Unit}' is not requests or tokens");
             else if (c.CountsTokens && c.Algorithm != "gcra")
                 r.Error(p + ".algorithm", "a token quota (unit tokens) uses gcra: responses are charged after the fact, which only gcra can do");
-            else if (c.CountsTokens && c.Scope != "local")
-                r.Error(p + ".scope", "a token quota (unit tokens) is local to this instance for now");
             if (!r.TryGet(e, p, "rate", false, out _)) r.Error(p + ".rate", "is required");
             var algorithm = c.Algorithm switch
             {
@@ -104,8 +113,8 @@ internal static class RateLimitConfigBinder
             if (missing is null) { r.Error(p + ".missingKey", $"'{c.MissingKey}' is not deny, allow or shared"); return c; }
             RateLimitScope? scope = c.Scope switch { "local" => RateLimitScope.Local, "cluster" => RateLimitScope.Cluster, _ => null };
             if (scope is null) { r.Error(p + ".scope", $"'{c.Scope}' is not local or cluster"); return c; }
-            StoreFailureMode? failure = c.OnStoreFailure switch { "allow" => StoreFailureMode.Allow, "deny" => StoreFailureMode.Deny, _ => null };
-            if (failure is null) { r.Error(p + ".onStoreFailure", $"'{c.OnStoreFailure}' is not allow or deny"); return c; }
+            StoreFailureMode? failure = c.OnStoreFailure switch { "allow" => StoreFailureMode.Allow, "deny" => StoreFailureMode.Deny, "local" => StoreFailureMode.Local, _ => null };
+            if (failure is null) { r.Error(p + ".onStoreFailure", $"'{c.OnStoreFailure}' is not allow, deny or local"); return c; }
             if (c.Rate <= 0) return c;
             var errors = new List<string>();
             var definition = RateLimiterDefinition.Create(errors, c.Id, algorithm.Value, c.Rate, c.Per, c.Burst, c.MaxKeys, missing.Value,
@@ -118,11 +127,25 @@ internal static class RateLimitConfigBinder
     {
         if (!r.TryGet(root, "$", "redis", false, out var e) || !r.IsObject(e, "$.redis")) return null;
         r.CheckUnknown(e, "$.redis", RedisProperties);
-        return new RedisConfig
+        var d = new RedisConfig();
+        var c = new RedisConfig
         {
-            Connection = r.String(e, "$.redis", "connection") ?? "127.0.0.1:6379",
-            KeyPrefix = r.String(e, "$.redis", "keyPrefix") ?? "fastgate:rl:",
+            Connection = r.String(e, "$.redis", "connection") ?? d.Connection,
+            KeyPrefix = r.String(e, "$.redis", "keyPrefix") ?? d.KeyPrefix,
+            Instance = r.String(e, "$.redis", "instance"),
+            Heartbeat = r.Duration(e, "$.redis", "heartbeat") ?? d.Heartbeat,
+            MemberTimeout = r.Duration(e, "$.redis", "memberTimeout") ?? d.MemberTimeout,
+            LeaseTtl = r.Duration(e, "$.redis", "leaseTtl") ?? d.LeaseTtl,
         };
+        if (c.Instance is { } id && (id.Length is 0 or > 64 || id.Any(ch => ch < 0x21 || ch > 0x7E)))
+            r.Error("$.redis.instance", "must be 1-64 visible ASCII characters");
+        if (c.Heartbeat < TimeSpan.FromMilliseconds(100) || c.Heartbeat > TimeSpan.FromMinutes(1))
+            r.Error("$.redis.heartbeat", "must be between 100ms and 1m");
+        if (c.MemberTimeout < 2 * c.Heartbeat)
+            r.Error("$.redis.memberTimeout", "must be at least twice the heartbeat (a member would drop out between two heartbeats)");
+        if (c.LeaseTtl < TimeSpan.FromMilliseconds(300) || c.LeaseTtl > TimeSpan.FromHours(1))
+            r.Error("$.redis.leaseTtl", "must be between 300ms and 1h");
+        return c;
     }
 
     public static void Validate(GatewayConfig config, List<ConfigError> errors)

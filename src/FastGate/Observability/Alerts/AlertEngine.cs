@@ -218,6 +218,25 @@ public sealed class AlertEngine : IDisposable
                 string detail = offenders.Count == 0 ? "" : ": " + string.Join(", ", offenders.Take(5).Select(o => $"{o.Identity} ({o.AuthFailures})"));
                 return (offenders.Count > 0, top, $"{offenders.Count} client(s) with at least {need} auth failures (401/403) over {window}{detail}", null, identities);
             }
+            case AlertRuleTypes.ClusterConfigMismatch:
+            {
+                var node = _hub.ClusterNode;
+                var since = node?.ConfigMismatchSince;
+                bool firing = since is { } s && now - s >= rule.Window;
+                var members = node?.Members ?? [];
+                int versions = members.Select(m => m.Version).Distinct(StringComparer.Ordinal).Count();
+                string detail = string.Join(", ", members.Select(m => $"{m.Id}={m.Version}"));
+                return (firing, versions, since is null
+                    ? $"all {members.Count} cluster member(s) run the same config version"
+                    : $"cluster members run {versions} config versions since {since.Value:O} (grace {window}): {detail}", null, []);
+            }
+            case AlertRuleTypes.ClusterStoreDown:
+            {
+                var down = _hub.ClusterNode?.Store.DownSince;
+                bool firing = down is { } d && now - d >= rule.Window;
+                return (firing, down is null ? 0 : 1, down is null ? "the cluster store (redis) is available"
+                    : $"the cluster store (redis) is unavailable since {down.Value:O}; cluster features follow onStoreFailure", null, []);
+            }
             case AlertRuleTypes.Anomaly:
             {
                 var inWindow = anomalies.Where(a => a.At > now - rule.Window).ToList();

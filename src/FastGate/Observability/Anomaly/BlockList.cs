@@ -34,18 +34,41 @@ public sealed class BlockList
 
     public bool IsBlocked(string identity) => IsBlocked(Encoding.UTF8.GetBytes(identity));
 
+    /// <summary>
+    /// Cluster mode: told of every local change (a block made here, a block lifted here) so the other gateways apply it
+    /// too (<see cref="Cluster.ClusterNode"/>). Changes that came from the cluster are applied with the Apply* methods,
+    /// which do not call it back.
+    /// </summary>
+    public IBlockReplication? Replication { get; set; }
+
     public void Block(string identity, TimeSpan ttl, string reason)
     {
         var now = _time.GetUtcNow();
+        var entry = new BlockEntry(identity, now, now + ttl, reason);
+        ApplyBlock(entry);
+        Replication?.Blocked(entry);
+    }
+
+    public bool Remove(string identity)
+    {
+        bool removed = ApplyRemove(identity);
+        Replication?.Removed(identity);
+        return removed;
+    }
+
+    /// <summary>Adds (or replaces) a block without telling <see cref="Replication"/> (it came from the cluster).</summary>
+    public void ApplyBlock(BlockEntry entry)
+    {
         lock (_gate)
         {
-            var next = Copy(now);
-            next[IdentityHash.Of(Encoding.UTF8.GetBytes(identity))] = new BlockEntry(identity, now, now + ttl, reason);
+            var next = Copy(_time.GetUtcNow());
+            if (entry.ExpiresAt > _time.GetUtcNow()) next[IdentityHash.Of(Encoding.UTF8.GetBytes(entry.Identity))] = entry;
             Publish(next);
         }
     }
 
-    public bool Remove(string identity)
+    /// <summary>Lifts a block without telling <see cref="Replication"/>.</summary>
+    public bool ApplyRemove(string identity)
     {
         lock (_gate)
         {
@@ -54,6 +77,16 @@ public sealed class BlockList
             Publish(next);
             return removed;
         }
+    }
+
+    /// <summary>Replaces the whole list with <paramref name="entries"/> (a reconciling read of the cluster's list).</summary>
+    public void ApplyAll(IEnumerable<BlockEntry> entries)
+    {
+        var now = _time.GetUtcNow();
+        var next = new Dictionary<ulong, BlockEntry>();
+        foreach (var e in entries)
+            if (e.ExpiresAt > now) next[IdentityHash.Of(Encoding.UTF8.GetBytes(e.Identity))] = e;
+        lock (_gate) Publish(next);
     }
 
     /// <summary>Drops expired entries (called on the detector's interval).</summary>
@@ -89,6 +122,13 @@ public sealed class BlockList
 }
 
 public sealed record BlockEntry(string Identity, DateTimeOffset BlockedAt, DateTimeOffset ExpiresAt, string Reason);
+
+/// <summary>Where a <see cref="BlockList"/> reports its local changes (cluster mode shares them).</summary>
+public interface IBlockReplication
+{
+    void Blocked(BlockEntry entry);
+    void Removed(string identity);
+}
 
 /// <summary>A 64-bit FNV-1a hash of identity bytes with a per-process random seed (so keys cannot be aimed at).</summary>
 internal static class IdentityHash
