@@ -50,7 +50,7 @@ public static class SnapshotCompiler
                 var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout, tls);
                 return new DestinationModel(d.Address, uri.Authority, pool);
             }).ToArray();
-            clusters[c.Id] = new ClusterModel(c.Id, destinations);
+            clusters[c.Id] = new ClusterModel(c.Id, destinations, new ClusterResilience(c.Id, c.Retry, c.CircuitBreaker, metrics));
         }
 
         var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();

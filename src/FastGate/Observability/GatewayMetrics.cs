@@ -85,6 +85,15 @@ public sealed class GatewayMetrics
         UpstreamErrors = f.CreateCounter("fastgate_upstream_errors_total",
             "Failed upstream exchanges, by cluster and kind (connect, timeout, reset, malformed, unavailable, tls).",
             new CounterConfiguration { LabelNames = ["cluster", "kind"] });
+        UpstreamRetries = f.CreateCounter("fastgate_upstream_retries_total",
+            "Tries sent to another destination after a failed one, by cluster and reason (connect, reset, timeout, status).",
+            new CounterConfiguration { LabelNames = ["cluster", "reason"] });
+        RetryBudgetExhausted = f.CreateCounter("fastgate_retry_budget_exhausted_total",
+            "Retries not made because the cluster's retry budget was spent (the failure went to the client), by cluster.",
+            new CounterConfiguration { LabelNames = ["cluster"] });
+        CircuitBreakerRejections = f.CreateCounter("fastgate_circuit_breaker_rejections_total",
+            "Requests refused with 503 circuit_open, by cluster and limit (concurrent, pending).",
+            new CounterConfiguration { LabelNames = ["cluster", "limit"] });
         UpstreamTlsFailures = f.CreateCounter("fastgate_upstream_tls_failures_total",
             "Failed TLS handshakes with https:// destinations, by cluster and error (certificate_untrusted, certificate_name_mismatch, certificate_missing, handshake, timeout).",
             new CounterConfiguration { LabelNames = ["cluster", "error"] });
@@ -179,6 +188,9 @@ public sealed class GatewayMetrics
     public Counter ResponseBytes { get; }
     public Counter UpstreamErrors { get; }
     public Counter UpstreamTlsFailures { get; }
+    public Counter UpstreamRetries { get; }
+    public Counter RetryBudgetExhausted { get; }
+    public Counter CircuitBreakerRejections { get; }
     public Counter LlmTokens { get; }
     public Counter TlsCertificateReloads { get; }
     public Gauge TlsCertificateExpiry { get; }

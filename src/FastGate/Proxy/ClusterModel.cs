@@ -22,13 +22,16 @@ public sealed class ClusterModel
 {
     private int _next = -1;
 
-    public ClusterModel(string id, DestinationModel[] destinations)
+    public ClusterModel(string id, DestinationModel[] destinations, ClusterResilience resilience)
     {
         Id = id;
         Destinations = destinations;
+        Resilience = resilience;
     }
 
     public string Id { get; }
+    /// <summary>Retry policy and budget, circuit breaker (Proxy/ClusterResilience.cs).</summary>
+    public ClusterResilience Resilience { get; }
     public DestinationModel[] Destinations { get; }
 
     /// <summary>Round-robin over all destinations (kept for callers that have no exchange).</summary>

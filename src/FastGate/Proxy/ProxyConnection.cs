@@ -174,8 +174,15 @@ internal sealed partial class ProxyConnection : IDisposable
                 BeginRequestTiming(snapshot, route, started);
                 ResetBodyBuffer();
                 if (request.HasBody) StartBodyTiming();
+                var resilience = cluster.Resilience;
+                DestinationModel? previous = null; // the destination the last try failed on: the next goes elsewhere
                 for (int attempt = 0; ; attempt++)
                 {
+                    if (attempt == 0 && !EnterCluster(resilience))
+                    {
+                        keepAlive = await RejectAsync(RejectReason.CircuitOpen, close: CloseAfterReply).ConfigureAwait(false);
+                        break;
+                    }
                     if (attempt == 0 && ShouldBufferBody(snapshot))
                     {
                         var buffered = await BufferBodyAsync(snapshot).ConfigureAwait(false);
@@ -187,14 +194,26 @@ internal sealed partial class ProxyConnection : IDisposable
                         if (_bodyComplete) StopBodyTiming();
                     }
                     // 3a. lease an upstream connection
-                    var destination = cluster.Pick(_exchange, avoid: null);
+                    var destination = cluster.Pick(_exchange, avoid: previous);
                     NoteUpstream(cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
                     {
+                        if (!resilience.TryEnterPending())
+                        {
+                            keepAlive = await RejectAsync(RejectReason.CircuitOpen, close: CloseAfterReply).ConfigureAwait(false);
+                            break;
+                        }
                         var (connection, error) = await destination.Pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
+                        resilience.ExitPending();
                         if (connection is null)
                         {
+                            // never sent: any method may go to another destination
+                            if (TryRetry(resilience, attempt, RetryReason.Connect))
+                            {
+                                previous = destination;
+                                continue;
+                            }
                             keepAlive = await RejectAsync(error, close: CloseAfterReply).ConfigureAwait(false);
                             break;
                         }
@@ -224,7 +243,8 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
 
                     // 3c. the response head (interim 1xx heads relayed)
-                    SetDeadline(snapshot.UpstreamResponseTimeoutTicks, TimeoutKind.UpstreamResponse);
+                    SetDeadline(resilience.PerTryTimeoutTicks > 0 ? Math.Min(resilience.PerTryTimeoutTicks, snapshot.UpstreamResponseTimeoutTicks) : snapshot.UpstreamResponseTimeoutTicks,
+                        TimeoutKind.UpstreamResponse);
                     ResponseStep responseStep;
                     RejectReason responseError;
                     bool anyResponseBytes = false;
@@ -251,19 +271,31 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                     while (responseStep is ResponseStep.NeedMore or ResponseStep.Interim);
                     ClearDeadline();
-                    EndRequestDeadline();
                     NoteUpstreamResponse();
                     if (responseStep == ResponseStep.Failed)
                     {
                         ReleaseUpstream(upstream, reuse: false);
                         if (StopReason == RejectReason.RequestTimeout) responseError = RejectReason.RequestTimeout;
-                        else if (responseError == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // idempotent or replayable only
+                        else if (responseError == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // a stale keep-alive connection
+                        else if (RetryAfterFailure(resilience, attempt, responseError))
+                        {
+                            previous = destination;
+                            continue;
+                        }
+                        EndRequestDeadline();
                         keepAlive = await RejectAsync(responseError, close: request.WantsClose).ConfigureAwait(false);
                         break;
                     }
 
                     // 3d. relay the response
                     var response = _response;
+                    if (RetryAfterStatus(resilience, attempt, response))
+                    {
+                        ReleaseUpstream(upstream, reuse: false); // its unread body goes with the connection
+                        previous = destination;
+                        continue;
+                    }
+                    EndRequestDeadline(); // the response head is in: the total request timeout no longer applies
                     _exchange.Status = response.StatusCode;
                     if (response.StatusCode == 101)
                     {
@@ -329,6 +361,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     keepAlive = !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
                     break;
                 }
+                LeaveCluster();
                 EndRequestTiming();
                 TrimBodyBuffer(all: false);
                 ReleaseLeases();
@@ -343,6 +376,7 @@ internal sealed partial class ProxyConnection : IDisposable
         }
         finally
         {
+            LeaveCluster(); // a request an exception cut short
             await CompleteClientAsync().ConfigureAwait(false);
         }
     }

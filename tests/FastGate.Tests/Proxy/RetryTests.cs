@@ -1,114 +1,239 @@
 using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Http;
 using System.Net.Sockets;
-using System.Text;
 using FastGate.Tests.Infrastructure;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 
 namespace FastGate.Tests.Proxy;
 
-/// <summary>
-/// Issue 19 item 6: a reused upstream connection that resets after the request was written. Only requests that are
-/// safe to repeat (GET, HEAD, OPTIONS, TRACE, or any method with an Idempotency-Key) and that can be replayed (no body,
-/// or a body held whole in the request buffer) are sent again; everything else gets 502 and reached the upstream once.
-/// </summary>
+/// <summary>Retries to another destination, the retry budget and the circuit breaker (docs/retries.md), over real sockets.</summary>
 public class RetryTests
 {
-    /// <summary>
-    /// Answers the first request on each connection (keep-alive), and on the second reads the head (and body) and resets
-    /// the connection: a kept-alive connection that dies after the request was written. Counts requests by request line.
-    /// </summary>
-    private sealed class ResettingUpstream : IAsyncDisposable
+    /// <summary>An upstream that answers every request with one status and counts what it received, by method.</summary>
+    private sealed class CountingUpstream : IAsyncDisposable
     {
-        private readonly RawUpstream _raw;
-        public readonly ConcurrentDictionary<string, int> Seen = new();
+        private readonly WebApplication _app;
+        public readonly ConcurrentDictionary<string, int> ByMethod = new();
+        private int _total;
+        private CountingUpstream(WebApplication app) => _app = app;
+        public string Address => _app.Urls.First().TrimEnd('/');
+        public int Total => Volatile.Read(ref _total);
+        public int Count(string method) => ByMethod.TryGetValue(method, out var n) ? n : 0;
 
-        public ResettingUpstream() => _raw = new RawUpstream(async (stream, cancel) =>
+        public static async Task<CountingUpstream> StartAsync(int status = 200)
         {
-            for (int n = 0; ; n++)
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.Logging.ClearProviders();
+            builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
+            var app = builder.Build();
+            var upstream = new CountingUpstream(app);
+            app.Run(async context =>
             {
-                var head = await RawUpstream.ReadHeadAsync(stream, cancel);
-                if (!head.EndsWith("\r\n\r\n", StringComparison.Ordinal)) return;
-                Seen.AddOrUpdate(head[..head.IndexOf(" HTTP/", StringComparison.Ordinal)], 1, (_, c) => c + 1);
-                int length = 0;
-                foreach (var line in head.Split("\r\n"))
-                    if (line.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase)) length = int.Parse(line[15..].Trim());
-                var body = new byte[length];
-                for (int got = 0; got < length;)
-                {
-                    int r = await stream.ReadAsync(body.AsMemory(got), cancel);
-                    if (r == 0) return;
-                    got += r;
-                }
-                if (n > 0)
-                {
-                    stream.Socket.LingerState = new LingerOption(true, 0); // RST, not FIN
-                    stream.Socket.Close();
-                    return;
-                }
-                var text = $"ok:{Encoding.ASCII.GetString(body)}";
-                await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {text.Length}\r\n\r\n{text}"), cancel);
-            }
-        });
-
-        public string Address => _raw.Address;
-        public int Count(string requestLine) => Seen.GetValueOrDefault(requestLine);
-        public ValueTask DisposeAsync() => _raw.DisposeAsync();
-    }
-
-    /// <summary>One request on a fresh client connection after a warm-up that leaves one kept-alive upstream connection pooled.</summary>
-    private static async Task<RawResponse> SendOnReusedConnectionAsync(TestGateway gateway, string request)
-    {
-        using (var warm = await RawClient.ConnectAsync(gateway.EndPoint))
-        {
-            await warm.SendAsync("GET /warm HTTP/1.1\r\nHost: a\r\n\r\n");
-            Assert.Equal(200, (await warm.ReadResponseAsync()).Status);
+                using (var drain = new MemoryStream()) await context.Request.Body.CopyToAsync(drain);
+                upstream.ByMethod.AddOrUpdate(context.Request.Method, 1, (_, n) => n + 1);
+                Interlocked.Increment(ref upstream._total);
+                context.Response.StatusCode = status;
+                await context.Response.WriteAsync(status == 200 ? "ok" : "unavailable");
+            });
+            await app.StartAsync();
+            return upstream;
         }
-        // the warm-up's upstream connection goes back to its pool just after the response: wait for it, or the request
-        // below may open a fresh connection (which the upstream answers) instead of reusing the one that resets
-        var pool = gateway.Host.Runtime.Current.Clusters[0].Destinations[0].Pool;
-        await Eventually.WaitUntilAsync(() => pool.IdleConnections == 1, "the warm-up connection pooled");
-        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
-        await client.SendAsync(request);
-        return await client.ReadResponseAsync();
+
+        public async ValueTask DisposeAsync() => await _app.DisposeAsync();
     }
 
-    [Theory]
-    [InlineData("POST", "Content-Length: 0\r\n", "")]
-    [InlineData("POST", "Content-Length: 3\r\n", "abc")]
-    [InlineData("PATCH", "Content-Length: 3\r\n", "abc")]
-    [InlineData("DELETE", "", "")]
-    public async Task NonIdempotentRequest_WrittenBeforeTheReset_Is502_AndReachedTheUpstreamOnce(string method, string headers, string body)
-    {
-        await using var upstream = new ResettingUpstream();
-        await using var gateway = await TestGateway.StartAsync(TestGateway.Config(upstream.Address));
-        var response = await SendOnReusedConnectionAsync(gateway, $"{method} /order HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}");
-        Assert.Equal(502, response.Status);
-        Assert.Contains("upstream_reset", response.Body);
-        Assert.Equal(1, upstream.Count($"{method} /order"));
-    }
+    private static string Config(string[] destinations, string cluster = "", string extra = "") => $$"""
+        {
+          "listeners": [ { "address": "127.0.0.1:0" } ],
+          "clusters": [ { "id": "backend", "destinations": [ {{string.Join(", ", destinations.Select(d => $"{{ \"address\": \"{d}\" }}"))}} ] {{cluster}} } {{extra}} ],
+          "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
+        }
+        """;
 
-    [Theory]
-    [InlineData("GET", "", "", "ok:")]
-    [InlineData("OPTIONS", "", "", "ok:")]
-    [InlineData("POST", "Idempotency-Key: 7f3a\r\nContent-Length: 3\r\n", "abc", "ok:abc")] // buffered body: replayed
-    [InlineData("DELETE", "Idempotency-Key: 7f3b\r\n", "", "ok:")]
-    public async Task RepeatableRequest_IsRetriedOnce_OnAFreshConnection(string method, string headers, string body, string expected)
+    private static double Retries(TestGateway g, string reason) => g.Metrics.UpstreamRetries.WithLabels("backend", reason).Value;
+
+    [Fact]
+    public async Task ConnectFailure_EveryMethodGoesToTheOtherDestination_ByDefault()
     {
-        await using var upstream = new ResettingUpstream();
-        await using var gateway = await TestGateway.StartAsync(TestGateway.Config(upstream.Address));
-        var response = await SendOnReusedConnectionAsync(gateway, $"{method} /order HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}");
-        Assert.Equal(200, response.Status);
-        Assert.Equal(expected, response.Body);
-        Assert.Equal(2, upstream.Count($"{method} /order"));
+        using var dead = Ports.Refusing();
+        await using var live = await CountingUpstream.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config([dead.Address, live.Address]));
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri };
+        for (int i = 0; i < 10; i++)
+        {
+            using (var get = await http.GetAsync("/r/" + i)) Assert.Equal(HttpStatusCode.OK, get.StatusCode);
+            using (var post = await http.PostAsync("/r/" + i, new StringContent("order " + i))) Assert.Equal(HttpStatusCode.OK, post.StatusCode);
+        }
+        Assert.Equal(10, live.Count("GET"));
+        Assert.Equal(10, live.Count("POST"));
+        Assert.True(Retries(gateway, "connect") >= 1, "the dead destination was never tried");
+        Assert.Equal(0, gateway.Metrics.UpstreamErrors.WithLabels("backend", "connect").Value);
     }
 
     [Fact]
-    public async Task StreamedBody_IsNotRetried_EvenWithAnIdempotencyKey()
+    public async Task ResetAfterTheBodyArrived_APostIsNeverSentTwice_AGetIsRetriedElsewhere()
     {
-        await using var upstream = new ResettingUpstream();
-        // requestBufferBytes 0: the body is streamed from the client, so it cannot be sent a second time
-        await using var gateway = await TestGateway.StartAsync(TestGateway.Config(upstream.Address, limits: "\"requestBufferBytes\": 0"));
-        var response = await SendOnReusedConnectionAsync(gateway, "PUT /order HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k\r\nContent-Length: 3\r\n\r\nabc");
-        Assert.Equal(502, response.Status);
-        Assert.Equal(1, upstream.Count("PUT /order"));
+        int resets = 0;
+        var seen = new ConcurrentQueue<string>();
+        // reads the whole request, then resets the connection before any response
+        await using var breaking = new RawUpstream(async (stream, cancel) =>
+        {
+            var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+            seen.Enqueue(head.Split(' ')[0]);
+            var length = head.Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+            if (length is not null)
+            {
+                var body = new byte[int.Parse(length.Split(':')[1].Trim())];
+                await stream.ReadExactlyAsync(body, cancel);
+            }
+            Interlocked.Increment(ref resets);
+            stream.Socket.LingerState = new LingerOption(true, 0);
+            stream.Socket.Close();
+        });
+        await using var live = await CountingUpstream.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config([breaking.Address, live.Address]));
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri };
+
+        // round-robin: the first try of the first request goes to the breaking destination
+        using (var post = await http.PostAsync("/orders", new StringContent("{\"qty\":1}"))) Assert.Equal(HttpStatusCode.BadGateway, post.StatusCode);
+        using (var get = await http.GetAsync("/a")) Assert.Equal(HttpStatusCode.OK, get.StatusCode); // the live one
+        using (var get = await http.GetAsync("/b")) Assert.Equal(HttpStatusCode.OK, get.StatusCode); // breaking, then live
+        Assert.Equal(["POST", "GET"], seen.ToArray());
+        Assert.Equal(0, live.Count("POST"));
+        Assert.Equal(2, live.Count("GET"));
+        Assert.Equal(1, Retries(gateway, "reset"));
+    }
+
+    [Fact]
+    public async Task ResetAfterTheBody_RetryNonIdempotent_SendsThePostAgain()
+    {
+        await using var breaking = new RawUpstream(async (stream, cancel) =>
+        {
+            await RawUpstream.ReadHeadAsync(stream, cancel);
+            stream.Socket.LingerState = new LingerOption(true, 0);
+            stream.Socket.Close();
+        });
+        await using var live = await CountingUpstream.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config([breaking.Address, live.Address],
+            """, "retry": { "retryNonIdempotent": true }"""));
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri };
+        using (var post = await http.PostAsync("/orders", new StringContent("x"))) Assert.Equal(HttpStatusCode.OK, post.StatusCode);
+        Assert.Equal(1, live.Count("POST"));
+    }
+
+    [Fact]
+    public async Task RetryOnStatus_TriesUpToMaxRetries_AndAnEmptyBudgetStopsEveryRetry()
+    {
+        await using var a = await CountingUpstream.StartAsync(503);
+        await using var b = await CountingUpstream.StartAsync(503);
+        await using (var gateway = await TestGateway.StartAsync(Config([a.Address, b.Address], """, "retry": { "retryOn": [503], "maxRetries": 2 }""")))
+        {
+            using var http = new HttpClient { BaseAddress = gateway.BaseUri };
+            for (int i = 0; i < 10; i++)
+                using (var r = await http.GetAsync("/x")) Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+            Assert.Equal(30, a.Total + b.Total); // three tries each, alternating destinations
+            Assert.Equal(20, Retries(gateway, "status"));
+            // POST is not idempotent: one try
+            using (var post = await http.PostAsync("/x", new StringContent("x"))) Assert.Equal(HttpStatusCode.ServiceUnavailable, post.StatusCode);
+            Assert.Equal(31, a.Total + b.Total);
+        }
+        await using (var gateway = await TestGateway.StartAsync(Config([a.Address, b.Address],
+            """, "retry": { "retryOn": [503], "budgetPercent": 0, "minRetryConcurrency": 0 }""")))
+        {
+            using var http = new HttpClient { BaseAddress = gateway.BaseUri };
+            for (int i = 0; i < 10; i++)
+                using (var r = await http.GetAsync("/x")) Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+            Assert.Equal(41, a.Total + b.Total); // no retry: exactly one try per request
+            Assert.Equal(10, gateway.Metrics.RetryBudgetExhausted.WithLabels("backend").Value);
+        }
+    }
+
+    [Fact]
+    public async Task RetryAfterLongerThanTheBound_IsNotRetried()
+    {
+        var tries = 0;
+        await using var slow = new RawUpstream(async (stream, cancel) =>
+        {
+            while (!cancel.IsCancellationRequested)
+            {
+                var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+                if (head.Length == 0) return;
+                Interlocked.Increment(ref tries);
+                await stream.WriteAsync("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 0\r\n\r\n"u8.ToArray(), cancel);
+            }
+        });
+        await using var gateway = await TestGateway.StartAsync(Config([slow.Address], """, "retry": { "retryOn": [503] }"""));
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri };
+        using (var r = await http.GetAsync("/x")) Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+        Assert.Equal(1, tries);
+    }
+
+    [Fact]
+    public async Task PerTryTimeout_MovesAnIdempotentRequestToTheOtherDestination()
+    {
+        await using var stuck = await GatedUpstream.StartAsync(); // /held never answers until released
+        await using var other = await GatedUpstream.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config([stuck.Address, other.Address], """, "retry": { "perTryTimeout": "300ms" }"""));
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri, Timeout = TimeSpan.FromSeconds(20) };
+        var response = http.GetAsync("/held");
+        await stuck.WaitForHeldAsync();
+        await other.WaitForHeldAsync(); // the retry reached the second destination
+        other.Release();
+        using var r = await response;
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Equal("released", await r.Content.ReadAsStringAsync());
+        Assert.Equal(1, Retries(gateway, "timeout"));
+        stuck.Release();
+    }
+
+    [Fact]
+    public async Task CircuitBreaker_OverMaxConcurrentRequests_Is503AtOnce_AndAnotherClusterIsUnaffected()
+    {
+        await using var gated = await GatedUpstream.StartAsync();
+        await using var other = await CountingUpstream.StartAsync();
+        var config = $$"""
+            {
+              "listeners": [ { "address": "127.0.0.1:0" } ],
+              "clusters": [
+                { "id": "backend", "destinations": [ { "address": "{{gated.Address}}" } ], "circuitBreaker": { "maxConcurrentRequests": 2 } },
+                { "id": "healthy", "destinations": [ { "address": "{{other.Address}}" } ] }
+              ],
+              "routes": [
+                { "id": "healthy", "match": { "pathPrefix": "/healthy" }, "cluster": "healthy" },
+                { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" }
+              ]
+            }
+            """;
+        await using var gateway = await TestGateway.StartAsync(config);
+        using var http = new HttpClient { BaseAddress = gateway.BaseUri, Timeout = TimeSpan.FromSeconds(20) };
+        var held = new[] { http.GetAsync("/held/1"), http.GetAsync("/held/2") };
+        await gated.WaitForHeldAsync(2);
+        using (var third = await http.GetAsync("/held/3"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, third.StatusCode);
+            Assert.Contains("circuit_open", await third.Content.ReadAsStringAsync());
+        }
+        using (var healthy = await http.GetAsync("/healthy")) Assert.Equal(HttpStatusCode.OK, healthy.StatusCode);
+        gated.Release();
+        foreach (var t in held) using (var r = await t) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Equal(1, gateway.Metrics.CircuitBreakerRejections.WithLabels("backend", "concurrent").Value);
+        Assert.Equal(2, gated.Held);
+        // the slots came back: a new request goes through
+        using (var after = await http.GetAsync("/after")) Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("""{ "retryOn": [404] }""", "$.clusters[0].retry.retryOn[0]")]
+    [InlineData("""{ "maxRetries": 11 }""", "$.clusters[0].retry.maxRetries")]
+    [InlineData("""{ "perTryTimeout": "0s" }""", "$.clusters[0].retry.perTryTimeout")]
+    [InlineData("""{ "retries": 1 }""", "$.clusters[0].retry.retries")]
+    public void BadRetrySettings_AreErrorsWithTheirJsonPath(string retry, string path)
+    {
+        var loaded = FastGate.Configuration.ConfigLoader.Load(Config(["http://127.0.0.1:9"], $", \"retry\": {retry}"));
+        Assert.Contains(loaded.Errors, e => e.ToString().Contains(path));
     }
 }

@@ -14,6 +14,41 @@ public sealed record ClusterConfig
     public TimeSpan IdleConnectionTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How https:// destinations are verified (null: the system trust store, SNI = the destination host).</summary>
     public UpstreamTlsConfig? Tls { get; init; }
+    /// <summary>Retries to another destination (docs/retries.md). The defaults retry what was never sent.</summary>
+    public RetryConfig Retry { get; init; } = new();
+    /// <summary>Bounds on the cluster's requests in flight and waiting for a connection (0: no bound).</summary>
+    public CircuitBreakerConfig CircuitBreaker { get; init; } = new();
+}
+
+/// <summary>A cluster's retry settings (Envoy's retry policy and retry budget, nginx's proxy_next_upstream).</summary>
+public sealed record RetryConfig
+{
+    /// <summary>Tries after the first, each to another destination when there is one (0: never retry).</summary>
+    public int MaxRetries { get; init; } = 2;
+    /// <summary>Response statuses retried for idempotent requests (default none: a 5xx is relayed as it is).</summary>
+    public IReadOnlyList<int> RetryOn { get; init; } = [];
+    /// <summary>Retry idempotent requests whose upstream connection broke before a response head (default true).</summary>
+    public bool RetryOnReset { get; init; } = true;
+    /// <summary>The response-head timeout of one try (null: the listener's upstreamResponseTimeout); a try that
+    /// times out is retried when the request is idempotent.</summary>
+    public TimeSpan? PerTryTimeout { get; init; }
+    /// <summary>Also retry non-idempotent requests (POST, PATCH) after they reached a destination. Off: a body that
+    /// reached a destination is never sent twice; only connection failures (never sent) are retried.</summary>
+    public bool RetryNonIdempotent { get; init; }
+    /// <summary>Retries in flight may be at most this share of the cluster's requests in flight…</summary>
+    public int BudgetPercent { get; init; } = 20;
+    /// <summary>…or this many, whichever is larger.</summary>
+    public int MinRetryConcurrency { get; init; } = 3;
+    /// <summary>A 429/503 with Retry-After longer than this is not retried (the destination asked for time).</summary>
+    public TimeSpan MaxRetryAfter { get; init; } = TimeSpan.FromSeconds(1);
+}
+
+public sealed record CircuitBreakerConfig
+{
+    /// <summary>Requests in flight to the cluster; over it, 503 circuit_open at once (0: no bound).</summary>
+    public int MaxConcurrentRequests { get; init; }
+    /// <summary>Requests waiting for a new upstream connection; over it, 503 circuit_open (0: no bound).</summary>
+    public int MaxPendingRequests { get; init; }
 }
 
 /// <summary>A cluster's upstream TLS settings (apply to its https:// destinations).</summary>
@@ -38,7 +73,17 @@ internal static class ClusterConfigBinder
     /// <summary><c>clusters[]</c>.</summary>
     internal static readonly string[] ClusterProperties =
         ConfigReader.Names(nameof(ClusterConfig.Id), nameof(ClusterConfig.Destinations), nameof(ClusterConfig.MaxConnectionsPerDestination),
-        nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls));
+        nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls),
+        nameof(ClusterConfig.Retry), nameof(ClusterConfig.CircuitBreaker));
+
+    /// <summary><c>clusters[].retry</c>.</summary>
+    internal static readonly string[] RetryProperties =
+        ConfigReader.Names(nameof(RetryConfig.MaxRetries), nameof(RetryConfig.RetryOn), nameof(RetryConfig.RetryOnReset), nameof(RetryConfig.PerTryTimeout),
+            nameof(RetryConfig.RetryNonIdempotent), nameof(RetryConfig.BudgetPercent), nameof(RetryConfig.MinRetryConcurrency), nameof(RetryConfig.MaxRetryAfter));
+
+    /// <summary><c>clusters[].circuitBreaker</c>.</summary>
+    internal static readonly string[] CircuitBreakerProperties =
+        ConfigReader.Names(nameof(CircuitBreakerConfig.MaxConcurrentRequests), nameof(CircuitBreakerConfig.MaxPendingRequests));
 
     /// <summary><c>clusters[].tls</c>.</summary>
     internal static readonly string[] UpstreamTlsProperties =
@@ -78,6 +123,59 @@ internal static class ClusterConfigBinder
             MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
             IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
             Tls = tls,
+            Retry = BindRetry(e, p, r),
+            CircuitBreaker = BindBreaker(e, p, r),
+        };
+    }
+
+    private static string N(string property) => ConfigReader.Names(property)[0];
+
+    private static RetryConfig BindRetry(JsonElement e, string p, ConfigReader r)
+    {
+        var d = new RetryConfig();
+        var name = N(nameof(ClusterConfig.Retry));
+        if (!r.TryGet(e, p, name, false, out var x) || !r.IsObject(x, ConfigReader.Child(p, name))) return d;
+        var rp = ConfigReader.Child(p, name);
+        r.CheckUnknown(x, rp, RetryProperties);
+        var statuses = new List<int>();
+        var on = N(nameof(RetryConfig.RetryOn));
+        if (r.TryGet(x, rp, on, false, out var list))
+        {
+            if (list.ValueKind != JsonValueKind.Array) r.Error(ConfigReader.Child(rp, on), "expected an array of statuses such as [502, 503, 504]");
+            else
+            {
+                int k = 0;
+                foreach (var s in list.EnumerateArray())
+                {
+                    if (s.ValueKind == JsonValueKind.Number && s.TryGetInt32(out int code) && code is 429 or (>= 500 and <= 599)) statuses.Add(code);
+                    else r.Error($"{ConfigReader.Child(rp, on)}[{k}]", $"expected 429 or a 5xx status (found {s.GetRawText()})");
+                    k++;
+                }
+            }
+        }
+        return new RetryConfig
+        {
+            MaxRetries = (int)(r.Integer(x, rp, N(nameof(RetryConfig.MaxRetries)), 0, 10) ?? d.MaxRetries),
+            RetryOn = statuses,
+            RetryOnReset = r.Bool(x, rp, N(nameof(RetryConfig.RetryOnReset))) ?? d.RetryOnReset,
+            PerTryTimeout = r.Duration(x, rp, N(nameof(RetryConfig.PerTryTimeout))),
+            RetryNonIdempotent = r.Bool(x, rp, N(nameof(RetryConfig.RetryNonIdempotent))) ?? d.RetryNonIdempotent,
+            BudgetPercent = (int)(r.Integer(x, rp, N(nameof(RetryConfig.BudgetPercent)), 0, 100) ?? d.BudgetPercent),
+            MinRetryConcurrency = (int)(r.Integer(x, rp, N(nameof(RetryConfig.MinRetryConcurrency)), 0, 100_000) ?? d.MinRetryConcurrency),
+            MaxRetryAfter = r.Duration(x, rp, N(nameof(RetryConfig.MaxRetryAfter))) ?? d.MaxRetryAfter,
+        };
+    }
+
+    private static CircuitBreakerConfig BindBreaker(JsonElement e, string p, ConfigReader r)
+    {
+        var name = N(nameof(ClusterConfig.CircuitBreaker));
+        if (!r.TryGet(e, p, name, false, out var x) || !r.IsObject(x, ConfigReader.Child(p, name))) return new CircuitBreakerConfig();
+        var bp = ConfigReader.Child(p, name);
+        r.CheckUnknown(x, bp, CircuitBreakerProperties);
+        return new CircuitBreakerConfig
+        {
+            MaxConcurrentRequests = (int)(r.Integer(x, bp, N(nameof(CircuitBreakerConfig.MaxConcurrentRequests)), 0, 10_000_000) ?? 0),
+            MaxPendingRequests = (int)(r.Integer(x, bp, N(nameof(CircuitBreakerConfig.MaxPendingRequests)), 0, 10_000_000) ?? 0),
         };
     }
 
@@ -102,6 +200,8 @@ internal static class ClusterConfigBinder
                 else anyHttps |= uri.Scheme == "https";
             }
             if (c.Tls is { } tls) ValidateUpstreamTls(config, tls, p + ".tls", anyHttps, errors);
+            if (c.Retry.PerTryTimeout is { } perTry && perTry <= TimeSpan.Zero)
+                errors.Add(new ConfigError(p + ".retry.perTryTimeout", "must be greater than 0"));
             if (c.MaxIdleConnectionsPerDestination > c.MaxConnectionsPerDestination)
                 errors.Add(new ConfigError(p + ".maxIdleConnectionsPerDestination", "cannot exceed maxConnectionsPerDestination"));
         }
