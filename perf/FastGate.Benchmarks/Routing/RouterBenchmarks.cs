@@ -25,8 +25,9 @@ public class RouterBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var cluster = new ClusterModel("c", []);
-        var metrics = new RouteMetrics("bench", new GatewayMetrics());
+        var metricsRoot = new GatewayMetrics();
+        var cluster = new ClusterModel("c", [], new ClusterResilience("c", new(), new(), metricsRoot));
+        var metrics = new RouteMetrics("bench", metricsRoot);
         var entries = new List<RouteEntry>();
         for (int i = 0; i < Routes; i++)
         {
@@ -34,8 +35,7 @@ public class RouterBenchmarks
             entries.Add(new RouteEntry
             {
                 Route = route,
-                HostKind = i % 3 == 0 ? HostMatchKind.Any : HostMatchKind.Exact,
-                Host = i % 3 == 0 ? [] : Encoding.ASCII.GetBytes($"t{i % 500}.example.com"),
+                Host = i % 3 == 0 ? HostPattern.Any : HostPattern.Parse($"t{i % 500}.example.com"),
                 PathKind = PathMatchKind.Prefix,
                 Path = Encoding.ASCII.GetBytes($"/svc/{i}/v1"),
             });

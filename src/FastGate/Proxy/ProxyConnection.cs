@@ -208,8 +208,10 @@ internal sealed partial class ProxyConnection : IDisposable
                         resilience.ExitPending();
                         if (connection is null)
                         {
-                            // never sent: any method may go to another destination
-                            if (TryRetry(resilience, attempt, RetryReason.Connect))
+                            // never sent: any method may go to another destination. A certificate the gateway refuses
+                            // is refused again by the same destination, so it is retried only where another one exists.
+                            if ((error != RejectReason.UpstreamTlsFailed || cluster.Destinations.Length > 1)
+                                && TryRetry(resilience, attempt, RetryReason.Connect))
                             {
                                 previous = destination;
                                 continue;

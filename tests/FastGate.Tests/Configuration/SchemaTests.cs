@@ -50,14 +50,14 @@ public class SchemaTests
         var root = ValidateCommandTests.RepoRoot();
         using var schema = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "config", "fastgate.schema.json")));
         var cluster = schema.RootElement.GetProperty("properties").GetProperty("clusters").GetProperty("items").GetProperty("properties");
-        string[] clusterProps = ["destinations", "id", "idleConnectionTimeout", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "tls"];
+        string[] clusterProps = ["circuitBreaker", "destinations", "id", "idleConnectionTimeout", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "retry", "tls"];
         Assert.Equal(clusterProps, cluster.EnumerateObject().Select(p => p.Name).Order());
         string[] tlsProps = ["ca", "insecureSkipVerify", "sni"];
         Assert.Equal(tlsProps, cluster.GetProperty("tls").GetProperty("properties").EnumerateObject().Select(p => p.Name).Order());
         // the loader knows exactly these names: each is accepted, a neighbour is not
         string tls = string.Join(", ", tlsProps.Select(p => $"\"{p}\": null"));
         string json = "{ \"clusters\": [ { \"id\": \"c\", \"destinations\": [], \"maxConnectionsPerDestination\": null, " +
-                      "\"maxIdleConnectionsPerDestination\": null, \"idleConnectionTimeout\": null, \"tls\": { " + tls + ", \"bogus\": 1 } } ] }";
+                      "\"maxIdleConnectionsPerDestination\": null, \"idleConnectionTimeout\": null, \"retry\": null, \"circuitBreaker\": null, \"tls\": { " + tls + ", \"bogus\": 1 } } ] }";
         var errors = FastGate.Configuration.ConfigLoader.Load(json).Errors;
         Assert.DoesNotContain(errors, e => e.Message.StartsWith("unknown property", StringComparison.Ordinal) && !e.Path.EndsWith(".bogus", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.Path == "$.clusters[0].tls.bogus");
