@@ -14,6 +14,11 @@ public sealed record ClusterConfig
     public TimeSpan IdleConnectionTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How https:// destinations are verified (null: the system trust store, SNI = the destination host).</summary>
     public UpstreamTlsConfig? Tls { get; init; }
+    /// <summary>Active health checks (null: none; destinations are healthy unless outlier detection ejects them).</summary>
+    public HealthCheckConfig? HealthCheck { get; init; }
+    /// <summary>Passive health: ejection on consecutive failures. On by default (see <see cref="OutlierDetectionConfig"/>).</summary>
+    public OutlierDetectionConfig OutlierDetection { get; init; } = new();
+    public LoadBalancingConfig LoadBalancing { get; init; } = new();
 }
 
 /// <summary>A cluster's upstream TLS settings (apply to its https:// destinations).</summary>
@@ -30,6 +35,9 @@ public sealed record UpstreamTlsConfig
 public sealed record DestinationConfig
 {
     public string Address { get; init; } = "";
+    /// <summary>Relative share of traffic (roundRobin, random, leastRequest, consistentHash points).</summary>
+    public int Weight { get; init; } = 1;
+    internal const int MaxWeight = 1000;
 }
 
 /// <summary>Binds and checks <c>clusters</c> (destinations and upstream TLS).</summary>
@@ -38,14 +46,15 @@ internal static class ClusterConfigBinder
     /// <summary><c>clusters[]</c>.</summary>
     internal static readonly string[] ClusterProperties =
         ConfigReader.Names(nameof(ClusterConfig.Id), nameof(ClusterConfig.Destinations), nameof(ClusterConfig.MaxConnectionsPerDestination),
-        nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls));
+        nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls),
+        nameof(ClusterConfig.HealthCheck), nameof(ClusterConfig.OutlierDetection), nameof(ClusterConfig.LoadBalancing));
 
     /// <summary><c>clusters[].tls</c>.</summary>
     internal static readonly string[] UpstreamTlsProperties =
         ConfigReader.Names(nameof(UpstreamTlsConfig.Ca), nameof(UpstreamTlsConfig.Sni), nameof(UpstreamTlsConfig.InsecureSkipVerify));
 
     /// <summary><c>clusters[].destinations[]</c>.</summary>
-    internal static readonly string[] DestinationProperties = ConfigReader.Names(nameof(DestinationConfig.Address));
+    internal static readonly string[] DestinationProperties = ConfigReader.Names(nameof(DestinationConfig.Address), nameof(DestinationConfig.Weight));
 
     public static List<ClusterConfig> Bind(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r));
@@ -72,12 +81,19 @@ internal static class ClusterConfigBinder
             Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
             {
                 r.CheckUnknown(de, dp, DestinationProperties);
-                return new DestinationConfig { Address = r.String(de, dp, "address", required: true) ?? "" };
+                return new DestinationConfig
+                {
+                    Address = r.String(de, dp, "address", required: true) ?? "",
+                    Weight = (int)(r.Integer(de, dp, "weight", 1, DestinationConfig.MaxWeight) ?? 1),
+                };
             }),
             MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
             MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
             IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
             Tls = tls,
+            HealthCheck = TrafficConfigBinder.BindHealthCheck(e, p, r),
+            OutlierDetection = TrafficConfigBinder.BindOutlierDetection(e, p, r),
+            LoadBalancing = TrafficConfigBinder.BindLoadBalancing(e, p, r),
         };
     }
 
@@ -104,6 +120,7 @@ internal static class ClusterConfigBinder
             if (c.Tls is { } tls) ValidateUpstreamTls(config, tls, p + ".tls", anyHttps, errors);
             if (c.MaxIdleConnectionsPerDestination > c.MaxConnectionsPerDestination)
                 errors.Add(new ConfigError(p + ".maxIdleConnectionsPerDestination", "cannot exceed maxConnectionsPerDestination"));
+            TrafficConfigBinder.Validate(c, p, errors);
         }
     }
 
