@@ -86,6 +86,8 @@ public sealed class GatewayObservability : IAsyncDisposable
     public AlertEngine Alerts { get; }
     public AnomalyDetector Anomaly { get; }
     public BlockList Blocks { get; }
+    /// <summary>Usable and total destinations of a cluster by id (set by the runtime; the upstreamDown alert reads it).</summary>
+    public Func<string, (int Usable, int Total)?>? ClusterHealth { get; set; }
 
     /// <summary>Sends alert, anomaly and notifier log entries to <paramref name="logger"/> from now on.</summary>
     public void UseLogger(ILogger logger) => _logger.Inner = logger;

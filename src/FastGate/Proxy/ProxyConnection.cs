@@ -187,7 +187,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         if (_bodyComplete) StopBodyTiming();
                     }
                     // 3a. lease an upstream connection
-                    var destination = cluster.Pick(_exchange, avoid: null);
+                    var destination = PickDestination(cluster, avoid: null);
                     NoteUpstream(cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
@@ -195,6 +195,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         var (connection, error) = await destination.Pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
                         if (connection is null)
                         {
+                            EndTry(ConnectOutcome(error));
                             keepAlive = await RejectAsync(error, close: CloseAfterReply).ConfigureAwait(false);
                             break;
                         }
@@ -205,6 +206,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     if (StopReason != RejectReason.None)
                     {
                         // the request timed out while it waited for the connection: nothing was sent on it
+                        EndTry(UpstreamOutcome.Abandoned);
                         ReleaseUpstream(upstream, reuse: upstream.Reused);
                         keepAlive = await RejectAsync(StopReason, close: true).ConfigureAwait(false);
                         break;
@@ -217,6 +219,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     StopBodyTiming();
                     if (sent != CopyResult.Done)
                     {
+                        EndTry(sent == CopyResult.DestinationFailed && !upstream.Reused ? UpstreamOutcome.Reset : UpstreamOutcome.Abandoned);
                         ReleaseUpstream(upstream, reuse: false);
                         if (sent == CopyResult.DestinationFailed && CanRetry(upstream, attempt)) continue; // stale keep-alive
                         keepAlive = await RejectBodyAsync(sent).ConfigureAwait(false);
@@ -256,14 +259,16 @@ internal sealed partial class ProxyConnection : IDisposable
                     if (responseStep == ResponseStep.Failed)
                     {
                         ReleaseUpstream(upstream, reuse: false);
+                        EndTry(ResponseFailureOutcome(StopReason == RejectReason.RequestTimeout ? StopReason : responseError, upstream.Reused));
                         if (StopReason == RejectReason.RequestTimeout) responseError = RejectReason.RequestTimeout;
                         else if (responseError == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // idempotent or replayable only
                         keepAlive = await RejectAsync(responseError, close: request.WantsClose).ConfigureAwait(false);
                         break;
                     }
 
-                    // 3d. relay the response
+                    // 3d. relay the response (the try ends with its head: a client abort mid-body is not the destination's)
                     var response = _response;
+                    EndTry(response.StatusCode >= 500 ? UpstreamOutcome.ServerError : UpstreamOutcome.Success);
                     _exchange.Status = response.StatusCode;
                     if (response.StatusCode == 101)
                     {
@@ -343,6 +348,7 @@ internal sealed partial class ProxyConnection : IDisposable
         }
         finally
         {
+            EndTry(UpstreamOutcome.Abandoned); // a try an exception cut short
             await CompleteClientAsync().ConfigureAwait(false);
         }
     }
