@@ -26,7 +26,7 @@ public class RouterBenchmarks
     public void Setup()
     {
         var metricsRoot = new GatewayMetrics();
-        var cluster = new ClusterModel("c", [], new ClusterResilience("c", new(), new(), metricsRoot));
+        var cluster = new ClusterModel("c", [], FastGate.Traffic.ClusterTraffic.Default, new ClusterResilience("c", new(), new(), metricsRoot));
         var metrics = new RouteMetrics("bench", metricsRoot);
         var entries = new List<RouteEntry>();
         for (int i = 0; i < Routes; i++)

@@ -38,6 +38,7 @@ public static class SnapshotCompiler
         }
         var limits = config.Limits;
         var clusters = new Dictionary<string, ClusterModel>(StringComparer.Ordinal);
+        var clock = time ?? TimeProvider.System;
         foreach (var c in config.Clusters)
         {
             var destinations = c.Destinations.Select(d =>
@@ -48,10 +49,11 @@ public static class SnapshotCompiler
                     : new DnsEndPoint(uri.Host, uri.Port);
                 var tls = uri.Scheme == "https" ? UpstreamTlsModel.Create(uri.Host, c.Tls, config.BaseDirectory) : null;
                 var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout, tls);
-                return new DestinationModel(d.Address, uri.Authority, pool);
+                return new DestinationModel(d.Address, uri.Authority, pool, d.Weight, pools.Health.GetOrCreate(c.Id, d.Address));
             }).ToArray();
-            clusters[c.Id] = new ClusterModel(c.Id, destinations, new ClusterResilience(c.Id, c.Retry, c.CircuitBreaker, metrics));
+            clusters[c.Id] = new ClusterModel(c.Id, destinations, new Traffic.ClusterTraffic(c, clock), new ClusterResilience(c.Id, c.Retry, c.CircuitBreaker, metrics));
         }
+        pools.Health.Retain(config.Clusters.SelectMany(c => c.Destinations.Select(d => (c.Id, d.Address))));
 
         var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();
         var cors = config.Cors.ToDictionary(c => c.Id, c => new Security.CorsModel(c), StringComparer.Ordinal);

@@ -91,6 +91,9 @@ internal sealed class AdminApi
             case ("/admin/routes", "GET"):
                 await Json(response, 200, WriteRoutes);
                 return;
+            case ("/admin/clusters", "GET"):
+                await Json(response, 200, w => Traffic.TrafficAdmin.WriteClusters(w, _runtime));
+                return;
             case ("/admin/explain", "GET"):
                 await ExplainAsync(context);
                 return;
@@ -111,7 +114,7 @@ internal sealed class AdminApi
                 return;
             default:
                 if (await Observability.ObservabilityAdmin.TryHandleAsync(context, _runtime.Observability)) return; // alerts, blocks
-                await Json(response, path is "/admin/config" or "/admin/reload" or "/admin/routes" or "/admin/explain" or "/admin/validate" ? 405 : 404,
+                await Json(response, path is "/admin/config" or "/admin/reload" or "/admin/routes" or "/admin/clusters" or "/admin/explain" or "/admin/validate" ? 405 : 404,
                     w => w.WriteString("error", $"{method} {path} is not an admin endpoint"));
                 return;
         }

@@ -150,6 +150,15 @@ public sealed class GatewayMetrics
         UpstreamConnections = f.CreateGauge("fastgate_upstream_connections",
             "Pooled upstream connections per destination, by state (open: all, idle: waiting in the pool).",
             new GaugeConfiguration { LabelNames = ["cluster", "destination", "state"] });
+        // health and balancing (src/FastGate/Traffic, docs/traffic-management.md)
+        DestinationState = f.CreateGauge("fastgate_upstream_destination_state",
+            "Each destination's health state (1 for the state it is in: healthy, unhealthy, ejected; 0 for the others).",
+            new GaugeConfiguration { LabelNames = ["cluster", "destination", "state"] });
+        DestinationEjections = f.CreateCounter("fastgate_upstream_ejections_total",
+            "Ejections of a destination by outlier detection, by cluster and destination.", new CounterConfiguration { LabelNames = ["cluster", "destination"] });
+        HealthChecks = f.CreateCounter("fastgate_upstream_health_checks_total",
+            "Active health check probes, by cluster, destination and result (success, failure).",
+            new CounterConfiguration { LabelNames = ["cluster", "destination", "result"] });
         AllocatedBytes = f.CreateCounter("dotnet_gc_allocated_bytes_total",
             "Bytes allocated on the managed heap since the process started (GC.GetTotalAllocatedBytes).");
         JwtValidations = f.CreateCounter("fastgate_jwt_validations_total",
@@ -213,6 +222,9 @@ public sealed class GatewayMetrics
     public Counter AccessLogDropped { get; }
     public Gauge PolicyReportMatches { get; }
     public Gauge UpstreamConnections { get; }
+    public Gauge DestinationState { get; }
+    public Counter DestinationEjections { get; }
+    public Counter HealthChecks { get; }
     public Counter AllocatedBytes { get; }
     private Counter? _jwksFetches;
     /// <summary>Registered with the first JWT key source (as before: a gateway without jwtIssuers does not list it).

@@ -88,6 +88,8 @@ public sealed class GatewayObservability : IAsyncDisposable
     public BlockList Blocks { get; }
     /// <summary>Cluster mode: this gateway's membership (set by the host when a redis connection is configured).</summary>
     public FastGate.Cluster.ClusterNode? ClusterNode { get; set; }
+    /// <summary>Usable and total destinations of a cluster by id (set by the runtime; the upstreamDown alert reads it).</summary>
+    public Func<string, (int Usable, int Total)?>? ClusterHealth { get; set; }
 
     /// <summary>Sends alert, anomaly and notifier log entries to <paramref name="logger"/> from now on.</summary>
     public void UseLogger(ILogger logger) => _logger.Inner = logger;

@@ -37,6 +37,25 @@ public sealed class GatewayRuntime : IDisposable
         Metrics.SetConfigInForce(null, initial.Version, initial.LoadedAt);
         Metrics.Registry.AddBeforeCollectCallback(CollectGauges);
         _heartbeat = new Timer(_ => OnHeartbeat(), null, HeartbeatInterval, HeartbeatInterval);
+        HealthChecks = new Traffic.HealthChecker(() => Current.Clusters, time ?? TimeProvider.System);
+        Observability.ClusterHealth = ClusterHealth;
+    }
+
+    /// <summary>Active health checks of the clusters in force (one timer for all destinations).</summary>
+    public Traffic.HealthChecker HealthChecks { get; }
+
+    /// <summary>How many of a cluster's destinations are usable now (null: no such cluster); feeds the upstreamDown alert.</summary>
+    public (int Usable, int Total)? ClusterHealth(string clusterId)
+    {
+        foreach (var c in Current.Clusters)
+        {
+            if (c.Id != clusterId) continue;
+            long now = c.Traffic.Time.GetTimestamp();
+            int usable = 0;
+            foreach (var d in c.Destinations) if (d.Health.IsUsable(now)) usable++;
+            return (usable, c.Destinations.Length);
+        }
+        return null;
     }
 
     public GatewaySnapshot Current => Volatile.Read(ref _current);
@@ -128,12 +147,14 @@ public sealed class GatewayRuntime : IDisposable
                 Metrics.UpstreamConnections.WithLabels(cluster.Id, d.Address, "idle").Set(d.Pool.IdleConnections);
             }
         }
+        Traffic.HealthChecker.CollectGauges(current, Metrics);
     }
 
     public void Dispose()
     {
         _heartbeat.Dispose();
         Tracing?.Dispose(); // flushes what is queued
+        HealthChecks.Dispose();
         Pools.Dispose();
         Limiters.Dispose();
         Observability.DisposeAsync().AsTask().GetAwaiter().GetResult();

@@ -194,7 +194,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         if (_bodyComplete) StopBodyTiming();
                     }
                     // 3a. lease an upstream connection
-                    var destination = cluster.Pick(_exchange, avoid: previous);
+                    var destination = PickDestination(cluster, avoid: previous);
                     NoteUpstream(cluster, destination);
                     var upstream = destination.Pool.TryRentIdle();
                     if (upstream is null)
@@ -208,6 +208,7 @@ internal sealed partial class ProxyConnection : IDisposable
                         resilience.ExitPending();
                         if (connection is null)
                         {
+                            EndTry(ConnectOutcome(error));
                             // never sent: any method may go to another destination. A certificate the gateway refuses
                             // is refused again by the same destination, so it is retried only where another one exists.
                             if ((error != RejectReason.UpstreamTlsFailed || cluster.Destinations.Length > 1)
@@ -226,6 +227,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     if (StopReason != RejectReason.None)
                     {
                         // the request timed out while it waited for the connection: nothing was sent on it
+                        EndTry(UpstreamOutcome.Abandoned);
                         ReleaseUpstream(upstream, reuse: upstream.Reused);
                         keepAlive = await RejectAsync(StopReason, close: true).ConfigureAwait(false);
                         break;
@@ -238,6 +240,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     StopBodyTiming();
                     if (sent != CopyResult.Done)
                     {
+                        EndTry(sent == CopyResult.DestinationFailed && !upstream.Reused ? UpstreamOutcome.Reset : UpstreamOutcome.Abandoned);
                         ReleaseUpstream(upstream, reuse: false);
                         if (sent == CopyResult.DestinationFailed && CanRetry(upstream, attempt)) continue; // stale keep-alive
                         keepAlive = await RejectBodyAsync(sent).ConfigureAwait(false);
@@ -277,6 +280,7 @@ internal sealed partial class ProxyConnection : IDisposable
                     if (responseStep == ResponseStep.Failed)
                     {
                         ReleaseUpstream(upstream, reuse: false);
+                        EndTry(ResponseFailureOutcome(StopReason == RejectReason.RequestTimeout ? StopReason : responseError, upstream.Reused));
                         if (StopReason == RejectReason.RequestTimeout) responseError = RejectReason.RequestTimeout;
                         else if (responseError == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // a stale keep-alive connection
                         else if (RetryAfterFailure(resilience, attempt, responseError))
@@ -289,8 +293,9 @@ internal sealed partial class ProxyConnection : IDisposable
                         break;
                     }
 
-                    // 3d. relay the response
+                    // 3d. relay the response (the try ends with its head: a client abort mid-body is not the destination's)
                     var response = _response;
+                    EndTry(response.StatusCode >= 500 ? UpstreamOutcome.ServerError : UpstreamOutcome.Success);
                     if (RetryAfterStatus(resilience, attempt, response))
                     {
                         ReleaseUpstream(upstream, reuse: false); // its unread body goes with the connection
@@ -378,6 +383,7 @@ internal sealed partial class ProxyConnection : IDisposable
         }
         finally
         {
+            EndTry(UpstreamOutcome.Abandoned); // a try an exception cut short
             LeaveCluster(); // a request an exception cut short
             await CompleteClientAsync().ConfigureAwait(false);
         }

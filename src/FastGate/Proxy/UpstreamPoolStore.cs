@@ -20,7 +20,14 @@ public sealed class UpstreamPoolStore : IDisposable
         new SocketConnectionFactoryOptions { UnsafePreferInlineScheduling = true }, NullLogger.Instance);
 
     /// <param name="metrics">The metrics of the gateway the pools belong to (snapshots compiled with this store count there too).</param>
-    public UpstreamPoolStore(GatewayMetrics metrics) => Metrics = metrics;
+    public UpstreamPoolStore(GatewayMetrics metrics)
+    {
+        Metrics = metrics;
+        Health = new Traffic.DestinationHealthStore(metrics);
+    }
+
+    /// <summary>Destination health (checks, ejections, in-flight counts), kept across reloads like the pools.</summary>
+    public Traffic.DestinationHealthStore Health { get; }
 
     public GatewayMetrics Metrics { get; }
 

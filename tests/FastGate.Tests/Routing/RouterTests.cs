@@ -13,7 +13,7 @@ namespace FastGate.Tests.Routing;
 /// </summary>
 public class RouterTests
 {
-    private static readonly ClusterModel Cluster = new("c", [], new ClusterResilience("c", new(), new(), new GatewayMetrics()));
+    private static readonly ClusterModel Cluster = new("c", [], FastGate.Traffic.ClusterTraffic.Default, new ClusterResilience("c", new(), new(), new GatewayMetrics()));
     private static readonly string[] Hosts = ["*", "a.example.com", "b.example.com", "*.example.com", "*.b.example.com", "other.test"];
     private static readonly string[] Paths = ["/", "/a", "/a/", "/a/b", "/a/b/", "/ab", "/b", "/a/b/c", "/c/", "/a/x"];
     private static readonly string[] Methods = ["GET", "POST", "PURGE"];

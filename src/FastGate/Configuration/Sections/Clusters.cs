@@ -18,6 +18,11 @@ public sealed record ClusterConfig
     public RetryConfig Retry { get; init; } = new();
     /// <summary>Bounds on the cluster's requests in flight and waiting for a connection (0: no bound).</summary>
     public CircuitBreakerConfig CircuitBreaker { get; init; } = new();
+    /// <summary>Active health checks (null: none; destinations are healthy unless outlier detection ejects them).</summary>
+    public HealthCheckConfig? HealthCheck { get; init; }
+    /// <summary>Passive health: ejection on consecutive failures. On by default (see <see cref="OutlierDetectionConfig"/>).</summary>
+    public OutlierDetectionConfig OutlierDetection { get; init; } = new();
+    public LoadBalancingConfig LoadBalancing { get; init; } = new();
 }
 
 /// <summary>A cluster's retry settings (Envoy's retry policy and retry budget, nginx's proxy_next_upstream).</summary>
@@ -65,6 +70,9 @@ public sealed record UpstreamTlsConfig
 public sealed record DestinationConfig
 {
     public string Address { get; init; } = "";
+    /// <summary>Relative share of traffic (roundRobin, random, leastRequest, consistentHash points).</summary>
+    public int Weight { get; init; } = 1;
+    internal const int MaxWeight = 1000;
 }
 
 /// <summary>Binds and checks <c>clusters</c> (destinations and upstream TLS).</summary>
@@ -74,7 +82,8 @@ internal static class ClusterConfigBinder
     internal static readonly string[] ClusterProperties =
         ConfigReader.Names(nameof(ClusterConfig.Id), nameof(ClusterConfig.Destinations), nameof(ClusterConfig.MaxConnectionsPerDestination),
         nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls),
-        nameof(ClusterConfig.Retry), nameof(ClusterConfig.CircuitBreaker));
+        nameof(ClusterConfig.Retry), nameof(ClusterConfig.CircuitBreaker),
+        nameof(ClusterConfig.HealthCheck), nameof(ClusterConfig.OutlierDetection), nameof(ClusterConfig.LoadBalancing));
 
     /// <summary><c>clusters[].retry</c>.</summary>
     internal static readonly string[] RetryProperties =
@@ -90,7 +99,7 @@ internal static class ClusterConfigBinder
         ConfigReader.Names(nameof(UpstreamTlsConfig.Ca), nameof(UpstreamTlsConfig.Sni), nameof(UpstreamTlsConfig.InsecureSkipVerify));
 
     /// <summary><c>clusters[].destinations[]</c>.</summary>
-    internal static readonly string[] DestinationProperties = ConfigReader.Names(nameof(DestinationConfig.Address));
+    internal static readonly string[] DestinationProperties = ConfigReader.Names(nameof(DestinationConfig.Address), nameof(DestinationConfig.Weight));
 
     public static List<ClusterConfig> Bind(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r));
@@ -117,7 +126,11 @@ internal static class ClusterConfigBinder
             Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
             {
                 r.CheckUnknown(de, dp, DestinationProperties);
-                return new DestinationConfig { Address = r.String(de, dp, "address", required: true) ?? "" };
+                return new DestinationConfig
+                {
+                    Address = r.String(de, dp, "address", required: true) ?? "",
+                    Weight = (int)(r.Integer(de, dp, "weight", 1, DestinationConfig.MaxWeight) ?? 1),
+                };
             }),
             MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
             MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
@@ -125,6 +138,9 @@ internal static class ClusterConfigBinder
             Tls = tls,
             Retry = BindRetry(e, p, r),
             CircuitBreaker = BindBreaker(e, p, r),
+            HealthCheck = TrafficConfigBinder.BindHealthCheck(e, p, r),
+            OutlierDetection = TrafficConfigBinder.BindOutlierDetection(e, p, r),
+            LoadBalancing = TrafficConfigBinder.BindLoadBalancing(e, p, r),
         };
     }
 
@@ -204,6 +220,7 @@ internal static class ClusterConfigBinder
                 errors.Add(new ConfigError(p + ".retry.perTryTimeout", "must be greater than 0"));
             if (c.MaxIdleConnectionsPerDestination > c.MaxConnectionsPerDestination)
                 errors.Add(new ConfigError(p + ".maxIdleConnectionsPerDestination", "cannot exceed maxConnectionsPerDestination"));
+            TrafficConfigBinder.Validate(c, p, errors);
         }
     }
 

@@ -271,6 +271,9 @@ public sealed class AlertEngine : IDisposable
             case AlertRuleTypes.UpstreamDown:
             {
                 bool firing = w.UpstreamFailed >= Math.Max(1, rule.MinRequests) && w.UpstreamOk == 0;
+                // also fed by destination health: every destination failing its checks or ejected, traffic or not
+                if (!firing && _hub.ClusterHealth?.Invoke(rule.Cluster!) is { Usable: 0, Total: > 0 } health)
+                    return (true, health.Total, $"no destination of cluster {rule.Cluster} is healthy ({health.Total} unhealthy or ejected; serving in panic mode)", counters, []);
                 return (firing, w.UpstreamFailed, firing
                     ? $"every upstream exchange of cluster {rule.Cluster} failed over {window} ({w.UpstreamFailed} failures, 0 successes)"
                     : $"cluster {rule.Cluster}: {w.UpstreamOk} successful, {w.UpstreamFailed} failed upstream exchanges over {window}", counters, []);
