@@ -110,11 +110,15 @@ internal sealed partial class ProxyConnection
 
     private bool StartSpans(GatewayTracing tracing, in TraceParent parent, bool forward, long started)
     {
+        // both starts from one pair of clock readings, so the upstream span never starts before the server span
         var now = DateTimeOffset.UtcNow;
-        var server = tracing.StartServer(parent, _incomingTraceValid, started == 0 ? now : now - Stopwatch.GetElapsedTime(started));
+        long ticks = Stopwatch.GetTimestamp();
+        var serverStart = started == 0 ? now : now - Stopwatch.GetElapsedTime(started, ticks);
+        var server = tracing.StartServer(parent, _incomingTraceValid, serverStart);
         if (server is null) return false; // not sampled (and errors not recorded): the plain trace context
         _serverSpan = server;
-        _clientSpan = forward ? GatewayTracing.StartClient(server, _upstreamStart == 0 ? now : now - Stopwatch.GetElapsedTime(_upstreamStart)) : null;
+        var clientStart = _upstreamStart == 0 ? now : now - Stopwatch.GetElapsedTime(_upstreamStart, ticks);
+        _clientSpan = forward ? GatewayTracing.StartClient(server, clientStart < serverStart ? serverStart : clientStart) : null;
         var next = TraceParent.From(_clientSpan ?? server);
         next.Format(_traceParent);
         next.WriteTraceId(_traceId);
@@ -129,6 +133,7 @@ internal sealed partial class ProxyConnection
         var client = _clientSpan;
         _serverSpan = _clientSpan = null;
         var now = DateTimeOffset.UtcNow;
+        long ticks = Stopwatch.GetTimestamp();
         var reason = record.Reason;
         bool error = record.Status >= 500 || (reason != RejectReason.None && reason != RejectReason.NoRoute);
         if (record.Route is { } route) server.SetTag("fastgate.route", route.RouteId);
@@ -156,7 +161,7 @@ internal sealed partial class ProxyConnection
             var upstreamError = GatewayMetrics.UpstreamErrorKind(reason);
             if (upstreamError is not null) client.SetStatus(ActivityStatusCode.Error, RejectReasons.Name(reason));
             else if (record.Status > 0) client.SetTag("http.response.status_code", record.Status);
-            client.SetEndTime(record.UpstreamEndTimestamp != 0 ? (now - Stopwatch.GetElapsedTime(record.UpstreamEndTimestamp)).UtcDateTime : now.UtcDateTime);
+            client.SetEndTime(record.UpstreamEndTimestamp != 0 ? (now - Stopwatch.GetElapsedTime(record.UpstreamEndTimestamp, ticks)).UtcDateTime : now.UtcDateTime);
         }
         if (error)
         {

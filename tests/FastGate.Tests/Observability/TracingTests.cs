@@ -87,7 +87,8 @@ public class TracingTests
         Assert.Equal(200L, server.Attributes["http.response.status_code"]);
         Assert.Equal("/private/orders", server.Attributes["url.path"]);
         Assert.Equal(upstream.Address, client.Attributes["server.address"]);
-        Assert.True(server.StartNanos <= client.StartNanos && client.EndNanos <= server.EndNanos, "the upstream span lies within the server span");
+        Assert.True(server.StartNanos <= client.StartNanos, $"the upstream span starts within the server span ({server.StartNanos} > {client.StartNanos})");
+        Assert.True(client.EndNanos <= server.EndNanos, $"the upstream span ends within the server span ({client.EndNanos} > {server.EndNanos})");
 
         // the upstream received the upstream span as its parent: its own spans continue this trace under the gateway's
         Assert.True(upstream.TraceParents.TryDequeue(out var forwarded));
