@@ -15,8 +15,8 @@ public sealed record WafLoadOptions
     public int? ParanoiaLevel { get; init; }
     /// <summary>Set tx.inbound_anomaly_score_threshold after the setup file; null: the setup file's.</summary>
     public int? InboundThreshold { get; init; }
-    /// <summary>Rule ids removed (SecRuleRemoveById).</summary>
-    public IReadOnlyList<int> RemoveRules { get; init; } = [];
+    /// <summary>Rule ids or "from-to" ranges removed (SecRuleRemoveById).</summary>
+    public IReadOnlyList<string> RemoveRanges { get; init; } = [];
     /// <summary>Rules removed by tag.</summary>
     public IReadOnlyList<string> RemoveTags { get; init; } = [];
 }
@@ -103,7 +103,7 @@ public sealed class WafRuleSet
         if (options.InboundThreshold is int th) overrides.Add($"setvar:tx.inbound_anomaly_score_threshold={th}");
         if (overrides.Count > 0)
             directives.Insert(overrideAt, new SecDirective("SecAction", [$"id:1,phase:1,pass,nolog,{string.Join(',', overrides)}"], "(profile settings)", 0));
-        foreach (var id in options.RemoveRules) set._removedIds.Add((id, id));
+        foreach (var r in options.RemoveRanges) if (ParseIdRange(r) is { } range) set._removedIds.Add(range);
         set._removedTags.AddRange(options.RemoveTags);
         set.Compile(directives);
         return set;

@@ -45,6 +45,9 @@ public sealed class WafTransaction
     }
 
     public List<WafMatch> Matches { get; } = [];
+
+    /// <summary>The request body (read before phase 2).</summary>
+    public void SetBody(byte[]? body) { if (!_bodyDone) _request.Body = body; }
     /// <summary>The rule that interrupted (deny/drop), or null.</summary>
     public WafRule? Interruption { get; private set; }
     public int Status { get; private set; }
