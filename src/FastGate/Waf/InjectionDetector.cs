@@ -157,7 +157,8 @@ public static class InjectionDetector
             return f.Length >= 4 && f[3] is 'o' or 'c' or '(' or 'k' || f[2] is 'f' or 'E';
         if (f.Length >= 3 && f[0] == 'n' && f[1] == '&' && f[2] is '1' or 's' or 'v' && f.Length >= 4 && f[3] == 'o') return true;
         if (f.Length >= 3 && f[0] == 'E' && (f.IndexOf('k') > 0) && f[1] is 'n' or 'o' or 'f' or '1' or 'v') return true;
-        if (f.Length >= 2 && f[0] == 'f' && f[1] == '(' && f.Length >= 3 && f[2] is 'E' or 'v') return true;
+        if (f.Length >= 3 && f[0] == 'f' && f[1] == '(' && f[2] is 'E' or 'v') return true;
+        if (f.Length >= 4 && f[0] == 'f' && f[1] == '(' && f[2] is '1' or 's' && f[3] == ',') return true; // benchmark(1e7,md5(1))
         return false;
     }
 
@@ -172,7 +173,6 @@ public static class InjectionDetector
     {
         if (s.Length == 0) return false;
         var lower = Transforms.Lower(s.Replace("\0", ""));
-        if (IsScriptUrl(lower)) return true;
         return Html(lower, 0) || (lower.Contains('=') || lower.Contains(' ') || lower.Contains('>')) && (Html("<x a=" + lower, 0) || Html("<x a=\"" + lower, 0) || Html("<x a='" + lower, 0));
     }
 

@@ -14,6 +14,7 @@ public static class PcreRegex
     {
         var sb = new StringBuilder(p.Length + 16);
         bool inClass = false;
+        int classStart = 0;
         for (int i = 0; i < p.Length; i++)
         {
             char c = p[i];
@@ -41,11 +42,12 @@ public static class PcreRegex
             }
             if (inClass)
             {
-                if (c == ']' && !(sb.Length > 0 && (sb[^1] == '[' || (sb[^1] == '^' && sb.Length > 1 && sb[^2] == '[')))) inClass = false;
+                if (c == '^' && sb.Length == classStart) { sb.Append(c); classStart++; continue; }
+                if (c == ']' && sb.Length > classStart) inClass = false; // a ']' first in the class is a literal
                 sb.Append(c);
                 continue;
             }
-            if (c == '[') { inClass = true; sb.Append(c); continue; }
+            if (c == '[') { inClass = true; sb.Append(c); classStart = sb.Length; continue; }
             if (c == '+' && i > 0 && (p[i - 1] is '*' or '+' or '?' or '}') && !(i > 1 && p[i - 2] == '\\')) continue; // possessive
             sb.Append(c);
         }
