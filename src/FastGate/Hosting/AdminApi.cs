@@ -82,6 +82,9 @@ internal sealed class AdminApi
             case ("/admin/routes", "GET"):
                 await Json(response, 200, WriteRoutes);
                 return;
+            case ("/admin/waf", "GET"):
+                await Json(response, 200, w => Waf.WafAdmin.Write(w, _runtime.Current));
+                return;
             case ("/admin/explain", "GET"):
                 await ExplainAsync(context);
                 return;

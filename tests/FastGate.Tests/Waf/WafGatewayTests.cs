@@ -120,3 +120,31 @@ public sealed class WafGatewayTests : IAsyncLifetime
         Assert.Contains(loaded.Errors, e => e.Path == "$.waf.profiles[0].mode");
     }
 }
+
+public class WafAdminTests
+{
+    [LinuxFact]
+    public async Task Admin_waf_lists_the_profiles_and_the_rules_that_cannot_run_here()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var config = $$"""
+            {
+              "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
+              "admin": { "address": "127.0.0.1:0" },
+              "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream.Address.ToString().TrimEnd('/')}}" } ] } ],
+              "waf": { "profiles": [ { "id": "crs", "rules": "/usr/share/modsecurity-crs", "mode": "detect", "paranoiaLevel": 2 } ] },
+              "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend", "waf": "crs" } ]
+            }
+            """;
+        await using var gateway = await TestGateway.StartAsync(config);
+        using var http = new System.Net.Http.HttpClient();
+        using var doc = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://{gateway.Admin}/admin/waf"));
+        var profile = Assert.Single(doc.RootElement.GetProperty("profiles").EnumerateArray().ToArray());
+        Assert.Equal("crs", profile.GetProperty("id").GetString());
+        Assert.Equal("detect", profile.GetProperty("mode").GetString());
+        Assert.Equal("OWASP_CRS/3.3.4", profile.GetProperty("componentSignature").GetString());
+        Assert.Equal(["all"], profile.GetProperty("routes").EnumerateArray().Select(r => r.GetString()));
+        var warnings = profile.GetProperty("warnings").EnumerateArray().Select(e => e.GetString()!).ToArray();
+        Assert.Contains(warnings, w => w.Contains("REQUEST-910-IP-REPUTATION.conf:", StringComparison.Ordinal) && w.Contains("@geoLookup", StringComparison.Ordinal));
+    }
+}
