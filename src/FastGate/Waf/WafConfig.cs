@@ -124,11 +124,8 @@ public sealed class WafProfile
         Id = id;
         Rules = rules;
         Mode = mode;
-        var f = Metrics.WithCustomRegistry(metrics.Registry);
-        _requests = f.CreateCounter("fastgate_waf_requests_total", "Requests inspected by a WAF profile, by outcome (blocked, detected: would have been blocked in detect mode, passed).",
-            new CounterConfiguration { LabelNames = ["profile", "outcome"] });
-        _rules = f.CreateCounter("fastgate_waf_rule_matches_total", "WAF rule matches (logged rules), by profile, rule id and action (blocked, detected, passed).",
-            new CounterConfiguration { LabelNames = ["profile", "rule", "action"] });
+        _requests = metrics.WafRequests;
+        _rules = metrics.WafRuleMatches;
         _blocked = _requests.WithLabels(id, "blocked");
         _detected = _requests.WithLabels(id, "detected");
         _passed = _requests.WithLabels(id, "passed");
