@@ -34,8 +34,9 @@ public sealed class WafGatewayTests : IAsyncLifetime
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private string Config(string mode, string rules = "") => $$"""
+    private string Config(string mode, string rules = "", string extra = "") => $$"""
         {
+          {{extra}}
           "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
           "admin": { "address": "127.0.0.1:0" },
           "clusters": [ { "id": "backend", "destinations": [ { "address": "{{_upstream.Address.ToString().TrimEnd('/')}}" } ] } ],
@@ -79,6 +80,29 @@ public sealed class WafGatewayTests : IAsyncLifetime
         Assert.Equal(1, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"949110\",action=\"blocked\"}"));
         Assert.Equal(2, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"949111\",action=\"blocked\"}"));
         Assert.Equal(3, Value(scrape, "fastgate_rejections_total{reason=\"waf_blocked\"}"));
+    }
+
+    [Fact]
+    public async Task The_access_log_carries_the_matched_rule_ids_and_the_score_on_waf_routes_only()
+    {
+        var log = Path.Combine(_dir, "access.log");
+        var gateway = await TestGateway.StartAsync(Config("block", extra: $"\"accessLog\": {{ \"path\": \"{log}\", \"sampleRate\": 1 }},"));
+        try
+        {
+            Assert.Equal(403, await Send(gateway, Get("/echo?q=1%20UNION%20SELECT%20pw")));
+            Assert.Equal(200, await Send(gateway, Get("/echo?q=fine")));
+            Assert.Equal(200, await Send(gateway, Get("/?q=fine")));
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        var lines = File.ReadAllLines(log).Where(l => l.Length > 0).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(3, lines.Count);
+        Assert.Equal("waf_blocked", lines[0].GetProperty("decision").GetString());
+        Assert.Equal("942999,949111 score=5", lines[0].GetProperty("waf").GetString());
+        Assert.Equal("score=0", lines[1].GetProperty("waf").GetString());
+        Assert.False(lines[2].TryGetProperty("waf", out _));
     }
 
     [Fact]
