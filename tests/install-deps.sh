@@ -12,6 +12,12 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
 # The canonical-request tests put a real nginx (it normalises paths) behind the gateway.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
+# The WAF differential tests run nginx + ModSecurity v3 + the OWASP CRS as the reference. Debian's module
+# (libnginx-mod-http-modsecurity, which pulls libmodsecurity3) is built against the nginx-abi of Debian's `nginx`
+# package, which nginx-light depends on, so it loads into the nginx above. Check with
+# `apt-cache policy libnginx-mod-http-modsecurity modsecurity-crs libmodsecurity3`.
+[ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
+[ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive

@@ -29,7 +29,8 @@ public static class ConfigLoader
         nameof(GatewayConfig.Routes), nameof(GatewayConfig.Limits), nameof(GatewayConfig.Http), nameof(GatewayConfig.Policies),
         nameof(GatewayConfig.DefaultAction), nameof(GatewayConfig.IpLists), nameof(GatewayConfig.RateLimits), nameof(GatewayConfig.Redis),
         nameof(GatewayConfig.Consumers), nameof(GatewayConfig.ApiKeys), nameof(GatewayConfig.Cors), nameof(GatewayConfig.JwtIssuers),
-        nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls), nameof(GatewayConfig.Tracing)),
+        nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls), nameof(GatewayConfig.Tracing),
+        nameof(GatewayConfig.Waf)),
         .. Observability.ObservabilityConfigReader.SectionNames];
 
     public static ConfigLoadResult LoadFile(string path)
@@ -167,6 +168,7 @@ public static class ConfigLoader
             Devices = Security.DeviceConfigBinder.BindDevices(root, r),
             Mtls = Security.DeviceConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
+            Waf = Waf.WafConfigBinder.Bind(root, path, r),
         };
     }
 }

@@ -21,6 +21,7 @@ public static class ConfigValidator
         Security.JwtConfigBinder.Validate(config, errors);
         Security.DeviceConfigBinder.Validate(config, errors);
         Policy.PolicyValidator.Validate(config, errors);
+        Waf.WafConfigBinder.Validate(config, errors);
         ValidateTrustedProxies(config, errors);
         ValidateTimeouts(config, errors);
     }

@@ -36,6 +36,8 @@ public sealed record GatewayConfig
     public ConfigFileAccess Files { get; init; } = ConfigFileAccess.Any;
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
     public Observability.ObservabilityConfig Observability { get; init; } = new();
+    /// <summary>WAF profiles (Waf/WafConfig.cs), referenced by routes[].waf.</summary>
+    public Waf.WafConfig Waf { get; init; } = new();
 }
 
 /// <summary>One configuration problem, located by its JSON path (e.g. <c>$.routes[0].cluster</c>).</summary>

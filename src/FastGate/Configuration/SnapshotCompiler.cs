@@ -57,6 +57,7 @@ public static class SnapshotCompiler
 
         var issuerIds = config.JwtIssuers.Select(i => i.Id).ToArray();
         var cors = config.Cors.ToDictionary(c => c.Id, c => new Security.CorsModel(c), StringComparer.Ordinal);
+        var wafProfiles = Waf.WafProfileCompiler.Compile(config, metrics);
         var routes = new List<RouteModel>();
         var entries = new List<RouteEntry>();
         for (int i = 0; i < config.Routes.Count; i++)
@@ -82,6 +83,7 @@ public static class SnapshotCompiler
                 UpstreamCredentialName = credential is { } c ? Encoding.ASCII.GetBytes(c.Header) : null,
                 UpstreamCredentialLine = credential is { } l ? Encoding.ASCII.GetBytes($"{l.Header}: {l.Prefix}{l.Secret}\r\n") : null,
                 RequestTimeoutTicks = (r.RequestTimeout ?? limits.RequestTimeout) is { } rt ? GatewaySnapshot.ToTicks(rt) : 0,
+                Waf = r.Waf is null ? null : wafProfiles[r.Waf],
             };
             routes.Add(model);
             var m = r.Match;

@@ -94,6 +94,9 @@ internal sealed class AdminApi
             case ("/admin/clusters", "GET"):
                 await Json(response, 200, w => Traffic.TrafficAdmin.WriteClusters(w, _runtime));
                 return;
+            case ("/admin/waf", "GET"):
+                await Json(response, 200, w => Waf.WafAdmin.Write(w, _runtime.Current));
+                return;
             case ("/admin/explain", "GET"):
                 await ExplainAsync(context);
                 return;

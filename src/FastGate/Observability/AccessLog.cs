@@ -181,6 +181,7 @@ public sealed class AccessLog : IAsyncDisposable
         w.WriteNumber("total_ms"u8, e.Start == 0 ? 0 : Math.Round(Stopwatch.GetElapsedTime(e.Start, e.End).TotalMilliseconds, 3));
         w.WriteString("decision"u8, e.Decision ?? (e.Reason == RejectReason.None ? "forwarded" : RejectReasons.Name(e.Reason)));
         w.WriteString("rule"u8, e.Rule ?? "");
+        if (e.Waf is not null) w.WriteString("waf"u8, e.Waf); // WAF routes only: matched rule ids and the anomaly score
         w.WriteEndObject();
     }
 
@@ -239,7 +240,7 @@ public sealed class AccessLog : IAsyncDisposable
         private readonly int[] _lengths = new int[(int)Field.Count];
         public long Sequence;
         public long UtcTicks;
-        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule;
+        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule, Waf;
         public int Status;
         public RejectReason Reason;
         public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End;
@@ -279,6 +280,7 @@ public sealed class AccessLog : IAsyncDisposable
             Device = r.Device;
             Decision = r.Decision;
             Rule = r.Rule;
+            Waf = r.Waf;
             Status = r.Status;
             Reason = r.Reason;
             BytesIn = r.BytesIn;

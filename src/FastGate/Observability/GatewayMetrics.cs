@@ -78,6 +78,12 @@ public sealed class GatewayMetrics
         RateLimitStoreErrors = f.CreateCounter("fastgate_ratelimit_store_errors_total",
             "Cluster rate-limit decisions and refills that needed the shared store and could not use it (a failed or timed-out call, or the store known to be down), by limiter and store; each follows the limiter's onStoreFailure.",
             new CounterConfiguration { LabelNames = ["limiter", "store"] });
+        WafRequests = f.CreateCounter("fastgate_waf_requests_total",
+            "Requests inspected by a WAF profile, by outcome (blocked; detected: would have been blocked, detect mode; passed).",
+            new CounterConfiguration { LabelNames = ["profile", "outcome"] });
+        WafRuleMatches = f.CreateCounter("fastgate_waf_rule_matches_total",
+            "WAF rule matches (logged rules), by profile, rule id (bounded by the profile's rule set) and the request's outcome.",
+            new CounterConfiguration { LabelNames = ["profile", "rule", "action"] });
         RequestBytes = f.CreateCounter("fastgate_request_bytes_total",
             "Request bytes received from clients (head and body), by route.", new CounterConfiguration { LabelNames = ["route"] });
         ResponseBytes = f.CreateCounter("fastgate_response_bytes_total",
@@ -193,6 +199,8 @@ public sealed class GatewayMetrics
     public Gauge RateLimitOverflow { get; }
     public Counter RateLimitStoreErrors { get; }
     public Gauge RateLimitStoreCalls { get; }
+    public Counter WafRequests { get; }
+    public Counter WafRuleMatches { get; }
     public Counter RequestBytes { get; }
     public Counter ResponseBytes { get; }
     public Counter UpstreamErrors { get; }

@@ -41,6 +41,8 @@ public ref struct RequestRecord
     public string? Decision;
     /// <summary>The id of the policy rule that decided the request (deny, respond), or null.</summary>
     public string? Rule;
+    /// <summary>On WAF routes: the matched rule ids and the anomaly score ("942100,949110 score=5"), else null.</summary>
+    public string? Waf;
     public long BytesIn;
     public long BytesOut;
     /// <summary><see cref="Stopwatch.GetTimestamp"/> values; 0 when the phase did not happen.</summary>

@@ -81,6 +81,9 @@ public static class Admission
         if (auth != AuthOutcome.Satisfied)
             return x.Reject(auth == AuthOutcome.Forbidden ? RejectReason.InsufficientScope
                 : x.TokenRefused ? RejectReason.InvalidToken : RejectReason.AuthenticationRequired);
+        // WAF (routes with a profile only): phase 1 on the head, and phase 2 too when there is no body (else the
+        // connection runs it on the buffered body before the lease)
+        if (route.Waf is { } waf && Waf.WafStep.Inspect(waf, x)) return x.Reject(RejectReason.WafBlocked);
         x.Cluster = x.Policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[x.Policy.RouteRule].RouteToClusterIndex] : route.Cluster;
         return AdmissionVerdict.Forward;
     }
@@ -121,6 +124,10 @@ public sealed class Exchange
     /// <summary>A bearer token was presented and refused (the 401 then says invalid_token).</summary>
     public bool TokenRefused { get; private set; }
     public bool CorsAllowed { get; internal set; }
+    /// <summary>The WAF evaluation of this request (routes with a WAF profile), or null.</summary>
+    public Waf.WafTransaction? Waf { get; internal set; }
+    /// <summary>The WAF's phase 2 waits for the body (the connection runs it after buffering).</summary>
+    public bool WafBodyPending { get; internal set; }
     /// <summary>Why the request is refused (with <see cref="AdmissionVerdict.Reject"/>).</summary>
     public RejectReason Reason { get; private set; }
     /// <summary>The token validation to await (with <see cref="AdmissionVerdict.NeedsToken"/>).</summary>
@@ -162,6 +169,8 @@ public sealed class Exchange
         Consumer = null;
         TokenRefused = false;
         CorsAllowed = false;
+        Waf = null;
+        WafBodyPending = false;
         Reason = RejectReason.None;
         PendingToken = default;
         Policy.Reset();

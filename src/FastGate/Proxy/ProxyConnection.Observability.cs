@@ -70,6 +70,7 @@ internal sealed partial class ProxyConnection
             Reason = reason != RejectReason.None ? reason : _obsReason,
             Decision = decision,
             Rule = _obsDecisionRule,
+            Waf = _exchange.Waf is { } waf ? RecordWaf(route, waf) : null,
             BytesIn = parsed ? bytesIn : 0,
             BytesOut = bytesOut,
             StartTimestamp = started,

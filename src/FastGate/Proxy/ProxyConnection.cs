@@ -193,6 +193,11 @@ internal sealed partial class ProxyConnection : IDisposable
                         }
                         if (_bodyComplete) StopBodyTiming();
                     }
+                    if (attempt == 0 && _exchange.WafBodyPending && InspectBody())
+                    {
+                        keepAlive = await RejectAsync(RejectReason.WafBlocked, close: CloseAfterReply).ConfigureAwait(false);
+                        break;
+                    }
                     // 3a. lease an upstream connection
                     var destination = PickDestination(cluster, avoid: previous);
                     NoteUpstream(cluster, destination);

@@ -33,6 +33,8 @@ public sealed class RouteModel
     public byte[]? UpstreamCredentialLine { get; init; }
     /// <summary>Total time allowed from the request head to the response head, in Stopwatch ticks (0: none).</summary>
     public long RequestTimeoutTicks { get; init; }
+    /// <summary>The route's WAF profile, or null (then the WAF costs nothing).</summary>
+    public Waf.WafProfile? Waf { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

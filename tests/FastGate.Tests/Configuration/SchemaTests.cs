@@ -13,7 +13,7 @@ public class SchemaTests
         var props = schema.RootElement.GetProperty("properties");
         var topLevel = props.EnumerateObject().Select(p => p.Name).ToHashSet();
         string[] sections = ["listeners", "admin", "clusters", "routes", "limits", "policies", "defaultAction", "ipLists",
-            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly", "trustedProxies", "jwtIssuers", "jwt", "devices", "mtls"];
+            "rateLimits", "redis", "consumers", "apiKeys", "cors", "accessLog", "alerts", "anomaly", "trustedProxies", "jwtIssuers", "jwt", "devices", "mtls", "waf"];
         foreach (var s in sections)
         {
             Assert.Contains(s, topLevel);
@@ -22,7 +22,7 @@ public class SchemaTests
             Assert.DoesNotContain(loaded.Errors, e => e.Path == "$." + s && e.Message.StartsWith("unknown property", StringComparison.Ordinal));
         }
         var routeProps = props.GetProperty("routes").GetProperty("items").GetProperty("properties").EnumerateObject().Select(p => p.Name);
-        Assert.Equal(["auth", "claims", "cluster", "cors", "forwardApiKey", "hsts", "id", "match", "preserveHost", "rateLimits", "requestTimeout", "scopes", "stripPrefix", "upstreamCredential"], routeProps.Order());
+        Assert.Equal(["auth", "claims", "cluster", "cors", "forwardApiKey", "hsts", "id", "match", "preserveHost", "rateLimits", "requestTimeout", "scopes", "stripPrefix", "upstreamCredential", "waf"], routeProps.Order());
     }
 
     [Fact]

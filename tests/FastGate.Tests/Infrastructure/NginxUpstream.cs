@@ -22,10 +22,13 @@ public sealed class NginxUpstream : IAsyncDisposable
     }
 
     public int Port { get; }
+    /// <summary>The prefix folder (error.log is there).</summary>
+    public string Folder => _dir;
     public string Address => $"http://127.0.0.1:{Port}";
 
     /// <param name="locations">nginx location blocks, e.g. <c>location /api/ { return 200 "protected $uri\n"; }</c>.</param>
-    public static Task<NginxUpstream> StartAsync(string locations, string serverExtra = "")
+    /// <param name="mainExtra">main-context lines (load_module), <paramref name="httpExtra"/> http-context ones.</param>
+    public static Task<NginxUpstream> StartAsync(string locations, string serverExtra = "", string mainExtra = "", string httpExtra = "")
     {
         var nginx = File.Exists("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
         string lastLog = "";
@@ -35,6 +38,7 @@ public sealed class NginxUpstream : IAsyncDisposable
             var dir = Directory.CreateTempSubdirectory("fastgate-nginx-").FullName;
             var conf = Path.Combine(dir, "nginx.conf");
             File.WriteAllText(conf, $$"""
+                {{mainExtra}}
                 worker_processes 1;
                 daemon off;
                 pid {{dir}}/nginx.pid;
@@ -43,6 +47,7 @@ public sealed class NginxUpstream : IAsyncDisposable
                 http {
                   access_log off;
                   default_type text/plain;
+                  {{httpExtra}}
                   client_body_temp_path {{dir}}/body; proxy_temp_path {{dir}}/proxy; fastcgi_temp_path {{dir}}/fastcgi;
                   uwsgi_temp_path {{dir}}/uwsgi; scgi_temp_path {{dir}}/scgi;
                   server {

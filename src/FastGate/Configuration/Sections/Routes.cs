@@ -31,6 +31,8 @@ public sealed record RouteConfig
     public UpstreamCredentialConfig? UpstreamCredential { get; init; }
     /// <summary>Total time from the request head to the response head (null: limits.requestTimeout, or none).</summary>
     public TimeSpan? RequestTimeout { get; init; }
+    /// <summary>Id of a WAF profile in waf.profiles (Waf/WafConfig.cs), or null: not inspected.</summary>
+    public string? Waf { get; init; }
 }
 
 /// <summary>
@@ -77,7 +79,7 @@ internal static class RouteConfigBinder
         ConfigReader.Names(nameof(RouteConfig.Id), nameof(RouteConfig.Match), nameof(RouteConfig.Cluster), nameof(RouteConfig.StripPrefix),
         nameof(RouteConfig.PreserveHost), nameof(RouteConfig.RateLimits), nameof(RouteConfig.Auth), nameof(RouteConfig.Scopes),
         nameof(RouteConfig.Claims), nameof(RouteConfig.ForwardApiKey), nameof(RouteConfig.Cors), nameof(RouteConfig.Hsts),
-        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout));
+        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout), nameof(RouteConfig.Waf));
 
     /// <summary><c>routes[].match</c>.</summary>
     internal static readonly string[] RouteMatchProperties =
@@ -131,6 +133,7 @@ internal static class RouteConfigBinder
             Hsts = r.String(e, p, "hsts"),
             UpstreamCredential = BindUpstreamCredential(e, p, r),
             RequestTimeout = r.Duration(e, p, "requestTimeout"),
+            Waf = r.String(e, p, "waf"),
         };
     }
 

@@ -1,0 +1,173 @@
+using System.Text.Json;
+using FastGate.Configuration;
+using Prometheus;
+
+namespace FastGate.Waf;
+
+/// <summary>The top-level <c>waf</c> section: named profiles that routes refer to by id (<c>routes[].waf</c>).</summary>
+public sealed record WafConfig
+{
+    public IReadOnlyList<WafProfileConfig> Profiles { get; init; } = [];
+}
+
+public enum WafMode : byte { Block, Detect }
+
+/// <summary>One WAF profile: a CRS rule folder and how it is run.</summary>
+public sealed record WafProfileConfig
+{
+    public string Id { get; init; } = "";
+    /// <summary>A folder with crs-setup.conf and rules/*.conf, or Debian's /usr/share/modsecurity-crs.</summary>
+    public string Rules { get; init; } = "";
+    /// <summary>The setup file (default: the folder's crs-setup.conf, or Debian's /etc/modsecurity/crs/crs-setup.conf).</summary>
+    public string? Setup { get; init; }
+    /// <summary>block: refuse with 403 what the rules deny; detect: log and count it, forward the request.</summary>
+    public WafMode Mode { get; init; } = WafMode.Block;
+    /// <summary>tx.paranoia_level (1–4); null: what the setup file says (CRS: 1).</summary>
+    public int? ParanoiaLevel { get; init; }
+    /// <summary>tx.inbound_anomaly_score_threshold; null: the setup file's (CRS: 5).</summary>
+    public int? InboundThreshold { get; init; }
+    /// <summary>Rule ids (or "from-to" ranges) removed from the profile.</summary>
+    public IReadOnlyList<string> RemoveRules { get; init; } = [];
+    /// <summary>Rules removed by tag (e.g. "attack-protocol").</summary>
+    public IReadOnlyList<string> RemoveTags { get; init; } = [];
+    /// <summary>The rule set, loaded by the validator (a bad rule file is a config error with file:line).</summary>
+    internal WafRuleSet? RuleSet { get; set; }
+}
+
+/// <summary>Binds and checks <c>waf</c>; loading the rules is part of validation, so a reload with a bad file keeps the running config.</summary>
+internal static class WafConfigBinder
+{
+    internal static readonly string[] SectionProperties = ConfigReader.Names(nameof(WafConfig.Profiles));
+    internal static readonly string[] ProfileProperties =
+        ConfigReader.Names(nameof(WafProfileConfig.Id), nameof(WafProfileConfig.Rules), nameof(WafProfileConfig.Setup), nameof(WafProfileConfig.Mode),
+        nameof(WafProfileConfig.ParanoiaLevel), nameof(WafProfileConfig.InboundThreshold), nameof(WafProfileConfig.RemoveRules),
+        nameof(WafProfileConfig.RemoveTags));
+
+    public static WafConfig Bind(JsonElement root, string path, ConfigReader r)
+    {
+        if (!r.TryGet(root, path, "waf", false, out var w) || !r.IsObject(w, ConfigReader.Child(path, "waf"))) return new WafConfig();
+        var wp = ConfigReader.Child(path, "waf");
+        r.CheckUnknown(w, wp, SectionProperties);
+        return new WafConfig { Profiles = r.Objects(w, wp, "profiles", false, (e, p) => BindProfile(e, p, r)) };
+    }
+
+    private static WafProfileConfig BindProfile(JsonElement e, string p, ConfigReader r)
+    {
+        r.CheckUnknown(e, p, ProfileProperties);
+        var mode = r.String(e, p, "mode");
+        WafMode m = WafMode.Block;
+        if (mode is not null)
+        {
+            if (mode == "block") m = WafMode.Block;
+            else if (mode == "detect") m = WafMode.Detect;
+            else r.Error(ConfigReader.Child(p, "mode"), $"expected \"block\" or \"detect\", found \"{mode}\"");
+        }
+        return new WafProfileConfig
+        {
+            Id = r.String(e, p, "id", required: true) ?? "",
+            Rules = r.String(e, p, "rules", required: true) ?? "",
+            Setup = r.String(e, p, "setup"),
+            Mode = m,
+            ParanoiaLevel = (int?)r.Integer(e, p, "paranoiaLevel", 1, 4),
+            InboundThreshold = (int?)r.Integer(e, p, "inboundThreshold", 1, 10000),
+            RemoveRules = r.Strings(e, p, "removeRules"),
+            RemoveTags = r.Strings(e, p, "removeTags"),
+        };
+    }
+
+    public static void Validate(GatewayConfig config, List<ConfigError> errors)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < config.Waf.Profiles.Count; i++)
+        {
+            var w = config.Waf.Profiles[i];
+            var p = $"$.waf.profiles[{i}]";
+            if (w.Id.Length > 0 && !ids.Add(w.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate WAF profile id '{w.Id}'"));
+            if (w.Rules.Length == 0) continue;
+            if (!config.Files.TryResolve(config.BaseDirectory, w.Rules, out var rules, out var refused)) { errors.Add(new ConfigError(p + ".rules", refused!)); continue; }
+            string? setup = null;
+            if (w.Setup is not null && !config.Files.TryResolve(config.BaseDirectory, w.Setup, out setup, out refused)) { errors.Add(new ConfigError(p + ".setup", refused!)); continue; }
+            var removeRanges = new List<string>();
+            for (int k = 0; k < w.RemoveRules.Count; k++)
+            {
+                if (WafRuleSet.ParseIdRange(w.RemoveRules[k]) is null) errors.Add(new ConfigError($"{p}.removeRules[{k}]", $"'{w.RemoveRules[k]}' is not a rule id or id range"));
+                else removeRanges.Add(w.RemoveRules[k]);
+            }
+            var set = WafRuleSet.Load(new WafLoadOptions
+            {
+                Rules = rules,
+                Setup = setup,
+                ParanoiaLevel = w.ParanoiaLevel,
+                InboundThreshold = w.InboundThreshold,
+                RemoveRanges = removeRanges,
+                RemoveTags = w.RemoveTags,
+            });
+            foreach (var e in set.Errors.Take(20)) errors.Add(new ConfigError(p + ".rules", e.ToString()));
+            if (set.Errors.Count > 20) errors.Add(new ConfigError(p + ".rules", $"... and {set.Errors.Count - 20} more errors"));
+            w.RuleSet = set.Errors.Count == 0 ? set : null;
+        }
+        for (int i = 0; i < config.Routes.Count; i++)
+            if (config.Routes[i].Waf is { } id && !ids.Contains(id))
+                errors.Add(new ConfigError($"$.routes[{i}].waf", $"unknown WAF profile '{id}'" + ConfigValidator.Suggest(id, ids)));
+    }
+}
+
+/// <summary>A compiled profile in the snapshot: its rule set, mode and metric children.</summary>
+public sealed class WafProfile
+{
+    private readonly Counter _requests;
+    private readonly Counter _rules;
+    private readonly Counter.Child _blocked, _detected, _passed;
+
+    public WafProfile(string id, WafRuleSet rules, WafMode mode, Observability.GatewayMetrics metrics)
+    {
+        Id = id;
+        Rules = rules;
+        Mode = mode;
+        _requests = metrics.WafRequests;
+        _rules = metrics.WafRuleMatches;
+        _blocked = _requests.WithLabels(id, "blocked");
+        _detected = _requests.WithLabels(id, "detected");
+        _passed = _requests.WithLabels(id, "passed");
+    }
+
+    public string Id { get; }
+    public WafRuleSet Rules { get; }
+    public WafMode Mode { get; }
+    /// <summary>What the load reported (disabled rules, no-op actions), file:line each; shown by GET /admin/waf.</summary>
+    public IReadOnlyList<WafLoadIssue> Warnings => Rules.Warnings;
+
+    /// <summary>Counts one inspected request: its outcome and each logged rule that matched (rule ids: a bounded set, the profile's).</summary>
+    public void Record(WafTransaction tx)
+    {
+        bool denied = tx.Interruption is not null;
+        var action = denied ? Mode == WafMode.Block ? "blocked" : "detected" : "passed";
+        (denied ? Mode == WafMode.Block ? _blocked : _detected : _passed).Inc();
+        foreach (var m in tx.Matches) _rules.WithLabels(Id, m.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), action).Inc();
+    }
+
+    /// <summary>"ids score" for the access log: the logged rules that matched and the anomaly score, e.g. "942100,949110 score=5".</summary>
+    public static string Summary(WafTransaction tx)
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (var m in tx.Matches) { if (sb.Length > 0) sb.Append(','); sb.Append(m.Id); }
+        sb.Append(sb.Length > 0 ? " " : "").Append("score=").Append(tx.AnomalyScore);
+        return sb.ToString();
+    }
+}
+
+internal static class WafProfileCompiler
+{
+    /// <summary>The profiles the routes use, from the rule sets validation loaded (loaded here when it did not run).</summary>
+    public static Dictionary<string, WafProfile> Compile(GatewayConfig config, Observability.GatewayMetrics metrics)
+    {
+        var profiles = new Dictionary<string, WafProfile>(StringComparer.Ordinal);
+        foreach (var w in config.Waf.Profiles)
+        {
+            if (!config.Routes.Any(r => r.Waf == w.Id)) continue;
+            var set = w.RuleSet ?? throw new InvalidOperationException($"WAF profile '{w.Id}' was not validated (its rules are loaded by validation)");
+            profiles[w.Id] = new WafProfile(w.Id, set, w.Mode, metrics);
+        }
+        return profiles;
+    }
+}

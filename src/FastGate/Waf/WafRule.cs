@@ -1,0 +1,63 @@
+using System.Text.RegularExpressions;
+
+namespace FastGate.Waf;
+
+/// <summary>A variable selector of a rule: COLLECTION, COLLECTION:key, COLLECTION:/regex/, and &amp;COLLECTION (a count).</summary>
+public sealed class WafTarget
+{
+    public required string Collection { get; init; }
+    /// <summary>Lower-cased key, or null for the whole collection.</summary>
+    public string? Key { get; init; }
+    public Regex? KeyRegex { get; init; }
+    public bool Count { get; init; }
+    public bool Exclude { get; init; }
+
+    public bool Selects(string collection, string key) =>
+        collection == Collection && (Key is null && KeyRegex is null || Key is not null && Key == key || KeyRegex is not null && KeyRegex.IsMatch(key));
+
+    public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : "");
+}
+
+public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
+
+public enum CtlKind : byte { RuleRemoveById, RuleRemoveByTag, RuleRemoveTargetById, RuleRemoveTargetByTag, RuleEngine, RequestBodyProcessor, ForceRequestBodyVariable, Ignored }
+
+public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target);
+
+public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete);
+
+/// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>
+public sealed class WafRule
+{
+    public int Id { get; set; }
+    public int Phase { get; set; } = 2;
+    public required string File { get; init; }
+    public int Line { get; init; }
+    public string? Marker { get; init; }
+    public List<WafTarget> Targets { get; } = [];
+    public List<WafTarget> Exclusions { get; } = [];
+    public WafOperator? Operator { get; set; }
+    public bool Negated { get; set; }
+    public List<Transforms.Fn> Transforms { get; } = [];
+    public bool TransformsReset { get; set; }
+    public bool Capture { get; set; }
+    public bool MultiMatch { get; set; }
+    public bool Log { get; set; } = true;
+    public WafDisruptive Disruptive { get; set; }
+    public List<WafSetVar> SetVars { get; } = [];
+    public List<WafCtl> Ctls { get; } = [];
+    public string? SkipAfter { get; set; }
+    public int Skip { get; set; }
+    public Macro? Msg { get; set; }
+    public Macro? LogData { get; set; }
+    public List<string> Tags { get; } = [];
+    public int Severity { get; set; } = -1;
+    public int Status { get; set; }
+    public WafRule? Chain { get; set; }
+    /// <summary>Why the rule cannot run (an unsupported operator, variable, action): it never matches.</summary>
+    public string? Unsupported { get; set; }
+    public bool IsChainLink { get; init; }
+    public bool IsChainRequested { get; set; }
+
+    public string Where => $"{File}:{Line}";
+}

@@ -1,0 +1,553 @@
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace FastGate.Waf;
+
+/// <summary>What a rule set is compiled with besides its files (a WAF profile's settings).</summary>
+public sealed record WafLoadOptions
+{
+    /// <summary>A folder with crs-setup.conf and rules/*.conf, or the Debian package's /usr/share/modsecurity-crs (owasp-crs.load).</summary>
+    public required string Rules { get; init; }
+    /// <summary>The setup file (default: the folder's crs-setup.conf, or what owasp-crs.load includes).</summary>
+    public string? Setup { get; init; }
+    /// <summary>Set tx.paranoia_level (and the executing level) after the setup file; null: the setup file's.</summary>
+    public int? ParanoiaLevel { get; init; }
+    /// <summary>Set tx.inbound_anomaly_score_threshold after the setup file; null: the setup file's.</summary>
+    public int? InboundThreshold { get; init; }
+    /// <summary>Rule ids or "from-to" ranges removed (SecRuleRemoveById).</summary>
+    public IReadOnlyList<string> RemoveRanges { get; init; } = [];
+    /// <summary>Rules removed by tag.</summary>
+    public IReadOnlyList<string> RemoveTags { get; init; } = [];
+}
+
+/// <summary>
+/// A compiled rule set: the rules of each phase in order (chains hang off their first link, markers sit in every
+/// phase list), compiled once — regexes built, @pm lists as one automaton, macros pre-split. Errors make the load
+/// fail (a config error with file:line); warnings are rules that cannot run here (an unsupported operator,
+/// variable or action: the rule is disabled and listed, never silently dropped).
+/// </summary>
+public sealed class WafRuleSet
+{
+    public WafRule[][] Phases { get; } = new WafRule[6][];
+    public List<WafLoadIssue> Errors { get; } = [];
+    public List<WafLoadIssue> Warnings { get; } = [];
+    public int RuleCount { get; private set; }
+    public string? ComponentSignature { get; private set; }
+    /// <summary>SecRuleEngine in the files (On, Off, DetectionOnly), or null.</summary>
+    public string? FileRuleEngine { get; private set; }
+    public int RequestBodyLimit { get; private set; } = 13107200;
+
+    private readonly Dictionary<int, WafDisruptive> _defaultDisruptive = [];
+    private readonly Dictionary<int, List<Transforms.Fn>> _defaultTransforms = [];
+    private readonly List<WafRule> _all = [];
+    private readonly List<(int From, int To)> _removedIds = [];
+    private readonly List<string> _removedTags = [];
+    private readonly List<(int Id, List<WafTarget> Targets, SecDirective Where)> _updates = [];
+
+    private static readonly HashSet<string> NoOpDirectives = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "SecRequestBodyAccess", "SecRequestBodyNoFilesLimit", "SecRequestBodyLimitAction", "SecRequestBodyInMemoryLimit",
+        "SecRequestBodyJsonDepthLimit", "SecArgumentsLimit", "SecPcreMatchLimit", "SecPcreMatchLimitRecursion",
+        "SecResponseBodyAccess", "SecResponseBodyMimeType", "SecResponseBodyLimit", "SecResponseBodyLimitAction",
+        "SecTmpDir", "SecDataDir", "SecUploadDir", "SecAuditEngine", "SecAuditLog", "SecAuditLog2", "SecAuditLogParts",
+        "SecAuditLogRelevantStatus", "SecAuditLogType", "SecAuditLogFormat", "SecAuditLogStorageDir", "SecAuditLogDirMode",
+        "SecAuditLogFileMode", "SecDebugLog", "SecDebugLogLevel", "SecArgumentSeparator", "SecCookieFormat",
+        "SecUnicodeMapFile", "SecStatusEngine", "SecCollectionTimeout", "SecTmpSaveUploadedFiles", "SecUploadKeepFiles",
+        "SecUploadFileMode", "SecUploadFileLimit", "SecHttpBlKey", "SecGeoLookupDb", "SecConnEngine", "SecXmlExternalEntity",
+    };
+
+    public static readonly HashSet<string> Collections = new(StringComparer.Ordinal)
+    {
+        "ARGS", "ARGS_NAMES", "ARGS_GET", "ARGS_GET_NAMES", "ARGS_POST", "ARGS_POST_NAMES", "ARGS_COMBINED_SIZE",
+        "REQUEST_HEADERS", "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES", "REQUEST_COOKIES_NAMES", "REQUEST_URI", "REQUEST_URI_RAW",
+        "REQUEST_FILENAME", "REQUEST_BASENAME", "REQUEST_LINE", "REQUEST_METHOD", "REQUEST_PROTOCOL", "QUERY_STRING",
+        "REQUEST_BODY", "REQUEST_BODY_LENGTH", "FILES", "FILES_NAMES", "FILES_COMBINED_SIZE", "FILES_SIZES", "MULTIPART_PART_HEADERS",
+        "MULTIPART_STRICT_ERROR", "MULTIPART_UNMATCHED_BOUNDARY", "REQBODY_PROCESSOR", "REQBODY_ERROR", "REQBODY_ERROR_MSG",
+        "REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "UNIQUE_ID", "DURATION", "TX", "MATCHED_VAR", "MATCHED_VARS",
+        "MATCHED_VAR_NAME", "MATCHED_VARS_NAMES", "XML", "IP", "GLOBAL", "GEO", "RESPONSE_BODY", "RESPONSE_STATUS",
+        "RESPONSE_HEADERS", "RESPONSE_HEADERS_NAMES", "RESPONSE_CONTENT_TYPE", "RULE", "REQUEST_HEADERS_COUNT", "SESSION", "USER",
+    };
+
+    public static WafRuleSet Load(WafLoadOptions options)
+    {
+        var set = new WafRuleSet();
+        var directives = new List<SecDirective>();
+        var dir = Path.GetFullPath(options.Rules);
+        var load = Path.Combine(dir, "owasp-crs.load");
+        int overrideAt;
+        if (!Directory.Exists(dir)) { set.Errors.Add(new WafLoadIssue(dir, 0, "the rules folder does not exist")); return set; }
+        if (options.Setup is null && !File.Exists(Path.Combine(dir, "crs-setup.conf")) && File.Exists(load))
+        {
+            directives = SecLangReader.ReadFile(load, set.Errors);
+            overrideAt = directives.FindLastIndex(d => Path.GetFileName(d.File) == "crs-setup.conf") + 1;
+        }
+        else
+        {
+            var setup = options.Setup ?? Path.Combine(dir, "crs-setup.conf");
+            if (!File.Exists(setup)) { set.Errors.Add(new WafLoadIssue(setup, 0, "the setup file does not exist (crs-setup.conf; copy crs-setup.conf.example)")); return set; }
+            directives.AddRange(SecLangReader.ReadFile(setup, set.Errors));
+            overrideAt = directives.Count;
+            var rulesDir = Directory.Exists(Path.Combine(dir, "rules")) ? Path.Combine(dir, "rules") : dir;
+            var files = Directory.GetFiles(rulesDir, "*.conf");
+            Array.Sort(files, StringComparer.Ordinal);
+            foreach (var f in files)
+                if (Path.GetFullPath(f) != Path.GetFullPath(setup)) directives.AddRange(SecLangReader.ReadFile(f, set.Errors));
+        }
+        var overrides = new List<string>();
+        if (options.ParanoiaLevel is int pl)
+        {
+            overrides.Add($"setvar:tx.paranoia_level={pl}");
+            overrides.Add($"setvar:tx.executing_paranoia_level={pl}");
+        }
+        if (options.InboundThreshold is int th) overrides.Add($"setvar:tx.inbound_anomaly_score_threshold={th}");
+        if (overrides.Count > 0)
+            directives.Insert(overrideAt, new SecDirective("SecAction", [$"id:1,phase:1,pass,nolog,{string.Join(',', overrides)}"], "(profile settings)", 0));
+        foreach (var r in options.RemoveRanges) if (ParseIdRange(r) is { } range) set._removedIds.Add(range);
+        set._removedTags.AddRange(options.RemoveTags);
+        set.Compile(directives);
+        return set;
+    }
+
+    /// <summary>Compiles SecLang text (tests, single files).</summary>
+    public static WafRuleSet FromText(string text, string file = "(text)")
+    {
+        var set = new WafRuleSet();
+        var directives = SecLangReader.ReadText(text, file, set.Errors);
+        set.Compile(directives);
+        return set;
+    }
+
+    private void Compile(List<SecDirective> directives)
+    {
+        WafRule? chainParent = null;
+        foreach (var d in directives)
+        {
+            var name = d.Name;
+            if (chainParent is not null && !name.Equals("SecRule", StringComparison.OrdinalIgnoreCase))
+            {
+                Errors.Add(new WafLoadIssue(d.File, d.Line, $"a chained rule must be followed by SecRule, not {name}"));
+                chainParent = null;
+            }
+            switch (name.ToLowerInvariant())
+            {
+                case "secrule":
+                    if (d.Args.Count is < 2 or > 3) { Errors.Add(new WafLoadIssue(d.File, d.Line, "SecRule takes VARIABLES OPERATOR [ACTIONS]")); break; }
+                    var rule = new WafRule { File = d.File, Line = d.Line, IsChainLink = chainParent is not null };
+                    ParseTargets(d, d.Args[0], rule.Targets, rule.Exclusions);
+                    ParseOperator(d, d.Args[1], rule);
+                    ParseActions(d, d.Args.Count == 3 ? d.Args[2] : "", rule, chainParent is not null);
+                    chainParent = Attach(rule, chainParent);
+                    break;
+                case "secaction":
+                    if (d.Args.Count != 1) { Errors.Add(new WafLoadIssue(d.File, d.Line, "SecAction takes ACTIONS")); break; }
+                    var action = new WafRule { File = d.File, Line = d.Line, Operator = new UnconditionalOperator { Name = "unconditionalMatch" } };
+                    action.Targets.Add(new WafTarget { Collection = "REQUEST_METHOD" }); // one value: the actions run once
+                    ParseActions(d, d.Args[0], action, false);
+                    chainParent = Attach(action, null);
+                    break;
+                case "secmarker":
+                    if (d.Args.Count != 1) { Errors.Add(new WafLoadIssue(d.File, d.Line, "SecMarker takes a name")); break; }
+                    _all.Add(new WafRule { File = d.File, Line = d.Line, Marker = d.Args[0], Id = 0 });
+                    break;
+                case "secdefaultaction":
+                    if (d.Args.Count != 1) { Errors.Add(new WafLoadIssue(d.File, d.Line, "SecDefaultAction takes ACTIONS")); break; }
+                    var def = new WafRule { File = d.File, Line = d.Line };
+                    ParseActions(d, d.Args[0], def, true);
+                    _defaultDisruptive[def.Phase] = def.Disruptive;
+                    _defaultTransforms[def.Phase] = [.. def.Transforms];
+                    break;
+                case "secruleremovebyid":
+                    foreach (var a in d.Args)
+                        foreach (var part in a.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries))
+                        {
+                            if (ParseIdRange(part) is { } r) _removedIds.Add(r);
+                            else Errors.Add(new WafLoadIssue(d.File, d.Line, $"SecRuleRemoveById: '{part}' is not an id or id range"));
+                        }
+                    break;
+                case "secruleremovebytag":
+                    _removedTags.AddRange(d.Args);
+                    break;
+                case "secruleupdatetargetbyid":
+                    if (d.Args.Count is < 2 or > 3 || !int.TryParse(d.Args[0], out var uid)) { Errors.Add(new WafLoadIssue(d.File, d.Line, "SecRuleUpdateTargetById takes ID TARGETS")); break; }
+                    if (d.Args.Count == 3) { Errors.Add(new WafLoadIssue(d.File, d.Line, "SecRuleUpdateTargetById: replacing a target is not supported")); break; }
+                    var targets = new List<WafTarget>();
+                    ParseTargets(d, d.Args[1], targets, targets);
+                    _updates.Add((uid, targets, d));
+                    break;
+                case "seccomponentsignature":
+                    ComponentSignature = d.Args.Count > 0 ? d.Args[0] : null;
+                    break;
+                case "secruleengine":
+                    FileRuleEngine = d.Args.Count > 0 ? d.Args[0] : null;
+                    break;
+                case "secrequestbodylimit":
+                    if (d.Args.Count == 1 && int.TryParse(d.Args[0], out var limit)) RequestBodyLimit = limit;
+                    break;
+                default:
+                    if (!NoOpDirectives.Contains(name)) Errors.Add(new WafLoadIssue(d.File, d.Line, $"unsupported directive {name}"));
+                    break;
+            }
+        }
+        if (chainParent is not null) Errors.Add(new WafLoadIssue(chainParent.File, chainParent.Line, "the last rule asks for a chain that never comes"));
+
+        var byId = new Dictionary<int, WafRule>();
+        foreach (var r in _all) if (r.Marker is null && r.Id != 0) byId.TryAdd(r.Id, r);
+        foreach (var (id, targets, where) in _updates)
+        {
+            if (!byId.TryGetValue(id, out var r)) continue; // ModSecurity too: an update for a rule not loaded is no error
+            foreach (var t in targets) (t.Exclude ? r.Exclusions : r.Targets).Add(t);
+        }
+        var phases = new List<WafRule>[6];
+        for (int p = 0; p < 6; p++) phases[p] = [];
+        foreach (var r in _all)
+        {
+            if (r.Marker is not null) { for (int p = 1; p < 6; p++) phases[p].Add(r); continue; }
+            if (IsRemoved(r)) continue;
+            if (r.Disruptive == WafDisruptive.Block)
+                r.Disruptive = _defaultDisruptive.TryGetValue(r.Phase, out var dd) && dd != WafDisruptive.None ? dd : WafDisruptive.Pass;
+            for (var link = r; link is not null; link = link.Chain)
+                if (link.Unsupported is { } why) Warnings.Add(new WafLoadIssue(link.File, link.Line, $"rule {r.Id} disabled: {why}"));
+            RuleCount++;
+            phases[Math.Clamp(r.Phase, 1, 5)].Add(r);
+        }
+        for (int p = 0; p < 6; p++) Phases[p] = [.. phases[p]];
+    }
+
+    private bool IsRemoved(WafRule r)
+    {
+        foreach (var (from, to) in _removedIds) if (r.Id >= from && r.Id <= to) return true;
+        foreach (var tag in _removedTags) if (r.Tags.Contains(tag)) return true;
+        return false;
+    }
+
+    private WafRule? Attach(WafRule rule, WafRule? chainParent)
+    {
+        if (chainParent is null)
+        {
+            _all.Add(rule);
+            if (!_defaultTransforms.TryGetValue(rule.Phase, out var dt) || rule.TransformsReset) { }
+            else rule.Transforms.InsertRange(0, dt);
+        }
+        else
+        {
+            var last = chainParent;
+            last.Chain = rule;
+            rule.Phase = last.Phase;
+        }
+        return rule.IsChainRequested ? rule : null;
+    }
+
+    internal static (int, int)? ParseIdRange(string s)
+    {
+        var dash = s.IndexOf('-', 1);
+        if (dash < 0) return int.TryParse(s, out var id) ? (id, id) : null;
+        return int.TryParse(s[..dash], out var a) && int.TryParse(s[(dash + 1)..], out var b) ? (a, b) : null;
+    }
+
+    // ---------------- variables ----------------
+
+    private void ParseTargets(SecDirective d, string text, List<WafTarget> targets, List<WafTarget> exclusions)
+    {
+        foreach (var part in SplitTargets(text))
+        {
+            var t = ParseTarget(d, part, out var error);
+            if (t is null) { Errors.Add(new WafLoadIssue(d.File, d.Line, error!)); continue; }
+            (t.Exclude ? exclusions : targets).Add(t);
+        }
+    }
+
+    internal WafTarget? ParseTarget(SecDirective d, string part, out string? error)
+    {
+        error = null;
+        bool exclude = false, count = false;
+        var s = part.Trim();
+        if (s.StartsWith('!')) { exclude = true; s = s[1..]; }
+        if (s.StartsWith('&')) { count = true; s = s[1..]; }
+        string collection = s, key = "";
+        var colon = s.IndexOf(':');
+        if (colon < 0) colon = s.IndexOf('.'); // TX.foo
+        if (colon > 0) { collection = s[..colon]; key = s[(colon + 1)..]; }
+        collection = collection.ToUpperInvariant();
+        if (!Collections.Contains(collection)) { error = $"unknown variable {collection}"; return null; }
+        if (key.Length >= 2 && key[0] == '\'' && key[^1] == '\'') key = key[1..^1];
+        Regex? rx = null;
+        if (key.Length >= 2 && key[0] == '/' && key[^1] == '/' && collection != "XML")
+        {
+            try { rx = new Regex(PcreRegex.Translate(key[1..^1]), RegexOptions.IgnoreCase | RegexOptions.CultureInvariant); }
+            catch (ArgumentException e) { error = $"bad selector regex {key}: {e.Message}"; return null; }
+            key = "";
+        }
+        if (collection == "XML") key = ""; // XPath selectors: the XML collection is empty (no XML body processor)
+        return new WafTarget { Collection = collection, Key = key.Length == 0 ? null : key.ToLowerInvariant(), KeyRegex = rx, Count = count, Exclude = exclude };
+    }
+
+    private static List<string> SplitTargets(string text)
+    {
+        var list = new List<string>();
+        var sb = new StringBuilder();
+        bool inRegex = false, inQuote = false;
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (c == '\\' && inRegex && i + 1 < text.Length) { sb.Append(c).Append(text[++i]); continue; }
+            if (c == '\'' && !inRegex) inQuote = !inQuote;
+            if (c == '/' && !inQuote && (inRegex || sb.Length > 0 && (sb[^1] == ':' || sb[^1] == '\''))) inRegex = !inRegex;
+            if (c == '|' && !inRegex && !inQuote) { if (sb.Length > 0) list.Add(sb.ToString()); sb.Clear(); continue; }
+            sb.Append(c);
+        }
+        if (sb.Length > 0) list.Add(sb.ToString());
+        return list;
+    }
+
+    // ---------------- operators ----------------
+
+    private void ParseOperator(SecDirective d, string text, WafRule rule)
+    {
+        var s = text;
+        if (s.StartsWith('!')) { rule.Negated = true; s = s[1..]; }
+        string name = "rx", param = s;
+        if (s.StartsWith('@'))
+        {
+            int sp = s.IndexOf(' ');
+            name = sp < 0 ? s[1..] : s[1..sp];
+            param = sp < 0 ? "" : s[(sp + 1)..];
+        }
+        try
+        {
+            rule.Operator = CompileOperator(d, name, param, out var unsupported);
+            if (unsupported is not null) rule.Unsupported ??= unsupported;
+        }
+        catch (ArgumentException e)
+        {
+            rule.Unsupported ??= $"@{name}: {e.Message}";
+        }
+    }
+
+    private WafOperator? CompileOperator(SecDirective d, string name, string param, out string? unsupported)
+    {
+        unsupported = null;
+        switch (name.ToLowerInvariant())
+        {
+            case "rx":
+                return new RxOperator { Name = name, Regex = new Regex(PcreRegex.Translate(param), RegexOptions.Singleline | RegexOptions.CultureInvariant) };
+            case "pm":
+                return new PmOperator { Name = name, Phrases = new AhoCorasick(param.Split(' ', StringSplitOptions.RemoveEmptyEntries)) };
+            case "pmfromfile" or "pmf":
+                var phrases = new List<string>();
+                foreach (var f in param.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var path = Path.IsPathRooted(f) ? f : Path.Combine(Path.GetDirectoryName(d.File) ?? ".", f);
+                    if (!File.Exists(path)) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"@pmFromFile: {path} does not exist")); continue; }
+                    foreach (var line in File.ReadAllLines(path, Encoding.Latin1))
+                    {
+                        var t = line.Trim();
+                        if (t.Length == 0 || t[0] == '#') continue;
+                        phrases.Add(t);
+                    }
+                }
+                return new PmOperator { Name = name, Phrases = new AhoCorasick(phrases) };
+            case "contains": return new StringOperator { Name = name, Op = StringOp.Contains, Param = Macro.Parse(param) };
+            case "beginswith": return new StringOperator { Name = name, Op = StringOp.BeginsWith, Param = Macro.Parse(param) };
+            case "endswith": return new StringOperator { Name = name, Op = StringOp.EndsWith, Param = Macro.Parse(param) };
+            case "streq": return new StringOperator { Name = name, Op = StringOp.StrEq, Param = Macro.Parse(param) };
+            case "within": return new StringOperator { Name = name, Op = StringOp.Within, Param = Macro.Parse(param) };
+            case "eq": return new NumericOperator { Name = name, Op = NumOp.Eq, Param = Macro.Parse(param) };
+            case "ge": return new NumericOperator { Name = name, Op = NumOp.Ge, Param = Macro.Parse(param) };
+            case "gt": return new NumericOperator { Name = name, Op = NumOp.Gt, Param = Macro.Parse(param) };
+            case "le": return new NumericOperator { Name = name, Op = NumOp.Le, Param = Macro.Parse(param) };
+            case "lt": return new NumericOperator { Name = name, Op = NumOp.Lt, Param = Macro.Parse(param) };
+            case "validatebyterange":
+                var allowed = ByteRangeOperator.Parse(param);
+                if (allowed is null) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"@validateByteRange: bad range '{param}'")); return null; }
+                return new ByteRangeOperator { Name = name, Allowed = allowed };
+            case "validateurlencoding": return new UrlEncodingOperator { Name = name };
+            case "validateutf8encoding": return new Utf8EncodingOperator { Name = name };
+            case "detectsqli": return new SqliOperator { Name = name };
+            case "detectxss": return new XssOperator { Name = name };
+            case "unconditionalmatch": return new UnconditionalOperator { Name = name };
+            case "nomatch": return new UnconditionalOperator { Name = name, Result = false };
+            case "ipmatch":
+                var ranges = new List<Policy.AddressRange>();
+                foreach (var part in param.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries))
+                {
+                    if (Policy.Cidr.TryParse(part, out var range, out var err)) ranges.Add(range);
+                    else Errors.Add(new WafLoadIssue(d.File, d.Line, $"@ipMatch: {err}"));
+                }
+                return new IpMatchOperator { Name = name, Set = Policy.CidrSet.Build(ranges) };
+            default:
+                unsupported = $"operator @{name} is not supported";
+                return null;
+        }
+    }
+
+    // ---------------- actions ----------------
+
+    private void ParseActions(SecDirective d, string text, WafRule rule, bool chainLinkOrDefault)
+    {
+        foreach (var (name, value) in SplitActions(text))
+        {
+            switch (name.ToLowerInvariant())
+            {
+                case "id":
+                    if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var id)) Errors.Add(new WafLoadIssue(d.File, d.Line, $"id: '{value}' is not a number"));
+                    rule.Id = id;
+                    break;
+                case "phase":
+                    rule.Phase = value.ToLowerInvariant() switch { "request" => 2, "response" => 4, "logging" => 5, _ => int.TryParse(value, out var p) && p is >= 1 and <= 5 ? p : -1 };
+                    if (rule.Phase < 0) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"phase: '{value}' is not 1–5")); rule.Phase = 2; }
+                    break;
+                case "t":
+                    if (value.Equals("none", StringComparison.OrdinalIgnoreCase)) { rule.Transforms.Clear(); rule.TransformsReset = true; break; }
+                    var fn = Transforms.Get(value);
+                    if (fn is null) rule.Unsupported ??= $"transformation t:{value} is not supported";
+                    else rule.Transforms.Add(fn);
+                    break;
+                case "block": rule.Disruptive = WafDisruptive.Block; break;
+                case "deny": rule.Disruptive = WafDisruptive.Deny; break;
+                case "drop": rule.Disruptive = WafDisruptive.Drop; break;
+                case "pass": rule.Disruptive = WafDisruptive.Pass; break;
+                case "allow":
+                    if (value.Length > 0) rule.Unsupported ??= $"allow:{value} is not supported";
+                    rule.Disruptive = WafDisruptive.Allow;
+                    break;
+                case "capture": rule.Capture = true; break;
+                case "chain": rule.IsChainRequested = true; break;
+                case "multimatch": rule.MultiMatch = true; break;
+                case "log": case "auditlog": rule.Log = true; break;
+                case "nolog": rule.Log = false; break;
+                case "noauditlog": break;
+                case "msg": rule.Msg = Macro.Parse(value); break;
+                case "logdata": rule.LogData = Macro.Parse(value); break;
+                case "tag": rule.Tags.Add(value); break;
+                case "ver": case "rev": case "maturity": case "accuracy": break;
+                case "severity":
+                    rule.Severity = value.ToUpperInvariant() switch
+                    {
+                        "EMERGENCY" => 0, "ALERT" => 1, "CRITICAL" => 2, "ERROR" => 3, "WARNING" => 4, "NOTICE" => 5, "INFO" => 6, "DEBUG" => 7,
+                        _ => int.TryParse(value, out var sv) ? sv : -1,
+                    };
+                    break;
+                case "status": _ = int.TryParse(value, out var st); rule.Status = st; break;
+                case "skipafter": rule.SkipAfter = value; break;
+                case "skip": _ = int.TryParse(value, out var sk); rule.Skip = sk; break;
+                case "setvar":
+                    if (ParseSetVar(value) is { } sv2) rule.SetVars.Add(sv2);
+                    else Errors.Add(new WafLoadIssue(d.File, d.Line, $"setvar: cannot read '{value}'"));
+                    break;
+                case "expirevar": break; // persistent collections are not kept: nothing expires
+                case "initcol":
+                    Warnings.Add(new WafLoadIssue(d.File, d.Line, $"initcol:{value}: persistent collections are not supported (the collection lives for one request)"));
+                    break;
+                case "ctl":
+                    if (ParseCtl(d, value) is { } ctl) rule.Ctls.Add(ctl);
+                    break;
+                default:
+                    rule.Unsupported ??= $"action {name} is not supported";
+                    break;
+            }
+        }
+        _ = chainLinkOrDefault;
+    }
+
+    private WafCtl? ParseCtl(SecDirective d, string value)
+    {
+        var eq = value.IndexOf('=');
+        if (eq < 0) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"ctl:{value}: expected name=value")); return null; }
+        var name = value[..eq];
+        var v = value[(eq + 1)..];
+        switch (name.ToLowerInvariant())
+        {
+            case "ruleremovebyid":
+                var ids = new List<(int, int)>();
+                foreach (var part in v.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                    if (ParseIdRange(part) is { } r) ids.Add(r);
+                    else Errors.Add(new WafLoadIssue(d.File, d.Line, $"ctl:ruleRemoveById: '{part}' is not an id"));
+                return new WafCtl(CtlKind.RuleRemoveById, v, [.. ids], null);
+            case "ruleremovebytag": return new WafCtl(CtlKind.RuleRemoveByTag, v, [], null);
+            case "ruleremovetargetbyid":
+            case "ruleremovetargetbytag":
+                var semi = v.IndexOf(';');
+                if (semi < 0) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"ctl:{name}: expected ID;TARGET")); return null; }
+                var target = ParseTarget(d, v[(semi + 1)..], out var err);
+                if (target is null) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"ctl:{name}: {err}")); return null; }
+                if (name.Equals("ruleRemoveTargetById", StringComparison.OrdinalIgnoreCase))
+                {
+                    var range = ParseIdRange(v[..semi]);
+                    if (range is null) { Errors.Add(new WafLoadIssue(d.File, d.Line, $"ctl:{name}: '{v[..semi]}' is not an id")); return null; }
+                    return new WafCtl(CtlKind.RuleRemoveTargetById, v[..semi], [range.Value], target);
+                }
+                return new WafCtl(CtlKind.RuleRemoveTargetByTag, v[..semi], [], target);
+            case "ruleengine": return new WafCtl(CtlKind.RuleEngine, v, [], null);
+            case "requestbodyprocessor": return new WafCtl(CtlKind.RequestBodyProcessor, v.ToUpperInvariant(), [], null);
+            case "forcerequestbodyvariable": return new WafCtl(CtlKind.ForceRequestBodyVariable, v, [], null);
+            case "auditengine": case "auditlogparts": case "debugloglevel": return new WafCtl(CtlKind.Ignored, v, [], null);
+            default:
+                Errors.Add(new WafLoadIssue(d.File, d.Line, $"ctl:{name} is not supported"));
+                return null;
+        }
+    }
+
+    private static WafSetVar? ParseSetVar(string v)
+    {
+        bool delete = v.StartsWith('!');
+        if (delete) v = v[1..];
+        var eq = v.IndexOf('=');
+        var target = eq < 0 ? v : v[..eq];
+        var dot = target.IndexOf('.');
+        if (dot <= 0) return null;
+        var collection = target[..dot].ToUpperInvariant();
+        var name = target[(dot + 1)..];
+        char op = '=';
+        Macro? value = null;
+        if (eq >= 0)
+        {
+            var rest = v[(eq + 1)..];
+            if (rest.StartsWith('+') || rest.StartsWith('-')) { op = rest[0]; rest = rest[1..]; }
+            value = Macro.Parse(rest);
+        }
+        else if (!delete) value = Macro.Parse("1");
+        var nameMacro = name.Contains("%{", StringComparison.Ordinal) ? Macro.Parse(name) : null;
+        return new WafSetVar(collection, name.ToLowerInvariant(), nameMacro, op, value, delete);
+    }
+
+    private static List<(string Name, string Value)> SplitActions(string text)
+    {
+        var list = new List<(string, string)>();
+        int i = 0;
+        while (i < text.Length)
+        {
+            while (i < text.Length && (text[i] == ',' || text[i] == ' ' || text[i] == '\t')) i++;
+            if (i >= text.Length) break;
+            int start = i;
+            while (i < text.Length && text[i] != ':' && text[i] != ',') i++;
+            var name = text[start..i].Trim();
+            string value = "";
+            if (i < text.Length && text[i] == ':')
+            {
+                i++;
+                while (i < text.Length && text[i] == ' ') i++;
+                if (i < text.Length && text[i] == '\'')
+                {
+                    var sb = new StringBuilder();
+                    i++;
+                    while (i < text.Length && text[i] != '\'')
+                    {
+                        if (text[i] == '\\' && i + 1 < text.Length && text[i + 1] == '\'') { sb.Append('\''); i += 2; continue; }
+                        sb.Append(text[i++]);
+                    }
+                    i++;
+                    value = sb.ToString();
+                }
+                else
+                {
+                    int vs = i;
+                    while (i < text.Length && text[i] != ',') i++;
+                    value = text[vs..i].Trim();
+                }
+            }
+            list.Add((name, value));
+        }
+        return list;
+    }
+}

@@ -1,0 +1,479 @@
+using System.Text;
+
+namespace FastGate.Waf;
+
+/// <summary>The request as the WAF sees it: text fields hold bytes as Latin-1 chars.</summary>
+public sealed class WafRequest
+{
+    public string Method { get; set; } = "GET";
+    /// <summary>The request target as received (path and query).</summary>
+    public string Uri { get; set; } = "/";
+    public string Protocol { get; set; } = "HTTP/1.1";
+    public string RemoteAddress { get; set; } = "127.0.0.1";
+    public List<(string Name, string Value)> Headers { get; } = [];
+    public byte[]? Body { get; set; }
+}
+
+/// <summary>A rule that matched: its id, the anomaly-relevant severity, and a short prefix of the matched data.</summary>
+public readonly record struct WafMatch(int Id, int Severity, string Message, string Data);
+
+/// <summary>
+/// One request's evaluation: the request's collections (built once), TX, the matches. Not on the plain path: only
+/// routes with a WAF profile create one.
+/// </summary>
+public sealed class WafTransaction
+{
+    private readonly WafRuleSet _set;
+    private readonly WafRequest _request;
+    private readonly Dictionary<string, List<(string Key, string Name, string Value)>> _collections = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _tx = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Dictionary<string, string>> _other = new(StringComparer.Ordinal);
+    private readonly List<(int From, int To)> _removedIds = [];
+    private readonly List<string> _removedTags = [];
+    private readonly List<(int From, int To, WafTarget Target)> _removedTargetsById = [];
+    private readonly List<(string Tag, WafTarget Target)> _removedTargetsByTag = [];
+    private readonly List<(string Name, string Value)> _matchedVars = [];
+    private string _matchedVar = "", _matchedVarName = "";
+    private WafRule? _currentRule;
+    private bool _bodyDone;
+
+    public WafTransaction(WafRuleSet set, WafRequest request)
+    {
+        _set = set;
+        _request = request;
+        BuildRequestCollections();
+    }
+
+    public List<WafMatch> Matches { get; } = [];
+
+    /// <summary>The request body (read before phase 2).</summary>
+    public void SetBody(byte[]? body) { if (!_bodyDone) _request.Body = body; }
+    /// <summary>The rule that interrupted (deny/drop), or null.</summary>
+    public WafRule? Interruption { get; private set; }
+    public int Status { get; private set; }
+    /// <summary>ctl:ruleEngine of this request (On, Off, DetectionOnly), or null.</summary>
+    public string? RuleEngine { get; private set; }
+    public bool Allowed { get; private set; }
+    public string RequestBodyProcessor { get; private set; } = "";
+    public int AnomalyScore => (int)NumericOperator.ToNumber(Tx("anomaly_score") ?? Tx("inbound_anomaly_score") ?? "0");
+    public string? Tx(string name) => _tx.TryGetValue(name, out var v) ? v : null;
+
+    /// <summary>Runs phase 1 (headers) and, with the body, phase 2. True when the request is to be refused.</summary>
+    public bool Evaluate(int phase)
+    {
+        if (Interruption is not null || Allowed) return Interruption is not null;
+        if (phase == 2 && !_bodyDone) ProcessBody();
+        RunPhase(phase);
+        return Interruption is not null;
+    }
+
+    // ---------------- collections ----------------
+
+    private void Add(string collection, string key, string name, string value)
+    {
+        if (!_collections.TryGetValue(collection, out var list)) _collections[collection] = list = [];
+        list.Add((key.ToLowerInvariant(), name, value));
+    }
+
+    private void Scalar(string collection, string value) => Add(collection, "", collection, value);
+
+    private void BuildRequestCollections()
+    {
+        var r = _request;
+        Scalar("REQUEST_METHOD", r.Method);
+        Scalar("REQUEST_PROTOCOL", r.Protocol);
+        Scalar("REQUEST_LINE", r.Method + " " + r.Uri + " " + r.Protocol);
+        Scalar("REQUEST_URI_RAW", r.Uri);
+        var decoded = PercentDecode(r.Uri);
+        Scalar("REQUEST_URI", decoded);
+        var q = r.Uri.IndexOf('?');
+        var dq = decoded.IndexOf('?');
+        var path = dq < 0 ? decoded : decoded[..dq];
+        Scalar("REQUEST_FILENAME", path);
+        var slash = path.LastIndexOf('/');
+        Scalar("REQUEST_BASENAME", slash < 0 ? path : path[(slash + 1)..]);
+        var query = q < 0 ? "" : r.Uri[(q + 1)..];
+        Scalar("QUERY_STRING", query);
+        if (q >= 0) ParseUrlEncoded(query, "ARGS_GET");
+        Scalar("REMOTE_ADDR", r.RemoteAddress);
+        Scalar("UNIQUE_ID", "fastgate");
+        Scalar("DURATION", "0");
+        foreach (var (name, value) in r.Headers)
+        {
+            Add("REQUEST_HEADERS", name, "REQUEST_HEADERS:" + name, value);
+            Add("REQUEST_HEADERS_NAMES", name, "REQUEST_HEADERS_NAMES:" + name, name);
+            if (name.Equals("cookie", StringComparison.OrdinalIgnoreCase)) ParseCookies(value);
+        }
+        Scalar("REQBODY_ERROR", "0");
+        Scalar("MULTIPART_STRICT_ERROR", "0");
+        Scalar("MULTIPART_UNMATCHED_BOUNDARY", "0");
+        Combined();
+    }
+
+    private void Combined()
+    {
+        long size = 0;
+        if (_collections.TryGetValue("ARGS", out var args)) foreach (var a in args) size += a.Key.Length + a.Value.Length;
+        _collections.Remove("ARGS_COMBINED_SIZE");
+        Scalar("ARGS_COMBINED_SIZE", size.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    private static string PercentDecode(string s)
+    {
+        if (s.IndexOf('%') < 0) return s;
+        var sb = new StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '%' && i + 2 < s.Length && Uri.IsHexDigit(s[i + 1]) && Uri.IsHexDigit(s[i + 2]))
+            {
+                sb.Append((char)Convert.ToInt32(s.Substring(i + 1, 2), 16));
+                i += 2;
+            }
+            else sb.Append(s[i]);
+        }
+        return sb.ToString();
+    }
+
+    private void Arg(string source, string name, string value)
+    {
+        Add("ARGS", name, "ARGS:" + name, value);
+        Add("ARGS_NAMES", name, "ARGS_NAMES:" + name, name);
+        Add(source, name, source + ":" + name, value);
+        Add(source + "_NAMES", name, source + "_NAMES:" + name, name);
+    }
+
+    private void ParseUrlEncoded(string s, string source)
+    {
+        foreach (var pair in s.Split('&'))
+        {
+            if (pair.Length == 0) continue;
+            var eq = pair.IndexOf('=');
+            var name = Transforms.UrlDecode(eq < 0 ? pair : pair[..eq], false);
+            var value = eq < 0 ? "" : Transforms.UrlDecode(pair[(eq + 1)..], false);
+            Arg(source, name, value);
+        }
+    }
+
+    private void ParseCookies(string header)
+    {
+        foreach (var part in header.Split(';'))
+        {
+            var t = part.Trim(' ', '\t');
+            if (t.Length == 0) continue;
+            var eq = t.IndexOf('=');
+            var name = eq < 0 ? t : t[..eq];
+            var value = eq < 0 ? "" : t[(eq + 1)..];
+            Add("REQUEST_COOKIES", name, "REQUEST_COOKIES:" + name, value);
+            Add("REQUEST_COOKIES_NAMES", name, "REQUEST_COOKIES_NAMES:" + name, name);
+        }
+    }
+
+    private string Header(string name)
+    {
+        foreach (var (n, v) in _request.Headers) if (n.Equals(name, StringComparison.OrdinalIgnoreCase)) return v;
+        return "";
+    }
+
+    private void ProcessBody()
+    {
+        _bodyDone = true;
+        var body = _request.Body;
+        if (body is null || body.Length == 0) return;
+        var text = Encoding.Latin1.GetString(body);
+        var type = Header("content-type").ToLowerInvariant();
+        var processor = RequestBodyProcessor;
+        if (processor.Length == 0)
+            processor = type.StartsWith("application/x-www-form-urlencoded", StringComparison.Ordinal) ? "URLENCODED"
+                : type.StartsWith("multipart/form-data", StringComparison.Ordinal) ? "MULTIPART"
+                : type.StartsWith("application/json", StringComparison.Ordinal) ? "JSON" : "";
+        RequestBodyProcessor = processor;
+        Scalar("REQUEST_BODY", text);
+        Scalar("REQUEST_BODY_LENGTH", body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (processor.Length > 0) Scalar("REQBODY_PROCESSOR", processor);
+        bool ok = processor switch
+        {
+            "URLENCODED" => Do(() => ParseUrlEncoded(text, "ARGS_POST")),
+            "JSON" => ParseJson(body),
+            "MULTIPART" => ParseMultipart(text, type),
+            _ => true,
+        };
+        if (!ok)
+        {
+            _collections.Remove("REQBODY_ERROR");
+            Scalar("REQBODY_ERROR", "1");
+        }
+        Combined();
+    }
+
+    private static bool Do(Action a) { a(); return true; }
+
+    private bool ParseJson(byte[] body)
+    {
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(body, new System.Text.Json.JsonDocumentOptions { MaxDepth = 512 });
+            Json(doc.RootElement, "json");
+            return true;
+        }
+        catch (System.Text.Json.JsonException) { return false; }
+    }
+
+    private void Json(System.Text.Json.JsonElement e, string path)
+    {
+        switch (e.ValueKind)
+        {
+            case System.Text.Json.JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject()) Json(p.Value, path + "." + Latin1(p.Name));
+                break;
+            case System.Text.Json.JsonValueKind.Array:
+                int i = 0;
+                foreach (var item in e.EnumerateArray()) Json(item, path + ".array_" + i++);
+                break;
+            case System.Text.Json.JsonValueKind.String:
+                Arg("ARGS_POST", path, Latin1(e.GetString() ?? ""));
+                break;
+            case System.Text.Json.JsonValueKind.True: Arg("ARGS_POST", path, "true"); break;
+            case System.Text.Json.JsonValueKind.False: Arg("ARGS_POST", path, "false"); break;
+            case System.Text.Json.JsonValueKind.Null: Arg("ARGS_POST", path, ""); break;
+            default: Arg("ARGS_POST", path, e.GetRawText()); break;
+        }
+    }
+
+    private static string Latin1(string s) => Encoding.Latin1.GetString(Encoding.UTF8.GetBytes(s));
+
+    private bool ParseMultipart(string text, string type)
+    {
+        var bi = type.IndexOf("boundary=", StringComparison.Ordinal);
+        if (bi < 0) return false;
+        // the boundary as written (case kept): read it from the original header
+        var original = Header("content-type");
+        var boundary = original[(bi + 9)..].Split(';')[0].Trim().Trim('"');
+        if (boundary.Length == 0) return false;
+        var delimiter = "--" + boundary;
+        var parts = text.Split(delimiter);
+        if (parts.Length < 2) return false;
+        long filesSize = 0;
+        for (int p = 1; p < parts.Length; p++)
+        {
+            var part = parts[p];
+            if (part.StartsWith("--", StringComparison.Ordinal)) break;
+            var headEnd = part.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            if (headEnd < 0) return false;
+            var head = part[..headEnd];
+            var content = part[(headEnd + 4)..];
+            if (content.EndsWith("\r\n", StringComparison.Ordinal)) content = content[..^2];
+            string name = "", file = "";
+            bool isFile = false;
+            foreach (var line in head.Split("\r\n", StringSplitOptions.RemoveEmptyEntries))
+            {
+                Add("MULTIPART_PART_HEADERS", name, "MULTIPART_PART_HEADERS", line);
+                if (!line.StartsWith("content-disposition:", StringComparison.OrdinalIgnoreCase)) continue;
+                foreach (var attr in line.Split(';'))
+                {
+                    var a = attr.Trim();
+                    if (a.StartsWith("name=", StringComparison.OrdinalIgnoreCase)) name = a[5..].Trim('"');
+                    else if (a.StartsWith("filename=", StringComparison.OrdinalIgnoreCase)) { file = a[9..].Trim('"'); isFile = true; }
+                }
+            }
+            if (isFile)
+            {
+                Add("FILES", name, "FILES:" + name, file);
+                Add("FILES_NAMES", name, "FILES_NAMES:" + name, name);
+                Add("FILES_SIZES", name, "FILES_SIZES:" + name, content.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                filesSize += content.Length;
+            }
+            else Arg("ARGS_POST", name, content);
+        }
+        Scalar("FILES_COMBINED_SIZE", filesSize.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return true;
+    }
+
+    // ---------------- evaluation ----------------
+
+    private void RunPhase(int phase)
+    {
+        var rules = _set.Phases[phase];
+        string? skipTo = null;
+        int skip = 0;
+        for (int i = 0; i < rules.Length; i++)
+        {
+            var rule = rules[i];
+            if (rule.Marker is not null) { if (skipTo == rule.Marker) skipTo = null; continue; }
+            if (skipTo is not null) continue;
+            if (skip > 0) { skip--; continue; }
+            if (RuleEngine is "Off" or "off") return;
+            if (rule.Unsupported is not null || IsRemoved(rule)) continue;
+            if (!Evaluate(rule, rule)) continue;
+            // the whole chain matched: the chain starter's disruptive and flow actions
+            if (rule.Log && rule.Id > 1)
+                Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)));
+            for (var link = rule; link is not null; link = link.Chain)
+                foreach (var ctl in link.Ctls) ApplyCtl(ctl);
+            if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)
+            {
+                Interruption = rule;
+                Status = rule.Status != 0 ? rule.Status : 403;
+                return;
+            }
+            if (rule.Disruptive == WafDisruptive.Allow) { Allowed = true; return; }
+            if (rule.SkipAfter is not null) skipTo = rule.SkipAfter;
+            else if (rule.Skip > 0) skip = rule.Skip;
+        }
+    }
+
+    private static int LastSeverity(WafRule rule)
+    {
+        int s = rule.Severity;
+        for (var l = rule.Chain; l is not null; l = l.Chain) if (l.Severity >= 0) s = l.Severity;
+        return s;
+    }
+
+    private static string Short(string s) => s.Length <= 24 ? s : s[..24];
+
+    private bool IsRemoved(WafRule r)
+    {
+        foreach (var (from, to) in _removedIds) if (r.Id >= from && r.Id <= to) return true;
+        foreach (var tag in _removedTags) if (r.Tags.Contains(tag)) return true;
+        return false;
+    }
+
+    /// <summary>Evaluates one link (and the links it chains to); true when all match.</summary>
+    private bool Evaluate(WafRule link, WafRule starter)
+    {
+        _currentRule = starter;
+        bool matched = false;
+        if (link.Operator is null) return false;
+        foreach (var target in link.Targets)
+        {
+            if (target.Count)
+            {
+                var n = Count(target).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (Test(link, n, target.Collection, n)) matched = true;
+                continue;
+            }
+            foreach (var (key, name, value) in Resolve(target))
+            {
+                if (Excluded(link, starter, target.Collection, key)) continue;
+                if (Test(link, value, name, value)) matched = true;
+            }
+        }
+        if (!matched) return false;
+        if (link.Chain is null) return true;
+        return Evaluate(link.Chain, starter);
+    }
+
+    private bool Test(WafRule link, string value, string name, string original)
+    {
+        string v = value;
+        bool hit = false;
+        if (link.MultiMatch)
+        {
+            hit = Op(link, v);
+            foreach (var t in link.Transforms) { var next = t(v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
+        }
+        else
+        {
+            foreach (var t in link.Transforms) v = t(v);
+            hit = Op(link, v);
+        }
+        if (!hit) return false;
+        _matchedVar = v;
+        _matchedVarName = name;
+        _matchedVars.Add((name, v));
+        foreach (var sv in link.SetVars) SetVar(sv);
+        _ = original;
+        return true;
+    }
+
+    private bool Op(WafRule link, string v) => link.Operator!.Match(v, this, link.Capture) != link.Negated;
+
+    private bool Excluded(WafRule link, WafRule starter, string collection, string key)
+    {
+        foreach (var e in link.Exclusions) if (e.Selects(collection, key)) return true;
+        if (link != starter) return false;
+        foreach (var (from, to, t) in _removedTargetsById) if (starter.Id >= from && starter.Id <= to && t.Selects(collection, key)) return true;
+        foreach (var (tag, t) in _removedTargetsByTag) if (starter.Tags.Contains(tag) && t.Selects(collection, key)) return true;
+        return false;
+    }
+
+    private int Count(WafTarget target)
+    {
+        int n = 0;
+        foreach (var _ in Resolve(target)) n++;
+        return n;
+    }
+
+    private IEnumerable<(string Key, string Name, string Value)> Resolve(WafTarget target)
+    {
+        switch (target.Collection)
+        {
+            case "TX":
+                foreach (var (k, v) in _tx)
+                    if (Selects(target, k)) yield return (k, "TX:" + k, v);
+                yield break;
+            case "MATCHED_VAR": yield return ("", "MATCHED_VAR", _matchedVar); yield break;
+            case "MATCHED_VAR_NAME": yield return ("", "MATCHED_VAR_NAME", _matchedVarName); yield break;
+            case "MATCHED_VARS":
+                foreach (var (n, v) in _matchedVars.ToArray()) yield return (n.ToLowerInvariant(), "MATCHED_VARS:" + n, v);
+                yield break;
+            case "MATCHED_VARS_NAMES":
+                foreach (var (n, _) in _matchedVars.ToArray()) yield return (n.ToLowerInvariant(), "MATCHED_VARS_NAMES:" + n, n);
+                yield break;
+            case "IP": case "GLOBAL": case "SESSION": case "USER":
+                if (_other.TryGetValue(target.Collection, out var c))
+                    foreach (var (k, v) in c) if (Selects(target, k)) yield return (k, target.Collection + ":" + k, v);
+                yield break;
+        }
+        if (!_collections.TryGetValue(target.Collection, out var list)) yield break;
+        foreach (var item in list)
+            if (Selects(target, item.Key)) yield return item;
+    }
+
+    private static bool Selects(WafTarget t, string key) =>
+        t.Key is null && t.KeyRegex is null || t.Key is not null && t.Key == key || t.KeyRegex is not null && t.KeyRegex.IsMatch(key);
+
+    private void SetVar(WafSetVar sv)
+    {
+        var name = sv.Name2 is { } m ? m.Expand(this).ToLowerInvariant() : sv.Name;
+        Dictionary<string, string> dict = sv.Collection == "TX" ? _tx : _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
+        if (sv.Delete) { dict.Remove(name); return; }
+        var value = sv.Value?.Expand(this) ?? "";
+        if (sv.Op == '=') { dict[name] = value; return; }
+        long current = dict.TryGetValue(name, out var cur) ? NumericOperator.ToNumber(cur) : 0;
+        long delta = NumericOperator.ToNumber(value);
+        dict[name] = (sv.Op == '+' ? current + delta : current - delta).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    internal void SetCapture(int group, string value) => _tx[group.ToString(System.Globalization.CultureInfo.InvariantCulture)] = value;
+
+    private void ApplyCtl(WafCtl ctl)
+    {
+        switch (ctl.Kind)
+        {
+            case CtlKind.RuleRemoveById: _removedIds.AddRange(ctl.Ids); break;
+            case CtlKind.RuleRemoveByTag: _removedTags.Add(ctl.Value); break;
+            case CtlKind.RuleRemoveTargetById: _removedTargetsById.Add((ctl.Ids[0].From, ctl.Ids[0].To, ctl.Target!)); break;
+            case CtlKind.RuleRemoveTargetByTag: _removedTargetsByTag.Add((ctl.Value, ctl.Target!)); break;
+            case CtlKind.RuleEngine: RuleEngine = ctl.Value; break;
+            case CtlKind.RequestBodyProcessor: if (!_bodyDone) RequestBodyProcessor = ctl.Value; break;
+        }
+    }
+
+    /// <summary>%{collection.key} in a macro.</summary>
+    internal string MacroValue(string collection, string? key)
+    {
+        switch (collection)
+        {
+            case "TX": return key is not null && _tx.TryGetValue(key, out var v) ? v : "";
+            case "MATCHED_VAR": return _matchedVar;
+            case "MATCHED_VAR_NAME": return _matchedVarName;
+            case "RULE":
+                return key switch { "id" => _currentRule?.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "", "msg" => _currentRule?.Msg?.Source ?? "", _ => "" };
+            case "IP": case "GLOBAL": case "SESSION": case "USER":
+                return key is not null && _other.TryGetValue(collection, out var c) && c.TryGetValue(key, out var ov) ? ov : "";
+        }
+        if (!_collections.TryGetValue(collection, out var list)) return "";
+        foreach (var item in list) if (key is null || item.Key == key) return item.Value;
+        return "";
+    }
+}

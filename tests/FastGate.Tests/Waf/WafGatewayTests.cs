@@ -1,0 +1,174 @@
+using System.Globalization;
+using FastGate.Configuration;
+using FastGate.Tests.Infrastructure;
+
+namespace FastGate.Tests.Waf;
+
+/// <summary>The WAF in the gateway: per-route profiles, block and detect modes, body inspection, metrics, config errors.</summary>
+public sealed class WafGatewayTests : IAsyncLifetime
+{
+    private DemoUpstreamServer _upstream = null!;
+    private string _dir = "";
+
+    public async Task InitializeAsync()
+    {
+        _upstream = await DemoUpstreamServer.StartAsync();
+        _dir = Directory.CreateTempSubdirectory("fastgate-waf-").FullName;
+        Directory.CreateDirectory(Path.Combine(_dir, "rules"));
+        File.WriteAllText(Path.Combine(_dir, "crs-setup.conf"), """
+            SecDefaultAction "phase:1,log,pass"
+            SecDefaultAction "phase:2,log,pass"
+            SecAction "id:900110,phase:1,pass,nolog,setvar:tx.inbound_anomaly_score_threshold=5"
+            """);
+        File.WriteAllText(Path.Combine(_dir, "rules", "test.conf"), """
+            SecRule ARGS "@rx (?i)union\s+select" "id:942999,phase:2,block,t:none,t:urlDecodeUni,msg:'SQLi',severity:CRITICAL,setvar:'tx.anomaly_score=+5'"
+            SecRule REQUEST_HEADERS:User-Agent "@pm sqlmap nikto" "id:913999,phase:1,block,t:none,msg:'scanner',setvar:'tx.anomaly_score=+5'"
+            SecRule TX:ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_threshold}" "id:949110,phase:1,deny,t:none,msg:'score %{tx.anomaly_score}'"
+            SecRule TX:ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_threshold}" "id:949111,phase:2,deny,t:none,msg:'score %{tx.anomaly_score}'"
+            """);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _upstream.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private string Config(string mode, string rules = "", string extra = "") => $$"""
+        {
+          {{extra}}
+          "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
+          "admin": { "address": "127.0.0.1:0" },
+          "clusters": [ { "id": "backend", "destinations": [ { "address": "{{_upstream.Address.ToString().TrimEnd('/')}}" } ] } ],
+          "waf": { "profiles": [ { "id": "app", "rules": "{{(rules.Length > 0 ? rules : _dir)}}", "mode": "{{mode}}" } ] },
+          "routes": [
+            { "id": "protected", "match": { "pathPrefix": "/echo" }, "cluster": "backend", "waf": "app" },
+            { "id": "open", "match": { "pathPrefix": "/" }, "cluster": "backend" }
+          ]
+        }
+        """;
+
+    private static string Get(string target, string ua = "Mozilla/5.0") =>
+        $"GET {target} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {ua}\r\nConnection: close\r\n\r\n";
+
+    private static string Post(string target, string body) =>
+        $"POST {target} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}";
+
+    private static double Value(string scrape, string series)
+    {
+        var line = scrape.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
+        return line is null ? 0 : double.Parse(line[(series.Length + 1)..], CultureInfo.InvariantCulture);
+    }
+
+    private static Task<int> Send(TestGateway g, string raw) => ModSecurityDifferentialTests.SendAsync(g.EndPoint.Port, raw);
+
+    [Fact]
+    public async Task Block_mode_refuses_attacks_on_the_waf_route_only_and_counts_them_by_rule()
+    {
+        await using var gateway = await TestGateway.StartAsync(Config("block"));
+        Assert.Equal(403, await Send(gateway, Get("/echo?q=1%20UNION%20SELECT%20pw")));       // phase 2, no body
+        Assert.Equal(403, await Send(gateway, Get("/echo", ua: "sqlmap/1.5")));               // phase 1
+        Assert.Equal(403, await Send(gateway, Post("/echo", "a=1+union+select+2")));         // phase 2, the buffered body
+        Assert.Equal(200, await Send(gateway, Post("/echo", "a=hello")));
+        Assert.Equal(200, await Send(gateway, Get("/echo?q=plain")));
+        Assert.Equal(200, await Send(gateway, Get("/?q=1%20UNION%20SELECT%20pw")));            // the route without WAF
+        var scrape = await gateway.ScrapeMetricsAsync();
+        Assert.Equal(3, Value(scrape, "fastgate_waf_requests_total{profile=\"app\",outcome=\"blocked\"}"));
+        Assert.Equal(2, Value(scrape, "fastgate_waf_requests_total{profile=\"app\",outcome=\"passed\"}"));
+        Assert.Equal(2, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"942999\",action=\"blocked\"}"));
+        Assert.Equal(1, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"913999\",action=\"blocked\"}"));
+        Assert.Equal(1, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"949110\",action=\"blocked\"}"));
+        Assert.Equal(2, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"949111\",action=\"blocked\"}"));
+        Assert.Equal(3, Value(scrape, "fastgate_rejections_total{reason=\"waf_blocked\"}"));
+    }
+
+    [Fact]
+    public async Task The_access_log_carries_the_matched_rule_ids_and_the_score_on_waf_routes_only()
+    {
+        var log = Path.Combine(_dir, "access.log");
+        var gateway = await TestGateway.StartAsync(Config("block", extra: $"\"accessLog\": {{ \"path\": \"{log}\", \"sampleRate\": 1 }},"));
+        try
+        {
+            Assert.Equal(403, await Send(gateway, Get("/echo?q=1%20UNION%20SELECT%20pw")));
+            Assert.Equal(200, await Send(gateway, Get("/echo?q=fine")));
+            Assert.Equal(200, await Send(gateway, Get("/?q=fine")));
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        var lines = File.ReadAllLines(log).Where(l => l.Length > 0).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(3, lines.Count);
+        Assert.Equal("waf_blocked", lines[0].GetProperty("decision").GetString());
+        Assert.Equal("942999,949111 score=5", lines[0].GetProperty("waf").GetString());
+        Assert.Equal("score=0", lines[1].GetProperty("waf").GetString());
+        Assert.False(lines[2].TryGetProperty("waf", out _));
+    }
+
+    [Fact]
+    public async Task Detect_mode_forwards_and_counts_what_it_would_block()
+    {
+        await using var gateway = await TestGateway.StartAsync(Config("detect"));
+        Assert.Equal(200, await Send(gateway, Get("/echo?q=1%20UNION%20SELECT%20pw")));
+        Assert.Equal(200, await Send(gateway, Post("/echo", "a=1+union+select+2")));
+        var scrape = await gateway.ScrapeMetricsAsync();
+        Assert.Equal(2, Value(scrape, "fastgate_waf_requests_total{profile=\"app\",outcome=\"detected\"}"));
+        Assert.Equal(0, Value(scrape, "fastgate_waf_requests_total{profile=\"app\",outcome=\"blocked\"}"));
+        Assert.Equal(2, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"942999\",action=\"detected\"}"));
+    }
+
+    [Fact]
+    public void A_bad_rule_file_is_a_config_error_with_its_file_and_line()
+    {
+        var bad = Directory.CreateTempSubdirectory("fastgate-waf-bad-").FullName;
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(bad, "rules"));
+            File.WriteAllText(Path.Combine(bad, "crs-setup.conf"), "SecDefaultAction \"phase:2,log,pass\"\n");
+            File.WriteAllText(Path.Combine(bad, "rules", "broken.conf"), "\n\nSecRule ARGS \"@rx a\" \"id:1,phase:2,deny,nosuchaction\"\nSecBogus x\n");
+            var loaded = ConfigLoader.Load(Config("block", bad));
+            Assert.False(loaded.IsValid);
+            var error = Assert.Single(loaded.Errors);
+            Assert.Equal("$.waf.profiles[0].rules", error.Path);
+            Assert.Equal($"{Path.Combine(bad, "rules", "broken.conf")}:4: unsupported directive SecBogus", error.Message);
+        }
+        finally { Directory.Delete(bad, true); }
+    }
+
+    [Fact]
+    public void Routes_must_name_a_known_profile_and_modes_are_block_or_detect()
+    {
+        var loaded = ConfigLoader.Load(Config("block").Replace("\"waf\": \"app\"", "\"waf\": \"ap\""));
+        Assert.Contains(loaded.Errors, e => e.Path == "$.routes[0].waf" && e.Message.StartsWith("unknown WAF profile 'ap'", StringComparison.Ordinal));
+        loaded = ConfigLoader.Load(Config("report"));
+        Assert.Contains(loaded.Errors, e => e.Path == "$.waf.profiles[0].mode");
+    }
+}
+
+public class WafAdminTests
+{
+    [LinuxFact]
+    public async Task Admin_waf_lists_the_profiles_and_the_rules_that_cannot_run_here()
+    {
+        await using var upstream = await DemoUpstreamServer.StartAsync();
+        var config = $$"""
+            {
+              "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
+              "admin": { "address": "127.0.0.1:0" },
+              "clusters": [ { "id": "backend", "destinations": [ { "address": "{{upstream.Address.ToString().TrimEnd('/')}}" } ] } ],
+              "waf": { "profiles": [ { "id": "crs", "rules": "/usr/share/modsecurity-crs", "mode": "detect", "paranoiaLevel": 2 } ] },
+              "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend", "waf": "crs" } ]
+            }
+            """;
+        await using var gateway = await TestGateway.StartAsync(config);
+        using var http = new System.Net.Http.HttpClient();
+        using var doc = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://{gateway.Admin}/admin/waf"));
+        var profile = Assert.Single(doc.RootElement.GetProperty("profiles").EnumerateArray().ToArray());
+        Assert.Equal("crs", profile.GetProperty("id").GetString());
+        Assert.Equal("detect", profile.GetProperty("mode").GetString());
+        Assert.Equal("OWASP_CRS/3.3.4", profile.GetProperty("componentSignature").GetString());
+        Assert.Equal(["all"], profile.GetProperty("routes").EnumerateArray().Select(r => r.GetString()));
+        var warnings = profile.GetProperty("warnings").EnumerateArray().Select(e => e.GetString()!).ToArray();
+        Assert.Contains(warnings, w => w.Contains("REQUEST-910-IP-REPUTATION.conf:", StringComparison.Ordinal) && w.Contains("@geoLookup", StringComparison.Ordinal));
+    }
+}
