@@ -34,6 +34,8 @@ public sealed class RouteModel
     public byte[]? UpstreamCredentialLine { get; init; }
     /// <summary>Total time allowed from the request head to the response head, in Stopwatch ticks (0: none).</summary>
     public long RequestTimeoutTicks { get; init; }
+    /// <summary>The unified OpenAI-compatible endpoint (Ai/AiStage): the loop hands the request to it; null: plain proxy.</summary>
+    public FastGate.Ai.AiRoute? Ai { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

@@ -31,6 +31,8 @@ public sealed record RouteConfig
     public UpstreamCredentialConfig? UpstreamCredential { get; init; }
     /// <summary>Total time from the request head to the response head (null: limits.requestTimeout, or none).</summary>
     public TimeSpan? RequestTimeout { get; init; }
+    /// <summary>The unified OpenAI-compatible endpoint (Ai/AiConfig.cs); null: a plain proxy route.</summary>
+    public FastGate.Ai.AiRouteConfig? Ai { get; init; }
 }
 
 /// <summary>
@@ -77,7 +79,7 @@ internal static class RouteConfigBinder
         ConfigReader.Names(nameof(RouteConfig.Id), nameof(RouteConfig.Match), nameof(RouteConfig.Cluster), nameof(RouteConfig.StripPrefix),
         nameof(RouteConfig.PreserveHost), nameof(RouteConfig.RateLimits), nameof(RouteConfig.Auth), nameof(RouteConfig.Scopes),
         nameof(RouteConfig.Claims), nameof(RouteConfig.ForwardApiKey), nameof(RouteConfig.Cors), nameof(RouteConfig.Hsts),
-        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout));
+        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout), nameof(RouteConfig.Ai));
 
     /// <summary><c>routes[].match</c>.</summary>
     internal static readonly string[] RouteMatchProperties =
@@ -131,6 +133,7 @@ internal static class RouteConfigBinder
             Hsts = r.String(e, p, "hsts"),
             UpstreamCredential = BindUpstreamCredential(e, p, r),
             RequestTimeout = r.Duration(e, p, "requestTimeout"),
+            Ai = FastGate.Ai.AiConfigBinder.Bind(e, p, r),
         };
     }
 
@@ -194,6 +197,7 @@ internal static class RouteConfigBinder
                 else if (!config.Listeners.Any(l => l.Tls is not null))
                     errors.Add(new ConfigError(p + ".hsts", "HSTS is sent only over TLS and no listener has tls"));
             }
+            if (r.Ai is { } ai) FastGate.Ai.AiConfigBinder.Validate(ai, p + ".ai", config, errors);
             if (r.UpstreamCredential is { } credential) ValidateUpstreamCredential(credential, p + ".upstreamCredential", errors);
             if (r.StripPrefix is { } strip && strip.Length > 0)
             {
