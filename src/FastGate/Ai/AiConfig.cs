@@ -20,6 +20,14 @@ public sealed record AiRouteConfig
     /// <summary>How long a target that failed (429, 5xx, timeout, connect failure) is skipped.</summary>
     public TimeSpan Cooldown { get; init; } = TimeSpan.FromSeconds(30);
     public AiGuardConfig? Guard { get; init; }
+    /// <summary>Per-consumer allowed models; when given, a caller without an entry may use none (403).</summary>
+    public IReadOnlyList<AiAccessConfig> Access { get; init; } = [];
+}
+
+public sealed record AiAccessConfig
+{
+    public string Consumer { get; init; } = "";
+    public IReadOnlyList<string> Models { get; init; } = [];
 }
 
 public sealed record AiProviderConfig
@@ -33,6 +41,10 @@ public sealed record AiProviderConfig
     public string? Cluster { get; init; }
     /// <summary>Environment variables holding keys (none: the provider is called without a key, e.g. Ollama).</summary>
     public IReadOnlyList<string> KeyEnv { get; init; } = [];
+    /// <summary>Files holding keys, one per line ('#' comments); re-read every <see cref="KeyReloadInterval"/> (no restart).</summary>
+    public IReadOnlyList<string> KeyFiles { get; init; } = [];
+    /// <summary>How often key files and variables are checked for changes (off the request path).</summary>
+    public TimeSpan KeyReloadInterval { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Azure OpenAI: the api-version query parameter.</summary>
     public string? ApiVersion { get; init; }
 }
@@ -65,9 +77,11 @@ internal static class AiConfigBinder
 {
     internal static readonly string[] AiProperties = ConfigReader.Names(nameof(AiRouteConfig.Providers), nameof(AiRouteConfig.Models),
         nameof(AiRouteConfig.MaxBodyBytes), nameof(AiRouteConfig.MaxResponseBytes), nameof(AiRouteConfig.ConnectTimeout),
-        nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard));
+        nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access));
+    internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
     internal static readonly string[] ProviderProperties = ConfigReader.Names(nameof(AiProviderConfig.Id), nameof(AiProviderConfig.Kind),
-        nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.ApiVersion));
+        nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
+        nameof(AiProviderConfig.KeyReloadInterval), nameof(AiProviderConfig.ApiVersion));
     internal static readonly string[] ModelProperties = ConfigReader.Names(nameof(AiModelConfig.Name), nameof(AiModelConfig.Targets), nameof(AiModelConfig.Weights));
     internal static readonly string[] GuardProperties = ConfigReader.Names(nameof(AiGuardConfig.Detect), nameof(AiGuardConfig.Action),
         nameof(AiGuardConfig.Responses), nameof(AiGuardConfig.Deny), nameof(AiGuardConfig.MaxPromptTokens));
@@ -93,6 +107,8 @@ internal static class AiConfigBinder
                     BaseUrl = r.String(x, xp, "baseUrl"),
                     Cluster = r.String(x, xp, "cluster"),
                     KeyEnv = r.Strings(x, xp, "keyEnv"),
+                    KeyFiles = r.Strings(x, xp, "keyFiles"),
+                    KeyReloadInterval = r.Duration(x, xp, "keyReloadInterval") ?? TimeSpan.FromSeconds(10),
                     ApiVersion = r.String(x, xp, "apiVersion"),
                 };
             }),
@@ -117,6 +133,11 @@ internal static class AiConfigBinder
             ResponseTimeout = r.Duration(e, ap, "responseTimeout") ?? d.ResponseTimeout,
             Cooldown = r.Duration(e, ap, "cooldown") ?? d.Cooldown,
             Guard = BindGuard(e, ap, r),
+            Access = r.Objects(e, ap, "access", false, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, AccessProperties);
+                return new AiAccessConfig { Consumer = r.String(x, xp, "consumer", required: true) ?? "", Models = r.Strings(x, xp, "models") };
+            }),
         };
     }
 
@@ -152,6 +173,14 @@ internal static class AiConfigBinder
                 errors.Add(new ConfigError(pp + ".baseUrl", $"'{url}' is not an http(s) URL"));
             if (pr.Cluster is { } c && !clusters.Contains(c)) errors.Add(new ConfigError(pp + ".cluster", $"unknown cluster '{c}'"));
             if (pr.Kind == "azure-openai" && pr.ApiVersion is null) errors.Add(new ConfigError(pp + ".apiVersion", "is required for azure-openai"));
+            for (int k = 0; k < pr.KeyFiles.Count; k++)
+            {
+                if (!config.Files.TryResolve(config.BaseDirectory, pr.KeyFiles[k], out var full, out var why))
+                    errors.Add(new ConfigError($"{pp}.keyFiles[{k}]", why ?? "not readable"));
+                else if (!File.Exists(full)) errors.Add(new ConfigError($"{pp}.keyFiles[{k}]", $"file '{full}' does not exist"));
+                else if (AiKeyPool.ReadFile(full).Any(key => key.Any(ch => ch is < ' ' or > '~')))
+                    errors.Add(new ConfigError($"{pp}.keyFiles[{k}]", "a key holds characters a header value cannot carry"));
+            }
             for (int k = 0; k < pr.KeyEnv.Count; k++)
             {
                 var v = Environment.GetEnvironmentVariable(pr.KeyEnv[k]);
@@ -175,6 +204,14 @@ internal static class AiConfigBinder
                 if (colon <= 0 || colon == target.Length - 1) errors.Add(new ConfigError($"{mp}.targets[{t}]", $"expected \"provider:model\" (found '{target}')"));
                 else if (!ids.Contains(target[..colon])) errors.Add(new ConfigError($"{mp}.targets[{t}]", $"unknown provider '{target[..colon]}'"));
             }
+        }
+        var consumers = config.Consumers.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        for (int i = 0; i < ai.Access.Count; i++)
+        {
+            var a = ai.Access[i];
+            if (a.Consumer.Length > 0 && !consumers.Contains(a.Consumer)) errors.Add(new ConfigError($"{p}.access[{i}].consumer", $"unknown consumer '{a.Consumer}'"));
+            for (int k = 0; k < a.Models.Count; k++)
+                if (!names.Contains(a.Models[k])) errors.Add(new ConfigError($"{p}.access[{i}].models[{k}]", $"unknown model '{a.Models[k]}'"));
         }
         if (ai.Guard is { } g)
         {

@@ -21,36 +21,107 @@ public sealed class AiProvider
     public required AiKeyPool Keys { get; init; }
 }
 
-/// <summary>A provider key pool: keys spread round-robin, a key answered with 401/429 parked for its Retry-After.</summary>
-public sealed class AiKeyPool
+/// <summary>
+/// A provider key pool: keys from environment variables and files, spread round-robin; a key answered with 401/429
+/// is parked for its Retry-After. A timer (off the request path) re-reads the sources and swaps the key set in when
+/// it changed; a key that stays keeps its parking. Keys are never logged and never shown by the admin API.
+/// </summary>
+public sealed class AiKeyPool : IDisposable
 {
-    private readonly string[] _keys;
-    private readonly long[] _parkedUntil;
-    private int _next = -1;
-
-    public AiKeyPool(string[] keys)
+    private sealed class Set(string[] keys)
     {
-        _keys = keys;
-        _parkedUntil = new long[keys.Length];
+        public readonly string[] Keys = keys;
+        public readonly long[] ParkedUntil = new long[keys.Length];
     }
 
-    public int Count => _keys.Length;
+    private readonly string[] _envs;
+    private readonly string[] _files;
+    private volatile Set _set;
+    private readonly System.Threading.ITimer? _timer;
+    private int _next = -1;
 
-    /// <summary>The index of the next usable key (-1: no keys configured; -2: all parked).</summary>
-    public int Next(long now)
+    public AiKeyPool(string[] envs, string[] files, TimeSpan reloadInterval, TimeProvider time)
     {
-        if (_keys.Length == 0) return -1;
-        for (int tries = 0; tries < _keys.Length; tries++)
+        _envs = envs;
+        _files = files;
+        _set = new Set(Read());
+        if (envs.Length + files.Length > 0)
         {
-            int i = (int)((uint)Interlocked.Increment(ref _next) % (uint)_keys.Length);
-            if (Volatile.Read(ref _parkedUntil[i]) <= now) return i;
+            // the timer holds the pool weakly: a pool of a replaced snapshot is collected and its timer stops
+            var weak = new WeakReference<AiKeyPool>(this);
+            System.Threading.ITimer? timer = null;
+            timer = time.CreateTimer(_ =>
+            {
+                if (weak.TryGetTarget(out var pool)) pool.Reload();
+                else timer?.Dispose();
+            }, null, reloadInterval, reloadInterval);
+            _timer = timer;
+        }
+    }
+
+    public int Count => _set.Keys.Length;
+    /// <summary>How many times a changed key set was swapped in.</summary>
+    public int Reloads { get; private set; }
+
+    internal static IEnumerable<string> ReadFile(string path) =>
+        File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#'));
+
+    private string[] Read()
+    {
+        var keys = new List<string>();
+        foreach (var e in _envs) if (Environment.GetEnvironmentVariable(e) is { Length: > 0 } v) keys.Add(v);
+        foreach (var f in _files)
+        {
+            try { keys.AddRange(ReadFile(f).Where(k => !k.Any(ch => ch is < ' ' or > '~'))); }
+            catch (IOException) { /* being rewritten: the next check reads it */ }
+            catch (UnauthorizedAccessException) { }
+        }
+        return keys.ToArray();
+    }
+
+    /// <summary>Re-reads the sources; swaps in a changed set (parking kept for keys that stay).</summary>
+    public void Reload()
+    {
+        var keys = Read();
+        var old = _set;
+        if (keys.Length == 0 || keys.AsSpan().SequenceEqual(old.Keys)) return;
+        var next = new Set(keys);
+        for (int i = 0; i < keys.Length; i++)
+        {
+            int j = Array.IndexOf(old.Keys, keys[i]);
+            if (j >= 0) next.ParkedUntil[i] = Volatile.Read(ref old.ParkedUntil[j]);
+        }
+        _set = next;
+        Reloads++;
+    }
+
+    /// <summary>The next usable key (null key and -1: none configured; -2: all parked).</summary>
+    public int Next(long now, out string? key)
+    {
+        var set = _set;
+        key = null;
+        if (set.Keys.Length == 0) return -1;
+        for (int tries = 0; tries < set.Keys.Length; tries++)
+        {
+            int i = (int)((uint)Interlocked.Increment(ref _next) % (uint)set.Keys.Length);
+            if (Volatile.Read(ref set.ParkedUntil[i]) <= now)
+            {
+                key = set.Keys[i];
+                return i;
+            }
         }
         return -2;
     }
 
-    public string Key(int index) => _keys[index];
+    /// <summary>Parks <paramref name="key"/> (looked up in the current set: a reload may have happened meanwhile).</summary>
+    public void Park(string key, long until)
+    {
+        var set = _set;
+        int i = Array.IndexOf(set.Keys, key);
+        if (i >= 0) Volatile.Write(ref set.ParkedUntil[i], until);
+    }
 
-    public void Park(int index, long until) => Volatile.Write(ref _parkedUntil[index], until);
+    public void Dispose() => _timer?.Dispose();
 }
 
 /// <summary>One "provider:model" target of a model alias, with its cooldown after a failure.</summary>
@@ -84,9 +155,14 @@ public sealed class AiRoute
     public PromptGuard? Guard { get; init; }
     public required AiMetrics Metrics { get; init; }
     public required TimeProvider Time { get; init; }
+    /// <summary>Consumer → allowed model names; null: every caller may use every model.</summary>
+    public Dictionary<string, HashSet<string>>? Access { get; init; }
+
+    public bool Allows(string? consumer, string model) =>
+        Access is null || (consumer is not null && Access.TryGetValue(consumer, out var models) && models.Contains(model));
 
     public static AiRoute Compile(string routeId, AiRouteConfig c, IReadOnlyDictionary<string, Proxy.ClusterModel> clusters,
-        Observability.GatewayMetrics metrics, TimeProvider? time)
+        Observability.GatewayMetrics metrics, TimeProvider? time, string baseDirectory)
     {
         var aiMetrics = AiMetrics.For(metrics);
         var providers = new Dictionary<string, AiProvider>(StringComparer.Ordinal);
@@ -117,7 +193,8 @@ public sealed class AiRoute
                 Cluster = p.Cluster is null ? null : clusters[p.Cluster],
                 ApiVersion = p.ApiVersion,
                 Http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan },
-                Keys = new AiKeyPool(p.KeyEnv.Select(e => Environment.GetEnvironmentVariable(e) ?? "").ToArray()),
+                Keys = new AiKeyPool(p.KeyEnv.ToArray(), p.KeyFiles.Select(f => Configuration.ConfigPath.Resolve(f, baseDirectory)).ToArray(),
+                    p.KeyReloadInterval, time ?? TimeProvider.System),
             };
         }
         var models = new Dictionary<string, AiModel>(StringComparer.Ordinal);
@@ -143,6 +220,8 @@ public sealed class AiRoute
             Guard = c.Guard is null ? null : new PromptGuard(c.Guard, routeId, aiMetrics.Guard),
             Metrics = aiMetrics,
             Time = time ?? TimeProvider.System,
+            Access = c.Access.Count == 0 ? null
+                : c.Access.GroupBy(a => a.Consumer, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.SelectMany(a => a.Models).ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal),
         };
     }
 

@@ -74,6 +74,8 @@ internal static class AiStage
                 var name = m.GetString()!;
                 if (!ai.Models.TryGetValue(name, out var model))
                     return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, $"the model '{name}' does not exist", "invalid_request_error", "model_not_found");
+                if (!ai.Allows(call.Consumer, name))
+                    return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, $"you may not use the model '{name}'", "permission_error", "model_not_allowed");
                 outcome.Model = name;
                 bool stream = chat && root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
                 // the prompt guard, before anything leaves the gateway
@@ -139,7 +141,7 @@ internal static class AiStage
             // each key of the provider once at most: a key answered 401/429 is parked and the next one tried
             for (int keyTry = 0; keyTry < Math.Max(1, provider.Keys.Count); keyTry++)
             {
-                int key = provider.Keys.Next(Stopwatch.GetTimestamp());
+                int key = provider.Keys.Next(Stopwatch.GetTimestamp(), out var keyValue);
                 if (key == -2) { lastError = "every key of the provider is parked"; break; }
                 var destination = provider.Cluster?.Pick(call.Exchange, null);
                 var baseUrl = destination is not null ? destination.Address.TrimEnd('/') : provider.BaseUrl!;
@@ -148,7 +150,7 @@ internal static class AiStage
                     Content = new ByteArrayContent(body),
                 };
                 request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-                if (key >= 0) AddKey(request, provider, provider.Keys.Key(key));
+                if (keyValue is not null) AddKey(request, provider, keyValue);
                 if (provider.Family == ProviderFamily.Anthropic) request.Headers.TryAddWithoutValidation("anthropic-version", "2023-06-01");
                 HttpResponseMessage response;
                 using var headTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(ai.ResponseTimeoutTicks / (double)Stopwatch.Frequency));
@@ -170,10 +172,10 @@ internal static class AiStage
                 {
                     int status = (int)response.StatusCode;
                     destination?.Report(status >= 500 ? Proxy.UpstreamOutcome.ServerError : Proxy.UpstreamOutcome.Success);
-                    if ((status is 401 or 429) && key >= 0)
+                    if ((status is 401 or 429) && keyValue is not null)
                     {
                         var retryAfter = response.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(status == 401 ? 300 : 30);
-                        provider.Keys.Park(key, Stopwatch.GetTimestamp() + (long)(retryAfter.TotalSeconds * Stopwatch.Frequency));
+                        provider.Keys.Park(keyValue, Stopwatch.GetTimestamp() + (long)(retryAfter.TotalSeconds * Stopwatch.Frequency));
                         ai.Metrics.KeysParked.WithLabels(ai.RouteId, provider.Id).Inc();
                         lastError = $"provider '{provider.Id}' answered {status}";
                         continue; // the next key
@@ -333,6 +335,7 @@ internal static class AiStage
             w.WriteStartArray("data");
             foreach (var name in ai.ModelNames)
             {
+                if (!ai.Allows(call.Consumer, name)) continue;
                 w.WriteStartObject();
                 w.WriteString("id", name);
                 w.WriteString("object", "model");

@@ -80,7 +80,7 @@ public static class SnapshotCompiler
                 UpstreamCredentialName = credential is { } c ? Encoding.ASCII.GetBytes(c.Header) : null,
                 UpstreamCredentialLine = credential is { } l ? Encoding.ASCII.GetBytes($"{l.Header}: {l.Prefix}{l.Secret}\r\n") : null,
                 RequestTimeoutTicks = (r.RequestTimeout ?? limits.RequestTimeout) is { } rt ? GatewaySnapshot.ToTicks(rt) : 0,
-                Ai = r.Ai is null ? null : FastGate.Ai.AiRoute.Compile(r.Id, r.Ai, clusters, metrics, time),
+                Ai = r.Ai is null ? null : FastGate.Ai.AiRoute.Compile(r.Id, r.Ai, clusters, metrics, time, config.BaseDirectory),
             };
             routes.Add(model);
             var m = r.Match;

@@ -378,4 +378,77 @@ public sealed class AiEndpointTests : IDisposable
         Assert.Equal("sensitive_data", JsonDocument.Parse(r.Body).RootElement.GetProperty("error").GetProperty("code").GetString());
         Assert.Empty(p.Requests);
     }
+
+    [Fact]
+    public async Task KeyFile_ChangedOnDisk_NewKeyUsedWithoutRestart()
+    {
+        var file = Path.Combine(Path.GetTempPath(), "fastgate-ai-keys-" + Guid.NewGuid().ToString("N"));
+        await File.WriteAllTextAsync(file, "# provider keys\nfile-key-a\n");
+        try
+        {
+            await using var p = new FakeProvider(_ => FakeProvider.Json(200, """{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[]}"""));
+            await using var gw = await TestGateway.StartAsync(Config(
+                $$"""{ "id": "oa", "kind": "openai", "baseUrl": "{{p.Address}}/v1", "keyFiles": ["{{file}}"], "keyReloadInterval": "50ms" }""",
+                """{ "name": "m", "targets": ["oa:gpt"] }"""));
+            const string chat = """{"model":"m","messages":[{"role":"user","content":"x"}]}""";
+            Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", chat)).Status);
+            Assert.True(p.Requests.TryDequeue(out var first));
+            Assert.Equal("Bearer file-key-a", first.Headers["Authorization"]);
+
+            await File.WriteAllTextAsync(file, "file-key-b\n");
+            var pool = gw.Host.Runtime.Current.Routes[0].Ai!.Models["m"].Targets[0].Provider.Keys;
+            await Eventually.WaitUntilAsync(() => pool.Reloads == 1, "the changed key file to be read");
+            Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", chat)).Status);
+            Assert.True(p.Requests.TryDequeue(out var second));
+            Assert.Equal("Bearer file-key-b", second.Headers["Authorization"]);
+            using var admin = gw.CreateAdminClient();
+            Assert.DoesNotContain("file-key", await admin.GetStringAsync("/admin/routes"));
+            Assert.DoesNotContain("file-key", await admin.GetStringAsync("/admin/config"));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task AllowedModels_PerConsumer_403_And_ModelsListFiltered()
+    {
+        await using var p = new FakeProvider(_ => FakeProvider.Json(200, """{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[]}"""));
+        var config = $$"""
+            {
+              "listeners": [ { "address": "127.0.0.1:0" } ],
+              "admin": { "address": "127.0.0.1:0" },
+              "clusters": [ { "id": "none", "destinations": [ { "address": "http://127.0.0.1:9" } ] } ],
+              "consumers": [ { "id": "team-a", "apiKeys": [ "{{FastGate.Security.ApiKeys.Hash("caller-key-a")}}" ] } ],
+              "routes": [
+                { "id": "ai", "match": { "pathPrefix": "/ai" }, "cluster": "none", "stripPrefix": true, "auth": ["apiKey"],
+                  "ai": { "providers": [ { "id": "oa", "kind": "openai", "baseUrl": "{{p.Address}}/v1" } ],
+                          "models": [ { "name": "cheap", "targets": ["oa:mini"] }, { "name": "big", "targets": ["oa:large"] } ],
+                          "access": [ { "consumer": "team-a", "models": ["cheap"] } ] } }
+              ]
+            }
+            """;
+        await using var gw = await TestGateway.StartAsync(config);
+        async Task<RawResponse> Send(string request)
+        {
+            using var client = await RawClient.ConnectAsync(gw.EndPoint);
+            await client.SendAsync(request);
+            return await client.ReadResponseAsync();
+        }
+        string Chat(string model)
+        {
+            var body = $$"""{"model":"{{model}}","messages":[{"role":"user","content":"x"}]}""";
+            return $"POST /ai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nX-API-Key: caller-key-a\r\nContent-Length: {body.Length}\r\n\r\n{body}";
+        }
+        Assert.Equal(200, (await Send(Chat("cheap"))).Status);
+        var denied = await Send(Chat("big"));
+        Assert.Equal(403, denied.Status);
+        Assert.Equal("model_not_allowed", JsonDocument.Parse(denied.Body).RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Single(p.Requests);
+        var models = await Send("GET /ai/v1/models HTTP/1.1\r\nHost: a\r\nX-API-Key: caller-key-a\r\n\r\n");
+        Assert.Equal(["cheap"], JsonDocument.Parse(models.Body).RootElement.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()!).ToArray());
+        // auth still applies on AI routes: no key, no call
+        Assert.Equal(401, (await Send("GET /ai/v1/models HTTP/1.1\r\nHost: a\r\n\r\n")).Status);
+    }
 }
