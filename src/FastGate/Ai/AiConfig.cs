@@ -39,6 +39,8 @@ public sealed record AiProviderConfig
     public string? BaseUrl { get; init; }
     /// <summary>A cluster whose destinations are the base URLs (Pick / Report: the cluster's balancing and health).</summary>
     public string? Cluster { get; init; }
+    /// <summary>With <see cref="Cluster"/>: the API path after each destination's address (e.g. "/v1").</summary>
+    public string? BasePath { get; init; }
     /// <summary>Environment variables holding keys (none: the provider is called without a key, e.g. Ollama).</summary>
     public IReadOnlyList<string> KeyEnv { get; init; } = [];
     /// <summary>Files holding keys, one per line ('#' comments); re-read every <see cref="KeyReloadInterval"/> (no restart).</summary>
@@ -80,7 +82,7 @@ internal static class AiConfigBinder
         nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access));
     internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
     internal static readonly string[] ProviderProperties = ConfigReader.Names(nameof(AiProviderConfig.Id), nameof(AiProviderConfig.Kind),
-        nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
+        nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.BasePath), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
         nameof(AiProviderConfig.KeyReloadInterval), nameof(AiProviderConfig.ApiVersion));
     internal static readonly string[] ModelProperties = ConfigReader.Names(nameof(AiModelConfig.Name), nameof(AiModelConfig.Targets), nameof(AiModelConfig.Weights));
     internal static readonly string[] GuardProperties = ConfigReader.Names(nameof(AiGuardConfig.Detect), nameof(AiGuardConfig.Action),
@@ -106,6 +108,7 @@ internal static class AiConfigBinder
                     Kind = r.String(x, xp, "kind", required: true) ?? "",
                     BaseUrl = r.String(x, xp, "baseUrl"),
                     Cluster = r.String(x, xp, "cluster"),
+                    BasePath = r.String(x, xp, "basePath"),
                     KeyEnv = r.Strings(x, xp, "keyEnv"),
                     KeyFiles = r.Strings(x, xp, "keyFiles"),
                     KeyReloadInterval = r.Duration(x, xp, "keyReloadInterval") ?? TimeSpan.FromSeconds(10),
@@ -171,6 +174,8 @@ internal static class AiConfigBinder
             if ((pr.BaseUrl is null) == (pr.Cluster is null)) errors.Add(new ConfigError(pp, "give either baseUrl or cluster"));
             if (pr.BaseUrl is { } url && (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https")))
                 errors.Add(new ConfigError(pp + ".baseUrl", $"'{url}' is not an http(s) URL"));
+            if (pr.BasePath is { } bp && (pr.Cluster is null || !bp.StartsWith('/')))
+                errors.Add(new ConfigError(pp + ".basePath", "a path starting with '/', with cluster only"));
             if (pr.Cluster is { } c && !clusters.Contains(c)) errors.Add(new ConfigError(pp + ".cluster", $"unknown cluster '{c}'"));
             if (pr.Kind == "azure-openai" && pr.ApiVersion is null) errors.Add(new ConfigError(pp + ".apiVersion", "is required for azure-openai"));
             for (int k = 0; k < pr.KeyFiles.Count; k++)

@@ -17,6 +17,8 @@ public sealed class AiProvider
     /// <summary>Base URLs as a cluster's destinations: Pick chooses, Report feeds its passive health.</summary>
     public Proxy.ClusterModel? Cluster { get; init; }
     public string? ApiVersion { get; init; }
+    /// <summary>With a cluster: the API path after the destination's address.</summary>
+    public string BasePath { get; init; } = "";
     public required HttpClient Http { get; init; }
     public required AiKeyPool Keys { get; init; }
 }
@@ -192,6 +194,7 @@ public sealed class AiRoute
                 BaseUrl = p.BaseUrl?.TrimEnd('/'),
                 Cluster = p.Cluster is null ? null : clusters[p.Cluster],
                 ApiVersion = p.ApiVersion,
+                BasePath = p.BasePath?.TrimEnd('/') ?? "",
                 Http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan },
                 Keys = new AiKeyPool(p.KeyEnv.ToArray(), p.KeyFiles.Select(f => Configuration.ConfigPath.Resolve(f, baseDirectory)).ToArray(),
                     p.KeyReloadInterval, time ?? TimeProvider.System),

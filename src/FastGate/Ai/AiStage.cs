@@ -139,12 +139,15 @@ internal static class AiStage
             byte[] body = chat ? AiRequestWriter.Chat(provider.Family, root, target.Model, stream, filter)
                                : AiRequestWriter.Embeddings(provider.Family, root, target.Model, filter);
             // each key of the provider once at most: a key answered 401/429 is parked and the next one tried
+            // a cluster provider: a failed destination is avoided once on the next pick (the cluster's other destination)
+            Proxy.DestinationModel? avoid = null;
+            int destinationTries = provider.Cluster is { } cluster ? Math.Min(2, cluster.Destinations.Length) : 1;
             for (int keyTry = 0; keyTry < Math.Max(1, provider.Keys.Count); keyTry++)
             {
                 int key = provider.Keys.Next(Stopwatch.GetTimestamp(), out var keyValue);
                 if (key == -2) { lastError = "every key of the provider is parked"; break; }
-                var destination = provider.Cluster?.Pick(call.Exchange, null);
-                var baseUrl = destination is not null ? destination.Address.TrimEnd('/') : provider.BaseUrl!;
+                var destination = provider.Cluster?.Pick(call.Exchange, avoid);
+                var baseUrl = destination is not null ? destination.Address.TrimEnd('/') + provider.BasePath : provider.BaseUrl!;
                 using var request = new HttpRequestMessage(System.Net.Http.HttpMethod.Post, Url(provider, baseUrl, target.Model, chat, stream))
                 {
                     Content = new ByteArrayContent(body),
@@ -163,8 +166,9 @@ internal static class AiStage
                 {
                     failure = e is OperationCanceledException ? "timeout" : "connect";
                     destination?.Report(e is OperationCanceledException ? Proxy.UpstreamOutcome.Timeout : Proxy.UpstreamOutcome.ConnectFailed);
-                    target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
                     ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, failure).Inc();
+                    if (--destinationTries > 0) { avoid = destination; keyTry--; continue; }
+                    target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
                     lastError = $"provider '{provider.Id}' failed ({failure})";
                     goto nextTarget;
                 }
@@ -182,6 +186,13 @@ internal static class AiStage
                     }
                     if (status == 429 || status >= 500)
                     {
+                        if (--destinationTries > 0)
+                        {
+                            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+                            avoid = destination;
+                            keyTry--;
+                            continue;
+                        }
                         target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
                         ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
                         lastError = $"provider '{provider.Id}' answered {status}";

@@ -451,4 +451,21 @@ public sealed class AiEndpointTests : IDisposable
         // auth still applies on AI routes: no key, no call
         Assert.Equal(401, (await Send("GET /ai/v1/models HTTP/1.1\r\nHost: a\r\n\r\n")).Status);
     }
+
+    [Fact]
+    public async Task ClusterProvider_PicksDestinations_AvoidsTheFailedOne()
+    {
+        using var closed = Ports.Refusing();
+        await using var good = new FakeProvider(_ => FakeProvider.Json(200,
+            """{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"""));
+        await using var gw = await TestGateway.StartAsync(Config(
+            """{ "id": "local", "kind": "openai-compatible", "cluster": "nodes", "basePath": "/v1" }""",
+            """{ "name": "m", "targets": ["local:llama3"] }""",
+            extraClusters: $$""", { "id": "nodes", "destinations": [ { "address": "{{closed.Address}}" }, { "address": "{{good.Address}}" } ] }"""));
+        for (int i = 0; i < 4; i++)
+            Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", """{"model":"m","messages":[{"role":"user","content":"x"}]}""")).Status);
+        // whichever destination the cluster picked first, the refused one was avoided on the second pick
+        Assert.Equal(4, good.Requests.Count);
+        Assert.All(good.Requests, r => Assert.Equal("/v1/chat/completions", r.Target));
+    }
 }
