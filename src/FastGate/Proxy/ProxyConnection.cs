@@ -160,6 +160,13 @@ internal sealed partial class ProxyConnection : IDisposable
                     }
                 }
 
+                // 2d. a route with "ai": the unified OpenAI-compatible endpoint answers (src/FastGate/Ai) instead of the forward
+                if (route.Ai is { } ai)
+                {
+                    if (!await RunAiAsync(snapshot, route, ai, started).ConfigureAwait(false) || _closeRequested) return;
+                    continue;
+                }
+
                 // 3. forward: the small body read first, lease, send, relay, retry once when safe. Inline: as its own
                 // async method its pooled state machine box missed the pool under load (240 B/request measured)
                 var request = _request;

@@ -35,6 +35,8 @@ public sealed class RouteModel
     public long RequestTimeoutTicks { get; init; }
     /// <summary>The route's WAF profile, or null (then the WAF costs nothing).</summary>
     public Waf.WafProfile? Waf { get; init; }
+    /// <summary>The unified OpenAI-compatible endpoint (Ai/AiStage): the loop hands the request to it; null: plain proxy.</summary>
+    public FastGate.Ai.AiRoute? Ai { get; init; }
 }
 
 /// <summary>One (host pattern, path, methods) entry of a route; a route with several hosts has several.</summary>

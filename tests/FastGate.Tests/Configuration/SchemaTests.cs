@@ -22,7 +22,7 @@ public class SchemaTests
             Assert.DoesNotContain(loaded.Errors, e => e.Path == "$." + s && e.Message.StartsWith("unknown property", StringComparison.Ordinal));
         }
         var routeProps = props.GetProperty("routes").GetProperty("items").GetProperty("properties").EnumerateObject().Select(p => p.Name);
-        Assert.Equal(["auth", "claims", "cluster", "cors", "forwardApiKey", "hsts", "id", "match", "preserveHost", "rateLimits", "requestTimeout", "scopes", "stripPrefix", "upstreamCredential", "waf"], routeProps.Order());
+        Assert.Equal(["ai", "auth", "claims", "cluster", "cors", "forwardApiKey", "hsts", "id", "match", "preserveHost", "rateLimits", "requestTimeout", "scopes", "stripPrefix", "upstreamCredential", "waf"], routeProps.Order());
     }
 
     [Fact]

@@ -33,6 +33,8 @@ public sealed record RouteConfig
     public TimeSpan? RequestTimeout { get; init; }
     /// <summary>Id of a WAF profile in waf.profiles (Waf/WafConfig.cs), or null: not inspected.</summary>
     public string? Waf { get; init; }
+    /// <summary>The unified OpenAI-compatible endpoint (Ai/AiConfig.cs); null: a plain proxy route.</summary>
+    public FastGate.Ai.AiRouteConfig? Ai { get; init; }
 }
 
 /// <summary>
@@ -79,7 +81,7 @@ internal static class RouteConfigBinder
         ConfigReader.Names(nameof(RouteConfig.Id), nameof(RouteConfig.Match), nameof(RouteConfig.Cluster), nameof(RouteConfig.StripPrefix),
         nameof(RouteConfig.PreserveHost), nameof(RouteConfig.RateLimits), nameof(RouteConfig.Auth), nameof(RouteConfig.Scopes),
         nameof(RouteConfig.Claims), nameof(RouteConfig.ForwardApiKey), nameof(RouteConfig.Cors), nameof(RouteConfig.Hsts),
-        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout), nameof(RouteConfig.Waf));
+        nameof(RouteConfig.UpstreamCredential), nameof(RouteConfig.RequestTimeout), nameof(RouteConfig.Waf), nameof(RouteConfig.Ai));
 
     /// <summary><c>routes[].match</c>.</summary>
     internal static readonly string[] RouteMatchProperties =
@@ -134,6 +136,7 @@ internal static class RouteConfigBinder
             UpstreamCredential = BindUpstreamCredential(e, p, r),
             RequestTimeout = r.Duration(e, p, "requestTimeout"),
             Waf = r.String(e, p, "waf"),
+            Ai = FastGate.Ai.AiConfigBinder.Bind(e, p, r),
         };
     }
 
@@ -197,6 +200,7 @@ internal static class RouteConfigBinder
                 else if (!config.Listeners.Any(l => l.Tls is not null))
                     errors.Add(new ConfigError(p + ".hsts", "HSTS is sent only over TLS and no listener has tls"));
             }
+            if (r.Ai is { } ai) FastGate.Ai.AiConfigBinder.Validate(ai, p + ".ai", config, errors);
             if (r.UpstreamCredential is { } credential) ValidateUpstreamCredential(credential, p + ".upstreamCredential", errors);
             if (r.StripPrefix is { } strip && strip.Length > 0)
             {

@@ -1,0 +1,234 @@
+using System.Text.Json;
+using FastGate.Configuration;
+
+namespace FastGate.Ai;
+
+// routes[].ai: the unified OpenAI-compatible endpoint of a route (what the user writes, how it is bound and checked).
+
+/// <summary>An AI route: providers, model aliases and the prompt guard.</summary>
+public sealed record AiRouteConfig
+{
+    public IReadOnlyList<AiProviderConfig> Providers { get; init; } = [];
+    public IReadOnlyList<AiModelConfig> Models { get; init; } = [];
+    /// <summary>The largest request body accepted (the body is read whole before it is translated).</summary>
+    public long MaxBodyBytes { get; init; } = 1_048_576;
+    /// <summary>The largest non-streamed provider response read.</summary>
+    public long MaxResponseBytes { get; init; } = 8_388_608;
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Time to the provider's response head (a stream is not cut off once it has started).</summary>
+    public TimeSpan ResponseTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>How long a target that failed (429, 5xx, timeout, connect failure) is skipped.</summary>
+    public TimeSpan Cooldown { get; init; } = TimeSpan.FromSeconds(30);
+    public AiGuardConfig? Guard { get; init; }
+    /// <summary>Per-consumer allowed models; when given, a caller without an entry may use none (403).</summary>
+    public IReadOnlyList<AiAccessConfig> Access { get; init; } = [];
+}
+
+public sealed record AiAccessConfig
+{
+    public string Consumer { get; init; } = "";
+    public IReadOnlyList<string> Models { get; init; } = [];
+}
+
+public sealed record AiProviderConfig
+{
+    public string Id { get; init; } = "";
+    /// <summary>openai, azure-openai, anthropic, gemini, mistral, deepseek, openai-compatible.</summary>
+    public string Kind { get; init; } = "";
+    /// <summary>The API's base URL (e.g. https://api.openai.com/v1); or <see cref="Cluster"/>.</summary>
+    public string? BaseUrl { get; init; }
+    /// <summary>A cluster whose destinations are the base URLs (Pick / Report: the cluster's balancing and health).</summary>
+    public string? Cluster { get; init; }
+    /// <summary>With <see cref="Cluster"/>: the API path after each destination's address (e.g. "/v1").</summary>
+    public string? BasePath { get; init; }
+    /// <summary>Environment variables holding keys (none: the provider is called without a key, e.g. Ollama).</summary>
+    public IReadOnlyList<string> KeyEnv { get; init; } = [];
+    /// <summary>Files holding keys, one per line ('#' comments); re-read every <see cref="KeyReloadInterval"/> (no restart).</summary>
+    public IReadOnlyList<string> KeyFiles { get; init; } = [];
+    /// <summary>How often key files and variables are checked for changes (off the request path).</summary>
+    public TimeSpan KeyReloadInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Azure OpenAI: the api-version query parameter.</summary>
+    public string? ApiVersion { get; init; }
+}
+
+public sealed record AiModelConfig
+{
+    /// <summary>The name callers send as "model".</summary>
+    public string Name { get; init; } = "";
+    /// <summary>"provider:model" targets, tried in turn on failure (first by weight).</summary>
+    public IReadOnlyList<string> Targets { get; init; } = [];
+    public IReadOnlyList<long> Weights { get; init; } = [];
+}
+
+public sealed record AiGuardConfig
+{
+    /// <summary>Detectors: email, phone, card, iban, ipv4, secret.</summary>
+    public IReadOnlyList<string> Detect { get; init; } = [];
+    /// <summary>mask (replace with [KIND]), block (400), or report (count only).</summary>
+    public string Action { get; init; } = "mask";
+    /// <summary>Mask responses too (streamed ones event by event).</summary>
+    public bool Responses { get; init; }
+    /// <summary>Regular expressions a prompt may not match (403).</summary>
+    public IReadOnlyList<string> Deny { get; init; } = [];
+    /// <summary>Estimated prompt tokens (bytes / 4) above which a request is refused (0: no limit).</summary>
+    public long MaxPromptTokens { get; init; }
+}
+
+/// <summary>Binds and checks <c>routes[].ai</c>.</summary>
+internal static class AiConfigBinder
+{
+    internal static readonly string[] AiProperties = ConfigReader.Names(nameof(AiRouteConfig.Providers), nameof(AiRouteConfig.Models),
+        nameof(AiRouteConfig.MaxBodyBytes), nameof(AiRouteConfig.MaxResponseBytes), nameof(AiRouteConfig.ConnectTimeout),
+        nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access));
+    internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
+    internal static readonly string[] ProviderProperties = ConfigReader.Names(nameof(AiProviderConfig.Id), nameof(AiProviderConfig.Kind),
+        nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.BasePath), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
+        nameof(AiProviderConfig.KeyReloadInterval), nameof(AiProviderConfig.ApiVersion));
+    internal static readonly string[] ModelProperties = ConfigReader.Names(nameof(AiModelConfig.Name), nameof(AiModelConfig.Targets), nameof(AiModelConfig.Weights));
+    internal static readonly string[] GuardProperties = ConfigReader.Names(nameof(AiGuardConfig.Detect), nameof(AiGuardConfig.Action),
+        nameof(AiGuardConfig.Responses), nameof(AiGuardConfig.Deny), nameof(AiGuardConfig.MaxPromptTokens));
+
+    internal static readonly string[] Kinds = ["openai", "azure-openai", "anthropic", "gemini", "mistral", "deepseek", "openai-compatible"];
+    internal static readonly string[] Detectors = ["email", "phone", "card", "iban", "ipv4", "secret"];
+
+    public static AiRouteConfig? Bind(JsonElement route, string p, ConfigReader r)
+    {
+        if (!r.TryGet(route, p, "ai", false, out var e) || !r.IsObject(e, ConfigReader.Child(p, "ai"))) return null;
+        var ap = ConfigReader.Child(p, "ai");
+        r.CheckUnknown(e, ap, AiProperties);
+        var d = new AiRouteConfig();
+        return new AiRouteConfig
+        {
+            Providers = r.Objects(e, ap, "providers", true, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, ProviderProperties);
+                return new AiProviderConfig
+                {
+                    Id = r.String(x, xp, "id", required: true) ?? "",
+                    Kind = r.String(x, xp, "kind", required: true) ?? "",
+                    BaseUrl = r.String(x, xp, "baseUrl"),
+                    Cluster = r.String(x, xp, "cluster"),
+                    BasePath = r.String(x, xp, "basePath"),
+                    KeyEnv = r.Strings(x, xp, "keyEnv"),
+                    KeyFiles = r.Strings(x, xp, "keyFiles"),
+                    KeyReloadInterval = r.Duration(x, xp, "keyReloadInterval") ?? TimeSpan.FromSeconds(10),
+                    ApiVersion = r.String(x, xp, "apiVersion"),
+                };
+            }),
+            Models = r.Objects(e, ap, "models", true, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, ModelProperties);
+                var weights = new List<long>();
+                if (r.TryGet(x, xp, "weights", false, out var w))
+                {
+                    if (w.ValueKind != JsonValueKind.Array) r.Error(ConfigReader.Child(xp, "weights"), "expected an array of integers");
+                    else foreach (var item in w.EnumerateArray())
+                        {
+                            if (item.ValueKind == JsonValueKind.Number && item.TryGetInt64(out long n) && n > 0) weights.Add(n);
+                            else r.Error(ConfigReader.Index(ConfigReader.Child(xp, "weights"), weights.Count), "expected an integer greater than 0");
+                        }
+                }
+                return new AiModelConfig { Name = r.String(x, xp, "name", required: true) ?? "", Targets = r.Strings(x, xp, "targets"), Weights = weights };
+            }),
+            MaxBodyBytes = r.Integer(e, ap, "maxBodyBytes", 1, 64L << 20) ?? d.MaxBodyBytes,
+            MaxResponseBytes = r.Integer(e, ap, "maxResponseBytes", 1, 256L << 20) ?? d.MaxResponseBytes,
+            ConnectTimeout = r.Duration(e, ap, "connectTimeout") ?? d.ConnectTimeout,
+            ResponseTimeout = r.Duration(e, ap, "responseTimeout") ?? d.ResponseTimeout,
+            Cooldown = r.Duration(e, ap, "cooldown") ?? d.Cooldown,
+            Guard = BindGuard(e, ap, r),
+            Access = r.Objects(e, ap, "access", false, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, AccessProperties);
+                return new AiAccessConfig { Consumer = r.String(x, xp, "consumer", required: true) ?? "", Models = r.Strings(x, xp, "models") };
+            }),
+        };
+    }
+
+    private static AiGuardConfig? BindGuard(JsonElement e, string p, ConfigReader r)
+    {
+        if (!r.TryGet(e, p, "guard", false, out var g) || !r.IsObject(g, ConfigReader.Child(p, "guard"))) return null;
+        var gp = ConfigReader.Child(p, "guard");
+        r.CheckUnknown(g, gp, GuardProperties);
+        return new AiGuardConfig
+        {
+            Detect = r.Strings(g, gp, "detect"),
+            Action = r.String(g, gp, "action") ?? "mask",
+            Responses = r.Bool(g, gp, "responses") ?? false,
+            Deny = r.Strings(g, gp, "deny"),
+            MaxPromptTokens = r.Integer(g, gp, "maxPromptTokens", 1, int.MaxValue) ?? 0,
+        };
+    }
+
+    public static void Validate(AiRouteConfig ai, string p, GatewayConfig config, List<ConfigError> errors)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        var clusters = config.Clusters.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        if (ai.Providers.Count == 0) errors.Add(new ConfigError(p + ".providers", "at least one provider is required"));
+        for (int i = 0; i < ai.Providers.Count; i++)
+        {
+            var pr = ai.Providers[i];
+            string pp = $"{p}.providers[{i}]";
+            if (pr.Id.Length > 0 && !ids.Add(pr.Id)) errors.Add(new ConfigError(pp + ".id", $"duplicate provider id '{pr.Id}'"));
+            if (pr.Kind.Length > 0 && Array.IndexOf(Kinds, pr.Kind) < 0)
+                errors.Add(new ConfigError(pp + ".kind", $"unknown provider kind '{pr.Kind}' (known: {string.Join(", ", Kinds)})"));
+            if ((pr.BaseUrl is null) == (pr.Cluster is null)) errors.Add(new ConfigError(pp, "give either baseUrl or cluster"));
+            if (pr.BaseUrl is { } url && (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https")))
+                errors.Add(new ConfigError(pp + ".baseUrl", $"'{url}' is not an http(s) URL"));
+            if (pr.BasePath is { } bp && (pr.Cluster is null || !bp.StartsWith('/')))
+                errors.Add(new ConfigError(pp + ".basePath", "a path starting with '/', with cluster only"));
+            if (pr.Cluster is { } c && !clusters.Contains(c)) errors.Add(new ConfigError(pp + ".cluster", $"unknown cluster '{c}'"));
+            if (pr.Kind == "azure-openai" && pr.ApiVersion is null) errors.Add(new ConfigError(pp + ".apiVersion", "is required for azure-openai"));
+            for (int k = 0; k < pr.KeyFiles.Count; k++)
+            {
+                if (!config.Files.TryResolve(config.BaseDirectory, pr.KeyFiles[k], out var full, out var why))
+                    errors.Add(new ConfigError($"{pp}.keyFiles[{k}]", why ?? "not readable"));
+                else if (!File.Exists(full)) errors.Add(new ConfigError($"{pp}.keyFiles[{k}]", $"file '{full}' does not exist"));
+                else if (AiKeyPool.ReadFile(full).Any(key => key.Any(ch => ch is < ' ' or > '~')))
+                    errors.Add(new ConfigError($"{pp}.keyFiles[{k}]", "a key holds characters a header value cannot carry"));
+            }
+            for (int k = 0; k < pr.KeyEnv.Count; k++)
+            {
+                var v = Environment.GetEnvironmentVariable(pr.KeyEnv[k]);
+                if (string.IsNullOrEmpty(v)) errors.Add(new ConfigError($"{pp}.keyEnv[{k}]", $"environment variable '{pr.KeyEnv[k]}' is not set"));
+                else if (v.Any(ch => ch is < ' ' or > '~')) errors.Add(new ConfigError($"{pp}.keyEnv[{k}]", $"environment variable '{pr.KeyEnv[k]}' holds characters a header value cannot carry"));
+            }
+        }
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        if (ai.Models.Count == 0) errors.Add(new ConfigError(p + ".models", "at least one model is required"));
+        for (int i = 0; i < ai.Models.Count; i++)
+        {
+            var m = ai.Models[i];
+            string mp = $"{p}.models[{i}]";
+            if (m.Name.Length > 0 && !names.Add(m.Name)) errors.Add(new ConfigError(mp + ".name", $"duplicate model '{m.Name}'"));
+            if (m.Targets.Count == 0) errors.Add(new ConfigError(mp + ".targets", "at least one \"provider:model\" target is required"));
+            if (m.Weights.Count > 0 && m.Weights.Count != m.Targets.Count) errors.Add(new ConfigError(mp + ".weights", "give one weight per target"));
+            for (int t = 0; t < m.Targets.Count; t++)
+            {
+                var target = m.Targets[t];
+                int colon = target.IndexOf(':');
+                if (colon <= 0 || colon == target.Length - 1) errors.Add(new ConfigError($"{mp}.targets[{t}]", $"expected \"provider:model\" (found '{target}')"));
+                else if (!ids.Contains(target[..colon])) errors.Add(new ConfigError($"{mp}.targets[{t}]", $"unknown provider '{target[..colon]}'"));
+            }
+        }
+        var consumers = config.Consumers.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        for (int i = 0; i < ai.Access.Count; i++)
+        {
+            var a = ai.Access[i];
+            if (a.Consumer.Length > 0 && !consumers.Contains(a.Consumer)) errors.Add(new ConfigError($"{p}.access[{i}].consumer", $"unknown consumer '{a.Consumer}'"));
+            for (int k = 0; k < a.Models.Count; k++)
+                if (!names.Contains(a.Models[k])) errors.Add(new ConfigError($"{p}.access[{i}].models[{k}]", $"unknown model '{a.Models[k]}'"));
+        }
+        if (ai.Guard is { } g)
+        {
+            string gp = p + ".guard";
+            if (g.Action is not ("mask" or "block" or "report")) errors.Add(new ConfigError(gp + ".action", $"expected mask, block or report (found '{g.Action}')"));
+            for (int i = 0; i < g.Detect.Count; i++)
+                if (Array.IndexOf(Detectors, g.Detect[i]) < 0) errors.Add(new ConfigError($"{gp}.detect[{i}]", $"unknown detector '{g.Detect[i]}' (known: {string.Join(", ", Detectors)})"));
+            for (int i = 0; i < g.Deny.Count; i++)
+            {
+                try { _ = new System.Text.RegularExpressions.Regex(g.Deny[i]); }
+                catch (ArgumentException ex) { errors.Add(new ConfigError($"{gp}.deny[{i}]", "not a regular expression: " + ex.Message)); }
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+using System.Buffers;
+using System.Net.Http;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using FastGate.Http;
+
+namespace FastGate.Ai;
+
+/// <summary>What the connection loop hands the AI stage: the admitted request, its body read whole.</summary>
+internal sealed class AiCall
+{
+    public required bool IsGet { get; init; }
+    public required bool IsPost { get; init; }
+    /// <summary>The path with the route's stripPrefix removed.</summary>
+    public required string Path { get; init; }
+    public required byte[] Body { get; init; }
+    public string? Consumer { get; init; }
+    public required byte[] RequestId { get; init; }
+    /// <summary>Response lines the gateway adds (HSTS, CORS, quota headers).</summary>
+    public required byte[] ExtraLines { get; init; }
+    public required bool Close { get; init; }
+    public long Started { get; init; }
+    /// <summary>The admission's exchange (cluster providers pick their destination with it).</summary>
+    public required Pipeline.Exchange Exchange { get; init; }
+}
+
+/// <summary>How an AI call ended.</summary>
+internal struct AiOutcome
+{
+    public int Status;
+    public RejectReason Reason;
+    public long PromptTokens;
+    public long CompletionTokens;
+    public bool ClientGone;
+    public string? Model;
+}
+
+/// <summary>
+/// The AI stage: the unified OpenAI-compatible endpoint. Parses the request, applies the prompt guard, picks a
+/// target of the model alias, translates, calls the provider (failing over on 429, 5xx, timeout or connect failure
+/// until the first byte goes to the caller), and writes the translated response — a stream event by event.
+/// Runs only for routes with <c>ai</c>; plain routes never reach it.
+/// </summary>
+internal static class AiStage
+{
+    public static async Task<AiOutcome> HandleAsync(AiRoute ai, AiCall call, PipeWriter output)
+    {
+        var outcome = new AiOutcome();
+        try
+        {
+            if (call.IsGet && call.Path.EndsWith("/models", StringComparison.Ordinal)) return await ModelsAsync(ai, call, output);
+            bool chat = call.IsPost && call.Path.EndsWith("/chat/completions", StringComparison.Ordinal);
+            bool embeddings = call.IsPost && call.Path.EndsWith("/embeddings", StringComparison.Ordinal);
+            if (!chat && !embeddings)
+                return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: use POST /v1/chat/completions, POST /v1/embeddings or GET /v1/models", "invalid_request_error", "unknown_url");
+            JsonDocument doc;
+            try
+            {
+                doc = JsonDocument.Parse(call.Body);
+            }
+            catch (JsonException)
+            {
+                return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the request body is not valid JSON", "invalid_request_error", null);
+            }
+            using (doc)
+            {
+                var root = doc.RootElement;
+                if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var m) || m.ValueKind != JsonValueKind.String)
+                    return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "\"model\" is required", "invalid_request_error", null);
+                var name = m.GetString()!;
+                if (!ai.Models.TryGetValue(name, out var model))
+                    return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, $"the model '{name}' does not exist", "invalid_request_error", "model_not_found");
+                if (!ai.Allows(call.Consumer, name))
+                    return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, $"you may not use the model '{name}'", "permission_error", "model_not_allowed");
+                outcome.Model = name;
+                bool stream = chat && root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
+                // the prompt guard, before anything leaves the gateway
+                AiRequestWriter.Filter filter = static t => t;
+                if (ai.Guard is { } guard)
+                {
+                    var prompt = PromptText(root, chat);
+                    if (guard.IsDenied(prompt))
+                        return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, "the prompt matches a denied pattern", "invalid_request_error", "prompt_denied");
+                    if (guard.MaxPromptTokens > 0 && Encoding.UTF8.GetByteCount(prompt) / 4 > guard.MaxPromptTokens)
+                        return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the prompt is longer than this route allows", "invalid_request_error", "context_length_exceeded");
+                    if (guard.HasDetectors)
+                    {
+                        if (guard.Action == GuardAction.Block)
+                        {
+                            guard.Scan(prompt, out bool found);
+                            if (found)
+                                return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the prompt contains personal data or secrets", "invalid_request_error", "sensitive_data");
+                        }
+                        else filter = t => guard.Scan(t, out _);
+                    }
+                }
+                return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome);
+            }
+        }
+        catch (AiRequestException e)
+        {
+            return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, e.Message, "invalid_request_error", null);
+        }
+    }
+
+    private static string PromptText(JsonElement root, bool chat)
+    {
+        var sb = new StringBuilder();
+        if (chat && root.TryGetProperty("messages", out var ms) && ms.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var m in ms.EnumerateArray())
+                if (m.ValueKind == JsonValueKind.Object && m.TryGetProperty("content", out var c)) sb.Append(AiRequestWriter.Text(c)).Append('\n');
+        }
+        else if (root.TryGetProperty("input", out var input))
+        {
+            if (input.ValueKind == JsonValueKind.String) sb.Append(input.GetString());
+            else if (input.ValueKind == JsonValueKind.Array)
+                foreach (var x in input.EnumerateArray()) if (x.ValueKind == JsonValueKind.String) sb.Append(x.GetString()).Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    private enum TryResult : byte { Answered, Failover, ClientGone }
+
+    private static async Task<AiOutcome> CallAsync(AiRoute ai, AiCall call, PipeWriter output, JsonElement root, AiModel model, bool chat, bool stream,
+        AiRequestWriter.Filter filter, AiOutcome outcome)
+    {
+        long now = Stopwatch.GetTimestamp();
+        var order = ai.Order(model, now);
+        string lastError = "no provider answered";
+        foreach (var target in order)
+        {
+            var provider = target.Provider;
+            if (!chat && provider.Family == ProviderFamily.Anthropic) { lastError = "the provider has no embeddings API"; continue; }
+            byte[] body = chat ? AiRequestWriter.Chat(provider.Family, root, target.Model, stream, filter)
+                               : AiRequestWriter.Embeddings(provider.Family, root, target.Model, filter);
+            // each key of the provider once at most: a key answered 401/429 is parked and the next one tried
+            // a cluster provider: a failed destination is avoided once on the next pick (the cluster's other destination)
+            Proxy.DestinationModel? avoid = null;
+            int destinationTries = provider.Cluster is { } cluster ? Math.Min(2, cluster.Destinations.Length) : 1;
+            for (int keyTry = 0; keyTry < Math.Max(1, provider.Keys.Count); keyTry++)
+            {
+                int key = provider.Keys.Next(Stopwatch.GetTimestamp(), out var keyValue);
+                if (key == -2) { lastError = "every key of the provider is parked"; break; }
+                var destination = provider.Cluster?.Pick(call.Exchange, avoid);
+                var baseUrl = destination is not null ? destination.Address.TrimEnd('/') + provider.BasePath : provider.BaseUrl!;
+                using var request = new HttpRequestMessage(System.Net.Http.HttpMethod.Post, Url(provider, baseUrl, target.Model, chat, stream))
+                {
+                    Content = new ByteArrayContent(body),
+                };
+                request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+                if (keyValue is not null) AddKey(request, provider, keyValue);
+                if (provider.Family == ProviderFamily.Anthropic) request.Headers.TryAddWithoutValidation("anthropic-version", "2023-06-01");
+                HttpResponseMessage response;
+                using var headTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(ai.ResponseTimeoutTicks / (double)Stopwatch.Frequency));
+                string failure;
+                try
+                {
+                    response = await provider.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, headTimeout.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
+                {
+                    failure = e is OperationCanceledException ? "timeout" : "connect";
+                    destination?.Report(e is OperationCanceledException ? Proxy.UpstreamOutcome.Timeout : Proxy.UpstreamOutcome.ConnectFailed);
+                    ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, failure).Inc();
+                    if (--destinationTries > 0) { avoid = destination; keyTry--; continue; }
+                    target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+                    lastError = $"provider '{provider.Id}' failed ({failure})";
+                    goto nextTarget;
+                }
+                using (response)
+                {
+                    int status = (int)response.StatusCode;
+                    destination?.Report(status >= 500 ? Proxy.UpstreamOutcome.ServerError : Proxy.UpstreamOutcome.Success);
+                    if ((status is 401 or 429) && keyValue is not null)
+                    {
+                        var retryAfter = response.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(status == 401 ? 300 : 30);
+                        provider.Keys.Park(keyValue, Stopwatch.GetTimestamp() + (long)(retryAfter.TotalSeconds * Stopwatch.Frequency));
+                        ai.Metrics.KeysParked.WithLabels(ai.RouteId, provider.Id).Inc();
+                        lastError = $"provider '{provider.Id}' answered {status}";
+                        continue; // the next key
+                    }
+                    if (status == 429 || status >= 500)
+                    {
+                        if (--destinationTries > 0)
+                        {
+                            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+                            avoid = destination;
+                            keyTry--;
+                            continue;
+                        }
+                        target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+                        ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+                        lastError = $"provider '{provider.Id}' answered {status}";
+                        goto nextTarget;
+                    }
+                    var result = await RelayAsync(ai, call, output, provider, target, model, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    ai.Metrics.Requests.WithLabels(ai.RouteId, model.Name, provider.Id, result.Status < 400 ? "ok" : "error").Inc();
+                    if (result.PromptTokens > 0) ai.Metrics.Tokens.WithLabels(ai.RouteId, call.Consumer ?? "", model.Name, provider.Id, "prompt").Inc(result.PromptTokens);
+                    if (result.CompletionTokens > 0) ai.Metrics.Tokens.WithLabels(ai.RouteId, call.Consumer ?? "", model.Name, provider.Id, "completion").Inc(result.CompletionTokens);
+                    return result;
+                }
+            }
+            // all keys parked: this target is unusable for now
+            target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "keys").Inc();
+        nextTarget:;
+        }
+        ai.Metrics.Requests.WithLabels(ai.RouteId, model.Name, "", "failed").Inc();
+        return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "no provider could answer: " + lastError, "api_error", "providers_failed");
+    }
+
+    private static string Url(AiProvider p, string baseUrl, string model, bool chat, bool stream) => p.Family switch
+    {
+        ProviderFamily.Anthropic => baseUrl + "/v1/messages",
+        ProviderFamily.Gemini => baseUrl + "/v1beta/models/" + Uri.EscapeDataString(model)
+            + (!chat ? ":batchEmbedContents" : stream ? ":streamGenerateContent?alt=sse" : ":generateContent"),
+        ProviderFamily.Azure => baseUrl + "/openai/deployments/" + Uri.EscapeDataString(model) + (chat ? "/chat/completions" : "/embeddings")
+            + "?api-version=" + Uri.EscapeDataString(p.ApiVersion ?? ""),
+        _ => baseUrl + (chat ? "/chat/completions" : "/embeddings"),
+    };
+
+    private static void AddKey(HttpRequestMessage request, AiProvider p, string key)
+    {
+        switch (p.Family)
+        {
+            case ProviderFamily.Anthropic: request.Headers.TryAddWithoutValidation("x-api-key", key); break;
+            case ProviderFamily.Gemini: request.Headers.TryAddWithoutValidation("x-goog-api-key", key); break;
+            case ProviderFamily.Azure: request.Headers.TryAddWithoutValidation("api-key", key); break;
+            default: request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + key); break;
+        }
+    }
+
+    private static async Task<AiOutcome> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiModel model,
+        bool chat, bool stream, HttpResponseMessage response, int status, AiOutcome outcome)
+    {
+        var content = await response.Content.ReadAsStreamAsync().ConfigureAwait(false);
+        var maskResponses = ai.Guard is { MaskResponses: true, HasDetectors: true, Action: GuardAction.Mask } g ? g : null;
+        string id = "chatcmpl-" + Encoding.ASCII.GetString(call.RequestId);
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        if (status >= 300 || !stream)
+        {
+            var bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
+            if (bytes is null) return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response is too large", "api_error", null);
+            if (status >= 300)
+                return await WriteAsync(output, call, status, AiResponseWriter.ProviderError(status, bytes), "application/json", RejectReason.None, outcome);
+            byte[] translated;
+            var usage = new AiUsage();
+            Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _);
+            try
+            {
+                using var doc = JsonDocument.Parse(bytes);
+                var root = doc.RootElement;
+                if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) usage.Read(u);
+                translated = provider.Family switch
+                {
+                    ProviderFamily.Anthropic or ProviderFamily.Gemini when chat => AiResponseWriter.Chat(provider.Family, root, target.Model, id, created, mask, ref usage),
+                    ProviderFamily.Gemini => AiResponseWriter.Embeddings(root, target.Model),
+                    _ => maskResponses is null ? bytes : AiResponseWriter.MaskCopy(root, mask),
+                };
+            }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
+            {
+                return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response could not be read", "api_error", null);
+            }
+            outcome.PromptTokens = usage.Prompt;
+            outcome.CompletionTokens = usage.Completion;
+            return await WriteAsync(output, call, 200, translated, "application/json", RejectReason.None, outcome);
+        }
+
+        // a stream: translated event by event as it arrives; the head goes out with the first event
+        var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses);
+        var framer = new SseFramer(1 << 20);
+        var buffer = new byte[8192];
+        bool headSent = false;
+        outcome.Status = 200;
+        while (true)
+        {
+            int n;
+            try
+            {
+                n = await content.ReadAsync(buffer).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or HttpRequestException)
+            {
+                break; // the provider broke off: finish what was sent
+            }
+            if (n == 0) break;
+            if (!framer.Append(buffer.AsSpan(0, n))) break;
+            try
+            {
+                while (framer.TryNext(out var name, out var data)) translator.OnEvent(name, data);
+            }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
+            {
+                break;
+            }
+            if (translator.Pending.Length == 0) continue;
+            if (!headSent)
+            {
+                WriteStreamHead(output, call);
+                headSent = true;
+                ai.Metrics.FirstToken.WithLabels(ai.RouteId, model.Name, provider.Id).Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
+            }
+            WriteChunk(output, translator.Pending);
+            translator.Take();
+            var flush = await output.FlushAsync().ConfigureAwait(false);
+            if (flush.IsCompleted) { outcome.ClientGone = true; return outcome; }
+            if (translator.Done) break;
+        }
+        translator.Finish();
+        if (!headSent) WriteStreamHead(output, call);
+        WriteChunk(output, translator.Pending);
+        output.Write("0\r\n\r\n"u8);
+        var last = await output.FlushAsync().ConfigureAwait(false);
+        outcome.ClientGone = last.IsCompleted;
+        outcome.PromptTokens = translator.Usage.Prompt;
+        outcome.CompletionTokens = translator.Usage.Completion;
+        return outcome;
+    }
+
+    private static async Task<byte[]?> ReadBoundedAsync(Stream s, long max)
+    {
+        var ms = new MemoryStream();
+        var buffer = new byte[8192];
+        int n;
+        while ((n = await s.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+        {
+            if (ms.Length + n > max) return null;
+            ms.Write(buffer, 0, n);
+        }
+        return ms.ToArray();
+    }
+
+    private static async Task<AiOutcome> ModelsAsync(AiRoute ai, AiCall call, PipeWriter output)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            foreach (var name in ai.ModelNames)
+            {
+                if (!ai.Allows(call.Consumer, name)) continue;
+                w.WriteStartObject();
+                w.WriteString("id", name);
+                w.WriteString("object", "model");
+                w.WriteNumber("created", 0);
+                w.WriteString("owned_by", "fastgate");
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return await WriteAsync(output, call, 200, buffer.WrittenSpan.ToArray(), "application/json", RejectReason.None, default);
+    }
+
+    internal static Task<AiOutcome> ErrorAsync(PipeWriter output, AiCall call, int status, RejectReason reason, string message, string type, string? code) =>
+        WriteAsync(output, call, status, AiResponseWriter.Error(message, type, code), "application/json", reason, default);
+
+    private static async Task<AiOutcome> WriteAsync(PipeWriter output, AiCall call, int status, byte[] body, string contentType, RejectReason reason, AiOutcome outcome)
+    {
+        var w = new HeadWriter(output);
+        w.WriteStatusLine(status);
+        w.Write("Content-Type: "u8);
+        w.Write(Encoding.ASCII.GetBytes(contentType));
+        w.Write("\r\nContent-Length: "u8);
+        w.WriteNumber(body.Length);
+        w.Write("\r\n"u8);
+        Common(ref w, call);
+        w.Write(body);
+        w.Commit();
+        var flush = await output.FlushAsync().ConfigureAwait(false);
+        outcome.Status = status;
+        outcome.Reason = reason;
+        outcome.ClientGone = flush.IsCompleted;
+        return outcome;
+    }
+
+    private static void Common(ref HeadWriter w, AiCall call)
+    {
+        w.Write(call.ExtraLines);
+        w.Write(DateHeader.Line);
+        w.WriteHeader("X-Request-Id: "u8, call.RequestId);
+        if (call.Close) w.Write("Connection: close\r\n"u8);
+        w.Write("\r\n"u8);
+    }
+
+    private static void WriteStreamHead(PipeWriter output, AiCall call)
+    {
+        var w = new HeadWriter(output);
+        w.WriteStatusLine(200);
+        w.Write("Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"u8);
+        Common(ref w, call);
+        w.Commit();
+    }
+
+    private static void WriteChunk(PipeWriter output, ReadOnlySpan<byte> data)
+    {
+        if (data.Length == 0) return;
+        var w = new HeadWriter(output);
+        Span<byte> hex = stackalloc byte[16];
+        int len = 0;
+        for (int v = data.Length; v > 0; v >>= 4) len++;
+        for (int i = len - 1, v = data.Length; i >= 0; i--, v >>= 4) hex[i] = (byte)"0123456789abcdef"[v & 0xF];
+        w.Write(hex[..len]);
+        w.Write("\r\n"u8);
+        w.Write(data);
+        w.Write("\r\n"u8);
+        w.Commit();
+    }
+}

@@ -1,0 +1,111 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using FastGate.Tests.Infrastructure;
+
+namespace FastGate.Tests.Ai;
+
+/// <summary>One request a fake provider received: its request line, headers and JSON body.</summary>
+public sealed record ProviderRequest(string Method, string Target, Dictionary<string, string> Headers, string Body)
+{
+    public JsonElement Json => JsonDocument.Parse(Body).RootElement;
+}
+
+/// <summary>
+/// A fake LLM provider on a real socket (127.0.0.1, ephemeral port): it records each request and answers with the
+/// bytes its script returns, each element written separately (so SSE events arrive split at the script's bytes).
+/// </summary>
+public sealed class FakeProvider : IAsyncDisposable
+{
+    private readonly RawUpstream _server;
+    public ConcurrentQueue<ProviderRequest> Requests { get; } = new();
+
+    public FakeProvider(Func<ProviderRequest, IReadOnlyList<byte[]>> script)
+    {
+        _server = new RawUpstream(async (stream, cancel) =>
+        {
+            while (true)
+            {
+                var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+                if (head.Length == 0) return;
+                var lines = head.Split("\r\n", StringSplitOptions.RemoveEmptyEntries);
+                var first = lines[0].Split(' ');
+                var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+                foreach (var line in lines.Skip(1))
+                {
+                    int colon = line.IndexOf(':');
+                    headers[line[..colon].Trim()] = line[(colon + 1)..].Trim();
+                }
+                var body = "";
+                if (headers.TryGetValue("Content-Length", out var cl) && int.Parse(cl) > 0)
+                {
+                    var bytes = new byte[int.Parse(cl)];
+                    await stream.ReadExactlyAsync(bytes, cancel);
+                    body = Encoding.UTF8.GetString(bytes);
+                }
+                var request = new ProviderRequest(first[0], first[1], headers, body);
+                Requests.Enqueue(request);
+                foreach (var piece in script(request))
+                {
+                    await stream.WriteAsync(piece, cancel);
+                    await stream.FlushAsync(cancel);
+                    await Task.Yield();
+                }
+            }
+        });
+    }
+
+    public string Address => _server.Address;
+
+    public static byte[] Ascii(string s) => Encoding.UTF8.GetBytes(s);
+
+    /// <summary>A whole JSON response.</summary>
+    public static IReadOnlyList<byte[]> Json(int status, string json, string extraHeaders = "") =>
+        [Ascii($"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(json)}\r\n{extraHeaders}\r\n{json}")];
+
+    /// <summary>An SSE response (chunked) whose body is cut into pieces at the given byte lengths, each its own TCP write.</summary>
+    public static IReadOnlyList<byte[]> Sse(string events, int cut)
+    {
+        var pieces = new List<byte[]> { Ascii("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n") };
+        var bytes = Encoding.UTF8.GetBytes(events);
+        for (int i = 0; i < bytes.Length; i += cut)
+        {
+            var part = bytes.AsSpan(i, Math.Min(cut, bytes.Length - i));
+            pieces.Add([.. Ascii($"{part.Length:x}\r\n"), .. part, .. "\r\n"u8]);
+        }
+        pieces.Add(Ascii("0\r\n\r\n"));
+        return pieces;
+    }
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+}
+
+/// <summary>A gateway with one AI route, and a client for it.</summary>
+public static class AiGatewayKit
+{
+    public static string Config(string providers, string models, string guard = "", string extraClusters = "") => $$"""
+        {
+          "listeners": [ { "address": "127.0.0.1:0" } ],
+          "admin": { "address": "127.0.0.1:0" },
+          "clusters": [ { "id": "none", "destinations": [ { "address": "http://127.0.0.1:9" } ] } {{extraClusters}} ],
+          "routes": [
+            { "id": "ai", "match": { "pathPrefix": "/ai" }, "cluster": "none", "stripPrefix": true,
+              "ai": { "providers": [ {{providers}} ], "models": [ {{models}} ], "connectTimeout": "2s", "responseTimeout": "10s" {{guard}} } }
+          ]
+        }
+        """;
+
+    public static async Task<RawResponse> PostAsync(TestGateway gateway, string path, string json)
+    {
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        var bytes = Encoding.UTF8.GetBytes(json);
+        await client.SendAsync(Encoding.ASCII.GetBytes($"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {bytes.Length}\r\n\r\n"));
+        await client.SendAsync(bytes);
+        return await client.ReadResponseAsync();
+    }
+
+    /// <summary>The data of each SSE event of a (decoded) stream body.</summary>
+    public static List<string> Events(string body) =>
+        body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e.StartsWith("data: ", StringComparison.Ordinal) ? e[6..] : e).ToList();
+}
