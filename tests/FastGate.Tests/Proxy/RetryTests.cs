@@ -175,19 +175,23 @@ public class RetryTests
     [Fact]
     public async Task PerTryTimeout_MovesAnIdempotentRequestToTheOtherDestination()
     {
-        await using var stuck = await GatedUpstream.StartAsync(); // /held never answers until released
-        await using var other = await GatedUpstream.StartAsync();
-        await using var gateway = await TestGateway.StartAsync(Config([stuck.Address, other.Address], """, "retry": { "perTryTimeout": "300ms" }"""));
+        // /held never answers until released; the balancer may pick either destination first
+        await using var first = await GatedUpstream.StartAsync();
+        await using var second = await GatedUpstream.StartAsync();
+        await using var gateway = await TestGateway.StartAsync(Config([first.Address, second.Address], """, "retry": { "perTryTimeout": "800ms" }"""));
         using var http = new HttpClient { BaseAddress = gateway.BaseUri, Timeout = TimeSpan.FromSeconds(20) };
         var response = http.GetAsync("/held");
-        await stuck.WaitForHeldAsync();
-        await other.WaitForHeldAsync(); // the retry reached the second destination
-        other.Release();
+        await first.WaitForHeldAsync();
+        await second.WaitForHeldAsync(); // one try timed out and the retry reached the other destination
+        Assert.Equal(1, Retries(gateway, "timeout"));
+        // the timed-out try's connection is closed: only the retry can carry an answer back
+        first.Release();
+        second.Release();
         using var r = await response;
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         Assert.Equal("released", await r.Content.ReadAsStringAsync());
-        Assert.Equal(1, Retries(gateway, "timeout"));
-        stuck.Release();
+        Assert.Equal(1, first.Held);
+        Assert.Equal(1, second.Held);
     }
 
     [Fact]
