@@ -30,7 +30,7 @@ public static class ConfigLoader
         nameof(GatewayConfig.DefaultAction), nameof(GatewayConfig.IpLists), nameof(GatewayConfig.RateLimits), nameof(GatewayConfig.Redis),
         nameof(GatewayConfig.Consumers), nameof(GatewayConfig.ApiKeys), nameof(GatewayConfig.Cors), nameof(GatewayConfig.JwtIssuers),
         nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls)),
-        .. Observability.ObservabilityConfigReader.SectionNames];
+        .. TransportConfigBinder.Properties, .. Observability.ObservabilityConfigReader.SectionNames];
 
     public static ConfigLoadResult LoadFile(string path)
     {
@@ -166,6 +166,8 @@ public static class ConfigLoader
             Devices = Security.DeviceConfigBinder.BindDevices(root, r),
             Mtls = Security.DeviceConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
+            Transport = TransportConfigBinder.BindTransport(root, r),
+            NativeLoops = TransportConfigBinder.BindNativeLoops(root, r),
         };
     }
 }

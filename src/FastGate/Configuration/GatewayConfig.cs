@@ -34,6 +34,10 @@ public sealed record GatewayConfig
     public ConfigFileAccess Files { get; init; } = ConfigFileAccess.Any;
     /// <summary>The accessLog, alerts and anomaly sections (bound by Observability/ObservabilityConfig.cs).</summary>
     public Observability.ObservabilityConfig Observability { get; init; } = new();
+    /// <summary>kestrel (default) | native: FastGate's own epoll transport for plain listeners on Linux (Configuration/Sections/Transport.cs).</summary>
+    public TransportKind Transport { get; init; } = TransportKind.Kestrel;
+    /// <summary>The native transport's event loops; 0 (default): one per core.</summary>
+    public int NativeLoops { get; init; }
 }
 
 /// <summary>One configuration problem, located by its JSON path (e.g. <c>$.routes[0].cluster</c>).</summary>
