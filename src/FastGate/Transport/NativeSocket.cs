@@ -71,7 +71,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
 
     internal void OnEvents(uint events)
     {
-        if ((events & (Libc.EPOLLIN | Libc.EPOLLRDHUP | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0) _input.OnReadable();
+        if ((events & (Libc.EPOLLIN | Libc.EPOLLRDHUP | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0) _input.OnReadable((events & (Libc.EPOLLRDHUP | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0);
         if ((events & (Libc.EPOLLOUT | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0) _output.OnWritable();
     }
 
@@ -119,7 +119,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
         private int _start, _end;
         private bool _examinedAll;   // the reader looked at every byte it has: the next read needs new ones
         private bool _readable = true; // an edge (or nothing yet) since the last short read: recv may find data
-        private bool _eof, _cancel, _pending, _completed;
+        private bool _eof, _cancel, _pending, _completed, _peerClosed;
         private Exception? _error;
         private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<ReadResult> _source; // continuations inline
 
@@ -208,7 +208,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
                 {
                     _end += (int)n;
                     _examinedAll = false;
-                    if (n < space) _readable = false; // drained: the next byte comes with a new edge
+                    if (n < space && !_peerClosed) _readable = false; // drained: the next byte comes with a new edge
                     return true;
                 }
                 if (n == 0)
@@ -228,9 +228,11 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             }
         }
 
-        internal void OnReadable()
+        internal void OnReadable(bool peerClosed)
         {
             _readable = true;
+            // the peer's FIN may come in the same edge as its last bytes: read on until recv says 0
+            if (peerClosed) _peerClosed = true;
             if (_pending) ResumeRead();
         }
 

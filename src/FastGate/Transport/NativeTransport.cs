@@ -16,6 +16,8 @@ internal sealed class NativeTransport : IHostedService
 {
     /// <summary>Tests run the whole suite on either transport: set from FASTGATE_TEST_TRANSPORT ("native" / "kestrel").</summary>
     internal static string? Override;
+    /// <summary>The loops a config that leaves nativeLoops at 0 gets, instead of one per core (the test matrix uses 1: see TestTransport).</summary>
+    internal static int DefaultLoopsOverride;
 
     /// <summary>A test's way to see the fallback: hosts created on this thread find the native transport unavailable.</summary>
     [ThreadStatic] internal static bool t_unavailableForTest;

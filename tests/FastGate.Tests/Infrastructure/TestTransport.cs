@@ -10,14 +10,23 @@ internal static class TestTransport
 {
     public static string? Name => Environment.GetEnvironmentVariable("FASTGATE_TEST_TRANSPORT") is { Length: > 0 } t ? t : null;
 
+    /// <summary>
+    /// One event loop unless a config sets nativeLoops: the suite's pooling tests (RetryTests and the like) expect the
+    /// next client connection to reuse the upstream connection the previous one pooled, and idle upstream connections
+    /// are per loop. Several loops are NativeTransportTests' subject.
+    /// </summary>
     [ModuleInitializer]
-    internal static void Apply() => FastGate.Transport.NativeTransport.Override = Name;
+    internal static void Apply()
+    {
+        FastGate.Transport.NativeTransport.Override = Name;
+        FastGate.Transport.NativeTransport.DefaultLoopsOverride = 1;
+    }
 
     /// <summary>A fastgate process's config with the matrix's transport (when the config does not choose one itself).</summary>
     public static string ForProcess(string configJson)
     {
         if (Name is not { } t || configJson.Contains("\"transport\"", StringComparison.Ordinal)) return configJson;
         int brace = configJson.IndexOf('{');
-        return brace < 0 ? configJson : configJson[..(brace + 1)] + $"\"transport\": \"{t}\", " + configJson[(brace + 1)..];
+        return brace < 0 ? configJson : configJson[..(brace + 1)] + $"\"transport\": \"{t}\", \"nativeLoops\": 1, " + configJson[(brace + 1)..];
     }
 }
