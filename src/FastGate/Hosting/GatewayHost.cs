@@ -40,6 +40,9 @@ public sealed class GatewayHost : IAsyncDisposable
         builder.Services.Configure<HostOptions>(o => { o.ShutdownTimeout = snapshot.DrainTimeout; o.ServicesStopConcurrently = true; });
         (_native, _nativeListener, _nativeFallback) = Transport.NativeHosting.Plan(snapshot.Config, Runtime);
         if (_native is not null) builder.Services.AddSingleton<IHostedService>(_native); // binds at start, drains beside Kestrel
+        // every listener native and no admin: Kestrel would bind its default address, so no HTTP server runs at all
+        if (_native is not null && snapshot.Config.Admin is null && Array.TrueForAll(_nativeListener, i => i >= 0))
+            builder.Services.AddSingleton<Microsoft.AspNetCore.Hosting.Server.IServer, Transport.NoServer>();
         // Public-listener continuations run inline on the I/O thread (see UpstreamPoolStore): nothing on the request
         // path blocks, so the thread-pool hop per read is pure overhead.
         builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
@@ -47,13 +50,10 @@ public sealed class GatewayHost : IAsyncDisposable
         {
             k.AddServerHeader = false;
             k.Limits.MaxConcurrentConnections = null;
+            int index = -1;
             foreach (var l in snapshot.Config.Listeners)
             {
-                if (_nativeListener[_listeners.Count] >= 0)
-                {
-                    _listeners.Add((l.Name, null!)); // served by the native transport
-                    continue;
-                }
+                if (_nativeListener[++index] >= 0) continue; // served by the native transport
                 ConfigValidator.TryParseEndPoint(l.Address, out var ep);
                 // TLS: validated with the config; loaded here once, then reloaded by the listener when its files change
                 string listenerName = string.IsNullOrEmpty(l.Name) ? l.Address : l.Name;
@@ -104,7 +104,18 @@ public sealed class GatewayHost : IAsyncDisposable
     public ILogger Logger => _app.Logger;
 
     /// <summary>The bound address of each public listener (the real port when the config said :0).</summary>
-    public IReadOnlyList<IPEndPoint> ListenerEndPoints => _listeners.Select((l, i) => _nativeListener[i] >= 0 ? _native!.ListenerEndPoint(_nativeListener[i])! : l.Options.IPEndPoint!).ToArray();
+    public IReadOnlyList<IPEndPoint> ListenerEndPoints
+    {
+        get
+        {
+            // in listener order: the native transport's (when it serves the listener), else Kestrel's
+            var endPoints = new IPEndPoint[_nativeListener.Length];
+            int kestrel = 0;
+            for (int i = 0; i < endPoints.Length; i++)
+                endPoints[i] = _nativeListener[i] >= 0 ? _native!.ListenerEndPoint(_nativeListener[i])! : _listeners[kestrel++].Options.IPEndPoint!;
+            return endPoints;
+        }
+    }
     /// <summary>The native transport serving the plain listeners, or null (Kestrel serves them).</summary>
     internal Transport.NativeTransport? Native => _native;
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;

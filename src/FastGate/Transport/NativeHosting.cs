@@ -38,3 +38,12 @@ internal static class NativeHosting
         if (fallback is not null) logger.LogWarning("transport native is not available ({Reason}): the listeners run on Kestrel", fallback);
     }
 }
+
+/// <summary>The web host's server when the native transport serves every listener and there is no admin listener.</summary>
+internal sealed class NoServer : Microsoft.AspNetCore.Hosting.Server.IServer
+{
+    public Microsoft.AspNetCore.Http.Features.IFeatureCollection Features { get; } = new Microsoft.AspNetCore.Http.Features.FeatureCollection();
+    public Task StartAsync<TContext>(Microsoft.AspNetCore.Hosting.Server.IHttpApplication<TContext> application, CancellationToken cancellationToken) where TContext : notnull => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public void Dispose() { }
+}
