@@ -16,6 +16,7 @@
 #   FASTGATE                                command that runs the gateway (default: the published
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
 #   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run);
+#                                           add "fastgate-native" for the plain row on the native transport;
 #                                           add "tls" (or set TLS=1) for the TLS rows below
 #   EXTRAS=1                                0: skip the extra FastGate rows (FASTGATE_ROWS)
 #   FASTGATE_EXTRA="name=file[;Header: v], ..."  more FastGate rows (comma/newline separated), see FASTGATE_ROWS
@@ -285,6 +286,8 @@ HAPROXY_PORT=$((PORT_BASE + 2))
 YARP_PORT=$((PORT_BASE + 3))
 FG_PORT=$((PORT_BASE + 4))
 FG_ADMIN=$((PORT_BASE + 104))
+FG_NATIVE_PORT=$((PORT_BASE + 40))   # the fastgate-native row (its admin: +140)
+FG_NATIVE_ADMIN=$((PORT_BASE + 140))
 UPSTREAM=http://127.0.0.1:$UP_PORT
 # TLS rows: 50.. (the TLS upstream and the proxies), 150.. (FastGate admin)
 UP_TLS_PORT=$((PORT_BASE + 50))
@@ -492,6 +495,20 @@ if wants fastgate; then
 }
 EOF
   run_fastgate_row fastgate "$TMP/fastgate.template.json" "$FG_PORT" "$FG_ADMIN"
+fi
+# The same gateway on the native transport (issue 13: "transport": "native", epoll loops, one per core)
+if wants fastgate-native; then
+  [ "$FG_DESC" = "not found" ] && { fastgate_cmd || echo "compare: no FastGate build" >&2; }
+  cat >"$TMP/fastgate-native.template.json" <<'EOF'
+{
+  "transport": "native",
+  "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
+  "admin": { "address": "@ADMIN@" },
+  "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
+  "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
+}
+EOF
+  run_fastgate_row fastgate-native "$TMP/fastgate-native.template.json" "$FG_NATIVE_PORT" "$FG_NATIVE_ADMIN"
 fi
 i=0
 for spec in "${FASTGATE_ROWS[@]}"; do

@@ -31,7 +31,7 @@ public static class ConfigLoader
         nameof(GatewayConfig.Consumers), nameof(GatewayConfig.ApiKeys), nameof(GatewayConfig.Cors), nameof(GatewayConfig.JwtIssuers),
         nameof(GatewayConfig.Jwt), nameof(GatewayConfig.TrustedProxies), nameof(GatewayConfig.Devices), nameof(GatewayConfig.Mtls), nameof(GatewayConfig.Tracing),
         nameof(GatewayConfig.Waf)),
-        .. Observability.ObservabilityConfigReader.SectionNames];
+        .. TransportConfigBinder.Properties, .. Observability.ObservabilityConfigReader.SectionNames];
 
     public static ConfigLoadResult LoadFile(string path)
     {
@@ -169,6 +169,8 @@ public static class ConfigLoader
             Mtls = Security.DeviceConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),
             Waf = Waf.WafConfigBinder.Bind(root, path, r),
+            Transport = TransportConfigBinder.BindTransport(root, r),
+            NativeLoops = TransportConfigBinder.BindNativeLoops(root, r),
         };
     }
 }

@@ -38,6 +38,10 @@ public sealed record GatewayConfig
     public Observability.ObservabilityConfig Observability { get; init; } = new();
     /// <summary>WAF profiles (Waf/WafConfig.cs), referenced by routes[].waf.</summary>
     public Waf.WafConfig Waf { get; init; } = new();
+    /// <summary>kestrel (default) | native: FastGate's own epoll transport for plain listeners on Linux (Configuration/Sections/Transport.cs).</summary>
+    public TransportKind Transport { get; init; } = TransportKind.Kestrel;
+    /// <summary>The native transport's event loops; 0 (default): one per core.</summary>
+    public int NativeLoops { get; init; }
 }
 
 /// <summary>One configuration problem, located by its JSON path (e.g. <c>$.routes[0].cluster</c>).</summary>

@@ -19,6 +19,10 @@ public sealed class GatewayHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly List<(string Name, ListenOptions Options)> _listeners = [];
+    // the native transport (null: every listener on Kestrel); per listener, its index there or -1 (see Transport/)
+    private readonly Transport.NativeTransport? _native;
+    private readonly int[] _nativeListener;
+    private readonly string? _nativeFallback;
     private ListenOptions? _adminListen;
     private readonly List<ListenerTls> _tls = [];
 
@@ -33,11 +37,16 @@ public sealed class GatewayHost : IAsyncDisposable
         if (logs is not null) builder.Logging.AddProvider(logs); // tests read what the gateway logs
         builder.Logging.SetMinimumLevel(logLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = snapshot.DrainTimeout);
+        builder.Services.Configure<HostOptions>(o => { o.ShutdownTimeout = snapshot.DrainTimeout; o.ServicesStopConcurrently = true; });
         // Under systemd: READY=1 once the listeners are bound, STOPPING=1 when the drain starts (Type=notify units);
         // as a Windows service: the service control manager's start/stop. Each is a no-op anywhere else.
         builder.Host.UseSystemd();
         builder.Host.UseWindowsService();
+        (_native, _nativeListener, _nativeFallback) = Transport.NativeHosting.Plan(snapshot.Config, Runtime);
+        if (_native is not null) builder.Services.AddSingleton<IHostedService>(_native); // binds at start, drains beside Kestrel
+        // every listener native and no admin: Kestrel would bind its default address, so no HTTP server runs at all
+        if (_native is not null && snapshot.Config.Admin is null && Array.TrueForAll(_nativeListener, i => i >= 0))
+            builder.Services.AddSingleton<Microsoft.AspNetCore.Hosting.Server.IServer, Transport.NoServer>();
         // Public-listener continuations run inline on the I/O thread (see UpstreamPoolStore): nothing on the request
         // path blocks, so the thread-pool hop per read is pure overhead.
         builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
@@ -45,8 +54,10 @@ public sealed class GatewayHost : IAsyncDisposable
         {
             k.AddServerHeader = false;
             k.Limits.MaxConcurrentConnections = null;
+            int index = -1;
             foreach (var l in snapshot.Config.Listeners)
             {
+                if (_nativeListener[++index] >= 0) continue; // served by the native transport
                 ConfigValidator.TryParseEndPoint(l.Address, out var ep);
                 // TLS: validated with the config; loaded here once, then reloaded by the listener when its files change
                 string listenerName = string.IsNullOrEmpty(l.Name) ? l.Address : l.Name;
@@ -76,6 +87,7 @@ public sealed class GatewayHost : IAsyncDisposable
         var admin = new AdminApi(Runtime, Reloader, snapshot.Config.Admin?.ResolveToken());
         _app.Run(admin.HandleAsync);
         Runtime.Observability.UseLogger(_app.Logger);
+        Transport.NativeHosting.UseLogger(_native, _nativeFallback, _app.Logger);
         Runtime.JwtKeys.Logger = _app.Logger;
         Runtime.Limiters.Redis?.UseLogger(_app.Logger); // outages: one warning each, and a metric (docs/observability.md)
         if (Runtime.Limiters.Redis is { } store && snapshot.Config.Redis is { } cluster) StartCluster(store, cluster);
@@ -109,7 +121,20 @@ public sealed class GatewayHost : IAsyncDisposable
     public ILogger Logger => _app.Logger;
 
     /// <summary>The bound address of each public listener (the real port when the config said :0).</summary>
-    public IReadOnlyList<IPEndPoint> ListenerEndPoints => _listeners.Select(l => l.Options.IPEndPoint!).ToArray();
+    public IReadOnlyList<IPEndPoint> ListenerEndPoints
+    {
+        get
+        {
+            // in listener order: the native transport's (when it serves the listener), else Kestrel's
+            var endPoints = new IPEndPoint[_nativeListener.Length];
+            int kestrel = 0;
+            for (int i = 0; i < endPoints.Length; i++)
+                endPoints[i] = _nativeListener[i] >= 0 ? _native!.ListenerEndPoint(_nativeListener[i])! : _listeners[kestrel++].Options.IPEndPoint!;
+            return endPoints;
+        }
+    }
+    /// <summary>The native transport serving the plain listeners, or null (Kestrel serves them).</summary>
+    internal Transport.NativeTransport? Native => _native;
     public IPEndPoint? AdminEndPoint => _adminListen?.IPEndPoint;
     /// <summary>The TLS termination of each listener that has tls (in listener order).</summary>
     public IReadOnlyList<ListenerTls> TlsListeners => _tls;
@@ -157,5 +182,6 @@ public sealed class GatewayHost : IAsyncDisposable
         await _app.DisposeAsync();
         foreach (var tls in _tls) tls.Dispose();
         Runtime.Dispose();
+        _native?.Dispose(); // after the pools closed their connections on the loops
     }
 }

@@ -46,6 +46,8 @@ public sealed class UpstreamConnection
     public PipeReader Input { get; }
     public PipeWriter Output { get; }
     public bool IsTls => _tls is not null;
+    /// <summary>The native event loop the connection lives on (null: Kestrel's socket transport, or TLS).</summary>
+    internal Transport.NativeLoop? Loop => (_context as Transport.NativeSocket)?.Loop;
     /// <summary>True once the connection has carried a response (a failure on it may just be a stale keep-alive).</summary>
     public bool Reused { get; internal set; }
     internal long IdleSince { get; set; }

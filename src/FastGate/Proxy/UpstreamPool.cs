@@ -12,7 +12,7 @@ namespace FastGate.Proxy;
 /// Keep-alive connections to one destination. Idle connections sit in a fixed array of slots taken and returned
 /// with Interlocked operations (no locks); the number of open connections is bounded, and idle ones expire.
 /// </summary>
-public sealed class UpstreamPool
+public sealed partial class UpstreamPool
 {
     private readonly UpstreamConnection?[] _idle;
     private readonly SocketConnectionContextFactory _factory;
@@ -46,17 +46,18 @@ public sealed class UpstreamPool
         {
             int n = 0;
             for (int i = 0; i < _idle.Length; i++) if (Volatile.Read(ref _idle[i]) is not null) n++;
-            return n;
+            return n + LoopIdleConnections();
         }
     }
 
     /// <summary>Takes an idle connection that still looks alive, or returns null.</summary>
     public UpstreamConnection? TryRentIdle()
     {
-        for (int i = 0; i < _idle.Length; i++)
+        var idle = SlotsForCaller(); // on a native loop: that loop's slots (UpstreamPool.Native.cs)
+        for (int i = 0; i < idle.Length; i++)
         {
-            if (Volatile.Read(ref _idle[i]) is null) continue;
-            var conn = Interlocked.Exchange(ref _idle[i], null);
+            if (Volatile.Read(ref idle[i]) is null) continue;
+            var conn = Interlocked.Exchange(ref idle[i], null);
             if (conn is null) continue;
             if (!conn.IsStale()) return conn;
             Discard(conn);
@@ -71,6 +72,7 @@ public sealed class UpstreamPool
             Interlocked.Decrement(ref _open);
             return (null, RejectReason.UpstreamUnavailable);
         }
+        if (ConnectsOnLoop) return await ConnectOnLoopAsync(timeout).ConfigureAwait(false);
         var socket = EndPoint is DnsEndPoint
             ? new Socket(SocketType.Stream, ProtocolType.Tcp)
             : new Socket(EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -122,9 +124,10 @@ public sealed class UpstreamPool
         }
         conn.Reused = true;
         conn.IdleSince = Stopwatch.GetTimestamp();
-        for (int i = 0; i < _idle.Length; i++)
+        var idle = SlotsFor(conn);
+        for (int i = 0; i < idle.Length; i++)
         {
-            if (Volatile.Read(ref _idle[i]) is null && Interlocked.CompareExchange(ref _idle[i], conn, null) is null) return;
+            if (Volatile.Read(ref idle[i]) is null && Interlocked.CompareExchange(ref idle[i], conn, null) is null) return;
         }
         Discard(conn);
     }
@@ -138,19 +141,31 @@ public sealed class UpstreamPool
     /// <summary>Closes idle connections older than the idle timeout (called by the heartbeat).</summary>
     internal void EvictIdle(long now)
     {
-        for (int i = 0; i < _idle.Length; i++)
+        EvictIdle(_idle, now);
+        ForEachLoopSlots(now, static (pool, slots, now) => pool.EvictIdle(slots, now));
+    }
+
+    private void EvictIdle(UpstreamConnection?[] idle, long now)
+    {
+        for (int i = 0; i < idle.Length; i++)
         {
-            var conn = Volatile.Read(ref _idle[i]);
+            var conn = Volatile.Read(ref idle[i]);
             if (conn is null || now - conn.IdleSince < _idleTimeoutTicks) continue;
-            if (Interlocked.CompareExchange(ref _idle[i], null, conn) == conn) Discard(conn);
+            if (Interlocked.CompareExchange(ref idle[i], null, conn) == conn) Discard(conn);
         }
     }
 
     internal void CloseAll()
     {
-        for (int i = 0; i < _idle.Length; i++)
+        CloseAll(_idle, 0);
+        ForEachLoopSlots(0, static (pool, slots, _) => pool.CloseAll(slots, 0));
+    }
+
+    private void CloseAll(UpstreamConnection?[] idle, long unused)
+    {
+        for (int i = 0; i < idle.Length; i++)
         {
-            var conn = Interlocked.Exchange(ref _idle[i], null);
+            var conn = Interlocked.Exchange(ref idle[i], null);
             if (conn is not null) Discard(conn);
         }
     }

@@ -44,7 +44,7 @@ public sealed partial class FastgateProcess : IAsyncDisposable
         bool configFromEnvironment = false)
     {
         var path = Path.Combine(directory, name);
-        File.WriteAllText(path, configJson);
+        File.WriteAllText(path, TestTransport.ForProcess(configJson));
         var dll = Path.Combine(AppContext.BaseDirectory, "fastgate.dll");
         Assert.True(File.Exists(dll), dll);
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };

@@ -1,0 +1,36 @@
+namespace FastGate.Configuration;
+
+/// <summary>Which transport serves the plain (non-TLS) listeners.</summary>
+public enum TransportKind
+{
+    /// <summary>Kestrel's socket transport (every platform).</summary>
+    Kestrel,
+    /// <summary>FastGate's epoll event loops (Linux x64; elsewhere, or when it cannot start, Kestrel serves instead).</summary>
+    Native,
+}
+
+/// <summary>Binds the top-level <c>transport</c> and <c>nativeLoops</c> settings (docs/performance.md, "Native transport").</summary>
+internal static class TransportConfigBinder
+{
+    internal static readonly string[] Properties = ConfigReader.Names(nameof(GatewayConfig.Transport), nameof(GatewayConfig.NativeLoops));
+
+    /// <summary>Upper bound of nativeLoops.</summary>
+    internal const int MaxLoops = 256;
+
+    public static TransportKind BindTransport(System.Text.Json.JsonElement root, ConfigReader r)
+    {
+        switch (r.String(root, "$", Properties[0]))
+        {
+            case null:
+            case "kestrel":
+                return TransportKind.Kestrel;
+            case "native":
+                return TransportKind.Native;
+            case var other:
+                r.Error("$." + Properties[0], $"expected kestrel or native (found '{other}')");
+                return TransportKind.Kestrel;
+        }
+    }
+
+    public static int BindNativeLoops(System.Text.Json.JsonElement root, ConfigReader r) => (int)(r.Integer(root, "$", Properties[1], 0, MaxLoops) ?? 0);
+}

@@ -1,0 +1,436 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace FastGate.Transport;
+
+/// <summary>
+/// One TCP connection (client or upstream) on a <see cref="NativeLoop"/>, for its whole life. It is the
+/// ConnectionContext the shared connection code drives (ProxyConnection, UpstreamConnection), with a PipeReader and
+/// a PipeWriter over two buffers it owns instead of Kestrel's transport pipes:
+/// - read on demand: ReadAsync hands out the bytes not yet examined, else calls recv once (only when the socket may
+///   have data: an edge since the last short read), else waits for the next EPOLLIN edge;
+/// - FlushAsync sends what was written at once; what the kernel did not take waits for the EPOLLOUT edge, and the
+///   flush completes only when all of it is out (the writer's backpressure; the buffer grows only by GetSpan hints).
+/// Waits complete through IValueTaskSource with the continuation run inline on the loop thread: no thread-pool hop,
+/// no ExecutionContext, no lock. Code that resumes on another thread (an awaited Redis call, an SslStream) is sent
+/// back: its ReadAsync/FlushAsync is posted to the loop, and the continuation runs there.
+/// </summary>
+internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPipe
+{
+    internal const int BufferSize = 16384;
+
+    private readonly NativeLoop _loop;
+    private readonly Input _input;
+    private readonly Output _output;
+    private IFeatureCollection? _features;
+    private IDictionary<object, object?>? _items;
+    internal int Fd;
+    internal ulong Token;
+    private bool _closed;
+    private volatile ConnectionAbortedException? _abortReason;
+
+    internal NativeSocket(NativeLoop loop, int fd, IPEndPoint? remote, IPEndPoint? local)
+    {
+        _loop = loop;
+        Fd = fd;
+        RemoteEndPoint = remote;
+        LocalEndPoint = local;
+        _input = new Input(this);
+        _output = new Output(this);
+        Transport = this;
+    }
+
+    public NativeLoop Loop => _loop;
+    public override string ConnectionId { get; set; } = "";
+    public override IFeatureCollection Features => _features ??= new FeatureCollection();
+    public override IDictionary<object, object?> Items { get => _items ??= new Dictionary<object, object?>(); set => _items = value; }
+    public override IDuplexPipe Transport { get; set; }
+    PipeReader IDuplexPipe.Input => _input;
+    PipeWriter IDuplexPipe.Output => _output;
+    internal bool IsClosed => _closed;
+
+    /// <summary>Breaks the connection: a pending read throws the reason, a pending flush completes as closed. Any thread.</summary>
+    public override void Abort(ConnectionAbortedException abortReason)
+    {
+        _abortReason = abortReason;
+        if (_loop.IsCurrent) AbortOnLoop();
+        else _loop.Post(this, NativeLoop.Op.Abort);
+    }
+
+    public override ValueTask DisposeAsync()
+    {
+        if (_loop.IsCurrent) CloseOnLoop();
+        else _loop.Post(this, NativeLoop.Op.Close);
+        return default;
+    }
+
+    // ---- called by the loop ----
+
+    internal void OnEvents(uint events)
+    {
+        if ((events & (Libc.EPOLLIN | Libc.EPOLLRDHUP | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0) _input.OnReadable((events & (Libc.EPOLLRDHUP | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0);
+        if ((events & (Libc.EPOLLOUT | Libc.EPOLLHUP | Libc.EPOLLERR)) != 0) _output.OnWritable();
+    }
+
+    internal void Run(NativeLoop.Op op)
+    {
+        switch (op)
+        {
+            case NativeLoop.Op.Read: _input.ResumeRead(); break;
+            case NativeLoop.Op.Flush: _output.ResumeFlush(); break;
+            case NativeLoop.Op.CancelRead: _input.CancelPendingRead(); break;
+            case NativeLoop.Op.CancelFlush: _output.CancelPendingFlush(); break;
+            case NativeLoop.Op.Abort: AbortOnLoop(); break;
+            case NativeLoop.Op.Close: CloseOnLoop(); break;
+        }
+    }
+
+    private void AbortOnLoop()
+    {
+        if (_closed) return;
+        Libc.Shutdown(Fd, Libc.SHUT_RDWR);
+        _input.Fail(_abortReason ?? new ConnectionAbortedException());
+        _output.Fail();
+    }
+
+    /// <summary>Closes the socket (the loop forgets it) and gives the buffers back; pending waits end.</summary>
+    internal void CloseOnLoop()
+    {
+        if (_closed) return;
+        _input.Fail(null);
+        _output.Fail();
+        _closed = true;
+        _loop.Forget(this);
+        Libc.Close(Fd);
+        Fd = -1;
+        _input.Release();
+        _output.Release();
+    }
+
+    private static bool Again(int errno) => errno == Libc.EAGAIN || errno == Libc.EINTR;
+
+    /// <summary>The read side: bytes [_start, _end) of _buffer are received and not yet consumed.</summary>
+    private sealed class Input(NativeSocket socket) : PipeReader, System.Threading.Tasks.Sources.IValueTaskSource<ReadResult>
+    {
+        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        private int _start, _end;
+        private bool _examinedAll;   // the reader looked at every byte it has: the next read needs new ones
+        private bool _readable = true; // an edge (or nothing yet) since the last short read: recv may find data
+        private bool _eof, _cancel, _pending, _completed, _peerClosed;
+        private Exception? _error;
+        private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<ReadResult> _source; // continuations inline
+
+        private ReadOnlySequence<byte> Data => new(_buffer, _start, _end - _start);
+
+        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        {
+            if (_pending) throw new InvalidOperationException("a read is already pending");
+            if (socket._loop.IsCurrent)
+            {
+                if (TryTake(out var ready, out var error)) return error is null ? new ValueTask<ReadResult>(ready) : ValueTask.FromException<ReadResult>(error);
+                _source.Reset();
+                _pending = true;
+            }
+            else
+            {
+                // resumed on another thread (an awaited Redis call, an SslStream): the loop takes the read over
+                _source.Reset();
+                _pending = true;
+                socket._loop.Post(socket, NativeLoop.Op.Read);
+            }
+            return new ValueTask<ReadResult>(this, _source.Version);
+        }
+
+        /// <summary>A result without waiting: canceled, unexamined bytes, the end, or what one recv brings.</summary>
+        private bool TryTake(out ReadResult result, out Exception? error)
+        {
+            error = null;
+            while (true)
+            {
+                if (_cancel)
+                {
+                    _cancel = false;
+                    result = new ReadResult(Data, isCanceled: true, isCompleted: _eof);
+                    return true;
+                }
+                if (_end > _start && !_examinedAll)
+                {
+                    result = new ReadResult(Data, false, false);
+                    return true;
+                }
+                if (_error is not null)
+                {
+                    result = default;
+                    error = _error;
+                    return true;
+                }
+                if (_eof)
+                {
+                    result = new ReadResult(Data, false, true);
+                    return true;
+                }
+                if (!_readable || !Receive())
+                {
+                    result = default;
+                    return false;
+                }
+            }
+        }
+
+        /// <summary>One recv into the free space (compacting or growing first). False: nothing now (EAGAIN).</summary>
+        private bool Receive()
+        {
+            if (socket._closed) { _eof = true; return true; }
+            if (_start == _end) _start = _end = 0;
+            else if (_start > 0 && _end == _buffer.Length)
+            {
+                Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+                _end -= _start;
+                _start = 0;
+            }
+            if (_end == _buffer.Length)
+            {
+                // a head (or chunk line) larger than the buffer: grow it; the parser's limits bound how far
+                var larger = ArrayPool<byte>.Shared.Rent(_buffer.Length * 2);
+                Buffer.BlockCopy(_buffer, 0, larger, 0, _end);
+                ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = larger;
+            }
+            int space = _buffer.Length - _end;
+            while (true)
+            {
+                nint n;
+                fixed (byte* p = &_buffer[_end]) n = Libc.Recv(socket.Fd, p, space, 0);
+                if (n > 0)
+                {
+                    _end += (int)n;
+                    _examinedAll = false;
+                    if (n < space && !_peerClosed) _readable = false; // drained: the next byte comes with a new edge
+                    return true;
+                }
+                if (n == 0)
+                {
+                    _eof = true;
+                    return true;
+                }
+                int errno = Libc.Errno;
+                if (errno == Libc.EINTR) continue;
+                if (errno == Libc.EAGAIN)
+                {
+                    _readable = false;
+                    return false;
+                }
+                _error = new ConnectionResetException($"recv failed (errno {errno})");
+                return true;
+            }
+        }
+
+        internal void OnReadable(bool peerClosed)
+        {
+            _readable = true;
+            // the peer's FIN may come in the same edge as its last bytes: read on until recv says 0
+            if (peerClosed) _peerClosed = true;
+            if (_pending) ResumeRead();
+        }
+
+        internal void ResumeRead()
+        {
+            if (!_pending) return;
+            if (!TryTake(out var result, out var error)) return;
+            _pending = false;
+            if (error is null) _source.SetResult(result);
+            else _source.SetException(error);
+        }
+
+        internal void Fail(Exception? error)
+        {
+            if (error is not null) _error ??= error;
+            else _eof = true;
+            ResumeRead();
+        }
+
+        internal void Release()
+        {
+            var b = _buffer;
+            _buffer = [];
+            _start = _end = 0;
+            if (b.Length > 0) ArrayPool<byte>.Shared.Return(b);
+        }
+
+        public override bool TryRead(out ReadResult result)
+        {
+            if (_cancel)
+            {
+                _cancel = false;
+                result = new ReadResult(Data, true, _eof);
+                return true;
+            }
+            if (_end == _start && !_eof && _error is null && _readable && socket._loop.IsCurrent) Receive();
+            if (_error is not null) throw _error;
+            result = new ReadResult(Data, false, _eof);
+            return _end > _start || _eof;
+        }
+
+        public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
+
+        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+        {
+            if (_buffer.Length == 0) return; // closed
+            int c = consumed.GetInteger() & int.MaxValue;
+            int e = examined.GetInteger() & int.MaxValue;
+            if ((consumed.GetObject() is { } o && !ReferenceEquals(o, _buffer)) || c < _start || c > _end) throw new InvalidOperationException("the position is not from the last read");
+            _start = c;
+            _examinedAll = e >= _end;
+            if (_start == _end) _start = _end = 0;
+        }
+
+        public override void CancelPendingRead()
+        {
+            if (!socket._loop.IsCurrent)
+            {
+                socket._loop.Post(socket, NativeLoop.Op.CancelRead);
+                return;
+            }
+            _cancel = true;
+            ResumeRead();
+        }
+
+        public override void Complete(Exception? exception = null) => _completed = true;
+
+        public bool IsCompleted => _completed;
+
+        ReadResult System.Threading.Tasks.Sources.IValueTaskSource<ReadResult>.GetResult(short token) => _source.GetResult(token);
+        System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<ReadResult>.GetStatus(short token) => _source.GetStatus(token);
+        void System.Threading.Tasks.Sources.IValueTaskSource<ReadResult>.OnCompleted(Action<object?> continuation, object? state, short token,
+            System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags) => _source.OnCompleted(continuation, state, token, flags);
+    }
+
+    /// <summary>The write side: bytes [_sent, _written) of _buffer wait to be sent.</summary>
+    private sealed class Output(NativeSocket socket) : PipeWriter, System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>
+    {
+        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        private int _sent, _written;
+        private bool _failed, _pending, _cancel;
+        private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<FlushResult> _source;
+
+        public override Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+
+        public override Memory<byte> GetMemory(int sizeHint = 0)
+        {
+            int need = Math.Max(sizeHint, 1);
+            if (_buffer.Length - _written >= need) return _buffer.AsMemory(_written);
+            if (_sent == _written) _sent = _written = 0;
+            else if (_sent > 0)
+            {
+                Buffer.BlockCopy(_buffer, _sent, _buffer, 0, _written - _sent);
+                _written -= _sent;
+                _sent = 0;
+            }
+            if (_buffer.Length - _written < need)
+            {
+                var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _written + need));
+                Buffer.BlockCopy(_buffer, 0, larger, 0, _written);
+                if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = larger;
+            }
+            return _buffer.AsMemory(_written);
+        }
+
+        public override void Advance(int bytes) => _written += bytes;
+
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+        {
+            if (_pending) throw new InvalidOperationException("a flush is already pending");
+            if (socket._loop.IsCurrent)
+            {
+                if (TrySend()) return new ValueTask<FlushResult>(new FlushResult(false, _failed));
+                socket._loop.CountFlushWait();
+                _source.Reset();
+                _pending = true;
+            }
+            else
+            {
+                _source.Reset();
+                _pending = true;
+                socket._loop.Post(socket, NativeLoop.Op.Flush);
+            }
+            return new ValueTask<FlushResult>(this, _source.Version);
+        }
+
+        /// <summary>Sends what is written; true when done (all sent, or the socket failed), false: the kernel is full.</summary>
+        private bool TrySend()
+        {
+            while (_sent < _written && !_failed)
+            {
+                if (socket._closed) { _failed = true; break; }
+                nint n;
+                fixed (byte* p = &_buffer[_sent]) n = Libc.Send(socket.Fd, p, _written - _sent, Libc.MSG_NOSIGNAL);
+                if (n >= 0)
+                {
+                    _sent += (int)n;
+                    continue;
+                }
+                int errno = Libc.Errno;
+                if (errno == Libc.EINTR) continue;
+                if (errno == Libc.EAGAIN) return false; // EPOLLOUT will say when there is room
+                _failed = true;
+            }
+            if (_failed || _sent == _written) _sent = _written = 0;
+            return true;
+        }
+
+        internal void OnWritable()
+        {
+            if (_pending) ResumeFlush();
+        }
+
+        internal void ResumeFlush()
+        {
+            if (!_pending) return;
+            bool canceled = _cancel;
+            _cancel = false;
+            if (!canceled && !TrySend()) return;
+            _pending = false;
+            _source.SetResult(new FlushResult(canceled, _failed));
+        }
+
+        internal void Fail()
+        {
+            _failed = true;
+            ResumeFlush();
+        }
+
+        internal void Release()
+        {
+            var b = _buffer;
+            _buffer = [];
+            _sent = _written = 0;
+            if (b.Length > 0) ArrayPool<byte>.Shared.Return(b);
+        }
+
+        public override void CancelPendingFlush()
+        {
+            if (!socket._loop.IsCurrent)
+            {
+                socket._loop.Post(socket, NativeLoop.Op.CancelFlush);
+                return;
+            }
+            if (!_pending) return;
+            _cancel = true;
+            ResumeFlush();
+        }
+
+        public override void Complete(Exception? exception = null) { }
+
+        public override bool CanGetUnflushedBytes => true;
+        public override long UnflushedBytes => _written - _sent;
+
+        FlushResult System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>.GetResult(short token) => _source.GetResult(token);
+        System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>.GetStatus(short token) => _source.GetStatus(token);
+        void System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>.OnCompleted(Action<object?> continuation, object? state, short token,
+            System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags) => _source.OnCompleted(continuation, state, token, flags);
+    }
+}

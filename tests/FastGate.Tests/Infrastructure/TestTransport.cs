@@ -1,0 +1,32 @@
+using System.Runtime.CompilerServices;
+
+namespace FastGate.Tests.Infrastructure;
+
+/// <summary>
+/// The transport matrix: FASTGATE_TEST_TRANSPORT=native runs every gateway the tests start (in process, and the
+/// fastgate processes of FastgateProcess) on the native transport; unset, each config's own choice (Kestrel).
+/// </summary>
+internal static class TestTransport
+{
+    public static string? Name => Environment.GetEnvironmentVariable("FASTGATE_TEST_TRANSPORT") is { Length: > 0 } t ? t : null;
+
+    /// <summary>
+    /// One event loop unless a config sets nativeLoops: the suite's pooling tests (RetryTests and the like) expect the
+    /// next client connection to reuse the upstream connection the previous one pooled, and idle upstream connections
+    /// are per loop. Several loops are NativeTransportTests' subject.
+    /// </summary>
+    [ModuleInitializer]
+    internal static void Apply()
+    {
+        FastGate.Transport.NativeTransport.Override = Name;
+        FastGate.Transport.NativeTransport.DefaultLoopsOverride = 1;
+    }
+
+    /// <summary>A fastgate process's config with the matrix's transport (when the config does not choose one itself).</summary>
+    public static string ForProcess(string configJson)
+    {
+        if (Name is not { } t || configJson.Contains("\"transport\"", StringComparison.Ordinal)) return configJson;
+        int brace = configJson.IndexOf('{');
+        return brace < 0 ? configJson : configJson[..(brace + 1)] + $"\"transport\": \"{t}\", \"nativeLoops\": 1, " + configJson[(brace + 1)..];
+    }
+}
