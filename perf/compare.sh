@@ -17,6 +17,8 @@
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
 #   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run);
 #                                           add "fastgate-native" for the plain row on the native transport;
+#                                           add "waf" for nginx+waf (ModSecurity v3 + the Debian CRS 3.3) and
+#                                           fastgate+waf (the same CRS files, paranoia level 1, block mode)
 #                                           add "tls" (or set TLS=1) for the TLS rows below
 #   EXTRAS=1                                0: skip the extra FastGate rows (FASTGATE_ROWS)
 #   FASTGATE_EXTRA="name=file[;Header: v], ..."  more FastGate rows (comma/newline separated), see FASTGATE_ROWS
@@ -77,6 +79,7 @@ FASTGATE_ROWS=(
   "fastgate+apikey=perf/configs/apikey.json;X-API-Key: bench-key"
   "fastgate+jwt=perf/configs/jwt.json;Authorization: Bearer $JWT_TOKEN"
   "fastgate+tokens=perf/configs/tokens.json;X-API-Key: bench-key"
+  "fastgate+health=perf/configs/health.json"
 )
 [ "$EXTRAS" = 1 ] || FASTGATE_ROWS=()
 if [ -n "${FASTGATE_EXTRA:-}" ]; then
@@ -298,6 +301,10 @@ FG_UPTLS_PORT=$((PORT_BASE + 54))
 FG_TLS_ADMIN=$((PORT_BASE + 153))
 FG_UPTLS_ADMIN=$((PORT_BASE + 154))
 UPSTREAM_TLS=https://127.0.0.1:$UP_TLS_PORT
+# WAF rows: 60.. (nginx + ModSecurity, FastGate + CRS), 160 (FastGate admin)
+NGINX_WAF_PORT=$((PORT_BASE + 60))
+FG_WAF_PORT=$((PORT_BASE + 61))
+FG_WAF_ADMIN=$((PORT_BASE + 161))
 
 for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $YARP_PORT $FG_PORT $FG_ADMIN; do
   if port_busy "$p"; then echo "compare: 127.0.0.1:$p is in use; set PORT_BASE" >&2; exit 1; fi
@@ -306,11 +313,12 @@ done
 nginx_user=""
 [ "$(id -u)" -eq 0 ] && nginx_user="user root root;"
 
-nginx_conf() { # nginx_conf NAME SERVER-BLOCK [HTTP-EXTRA]: writes $TMP/NAME/nginx.conf
+nginx_conf() { # nginx_conf NAME SERVER-BLOCK [HTTP-EXTRA] [MAIN-EXTRA]: writes $TMP/NAME/nginx.conf
   local dir=$TMP/$1
   mkdir -p "$dir/logs" "$dir/tmp"
   cat >"$dir/nginx.conf" <<EOF
 $nginx_user
+${4:-}
 worker_processes $WORKERS;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
@@ -589,6 +597,60 @@ if wants tls; then
       run_fastgate_row fastgate+upstream-tls perf/configs/upstream-tls.json "$FG_UPTLS_PORT" "$FG_UPTLS_ADMIN"
       stop_row "$UP_TLS_PID"
     fi
+  fi
+fi
+
+# ---- WAF rows (ROWS contains "waf"): the same CRS files behind nginx + ModSecurity v3 and behind FastGate ----
+if wants waf; then
+  MODSEC_MODULE=/usr/lib/nginx/modules/ngx_http_modsecurity_module.so
+  if [ ! -f "$MODSEC_MODULE" ] || [ ! -d /usr/share/modsecurity-crs/rules ] || [ ! -f /etc/modsecurity/crs/crs-setup.conf ]; then
+    record_na "waf rows" "libnginx-mod-http-modsecurity and modsecurity-crs are not installed (tests/install-deps.sh)"
+  else
+    # the folder layout both read: crs-setup.conf + rules/ (Debian's files)
+    CRS_DIR=$TMP/crs
+    mkdir -p "$CRS_DIR"
+    cp /etc/modsecurity/crs/crs-setup.conf "$CRS_DIR/"
+    ln -sfn /usr/share/modsecurity-crs/rules "$CRS_DIR/rules"
+    cat >"$TMP/modsec.conf" <<EOF
+SecRuleEngine On
+SecRequestBodyAccess On
+SecRequestBodyLimit 13107200
+SecRequestBodyNoFilesLimit 131072
+SecAuditEngine Off
+Include $CRS_DIR/crs-setup.conf
+SecAction "id:900000,phase:1,pass,nolog,setvar:tx.paranoia_level=1,setvar:tx.executing_paranoia_level=1"
+Include $CRS_DIR/rules/*.conf
+EOF
+    echo "compare: nginx+waf" >&2
+    nginx_conf proxy-waf "    listen 127.0.0.1:$NGINX_WAF_PORT;
+    location / {
+      modsecurity on;
+      modsecurity_rules_file $TMP/modsec.conf;
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }" "upstream backend { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 120s; }" \
+      "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module $MODSEC_MODULE;"
+    start_bg "$TMP/proxy-waf/out.log" "$NGINX" -p "$TMP/proxy-waf" -c "$TMP/proxy-waf/nginx.conf" -g 'daemon off;'
+    pid=$START_PID
+    ALLOC_URL=""
+    CPU_PID=$pid
+    if ! wait_ready "$pid" "http://127.0.0.1:$NGINX_WAF_PORT/"; then
+      record_na nginx+waf "did not start: $(tail -c 300 "$TMP/proxy-waf/logs/error.log" "$TMP/proxy-waf/out.log" 2>/dev/null | tr '\n' ' ')"
+    elif run_load nginx+waf "http://127.0.0.1:$NGINX_WAF_PORT/"; then record nginx+waf "ModSecurity v3 + CRS, PL1"; else record_na nginx+waf "wrk failed"; fi
+    stop_row "$pid"
+
+    [ ${#FG_CMD[@]} -eq 0 ] && fastgate_cmd
+    cat >"$TMP/fastgate-waf.template.json" <<EOF
+{
+  "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
+  "admin": { "address": "@ADMIN@" },
+  "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
+  "waf": { "profiles": [ { "id": "crs", "rules": "$CRS_DIR", "mode": "block", "paranoiaLevel": 1 } ] },
+  "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend", "waf": "crs" } ]
+}
+EOF
+    run_fastgate_row fastgate+waf "$TMP/fastgate-waf.template.json" "$FG_WAF_PORT" "$FG_WAF_ADMIN"
   fi
 fi
 
