@@ -11,12 +11,29 @@ public sealed class WafTarget
     public Regex? KeyRegex { get; init; }
     public bool Count { get; init; }
     public bool Exclude { get; init; }
+    /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
+    internal string? TxName { get; set; }
+
+    private TargetSource _source;
+    /// <summary>Where the values come from, worked out once from <see cref="Collection"/>.</summary>
+    internal TargetSource Source => _source != TargetSource.Unset ? _source : _source = Collection switch
+    {
+        "TX" => TargetSource.Tx,
+        "MATCHED_VAR" => TargetSource.MatchedVar,
+        "MATCHED_VAR_NAME" => TargetSource.MatchedVarName,
+        "MATCHED_VARS" => TargetSource.MatchedVars,
+        "MATCHED_VARS_NAMES" => TargetSource.MatchedVarsNames,
+        "IP" or "GLOBAL" or "SESSION" or "USER" => TargetSource.Persistent,
+        _ => TargetSource.Request,
+    };
 
     public bool Selects(string collection, string key) =>
         collection == Collection && (Key is null && KeyRegex is null || Key is not null && Key == key || KeyRegex is not null && KeyRegex.IsMatch(key));
 
     public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : "");
 }
+
+internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request }
 
 public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
 

@@ -33,6 +33,10 @@ public sealed class WafTransaction
     private readonly List<(int From, int To, WafTarget Target)> _removedTargetsById = [];
     private readonly List<(string Tag, WafTarget Target)> _removedTargetsByTag = [];
     private readonly List<(string Name, string Value)> _matchedVars = [];
+    private readonly List<(string Key, string Name, string Value)> _resolved = [], _counted = [];
+    // transformation results of this request: CRS rules apply the same chains (t:urlDecodeUni, t:htmlEntityDecode,
+    // t:lowercase...) to the same values over and over; each (value, function) is computed once
+    private readonly Dictionary<(string Value, Transforms.Fn Fn), string> _transformed = new(TransformKeyComparer.Instance);
     private string _matchedVar = "", _matchedVarName = "";
     private WafRule? _currentRule;
     private bool _bodyDone;
@@ -351,8 +355,13 @@ public sealed class WafTransaction
                 if (Test(link, n, target.Collection, n)) matched = true;
                 continue;
             }
-            foreach (var (key, name, value) in Resolve(target))
+            // a snapshot of the selected values: SetVar may change TX while they are tested
+            var values = _resolved;
+            values.Clear();
+            Resolve(target, values);
+            for (int i = 0; i < values.Count; i++)
             {
+                var (key, name, value) = values[i];
                 if (Excluded(link, starter, target.Collection, key)) continue;
                 if (Test(link, value, name, value)) matched = true;
             }
@@ -369,11 +378,11 @@ public sealed class WafTransaction
         if (link.MultiMatch)
         {
             hit = Op(link, v);
-            foreach (var t in link.Transforms) { var next = t(v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
+            foreach (var t in link.Transforms) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
         }
         else
         {
-            foreach (var t in link.Transforms) v = t(v);
+            foreach (var t in link.Transforms) v = Transform(t, v);
             hit = Op(link, v);
         }
         if (!hit) return false;
@@ -383,6 +392,26 @@ public sealed class WafTransaction
         foreach (var sv in link.SetVars) SetVar(sv);
         _ = original;
         return true;
+    }
+
+    private string Transform(Transforms.Fn fn, string value)
+    {
+        if (value.Length == 0) return value;
+        if (_transformed.TryGetValue((value, fn), out var done)) return done;
+        var result = fn(value);
+        _transformed[(value, fn)] = result;
+        return result;
+    }
+
+    /// <summary>Keys by identity: the value strings are the transaction's own (or earlier results), so an identical
+    /// reference is the same value, and comparing references costs nothing.</summary>
+    private sealed class TransformKeyComparer : IEqualityComparer<(string Value, Transforms.Fn Fn)>
+    {
+        public static readonly TransformKeyComparer Instance = new();
+        public bool Equals((string Value, Transforms.Fn Fn) x, (string Value, Transforms.Fn Fn) y) =>
+            ReferenceEquals(x.Value, y.Value) && ReferenceEquals(x.Fn, y.Fn);
+        public int GetHashCode((string Value, Transforms.Fn Fn) k) =>
+            HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Value), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Fn));
     }
 
     private bool Op(WafRule link, string v) => link.Operator!.Match(v, this, link.Capture) != link.Negated;
@@ -398,35 +427,44 @@ public sealed class WafTransaction
 
     private int Count(WafTarget target)
     {
-        int n = 0;
-        foreach (var _ in Resolve(target)) n++;
-        return n;
+        var values = _counted;
+        values.Clear();
+        Resolve(target, values);
+        return values.Count;
     }
 
-    private IEnumerable<(string Key, string Name, string Value)> Resolve(WafTarget target)
+    /// <summary>Adds the values <paramref name="target"/> selects to <paramref name="into"/> (no iterator: one
+    /// buffer per transaction, reused by every rule).</summary>
+    private void Resolve(WafTarget target, List<(string Key, string Name, string Value)> into)
     {
-        switch (target.Collection)
+        switch (target.Source)
         {
-            case "TX":
+            case TargetSource.Tx:
+                // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is one lookup, not a scan of TX
+                if (target.Key is { } key && target.KeyRegex is null)
+                {
+                    if (_tx.TryGetValue(key, out var one)) into.Add((key, target.TxName ??= "TX:" + key, one));
+                    return;
+                }
                 foreach (var (k, v) in _tx)
-                    if (Selects(target, k)) yield return (k, "TX:" + k, v);
-                yield break;
-            case "MATCHED_VAR": yield return ("", "MATCHED_VAR", _matchedVar); yield break;
-            case "MATCHED_VAR_NAME": yield return ("", "MATCHED_VAR_NAME", _matchedVarName); yield break;
-            case "MATCHED_VARS":
-                foreach (var (n, v) in _matchedVars.ToArray()) yield return (n.ToLowerInvariant(), "MATCHED_VARS:" + n, v);
-                yield break;
-            case "MATCHED_VARS_NAMES":
-                foreach (var (n, _) in _matchedVars.ToArray()) yield return (n.ToLowerInvariant(), "MATCHED_VARS_NAMES:" + n, n);
-                yield break;
-            case "IP": case "GLOBAL": case "SESSION": case "USER":
+                    if (Selects(target, k)) into.Add((k, "TX:" + k, v));
+                return;
+            case TargetSource.MatchedVar: into.Add(("", "MATCHED_VAR", _matchedVar)); return;
+            case TargetSource.MatchedVarName: into.Add(("", "MATCHED_VAR_NAME", _matchedVarName)); return;
+            case TargetSource.MatchedVars:
+                foreach (var (n, v) in _matchedVars) into.Add((n.ToLowerInvariant(), "MATCHED_VARS:" + n, v));
+                return;
+            case TargetSource.MatchedVarsNames:
+                foreach (var (n, _) in _matchedVars) into.Add((n.ToLowerInvariant(), "MATCHED_VARS_NAMES:" + n, n));
+                return;
+            case TargetSource.Persistent:
                 if (_other.TryGetValue(target.Collection, out var c))
-                    foreach (var (k, v) in c) if (Selects(target, k)) yield return (k, target.Collection + ":" + k, v);
-                yield break;
+                    foreach (var (k, v) in c) if (Selects(target, k)) into.Add((k, target.Collection + ":" + k, v));
+                return;
         }
-        if (!_collections.TryGetValue(target.Collection, out var list)) yield break;
+        if (!_collections.TryGetValue(target.Collection, out var list)) return;
         foreach (var item in list)
-            if (Selects(target, item.Key)) yield return item;
+            if (Selects(target, item.Key)) into.Add(item);
     }
 
     private static bool Selects(WafTarget t, string key) =>
