@@ -116,7 +116,14 @@ public class UpstreamTlsTests : IClassFixture<UpstreamTlsFixture>
         var response = await client.ReadResponseAsync();
         Assert.Equal(502, response.Status);
         Assert.Contains("upstream_tls_failed", response.Body);
-        var scrape = await gateway.ScrapeMetricsAsync();
+        // the request's counters are recorded after its response is sent (at once on the native transport)
+        string scrape = "";
+        await Eventually.WaitUntilAsync(async () =>
+        {
+            scrape = await gateway.ScrapeMetricsAsync();
+            return Metric(scrape, "fastgate_upstream_errors_total", ("cluster", "tls-untrusted"), ("kind", "tls")) >= 1
+                && Metric(scrape, "fastgate_rejections_total", ("reason", "upstream_tls_failed")) >= 1;
+        }, "the refusal is counted");
         Assert.Equal(1, Metric(scrape, "fastgate_upstream_tls_failures_total", ("cluster", "tls-untrusted"), ("error", "certificate_untrusted")));
         Assert.Equal(1, Metric(scrape, "fastgate_upstream_errors_total", ("cluster", "tls-untrusted"), ("kind", "tls")));
         Assert.Equal(1, Metric(scrape, "fastgate_rejections_total", ("reason", "upstream_tls_failed")));

@@ -235,4 +235,67 @@ public class HealthGatewayTests
         Assert.InRange(elapsed, TimeSpan.Zero, interval * 2); // back within two intervals
         Assert.Equal(2, metrics.HealthChecks.WithLabels("c", upstream.Address, "failure").Value); // unhealthyThreshold probes failed
     }
+    [Fact]
+    public async Task A503Destination_WithRetryOn503_IsEjected_EveryRequestIsServed_AndAmplificationIsExact()
+    {
+        await using var failing = new RestartableUpstream(503);
+        await using var a = new RestartableUpstream(200);
+        await using var b = new RestartableUpstream(200);
+        await using var gateway = await TestGateway.StartAsync(Config(
+            $"{{ \"address\": \"{failing.Address}\" }}, {{ \"address\": \"{a.Address}\" }}, {{ \"address\": \"{b.Address}\" }}",
+            ", \"retry\": { \"retryOn\": [503] }"));
+        using var client = gateway.CreateClient();
+        const int offered = 300;
+        for (int i = 0; i < offered; i++) Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/x")).StatusCode);
+        // each 503 was retried on another destination until the 5th consecutive one ejected the failing destination
+        Assert.Equal(5, failing.Requests);
+        Assert.Equal(offered, a.Requests + b.Requests);
+        Assert.Equal(5, gateway.Metrics.UpstreamRetries.WithLabels("backend", "status").Value);
+        Assert.Equal(1, gateway.Metrics.DestinationEjections.WithLabels("backend", failing.Address).Value);
+        // amplification: (300 + 5) / 300 = 1.017 upstream requests per offered request (the issue's bound: 1.2)
+        Assert.True((failing.Requests + a.Requests + b.Requests) / (double)offered <= 1.2);
+    }
+
+    [Fact]
+    public async Task ADestinationKilledUnderLoad_FailsNoRequest_AndComesBackAfterItRestarts()
+    {
+        await using var victim = new RestartableUpstream(200);
+        await using var a = new RestartableUpstream(200);
+        await using var b = new RestartableUpstream(200);
+        await using var gateway = await TestGateway.StartAsync(Config(
+            $"{{ \"address\": \"{victim.Address}\" }}, {{ \"address\": \"{a.Address}\" }}, {{ \"address\": \"{b.Address}\" }}",
+            ", \"healthCheck\": { \"path\": \"/healthz\", \"interval\": \"200ms\", \"timeout\": \"100ms\" }"));
+        const int clients = 4, perClient = 250, killAfter = 200;
+        int sent = 0, failed = 0;
+        var killed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        async Task LoadAsync()
+        {
+            using var client = gateway.CreateClient();
+            for (int i = 0; i < perClient; i++)
+            {
+                if (Interlocked.Increment(ref sent) == killAfter) killed.TrySetResult();
+                try
+                {
+                    using var r = await client.GetAsync("/x");
+                    if (r.StatusCode != HttpStatusCode.OK) Interlocked.Increment(ref failed);
+                }
+                catch (System.Net.Http.HttpRequestException) { Interlocked.Increment(ref failed); }
+            }
+        }
+        var load = Enumerable.Range(0, clients).Select(_ => Task.Run(LoadAsync)).ToArray();
+        await Eventually.SignalledAsync(killed.Task, "the load reached the kill point");
+        int port = victim.Port;
+        await victim.StopAsync(); // connections in flight are cut, new ones refused
+        await Task.WhenAll(load);
+        Assert.Equal(0, failed); // in-flight GETs retried on reset, refused connects retried elsewhere
+        var health = gateway.Host.Runtime.Current.Clusters[0].Destinations[0].Health;
+        await Eventually.WaitUntilAsync(() => health.StateAt(TimeProvider.System.GetTimestamp()) != DestinationState.Healthy, "the health checks take the killed destination out");
+
+        victim.Start(port);
+        await Eventually.WaitUntilAsync(() => health.StateAt(TimeProvider.System.GetTimestamp()) == DestinationState.Healthy, "the restarted destination is healthy again");
+        int before = victim.Requests;
+        using var after = gateway.CreateClient();
+        for (int i = 0; i < 30; i++) Assert.Equal(HttpStatusCode.OK, (await after.GetAsync("/x")).StatusCode);
+        Assert.True(victim.Requests - before >= 9, $"back in rotation: {victim.Requests - before} of 30 requests (and its probes)");
+    }
 }
