@@ -25,6 +25,18 @@ public class ConfigStrictnessTests
     [Fact]
     public void Base_IsValid() => Assert.True(ConfigLoader.Load(Base()).IsValid, string.Join("; ", ConfigLoader.Load(Base()).Errors));
 
+    [Theory]
+    [InlineData("", 1024, 1024)]
+    [InlineData(", \"maxConnectionsPerDestination\": 100", 100, 100)] // below the old fixed idle default of 256: still valid
+    [InlineData(", \"maxConnectionsPerDestination\": 100, \"maxIdleConnectionsPerDestination\": 10", 100, 10)]
+    public void IdleConnectionsPerDestination_DefaultToTheConnectionLimit(string extra, int max, int idle)
+    {
+        var loaded = ConfigLoader.Load(Base().Replace("\"destinations\": [ { \"address\": \"http://127.0.0.1:9\" } ]", "\"destinations\": [ { \"address\": \"http://127.0.0.1:9\" } ]" + extra));
+        Assert.True(loaded.IsValid, string.Join("; ", loaded.Errors));
+        Assert.Equal(max, loaded.Config!.Clusters[0].MaxConnectionsPerDestination);
+        Assert.Equal(idle, loaded.Config.Clusters[0].MaxIdleConnectionsPerDestination);
+    }
+
     [Fact]
     public void DuplicateKeys_InEveryObject_AreErrorsAtTheirJsonPath()
     {

@@ -10,7 +10,8 @@ public sealed record ClusterConfig
     public string Id { get; init; } = "";
     public IReadOnlyList<DestinationConfig> Destinations { get; init; } = [];
     public int MaxConnectionsPerDestination { get; init; } = 1024;
-    public int MaxIdleConnectionsPerDestination { get; init; } = 256;
+    /// <summary>Idle keep-alive connections kept per destination (default: maxConnectionsPerDestination).</summary>
+    public int MaxIdleConnectionsPerDestination { get; init; } = 1024;
     public TimeSpan IdleConnectionTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>How https:// destinations are verified (null: the system trust store, SNI = the destination host).</summary>
     public UpstreamTlsConfig? Tls { get; init; }
@@ -120,6 +121,7 @@ internal static class ClusterConfigBinder
                 InsecureSkipVerify = r.Bool(t, tp, "insecureSkipVerify") ?? false,
             };
         }
+        int maxConnections = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination);
         return d with
         {
             Id = r.String(e, p, "id", required: true) ?? "",
@@ -132,8 +134,10 @@ internal static class ClusterConfigBinder
                     Weight = (int)(r.Integer(de, dp, "weight", 1, DestinationConfig.MaxWeight) ?? 1),
                 };
             }),
-            MaxConnectionsPerDestination = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination),
-            MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? d.MaxIdleConnectionsPerDestination),
+            MaxConnectionsPerDestination = maxConnections,
+            // default: as many as may be open (Envoy and SocketsHttpHandler keep every idle connection until its idle
+            // timeout); a lower cap closes and reopens upstream connections under load (measured: docs/performance.md)
+            MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? maxConnections),
             IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
             Tls = tls,
             Retry = BindRetry(e, p, r),
