@@ -1,0 +1,50 @@
+using System.Text;
+using BenchmarkDotNet.Attributes;
+using FastGate.Ai;
+using Prometheus;
+
+namespace FastGate.Benchmarks.Ai;
+
+/// <summary>
+/// The AI route's prompt guard (issue 15: "masking cost per KB of prompt"): every detector on, mask mode, over 1 KB
+/// and 16 KB of ordinary prose with no finding (the common case), and over 1 KB holding one email, one card number
+/// and one API key (three replacements). Divide the mean by the KB column for the cost per KB.
+/// </summary>
+[MemoryDiagnoser]
+public class PromptGuardBenchmarks
+{
+    private PromptGuard _guard = null!;
+    private string _clean1K = "", _clean16K = "", _dirty1K = "";
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var registry = Metrics.NewCustomRegistry();
+        var counter = Metrics.WithCustomRegistry(registry).CreateCounter("bench_guard_total", "", "route", "kind", "action");
+        _guard = new PromptGuard(new AiGuardConfig { Detect = ["email", "phone", "card", "iban", "ipv4", "secret"], Action = "mask" }, "bench", counter);
+        _clean1K = Prose(1024);
+        _clean16K = Prose(16 * 1024);
+        var dirty = new StringBuilder(Prose(1024 - 120));
+        dirty.Insert(200, " write to jane.doe@example.com ");
+        dirty.Insert(500, " card 4111 1111 1111 1111 ");
+        dirty.Insert(800, " key sk-abcdefghijklmnopqrstuvwx ");
+        _dirty1K = dirty.ToString();
+    }
+
+    private static string Prose(int length)
+    {
+        const string text = "Summarise the quarterly report in three bullet points, keeping the figures for revenue and costs. ";
+        var sb = new StringBuilder(length + text.Length);
+        while (sb.Length < length) sb.Append(text);
+        return sb.ToString(0, length);
+    }
+
+    [Benchmark(Baseline = true)]
+    public string Clean1K() => _guard.Scan(_clean1K, out _);
+
+    [Benchmark]
+    public string Clean16K() => _guard.Scan(_clean16K, out _);
+
+    [Benchmark]
+    public string ThreeFindings1K() => _guard.Scan(_dirty1K, out _);
+}
