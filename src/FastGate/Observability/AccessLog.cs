@@ -24,7 +24,7 @@ public sealed class AccessLog : IAsyncDisposable
     private readonly Entry[] _ring;
     private readonly int _mask;
     private long _enqueue;
-    private long _dequeue;
+    private long _dequeue; // written by the writer thread only; producers read it to see how full the ring is
     private readonly AccessLogConfig _config;
     private readonly TimeProvider _time;
     private readonly Prometheus.Counter _writtenMetric, _droppedMetric;
@@ -37,6 +37,9 @@ public sealed class AccessLog : IAsyncDisposable
     private long _written;
     private readonly uint _sampleThreshold;
     private readonly byte[] _pathScratch = new byte[1024 + 16];
+    private readonly long _wakeDepth;
+    /// <summary>How long a line may wait in the ring before the writer writes it (unless the ring fills first).</summary>
+    internal const int FlushIntervalMilliseconds = 50;
 
     /// <param name="metrics">Where the written and dropped entries are counted (unexported metrics of its own when omitted).</param>
     public AccessLog(AccessLogConfig config, TimeProvider? time = null, Stream? output = null, GatewayMetrics? metrics = null)
@@ -49,6 +52,7 @@ public sealed class AccessLog : IAsyncDisposable
         _ring = new Entry[capacity];
         for (int i = 0; i < capacity; i++) _ring[i] = new Entry { Sequence = i };
         _mask = capacity - 1;
+        _wakeDepth = capacity / 2;
         _sampleThreshold = config.SampleRate >= 1 ? uint.MaxValue : (uint)(config.SampleRate * uint.MaxValue);
         _sink = output is not null ? new AccessLogSink(output) : AccessLogSink.Open(config);
         _thread = new Thread(WriterLoop) { IsBackground = true, Name = "fastgate-access-log" };
@@ -86,7 +90,11 @@ public sealed class AccessLog : IAsyncDisposable
         }
         e.Fill(r, _time.GetUtcNow().UtcDateTime.Ticks);
         Volatile.Write(ref e.Sequence, pos + 1);
-        if (Volatile.Read(ref _writerWaiting) != 0 && Interlocked.Exchange(ref _writerWaiting, 0) != 0) _signal.Set();
+        // The writer wakes by itself every FlushInterval and writes what gathered as one batch; a request wakes it
+        // early only when the ring is half full. (Waking it per request cost a futex wake, a thread switch and a
+        // write(2) per line: +17 µs CPU per request measured on the plain row.)
+        if (pos + 1 - Volatile.Read(ref _dequeue) >= _wakeDepth
+            && Volatile.Read(ref _writerWaiting) != 0 && Interlocked.Exchange(ref _writerWaiting, 0) != 0) _signal.Set();
         return true;
     }
 
@@ -116,7 +124,7 @@ public sealed class AccessLog : IAsyncDisposable
             }
             Volatile.Write(ref _writerWaiting, 1);
             if (TryPeek()) { Volatile.Write(ref _writerWaiting, 0); continue; }
-            _signal.WaitOne(200);
+            _signal.WaitOne(FlushIntervalMilliseconds);
             Volatile.Write(ref _writerWaiting, 0);
         }
     }
@@ -150,7 +158,7 @@ public sealed class AccessLog : IAsyncDisposable
         pos = _dequeue;
         entry = _ring[pos & _mask];
         if (Volatile.Read(ref entry.Sequence) != pos + 1) return false;
-        _dequeue = pos + 1;
+        Volatile.Write(ref _dequeue, pos + 1);
         return true;
     }
 
