@@ -18,6 +18,8 @@ command -v promtool >/dev/null || need+=(prometheus)
 # `apt-cache policy libnginx-mod-http-modsecurity modsecurity-crs libmodsecurity3`.
 [ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || need+=(libnginx-mod-http-modsecurity)
 [ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
+# The service tests check the unit `fastgate service unit` writes with systemd's own parser (systemd-analyze verify).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing: ${need[*]} (run as root or install them)"; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive

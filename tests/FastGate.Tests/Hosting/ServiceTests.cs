@@ -82,6 +82,31 @@ public class ServiceTests
         Assert.False(Section(unit2, "Service").ContainsKey("DynamicUser"));
     }
 
+    [LinuxFact]
+    public async Task Unit_PassesSystemdAnalyzeVerify_WithAConfigPathThatNeedsQuoting()
+    {
+        // systemd's own parser (systemd-analyze verify, from tests/install-deps.sh) reads the unit: an unknown key,
+        // a bad value or an ExecStart it cannot split into an existing program is reported against the file
+        var (dir, config) = WriteConfig(TestGateway.Config("http://127.0.0.1:9"));
+        var (code, unit, err) = await Run("service", "unit", "--config", config);
+        Assert.True(code == 0, err);
+        var file = Path.Combine(dir, "fastgate-verify.service");
+        await File.WriteAllTextAsync(file, unit);
+        var psi = new ProcessStartInfo("systemd-analyze", ["verify", file]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = await p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        var about = (await stdout + stderr).Split('\n').Where(l => l.Contains("fastgate-verify.service", StringComparison.Ordinal)).ToArray();
+        Assert.True(p.ExitCode == 0 && about.Length == 0, $"systemd-analyze verify (exit {p.ExitCode}):\n{string.Join('\n', about)}\n{stderr}");
+        // and the check bites: one unknown key is reported against the file
+        await File.WriteAllTextAsync(file, unit.Replace("[Service]\n", "[Service]\nNoSuchKey=1\n"));
+        using var bad = Process.Start(psi)!;
+        var badErr = await bad.StandardError.ReadToEndAsync();
+        await bad.WaitForExitAsync();
+        Assert.Contains("NoSuchKey", badErr);
+    }
+
     [Theory]
     [InlineData("/opt/fastgate/fastgate", "/opt/fastgate/fastgate")]
     [InlineData("/srv/my gate/fastgate.json", "\"/srv/my gate/fastgate.json\"")]
