@@ -14,6 +14,10 @@ public sealed class WafTarget
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
     internal string? TxName { get; set; }
 
+    private int _collectionId = -1;
+    /// <summary><see cref="Collection"/>'s number in <see cref="WafCollections"/>.</summary>
+    internal int CollectionId => _collectionId >= 0 ? _collectionId : _collectionId = WafCollections.Id(Collection);
+
     private TargetSource _source;
     /// <summary>Where the values come from, worked out once from <see cref="Collection"/>.</summary>
     internal TargetSource Source => _source != TargetSource.Unset ? _source : _source = Collection switch
@@ -31,6 +35,29 @@ public sealed class WafTarget
         collection == Collection && (Key is null && KeyRegex is null || Key is not null && Key == key || KeyRegex is not null && KeyRegex.IsMatch(key));
 
     public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : "");
+}
+
+/// <summary>
+/// A number for each collection name (REQUEST_HEADERS, ARGS, ...), the same for every rule set of the process: a
+/// transaction keeps its collections in an array indexed by it. Names come from rule files and the engine's own
+/// collections, a bounded set.
+/// </summary>
+internal static class WafCollections
+{
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> s_ids = new(StringComparer.Ordinal);
+    private static readonly object s_lock = new();
+
+    public static int Count => s_ids.Count;
+
+    public static int Id(string name)
+    {
+        if (s_ids.TryGetValue(name, out int id)) return id;
+        lock (s_lock) // rare: a name seen for the first time (rule loading, the first request)
+        {
+            if (!s_ids.TryGetValue(name, out id)) s_ids[name] = id = s_ids.Count;
+            return id;
+        }
+    }
 }
 
 internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request }

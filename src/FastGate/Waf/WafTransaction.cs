@@ -25,7 +25,9 @@ public sealed class WafTransaction
 {
     private readonly WafRuleSet _set;
     private readonly WafRequest _request;
-    private readonly Dictionary<string, List<(string Key, string Name, string Value)>> _collections = new(StringComparer.Ordinal);
+    // the request's collections by WafCollections id (a number per collection name, fixed for the process), so a
+    // rule's target finds its values by index rather than by hashing the collection name
+    private List<(string Key, string Name, string Value)>?[] _collections = new List<(string, string, string)>?[WafCollections.Count + 8];
     private readonly Dictionary<string, string> _tx = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Dictionary<string, string>> _other = new(StringComparer.Ordinal);
     private readonly List<(int From, int To)> _removedIds = [];
@@ -75,9 +77,14 @@ public sealed class WafTransaction
 
     private void Add(string collection, string key, string name, string value)
     {
-        if (!_collections.TryGetValue(collection, out var list)) _collections[collection] = list = [];
-        list.Add((key.ToLowerInvariant(), name, value));
+        int id = WafCollections.Id(collection);
+        if (id >= _collections.Length) Array.Resize(ref _collections, Math.Max(id + 1, _collections.Length * 2));
+        (_collections[id] ??= []).Add((key.ToLowerInvariant(), name, value));
     }
+
+    private List<(string Key, string Name, string Value)>? Collection(int id) => id < _collections.Length ? _collections[id] : null;
+
+    private void Clear(string collection) => Collection(WafCollections.Id(collection))?.Clear();
 
     private void Scalar(string collection, string value) => Add(collection, "", collection, value);
 
@@ -117,8 +124,8 @@ public sealed class WafTransaction
     private void Combined()
     {
         long size = 0;
-        if (_collections.TryGetValue("ARGS", out var args)) foreach (var a in args) size += a.Key.Length + a.Value.Length;
-        _collections.Remove("ARGS_COMBINED_SIZE");
+        if (Collection(WafCollections.Id("ARGS")) is { } args) foreach (var a in args) size += a.Key.Length + a.Value.Length;
+        Clear("ARGS_COMBINED_SIZE");
         Scalar("ARGS_COMBINED_SIZE", size.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
@@ -203,7 +210,7 @@ public sealed class WafTransaction
         };
         if (!ok)
         {
-            _collections.Remove("REQBODY_ERROR");
+            Clear("REQBODY_ERROR");
             Scalar("REQBODY_ERROR", "1");
         }
         Combined();
@@ -462,7 +469,7 @@ public sealed class WafTransaction
                     foreach (var (k, v) in c) if (Selects(target, k)) into.Add((k, target.Collection + ":" + k, v));
                 return;
         }
-        if (!_collections.TryGetValue(target.Collection, out var list)) return;
+        if (Collection(target.CollectionId) is not { } list) return;
         foreach (var item in list)
             if (Selects(target, item.Key)) into.Add(item);
     }
@@ -510,7 +517,7 @@ public sealed class WafTransaction
             case "IP": case "GLOBAL": case "SESSION": case "USER":
                 return key is not null && _other.TryGetValue(collection, out var c) && c.TryGetValue(key, out var ov) ? ov : "";
         }
-        if (!_collections.TryGetValue(collection, out var list)) return "";
+        if (Collection(WafCollections.Id(collection)) is not { } list) return "";
         foreach (var item in list) if (key is null || item.Key == key) return item.Value;
         return "";
     }
