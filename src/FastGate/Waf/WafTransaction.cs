@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace FastGate.Waf;
@@ -319,7 +320,7 @@ public sealed class WafTransaction
             if (rule.Log && rule.Id > 1)
                 Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)));
             for (var link = rule; link is not null; link = link.Chain)
-                foreach (var ctl in link.Ctls) ApplyCtl(ctl);
+                foreach (var ctl in CollectionsMarshal.AsSpan(link.Ctls)) ApplyCtl(ctl);
             if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)
             {
                 Interruption = rule;
@@ -343,8 +344,8 @@ public sealed class WafTransaction
 
     private bool IsRemoved(WafRule r)
     {
-        foreach (var (from, to) in _removedIds) if (r.Id >= from && r.Id <= to) return true;
-        foreach (var tag in _removedTags) if (r.Tags.Contains(tag)) return true;
+        foreach (var (from, to) in CollectionsMarshal.AsSpan(_removedIds)) if (r.Id >= from && r.Id <= to) return true;
+        foreach (var tag in CollectionsMarshal.AsSpan(_removedTags)) if (r.Tags.Contains(tag)) return true;
         return false;
     }
 
@@ -354,7 +355,7 @@ public sealed class WafTransaction
         _currentRule = starter;
         bool matched = false;
         if (link.Operator is null) return false;
-        foreach (var target in link.Targets)
+        foreach (var target in CollectionsMarshal.AsSpan(link.Targets))
         {
             if (target.Count)
             {
@@ -385,18 +386,18 @@ public sealed class WafTransaction
         if (link.MultiMatch)
         {
             hit = Op(link, v);
-            foreach (var t in link.Transforms) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
+            foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
         }
         else
         {
-            foreach (var t in link.Transforms) v = Transform(t, v);
+            foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) v = Transform(t, v);
             hit = Op(link, v);
         }
         if (!hit) return false;
         _matchedVar = v;
         _matchedVarName = name;
         _matchedVars.Add((name, v));
-        foreach (var sv in link.SetVars) SetVar(sv);
+        foreach (var sv in CollectionsMarshal.AsSpan(link.SetVars)) SetVar(sv);
         _ = original;
         return true;
     }
@@ -425,10 +426,10 @@ public sealed class WafTransaction
 
     private bool Excluded(WafRule link, WafRule starter, string collection, string key)
     {
-        foreach (var e in link.Exclusions) if (e.Selects(collection, key)) return true;
+        foreach (var e in CollectionsMarshal.AsSpan(link.Exclusions)) if (e.Selects(collection, key)) return true;
         if (link != starter) return false;
-        foreach (var (from, to, t) in _removedTargetsById) if (starter.Id >= from && starter.Id <= to && t.Selects(collection, key)) return true;
-        foreach (var (tag, t) in _removedTargetsByTag) if (starter.Tags.Contains(tag) && t.Selects(collection, key)) return true;
+        foreach (var (from, to, t) in CollectionsMarshal.AsSpan(_removedTargetsById)) if (starter.Id >= from && starter.Id <= to && t.Selects(collection, key)) return true;
+        foreach (var (tag, t) in CollectionsMarshal.AsSpan(_removedTargetsByTag)) if (starter.Tags.Contains(tag) && t.Selects(collection, key)) return true;
         return false;
     }
 
@@ -459,10 +460,10 @@ public sealed class WafTransaction
             case TargetSource.MatchedVar: into.Add(("", "MATCHED_VAR", _matchedVar)); return;
             case TargetSource.MatchedVarName: into.Add(("", "MATCHED_VAR_NAME", _matchedVarName)); return;
             case TargetSource.MatchedVars:
-                foreach (var (n, v) in _matchedVars) into.Add((n.ToLowerInvariant(), "MATCHED_VARS:" + n, v));
+                foreach (var (n, v) in CollectionsMarshal.AsSpan(_matchedVars)) into.Add((n.ToLowerInvariant(), "MATCHED_VARS:" + n, v));
                 return;
             case TargetSource.MatchedVarsNames:
-                foreach (var (n, _) in _matchedVars) into.Add((n.ToLowerInvariant(), "MATCHED_VARS_NAMES:" + n, n));
+                foreach (var (n, _) in CollectionsMarshal.AsSpan(_matchedVars)) into.Add((n.ToLowerInvariant(), "MATCHED_VARS_NAMES:" + n, n));
                 return;
             case TargetSource.Persistent:
                 if (_other.TryGetValue(target.Collection, out var c))
@@ -470,7 +471,7 @@ public sealed class WafTransaction
                 return;
         }
         if (Collection(target.CollectionId) is not { } list) return;
-        foreach (var item in list)
+        foreach (var item in CollectionsMarshal.AsSpan(list))
             if (Selects(target, item.Key)) into.Add(item);
     }
 
@@ -518,7 +519,7 @@ public sealed class WafTransaction
                 return key is not null && _other.TryGetValue(collection, out var c) && c.TryGetValue(key, out var ov) ? ov : "";
         }
         if (Collection(WafCollections.Id(collection)) is not { } list) return "";
-        foreach (var item in list) if (key is null || item.Key == key) return item.Value;
+        foreach (var item in CollectionsMarshal.AsSpan(list)) if (key is null || item.Key == key) return item.Value;
         return "";
     }
 }
