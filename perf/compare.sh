@@ -8,6 +8,9 @@
 # Settings (environment):
 #   DURATION=10s CONNECTIONS=50 THREADS=1   the measured wrk run (2-core machine: one wrk thread)
 #   WARMUP=3s                               the warm-up wrk run before each measured run
+#   BODY_BYTES=13                           the upstream's response body size: 13 ("Hello, World!") or a
+#                                           larger body in bytes (e.g. 1048576 for the 1 MB row, with
+#                                           CONNECTIONS=8); the note column then shows each row's MB/s
 #   REPEAT=1                                measured runs per row; the row shows the median by req/s
 #   PORT_BASE=18000                         ports PORT_BASE.. (listeners) and PORT_BASE+100.. (admin)
 #   WORKERS=auto                            nginx worker_processes (upstream and proxy), haproxy nbthread
@@ -46,6 +49,8 @@ ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
 [ "${TLS:-0}" = 1 ] && ROWS="$ROWS tls"
 EXTRAS=${EXTRAS:-1}
 BODY='Hello, World!' # 13 bytes
+BODY_BYTES=${BODY_BYTES:-13}
+[[ "$BODY_BYTES" =~ ^[0-9]+$ ]] && (( BODY_BYTES >= 1 && BODY_BYTES <= 67108864 )) || { echo "compare: BODY_BYTES must be 1..67108864" >&2; exit 2; }
 
 # The tools first: the JWT row below needs openssl.
 bash "$(dirname "$0")/install-tools.sh" || { echo "compare: could not install the tools" >&2; exit 1; }
@@ -202,6 +207,7 @@ CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # One scrape allocates 100-160 KB and varies by 20-50 KB, so SBPR is good to about ±0.4 B over 100k requests.
 run_load() { # run_load NAME URL [HEADER]
   local name=$1 url=$2 header=${3:-} out=$TMP/wrk-$1.txt limit before after
+  [ "$BODY_BYTES" != 13 ] && url="${url%/}/big"
   local hargs=()
   [ -n "$header" ] && hargs=(-H "$header")
   limit=$(( $(seconds_of "$DURATION") + $(seconds_of "$WARMUP") + 30 ))
@@ -248,6 +254,8 @@ run_load() { # run_load NAME URL [HEADER]
     echo "compare: $name req/s per run: $(printf '%s\n' "${runs[@]}" | awk '{ printf "%s ", $1 }')" >&2
   fi
   RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+  MBPS=$(awk '/^Transfer\/sec:/ { v = $2; u = v; gsub(/[0-9.]/, "", u); gsub(/[A-Za-z]/, "", v);
+    f = u == "GB" ? 1024 : u == "MB" ? 1 : u == "KB" ? 1 / 1024 : 1 / 1048576; printf "%.0f", v * f }' "$out")
   P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
   P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
   REQUESTS=$(awk '/requests in/ { print $1 }' "$out")
@@ -280,7 +288,11 @@ run_load() { # run_load NAME URL [HEADER]
 
 # Table rows: name|req/s|p50|p99|errors|bytes/req|note
 RESULTS=()
-record() { RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${SBPR:--}|${CPU_US:--}|${2:-}"); }
+record() {
+  local note=${2:-}
+  [ "$BODY_BYTES" != 13 ] && note="${MBPS:-?} MB/s${note:+; $note}"
+  RESULTS+=("$1|$RPS|$P50|$P99|$ERRORS|${BPR:--}|${SBPR:--}|${CPU_US:--}|$note")
+}
 record_na() { RESULTS+=("$1|not available|-|-|-|-|-|-|$2"); echo "compare: $1: not available ($2)" >&2; }
 
 UP_PORT=$PORT_BASE
@@ -342,7 +354,9 @@ EOF
 }
 
 # ---- the upstream -----------------------------------------------------------------------------------
+head -c "$BODY_BYTES" /dev/zero | tr '\0' 'x' >"$TMP/big.txt" # the large-body row's file (BODY_BYTES)
 nginx_conf upstream "    listen 127.0.0.1:$UP_PORT;
+    location = /big { default_type application/octet-stream; alias $TMP/big.txt; }
     location / { default_type text/plain; return 200 '$BODY'; }"
 start_bg "$TMP/upstream/out.log" "$NGINX" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
 UP_PID=$START_PID
@@ -712,7 +726,7 @@ report=perf/reports/compare-$(date -u +%Y%m%d-%H%M%S).md
   echo "$TABLE"
   notes=0
   for r in "${RESULTS[@]}"; do
-    IFS='|' read -r name _ _ _ _ _ _ note <<<"$r"
+    IFS='|' read -r name _ _ _ _ _ _ _ note <<<"$r"
     if [ -n "$note" ]; then
       [ $notes = 0 ] && echo && echo "Notes:"
       notes=1
