@@ -211,27 +211,14 @@ return n
                 return d;
             }
             case StoreFailureMode.Allow:
-                Counters.StoreFallbackDecisions.Increment();
-                Counters.Allowed.IncrementRelaxed();
-                return new RateLimitDecision(RateLimitOutcome.Allowed, _limit, _limit, 0, 0, 0);
+                return AdmitWithoutStore(_limit);
             default:
-                Counters.StoreFailureRejections.Increment();
-                Counters.Rejected.Increment();
-                return new RateLimitDecision(RateLimitOutcome.StoreUnavailable, _limit, 0, 0, 1, 503);
+                return RefuseWithoutStore(_limit);
         }
     }
 
-    private RedisKey RedisKeyOf(ClusterConcurrencyBucket b, byte[]? key)
-    {
-        byte[]? k = Volatile.Read(ref b.RedisKey);
-        if (k is null)
-        {
-            key ??= b.KeyToArray();
-            k = [.. _prefix, .. key];
-            Volatile.Write(ref b.RedisKey, k);
-        }
-        return k;
-    }
+    private RedisKey RedisKeyOf(ClusterConcurrencyBucket b, byte[]? key) =>
+        Volatile.Read(ref b.RedisKey) ?? PrefixedKey(ref b.RedisKey, _prefix, key ?? b.KeyToArray());
 
     public bool TryMarkEvicted(ClusterConcurrencyBucket bucket, long now) =>
         Volatile.Read(ref bucket.State) == 0 && Interlocked.CompareExchange(ref bucket.State, Bucket.Evicted, 0) == 0;

@@ -274,26 +274,13 @@ return tat - now
         if (Definition.OnStoreFailure == StoreFailureMode.Allow)
         {
             // fail open: admitted without counting anywhere (the operator chose availability over the limit)
-            Counters.StoreFallbackDecisions.Increment();
-            Counters.Allowed.IncrementRelaxed();
-            return new RateLimitDecision(RateLimitOutcome.Allowed, _burst, _burst, 0, 0, 0);
+            return AdmitWithoutStore(_burst);
         }
-        Counters.StoreFailureRejections.Increment();
-        Counters.Rejected.Increment();
-        return new RateLimitDecision(RateLimitOutcome.StoreUnavailable, _burst, 0, 0, 1, 503);
+        return RefuseWithoutStore(_burst);
     }
 
-    private RedisKey RedisKeyOf(ClusterBucket b, byte[]? key)
-    {
-        byte[]? k = Volatile.Read(ref b.RedisKey);
-        if (k is null)
-        {
-            key ??= b.KeyToArray();
-            k = [.. _prefix, .. key];
-            Volatile.Write(ref b.RedisKey, k);
-        }
-        return k;
-    }
+    private RedisKey RedisKeyOf(ClusterBucket b, byte[]? key) =>
+        Volatile.Read(ref b.RedisKey) ?? PrefixedKey(ref b.RedisKey, _prefix, key ?? b.KeyToArray());
 
     private long NowUs() => (Time.GetUtcNow().UtcTicks - DateTime.UnixEpoch.Ticks) / 10;
 

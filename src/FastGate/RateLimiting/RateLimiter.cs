@@ -55,6 +55,33 @@ public abstract class RateLimiter : IDisposable
     /// <summary>Releases a concurrency lease held by <paramref name="decision"/>; no-op for other limiters and rejections.</summary>
     public virtual void Release(in RateLimitDecision decision) { }
 
+    /// <summary>The store is down and the operator chose availability (onStoreFailure: allow): admitted, counted nowhere.</summary>
+    protected RateLimitDecision AdmitWithoutStore(long limit)
+    {
+        Counters.StoreFallbackDecisions.Increment();
+        Counters.Allowed.IncrementRelaxed();
+        return new RateLimitDecision(RateLimitOutcome.Allowed, limit, limit, 0, 0, 0);
+    }
+
+    /// <summary>The store is down and the limit may not be decided without it (onStoreFailure: deny): 503, Retry-After 1.</summary>
+    protected RateLimitDecision RefuseWithoutStore(long limit)
+    {
+        Counters.StoreFailureRejections.Increment();
+        Counters.Rejected.Increment();
+        return new RateLimitDecision(RateLimitOutcome.StoreUnavailable, limit, 0, 0, 1, 503);
+    }
+
+    /// <summary>A cluster bucket's Redis key (the limiter's prefix and the bucket's key), made once and kept in
+    /// <paramref name="cached"/>.</summary>
+    protected static byte[] PrefixedKey(ref byte[]? cached, byte[] prefix, byte[] key)
+    {
+        byte[]? k = Volatile.Read(ref cached);
+        if (k is not null) return k;
+        k = [.. prefix, .. key];
+        Volatile.Write(ref cached, k);
+        return k;
+    }
+
     /// <summary>Evicts idle keys now (for a background timer; eviction also happens on demand when the table is full).</summary>
     public abstract int Sweep();
 

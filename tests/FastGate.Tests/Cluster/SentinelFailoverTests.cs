@@ -125,8 +125,9 @@ public class SentinelFailoverTests(ITestOutputHelper output)
 
         primary.Dispose();
         var sw = Stopwatch.StartNew();
-        await Eventually.WaitUntilAsync(() => sentinel.Command("SENTINEL get-master-addr-by-name mymaster").Contains(replica.Port.ToString()),
-            "Sentinel promoted the replica", TimeSpan.FromSeconds(30));
+        await Eventually.WaitUntilAsync(() => Task.FromResult(sentinel.Command("SENTINEL get-master-addr-by-name mymaster").Contains(replica.Port.ToString())),
+            "Sentinel promoted the replica", TimeSpan.FromSeconds(30),
+            describe: () => "sentinel log:\n" + string.Join('\n', sentinel.Output.Split('\n').TakeLast(30)));
         double promoted = sw.Elapsed.TotalMilliseconds;
         int refused = 0;
         await Eventually.WaitUntilAsync(async () =>
