@@ -266,7 +266,7 @@ internal sealed class AdminApi
         var deviceModel = device is null ? null : new Security.DeviceModel { Id = device.Id, ForwardedHeaderLine = [] };
         // the request path's own admission decision (Pipeline/Admission), with the same credentials checks: an API
         // key, else a bearer token (validated, keys fetched if needed)
-        var exchange = new Pipeline.Exchange(head, new Policy.PolicyResult());
+        var exchange = new Pipeline.Exchange(head, new Policy.PolicyResult()) { DryRun = true }; // limits named, not consumed
         var verdict = Pipeline.AdmissionVerdict.Reject;
         if (status == ParseStatus.Complete)
         {

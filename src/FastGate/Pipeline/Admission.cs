@@ -19,16 +19,22 @@ public enum AdmissionVerdict : byte
     Preflight,
     /// <summary>A bearer token needs validating off the synchronous path: await <see cref="Exchange.PendingToken"/>, then decide again.</summary>
     NeedsToken,
+    /// <summary>Over a rate limit: the 429 (or 503) of <see cref="Exchange.RateLimitedBy"/> with <see cref="Exchange.RateLimitRejection"/>.</summary>
+    RateLimited,
+    /// <summary>A cluster limiter's answer comes from Redis: await <see cref="Exchange.PendingLimit"/>, <see cref="Exchange.CompleteLimit"/>, then decide again.</summary>
+    NeedsLimiter,
 }
 
 /// <summary>
 /// The admission decision: one synchronous, allocation-free function of the snapshot and the exchange, in one order —
 /// route → client address → block list → CORS preflight → authentication (API key, mTLS device, bearer token) →
-/// policy → no route (404) → authentication requirements. The connection loop and <c>/admin/explain</c> both call it,
-/// so what explain says is what the request path does. Rate limits (their keys need the admitted identity, and
-/// cluster limiters are asynchronous) follow in the loop. Its one asynchronous step, a bearer token that misses the
-/// validated-token cache, is handed back as <see cref="AdmissionVerdict.NeedsToken"/>: the caller awaits it, records
-/// it (<see cref="Exchange.CompleteToken"/>) and calls Decide again, which resumes where it stopped.
+/// policy → no route (404) → authentication requirements → WAF phase 1 → rate limits (the route's, then each matched
+/// rule's). The connection loop and <c>/admin/explain</c> both call it, so what explain says is what the request path
+/// does (explain's exchange is a dry run: it names the limits and consumes none). Its asynchronous steps are handed
+/// back — a bearer token that misses the validated-token cache as <see cref="AdmissionVerdict.NeedsToken"/>, a
+/// cluster limiter's Redis call as <see cref="AdmissionVerdict.NeedsLimiter"/>: the caller awaits, records the result
+/// (<see cref="Exchange.CompleteToken"/>, <see cref="Exchange.CompleteLimit"/>) and calls Decide again, which resumes
+/// where it stopped.
 /// </summary>
 public static class Admission
 {
@@ -36,6 +42,7 @@ public static class Admission
     {
         var request = x.Request;
         x.Snapshot = snapshot;
+        if (x.Stage == AdmissionStage.Limits) return x.ContinueLimits(snapshot);
         if (x.Stage == AdmissionStage.Start)
         {
             // route, on the canonical host and path
@@ -64,9 +71,9 @@ public static class Admission
                 x.CompleteToken(pending.Result);
             }
         }
-        else if (x.Stage == AdmissionStage.AwaitingToken)
+        else if (x.Stage is AdmissionStage.AwaitingToken or AdmissionStage.AwaitingLimit)
         {
-            throw new InvalidOperationException("the pending token was not completed (call CompleteToken before deciding again)");
+            throw new InvalidOperationException("the pending step was not completed (call CompleteToken or CompleteLimit before deciding again)");
         }
         x.Stage = AdmissionStage.Decided;
 
@@ -85,18 +92,20 @@ public static class Admission
         // connection runs it on the buffered body before the lease)
         if (route.Waf is { } waf && Waf.WafStep.Inspect(waf, x)) return x.Reject(RejectReason.WafBlocked);
         x.Cluster = x.Policy.RouteRule >= 0 ? snapshot.Clusters[policy.Rules[x.Policy.RouteRule].RouteToClusterIndex] : route.Cluster;
-        return AdmissionVerdict.Forward;
+        // admitted so far: the response lines it carries (HSTS, CORS grant), then its rate limits
+        x.DecorateResponse(route);
+        return x.BeginLimits(snapshot);
     }
 }
 
-public enum AdmissionStage : byte { Start, AwaitingToken, Decided }
+public enum AdmissionStage : byte { Start, AwaitingToken, Decided, Limits, AwaitingLimit }
 
 /// <summary>
 /// One request's admission state, owned by its connection (or by one explain call) and reused: the request, the
 /// effective client, the route and cluster, the identities, the policy result and the decision. <see cref="Begin"/>
 /// starts a request; nothing of the previous one survives it.
 /// </summary>
-public sealed class Exchange
+public sealed partial class Exchange
 {
     private readonly byte[] _forwardedIp = new byte[ForwardedFor.MaxTextLength];
     private byte[] _peerIp = [];
@@ -111,6 +120,8 @@ public sealed class Exchange
     }
 
     public RequestHead Request { get; }
+    /// <summary>The forward side of the request's state (the connection's timing, body, try, lease, observability).</summary>
+    internal Proxy.ForwardState Forward { get; } = new();
     /// <summary>The snapshot the request is decided and forwarded by (set by Decide).</summary>
     public GatewaySnapshot? Snapshot { get; internal set; }
     public PolicyResult Policy { get; }
@@ -177,6 +188,10 @@ public sealed class Exchange
         Status = 0;
         ResponseLinesLength = 0;
         TokenChargeCount = 0; // leases are not dropped here: the connection releases them when a request ends
+        RateLimitedBy = null;
+        RateLimitRejection = default;
+        PendingLimit = default;
+        PendingLimiter = null;
     }
 
     /// <summary>Records the validated (or refused) bearer token; the next Decide resumes after authentication.</summary>

@@ -37,7 +37,7 @@ internal sealed partial class ProxyConnection
             {
                 body = new byte[request.ContentLength];
                 int have = 0;
-                _timing = snapshot;
+                _fw.Timing = snapshot;
                 StartBodyTiming();
                 while (have < body.Length)
                 {
@@ -54,7 +54,7 @@ internal sealed partial class ProxyConnection
                     if (have < body.Length && result.IsCompleted) { StopBodyTiming(); return false; }
                 }
                 StopBodyTiming();
-                _timing = null;
+                _fw.Timing = null;
             }
             outcome = await Ai.AiStage.HandleAsync(ai, Call(route, body, lines, close, started), _output).ConfigureAwait(false);
         }
@@ -76,7 +76,7 @@ internal sealed partial class ProxyConnection
         }
         if (tokens > 0) route.Metrics.RecordTokens(tokens);
         _exchange.TokenChargeCount = 0;
-        ReleaseLeases();
+        _exchange.ReleaseLeases();
         route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
         Observe(route, started, outcome.Reason);
         return !close && !outcome.ClientGone;

@@ -19,14 +19,14 @@ internal sealed partial class ProxyConnection
     {
         error = RejectReason.None;
         var input = upstream.Input;
-        if (_upstreamTimedOut)
+        if (_fw.UpstreamTimedOut)
         {
             input.AdvanceTo(result.Buffer.Start);
             error = RejectReason.UpstreamResponseTimeout;
             return ResponseStep.Failed;
         }
         var buffer = result.Buffer;
-        if (!any) _interimResponses = 0; // the first read of this response
+        if (!any) _fw.InterimResponses = 0; // the first read of this response
         any |= !buffer.IsEmpty;
         var status = HttpResponseParser.TryParse(buffer, limits, _response, _request.Method, out int consumed, out _);
         if (status == ParseStatus.Error)
@@ -46,7 +46,7 @@ internal sealed partial class ProxyConnection
         if (!_response.IsInformational || (_response.StatusCode == 101 && _request.IsUpgrade)) return ResponseStep.Final;
         // a 101 the client did not ask for, or more interim heads than any real exchange needs: the upstream is not
         // speaking HTTP to this request (502, and its connection is dropped)
-        if (_response.StatusCode == 101 || ++_interimResponses > MaxInterimResponses)
+        if (_response.StatusCode == 101 || ++_fw.InterimResponses > MaxInterimResponses)
         {
             error = RejectReason.UpstreamProtocolViolation;
             return ResponseStep.Failed;
@@ -59,7 +59,6 @@ internal sealed partial class ProxyConnection
     /// <summary>Interim (1xx) heads accepted before one final response; more is a protocol violation.</summary>
     internal const int MaxInterimResponses = 8;
 
-    private int _interimResponses;
 
     /// <summary>Moves up to <paramref name="remaining"/> body bytes from a read result. False: the source ended early.</summary>
     private static bool MoveBody(in ReadResult result, PipeReader source, PipeWriter destination, ref long remaining, ref UsageScanner usage, bool scan)
@@ -82,25 +81,253 @@ internal sealed partial class ProxyConnection
     }
 
 
+    /// <summary>
+    /// The forward of an admitted request: the small body read first, then tries — choose a destination, lease a
+    /// connection, send, read the response head — until one gives a response to relay, or the retry budget and the
+    /// request's safety say stop (then the gateway's own 5xx). Returns whether the client connection stays open.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(ReusableBoxBuilder<>))]
+    private async ValueTask<bool> ForwardAsync(GatewaySnapshot snapshot, RouteModel route, long started)
+    {
+        var request = _request;
+        var cluster = _exchange.Cluster!;
+        var resilience = cluster.Resilience;
+        if (request.ExpectContinue && request.HasBody)
+        {
+            // The gateway answers the expectation itself (and drops Expect upstream), so the body comes at once.
+            _output.Write(Continue100);
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        // slow clients: the route's total timeout, body timing; a small body is read before the lease
+        BeginRequestTiming(snapshot, route, started);
+        ResetBodyBuffer();
+        if (request.HasBody) StartBodyTiming();
+        if (!EnterCluster(resilience)) return await RejectAsync(RejectReason.CircuitOpen, close: CloseAfterReply).ConfigureAwait(false);
+        if (ShouldBufferBody(snapshot))
+        {
+            var buffered = await BufferBodyAsync(snapshot).ConfigureAwait(false);
+            if (buffered != CopyResult.Done) return await RejectBodyAsync(buffered).ConfigureAwait(false);
+            if (_fw.BodyComplete) StopBodyTiming();
+        }
+        if (_exchange.WafBodyPending && InspectBody()) return await RejectAsync(RejectReason.WafBlocked, close: CloseAfterReply).ConfigureAwait(false);
+
+        DestinationModel? previous = null; // the destination the last try failed on: the next goes elsewhere
+        for (int attempt = 0; ; attempt++)
+        {
+            // a. a destination and a connection to it: an idle pooled one, or a new one
+            var destination = PickDestination(cluster, avoid: previous);
+            NoteUpstream(cluster, destination);
+            var upstream = destination.Pool.TryRentIdle();
+            var error = RejectReason.None;
+            if (upstream is null)
+            {
+                _boxes.Prime();
+                (upstream, error) = await ConnectAsync(destination, resilience, snapshot).ConfigureAwait(false);
+            }
+            if (upstream is null)
+            {
+                // never sent: any method may go to another destination. A certificate the gateway refuses is refused
+                // again by the same destination, so it is retried only where another one exists.
+                if (error != RejectReason.CircuitOpen && (error != RejectReason.UpstreamTlsFailed || cluster.Destinations.Length > 1)
+                    && TryRetry(resilience, attempt, RetryReason.Connect))
+                {
+                    previous = destination;
+                    continue;
+                }
+                return await RejectAsync(error, close: CloseAfterReply).ConfigureAwait(false);
+            }
+            _fw.UpstreamTimedOut = false;
+            Volatile.Write(ref _fw.ActiveUpstream, upstream);
+            if (StopReason != RejectReason.None)
+            {
+                // the request timed out while it waited for the connection: nothing was sent on it
+                EndTry(UpstreamOutcome.Abandoned);
+                ReleaseUpstream(upstream, reuse: upstream.Reused);
+                return await RejectAsync(StopReason, close: true).ConfigureAwait(false);
+            }
+
+            // b. the request: the head rewritten from the exchange, then the body (buffered, or streamed by its framing)
+            WriteUpstreamHead(upstream.Output, destination);
+            var sent = await SendBodyAsync(upstream.Output, snapshot).ConfigureAwait(false);
+            StopBodyTiming();
+            if (sent != CopyResult.Done)
+            {
+                EndTry(sent == CopyResult.DestinationFailed && !upstream.Reused ? UpstreamOutcome.Reset : UpstreamOutcome.Abandoned);
+                ReleaseUpstream(upstream, reuse: false);
+                if (sent == CopyResult.DestinationFailed && CanRetry(upstream, attempt)) continue; // stale keep-alive
+                return await RejectBodyAsync(sent).ConfigureAwait(false);
+            }
+
+            // c. the response head (interim 1xx heads relayed)
+            _boxes.Prime();
+            error = await ReadResponseHeadAsync(upstream, snapshot, resilience).ConfigureAwait(false);
+            if (error != RejectReason.None)
+            {
+                ReleaseUpstream(upstream, reuse: false);
+                EndTry(ResponseFailureOutcome(StopReason == RejectReason.RequestTimeout ? StopReason : error, upstream.Reused));
+                if (StopReason == RejectReason.RequestTimeout) error = RejectReason.RequestTimeout;
+                else if (error == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // a stale keep-alive connection
+                else if (RetryAfterFailure(resilience, attempt, error))
+                {
+                    previous = destination;
+                    continue;
+                }
+                EndRequestDeadline();
+                return await RejectAsync(error, close: request.WantsClose).ConfigureAwait(false);
+            }
+
+            // d. the try ends with the response head (a client abort mid-body is not the destination's); relay it
+            EndTry(_response.StatusCode >= 500 ? UpstreamOutcome.ServerError : UpstreamOutcome.Success);
+            if (RetryAfterStatus(resilience, attempt, _response))
+            {
+                ReleaseUpstream(upstream, reuse: false); // its unread body goes with the connection
+                previous = destination;
+                continue;
+            }
+            EndRequestDeadline(); // the response head is in: the total request timeout no longer applies
+            _exchange.Status = _response.StatusCode;
+            _boxes.Prime();
+            return await RelayResponseAsync(upstream, route, snapshot).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>A new upstream connection within the cluster's pending-connect bound; null and why when there is none.</summary>
+    [AsyncMethodBuilder(typeof(ReusableBoxBuilder<>))]
+    private async ValueTask<(UpstreamConnection? Connection, RejectReason Error)> ConnectAsync(DestinationModel destination, ClusterResilience resilience,
+        GatewaySnapshot snapshot)
+    {
+        if (!resilience.TryEnterPending()) return (null, RejectReason.CircuitOpen);
+        var (connection, error) = await destination.Pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
+        resilience.ExitPending();
+        if (connection is null) EndTry(ConnectOutcome(error));
+        return (connection, error);
+    }
+
+    /// <summary>Reads the response head within the response (or per-try) timeout, relaying interim heads; None: the head is in.</summary>
+    [AsyncMethodBuilder(typeof(ReusableBoxBuilder<>))]
+    private async ValueTask<RejectReason> ReadResponseHeadAsync(UpstreamConnection upstream, GatewaySnapshot snapshot, ClusterResilience resilience)
+    {
+        SetDeadline(resilience.PerTryTimeoutTicks > 0 ? Math.Min(resilience.PerTryTimeoutTicks, snapshot.UpstreamResponseTimeoutTicks) : snapshot.UpstreamResponseTimeoutTicks,
+            TimeoutKind.UpstreamResponse);
+        ResponseStep step;
+        RejectReason error;
+        bool any = false;
+        do
+        {
+            ReadResult result;
+            try
+            {
+                result = await upstream.Input.ReadAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                error = _fw.UpstreamTimedOut ? RejectReason.UpstreamResponseTimeout : any ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
+                step = ResponseStep.Failed;
+                break;
+            }
+            step = OnResponseBytes(result, upstream, snapshot.Limits, ref any, out error);
+            if (step == ResponseStep.Interim)
+            {
+                WriteResponseHead(close: false, interim: true);
+                await _output.FlushAsync().ConfigureAwait(false);
+            }
+        }
+        while (step is ResponseStep.NeedMore or ResponseStep.Interim);
+        ClearDeadline();
+        NoteUpstreamResponse();
+        return step == ResponseStep.Failed ? error : RejectReason.None;
+    }
+
+    /// <summary>
+    /// Relays the response whose head is in: its head rewritten, its body by its framing (token usage read on the way
+    /// when a quota charges it), or the tunnel of a 101. Returns whether the client connection stays open.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(ReusableBoxBuilder<>))]
+    private async ValueTask<bool> RelayResponseAsync(UpstreamConnection upstream, RouteModel route, GatewaySnapshot snapshot)
+    {
+        var request = _request;
+        var response = _response;
+        if (response.StatusCode == 101)
+        {
+            WriteResponseHead(close: false, interim: false);
+            await TunnelAsync(upstream).ConfigureAwait(false);
+            return false;
+        }
+        bool close = request.WantsClose || response.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
+        WriteResponseHead(close, interim: false);
+        bool scanUsage = _exchange.TokenChargeCount > 0;
+        if (scanUsage) _fw.Usage.Reset();
+        CopyResult copied;
+        if (response.Framing is BodyFraming.ContentLength or BodyFraming.None)
+        {
+            // the common response, in this method's own box: no nested state machine per request
+            long remaining = response.Framing == BodyFraming.None ? 0 : response.ContentLength;
+            copied = CopyResult.Done;
+            do
+            {
+                if (remaining > 0)
+                {
+                    ReadResult result;
+                    try
+                    {
+                        result = await upstream.Input.ReadAsync().ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        copied = CopyResult.SourceFailed;
+                        break;
+                    }
+                    long before = remaining;
+                    if (!MoveBody(result, upstream.Input, _output, ref remaining, ref _fw.Usage, scanUsage))
+                    {
+                        copied = CopyResult.SourceEnded;
+                        break;
+                    }
+                    _fw.ResponseBytes = before - remaining;
+                }
+                var flush = await FlushClient(_fw.ResponseBytes).ConfigureAwait(false);
+                _fw.ClientFlushPending = false;
+                _fw.ResponseBytes = 0;
+                if (flush.IsCompleted)
+                {
+                    copied = CopyResult.DestinationFailed;
+                    break;
+                }
+            }
+            while (remaining > 0);
+        }
+        else
+        {
+            copied = response.Framing == BodyFraming.Chunked
+                ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
+                : await CopyToEndAsync(upstream.Input, _output, timeClient: true).ConfigureAwait(false);
+        }
+        bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose && !response.AnnouncedBodyIgnored
+                        && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
+        ReleaseUpstream(upstream, reusable);
+        if (scanUsage) ChargeTokens(route);
+        // After a failure with the head already out, the only honest signal left is to close.
+        return !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
+    }
+
     private void ReleaseUpstream(UpstreamConnection upstream, bool reuse)
     {
-        if (Interlocked.CompareExchange(ref _activeUpstream, null, upstream) != upstream) return; // already dropped
+        if (Interlocked.CompareExchange(ref _fw.ActiveUpstream, null, upstream) != upstream) return; // already dropped
         if (reuse) upstream.Pool.Return(upstream);
         else upstream.Pool.Discard(upstream);
     }
 
     private void WriteUpstreamHead(PipeWriter output, DestinationModel destination)
     {
-        if (!_hasTrace) ResolveTrace(forward: true, _spanStart);
-        HeadRewriter.WriteUpstreamRequest(output, _exchange, destination, CurrentRequestId(), _isTls, _traceParent, dropTraceState: !_incomingTraceValid);
+        if (!_fw.HasTrace) ResolveTrace(forward: true, _fw.SpanStart);
+        HeadRewriter.WriteUpstreamRequest(output, _exchange, destination, CurrentRequestId(), _isTls, _traceParent, dropTraceState: !_fw.IncomingTraceValid);
     }
 
     private void WriteResponseHead(bool close, bool interim) =>
         HeadRewriter.WriteClientResponse(_output, _response, _exchange,
-            _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _requestIdLength) : _request[_request.RequestId], close, interim,
+            _request.RequestId.IsEmpty ? _requestId.AsSpan(0, _fw.RequestIdLength) : _request[_request.RequestId], close, interim,
             _exchange.ResponseLines.AsSpan(0, _exchange.ResponseLinesLength));
 
-    private RejectReason _copyError;
 
     /// <summary>
     /// Streams the rest of a Content-Length request body upstream, flushing after each read so it stays live. Reads
@@ -152,7 +379,7 @@ internal sealed partial class ProxyConnection
         bool fromClient = ReferenceEquals(source, _input);
         bool toClient = ReferenceEquals(destination, _output);
         var chunked = resume ?? new ChunkedReader(maxBody, maxTrailerBytes);
-        if (resume is null) _trailerLength = 0;
+        if (resume is null) _fw.TrailerLength = 0;
         while (!chunked.IsDone)
         {
             ReadResult result;
@@ -180,7 +407,7 @@ internal sealed partial class ProxyConnection
             {
                 // chunks go on verbatim; the trailer section is held back, and written filtered once complete
                 bool wasInTrailers = chunked.InTrailers;
-                bool ok = chunked.Feed(segment.Span, out int consumed, out var reason, ref _usage, scanUsage);
+                bool ok = chunked.Feed(segment.Span, out int consumed, out var reason, ref _fw.Usage, scanUsage);
                 int bodyEnd = wasInTrailers ? 0 : chunked.TrailerStart >= 0 ? chunked.TrailerStart : consumed;
                 destination.Write(segment.Span[..bodyEnd]);
                 if (bodyEnd < consumed) HoldTrailers(segment.Span[bodyEnd..consumed]);
@@ -188,12 +415,12 @@ internal sealed partial class ProxyConnection
                 if (!ok)
                 {
                     source.AdvanceTo(buffer.GetPosition(consumedTotal));
-                    _copyError = malformedOverride != RejectReason.None ? malformedOverride : reason;
+                    _fw.CopyError = malformedOverride != RejectReason.None ? malformedOverride : reason;
                     return CopyResult.Malformed;
                 }
                 if (chunked.IsDone)
                 {
-                    WriteAllowedTrailers(destination, _trailerBuffer.AsSpan(0, _trailerLength), _runtime.Current.Limits.ProtectedHeaderNames);
+                    WriteAllowedTrailers(destination, _trailerBuffer.AsSpan(0, _fw.TrailerLength), _runtime.Current.Limits.ProtectedHeaderNames);
                     break;
                 }
             }
@@ -209,14 +436,13 @@ internal sealed partial class ProxyConnection
     // The trailer section of the chunked body being copied (bounded by the reader's trailer limit); grown on demand,
     // so only connections that see trailers ever allocate it.
     private byte[] _trailerBuffer = [];
-    private int _trailerLength;
 
     private void HoldTrailers(ReadOnlySpan<byte> bytes)
     {
-        if (_trailerLength + bytes.Length > _trailerBuffer.Length)
-            Array.Resize(ref _trailerBuffer, Math.Max(Math.Max(256, _trailerBuffer.Length * 2), _trailerLength + bytes.Length));
-        bytes.CopyTo(_trailerBuffer.AsSpan(_trailerLength));
-        _trailerLength += bytes.Length;
+        if (_fw.TrailerLength + bytes.Length > _trailerBuffer.Length)
+            Array.Resize(ref _trailerBuffer, Math.Max(Math.Max(256, _trailerBuffer.Length * 2), _fw.TrailerLength + bytes.Length));
+        bytes.CopyTo(_trailerBuffer.AsSpan(_fw.TrailerLength));
+        _fw.TrailerLength += bytes.Length;
     }
 
     /// <summary>
@@ -293,7 +519,7 @@ internal sealed partial class ProxyConnection
         }
         finally
         {
-            _clientFlushPending = false;
+            _fw.ClientFlushPending = false;
         }
     }
 

@@ -13,31 +13,18 @@ internal sealed partial class ProxyConnection
 {
     private readonly byte[] _traceId = new byte[TraceContext.TraceIdHexLength];
     private readonly byte[] _traceParent = new byte[TraceContext.TraceParentLength];
-    private bool _hasTrace;
-    private bool _incomingTraceValid;
-    private string? _obsUpstream;
-    private string? _obsCluster;
-    private long _upstreamStart, _upstreamEnd;
-    private RejectReason _obsReason;
-    /// <summary>The client output's byte count when the current request began (bytes_out is the difference).</summary>
-    private long _bytesOutMark;
-    private string? _obsDecisionRule;
-    /// <summary>With tracing on: the request's server span and its upstream (client) span, or null.</summary>
-    private Activity? _serverSpan, _clientSpan;
-    /// <summary>When the forwarded request's head was complete (the server span's start).</summary>
-    private long _spanStart;
 
     /// <summary>Call when a destination is chosen for the request (each attempt).</summary>
     private void NoteUpstream(ClusterModel cluster, DestinationModel destination)
     {
-        _obsCluster = cluster.Id;
-        _obsUpstream = destination.Address;
-        _upstreamStart = Stopwatch.GetTimestamp();
-        _upstreamEnd = 0;
+        _fw.Cluster = cluster.Id;
+        _fw.Upstream = destination.Address;
+        _fw.UpstreamStart = Stopwatch.GetTimestamp();
+        _fw.UpstreamEnd = 0;
     }
 
     /// <summary>Call when the upstream's final response head has been read (or the exchange failed).</summary>
-    private void NoteUpstreamResponse() => _upstreamEnd = Stopwatch.GetTimestamp();
+    private void NoteUpstreamResponse() => _fw.UpstreamEnd = Stopwatch.GetTimestamp();
 
     /// <summary>
     /// One call per request, after its response (or canned rejection) was written. <paramref name="route"/> is null
@@ -48,14 +35,14 @@ internal sealed partial class ProxyConnection
     {
         var r = _request;
         bool parsed = reason is not (> RejectReason.None and < RejectReason.NoRoute);
-        if (!_hasTrace && parsed) ResolveTrace(forward: false, started); // rejected before the rewrite: still give the log a trace id
+        if (!_fw.HasTrace && parsed) ResolveTrace(forward: false, started); // rejected before the rewrite: still give the log a trace id
         long bytesIn = r.Length + (r.Framing == BodyFraming.ContentLength && r.ContentLength > 0 ? r.ContentLength : 0);
-        long bytesOut = _output.Written - _bytesOutMark; // head and body as written, chunked framing included
+        long bytesOut = _output.Written - _fw.BytesOutMark; // head and body as written, chunked framing included
         var record = new RequestRecord
         {
             Route = route?.Metrics,
-            Cluster = route is null ? null : _obsCluster ?? route.Cluster.Id,
-            Upstream = route is null ? null : _obsUpstream,
+            Cluster = route is null ? null : _fw.Cluster ?? route.Cluster.Id,
+            Upstream = route is null ? null : _fw.Upstream,
             ClientIp = ClientIp,
             Consumer = _exchange.Consumer is { IsConsumer: true } c ? c.Id : null,
             Subject = _exchange.Consumer?.SubjectId,
@@ -65,34 +52,34 @@ internal sealed partial class ProxyConnection
             Path = parsed ? r[r.Path] : default,
             Query = parsed ? r[r.Query] : default,
             RequestId = CurrentRequestId(),
-            TraceId = _hasTrace ? _traceId : default,
+            TraceId = _fw.HasTrace ? _traceId : default,
             Status = _exchange.Status,
-            Reason = reason != RejectReason.None ? reason : _obsReason,
+            Reason = reason != RejectReason.None ? reason : _fw.ObservedReason,
             Decision = decision,
-            Rule = _obsDecisionRule,
+            Rule = _fw.DecisionRule,
             Waf = _exchange.Waf is { } waf ? RecordWaf(route, waf) : null,
             BytesIn = parsed ? bytesIn : 0,
             BytesOut = bytesOut,
             StartTimestamp = started,
-            UpstreamStartTimestamp = route is null ? 0 : _upstreamStart,
-            UpstreamEndTimestamp = route is null ? 0 : _upstreamEnd,
+            UpstreamStartTimestamp = route is null ? 0 : _fw.UpstreamStart,
+            UpstreamEndTimestamp = route is null ? 0 : _fw.UpstreamEnd,
             EndTimestamp = Stopwatch.GetTimestamp(),
         };
         _runtime.Observability.OnRequest(record);
-        if (_serverSpan is not null) EndSpans(record);
-        _hasTrace = false;
-        _obsUpstream = _obsCluster = null;
-        _upstreamStart = _upstreamEnd = 0;
-        _obsReason = RejectReason.None;
-        _obsDecisionRule = null;
+        if (_fw.ServerSpan is not null) EndSpans(record);
+        _fw.HasTrace = false;
+        _fw.Upstream = _fw.Cluster = null;
+        _fw.UpstreamStart = _fw.UpstreamEnd = 0;
+        _fw.ObservedReason = RejectReason.None;
+        _fw.DecisionRule = null;
     }
 
     /// <summary>Remembers the reason of a rejection written by <see cref="RejectAsync"/> for <see cref="Observe"/>.</summary>
-    private void NoteRejection(RejectReason reason) => _obsReason = reason;
+    private void NoteRejection(RejectReason reason) => _fw.ObservedReason = reason;
 
     /// <summary>The id <see cref="AssignRequestId"/> fixed for the current request (empty before its head is complete).</summary>
     private ReadOnlySpan<byte> CurrentRequestId() =>
-        !_request.RequestId.IsEmpty ? _request[_request.RequestId] : _requestId.AsSpan(0, _requestIdLength);
+        !_request.RequestId.IsEmpty ? _request[_request.RequestId] : _requestId.AsSpan(0, _fw.RequestIdLength);
 
     /// <summary>
     /// The request's trace: the incoming traceparent continued, or a new trace. With tracing on, the server span
@@ -102,11 +89,11 @@ internal sealed partial class ProxyConnection
     private void ResolveTrace(bool forward, long started)
     {
         _request.TryGetHeader(TraceContext.TraceParentName, out var incoming);
-        _incomingTraceValid = TraceContext.TryParse(incoming, out var parent);
+        _fw.IncomingTraceValid = TraceContext.TryParse(incoming, out var parent);
         if (_runtime.Tracing is { } tracing && StartSpans(tracing, parent, forward, started)) return;
         var next = TraceContext.WriteOutgoing(incoming, _traceParent);
         next.WriteTraceId(_traceId);
-        _hasTrace = true;
+        _fw.HasTrace = true;
     }
 
     private bool StartSpans(GatewayTracing tracing, in TraceParent parent, bool forward, long started)
@@ -115,24 +102,24 @@ internal sealed partial class ProxyConnection
         var now = DateTimeOffset.UtcNow;
         long ticks = Stopwatch.GetTimestamp();
         var serverStart = started == 0 ? now : now - Stopwatch.GetElapsedTime(started, ticks);
-        var server = tracing.StartServer(parent, _incomingTraceValid, serverStart);
+        var server = tracing.StartServer(parent, _fw.IncomingTraceValid, serverStart);
         if (server is null) return false; // not sampled (and errors not recorded): the plain trace context
-        _serverSpan = server;
-        var clientStart = _upstreamStart == 0 ? now : now - Stopwatch.GetElapsedTime(_upstreamStart, ticks);
-        _clientSpan = forward ? GatewayTracing.StartClient(server, clientStart < serverStart ? serverStart : clientStart) : null;
-        var next = TraceParent.From(_clientSpan ?? server);
+        _fw.ServerSpan = server;
+        var clientStart = _fw.UpstreamStart == 0 ? now : now - Stopwatch.GetElapsedTime(_fw.UpstreamStart, ticks);
+        _fw.ClientSpan = forward ? GatewayTracing.StartClient(server, clientStart < serverStart ? serverStart : clientStart) : null;
+        var next = TraceParent.From(_fw.ClientSpan ?? server);
         next.Format(_traceParent);
         next.WriteTraceId(_traceId);
-        _hasTrace = true;
+        _fw.HasTrace = true;
         return true;
     }
 
     /// <summary>Ends the request's spans with what the access log records (tracing on only: this allocates).</summary>
     private void EndSpans(scoped in RequestRecord record)
     {
-        var server = _serverSpan!;
-        var client = _clientSpan;
-        _serverSpan = _clientSpan = null;
+        var server = _fw.ServerSpan!;
+        var client = _fw.ClientSpan;
+        _fw.ServerSpan = _fw.ClientSpan = null;
         var now = DateTimeOffset.UtcNow;
         long ticks = Stopwatch.GetTimestamp();
         var reason = record.Reason;
@@ -183,7 +170,7 @@ internal sealed partial class ProxyConnection
     private void ObservePolicyResponse(RouteModel? route, long started, Policy.CompiledPolicy policy)
     {
         var rule = _policy.DecidingRule >= 0 ? policy.Rules[_policy.DecidingRule] : null;
-        _obsDecisionRule = rule?.Id;
+        _fw.DecisionRule = rule?.Id;
         Observe(route, started, _policy.Verdict == Policy.PolicyVerdict.Deny ? RejectReason.PolicyDenied : RejectReason.None,
             _policy.Verdict == Policy.PolicyVerdict.Deny ? null : "policy_respond");
     }

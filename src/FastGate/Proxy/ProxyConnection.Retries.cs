@@ -7,26 +7,24 @@ namespace FastGate.Proxy;
 // cluster's ClusterResilience.
 internal sealed partial class ProxyConnection
 {
-    /// <summary>The cluster the current request counts against (null: none), and the retry slots it holds.</summary>
-    private ClusterResilience? _inCluster;
-    private int _retrySlots;
+    // The cluster the current request counts against and the retry slots it holds: _fw.InCluster, _fw.RetrySlots.
 
     private bool EnterCluster(ClusterResilience resilience)
     {
         if (!resilience.TryEnter()) return false;
-        _inCluster = resilience;
-        _retrySlots = 0;
+        _fw.InCluster = resilience;
+        _fw.RetrySlots = 0;
         return true;
     }
 
     private void LeaveCluster()
     {
-        var r = _inCluster;
+        var r = _fw.InCluster;
         if (r is null) return;
-        _inCluster = null;
+        _fw.InCluster = null;
         r.Exit();
-        r.EndRetries(_retrySlots);
-        _retrySlots = 0;
+        r.EndRetries(_fw.RetrySlots);
+        _fw.RetrySlots = 0;
     }
 
     /// <summary>RFC 9110 section 9.2.2, or a request that carries an Idempotency-Key.</summary>
@@ -45,10 +43,10 @@ internal sealed partial class ProxyConnection
         if (reason != RetryReason.Connect)
         {
             if (!IsIdempotent && !r.RetryNonIdempotent) return false;
-            if (_request.HasBody && !_bodyComplete) return false; // streamed: what went cannot be sent again
+            if (_request.HasBody && !_fw.BodyComplete) return false; // streamed: what went cannot be sent again
         }
         if (!r.TryStartRetry(reason)) return false;
-        _retrySlots++;
+        _fw.RetrySlots++;
         return true;
     }
 

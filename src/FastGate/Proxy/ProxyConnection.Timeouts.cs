@@ -17,117 +17,103 @@ namespace FastGate.Proxy;
 /// </summary>
 internal sealed partial class ProxyConnection
 {
-    // The snapshot whose limits the running request is timed by (a reference, set per request).
-    private GatewaySnapshot? _timing;
-    // Total request deadline (Stopwatch ticks; MaxValue: none), set from the head and cleared at the response head.
-    private long _requestDeadline = long.MaxValue;
-    // Why the heartbeat stopped the request (a RejectReason; 0 while it runs). Set once per request.
-    private int _stopReason;
+    // The request's timing state is in ForwardState (_fw): the snapshot it is timed by, its total deadline, why the
+    // heartbeat stopped it; for the body, while TimingBody, when the pending client read began (0: not waiting on the
+    // client, e.g. the upstream is slow to take bytes), the time earlier reads waited and the bytes taken so far; for
+    // the response, a Kestrel-style write deadline: each flush of N bytes must complete by
+    // max(now + max(grace, N/rate), previous deadline + N/rate), enforced only while a flush is pending (the client's
+    // output pipe is past its pause threshold: the client is not taking bytes).
 
-    // Request body: while _timingBody, _bodyWaitSince is when the pending client read began (0: not waiting on the
-    // client, e.g. the upstream is slow to take bytes), _bodyWaitTicks the time spent in earlier reads, _bodyBytes the
-    // bytes taken from the client so far.
-    private volatile bool _timingBody;
-    private long _bodyWaitSince;
-    private long _bodyWaitTicks;
-    private long _bodyBytes;
-
-    // Response: a Kestrel-style write deadline. Each flush of N bytes must complete by
-    // max(now + max(grace, N/rate), previous deadline + N/rate); it is enforced only while a flush is pending
-    // (the client's output pipe is past its pause threshold: the client is not taking bytes).
-    private long _writeDeadline;
-    private volatile bool _clientFlushPending;
-
-    private RejectReason StopReason => (RejectReason)Volatile.Read(ref _stopReason);
+    private RejectReason StopReason => (RejectReason)Volatile.Read(ref _fw.StopCode);
 
     /// <summary>At the start of the forward step: the request deadline counts from the head (<paramref name="headAt"/>).</summary>
     private void BeginRequestTiming(GatewaySnapshot snapshot, RouteModel route, long headAt)
     {
-        _timing = snapshot;
-        _spanStart = headAt;
-        Volatile.Write(ref _stopReason, 0);
-        _writeDeadline = 0;
-        Volatile.Write(ref _requestDeadline, route.RequestTimeoutTicks > 0 ? headAt + route.RequestTimeoutTicks : long.MaxValue);
+        _fw.Timing = snapshot;
+        _fw.SpanStart = headAt;
+        Volatile.Write(ref _fw.StopCode, 0);
+        _fw.WriteDeadline = 0;
+        Volatile.Write(ref _fw.RequestDeadline, route.RequestTimeoutTicks > 0 ? headAt + route.RequestTimeoutTicks : long.MaxValue);
     }
 
     /// <summary>The response head arrived: the total request timeout no longer applies.</summary>
-    private void EndRequestDeadline() => Volatile.Write(ref _requestDeadline, long.MaxValue);
+    private void EndRequestDeadline() => Volatile.Write(ref _fw.RequestDeadline, long.MaxValue);
 
     private void EndRequestTiming()
     {
         EndRequestDeadline();
         StopBodyTiming();
-        _clientFlushPending = false;
-        _timing = null; // no reference to an old snapshot while the connection idles
+        _fw.ClientFlushPending = false;
+        _fw.Timing = null; // no reference to an old snapshot while the connection idles
     }
 
     private void StartBodyTiming()
     {
-        Volatile.Write(ref _bodyWaitSince, 0);
-        Volatile.Write(ref _bodyWaitTicks, 0);
-        Volatile.Write(ref _bodyBytes, 0);
-        _timingBody = true;
+        Volatile.Write(ref _fw.BodyWaitSince, 0);
+        Volatile.Write(ref _fw.BodyWaitTicks, 0);
+        Volatile.Write(ref _fw.BodyBytes, 0);
+        _fw.TimingBody = true;
     }
 
     private void StopBodyTiming()
     {
-        _timingBody = false;
-        Volatile.Write(ref _bodyWaitSince, 0);
+        _fw.TimingBody = false;
+        Volatile.Write(ref _fw.BodyWaitSince, 0);
     }
 
     /// <summary>Before a read of request-body bytes from the client.</summary>
-    private void BeginBodyRead() => Volatile.Write(ref _bodyWaitSince, Stopwatch.GetTimestamp());
+    private void BeginBodyRead() => Volatile.Write(ref _fw.BodyWaitSince, Stopwatch.GetTimestamp());
 
     /// <summary>After it: the wait is added to the body's read time (cleared first, so the heartbeat never counts it twice).</summary>
     private void EndBodyRead()
     {
-        long since = Interlocked.Exchange(ref _bodyWaitSince, 0);
-        if (since != 0) Volatile.Write(ref _bodyWaitTicks, _bodyWaitTicks + (Stopwatch.GetTimestamp() - since));
+        long since = Interlocked.Exchange(ref _fw.BodyWaitSince, 0);
+        if (since != 0) Volatile.Write(ref _fw.BodyWaitTicks, _fw.BodyWaitTicks + (Stopwatch.GetTimestamp() - since));
     }
 
-    private void CountBodyBytes(long n) => Volatile.Write(ref _bodyBytes, _bodyBytes + n);
+    private void CountBodyBytes(long n) => Volatile.Write(ref _fw.BodyBytes, _fw.BodyBytes + n);
 
     /// <summary>
     /// Flushes response bytes to the client, extending the write deadline by what they need at minResponseRate.
-    /// The caller clears <see cref="_clientFlushPending"/> once the flush completed.
+    /// The caller clears <see cref="_fw.ClientFlushPending"/> once the flush completed.
     /// </summary>
     private ValueTask<FlushResult> FlushClient(long bytes)
     {
-        var s = _timing;
+        var s = _fw.Timing;
         if (s is not null && s.MinResponseRate > 0)
         {
             long now = Stopwatch.GetTimestamp();
             long need = (long)((double)bytes / s.MinResponseRate * Stopwatch.Frequency);
             long single = now + Math.Max(s.MinRateGraceTicks, need);
-            long accumulated = _writeDeadline + need;
-            Volatile.Write(ref _writeDeadline, Math.Max(single, accumulated));
+            long accumulated = _fw.WriteDeadline + need;
+            Volatile.Write(ref _fw.WriteDeadline, Math.Max(single, accumulated));
         }
         var flush = _output.FlushAsync();
-        if (!flush.IsCompleted) _clientFlushPending = true;
+        if (!flush.IsCompleted) _fw.ClientFlushPending = true;
         return flush;
     }
 
     /// <summary>The heartbeat stops the request: a pending client read returns (cancelled) and sees the reason.</summary>
     private void Stop(RejectReason reason, bool abortUpstream)
     {
-        if (Interlocked.CompareExchange(ref _stopReason, (int)reason, 0) != 0) return;
+        if (Interlocked.CompareExchange(ref _fw.StopCode, (int)reason, 0) != 0) return;
         _input.CancelPendingRead();
-        if (abortUpstream) Volatile.Read(ref _activeUpstream)?.Abort();
+        if (abortUpstream) Volatile.Read(ref _fw.ActiveUpstream)?.Abort();
     }
 
     /// <summary>The heartbeat's checks of the request after its head (called from <see cref="CheckTimeout"/>).</summary>
     private void CheckRequestTimeouts(long now)
     {
-        if (now >= Volatile.Read(ref _requestDeadline))
+        if (now >= Volatile.Read(ref _fw.RequestDeadline))
         {
-            Volatile.Write(ref _requestDeadline, long.MaxValue);
+            Volatile.Write(ref _fw.RequestDeadline, long.MaxValue);
             Stop(RejectReason.RequestTimeout, abortUpstream: true);
         }
-        var s = _timing;
+        var s = _fw.Timing;
         if (s is null) return;
-        if (_timingBody)
+        if (_fw.TimingBody)
         {
-            long since = Volatile.Read(ref _bodyWaitSince);
+            long since = Volatile.Read(ref _fw.BodyWaitSince);
             if (since != 0)
             {
                 long waiting = now - since;
@@ -137,17 +123,17 @@ internal sealed partial class ProxyConnection
                 }
                 else if (s.MinRequestBodyRate > 0)
                 {
-                    long read = Volatile.Read(ref _bodyWaitTicks) + waiting;
-                    if (read > s.MinRateGraceTicks && Volatile.Read(ref _bodyBytes) < s.MinRequestBodyRate * ((double)read / Stopwatch.Frequency))
+                    long read = Volatile.Read(ref _fw.BodyWaitTicks) + waiting;
+                    if (read > s.MinRateGraceTicks && Volatile.Read(ref _fw.BodyBytes) < s.MinRequestBodyRate * ((double)read / Stopwatch.Frequency))
                         Stop(RejectReason.RequestBodyTooSlow, abortUpstream: false);
                 }
             }
         }
-        if (_clientFlushPending && s.MinResponseRate > 0 && now >= Volatile.Read(ref _writeDeadline))
+        if (_fw.ClientFlushPending && s.MinResponseRate > 0 && now >= Volatile.Read(ref _fw.WriteDeadline))
         {
             // the client stopped taking the response: close it; the relay fails and discards the upstream connection
-            _clientFlushPending = false;
-            if (Interlocked.CompareExchange(ref _stopReason, (int)RejectReason.ResponseTooSlow, 0) == 0)
+            _fw.ClientFlushPending = false;
+            if (Interlocked.CompareExchange(ref _fw.StopCode, (int)RejectReason.ResponseTooSlow, 0) == 0)
                 _runtime.Metrics.CountRejection(RejectReason.ResponseTooSlow);
             _context.Abort(new ConnectionAbortedException("the client read the response too slowly"));
         }
@@ -156,14 +142,10 @@ internal sealed partial class ProxyConnection
     // ---- request buffering (limits.requestBufferBytes) ----
 
     // A per-connection buffer from ArrayPool<byte>.Shared: kept across requests up to KeptBufferBytes, returned after
-    // the request when larger. _bufferedLength bytes of the request body (verbatim, chunked framing included) are in it;
-    // _bodyComplete says whether they are the whole body; _bodyReader the chunked state where buffering stopped.
+    // the request when larger. _fw.BufferedLength bytes of the request body (verbatim, chunked framing included) are in it;
+    // _fw.BodyComplete says whether they are the whole body; _fw.BodyReader the chunked state where buffering stopped.
     private const int KeptBufferBytes = 16384;
     private byte[]? _bodyBuffer;
-    private int _bufferedLength;
-    private bool _bodyComplete;
-    private bool _bodyBufferedPartly;
-    private ChunkedReader _bodyReader;
 
     /// <summary>Whether this request's body is read before the lease: it fits (Content-Length) or may fit (chunked).</summary>
     private bool ShouldBufferBody(GatewaySnapshot snapshot) =>
@@ -172,9 +154,9 @@ internal sealed partial class ProxyConnection
 
     private void ResetBodyBuffer()
     {
-        _bufferedLength = 0;
-        _bodyComplete = false;
-        _bodyBufferedPartly = false;
+        _fw.BufferedLength = 0;
+        _fw.BodyComplete = false;
+        _fw.BodyBufferedPartly = false;
     }
 
     private void EnsureBodyBuffer(int size)
@@ -204,8 +186,8 @@ internal sealed partial class ProxyConnection
         int capacity = chunked ? snapshot.RequestBufferBytes : (int)request.ContentLength;
         EnsureBodyBuffer(capacity);
         var target = _bodyBuffer!;
-        _bodyReader = new ChunkedReader(snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes);
-        _trailerLength = 0;
+        _fw.BodyReader = new ChunkedReader(snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes);
+        _fw.TrailerLength = 0;
         long remaining = chunked ? long.MaxValue : request.ContentLength;
         while (true)
         {
@@ -232,14 +214,14 @@ internal sealed partial class ProxyConnection
             if (!chunked)
             {
                 long take = Math.Min(buffer.Length, remaining);
-                buffer.Slice(0, take).CopyTo(target.AsSpan(_bufferedLength));
-                _bufferedLength += (int)take;
+                buffer.Slice(0, take).CopyTo(target.AsSpan(_fw.BufferedLength));
+                _fw.BufferedLength += (int)take;
                 remaining -= take;
                 CountBodyBytes(take);
                 _input.AdvanceTo(buffer.GetPosition(take));
                 if (remaining == 0)
                 {
-                    _bodyComplete = true;
+                    _fw.BodyComplete = true;
                     return CopyResult.Done;
                 }
             }
@@ -250,25 +232,25 @@ internal sealed partial class ProxyConnection
                 foreach (var segment in buffer)
                 {
                     var span = segment.Span;
-                    int room = capacity - _bufferedLength;
+                    int room = capacity - _fw.BufferedLength;
                     if (span.Length > room) span = span[..room];
                     // chunks are buffered verbatim; the trailer section is held back and sent filtered (SendBodyAsync)
-                    bool wasInTrailers = _bodyReader.InTrailers;
-                    bool ok = _bodyReader.Feed(span, out int consumed, out var reason);
-                    int bodyEnd = wasInTrailers ? 0 : _bodyReader.TrailerStart >= 0 ? _bodyReader.TrailerStart : consumed;
-                    span[..bodyEnd].CopyTo(target.AsSpan(_bufferedLength));
-                    _bufferedLength += bodyEnd;
+                    bool wasInTrailers = _fw.BodyReader.InTrailers;
+                    bool ok = _fw.BodyReader.Feed(span, out int consumed, out var reason);
+                    int bodyEnd = wasInTrailers ? 0 : _fw.BodyReader.TrailerStart >= 0 ? _fw.BodyReader.TrailerStart : consumed;
+                    span[..bodyEnd].CopyTo(target.AsSpan(_fw.BufferedLength));
+                    _fw.BufferedLength += bodyEnd;
                     if (bodyEnd < consumed) HoldTrailers(span[bodyEnd..consumed]);
                     consumedTotal += consumed;
                     if (!ok)
                     {
                         _input.AdvanceTo(buffer.GetPosition(consumedTotal));
                         CountBodyBytes(consumedTotal);
-                        _copyError = reason;
+                        _fw.CopyError = reason;
                         return CopyResult.Malformed;
                     }
-                    if (_bodyReader.IsDone) break;
-                    if (_bufferedLength == capacity)
+                    if (_fw.BodyReader.IsDone) break;
+                    if (_fw.BufferedLength == capacity)
                     {
                         full = true;
                         break;
@@ -276,14 +258,14 @@ internal sealed partial class ProxyConnection
                 }
                 _input.AdvanceTo(buffer.GetPosition(consumedTotal));
                 CountBodyBytes(consumedTotal);
-                if (_bodyReader.IsDone)
+                if (_fw.BodyReader.IsDone)
                 {
-                    _bodyComplete = true;
+                    _fw.BodyComplete = true;
                     return CopyResult.Done;
                 }
                 if (full)
                 {
-                    _bodyBufferedPartly = true; // the rest streams from where the reader stopped
+                    _fw.BodyBufferedPartly = true; // the rest streams from where the reader stopped
                     return CopyResult.Done;
                 }
             }
@@ -299,9 +281,9 @@ internal sealed partial class ProxyConnection
     private async ValueTask<CopyResult> SendBodyAsync(PipeWriter upstream, GatewaySnapshot snapshot)
     {
         var request = _request;
-        if (_bufferedLength > 0) upstream.Write(_bodyBuffer.AsSpan(0, _bufferedLength));
-        if (_bodyComplete && request.Framing == BodyFraming.Chunked) WriteAllowedTrailers(upstream, _trailerBuffer.AsSpan(0, _trailerLength), snapshot.Limits.ProtectedHeaderNames);
-        if (!request.HasBody || _bodyComplete)
+        if (_fw.BufferedLength > 0) upstream.Write(_bodyBuffer.AsSpan(0, _fw.BufferedLength));
+        if (_fw.BodyComplete && request.Framing == BodyFraming.Chunked) WriteAllowedTrailers(upstream, _trailerBuffer.AsSpan(0, _fw.TrailerLength), snapshot.Limits.ProtectedHeaderNames);
+        if (!request.HasBody || _fw.BodyComplete)
         {
             try
             {
@@ -316,9 +298,9 @@ internal sealed partial class ProxyConnection
         if (request.Framing == BodyFraming.Chunked)
         {
             return await CopyChunkedAsync(_input, upstream, snapshot.Limits.MaxBodyBytes, snapshot.Limits.MaxHeaderBytes, RejectReason.None,
-                resume: _bodyBufferedPartly ? _bodyReader : null).ConfigureAwait(false);
+                resume: _fw.BodyBufferedPartly ? _fw.BodyReader : null).ConfigureAwait(false);
         }
-        return await CopyRequestLengthAsync(upstream, request.ContentLength - _bufferedLength).ConfigureAwait(false);
+        return await CopyRequestLengthAsync(upstream, request.ContentLength - _fw.BufferedLength).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -330,7 +312,7 @@ internal sealed partial class ProxyConnection
     {
         if (attempt != 0 || !upstream.Reused || StopReason != RejectReason.None) return false;
         var request = _request;
-        if (request.HasBody && !_bodyComplete) return false;
+        if (request.HasBody && !_fw.BodyComplete) return false;
         return request.Method is Http.HttpMethod.Get or Http.HttpMethod.Head or Http.HttpMethod.Options or Http.HttpMethod.Trace
                || request.TryGetHeader("idempotency-key"u8, out _);
     }
@@ -342,7 +324,7 @@ internal sealed partial class ProxyConnection
         if (stop != RejectReason.None) return RejectAsync(stop, close: true);
         return result switch
         {
-            CopyResult.Malformed => RejectAsync(_copyError, close: true),
+            CopyResult.Malformed => RejectAsync(_fw.CopyError, close: true),
             CopyResult.DestinationFailed => RejectAsync(RejectReason.UpstreamReset, close: true),
             _ => ValueTask.FromResult(false), // the client went away or stopped in the middle of its body
         };

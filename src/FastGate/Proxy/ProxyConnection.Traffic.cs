@@ -7,21 +7,19 @@ namespace FastGate.Proxy;
 // cut short (the client went away mid-relay of an interim head, and the like) as Abandoned.
 internal sealed partial class ProxyConnection
 {
-    private DestinationModel? _tryDestination;
-
     private DestinationModel PickDestination(ClusterModel cluster, DestinationModel? avoid)
     {
         EndTry(UpstreamOutcome.Abandoned); // a try never left open (defensive: each path below ends its own)
         var d = cluster.Pick(_exchange, avoid);
-        _tryDestination = d;
+        _fw.TryDestination = d;
         return d;
     }
 
     private void EndTry(UpstreamOutcome outcome)
     {
-        var d = _tryDestination;
+        var d = _fw.TryDestination;
         if (d is null) return;
-        _tryDestination = null;
+        _fw.TryDestination = null;
         d.Report(outcome);
     }
 

@@ -11,7 +11,7 @@ internal sealed partial class ProxyConnection
     {
         var tx = _exchange.Waf!;
         _exchange.WafBodyPending = false;
-        var body = _bufferedLength > 0 && _bodyBuffer is not null ? _bodyBuffer.AsSpan(0, _bufferedLength) : default;
+        var body = _fw.BufferedLength > 0 && _bodyBuffer is not null ? _bodyBuffer.AsSpan(0, _fw.BufferedLength) : default;
         return Waf.WafStep.InspectBody(_exchange.Route!.Waf!, tx, body);
     }
 

@@ -39,16 +39,14 @@ internal sealed partial class ProxyConnection : IDisposable
     private readonly PolicyResult _policy;
     /// <summary>The current request's admission state (Pipeline/Admission): route, client, identities, decision.</summary>
     private readonly Pipeline.Exchange _exchange;
+    /// <summary>The current request's forward state (the exchange's): timing, body, try, lease, observability.</summary>
+    private readonly ForwardState _fw;
     private readonly byte[] _requestId;
-    private int _requestIdLength;
 
     private long _deadline = long.MaxValue;
     private TimeoutKind _timeoutKind;
-    private volatile bool _upstreamTimedOut;
-    private UpstreamConnection? _activeUpstream;
     private volatile bool _closeRequested;
     private volatile bool _idle;
-    private long _responseBytes;
 
     private static ReadOnlySpan<byte> Continue100 => "HTTP/1.1 100 Continue\r\n\r\n"u8;
 
@@ -70,12 +68,16 @@ internal sealed partial class ProxyConnection : IDisposable
         _peerIp = Encoding.ASCII.GetBytes(remote is not null ? remote.Address.ToString() : "unknown");
         _peerAddress = ClientAddress.From(remote?.Address ?? IPAddress.IPv6None);
         _exchange = _state.Exchange;
+        _fw = _exchange.Forward;
         _exchange.Begin(_peerIp, _peerAddress, null);
+        _exchange.LimiterClock = runtime.Limiters.Time;
+        _exchange.IsTls = false; // the state is pooled: set for this connection below
         // TLS listeners: the handshake is over (and a client certificate, if any, validated against the listener's
         // CA) before the first byte reaches here; its fingerprints are computed once for the device lookups
         if (context.Features.Get<Microsoft.AspNetCore.Http.Features.ITlsConnectionFeature>() is { } tls)
         {
             _isTls = true;
+            _exchange.IsTls = true;
             if (tls.ClientCertificate is { } certificate) _certificate = ClientCertificateFingerprints.From(certificate);
         }
         context.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
@@ -83,8 +85,10 @@ internal sealed partial class ProxyConnection : IDisposable
     }
 
     /// <summary>
-    /// The connection loop. Every per-request await lives in this one method, so its state machine is allocated
-    /// once per connection and reused by every request on it (nested async methods would box per request).
+    /// The connection loop: only I/O and awaits. Each request: its head, one admission decision (Pipeline/Admission),
+    /// then a reply or the forward. The forward's stages are async methods of their own built with
+    /// <see cref="ReusableBoxBuilder{TResult}"/>: a suspended stage's box comes from the connection's
+    /// <see cref="AsyncBoxCache"/>, so none is allocated per request (the runtime's pooling builder missed under load).
     /// </summary>
     public async Task RunAsync()
     {
@@ -95,11 +99,7 @@ internal sealed partial class ProxyConnection : IDisposable
             {
                 // 1. the request head
                 var snapshot = _runtime.Current;
-                _requestIdLength = 0;
-                _bytesOutMark = _output.Written;
-                _exchange.Begin(_peerIp, _peerAddress, _device);
-                SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
-                _idle = true;
+                BeginRequest(snapshot);
                 HeadStep step;
                 RejectReason reason;
                 do
@@ -120,272 +120,35 @@ internal sealed partial class ProxyConnection : IDisposable
                     return;
                 }
 
-                // 2. admission: one synchronous decision (Pipeline/Admission) by the snapshot current when the head
-                // arrived: route → client → block list → CORS preflight → authentication → policy → auth requirements
+                // 2. admission: one synchronous decision by the snapshot current when the head arrived (route → client →
+                // block list → CORS preflight → authentication → policy → auth requirements → WAF phase 1 → rate
+                // limits); its async steps (a bearer token that missed the cache, a cluster limiter) are awaited here
+                // and the decision resumed
                 long started = Stopwatch.GetTimestamp();
-                AssignRequestId(trustClient: true);
-                snapshot = _runtime.Current;
-                var policy = snapshot.Policy;
-                if (_certificate is not null && !ReferenceEquals(_deviceTable, snapshot.Devices))
-                {
-                    // the device of this connection's certificate, looked up again only when a reload changed the list
-                    _deviceTable = snapshot.Devices;
-                    _device = _deviceTable.Find(_certificate);
-                    _exchange.Begin(_peerIp, _peerAddress, _device);
-                }
+                snapshot = BeginAdmission();
                 var verdict = Pipeline.Admission.Decide(snapshot, _exchange, _runtime.Observability);
-                if (verdict == Pipeline.AdmissionVerdict.NeedsToken)
+                while (verdict is Pipeline.AdmissionVerdict.NeedsToken or Pipeline.AdmissionVerdict.NeedsLimiter)
                 {
-                    // a bearer token that missed the validated-token cache (keys may be fetched once)
-                    _exchange.CompleteToken(await _exchange.PendingToken.ConfigureAwait(false));
+                    if (verdict == Pipeline.AdmissionVerdict.NeedsToken) _exchange.CompleteToken(await _exchange.PendingToken.ConfigureAwait(false));
+                    else _exchange.CompleteLimit(await _exchange.PendingLimit.ConfigureAwait(false));
                     verdict = Pipeline.Admission.Decide(snapshot, _exchange, _runtime.Observability);
                 }
                 if (verdict != Pipeline.AdmissionVerdict.Forward)
                 {
-                    if (!await ReplyAsync(verdict, _exchange.Route, policy, started).ConfigureAwait(false) || _closeRequested) return;
+                    if (!await ReplyAsync(verdict, _exchange.Route, snapshot.Policy, started).ConfigureAwait(false) || _closeRequested) return;
                     continue;
                 }
                 var route = _exchange.Route!; // admitted: there is a route
-                DecorateResponse(route);
-                var cluster = _exchange.Cluster!;
 
-                // 2c. rate limits: the route's, then those of every matched rule (local limiters complete synchronously)
-                if (route.Limiters.Length > 0 || HasRuleLimiters(snapshot))
-                {
-                    var limited = await AdmitLimitsAsync(snapshot, route, started).ConfigureAwait(false);
-                    if (limited != LimitOutcome.Admitted)
-                    {
-                        if (limited == LimitOutcome.RepliedClose || _closeRequested) return;
-                        continue;
-                    }
-                }
-
-                // 2d. a route with "ai": the unified OpenAI-compatible endpoint answers (src/FastGate/Ai) instead of the forward
-                if (route.Ai is { } ai)
-                {
-                    if (!await RunAiAsync(snapshot, route, ai, started).ConfigureAwait(false) || _closeRequested) return;
-                    continue;
-                }
-
-                // 3. forward: the small body read first, lease, send, relay, retry once when safe. Inline: as its own
-                // async method its pooled state machine box missed the pool under load (240 B/request measured)
-                var request = _request;
-                if (request.ExpectContinue && request.HasBody)
-                {
-                    // The gateway answers the expectation itself (and drops Expect upstream), so the body comes at once.
-                    _output.Write(Continue100);
-                    await _output.FlushAsync().ConfigureAwait(false);
-                }
+                // 3. a route with "ai": the unified OpenAI-compatible endpoint answers (src/FastGate/Ai); else the forward
                 bool keepAlive;
-                // slow clients: the route's total timeout, body timing; a small body is read before the lease (3e)
-                BeginRequestTiming(snapshot, route, started);
-                ResetBodyBuffer();
-                if (request.HasBody) StartBodyTiming();
-                var resilience = cluster.Resilience;
-                DestinationModel? previous = null; // the destination the last try failed on: the next goes elsewhere
-                for (int attempt = 0; ; attempt++)
+                if (route.Ai is { } ai) keepAlive = await RunAiAsync(snapshot, route, ai, started).ConfigureAwait(false);
+                else
                 {
-                    if (attempt == 0 && !EnterCluster(resilience))
-                    {
-                        keepAlive = await RejectAsync(RejectReason.CircuitOpen, close: CloseAfterReply).ConfigureAwait(false);
-                        break;
-                    }
-                    if (attempt == 0 && ShouldBufferBody(snapshot))
-                    {
-                        var buffered = await BufferBodyAsync(snapshot).ConfigureAwait(false);
-                        if (buffered != CopyResult.Done)
-                        {
-                            keepAlive = await RejectBodyAsync(buffered).ConfigureAwait(false);
-                            break;
-                        }
-                        if (_bodyComplete) StopBodyTiming();
-                    }
-                    if (attempt == 0 && _exchange.WafBodyPending && InspectBody())
-                    {
-                        keepAlive = await RejectAsync(RejectReason.WafBlocked, close: CloseAfterReply).ConfigureAwait(false);
-                        break;
-                    }
-                    // 3a. lease an upstream connection
-                    var destination = PickDestination(cluster, avoid: previous);
-                    NoteUpstream(cluster, destination);
-                    var upstream = destination.Pool.TryRentIdle();
-                    if (upstream is null)
-                    {
-                        if (!resilience.TryEnterPending())
-                        {
-                            keepAlive = await RejectAsync(RejectReason.CircuitOpen, close: CloseAfterReply).ConfigureAwait(false);
-                            break;
-                        }
-                        var (connection, error) = await destination.Pool.ConnectAsync(snapshot.UpstreamConnectTimeout).ConfigureAwait(false);
-                        resilience.ExitPending();
-                        if (connection is null)
-                        {
-                            EndTry(ConnectOutcome(error));
-                            // never sent: any method may go to another destination. A certificate the gateway refuses
-                            // is refused again by the same destination, so it is retried only where another one exists.
-                            if ((error != RejectReason.UpstreamTlsFailed || cluster.Destinations.Length > 1)
-                                && TryRetry(resilience, attempt, RetryReason.Connect))
-                            {
-                                previous = destination;
-                                continue;
-                            }
-                            keepAlive = await RejectAsync(error, close: CloseAfterReply).ConfigureAwait(false);
-                            break;
-                        }
-                        upstream = connection;
-                    }
-                    _upstreamTimedOut = false;
-                    Volatile.Write(ref _activeUpstream, upstream);
-                    if (StopReason != RejectReason.None)
-                    {
-                        // the request timed out while it waited for the connection: nothing was sent on it
-                        EndTry(UpstreamOutcome.Abandoned);
-                        ReleaseUpstream(upstream, reuse: upstream.Reused);
-                        keepAlive = await RejectAsync(StopReason, close: true).ConfigureAwait(false);
-                        break;
-                    }
-
-                    // 3b. the request: rewritten head, then the body by its framing
-                    WriteUpstreamHead(upstream.Output, destination);
-                    // the buffered body (or its buffered part, then the rest streamed), or the body streamed
-                    var sent = await SendBodyAsync(upstream.Output, snapshot).ConfigureAwait(false);
-                    StopBodyTiming();
-                    if (sent != CopyResult.Done)
-                    {
-                        EndTry(sent == CopyResult.DestinationFailed && !upstream.Reused ? UpstreamOutcome.Reset : UpstreamOutcome.Abandoned);
-                        ReleaseUpstream(upstream, reuse: false);
-                        if (sent == CopyResult.DestinationFailed && CanRetry(upstream, attempt)) continue; // stale keep-alive
-                        keepAlive = await RejectBodyAsync(sent).ConfigureAwait(false);
-                        break;
-                    }
-
-                    // 3c. the response head (interim 1xx heads relayed)
-                    SetDeadline(resilience.PerTryTimeoutTicks > 0 ? Math.Min(resilience.PerTryTimeoutTicks, snapshot.UpstreamResponseTimeoutTicks) : snapshot.UpstreamResponseTimeoutTicks,
-                        TimeoutKind.UpstreamResponse);
-                    ResponseStep responseStep;
-                    RejectReason responseError;
-                    bool anyResponseBytes = false;
-                    do
-                    {
-                        ReadResult result;
-                        try
-                        {
-                            result = await upstream.Input.ReadAsync().ConfigureAwait(false);
-                        }
-                        catch (Exception e) when (e is not OutOfMemoryException)
-                        {
-                            responseError = _upstreamTimedOut ? RejectReason.UpstreamResponseTimeout
-                                : anyResponseBytes ? RejectReason.UpstreamMalformedResponse : RejectReason.UpstreamReset;
-                            responseStep = ResponseStep.Failed;
-                            break;
-                        }
-                        responseStep = OnResponseBytes(result, upstream, snapshot.Limits, ref anyResponseBytes, out responseError);
-                        if (responseStep == ResponseStep.Interim)
-                        {
-                            WriteResponseHead(close: false, interim: true);
-                            await _output.FlushAsync().ConfigureAwait(false);
-                        }
-                    }
-                    while (responseStep is ResponseStep.NeedMore or ResponseStep.Interim);
-                    ClearDeadline();
-                    NoteUpstreamResponse();
-                    if (responseStep == ResponseStep.Failed)
-                    {
-                        ReleaseUpstream(upstream, reuse: false);
-                        EndTry(ResponseFailureOutcome(StopReason == RejectReason.RequestTimeout ? StopReason : responseError, upstream.Reused));
-                        if (StopReason == RejectReason.RequestTimeout) responseError = RejectReason.RequestTimeout;
-                        else if (responseError == RejectReason.UpstreamReset && CanRetry(upstream, attempt)) continue; // a stale keep-alive connection
-                        else if (RetryAfterFailure(resilience, attempt, responseError))
-                        {
-                            previous = destination;
-                            continue;
-                        }
-                        EndRequestDeadline();
-                        keepAlive = await RejectAsync(responseError, close: request.WantsClose).ConfigureAwait(false);
-                        break;
-                    }
-
-                    // 3d. relay the response (the try ends with its head: a client abort mid-body is not the destination's)
-                    var response = _response;
-                    EndTry(response.StatusCode >= 500 ? UpstreamOutcome.ServerError : UpstreamOutcome.Success);
-                    if (RetryAfterStatus(resilience, attempt, response))
-                    {
-                        ReleaseUpstream(upstream, reuse: false); // its unread body goes with the connection
-                        previous = destination;
-                        continue;
-                    }
-                    EndRequestDeadline(); // the response head is in: the total request timeout no longer applies
-                    _exchange.Status = response.StatusCode;
-                    if (response.StatusCode == 101)
-                    {
-                        WriteResponseHead(close: false, interim: false);
-                        await TunnelAsync(upstream).ConfigureAwait(false);
-                        keepAlive = false;
-                        break;
-                    }
-                    bool close = request.WantsClose || response.Framing == BodyFraming.ReadToClose || _closeRequested || _runtime.IsDraining;
-                    WriteResponseHead(close, interim: false);
-                    bool scanUsage = _exchange.TokenChargeCount > 0;
-                    if (scanUsage) _usage.Reset();
-                    CopyResult copied;
-                    if (response.Framing is BodyFraming.ContentLength or BodyFraming.None)
-                    {
-                        // Inline for the same reason as above: the common response must not box a state machine.
-                        long remaining = response.Framing == BodyFraming.None ? 0 : response.ContentLength;
-                        copied = CopyResult.Done;
-                        do
-                        {
-                            if (remaining > 0)
-                            {
-                                ReadResult result;
-                                try
-                                {
-                                    result = await upstream.Input.ReadAsync().ConfigureAwait(false);
-                                }
-                                catch (Exception e) when (e is not OutOfMemoryException)
-                                {
-                                    copied = CopyResult.SourceFailed;
-                                    break;
-                                }
-                                long before = remaining;
-                                if (!MoveBody(result, upstream.Input, _output, ref remaining, ref _usage, scanUsage))
-                                {
-                                    copied = CopyResult.SourceEnded;
-                                    break;
-                                }
-                                _responseBytes = before - remaining;
-                            }
-                            var flush = await FlushClient(_responseBytes).ConfigureAwait(false);
-                            _clientFlushPending = false;
-                            _responseBytes = 0;
-                            if (flush.IsCompleted)
-                            {
-                                copied = CopyResult.DestinationFailed;
-                                break;
-                            }
-                        }
-                        while (remaining > 0);
-                    }
-                    else
-                    {
-                        copied = response.Framing == BodyFraming.Chunked
-                            ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
-                            : await CopyToEndAsync(upstream.Input, _output, timeClient: true).ConfigureAwait(false);
-                    }
-                    bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose && !response.AnnouncedBodyIgnored
-                                    && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
-                    ReleaseUpstream(upstream, reusable);
-                    if (scanUsage) ChargeTokens(route);
-                    // After a failure with the head already out, the only honest signal left is to close.
-                    keepAlive = !close && (copied == CopyResult.Done || response.Framing == BodyFraming.ReadToClose);
-                    break;
+                    _boxes.Prime();
+                    keepAlive = await ForwardAsync(snapshot, route, started).ConfigureAwait(false);
+                    EndForward(route, started);
                 }
-                LeaveCluster();
-                EndRequestTiming();
-                TrimBodyBuffer(all: false);
-                ReleaseLeases();
-                route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-                Observe(route, started, RejectReason.None);
                 if (!keepAlive || _closeRequested) return;
             }
         }
@@ -401,6 +164,44 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
+    /// <summary>The per-connection boxes of the forward's async stages (see <see cref="ReusableBoxBuilder{TResult}"/>).</summary>
+    private readonly AsyncBoxCache _boxes = new();
+
+    /// <summary>A new request on this connection: the exchange begins, the keep-alive wait starts.</summary>
+    private void BeginRequest(GatewaySnapshot snapshot)
+    {
+        _fw.Reset();
+        _fw.BytesOutMark = _output.Written;
+        _exchange.Begin(_peerIp, _peerAddress, _device);
+        SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);
+        _idle = true;
+    }
+
+    /// <summary>The head is in: its request id, the snapshot it is decided by, and the connection's device in that snapshot.</summary>
+    private GatewaySnapshot BeginAdmission()
+    {
+        AssignRequestId(trustClient: true);
+        var snapshot = _runtime.Current;
+        if (_certificate is not null && !ReferenceEquals(_deviceTable, snapshot.Devices))
+        {
+            // the device of this connection's certificate, looked up again only when a reload changed the list
+            _deviceTable = snapshot.Devices;
+            _device = _deviceTable.Find(_certificate);
+            _exchange.Begin(_peerIp, _peerAddress, _device);
+        }
+        return snapshot;
+    }
+
+    /// <summary>A forwarded request is over: its cluster slot, timers, body buffer and limiter leases go, and it is recorded.</summary>
+    private void EndForward(RouteModel route, long started)
+    {
+        LeaveCluster();
+        EndRequestTiming();
+        TrimBodyBuffer(all: false);
+        _exchange.ReleaseLeases();
+        route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        Observe(route, started, RejectReason.None);
+    }
 
     /// <summary>Writes the admission's answer (policy reply, preflight, or a canned rejection), records it; false: close.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -412,6 +213,11 @@ internal sealed partial class ProxyConnection : IDisposable
         {
             stays = await RespondFromPolicyAsync(policy).ConfigureAwait(false);
             why = RejectReason.None;
+        }
+        else if (verdict == Pipeline.AdmissionVerdict.RateLimited)
+        {
+            stays = await RejectRateLimitedAsync(_exchange.RateLimitedBy!, _exchange.RateLimitRejection).ConfigureAwait(false);
+            why = RejectReason.RateLimited;
         }
         else if (verdict == Pipeline.AdmissionVerdict.Preflight)
         {
@@ -427,62 +233,6 @@ internal sealed partial class ProxyConnection : IDisposable
         if (verdict == Pipeline.AdmissionVerdict.PolicyReply) ObservePolicyResponse(route, started, policy);
         else Observe(route, started, why);
         return stays;
-    }
-
-    /// <summary>Response lines of an admitted request: HSTS on TLS, the CORS grant for an allowed origin (Vary for every origin).</summary>
-    private void DecorateResponse(RouteModel route)
-    {
-        _exchange.ResponseLinesLength = 0;
-        if (_isTls && route.HstsLine is { } hsts) AppendExtraHeaders(hsts);
-        if (route.Cors is not { } cors || !_request.TryGetHeader("origin"u8, out var origin)) return;
-        AppendExtraHeaders(CorsModel.VaryLine);
-        if (!cors.IsAllowed(origin)) return;
-        AppendExtraHeaders("Access-Control-Allow-Origin: "u8);
-        AppendExtraHeaders(origin);
-        AppendExtraHeaders("\r\n"u8);
-        AppendExtraHeaders(cors.ResponseGrantLines);
-    }
-
-    private enum LimitOutcome : byte { Admitted, RepliedKeepAlive, RepliedClose }
-
-    /// <summary>The request's rate limits (route's, then each matched rule's); over a limit the 429 (or 503) is written here.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<LimitOutcome> AdmitLimitsAsync(GatewaySnapshot snapshot, RouteModel route, long started)
-    {
-        long now = _runtime.Limiters.Time.GetTimestamp();
-        CompiledLimiter? rejectedBy = null;
-        RateLimitDecision rejection = default;
-        for (int set = -1; set < _policy.MatchedCount && rejectedBy is null; set++)
-        {
-            var limiters = set < 0 ? route.Limiters : snapshot.RuleLimiters[_policy.Matched[set]];
-            foreach (var limiter in limiters)
-            {
-                int keyLength = limiter.BuildKey(_keyBuffer, _request, ClientIp, route.IdBytes, _exchange.Consumer, _device);
-                // a token quota only checks here (cost 0: refused while in debt); the response pays
-                long cost = limiter.CountsTokens ? 0 : 1;
-                var pending = keyLength >= 0
-                    ? limiter.Limiter.AcquireAsync(_keyBuffer.AsSpan(0, keyLength), cost, now)
-                    : limiter.Limiter.AcquireWithoutKeyAsync(cost);
-                var decision = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
-                if (!decision.IsAllowed)
-                {
-                    limiter.Rejected.Inc();
-                    rejectedBy = limiter;
-                    rejection = decision;
-                    break;
-                }
-                limiter.Allowed.Inc();
-                if (limiter.IsConcurrency) AddLease(limiter, decision);
-                if (limiter.CountsTokens && keyLength >= 0) AddTokenCharge(limiter, _keyBuffer.AsSpan(0, keyLength));
-                if (limiter.Definition.QuotaHeaders) AppendQuotaHeaders(limiter, decision);
-            }
-        }
-        if (rejectedBy is null) return LimitOutcome.Admitted;
-        ReleaseLeases();
-        bool stays = await RejectRateLimitedAsync(rejectedBy, rejection).ConfigureAwait(false);
-        route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
-        Observe(route, started, RejectReason.RateLimited);
-        return stays ? LimitOutcome.RepliedKeepAlive : LimitOutcome.RepliedClose;
     }
 
     private enum HeadStep : byte { NeedMore, Complete, Rejected, Closed }
@@ -530,8 +280,8 @@ internal sealed partial class ProxyConnection : IDisposable
 
     private async ValueTask CompleteClientAsync()
     {
-        ReleaseLeases(); // a client that went away mid-request gives its concurrency slots back
-        var up = Interlocked.Exchange(ref _activeUpstream, null);
+        _exchange.ReleaseLeases(); // a client that went away mid-request gives its concurrency slots back
+        var up = Interlocked.Exchange(ref _fw.ActiveUpstream, null);
         if (up is not null) up.Pool.Discard(up);
         try
         {
@@ -543,40 +293,13 @@ internal sealed partial class ProxyConnection : IDisposable
         }
     }
 
-    // ---- rate limiting and CORS state (per connection, reused); _exchange.ResponseLines are added to the client response ----
-    private readonly byte[] _keyBuffer = new byte[512];
-
-    private bool HasRuleLimiters(GatewaySnapshot snapshot)
-    {
-        foreach (int i in _policy.Matched)
-            if (snapshot.RuleLimiters[i].Length > 0) return true;
-        return false;
-    }
-
-    private void AddLease(CompiledLimiter limiter, in RateLimitDecision decision)
-    {
-        if (_exchange.LeaseCount == _exchange.Leases.Length) Array.Resize(ref _exchange.Leases, _exchange.Leases.Length * 2);
-        _exchange.Leases[_exchange.LeaseCount++] = (limiter.Limiter, decision);
-    }
-
     // ---- token quotas: the limiters (and keys) this request is to be charged on, and the usage read from its response ----
-    private UsageScanner _usage;
-
-    private void AddTokenCharge(CompiledLimiter limiter, ReadOnlySpan<byte> key)
-    {
-        if (_exchange.TokenChargeCount == _exchange.TokenCharges.Length) Array.Resize(ref _exchange.TokenCharges, _exchange.TokenChargeCount + 2);
-        ref var slot = ref _exchange.TokenCharges[_exchange.TokenChargeCount++];
-        if (slot.Key is null || slot.Key.Length < key.Length) slot.Key = new byte[Math.Max(64, key.Length)];
-        key.CopyTo(slot.Key);
-        slot.Limiter = limiter;
-        slot.Length = key.Length;
-    }
 
     /// <summary>Charges the tokens the response reported to every token quota the request passed.</summary>
     private void ChargeTokens(RouteModel route)
     {
-        _usage.Complete();
-        long tokens = _usage.Tokens;
+        _fw.Usage.Complete();
+        long tokens = _fw.Usage.Tokens;
         if (tokens > 0)
         {
             long now = _runtime.Limiters.Time.GetTimestamp();
@@ -588,23 +311,6 @@ internal sealed partial class ProxyConnection : IDisposable
             route.Metrics.RecordTokens(tokens);
         }
         _exchange.TokenChargeCount = 0;
-    }
-
-    private void ReleaseLeases()
-    {
-        for (int i = 0; i < _exchange.LeaseCount; i++)
-        {
-            _exchange.Leases[i].Limiter.Release(_exchange.Leases[i].Decision);
-            _exchange.Leases[i] = default;
-        }
-        _exchange.LeaseCount = 0;
-    }
-
-    private void AppendExtraHeaders(ReadOnlySpan<byte> bytes)
-    {
-        if (_exchange.ResponseLinesLength + bytes.Length > _exchange.ResponseLines.Length) Array.Resize(ref _exchange.ResponseLines, Math.Max(_exchange.ResponseLines.Length * 2, _exchange.ResponseLinesLength + bytes.Length));
-        bytes.CopyTo(_exchange.ResponseLines.AsSpan(_exchange.ResponseLinesLength));
-        _exchange.ResponseLinesLength += bytes.Length;
     }
 
     /// <summary>204 with the profile's preflight headers for an allowed origin; the reject status and no CORS headers otherwise.</summary>
@@ -630,14 +336,6 @@ internal sealed partial class ProxyConnection : IDisposable
         w.Commit();
         var flush = await _output.FlushAsync().ConfigureAwait(false);
         return !close && !flush.IsCompleted;
-    }
-
-    private void AppendQuotaHeaders(CompiledLimiter limiter, in RateLimitDecision decision)
-    {
-        int need = RateLimitHeaders.MaxLength(limiter.Definition);
-        if (_exchange.ResponseLinesLength + need > _exchange.ResponseLines.Length) Array.Resize(ref _exchange.ResponseLines, Math.Max(_exchange.ResponseLines.Length * 2, _exchange.ResponseLinesLength + need));
-        int written = RateLimitHeaders.Write(_exchange.ResponseLines.AsSpan(_exchange.ResponseLinesLength), decision, limiter.Definition);
-        if (written > 0) _exchange.ResponseLinesLength += written;
     }
 
     /// <summary>The limiter's rejection (429 by default, 503 when its store is unavailable) with its headers.</summary>
@@ -738,8 +436,8 @@ internal sealed partial class ProxyConnection : IDisposable
                 _context.Abort(new ConnectionAbortedException("timeout"));
                 break;
             case TimeoutKind.UpstreamResponse:
-                _upstreamTimedOut = true;
-                Volatile.Read(ref _activeUpstream)?.Abort();
+                _fw.UpstreamTimedOut = true;
+                Volatile.Read(ref _fw.ActiveUpstream)?.Abort();
                 break;
         }
     }
@@ -768,7 +466,7 @@ internal sealed partial class ProxyConnection : IDisposable
         ulong n = (ulong)Interlocked.Increment(ref s_idCounter);
         WriteHex(_requestId.AsSpan(0, 16), s_idPrefix);
         WriteHex(_requestId.AsSpan(16, 16), n);
-        _requestIdLength = 32;
+        _fw.RequestIdLength = 32;
     }
 
     private static void WriteHex(Span<byte> dest, ulong value)
