@@ -27,7 +27,14 @@ internal sealed class ConfigReader
 
     public void Error(string path, string message) => _errors.Add(new ConfigError(path, message));
 
-    public static string Child(string path, string name) => path + "." + name;
+    public static string Child(string path, string name) => path + "." + JsonName(name);
+
+    /// <summary>
+    /// A property's JSON name: binders name properties with <c>nameof</c> on their records (PathPrefix → pathPrefix);
+    /// a name already in JSON form passes through.
+    /// </summary>
+    public static string JsonName(string name) =>
+        name.Length > 0 && char.IsAsciiLetterUpper(name[0]) ? string.Concat(char.ToLowerInvariant(name[0]).ToString(), name.AsSpan(1)) : name;
     public static string Index(string path, int i) => path + "[" + i.ToString(CultureInfo.InvariantCulture) + "]";
 
     public bool IsObject(JsonElement e, string path)
@@ -45,7 +52,7 @@ internal sealed class ConfigReader
     public static string[] Names(params string[] properties)
     {
         var names = new string[properties.Length];
-        for (int i = 0; i < properties.Length; i++) names[i] = char.ToLowerInvariant(properties[i][0]) + properties[i][1..];
+        for (int i = 0; i < properties.Length; i++) names[i] = JsonName(properties[i]);
         return names;
     }
 
@@ -64,6 +71,7 @@ internal sealed class ConfigReader
 
     public bool TryGet(JsonElement obj, string path, string name, bool required, out JsonElement value)
     {
+        name = JsonName(name);
         _trace?.Reads.Add((path, name));
         if (obj.TryGetProperty(name, out value) && value.ValueKind != JsonValueKind.Null) return true;
         if (required) Error(Child(path, name), "is required");
@@ -72,6 +80,7 @@ internal sealed class ConfigReader
 
     public string? String(JsonElement obj, string path, string name, bool required = false)
     {
+        name = JsonName(name);
         if (!TryGet(obj, path, name, required, out var v)) return null;
         if (v.ValueKind == JsonValueKind.String) return v.GetString();
         Error(Child(path, name), $"expected a string, found {Describe(v)}");
@@ -80,6 +89,7 @@ internal sealed class ConfigReader
 
     public bool? Bool(JsonElement obj, string path, string name)
     {
+        name = JsonName(name);
         if (!TryGet(obj, path, name, false, out var v)) return null;
         if (v.ValueKind is JsonValueKind.True or JsonValueKind.False) return v.GetBoolean();
         Error(Child(path, name), $"expected true or false, found {Describe(v)}");
@@ -88,6 +98,7 @@ internal sealed class ConfigReader
 
     public long? Integer(JsonElement obj, string path, string name, long min, long max)
     {
+        name = JsonName(name);
         if (!TryGet(obj, path, name, false, out var v)) return null;
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt64(out long n))
         {
@@ -107,6 +118,7 @@ internal sealed class ConfigReader
     /// <summary>A finite number between <paramref name="min"/> and <paramref name="max"/> (inclusive).</summary>
     public double? Number(JsonElement obj, string path, string name, double min, double max)
     {
+        name = JsonName(name);
         if (!TryGet(obj, path, name, false, out var v)) return null;
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double x) || !double.IsFinite(x))
         {
@@ -123,6 +135,7 @@ internal sealed class ConfigReader
 
     public TimeSpan? Duration(JsonElement obj, string path, string name)
     {
+        name = JsonName(name);
         if (!TryGet(obj, path, name, false, out var v)) return null;
         if (v.ValueKind == JsonValueKind.String && TryParseDuration(v.GetString()!, out var d))
         {
@@ -136,6 +149,7 @@ internal sealed class ConfigReader
 
     public List<string> Strings(JsonElement obj, string path, string name)
     {
+        name = JsonName(name);
         var list = new List<string>();
         if (!TryGet(obj, path, name, false, out var v)) return list;
         if (v.ValueKind != JsonValueKind.Array)
@@ -155,6 +169,7 @@ internal sealed class ConfigReader
 
     public List<T> Objects<T>(JsonElement obj, string path, string name, bool required, Func<JsonElement, string, T?> read) where T : class
     {
+        name = JsonName(name);
         var list = new List<T>();
         if (!TryGet(obj, path, name, required, out var v)) return list;
         if (v.ValueKind != JsonValueKind.Array)
