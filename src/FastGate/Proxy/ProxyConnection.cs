@@ -148,6 +148,15 @@ internal sealed partial class ProxyConnection : IDisposable
                 var route = _exchange.Route!; // admitted: there is a route
                 DecorateResponse(route);
                 var cluster = _exchange.Cluster!;
+                if (cluster.Protocol == UpstreamProtocol.H2)
+                {
+                    // an h2 (gRPC) cluster is reached from HTTP/2 clients only (Proxy/Http2Gateway.cs)
+                    bool stays = await RejectAsync(RejectReason.Http2Required, close: CloseAfterReply).ConfigureAwait(false);
+                    route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    Observe(route, started, RejectReason.Http2Required);
+                    if (!stays || _closeRequested) return;
+                    continue;
+                }
 
                 // 2c. rate limits: the route's, then those of every matched rule (local limiters complete synchronously)
                 if (route.Limiters.Length > 0 || HasRuleLimiters(snapshot))
