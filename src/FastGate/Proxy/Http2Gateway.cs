@@ -133,9 +133,9 @@ internal sealed class Http2Call : IDisposable
             Observe(null, reason, parsed: false);
             return;
         }
-        if (!_request.RequestId.IsEmpty) _request[_request.RequestId].CopyTo(_requestId.AsSpan(0, _requestIdLength = Math.Min(32, _request.RequestId.Length)));
-        else _requestIdLength = Http2Gateway.NewRequestId(_requestId);
-        if (!_request.RequestId.IsEmpty && _request.RequestId.Length > 32) _requestIdLength = Http2Gateway.NewRequestId(_requestId);
+        // the client's valid X-Request-Id (as the parser accepted it), else a new one: as on the HTTP/1.1 path
+        _clientRequestId = !_request.RequestId.IsEmpty;
+        if (!_clientRequestId) _requestIdLength = Http2Gateway.NewRequestId(_requestId);
 
         // 2. admission: the one decision (Pipeline/Admission), by the snapshot current now
         snapshot = _runtime.Current;
@@ -787,7 +787,8 @@ internal sealed class Http2Call : IDisposable
         || name.Equals("Upgrade", StringComparison.OrdinalIgnoreCase) || name.Equals("TE", StringComparison.OrdinalIgnoreCase)
         || name.Equals("Trailer", StringComparison.OrdinalIgnoreCase);
 
-    private ReadOnlySpan<byte> RequestId => _requestId.AsSpan(0, _requestIdLength);
+    private bool _clientRequestId;
+    private ReadOnlySpan<byte> RequestId => _clientRequestId ? _request[_request.RequestId] : _requestId.AsSpan(0, _requestIdLength);
 
     // ---- 4. record ----
 
