@@ -281,4 +281,85 @@ public sealed class GrpcTests : IAsyncLifetime
         Assert.Equal(505, response.Status);
         Assert.Contains("http2_required", response.Body);
     }
+
+    [Fact]
+    public async Task Unary_OverTlsToAnH2Upstream_VerifiedWithTheClustersCa()
+    {
+        using var ca = new TestCertificateAuthority("FastGate gRPC Upstream CA");
+        using var certificate = ca.IssueServerCertificate("localhost");
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o =>
+        {
+            o.Protocols = HttpProtocols.Http2;
+            o.UseHttps(certificate);
+        }));
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(new EchoSignals());
+        await using var app = builder.Build();
+        app.MapGrpcService<EchoService>();
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
+        var caFile = ca.WritePem();
+        try
+        {
+            await using var gateway = await TestGateway.StartAsync($$"""
+                {
+                  "listeners": [ { "address": "127.0.0.1:0", "http2": true } ],
+                  "clusters": [ { "id": "grpc", "protocol": "h2", "tls": { "ca": {{System.Text.Json.JsonSerializer.Serialize(caFile)}} },
+                                  "destinations": [ { "address": "{{address}}" } ] } ],
+                  "routes": [ { "id": "echo", "match": { "pathPrefix": "/fastgate.test.Echo/" }, "cluster": "grpc" } ]
+                }
+                """);
+            using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{gateway.EndPoint.Port}", new GrpcChannelOptions { HttpHandler = new SocketsHttpHandler { UseProxy = false } });
+            var reply = await new Echo.EchoClient(channel).UnaryAsync(new EchoRequest { Text = "tls" }, Options(key: null));
+            Assert.Equal("tls", reply.Text);
+        }
+        finally
+        {
+            File.Delete(caFile);
+        }
+    }
+
+    [Fact]
+    public async Task OverTls_AnUpstreamCertificateOutsideTheCa_IsUnavailable()
+    {
+        using var trusted = new TestCertificateAuthority("FastGate trusted CA");
+        using var other = new TestCertificateAuthority("FastGate other CA");
+        using var certificate = other.IssueServerCertificate("localhost");
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o =>
+        {
+            o.Protocols = HttpProtocols.Http2;
+            o.UseHttps(certificate);
+        }));
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(new EchoSignals());
+        await using var app = builder.Build();
+        app.MapGrpcService<EchoService>();
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
+        var caFile = trusted.WritePem();
+        try
+        {
+            await using var gateway = await TestGateway.StartAsync($$"""
+                {
+                  "listeners": [ { "address": "127.0.0.1:0", "http2": true } ],
+                  "clusters": [ { "id": "grpc", "protocol": "h2", "tls": { "ca": {{System.Text.Json.JsonSerializer.Serialize(caFile)}} },
+                                  "destinations": [ { "address": "{{address}}" } ] } ],
+                  "routes": [ { "id": "echo", "match": { "pathPrefix": "/fastgate.test.Echo/" }, "cluster": "grpc" } ]
+                }
+                """);
+            using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{gateway.EndPoint.Port}", new GrpcChannelOptions { HttpHandler = new SocketsHttpHandler { UseProxy = false } });
+            var e = await Assert.ThrowsAsync<RpcException>(async () =>
+                await new Echo.EchoClient(channel).UnaryAsync(new EchoRequest { Text = "tls" }, Options(key: null)));
+            Assert.Equal(StatusCode.Unavailable, e.StatusCode); // 502 upstream_tls_failed
+            Assert.Equal("upstream_tls_failed", e.Status.Detail);
+        }
+        finally
+        {
+            File.Delete(caFile);
+        }
+    }
 }
