@@ -22,7 +22,7 @@ public sealed class Http2Tests : IAsyncLifetime
     private DemoUpstreamServer _upstream = null!;
     private TestGateway _gateway = null!;
 
-    public enum Protocol { Http11, H2c, H2Tls }
+    public enum Protocol { Http11, Http11Tls, H2c, H2Tls }
 
     public async Task InitializeAsync()
     {
@@ -82,7 +82,7 @@ public sealed class Http2Tests : IAsyncLifetime
         },
     });
 
-    private Uri Base(Protocol protocol) => protocol == Protocol.H2Tls
+    private Uri Base(Protocol protocol) => protocol is Protocol.H2Tls or Protocol.Http11Tls
         ? new Uri($"https://localhost:{_gateway.Host.ListenerEndPoints[1].Port}")
         : new Uri($"http://127.0.0.1:{_gateway.Host.ListenerEndPoints[0].Port}");
 
@@ -92,7 +92,7 @@ public sealed class Http2Tests : IAsyncLifetime
         using var client = Client(protocol);
         var request = new HttpRequestMessage(method, new Uri(Base(protocol), target))
         {
-            Version = protocol == Protocol.Http11 ? HttpVersion.Version11 : HttpVersion.Version20,
+            Version = protocol is Protocol.Http11 or Protocol.Http11Tls ? HttpVersion.Version11 : HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
         };
         foreach (var (name, value) in headers ?? []) request.Headers.TryAddWithoutValidation(name, value);
@@ -100,7 +100,7 @@ public sealed class Http2Tests : IAsyncLifetime
         using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var response = await client.SendAsync(request, cancel.Token);
         var text = await response.Content.ReadAsStringAsync(cancel.Token);
-        Assert.Equal(protocol == Protocol.Http11 ? HttpVersion.Version11 : HttpVersion.Version20, response.Version);
+        Assert.Equal(protocol is Protocol.Http11 or Protocol.Http11Tls ? HttpVersion.Version11 : HttpVersion.Version20, response.Version);
         return (response, text);
     }
 
@@ -173,6 +173,23 @@ public sealed class Http2Tests : IAsyncLifetime
         Assert.Null(Header("X-API-Key")); // the credential the gateway consumed is not forwarded
         Assert.Equal("req-h2-1", Header("X-Request-Id"));
         Assert.Equal("req-h2-1", response.Headers.GetValues("X-Request-Id").Single());
+    }
+
+    [Fact]
+    public async Task H2Requests_AreCountedAndLoggedPerRoute()
+    {
+        static double Value(string exposition, string sample)
+        {
+            foreach (var line in exposition.Split('\n'))
+                if (line.StartsWith(sample + " ", StringComparison.Ordinal))
+                    return double.Parse(line[(sample.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            return 0;
+        }
+        double before = Value(await _gateway.ScrapeMetricsAsync(), "fastgate_requests_total{route=\"tea\",code=\"418\"}");
+        await SendAsync(Protocol.H2c, HttpMethod.Get, "/tea");
+        await SendAsync(Protocol.H2Tls, HttpMethod.Get, "/tea");
+        double after = Value(await _gateway.ScrapeMetricsAsync(), "fastgate_requests_total{route=\"tea\",code=\"418\"}");
+        Assert.Equal(2, after - before);
     }
 
     [Fact]
