@@ -557,7 +557,11 @@ internal sealed class Http2Call : IDisposable
         if (route.RequestTimeoutTicks > 0 && TimeSpan.FromSeconds((double)route.RequestTimeoutTicks / Stopwatch.Frequency) is var total && (deadline is null || total < deadline)) deadline = total;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(_ctx.RequestAborted);
         var start = Stopwatch.GetTimestamp();
-        cancel.CancelAfter(deadline is { } d0 && d0 < headTimeout ? d0 : headTimeout);
+        // as on the HTTP/1.1 path, the response-head timeout starts once the request is sent: while a body still
+        // streams (a client-streaming call) only the deadline runs, and Kestrel's minimum body rate (not for gRPC)
+        _pending = new PendingHead(cancel, headTimeout, deadline, start);
+        if (message.Content is null) _pending.BodySent();
+        else if (deadline is { } d0) cancel.CancelAfter(d0);
 
         HttpResponseMessage response;
         try
@@ -580,6 +584,7 @@ internal sealed class Http2Call : IDisposable
             return why;
         }
         _upstreamEnd = Stopwatch.GetTimestamp();
+        _pending.HeadReceived();
         using (response)
         {
             int status = (int)response.StatusCode;
@@ -600,7 +605,7 @@ internal sealed class Http2Call : IDisposable
         if (e is OperationCanceledException)
         {
             var elapsed = Stopwatch.GetElapsedTime(start);
-            return deadline is { } d && d <= headTimeout && elapsed >= d ? RejectReason.RequestTimeout : RejectReason.UpstreamResponseTimeout;
+            return deadline is { } d && elapsed >= d ? RejectReason.RequestTimeout : RejectReason.UpstreamResponseTimeout;
         }
         for (var inner = e; inner is not null; inner = inner.InnerException)
         {
@@ -645,8 +650,7 @@ internal sealed class Http2Call : IDisposable
         int sp2 = line.LastIndexOf((byte)' ');
         string method = Encoding.ASCII.GetString(line[..sp1]);
         string target = Encoding.ASCII.GetString(line[(sp1 + 1)..sp2]);
-        var baseUri = new Uri(destination.Address);
-        var message = new HttpRequestMessage(new System.Net.Http.HttpMethod(method), new Uri(baseUri, target == "*" ? "/" : target))
+        var message = new HttpRequestMessage(new System.Net.Http.HttpMethod(method), new Uri(upstream.BaseUri(destination), target == "*" ? "/" : target))
         {
             Version = upstream.Version,
             VersionPolicy = upstream.VersionPolicy,
@@ -781,6 +785,28 @@ internal sealed class Http2Call : IDisposable
 
     internal void CountBytesIn(int n) => _bytesIn += n;
 
+    private PendingHead? _pending;
+
+    /// <summary>The request body reached its end upstream: the response-head timeout starts now.</summary>
+    internal void BodySent() => _pending?.BodySent();
+
+    /// <summary>Starts the response-head timer when the request is sent, unless the head already came.</summary>
+    private sealed class PendingHead(CancellationTokenSource cancel, TimeSpan headTimeout, TimeSpan? deadline, long start)
+    {
+        private int _state; // 0 waiting, 1 body sent (timer on), 2 head received
+
+        public void BodySent()
+        {
+            if (Interlocked.CompareExchange(ref _state, 1, 0) != 0) return;
+            var limit = headTimeout;
+            if (deadline is { } d && d - Stopwatch.GetElapsedTime(start) is var left && left < limit) limit = left > TimeSpan.Zero ? left : TimeSpan.FromTicks(1);
+            try { cancel.CancelAfter(limit); }
+            catch (ObjectDisposedException) { } // the exchange is over
+        }
+
+        public void HeadReceived() => Interlocked.Exchange(ref _state, 2);
+    }
+
     private static bool IsHopByHopName(string name) =>
         name.Equals("Connection", StringComparison.OrdinalIgnoreCase) || name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase)
         || name.Equals("Proxy-Connection", StringComparison.OrdinalIgnoreCase) || name.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase)
@@ -864,7 +890,11 @@ internal sealed class Http2Call : IDisposable
                     }
                     ArrayPool<byte>.Shared.Return(_prefix);
                     _prefix = null;
-                    if (prefixIsAll) return;
+                    if (prefixIsAll)
+                    {
+                        call.BodySent();
+                        return;
+                    }
                 }
                 var buffer = ArrayPool<byte>.Shared.Rent(16384);
                 try
@@ -878,6 +908,7 @@ internal sealed class Http2Call : IDisposable
                         await stream.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
                         await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
                     }
+                    call.BodySent();
                 }
                 finally
                 {

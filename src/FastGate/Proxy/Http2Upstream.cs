@@ -50,6 +50,11 @@ internal sealed class Http2Upstream : IDisposable
     public HttpVersionPolicy VersionPolicy => HttpVersionPolicy.RequestVersionExact;
     public HttpMessageInvoker Invoker { get; }
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Uri> _bases = new(StringComparer.Ordinal);
+
+    /// <summary>The destination's address as a Uri, parsed once.</summary>
+    public Uri BaseUri(DestinationModel destination) => _bases.GetOrAdd(destination.Address, static a => new Uri(a));
+
     public void Dispose()
     {
         Invoker.Dispose();
