@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what `make compare` needs (nginx, haproxy, wrk, curl, openssl) when it is missing.
+# Installs what `make compare` and perf/h2.sh need (nginx, haproxy, wrk, curl, openssl, h2load) when it is missing.
 # Idempotent and quiet; leaves no system nginx/haproxy service running.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 command -v wrk     >/dev/null 2>&1 || need+=(wrk)
 command -v curl    >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# h2load (perf/h2.sh: the HTTP/2 rows)
+command -v h2load  >/dev/null 2>&1 || need+=(nghttp2-client)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

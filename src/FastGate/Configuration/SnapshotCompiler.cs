@@ -51,7 +51,11 @@ public static class SnapshotCompiler
                 var pool = pools.GetOrCreate(c.Id, ep, c.MaxConnectionsPerDestination, c.MaxIdleConnectionsPerDestination, c.IdleConnectionTimeout, tls);
                 return new DestinationModel(d.Address, uri.Authority, pool, d.Weight, pools.Health.GetOrCreate(c.Id, d.Address));
             }).ToArray();
-            clusters[c.Id] = new ClusterModel(c.Id, destinations, new Traffic.ClusterTraffic(c, clock), new ClusterResilience(c.Id, c.Retry, c.CircuitBreaker, metrics));
+            clusters[c.Id] = new ClusterModel(c.Id, destinations, new Traffic.ClusterTraffic(c, clock), new ClusterResilience(c.Id, c.Retry, c.CircuitBreaker, metrics))
+            {
+                Config = c,
+                Http2 = pools.Http2Upstream(c, config, destinations),
+            };
         }
         pools.Health.Retain(config.Clusters.SelectMany(c => c.Destinations.Select(d => (c.Id, d.Address))));
 

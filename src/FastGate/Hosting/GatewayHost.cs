@@ -54,6 +54,16 @@ public sealed class GatewayHost : IAsyncDisposable
         {
             k.AddServerHeader = false;
             k.Limits.MaxConcurrentConnections = null;
+            // HTTP/2 streams (listeners with "http2"): Kestrel's framing limits, bounded like the HTTP/1.1 path
+            var limits = snapshot.Config.Limits;
+            k.Limits.MaxRequestHeadersTotalSize = limits.MaxHeaderBytes;
+            k.Limits.MaxRequestHeaderCount = limits.MaxHeaderCount;
+            k.Limits.RequestHeadersTimeout = limits.HeaderTimeout;
+            k.Limits.KeepAliveTimeout = limits.KeepAliveTimeout;
+            k.Limits.MaxRequestBodySize = limits.MaxBodyBytes;
+            k.Limits.Http2.MaxStreamsPerConnection = 100;
+            k.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30); // a dead peer of a long stream is found
+            k.Limits.Http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
             int index = -1;
             foreach (var l in snapshot.Config.Listeners)
             {
@@ -61,14 +71,17 @@ public sealed class GatewayHost : IAsyncDisposable
                 ConfigValidator.TryParseEndPoint(l.Address, out var ep);
                 // TLS: validated with the config; loaded here once, then reloaded by the listener when its files change
                 string listenerName = string.IsNullOrEmpty(l.Name) ? l.Address : l.Name;
-                var tls = l.Tls is null ? null : ListenerTls.Create(listenerName, l.Tls, snapshot.Config.BaseDirectory, Runtime.Metrics);
+                var tls = l.Tls is null ? null : ListenerTls.Create(listenerName, l.Tls, snapshot.Config.BaseDirectory, Runtime.Metrics, l.Http2);
                 if (tls is not null) _tls.Add(tls);
+                bool http2 = l.Http2;
                 k.Listen(ep, lo =>
                 {
-                    lo.Protocols = HttpProtocols.Http1;
+                    // "http2": Kestrel's HTTP/2 serves what Http2Dispatch passes on (TLS is FastGate's, so Kestrel sees h2c)
+                    lo.Protocols = http2 ? HttpProtocols.Http2 : HttpProtocols.Http1;
                     if (tls is not null)
                         lo.Use(next => new TlsTermination(next, tls, snapshot.Config.Limits.HeaderTimeout, listenerName, Runtime.Metrics).OnConnectionAsync);
-                    lo.Use(_ => Runtime.OnConnectionAsync);
+                    if (http2) lo.Use(next => new Http2Dispatch(next, Runtime).OnConnectionAsync);
+                    else lo.Use(_ => Runtime.OnConnectionAsync);
                     _listeners.Add((l.Name, lo));
                 });
             }
@@ -85,7 +98,8 @@ public sealed class GatewayHost : IAsyncDisposable
         _app = builder.Build();
         if (sourcePath is not null) Reloader = new ConfigReloader(sourcePath, Runtime, _app.Logger);
         var admin = new AdminApi(Runtime, Reloader, snapshot.Config.Admin?.ResolveToken());
-        _app.Run(admin.HandleAsync);
+        var http2Gateway = new Http2Gateway(Runtime);
+        _app.Run(ctx => ctx.Features.Get<Http2ConnectionInfo>() is { } h2 ? http2Gateway.HandleAsync(ctx, h2) : admin.HandleAsync(ctx));
         Runtime.Observability.UseLogger(_app.Logger);
         Transport.NativeHosting.UseLogger(_native, _nativeFallback, _app.Logger);
         Runtime.JwtKeys.Logger = _app.Logger;

@@ -62,6 +62,8 @@ internal sealed class TlsTermination
                 }
             }
             context.Features.Set<ITlsConnectionFeature>(new TlsConnectionFeature(ssl.RemoteCertificate));
+            // the ALPN outcome: Http2Dispatch (and Kestrel's HTTP/2 behind it) read it on a listener with "http2"
+            context.Features.Set<Microsoft.AspNetCore.Server.Kestrel.Core.Features.ITlsApplicationProtocolFeature>(new AlpnFeature(ssl.NegotiatedApplicationProtocol.Protocol));
 
             var pool = context.Features.Get<IMemoryPoolFeature>()?.MemoryPool ?? MemoryPool<byte>.Shared;
             var decrypted = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline, useSynchronizationContext: false));
@@ -95,6 +97,11 @@ internal sealed class TlsTermination
         {
             await ssl.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    private sealed class AlpnFeature(ReadOnlyMemory<byte> protocol) : Microsoft.AspNetCore.Server.Kestrel.Core.Features.ITlsApplicationProtocolFeature
+    {
+        public ReadOnlyMemory<byte> ApplicationProtocol { get; } = protocol;
     }
 
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe

@@ -80,11 +80,13 @@ public enum RejectReason : byte
     CircuitOpen,
     /// <summary>Every target of an AI route failed (or was cooling down) before a response could start (502).</summary>
     AiProvidersFailed,
+    /// <summary>The route's cluster speaks h2 ("protocol": "h2", gRPC) and the request came over HTTP/1.1 (505).</summary>
+    Http2Required,
 }
 
 public static class RejectReasons
 {
-    public const int Count = (int)RejectReason.AiProvidersFailed + 1;
+    public const int Count = (int)RejectReason.Http2Required + 1;
 
     public static int StatusCode(RejectReason reason) => reason switch
     {
@@ -94,7 +96,7 @@ public static class RejectReasons
         RejectReason.ExpectationFailed => 417,
         RejectReason.HeadersTooLarge or RejectReason.TooManyHeaders => 431,
         RejectReason.UnknownTransferCoding => 501,
-        RejectReason.UnsupportedHttpVersion => 505,
+        RejectReason.UnsupportedHttpVersion or RejectReason.Http2Required => 505,
         RejectReason.NoRoute => 404,
         RejectReason.PolicyDenied => 403,
         RejectReason.AuthenticationRequired => 401,
@@ -175,6 +177,7 @@ public static class RejectReasons
         RejectReason.UpstreamTlsFailed => "upstream_tls_failed",
         RejectReason.CircuitOpen => "circuit_open",
         RejectReason.AiProvidersFailed => "ai_providers_failed",
+        RejectReason.Http2Required => "http2_required",
         _ => "unknown",
     };
 }

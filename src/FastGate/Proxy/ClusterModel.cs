@@ -48,6 +48,11 @@ public sealed class ClusterModel
     }
 
     public string Id { get; }
+    /// <summary>What the user wrote for this cluster (the h2 upstream reads its protocol and connection settings).</summary>
+    public Configuration.ClusterConfig? Config { get; init; }
+    public Configuration.UpstreamProtocol Protocol => Config?.Protocol ?? Configuration.UpstreamProtocol.Http1;
+    /// <summary>The HTTP/2 path's upstream client for this cluster (shared across reloads by UpstreamPoolStore).</summary>
+    internal Http2Upstream? Http2 { get; init; }
     /// <summary>Retry policy and budget, circuit breaker (Proxy/ClusterResilience.cs).</summary>
     public ClusterResilience Resilience { get; }
     public DestinationModel[] Destinations { get; }

@@ -139,6 +139,13 @@ internal sealed partial class ProxyConnection : IDisposable
                     continue;
                 }
                 var route = _exchange.Route!; // admitted: there is a route
+                if (_exchange.Cluster!.Protocol == UpstreamProtocol.H2)
+                {
+                    // an h2 (gRPC) cluster is reached from HTTP/2 clients only (Proxy/Http2Gateway.cs)
+                    _exchange.ReleaseLeases();
+                    if (!await ReplyAsync(_exchange.Reject(RejectReason.Http2Required), route, snapshot.Policy, started).ConfigureAwait(false) || _closeRequested) return;
+                    continue;
+                }
 
                 // 3. a route with "ai": the unified OpenAI-compatible endpoint answers (src/FastGate/Ai); else the forward
                 bool keepAlive;

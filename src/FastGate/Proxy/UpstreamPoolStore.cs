@@ -42,6 +42,21 @@ public sealed class UpstreamPoolStore : IDisposable
 
     public IEnumerable<UpstreamPool> Pools => _pools.Values;
 
+    private readonly ConcurrentDictionary<string, Http2Upstream> _http2 = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The HTTP/2 path's upstream client of a cluster (Proxy/Http2Upstream.cs), kept while its settings are unchanged;
+    /// the TLS settings are those of its first https:// destination (a cluster's destinations share its tls section).
+    /// </summary>
+    internal Http2Upstream Http2Upstream(Configuration.ClusterConfig cluster, Configuration.GatewayConfig config, DestinationModel[] destinations)
+    {
+        UpstreamTlsModel? tls = null;
+        foreach (var d in destinations)
+            if (d.Pool.Tls is { } t) { tls = t; break; }
+        string key = $"{cluster.Id}|{cluster.Protocol}|{cluster.MaxConnectionsPerDestination}|{cluster.IdleConnectionTimeout.Ticks}|{config.Limits.UpstreamConnectTimeout.Ticks}|{tls?.Key ?? "plain"}";
+        return _http2.GetOrAdd(key, _ => new Http2Upstream(cluster, config.Limits.UpstreamConnectTimeout, tls));
+    }
+
     internal void EvictIdle()
     {
         long now = Stopwatch.GetTimestamp();
@@ -51,6 +66,7 @@ public sealed class UpstreamPoolStore : IDisposable
     public void Dispose()
     {
         foreach (var pool in _pools.Values) pool.CloseAll();
+        foreach (var upstream in _http2.Values) upstream.Dispose();
         _factory.Dispose();
     }
 }

@@ -18,6 +18,9 @@ public sealed class ListenerTls : IDisposable
 {
     private static readonly Oid s_clientAuth = new("1.3.6.1.5.5.7.3.2", "Client Authentication");
     private static readonly List<SslApplicationProtocol> s_http11 = [SslApplicationProtocol.Http11];
+    // a listener with "http2": h2 preferred, http/1.1 kept (RFC 9113 3.2; the connection goes to Kestrel's HTTP/2 then)
+    private static readonly List<SslApplicationProtocol> s_h2AndHttp11 = [SslApplicationProtocol.Http2, SslApplicationProtocol.Http11];
+    private readonly List<SslApplicationProtocol> _alpn;
 
     private readonly string _listener;
     private readonly GatewayMetrics _metrics;
@@ -42,8 +45,9 @@ public sealed class ListenerTls : IDisposable
     }
 
     private ListenerTls(string listener, ListenerTlsConfig config, string baseDirectory, ServerCertificate[] certificates, X509Certificate2Collection? clientRoots,
-        GatewayMetrics metrics)
+        GatewayMetrics metrics, bool http2)
     {
+        _alpn = http2 ? s_h2AndHttp11 : s_http11;
         _listener = listener;
         _metrics = metrics;
         _config = config;
@@ -81,7 +85,8 @@ public sealed class ListenerTls : IDisposable
 
     /// <summary>Loads the certificates and the client CA bundle; throws <see cref="InvalidOperationException"/> with the reason.</summary>
     /// <param name="metrics">The metrics of the gateway that serves the listener.</param>
-    public static ListenerTls Create(string listener, ListenerTlsConfig config, string baseDirectory, GatewayMetrics metrics)
+    /// <param name="http2">Offer h2 by ALPN before http/1.1 (a listener with "http2": true).</param>
+    public static ListenerTls Create(string listener, ListenerTlsConfig config, string baseDirectory, GatewayMetrics metrics, bool http2 = false)
     {
         var certificates = new ServerCertificate[1 + config.Sni.Count];
         string? error;
@@ -90,7 +95,7 @@ public sealed class ListenerTls : IDisposable
         X509Certificate2Collection? roots = null;
         if (config.ClientCertificate != ClientCertificateMode.None && config.ClientCa is { } ca)
             roots = Proxy.UpstreamTlsModel.LoadCa(ConfigPath.Resolve(ca, baseDirectory), out error) ?? throw new InvalidOperationException(error);
-        return new ListenerTls(listener, config, baseDirectory, certificates, roots, metrics);
+        return new ListenerTls(listener, config, baseDirectory, certificates, roots, metrics, http2);
     }
 
     /// <summary>Every problem with a listener's tls section, as (JSON path suffix, message); files are opened and parsed.</summary>
@@ -231,7 +236,7 @@ public sealed class ListenerTls : IDisposable
     {
         ServerCertificateContext = SslStreamCertificateContext.Create(certificate.Leaf, certificate.Intermediates, offline: true),
         EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
-        ApplicationProtocols = s_http11,
+        ApplicationProtocols = _alpn,
         AllowRenegotiation = false,
         ClientCertificateRequired = _config.ClientCertificate != ClientCertificateMode.None,
         RemoteCertificateValidationCallback = _config.ClientCertificate == ClientCertificateMode.None ? null : ValidateClientCertificate,

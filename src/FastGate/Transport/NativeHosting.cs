@@ -27,7 +27,7 @@ internal static class NativeHosting
         for (int i = 0; i < listeners.Length; i++)
         {
             var l = config.Listeners[i];
-            if (l.Tls is null && ConfigValidator.TryParseEndPoint(l.Address, out var ep)) listeners[i] = native.AddListener(ep);
+            if (l.Tls is null && !l.Http2 && ConfigValidator.TryParseEndPoint(l.Address, out var ep)) listeners[i] = native.AddListener(ep);
         }
         return (native, listeners, null);
     }

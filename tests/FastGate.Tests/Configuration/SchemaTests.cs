@@ -50,7 +50,7 @@ public class SchemaTests
         var root = ValidateCommandTests.RepoRoot();
         using var schema = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "config", "fastgate.schema.json")));
         var cluster = schema.RootElement.GetProperty("properties").GetProperty("clusters").GetProperty("items").GetProperty("properties");
-        string[] clusterProps = ["circuitBreaker", "destinations", "healthCheck", "id", "idleConnectionTimeout", "loadBalancing", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "outlierDetection", "retry", "tls"];
+        string[] clusterProps = ["circuitBreaker", "destinations", "healthCheck", "id", "idleConnectionTimeout", "loadBalancing", "maxConnectionsPerDestination", "maxIdleConnectionsPerDestination", "outlierDetection", "protocol", "retry", "tls"];
         Assert.Equal(clusterProps, cluster.EnumerateObject().Select(p => p.Name).Order());
         string[] tlsProps = ["ca", "insecureSkipVerify", "sni"];
         Assert.Equal(tlsProps, cluster.GetProperty("tls").GetProperty("properties").EnumerateObject().Select(p => p.Name).Order());

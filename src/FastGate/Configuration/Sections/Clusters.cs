@@ -5,9 +5,20 @@ namespace FastGate.Configuration;
 
 // The clusters section: what the user writes, how it is bound (errors with their JSON path) and checked.
 
+/// <summary>How the gateway speaks to a cluster's destinations.</summary>
+public enum UpstreamProtocol : byte
+{
+    /// <summary>HTTP/1.1 over the gateway's own upstream pools.</summary>
+    Http1,
+    /// <summary>HTTP/2 (h2c on http://, h2 by ALPN on https://), for gRPC: reached from HTTP/2 clients (docs/http2.md).</summary>
+    H2,
+}
+
 public sealed record ClusterConfig
 {
     public string Id { get; init; } = "";
+    /// <summary>"http1" (default) or "h2".</summary>
+    public UpstreamProtocol Protocol { get; init; }
     public IReadOnlyList<DestinationConfig> Destinations { get; init; } = [];
     public int MaxConnectionsPerDestination { get; init; } = 1024;
     /// <summary>Idle keep-alive connections kept per destination (default: maxConnectionsPerDestination).</summary>
@@ -81,7 +92,7 @@ internal static class ClusterConfigBinder
 {
     /// <summary><c>clusters[]</c>.</summary>
     internal static readonly string[] ClusterProperties =
-        ConfigReader.Names(nameof(ClusterConfig.Id), nameof(ClusterConfig.Destinations), nameof(ClusterConfig.MaxConnectionsPerDestination),
+        ConfigReader.Names(nameof(ClusterConfig.Id), nameof(ClusterConfig.Protocol), nameof(ClusterConfig.Destinations), nameof(ClusterConfig.MaxConnectionsPerDestination),
         nameof(ClusterConfig.MaxIdleConnectionsPerDestination), nameof(ClusterConfig.IdleConnectionTimeout), nameof(ClusterConfig.Tls),
         nameof(ClusterConfig.Retry), nameof(ClusterConfig.CircuitBreaker),
         nameof(ClusterConfig.HealthCheck), nameof(ClusterConfig.OutlierDetection), nameof(ClusterConfig.LoadBalancing));
@@ -122,9 +133,17 @@ internal static class ClusterConfigBinder
             };
         }
         int maxConnections = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination);
+        var protocol = UpstreamProtocol.Http1;
+        switch (r.String(e, p, "protocol"))
+        {
+            case null or "http1": break;
+            case "h2": protocol = UpstreamProtocol.H2; break;
+            case var other: r.Error(ConfigReader.Child(p, "protocol"), $"'{other}' is not one of http1, h2"); break;
+        }
         return d with
         {
             Id = r.String(e, p, "id", required: true) ?? "",
+            Protocol = protocol,
             Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
             {
                 r.CheckUnknown(de, dp, DestinationProperties);

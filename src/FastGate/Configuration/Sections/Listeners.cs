@@ -11,6 +11,11 @@ public sealed record ListenerConfig
     public string Address { get; init; } = "";
     /// <summary>TLS termination on this listener (null: plain HTTP/1.1).</summary>
     public ListenerTlsConfig? Tls { get; init; }
+    /// <summary>
+    /// Also serve HTTP/2 (docs/http2.md): h2 by ALPN on a TLS listener, h2c with prior knowledge on a plain one;
+    /// HTTP/1.1 connections still go to the strict HTTP/1.1 loop. Off by default.
+    /// </summary>
+    public bool Http2 { get; init; }
 }
 
 public enum ClientCertificateMode : byte { None, Optional, Required }
@@ -65,7 +70,7 @@ internal static class ListenerConfigBinder
 
     /// <summary><c>listeners[]</c>.</summary>
     internal static readonly string[] ListenerProperties =
-        ConfigReader.Names(nameof(ListenerConfig.Name), nameof(ListenerConfig.Address), nameof(ListenerConfig.Tls));
+        ConfigReader.Names(nameof(ListenerConfig.Name), nameof(ListenerConfig.Address), nameof(ListenerConfig.Tls), nameof(ListenerConfig.Http2));
 
     /// <summary>A certificate source (<see cref="CertificateFiles"/>), in listeners[].tls and its sni[] entries.</summary>
     internal static readonly string[] CertificateFileProperties =
@@ -90,6 +95,7 @@ internal static class ListenerConfigBinder
                 Name = r.String(e, p, "name") ?? "",
                 Address = r.String(e, p, "address", required: true) ?? "",
                 Tls = BindListenerTls(e, p, r),
+                Http2 = r.Bool(e, p, "http2") ?? false,
             };
         });
 
