@@ -36,7 +36,9 @@ internal struct AiOutcome
     public long PromptTokens;
     public long CompletionTokens;
     public bool ClientGone;
+    /// <summary>The model alias called (null: none was resolved) and the provider that answered (null: none).</summary>
     public string? Model;
+    public string? Provider;
 }
 
 /// <summary>
@@ -198,10 +200,10 @@ internal static class AiStage
                         lastError = $"provider '{provider.Id}' answered {status}";
                         goto nextTarget;
                     }
-                    var result = await RelayAsync(ai, call, output, provider, target, model, chat, stream, response, status, outcome).ConfigureAwait(false);
-                    ai.Metrics.Requests.WithLabels(ai.RouteId, model.Name, provider.Id, result.Status < 400 ? "ok" : "error").Inc();
-                    if (result.PromptTokens > 0) ai.Metrics.Tokens.WithLabels(ai.RouteId, call.Consumer ?? "", model.Name, provider.Id, "prompt").Inc(result.PromptTokens);
-                    if (result.CompletionTokens > 0) ai.Metrics.Tokens.WithLabels(ai.RouteId, call.Consumer ?? "", model.Name, provider.Id, "completion").Inc(result.CompletionTokens);
+                    var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
+                    outcome.Provider = provider.Id;
+                    var result = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    usage.Answered(result.Status >= 400, result.PromptTokens, result.CompletionTokens, target.CostPico(result.PromptTokens, result.CompletionTokens));
                     return result;
                 }
             }
@@ -210,7 +212,7 @@ internal static class AiStage
             ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "keys").Inc();
         nextTarget:;
         }
-        ai.Metrics.Requests.WithLabels(ai.RouteId, model.Name, "", "failed").Inc();
+        ai.Usage(call.Consumer, model.Name, "").NoProvider();
         return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "no provider could answer: " + lastError, "api_error", "providers_failed");
     }
 
@@ -235,7 +237,7 @@ internal static class AiStage
         }
     }
 
-    private static async Task<AiOutcome> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiModel model,
+    private static async Task<AiOutcome> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiUsageSeries usage,
         bool chat, bool stream, HttpResponseMessage response, int status, AiOutcome outcome)
     {
         var content = await response.Content.ReadAsStreamAsync().ConfigureAwait(false);
@@ -249,16 +251,16 @@ internal static class AiStage
             if (status >= 300)
                 return await WriteAsync(output, call, status, AiResponseWriter.ProviderError(status, bytes), "application/json", RejectReason.None, outcome);
             byte[] translated;
-            var usage = new AiUsage();
+            var tokens = new AiUsage();
             Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _);
             try
             {
                 using var doc = JsonDocument.Parse(bytes);
                 var root = doc.RootElement;
-                if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) usage.Read(u);
+                if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) tokens.Read(u);
                 translated = provider.Family switch
                 {
-                    ProviderFamily.Anthropic or ProviderFamily.Gemini when chat => AiResponseWriter.Chat(provider.Family, root, target.Model, id, created, mask, ref usage),
+                    ProviderFamily.Anthropic or ProviderFamily.Gemini when chat => AiResponseWriter.Chat(provider.Family, root, target.Model, id, created, mask, ref tokens),
                     ProviderFamily.Gemini => AiResponseWriter.Embeddings(root, target.Model),
                     _ => maskResponses is null ? bytes : AiResponseWriter.MaskCopy(root, mask),
                 };
@@ -267,9 +269,11 @@ internal static class AiStage
             {
                 return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response could not be read", "api_error", null);
             }
-            outcome.PromptTokens = usage.Prompt;
-            outcome.CompletionTokens = usage.Completion;
-            return await WriteAsync(output, call, 200, translated, "application/json", RejectReason.None, outcome);
+            outcome.PromptTokens = tokens.Prompt;
+            outcome.CompletionTokens = tokens.Completion;
+            var written = await WriteAsync(output, call, 200, translated, "application/json", RejectReason.None, outcome);
+            usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds); // a whole response: its first token arrives with it
+            return written;
         }
 
         // a stream: translated event by event as it arrives; the head goes out with the first event
@@ -304,12 +308,18 @@ internal static class AiStage
             {
                 WriteStreamHead(output, call);
                 headSent = true;
-                ai.Metrics.FirstToken.WithLabels(ai.RouteId, model.Name, provider.Id).Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
+                usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
             }
             WriteChunk(output, translator.Pending);
             translator.Take();
             var flush = await output.FlushAsync().ConfigureAwait(false);
-            if (flush.IsCompleted) { outcome.ClientGone = true; return outcome; }
+            if (flush.IsCompleted)
+            {
+                outcome.ClientGone = true;
+                outcome.PromptTokens = translator.Usage.Prompt; // what the provider reported so far
+                outcome.CompletionTokens = translator.Usage.Completion;
+                return outcome;
+            }
             if (translator.Done) break;
         }
         translator.Finish();

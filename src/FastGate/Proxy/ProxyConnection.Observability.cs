@@ -22,6 +22,8 @@ internal sealed partial class ProxyConnection
     /// <summary>The client output's byte count when the current request began (bytes_out is the difference).</summary>
     private long _bytesOutMark;
     private string? _obsDecisionRule;
+    /// <summary>On an AI route: how the AI stage ended (model, provider, tokens) for the access log; default otherwise.</summary>
+    private Ai.AiOutcome _obsAi;
     /// <summary>With tracing on: the request's server span and its upstream (client) span, or null.</summary>
     private Activity? _serverSpan, _clientSpan;
     /// <summary>When the forwarded request's head was complete (the server span's start).</summary>
@@ -71,6 +73,10 @@ internal sealed partial class ProxyConnection
             Decision = decision,
             Rule = _obsDecisionRule,
             Waf = _exchange.Waf is { } waf ? RecordWaf(route, waf) : null,
+            AiModel = _obsAi.Model,
+            AiProvider = _obsAi.Provider,
+            PromptTokens = _obsAi.PromptTokens,
+            CompletionTokens = _obsAi.CompletionTokens,
             BytesIn = parsed ? bytesIn : 0,
             BytesOut = bytesOut,
             StartTimestamp = started,
@@ -85,6 +91,7 @@ internal sealed partial class ProxyConnection
         _upstreamStart = _upstreamEnd = 0;
         _obsReason = RejectReason.None;
         _obsDecisionRule = null;
+        _obsAi = default;
     }
 
     /// <summary>Remembers the reason of a rejection written by <see cref="RejectAsync"/> for <see cref="Observe"/>.</summary>
