@@ -26,6 +26,18 @@ public sealed record AiRouteConfig
     public IReadOnlyList<AiPriceConfig> Prices { get; init; } = [];
     /// <summary>The most distinct (consumer, model, provider) usage series the route keeps; later ones count as "other".</summary>
     public int MaxUsageSeries { get; init; } = 1000;
+    /// <summary>Token quotas per consumer and model: a token rate limit applied to each (key, model alias) on its own.</summary>
+    public IReadOnlyList<AiQuotaConfig> Quotas { get; init; } = [];
+}
+
+public sealed record AiQuotaConfig
+{
+    /// <summary>The id of a top-level rateLimits entry with unit "tokens" (its rate, burst and key; its state is its own per model).</summary>
+    public string RateLimit { get; init; } = "";
+    /// <summary>The model aliases it applies to, each with a budget of its own (none: every model of the route).</summary>
+    public IReadOnlyList<string> Models { get; init; } = [];
+    /// <summary>The consumers it applies to (none: every caller).</summary>
+    public IReadOnlyList<string> Consumers { get; init; } = [];
 }
 
 public sealed record AiPriceConfig
@@ -100,7 +112,8 @@ internal static class AiConfigBinder
     internal static readonly string[] AiProperties = ConfigReader.Names(nameof(AiRouteConfig.Providers), nameof(AiRouteConfig.Models),
         nameof(AiRouteConfig.MaxBodyBytes), nameof(AiRouteConfig.MaxResponseBytes), nameof(AiRouteConfig.ConnectTimeout),
         nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access),
-        nameof(AiRouteConfig.Prices), nameof(AiRouteConfig.MaxUsageSeries));
+        nameof(AiRouteConfig.Prices), nameof(AiRouteConfig.MaxUsageSeries), nameof(AiRouteConfig.Quotas));
+    internal static readonly string[] QuotaProperties = ConfigReader.Names(nameof(AiQuotaConfig.RateLimit), nameof(AiQuotaConfig.Models), nameof(AiQuotaConfig.Consumers));
     internal static readonly string[] PriceProperties = ConfigReader.Names(nameof(AiPriceConfig.Target), nameof(AiPriceConfig.Input), nameof(AiPriceConfig.Completion));
     internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
     internal static readonly string[] ProviderProperties = ConfigReader.Names(nameof(AiProviderConfig.Id), nameof(AiProviderConfig.Kind),
@@ -174,6 +187,16 @@ internal static class AiConfigBinder
                 };
             }),
             MaxUsageSeries = (int)(r.Integer(e, ap, "maxUsageSeries", 1, 100_000) ?? d.MaxUsageSeries),
+            Quotas = r.Objects(e, ap, "quotas", false, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, QuotaProperties);
+                return new AiQuotaConfig
+                {
+                    RateLimit = r.String(x, xp, "rateLimit", required: true) ?? "",
+                    Models = r.Strings(x, xp, "models"),
+                    Consumers = r.Strings(x, xp, "consumers"),
+                };
+            }),
         };
     }
 
@@ -260,6 +283,21 @@ internal static class AiConfigBinder
             if (t.Length == 0) continue; // required: reported by the binder
             if (!targets.Contains(t)) errors.Add(new ConfigError(tp, $"'{t}' is not a target of any model (use \"provider:model\" as in models[].targets)"));
             else if (!priced.Add(t)) errors.Add(new ConfigError(tp, $"duplicate price for '{t}'"));
+        }
+        var limits = config.RateLimits.ToDictionary(l => l.Id, StringComparer.Ordinal);
+        for (int i = 0; i < ai.Quotas.Count; i++)
+        {
+            var q = ai.Quotas[i];
+            string qp = $"{p}.quotas[{i}]";
+            if (q.RateLimit.Length > 0)
+            {
+                if (!limits.TryGetValue(q.RateLimit, out var limit)) errors.Add(new ConfigError(qp + ".rateLimit", $"unknown rate limit '{q.RateLimit}'"));
+                else if (!limit.CountsTokens) errors.Add(new ConfigError(qp + ".rateLimit", $"rate limit '{q.RateLimit}' counts requests: a quota needs one with \"unit\": \"tokens\""));
+            }
+            for (int k = 0; k < q.Models.Count; k++)
+                if (!names.Contains(q.Models[k])) errors.Add(new ConfigError($"{qp}.models[{k}]", $"unknown model '{q.Models[k]}'"));
+            for (int k = 0; k < q.Consumers.Count; k++)
+                if (!consumers.Contains(q.Consumers[k])) errors.Add(new ConfigError($"{qp}.consumers[{k}]", $"unknown consumer '{q.Consumers[k]}'"));
         }
         if (ai.Guard is { } g)
         {

@@ -148,6 +148,23 @@ public sealed class AiModel
     public required long TotalWeight { get; init; }
 }
 
+/// <summary>
+/// A token quota per consumer and model: a token rate limit (its state in the runtime's RateLimiterStore, kept across
+/// reloads) whose key is the limiter's own key (e.g. the consumer) followed by the model alias, so each model has a
+/// budget of its own.
+/// </summary>
+public sealed class AiQuota
+{
+    public required RateLimiting.CompiledLimiter Limiter { get; init; }
+    /// <summary>null: every model of the route.</summary>
+    public HashSet<string>? Models { get; init; }
+    /// <summary>null: every caller.</summary>
+    public HashSet<string>? Consumers { get; init; }
+
+    public bool AppliesTo(string? consumer, string model) =>
+        (Models is null || Models.Contains(model)) && (Consumers is null || (consumer is not null && Consumers.Contains(consumer)));
+}
+
 /// <summary>The compiled <c>ai</c> block of a route (immutable, per snapshot; target cooldowns and key parking live here).</summary>
 public sealed class AiRoute
 {
@@ -164,6 +181,10 @@ public sealed class AiRoute
     /// <summary>The most (consumer, model, provider) usage series this route keeps; later ones count as "other".</summary>
     public int MaxUsageSeries { get; init; } = 1000;
 
+    /// <summary>Token quotas per consumer and model (checked before the call, charged the reported tokens after it).</summary>
+    public AiQuota[] Quotas { get; init; } = [];
+    public byte[] RouteIdBytes { get; init; } = [];
+
     /// <summary>The usage series of a call (lock-free once the series exists).</summary>
     public AiUsageSeries Usage(string? consumer, string model, string provider) =>
         Metrics.Usage.Get(new AiUsageKey(RouteId, consumer ?? "", model, provider), MaxUsageSeries);
@@ -174,7 +195,8 @@ public sealed class AiRoute
         Access is null || (consumer is not null && Access.TryGetValue(consumer, out var models) && models.Contains(model));
 
     public static AiRoute Compile(string routeId, AiRouteConfig c, IReadOnlyDictionary<string, Proxy.ClusterModel> clusters,
-        Observability.GatewayMetrics metrics, TimeProvider? time, string baseDirectory)
+        Observability.GatewayMetrics metrics, TimeProvider? time, string baseDirectory,
+        IReadOnlyDictionary<string, RateLimiting.CompiledLimiter>? limiters = null)
     {
         var aiMetrics = AiMetrics.For(metrics);
         var providers = new Dictionary<string, AiProvider>(StringComparer.Ordinal);
@@ -241,6 +263,13 @@ public sealed class AiRoute
             Metrics = aiMetrics,
             Time = time ?? TimeProvider.System,
             MaxUsageSeries = c.MaxUsageSeries,
+            Quotas = c.Quotas.Select(q => new AiQuota
+            {
+                Limiter = limiters![q.RateLimit],
+                Models = q.Models.Count == 0 ? null : q.Models.ToHashSet(StringComparer.Ordinal),
+                Consumers = q.Consumers.Count == 0 ? null : q.Consumers.ToHashSet(StringComparer.Ordinal),
+            }).ToArray(),
+            RouteIdBytes = System.Text.Encoding.ASCII.GetBytes(routeId),
             Access = c.Access.Count == 0 ? null
                 : c.Access.GroupBy(a => a.Consumer, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.SelectMany(a => a.Models).ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal),
         };

@@ -79,6 +79,18 @@ internal static class AiStage
                 if (!ai.Allows(call.Consumer, name))
                     return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, $"you may not use the model '{name}'", "permission_error", "model_not_allowed");
                 outcome.Model = name;
+                // token quotas per consumer and model: refused while the (key, model) budget is spent, before anything is sent
+                List<(RateLimiting.CompiledLimiter Limiter, byte[] Key)>? charges = null;
+                if (ai.Quotas.Length > 0)
+                {
+                    var refused = await CheckQuotasAsync(ai, call, name, output);
+                    if (refused.Refused is { } refusal)
+                    {
+                        refusal.Model = name;
+                        return refusal;
+                    }
+                    charges = refused.Charges;
+                }
                 bool stream = chat && root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
                 // the prompt guard, before anything leaves the gateway
                 AiRequestWriter.Filter filter = static t => t;
@@ -100,13 +112,58 @@ internal static class AiStage
                         else filter = t => guard.Scan(t, out _);
                     }
                 }
-                return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome);
+                return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome, charges);
             }
         }
         catch (AiRequestException e)
         {
             return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, e.Message, "invalid_request_error", null);
         }
+    }
+
+    /// <summary>
+    /// Checks (at cost 0) each quota that applies to the caller and <paramref name="model"/>; the first one spent
+    /// answers 429 (the limiter's status) with Retry-After, the RateLimit headers and an OpenAI rate-limit error body.
+    /// Otherwise returns the keys the call's tokens are to be charged to (none for a caller without the limiter's key).
+    /// </summary>
+    private static async Task<(AiOutcome? Refused, List<(RateLimiting.CompiledLimiter, byte[])>? Charges)> CheckQuotasAsync(
+        AiRoute ai, AiCall call, string model, PipeWriter output)
+    {
+        List<(RateLimiting.CompiledLimiter, byte[])>? charges = null;
+        var x = call.Exchange;
+        byte[]? buffer = null;
+        foreach (var quota in ai.Quotas)
+        {
+            if (!quota.AppliesTo(call.Consumer, model)) continue;
+            var limiter = quota.Limiter;
+            buffer ??= new byte[512];
+            int n = limiter.BuildKey(buffer, x.Request, x.ClientIp, ai.RouteIdBytes, x.Consumer, x.Device);
+            byte[]? key = null;
+            if (n >= 0 && n + 1 + Encoding.UTF8.GetByteCount(model) <= buffer.Length)
+            {
+                buffer[n++] = 0x1F; // the model alias after the limiter's key: a budget per model
+                n += Encoding.UTF8.GetBytes(model, buffer.AsSpan(n));
+                key = buffer.AsSpan(0, n).ToArray();
+            }
+            var decision = key is not null
+                ? await limiter.Limiter.AcquireAsync(key, 0, limiter.Limiter.Time.GetTimestamp()).ConfigureAwait(false)
+                : await limiter.Limiter.AcquireWithoutKeyAsync(0).ConfigureAwait(false);
+            if (!decision.IsAllowed)
+            {
+                limiter.Rejected.Inc();
+                var lines = new byte[RateLimiting.RateLimitHeaders.MaxLength(limiter.Definition)];
+                int length = Math.Max(0, RateLimiting.RateLimitHeaders.Write(lines, decision, limiter.Definition));
+                var body = AiResponseWriter.Error(
+                    $"token quota '{limiter.Definition.Id}' for the model '{model}' is spent; retry in {decision.RetryAfterSeconds} s",
+                    "tokens", "rate_limit_exceeded");
+                var refused = await WriteAsync(output, call, decision.StatusCode, body, "application/json", RejectReason.RateLimited, default,
+                    lines.AsMemory(0, length)).ConfigureAwait(false);
+                return (refused, null);
+            }
+            limiter.Allowed.Inc();
+            if (key is not null) (charges ??= []).Add((limiter, key));
+        }
+        return (null, charges);
     }
 
     private static string PromptText(JsonElement root, bool chat)
@@ -129,7 +186,7 @@ internal static class AiStage
     private enum TryResult : byte { Answered, Failover, ClientGone }
 
     private static async Task<AiOutcome> CallAsync(AiRoute ai, AiCall call, PipeWriter output, JsonElement root, AiModel model, bool chat, bool stream,
-        AiRequestWriter.Filter filter, AiOutcome outcome)
+        AiRequestWriter.Filter filter, AiOutcome outcome, List<(RateLimiting.CompiledLimiter Limiter, byte[] Key)>? charges)
     {
         long now = Stopwatch.GetTimestamp();
         var order = ai.Order(model, now);
@@ -203,6 +260,10 @@ internal static class AiStage
                     var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
                     outcome.Provider = provider.Id;
                     var result = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    // the quotas are charged before the usage series counts the call (a reader that sees the count sees the charge)
+                    long tokens = result.PromptTokens + result.CompletionTokens;
+                    if (charges is not null && tokens > 0)
+                        foreach (var (limiter, quotaKey) in charges) limiter.Limiter.Charge(quotaKey, tokens, limiter.Limiter.Time.GetTimestamp());
                     usage.Answered(result.Status >= 400, result.PromptTokens, result.CompletionTokens, target.CostPico(result.PromptTokens, result.CompletionTokens));
                     return result;
                 }
@@ -373,7 +434,8 @@ internal static class AiStage
     internal static Task<AiOutcome> ErrorAsync(PipeWriter output, AiCall call, int status, RejectReason reason, string message, string type, string? code) =>
         WriteAsync(output, call, status, AiResponseWriter.Error(message, type, code), "application/json", reason, default);
 
-    private static async Task<AiOutcome> WriteAsync(PipeWriter output, AiCall call, int status, byte[] body, string contentType, RejectReason reason, AiOutcome outcome)
+    private static async Task<AiOutcome> WriteAsync(PipeWriter output, AiCall call, int status, byte[] body, string contentType, RejectReason reason, AiOutcome outcome,
+        ReadOnlyMemory<byte> lines = default)
     {
         var w = new HeadWriter(output);
         w.WriteStatusLine(status);
@@ -382,6 +444,7 @@ internal static class AiStage
         w.Write("\r\nContent-Length: "u8);
         w.WriteNumber(body.Length);
         w.Write("\r\n"u8);
+        w.Write(lines.Span);
         Common(ref w, call);
         w.Write(body);
         w.Commit();
