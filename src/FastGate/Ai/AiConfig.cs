@@ -28,6 +28,10 @@ public sealed record AiRouteConfig
     public int MaxUsageSeries { get; init; } = 1000;
     /// <summary>Token quotas per consumer and model: a token rate limit applied to each (key, model alias) on its own.</summary>
     public IReadOnlyList<AiQuotaConfig> Quotas { get; init; } = [];
+    /// <summary>Prompt templates as APIs (Ai/AiTemplate.cs): POST { "input": ... } to a template's path.</summary>
+    public IReadOnlyList<AiTemplateConfig> Templates { get; init; } = [];
+    /// <summary>Serve the templates only: the OpenAI-compatible endpoints answer 404 (callers cannot send prompts of their own).</summary>
+    public bool TemplatesOnly { get; init; }
 }
 
 public sealed record AiQuotaConfig
@@ -112,7 +116,8 @@ internal static class AiConfigBinder
     internal static readonly string[] AiProperties = ConfigReader.Names(nameof(AiRouteConfig.Providers), nameof(AiRouteConfig.Models),
         nameof(AiRouteConfig.MaxBodyBytes), nameof(AiRouteConfig.MaxResponseBytes), nameof(AiRouteConfig.ConnectTimeout),
         nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access),
-        nameof(AiRouteConfig.Prices), nameof(AiRouteConfig.MaxUsageSeries), nameof(AiRouteConfig.Quotas));
+        nameof(AiRouteConfig.Prices), nameof(AiRouteConfig.MaxUsageSeries), nameof(AiRouteConfig.Quotas),
+        nameof(AiRouteConfig.Templates), nameof(AiRouteConfig.TemplatesOnly));
     internal static readonly string[] QuotaProperties = ConfigReader.Names(nameof(AiQuotaConfig.RateLimit), nameof(AiQuotaConfig.Models), nameof(AiQuotaConfig.Consumers));
     internal static readonly string[] PriceProperties = ConfigReader.Names(nameof(AiPriceConfig.Target), nameof(AiPriceConfig.Input), nameof(AiPriceConfig.Completion));
     internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
@@ -187,6 +192,8 @@ internal static class AiConfigBinder
                 };
             }),
             MaxUsageSeries = (int)(r.Integer(e, ap, "maxUsageSeries", 1, 100_000) ?? d.MaxUsageSeries),
+            Templates = r.Objects(e, ap, "templates", false, (x, xp) => AiTemplateConfigBinder.Bind(x, xp, r)),
+            TemplatesOnly = r.Bool(e, ap, "templatesOnly") ?? false,
             Quotas = r.Objects(e, ap, "quotas", false, (x, xp) =>
             {
                 r.CheckUnknown(x, xp, QuotaProperties);
@@ -284,6 +291,8 @@ internal static class AiConfigBinder
             if (!targets.Contains(t)) errors.Add(new ConfigError(tp, $"'{t}' is not a target of any model (use \"provider:model\" as in models[].targets)"));
             else if (!priced.Add(t)) errors.Add(new ConfigError(tp, $"duplicate price for '{t}'"));
         }
+        AiTemplateConfigBinder.Validate(ai.Templates, p, names, errors);
+        if (ai.TemplatesOnly && ai.Templates.Count == 0) errors.Add(new ConfigError(p + ".templatesOnly", "there are no templates to serve"));
         var limits = config.RateLimits.ToDictionary(l => l.Id, StringComparer.Ordinal);
         for (int i = 0; i < ai.Quotas.Count; i++)
         {

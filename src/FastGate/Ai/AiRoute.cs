@@ -184,6 +184,9 @@ public sealed class AiRoute
     /// <summary>Token quotas per consumer and model (checked before the call, charged the reported tokens after it).</summary>
     public AiQuota[] Quotas { get; init; } = [];
     public byte[] RouteIdBytes { get; init; } = [];
+    /// <summary>Prompt templates by path (after stripPrefix).</summary>
+    public Dictionary<string, AiTemplate> Templates { get; init; } = new(StringComparer.Ordinal);
+    public bool TemplatesOnly { get; init; }
 
     /// <summary>The usage series of a call (lock-free once the series exists).</summary>
     public AiUsageSeries Usage(string? consumer, string model, string provider) =>
@@ -270,6 +273,8 @@ public sealed class AiRoute
                 Consumers = q.Consumers.Count == 0 ? null : q.Consumers.ToHashSet(StringComparer.Ordinal),
             }).ToArray(),
             RouteIdBytes = System.Text.Encoding.ASCII.GetBytes(routeId),
+            Templates = c.Templates.ToDictionary(t => t.Path, AiTemplate.Compile, StringComparer.Ordinal),
+            TemplatesOnly = c.TemplatesOnly,
             Access = c.Access.Count == 0 ? null
                 : c.Access.GroupBy(a => a.Consumer, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.SelectMany(a => a.Models).ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal),
         };

@@ -54,15 +54,34 @@ internal static class AiStage
         var outcome = new AiOutcome();
         try
         {
-            if (call.IsGet && call.Path.EndsWith("/models", StringComparison.Ordinal)) return await ModelsAsync(ai, call, output);
-            bool chat = call.IsPost && call.Path.EndsWith("/chat/completions", StringComparison.Ordinal);
-            bool embeddings = call.IsPost && call.Path.EndsWith("/embeddings", StringComparison.Ordinal);
-            if (!chat && !embeddings)
-                return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: use POST /v1/chat/completions, POST /v1/embeddings or GET /v1/models", "invalid_request_error", "unknown_url");
+            byte[] body = call.Body;
+            bool chat, embeddings;
+            if (ai.Templates.Count > 0 && ai.Templates.TryGetValue(call.Path, out var template))
+            {
+                // a prompt template: the caller's { "input": ... } fills the stored prompt; the rest is a chat completion
+                if (!call.IsPost)
+                    return await ErrorAsync(output, call, 405, RejectReason.AiRequestInvalid, "a template is called with POST { \"input\": ... }", "invalid_request_error", "method_not_allowed");
+                var filled = template.Fill(call.Body, out var why, out var param);
+                if (filled is null)
+                    return await WriteAsync(output, call, 400, AiResponseWriter.Error(why!, "invalid_request_error", null, param), "application/json", RejectReason.AiRequestInvalid, default);
+                body = filled;
+                chat = true;
+                embeddings = false;
+            }
+            else
+            {
+                if (ai.TemplatesOnly)
+                    return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: this route serves its templates only", "invalid_request_error", "unknown_url");
+                if (call.IsGet && call.Path.EndsWith("/models", StringComparison.Ordinal)) return await ModelsAsync(ai, call, output);
+                chat = call.IsPost && call.Path.EndsWith("/chat/completions", StringComparison.Ordinal);
+                embeddings = call.IsPost && call.Path.EndsWith("/embeddings", StringComparison.Ordinal);
+                if (!chat && !embeddings)
+                    return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: use POST /v1/chat/completions, POST /v1/embeddings or GET /v1/models", "invalid_request_error", "unknown_url");
+            }
             JsonDocument doc;
             try
             {
-                doc = JsonDocument.Parse(call.Body);
+                doc = JsonDocument.Parse(body);
             }
             catch (JsonException)
             {
