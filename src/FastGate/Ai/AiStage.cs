@@ -293,7 +293,9 @@ internal static class AiStage
         nextTarget:;
         }
         ai.Usage(call.Consumer, model.Name, "").NoProvider();
-        return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "no provider could answer: " + lastError, "api_error", "providers_failed");
+        var failed = await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "no provider could answer: " + lastError, "api_error", "providers_failed");
+        failed.Model = model.Name; // the access log names the model even when no provider answered
+        return failed;
     }
 
     private static string Url(AiProvider p, string baseUrl, string model, bool chat, bool stream) => p.Family switch
@@ -327,7 +329,9 @@ internal static class AiStage
         if (status >= 300 || !stream)
         {
             var bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
-            if (bytes is null) return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response is too large", "api_error", null);
+            if (bytes is null)
+                return await WriteAsync(output, call, 502, AiResponseWriter.Error("the provider's response is too large", "api_error", null), "application/json",
+                    RejectReason.AiProvidersFailed, outcome);
             if (status >= 300)
                 return await WriteAsync(output, call, status, AiResponseWriter.ProviderError(status, bytes), "application/json", RejectReason.None, outcome);
             byte[] translated;
@@ -347,7 +351,8 @@ internal static class AiStage
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
             {
-                return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response could not be read", "api_error", null);
+                return await WriteAsync(output, call, 502, AiResponseWriter.Error("the provider's response could not be read", "api_error", null), "application/json",
+                    RejectReason.AiProvidersFailed, outcome);
             }
             outcome.PromptTokens = tokens.Prompt;
             outcome.CompletionTokens = tokens.Completion;

@@ -214,14 +214,19 @@ public sealed class AiUsageTests : IDisposable
     public async Task AccessLog_CarriesModelProviderAndTokens_OnAiCallsOnly()
     {
         await using var oa = new FakeProvider(_ => FakeProvider.Json(200, Completion));
+        await using var down = new FakeProvider(_ => FakeProvider.Json(503, "{}"));
         var log = Path.Combine(_dir, "access.log");
         var gw = await TestGateway.StartAsync(Gateway(
-            $$"""{ "id": "oa", "kind": "openai", "baseUrl": "{{oa.Address}}/v1", "keyEnv": ["{{_env}}"] }""",
-            """{ "name": "fast", "targets": ["oa:gpt-4o-mini"] }""",
+            $$"""
+            { "id": "oa", "kind": "openai", "baseUrl": "{{oa.Address}}/v1", "keyEnv": ["{{_env}}"] },
+            { "id": "dn", "kind": "openai", "baseUrl": "{{down.Address}}/v1" }
+            """,
+            """{ "name": "fast", "targets": ["oa:gpt-4o-mini"] }, { "name": "down", "targets": ["dn:x"] }""",
             extraSections: $$""" "accessLog": { "path": "{{log}}", "sampleRate": 1 }, """));
         try
         {
             Assert.Equal(200, (await ChatAsync(gw, "caller-key-a", "fast")).Status);
+            Assert.Equal(502, (await ChatAsync(gw, "caller-key-b", "down")).Status);
             using var client = await RawClient.ConnectAsync(gw.EndPoint);
             await client.SendAsync("GET /ai/v1/models HTTP/1.1\r\nHost: a\r\nX-API-Key: caller-key-b\r\n\r\n");
             Assert.Equal(200, (await client.ReadResponseAsync()).Status);
@@ -233,13 +238,18 @@ public sealed class AiUsageTests : IDisposable
         var text = await File.ReadAllTextAsync(log);
         Assert.DoesNotContain("provider-secret-key", text);
         var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
-        Assert.Equal(2, lines.Count);
-        var chat = lines.Single(l => l.GetProperty("method").GetString() == "POST");
+        Assert.Equal(3, lines.Count);
+        var chat = lines.Single(l => l.GetProperty("method").GetString() == "POST" && l.GetProperty("status").GetInt32() == 200);
         Assert.Equal("team-a", chat.GetProperty("consumer").GetString());
         Assert.Equal("fast", chat.GetProperty("model").GetString());
         Assert.Equal("oa", chat.GetProperty("provider").GetString());
         Assert.Equal(5, chat.GetProperty("prompt_tokens").GetInt64());
         Assert.Equal(1, chat.GetProperty("completion_tokens").GetInt64());
+        var failed = lines.Single(l => l.GetProperty("status").GetInt32() == 502);
+        Assert.Equal("down", failed.GetProperty("model").GetString());
+        Assert.Equal("", failed.GetProperty("provider").GetString());
+        Assert.Equal(0, failed.GetProperty("prompt_tokens").GetInt64());
+        Assert.Equal("ai_providers_failed", failed.GetProperty("decision").GetString());
         var models = lines.Single(l => l.GetProperty("method").GetString() == "GET");
         Assert.False(models.TryGetProperty("model", out _));
         Assert.False(models.TryGetProperty("prompt_tokens", out _));
