@@ -120,8 +120,9 @@ public sealed class AiUsageStore
         if (Interlocked.Increment(ref route.Count) > max)
         {
             Interlocked.Decrement(ref route.Count);
+            if (_series.TryGetValue(key, out var raced)) return raced; // added meanwhile by another call
             Interlocked.Increment(ref route.Overflowed);
-            return _series.TryGetValue(key, out var raced) ? raced : route.Other;
+            return route.Other;
         }
         var created = new AiUsageSeries(key, _metrics);
         var s = _series.GetOrAdd(key, created);

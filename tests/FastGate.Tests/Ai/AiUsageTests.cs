@@ -280,3 +280,48 @@ public sealed class AiUsageTests : IDisposable
         Assert.Equal(expected.Length, errors.Count);
     }
 }
+
+/// <summary>The usage store under contention: the cap holds exactly and no count is lost.</summary>
+public class AiUsageStoreTests
+{
+    [Fact]
+    public void ConcurrentNewSeries_CapHeldExactly_EveryCallCountedOnce()
+    {
+        var metrics = new FastGate.Observability.GatewayMetrics();
+        var store = AiMetrics.For(metrics).Usage;
+        const int keys = 64, callsPerKey = 200, max = 10;
+        using var start = new ManualResetEventSlim();
+        var threads = Enumerable.Range(0, 8).Select(t => new Thread(() =>
+        {
+            start.Wait();
+            for (int i = 0; i < keys * callsPerKey / 8; i++)
+            {
+                int k = (i * 8 + t) % keys;
+                store.Get(new AiUsageKey("r", "c" + k, "m", "p"), max).Answered(error: k % 2 == 1, prompt: 3, completion: 2, costPico: 7);
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        start.Set();
+        threads.ForEach(t => t.Join());
+
+        var all = store.Snapshot();
+        Assert.Equal(max, all.Count(s => s.Key.Consumer != AiUsageStore.Other));
+        Assert.Single(all, s => s.Key.Consumer == AiUsageStore.Other);
+        Assert.Equal(keys * callsPerKey, all.Sum(s => s.Requests));
+        Assert.Equal(keys * callsPerKey / 2, all.Sum(s => s.Errors));
+        Assert.Equal(3L * keys * callsPerKey, all.Sum(s => s.Prompt));
+        Assert.Equal(7L * keys * callsPerKey, all.Sum(s => s.CostPico));
+        // every call that did not find its series counted in "other", and only those
+        Assert.Equal(store.Overflowed("r"), all.Single(s => s.Key.Consumer == AiUsageStore.Other).Requests);
+        // the keys that never got a series counted all their calls there
+        Assert.True(store.Overflowed("r") >= (keys - max) * callsPerKey, $"{store.Overflowed("r")} calls overflowed");
+        // and the registry agrees with the store, series by series
+        var m = AiMetrics.For(metrics);
+        foreach (var x in all)
+        {
+            Assert.Equal(x.Requests - x.Errors, m.Requests.WithLabels(x.Key.Route, x.Key.Consumer, x.Key.Model, x.Key.Provider, "ok").Value);
+            Assert.Equal(x.Errors, m.Requests.WithLabels(x.Key.Route, x.Key.Consumer, x.Key.Model, x.Key.Provider, "error").Value);
+            Assert.Equal(x.Prompt, m.Tokens.WithLabels(x.Key.Route, x.Key.Consumer, x.Key.Model, x.Key.Provider, "prompt").Value);
+        }
+    }
+}
