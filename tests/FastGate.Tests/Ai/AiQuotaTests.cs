@@ -79,6 +79,36 @@ public sealed class AiQuotaTests
     }
 
     [Fact]
+    public async Task Quota_SpentBudget_KeptAcrossAReload()
+    {
+        await using var oa = new FakeProvider(_ => FakeProvider.Json(200, AiUsageTests.Completion));
+        var dir = Path.Combine(Path.GetTempPath(), "fastgate-ai-quota-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var path = Path.Combine(dir, "fastgate.json");
+            string Text(string extra) => Gateway($$"""{ "id": "oa", "kind": "openai", "baseUrl": "{{oa.Address}}/v1" }""", """{ "name": "fast", "targets": ["oa:a"] }""",
+                """, "quotas": [ { "rateLimit": "tok", "models": ["fast"] } ]""" + extra, TokenLimit);
+            await File.WriteAllTextAsync(path, Text(""));
+            await using var gw = await TestGateway.StartFromFileAsync(path);
+            Assert.Equal(200, (await CallAsync(gw, "caller-key-a", "team-a", "fast")).Status);
+            Assert.Equal(200, (await CallAsync(gw, "caller-key-a", "team-a", "fast")).Status);
+            Assert.Equal(429, (await CallAsync(gw, "caller-key-a", "team-a", "fast")).Status);
+            await File.WriteAllTextAsync(path, Text(""", "cooldown": "5s" """));
+            using var admin = gw.CreateAdminClient();
+            Assert.Equal(200, (int)(await admin.PostAsync("/admin/reload", null)).StatusCode);
+            Assert.Equal(TimeSpan.FromSeconds(5).TotalSeconds * System.Diagnostics.Stopwatch.Frequency, gw.Host.Runtime.Current.Routes[0].Ai!.CooldownTicks, 0);
+            Assert.Equal(429, (await CallAsync(gw, "caller-key-a", "team-a", "fast")).Status); // the new snapshot kept the spent budget
+            Assert.Equal(200, (await CallAsync(gw, "caller-key-b", "team-b", "fast")).Status);
+            Assert.Equal(3, oa.Requests.Count);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Quota_ConfigErrors_CarryTheirJsonPaths()
     {
         var errors = ConfigLoader.Load(Gateway(
