@@ -22,6 +22,42 @@ public sealed record AiRouteConfig
     public AiGuardConfig? Guard { get; init; }
     /// <summary>Per-consumer allowed models; when given, a caller without an entry may use none (403).</summary>
     public IReadOnlyList<AiAccessConfig> Access { get; init; } = [];
+    /// <summary>The price table: per "provider:model" target, the price of 1M prompt and completion tokens (cost metrics).</summary>
+    public IReadOnlyList<AiPriceConfig> Prices { get; init; } = [];
+    /// <summary>The most distinct (consumer, model, provider) usage series the route keeps; later ones count as "other".</summary>
+    public int MaxUsageSeries { get; init; } = 1000;
+    /// <summary>Token quotas per consumer and model: a token rate limit applied to each (key, model alias) on its own.</summary>
+    public IReadOnlyList<AiQuotaConfig> Quotas { get; init; } = [];
+    /// <summary>Prompt templates as APIs (Ai/AiTemplate.cs): POST { "input": ... } to a template's path.</summary>
+    public IReadOnlyList<AiTemplateConfig> Templates { get; init; } = [];
+    /// <summary>Serve the templates only: the OpenAI-compatible endpoints answer 404 (callers cannot send prompts of their own).</summary>
+    public bool TemplatesOnly { get; init; }
+}
+
+public sealed record AiQuotaConfig
+{
+    /// <summary>The id of a top-level rateLimits entry with unit "tokens" (its rate, burst and key; its state is its own per model).</summary>
+    public string RateLimit { get; init; } = "";
+    /// <summary>The model aliases it applies to, each with a budget of its own (none: every model of the route).</summary>
+    public IReadOnlyList<string> Models { get; init; } = [];
+    /// <summary>The consumers it applies to (none: every caller).</summary>
+    public IReadOnlyList<string> Consumers { get; init; } = [];
+}
+
+public sealed record AiPriceConfig
+{
+    /// <summary>A "provider:model" target of the route's models.</summary>
+    public string Target { get; init; } = "";
+    /// <summary>Price of 1M prompt (input) tokens, in the currency the table is written in.</summary>
+    public double Input { get; init; }
+    /// <summary>Price of 1M completion (output) tokens.</summary>
+    public double Completion { get; init; }
+
+    /// <summary>Largest price per 1M tokens accepted (keeps the pico-unit counters far from overflow).</summary>
+    public const double MaxPrice = 1_000_000;
+
+    /// <summary>A per-1M-tokens price as the price of one token in 10^-12 units.</summary>
+    public static long PerTokenPico(double perMillion) => (long)Math.Round(perMillion * 1_000_000, MidpointRounding.AwayFromZero);
 }
 
 public sealed record AiAccessConfig
@@ -79,7 +115,11 @@ internal static class AiConfigBinder
 {
     internal static readonly string[] AiProperties = ConfigReader.Names(nameof(AiRouteConfig.Providers), nameof(AiRouteConfig.Models),
         nameof(AiRouteConfig.MaxBodyBytes), nameof(AiRouteConfig.MaxResponseBytes), nameof(AiRouteConfig.ConnectTimeout),
-        nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access));
+        nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access),
+        nameof(AiRouteConfig.Prices), nameof(AiRouteConfig.MaxUsageSeries), nameof(AiRouteConfig.Quotas),
+        nameof(AiRouteConfig.Templates), nameof(AiRouteConfig.TemplatesOnly));
+    internal static readonly string[] QuotaProperties = ConfigReader.Names(nameof(AiQuotaConfig.RateLimit), nameof(AiQuotaConfig.Models), nameof(AiQuotaConfig.Consumers));
+    internal static readonly string[] PriceProperties = ConfigReader.Names(nameof(AiPriceConfig.Target), nameof(AiPriceConfig.Input), nameof(AiPriceConfig.Completion));
     internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
     internal static readonly string[] ProviderProperties = ConfigReader.Names(nameof(AiProviderConfig.Id), nameof(AiProviderConfig.Kind),
         nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.BasePath), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
@@ -140,6 +180,29 @@ internal static class AiConfigBinder
             {
                 r.CheckUnknown(x, xp, AccessProperties);
                 return new AiAccessConfig { Consumer = r.String(x, xp, "consumer", required: true) ?? "", Models = r.Strings(x, xp, "models") };
+            }),
+            Prices = r.Objects(e, ap, "prices", false, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, PriceProperties);
+                return new AiPriceConfig
+                {
+                    Target = r.String(x, xp, "target", required: true) ?? "",
+                    Input = r.Number(x, xp, "input", 0, AiPriceConfig.MaxPrice) ?? 0,
+                    Completion = r.Number(x, xp, "completion", 0, AiPriceConfig.MaxPrice) ?? 0,
+                };
+            }),
+            MaxUsageSeries = (int)(r.Integer(e, ap, "maxUsageSeries", 1, 100_000) ?? d.MaxUsageSeries),
+            Templates = r.Objects(e, ap, "templates", false, (x, xp) => AiTemplateConfigBinder.Bind(x, xp, r)),
+            TemplatesOnly = r.Bool(e, ap, "templatesOnly") ?? false,
+            Quotas = r.Objects(e, ap, "quotas", false, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, QuotaProperties);
+                return new AiQuotaConfig
+                {
+                    RateLimit = r.String(x, xp, "rateLimit", required: true) ?? "",
+                    Models = r.Strings(x, xp, "models"),
+                    Consumers = r.Strings(x, xp, "consumers"),
+                };
             }),
         };
     }
@@ -217,6 +280,33 @@ internal static class AiConfigBinder
             if (a.Consumer.Length > 0 && !consumers.Contains(a.Consumer)) errors.Add(new ConfigError($"{p}.access[{i}].consumer", $"unknown consumer '{a.Consumer}'"));
             for (int k = 0; k < a.Models.Count; k++)
                 if (!names.Contains(a.Models[k])) errors.Add(new ConfigError($"{p}.access[{i}].models[{k}]", $"unknown model '{a.Models[k]}'"));
+        }
+        var targets = ai.Models.SelectMany(m => m.Targets).ToHashSet(StringComparer.Ordinal);
+        var priced = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < ai.Prices.Count; i++)
+        {
+            var t = ai.Prices[i].Target;
+            string tp = $"{p}.prices[{i}].target";
+            if (t.Length == 0) continue; // required: reported by the binder
+            if (!targets.Contains(t)) errors.Add(new ConfigError(tp, $"'{t}' is not a target of any model (use \"provider:model\" as in models[].targets)"));
+            else if (!priced.Add(t)) errors.Add(new ConfigError(tp, $"duplicate price for '{t}'"));
+        }
+        AiTemplateConfigBinder.Validate(ai.Templates, p, names, errors);
+        if (ai.TemplatesOnly && ai.Templates.Count == 0) errors.Add(new ConfigError(p + ".templatesOnly", "there are no templates to serve"));
+        var limits = config.RateLimits.ToDictionary(l => l.Id, StringComparer.Ordinal);
+        for (int i = 0; i < ai.Quotas.Count; i++)
+        {
+            var q = ai.Quotas[i];
+            string qp = $"{p}.quotas[{i}]";
+            if (q.RateLimit.Length > 0)
+            {
+                if (!limits.TryGetValue(q.RateLimit, out var limit)) errors.Add(new ConfigError(qp + ".rateLimit", $"unknown rate limit '{q.RateLimit}'"));
+                else if (!limit.CountsTokens) errors.Add(new ConfigError(qp + ".rateLimit", $"rate limit '{q.RateLimit}' counts requests: a quota needs one with \"unit\": \"tokens\""));
+            }
+            for (int k = 0; k < q.Models.Count; k++)
+                if (!names.Contains(q.Models[k])) errors.Add(new ConfigError($"{qp}.models[{k}]", $"unknown model '{q.Models[k]}'"));
+            for (int k = 0; k < q.Consumers.Count; k++)
+                if (!consumers.Contains(q.Consumers[k])) errors.Add(new ConfigError($"{qp}.consumers[{k}]", $"unknown consumer '{q.Consumers[k]}'"));
         }
         if (ai.Guard is { } g)
         {

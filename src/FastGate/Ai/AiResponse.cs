@@ -189,7 +189,10 @@ internal static class AiResponseWriter
     }
 
     /// <summary>{"error":{"message","type","param","code"}}.</summary>
-    public static byte[] Error(string message, string type, string? code)
+    public static byte[] Error(string message, string type, string? code) => Error(message, type, code, null);
+
+    /// <summary>An OpenAI-style error body; <paramref name="param"/>: the JSON path of the request it is about.</summary>
+    public static byte[] Error(string message, string type, string? code, string? param)
     {
         var buffer = new ArrayBufferWriter<byte>(256);
         using var w = new Utf8JsonWriter(buffer);
@@ -197,7 +200,8 @@ internal static class AiResponseWriter
         w.WriteStartObject("error");
         w.WriteString("message", message);
         w.WriteString("type", type);
-        w.WriteNull("param");
+        if (param is null) w.WriteNull("param");
+        else w.WriteString("param", param);
         if (code is null) w.WriteNull("code");
         else w.WriteString("code", code);
         w.WriteEndObject();

@@ -132,6 +132,10 @@ public sealed class AiTarget
     public required AiProvider Provider { get; init; }
     public required string Model { get; init; }
     public long Weight { get; init; } = 1;
+    /// <summary>Price of a prompt / completion token in 10^-12 currency units (the price table's per-1M price x 10^6); 0: unpriced.</summary>
+    public long PromptPricePico { get; init; }
+    public long CompletionPricePico { get; init; }
+    public long CostPico(long prompt, long completion) => prompt * PromptPricePico + completion * CompletionPricePico;
     private long _coolUntil;
     public bool IsCool(long now) => Volatile.Read(ref _coolUntil) <= now;
     public void CoolDown(long until) => Volatile.Write(ref _coolUntil, until);
@@ -142,6 +146,23 @@ public sealed class AiModel
     public required string Name { get; init; }
     public required AiTarget[] Targets { get; init; }
     public required long TotalWeight { get; init; }
+}
+
+/// <summary>
+/// A token quota per consumer and model: a token rate limit (its state in the runtime's RateLimiterStore, kept across
+/// reloads) whose key is the limiter's own key (e.g. the consumer) followed by the model alias, so each model has a
+/// budget of its own.
+/// </summary>
+public sealed class AiQuota
+{
+    public required RateLimiting.CompiledLimiter Limiter { get; init; }
+    /// <summary>null: every model of the route.</summary>
+    public HashSet<string>? Models { get; init; }
+    /// <summary>null: every caller.</summary>
+    public HashSet<string>? Consumers { get; init; }
+
+    public bool AppliesTo(string? consumer, string model) =>
+        (Models is null || Models.Contains(model)) && (Consumers is null || (consumer is not null && Consumers.Contains(consumer)));
 }
 
 /// <summary>The compiled <c>ai</c> block of a route (immutable, per snapshot; target cooldowns and key parking live here).</summary>
@@ -157,6 +178,19 @@ public sealed class AiRoute
     public PromptGuard? Guard { get; init; }
     public required AiMetrics Metrics { get; init; }
     public required TimeProvider Time { get; init; }
+    /// <summary>The most (consumer, model, provider) usage series this route keeps; later ones count as "other".</summary>
+    public int MaxUsageSeries { get; init; } = 1000;
+
+    /// <summary>Token quotas per consumer and model (checked before the call, charged the reported tokens after it).</summary>
+    public AiQuota[] Quotas { get; init; } = [];
+    public byte[] RouteIdBytes { get; init; } = [];
+    /// <summary>Prompt templates by path (after stripPrefix).</summary>
+    public Dictionary<string, AiTemplate> Templates { get; init; } = new(StringComparer.Ordinal);
+    public bool TemplatesOnly { get; init; }
+
+    /// <summary>The usage series of a call (lock-free once the series exists).</summary>
+    public AiUsageSeries Usage(string? consumer, string model, string provider) =>
+        Metrics.Usage.Get(new AiUsageKey(RouteId, consumer ?? "", model, provider), MaxUsageSeries);
     /// <summary>Consumer → allowed model names; null: every caller may use every model.</summary>
     public Dictionary<string, HashSet<string>>? Access { get; init; }
 
@@ -164,7 +198,8 @@ public sealed class AiRoute
         Access is null || (consumer is not null && Access.TryGetValue(consumer, out var models) && models.Contains(model));
 
     public static AiRoute Compile(string routeId, AiRouteConfig c, IReadOnlyDictionary<string, Proxy.ClusterModel> clusters,
-        Observability.GatewayMetrics metrics, TimeProvider? time, string baseDirectory)
+        Observability.GatewayMetrics metrics, TimeProvider? time, string baseDirectory,
+        IReadOnlyDictionary<string, RateLimiting.CompiledLimiter>? limiters = null)
     {
         var aiMetrics = AiMetrics.For(metrics);
         var providers = new Dictionary<string, AiProvider>(StringComparer.Ordinal);
@@ -200,14 +235,21 @@ public sealed class AiRoute
                     p.KeyReloadInterval, time ?? TimeProvider.System),
             };
         }
+        var prices = c.Prices.ToDictionary(p => p.Target, StringComparer.Ordinal);
         var models = new Dictionary<string, AiModel>(StringComparer.Ordinal);
         foreach (var m in c.Models)
         {
-            var targets = m.Targets.Select((t, i) => new AiTarget
+            var targets = m.Targets.Select((t, i) =>
             {
-                Provider = providers[t[..t.IndexOf(':')]],
-                Model = t[(t.IndexOf(':') + 1)..],
-                Weight = m.Weights.Count > i ? m.Weights[i] : 1,
+                prices.TryGetValue(t, out var price);
+                return new AiTarget
+                {
+                    Provider = providers[t[..t.IndexOf(':')]],
+                    Model = t[(t.IndexOf(':') + 1)..],
+                    Weight = m.Weights.Count > i ? m.Weights[i] : 1,
+                    PromptPricePico = price is null ? 0 : AiPriceConfig.PerTokenPico(price.Input),
+                    CompletionPricePico = price is null ? 0 : AiPriceConfig.PerTokenPico(price.Completion),
+                };
             }).ToArray();
             models[m.Name] = new AiModel { Name = m.Name, Targets = targets, TotalWeight = targets.Sum(t => t.Weight) };
         }
@@ -223,6 +265,16 @@ public sealed class AiRoute
             Guard = c.Guard is null ? null : new PromptGuard(c.Guard, routeId, aiMetrics.Guard),
             Metrics = aiMetrics,
             Time = time ?? TimeProvider.System,
+            MaxUsageSeries = c.MaxUsageSeries,
+            Quotas = c.Quotas.Select(q => new AiQuota
+            {
+                Limiter = limiters![q.RateLimit],
+                Models = q.Models.Count == 0 ? null : q.Models.ToHashSet(StringComparer.Ordinal),
+                Consumers = q.Consumers.Count == 0 ? null : q.Consumers.ToHashSet(StringComparer.Ordinal),
+            }).ToArray(),
+            RouteIdBytes = System.Text.Encoding.ASCII.GetBytes(routeId),
+            Templates = c.Templates.ToDictionary(t => t.Path, AiTemplate.Compile, StringComparer.Ordinal),
+            TemplatesOnly = c.TemplatesOnly,
             Access = c.Access.Count == 0 ? null
                 : c.Access.GroupBy(a => a.Consumer, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.SelectMany(a => a.Models).ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal),
         };
@@ -263,14 +315,21 @@ public sealed class AiMetrics
     private AiMetrics(Observability.GatewayMetrics m)
     {
         var f = Prometheus.Metrics.WithCustomRegistry(m.Registry);
-        Requests = f.CreateCounter("fastgate_ai_requests_total", "AI endpoint calls by route, model, provider and outcome.", "route", "model", "provider", "outcome");
+        Requests = f.CreateCounter("fastgate_ai_requests_total",
+            "AI endpoint calls by route, consumer, model, provider and outcome (ok; error: the provider answered 400 or more; failed: no provider answered, provider \"\").",
+            "route", "consumer", "model", "provider", "outcome");
         Tokens = f.CreateCounter("fastgate_ai_tokens_total", "Tokens reported by providers, by route, consumer, model, provider and kind (prompt, completion).",
             "route", "consumer", "model", "provider", "kind");
         Failovers = f.CreateCounter("fastgate_ai_failovers_total", "Tries that failed over to the next target, by route, provider and reason.", "route", "provider", "reason");
         KeysParked = f.CreateCounter("fastgate_ai_keys_parked_total", "Provider keys parked after 401/429, by route and provider.", "route", "provider");
         Guard = f.CreateCounter("fastgate_ai_guard_total", "Prompt guard findings by route, kind and action.", "route", "kind", "action");
-        FirstToken = f.CreateHistogram("fastgate_ai_first_token_seconds", "Time from the request to the first streamed event sent to the caller.",
-            new HistogramConfiguration { LabelNames = ["route", "model", "provider"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 16) });
+        FirstToken = f.CreateHistogram("fastgate_ai_first_token_seconds",
+            "Time from the request to the first token sent to the caller (a stream's first event; a whole response once written), by route, consumer, model and provider.",
+            new HistogramConfiguration { LabelNames = ["route", "consumer", "model", "provider"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 16) });
+        Cost = f.CreateCounter("fastgate_ai_cost_total",
+            "Cost of the tokens providers reported, by the route's price table (ai.prices, per 1M tokens; unpriced targets cost 0), by route, consumer, model and provider.",
+            "route", "consumer", "model", "provider");
+        Usage = new AiUsageStore(this);
     }
 
     public Counter Requests { get; }
@@ -279,4 +338,7 @@ public sealed class AiMetrics
     public Counter KeysParked { get; }
     public Counter Guard { get; }
     public Histogram FirstToken { get; }
+    public Counter Cost { get; }
+    /// <summary>The usage series behind the metrics above and /admin/usage (bounded per route, kept across reloads).</summary>
+    public AiUsageStore Usage { get; }
 }

@@ -36,7 +36,9 @@ internal struct AiOutcome
     public long PromptTokens;
     public long CompletionTokens;
     public bool ClientGone;
+    /// <summary>The model alias called (null: none was resolved) and the provider that answered (null: none).</summary>
     public string? Model;
+    public string? Provider;
 }
 
 /// <summary>
@@ -52,15 +54,34 @@ internal static class AiStage
         var outcome = new AiOutcome();
         try
         {
-            if (call.IsGet && call.Path.EndsWith("/models", StringComparison.Ordinal)) return await ModelsAsync(ai, call, output);
-            bool chat = call.IsPost && call.Path.EndsWith("/chat/completions", StringComparison.Ordinal);
-            bool embeddings = call.IsPost && call.Path.EndsWith("/embeddings", StringComparison.Ordinal);
-            if (!chat && !embeddings)
-                return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: use POST /v1/chat/completions, POST /v1/embeddings or GET /v1/models", "invalid_request_error", "unknown_url");
+            byte[] body = call.Body;
+            bool chat, embeddings;
+            if (ai.Templates.Count > 0 && ai.Templates.TryGetValue(call.Path, out var template))
+            {
+                // a prompt template: the caller's { "input": ... } fills the stored prompt; the rest is a chat completion
+                if (!call.IsPost)
+                    return await ErrorAsync(output, call, 405, RejectReason.AiRequestInvalid, "a template is called with POST { \"input\": ... }", "invalid_request_error", "method_not_allowed");
+                var filled = template.Fill(call.Body, out var why, out var param);
+                if (filled is null)
+                    return await WriteAsync(output, call, 400, AiResponseWriter.Error(why!, "invalid_request_error", null, param), "application/json", RejectReason.AiRequestInvalid, default);
+                body = filled;
+                chat = true;
+                embeddings = false;
+            }
+            else
+            {
+                if (ai.TemplatesOnly)
+                    return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: this route serves its templates only", "invalid_request_error", "unknown_url");
+                if (call.IsGet && call.Path.EndsWith("/models", StringComparison.Ordinal)) return await ModelsAsync(ai, call, output);
+                chat = call.IsPost && call.Path.EndsWith("/chat/completions", StringComparison.Ordinal);
+                embeddings = call.IsPost && call.Path.EndsWith("/embeddings", StringComparison.Ordinal);
+                if (!chat && !embeddings)
+                    return await ErrorAsync(output, call, 404, RejectReason.AiRequestInvalid, "unknown endpoint: use POST /v1/chat/completions, POST /v1/embeddings or GET /v1/models", "invalid_request_error", "unknown_url");
+            }
             JsonDocument doc;
             try
             {
-                doc = JsonDocument.Parse(call.Body);
+                doc = JsonDocument.Parse(body);
             }
             catch (JsonException)
             {
@@ -77,6 +98,18 @@ internal static class AiStage
                 if (!ai.Allows(call.Consumer, name))
                     return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, $"you may not use the model '{name}'", "permission_error", "model_not_allowed");
                 outcome.Model = name;
+                // token quotas per consumer and model: refused while the (key, model) budget is spent, before anything is sent
+                List<(RateLimiting.CompiledLimiter Limiter, byte[] Key)>? charges = null;
+                if (ai.Quotas.Length > 0)
+                {
+                    var refused = await CheckQuotasAsync(ai, call, name, output);
+                    if (refused.Refused is { } refusal)
+                    {
+                        refusal.Model = name;
+                        return refusal;
+                    }
+                    charges = refused.Charges;
+                }
                 bool stream = chat && root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
                 // the prompt guard, before anything leaves the gateway
                 AiRequestWriter.Filter filter = static t => t;
@@ -98,13 +131,58 @@ internal static class AiStage
                         else filter = t => guard.Scan(t, out _);
                     }
                 }
-                return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome);
+                return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome, charges);
             }
         }
         catch (AiRequestException e)
         {
             return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, e.Message, "invalid_request_error", null);
         }
+    }
+
+    /// <summary>
+    /// Checks (at cost 0) each quota that applies to the caller and <paramref name="model"/>; the first one spent
+    /// answers 429 (the limiter's status) with Retry-After, the RateLimit headers and an OpenAI rate-limit error body.
+    /// Otherwise returns the keys the call's tokens are to be charged to (none for a caller without the limiter's key).
+    /// </summary>
+    private static async Task<(AiOutcome? Refused, List<(RateLimiting.CompiledLimiter, byte[])>? Charges)> CheckQuotasAsync(
+        AiRoute ai, AiCall call, string model, PipeWriter output)
+    {
+        List<(RateLimiting.CompiledLimiter, byte[])>? charges = null;
+        var x = call.Exchange;
+        byte[]? buffer = null;
+        foreach (var quota in ai.Quotas)
+        {
+            if (!quota.AppliesTo(call.Consumer, model)) continue;
+            var limiter = quota.Limiter;
+            buffer ??= new byte[512];
+            int n = limiter.BuildKey(buffer, x.Request, x.ClientIp, ai.RouteIdBytes, x.Consumer, x.Device);
+            byte[]? key = null;
+            if (n >= 0 && n + 1 + Encoding.UTF8.GetByteCount(model) <= buffer.Length)
+            {
+                buffer[n++] = 0x1F; // the model alias after the limiter's key: a budget per model
+                n += Encoding.UTF8.GetBytes(model, buffer.AsSpan(n));
+                key = buffer.AsSpan(0, n).ToArray();
+            }
+            var decision = key is not null
+                ? await limiter.Limiter.AcquireAsync(key, 0, limiter.Limiter.Time.GetTimestamp()).ConfigureAwait(false)
+                : await limiter.Limiter.AcquireWithoutKeyAsync(0).ConfigureAwait(false);
+            if (!decision.IsAllowed)
+            {
+                limiter.Rejected.Inc();
+                var lines = new byte[RateLimiting.RateLimitHeaders.MaxLength(limiter.Definition)];
+                int length = Math.Max(0, RateLimiting.RateLimitHeaders.Write(lines, decision, limiter.Definition));
+                var body = AiResponseWriter.Error(
+                    $"token quota '{limiter.Definition.Id}' for the model '{model}' is spent; retry in {decision.RetryAfterSeconds} s",
+                    "tokens", "rate_limit_exceeded");
+                var refused = await WriteAsync(output, call, decision.StatusCode, body, "application/json", RejectReason.RateLimited, default,
+                    lines.AsMemory(0, length)).ConfigureAwait(false);
+                return (refused, null);
+            }
+            limiter.Allowed.Inc();
+            if (key is not null) (charges ??= []).Add((limiter, key));
+        }
+        return (null, charges);
     }
 
     private static string PromptText(JsonElement root, bool chat)
@@ -127,7 +205,7 @@ internal static class AiStage
     private enum TryResult : byte { Answered, Failover, ClientGone }
 
     private static async Task<AiOutcome> CallAsync(AiRoute ai, AiCall call, PipeWriter output, JsonElement root, AiModel model, bool chat, bool stream,
-        AiRequestWriter.Filter filter, AiOutcome outcome)
+        AiRequestWriter.Filter filter, AiOutcome outcome, List<(RateLimiting.CompiledLimiter Limiter, byte[] Key)>? charges)
     {
         long now = Stopwatch.GetTimestamp();
         var order = ai.Order(model, now);
@@ -198,10 +276,14 @@ internal static class AiStage
                         lastError = $"provider '{provider.Id}' answered {status}";
                         goto nextTarget;
                     }
-                    var result = await RelayAsync(ai, call, output, provider, target, model, chat, stream, response, status, outcome).ConfigureAwait(false);
-                    ai.Metrics.Requests.WithLabels(ai.RouteId, model.Name, provider.Id, result.Status < 400 ? "ok" : "error").Inc();
-                    if (result.PromptTokens > 0) ai.Metrics.Tokens.WithLabels(ai.RouteId, call.Consumer ?? "", model.Name, provider.Id, "prompt").Inc(result.PromptTokens);
-                    if (result.CompletionTokens > 0) ai.Metrics.Tokens.WithLabels(ai.RouteId, call.Consumer ?? "", model.Name, provider.Id, "completion").Inc(result.CompletionTokens);
+                    var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
+                    outcome.Provider = provider.Id;
+                    var result = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    // the quotas are charged before the usage series counts the call (a reader that sees the count sees the charge)
+                    long tokens = result.PromptTokens + result.CompletionTokens;
+                    if (charges is not null && tokens > 0)
+                        foreach (var (limiter, quotaKey) in charges) limiter.Limiter.Charge(quotaKey, tokens, limiter.Limiter.Time.GetTimestamp());
+                    usage.Answered(result.Status >= 400, result.PromptTokens, result.CompletionTokens, target.CostPico(result.PromptTokens, result.CompletionTokens));
                     return result;
                 }
             }
@@ -210,8 +292,10 @@ internal static class AiStage
             ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "keys").Inc();
         nextTarget:;
         }
-        ai.Metrics.Requests.WithLabels(ai.RouteId, model.Name, "", "failed").Inc();
-        return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "no provider could answer: " + lastError, "api_error", "providers_failed");
+        ai.Usage(call.Consumer, model.Name, "").NoProvider();
+        var failed = await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "no provider could answer: " + lastError, "api_error", "providers_failed");
+        failed.Model = model.Name; // the access log names the model even when no provider answered
+        return failed;
     }
 
     private static string Url(AiProvider p, string baseUrl, string model, bool chat, bool stream) => p.Family switch
@@ -235,7 +319,7 @@ internal static class AiStage
         }
     }
 
-    private static async Task<AiOutcome> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiModel model,
+    private static async Task<AiOutcome> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiUsageSeries usage,
         bool chat, bool stream, HttpResponseMessage response, int status, AiOutcome outcome)
     {
         var content = await response.Content.ReadAsStreamAsync().ConfigureAwait(false);
@@ -245,31 +329,36 @@ internal static class AiStage
         if (status >= 300 || !stream)
         {
             var bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
-            if (bytes is null) return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response is too large", "api_error", null);
+            if (bytes is null)
+                return await WriteAsync(output, call, 502, AiResponseWriter.Error("the provider's response is too large", "api_error", null), "application/json",
+                    RejectReason.AiProvidersFailed, outcome);
             if (status >= 300)
                 return await WriteAsync(output, call, status, AiResponseWriter.ProviderError(status, bytes), "application/json", RejectReason.None, outcome);
             byte[] translated;
-            var usage = new AiUsage();
+            var tokens = new AiUsage();
             Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _);
             try
             {
                 using var doc = JsonDocument.Parse(bytes);
                 var root = doc.RootElement;
-                if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) usage.Read(u);
+                if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object) tokens.Read(u);
                 translated = provider.Family switch
                 {
-                    ProviderFamily.Anthropic or ProviderFamily.Gemini when chat => AiResponseWriter.Chat(provider.Family, root, target.Model, id, created, mask, ref usage),
+                    ProviderFamily.Anthropic or ProviderFamily.Gemini when chat => AiResponseWriter.Chat(provider.Family, root, target.Model, id, created, mask, ref tokens),
                     ProviderFamily.Gemini => AiResponseWriter.Embeddings(root, target.Model),
                     _ => maskResponses is null ? bytes : AiResponseWriter.MaskCopy(root, mask),
                 };
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
             {
-                return await ErrorAsync(output, call, 502, RejectReason.AiProvidersFailed, "the provider's response could not be read", "api_error", null);
+                return await WriteAsync(output, call, 502, AiResponseWriter.Error("the provider's response could not be read", "api_error", null), "application/json",
+                    RejectReason.AiProvidersFailed, outcome);
             }
-            outcome.PromptTokens = usage.Prompt;
-            outcome.CompletionTokens = usage.Completion;
-            return await WriteAsync(output, call, 200, translated, "application/json", RejectReason.None, outcome);
+            outcome.PromptTokens = tokens.Prompt;
+            outcome.CompletionTokens = tokens.Completion;
+            var written = await WriteAsync(output, call, 200, translated, "application/json", RejectReason.None, outcome);
+            usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds); // a whole response: its first token arrives with it
+            return written;
         }
 
         // a stream: translated event by event as it arrives; the head goes out with the first event
@@ -304,12 +393,18 @@ internal static class AiStage
             {
                 WriteStreamHead(output, call);
                 headSent = true;
-                ai.Metrics.FirstToken.WithLabels(ai.RouteId, model.Name, provider.Id).Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
+                usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
             }
             WriteChunk(output, translator.Pending);
             translator.Take();
             var flush = await output.FlushAsync().ConfigureAwait(false);
-            if (flush.IsCompleted) { outcome.ClientGone = true; return outcome; }
+            if (flush.IsCompleted)
+            {
+                outcome.ClientGone = true;
+                outcome.PromptTokens = translator.Usage.Prompt; // what the provider reported so far
+                outcome.CompletionTokens = translator.Usage.Completion;
+                return outcome;
+            }
             if (translator.Done) break;
         }
         translator.Finish();
@@ -363,7 +458,8 @@ internal static class AiStage
     internal static Task<AiOutcome> ErrorAsync(PipeWriter output, AiCall call, int status, RejectReason reason, string message, string type, string? code) =>
         WriteAsync(output, call, status, AiResponseWriter.Error(message, type, code), "application/json", reason, default);
 
-    private static async Task<AiOutcome> WriteAsync(PipeWriter output, AiCall call, int status, byte[] body, string contentType, RejectReason reason, AiOutcome outcome)
+    private static async Task<AiOutcome> WriteAsync(PipeWriter output, AiCall call, int status, byte[] body, string contentType, RejectReason reason, AiOutcome outcome,
+        ReadOnlyMemory<byte> lines = default)
     {
         var w = new HeadWriter(output);
         w.WriteStatusLine(status);
@@ -372,6 +468,7 @@ internal static class AiStage
         w.Write("\r\nContent-Length: "u8);
         w.WriteNumber(body.Length);
         w.Write("\r\n"u8);
+        w.Write(lines.Span);
         Common(ref w, call);
         w.Write(body);
         w.Commit();

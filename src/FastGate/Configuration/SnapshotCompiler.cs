@@ -88,7 +88,7 @@ public static class SnapshotCompiler
                 UpstreamCredentialLine = credential is { } l ? Encoding.ASCII.GetBytes($"{l.Header}: {l.Prefix}{l.Secret}\r\n") : null,
                 RequestTimeoutTicks = (r.RequestTimeout ?? limits.RequestTimeout) is { } rt ? GatewaySnapshot.ToTicks(rt) : 0,
                 Waf = r.Waf is null ? null : wafProfiles[r.Waf],
-                Ai = r.Ai is null ? null : FastGate.Ai.AiRoute.Compile(r.Id, r.Ai, clusters, metrics, time, config.BaseDirectory),
+                Ai = r.Ai is null ? null : FastGate.Ai.AiRoute.Compile(r.Id, r.Ai, clusters, metrics, time, config.BaseDirectory, limiters),
             };
             routes.Add(model);
             var m = r.Match;

@@ -94,6 +94,10 @@ internal sealed class AdminApi
             case ("/admin/clusters", "GET"):
                 await Json(response, 200, w => Traffic.TrafficAdmin.WriteClusters(w, _runtime));
                 return;
+            case ("/admin/usage", "GET"):
+                // AI routes' usage per consumer, model and provider (ids only: no key is ever held in a series)
+                await Json(response, 200, Ai.AiMetrics.For(_runtime.Metrics).Usage.Write);
+                return;
             case ("/admin/waf", "GET"):
                 await Json(response, 200, w => Waf.WafAdmin.Write(w, _runtime.Current));
                 return;
@@ -117,7 +121,7 @@ internal sealed class AdminApi
                 return;
             default:
                 if (await Observability.ObservabilityAdmin.TryHandleAsync(context, _runtime.Observability)) return; // alerts, blocks
-                await Json(response, path is "/admin/config" or "/admin/reload" or "/admin/routes" or "/admin/clusters" or "/admin/explain" or "/admin/validate" ? 405 : 404,
+                await Json(response, path is "/admin/config" or "/admin/reload" or "/admin/routes" or "/admin/clusters" or "/admin/explain" or "/admin/validate" or "/admin/usage" ? 405 : 404,
                     w => w.WriteString("error", $"{method} {path} is not an admin endpoint"));
                 return;
         }

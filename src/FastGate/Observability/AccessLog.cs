@@ -190,6 +190,14 @@ public sealed class AccessLog : IAsyncDisposable
         w.WriteString("decision"u8, e.Decision ?? (e.Reason == RejectReason.None ? "forwarded" : RejectReasons.Name(e.Reason)));
         w.WriteString("rule"u8, e.Rule ?? "");
         if (e.Waf is not null) w.WriteString("waf"u8, e.Waf); // WAF routes only: matched rule ids and the anomaly score
+        if (e.AiModel is not null)
+        {
+            // AI routes only, once a model alias was resolved: the alias, the provider that answered ("" when none) and the tokens it reported
+            w.WriteString("model"u8, e.AiModel);
+            w.WriteString("provider"u8, e.AiProvider ?? "");
+            w.WriteNumber("prompt_tokens"u8, e.PromptTokens);
+            w.WriteNumber("completion_tokens"u8, e.CompletionTokens);
+        }
         w.WriteEndObject();
     }
 
@@ -248,10 +256,10 @@ public sealed class AccessLog : IAsyncDisposable
         private readonly int[] _lengths = new int[(int)Field.Count];
         public long Sequence;
         public long UtcTicks;
-        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule, Waf;
+        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule, Waf, AiModel, AiProvider;
         public int Status;
         public RejectReason Reason;
-        public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End;
+        public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End, PromptTokens, CompletionTokens;
         public bool Truncated;
 
         private static int[] ComputeOffsets()
@@ -289,6 +297,10 @@ public sealed class AccessLog : IAsyncDisposable
             Decision = r.Decision;
             Rule = r.Rule;
             Waf = r.Waf;
+            AiModel = r.AiModel;
+            AiProvider = r.AiProvider;
+            PromptTokens = r.PromptTokens;
+            CompletionTokens = r.CompletionTokens;
             Status = r.Status;
             Reason = r.Reason;
             BytesIn = r.BytesIn;

@@ -43,6 +43,12 @@ public ref struct RequestRecord
     public string? Rule;
     /// <summary>On WAF routes: the matched rule ids and the anomaly score ("942100,949110 score=5"), else null.</summary>
     public string? Waf;
+    /// <summary>On AI routes: the model alias called and the provider that answered (config strings, never copied), else null.</summary>
+    public string? AiModel;
+    public string? AiProvider;
+    /// <summary>On AI routes: the prompt and completion tokens the provider reported (0 when none).</summary>
+    public long PromptTokens;
+    public long CompletionTokens;
     public long BytesIn;
     public long BytesOut;
     /// <summary><see cref="Stopwatch.GetTimestamp"/> values; 0 when the phase did not happen.</summary>

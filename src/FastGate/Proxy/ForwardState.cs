@@ -25,6 +25,8 @@ internal sealed class ForwardState
     /// <summary>The client output's byte count when the request began (bytes_out is the difference).</summary>
     public long BytesOutMark;
     public string? DecisionRule;
+    /// <summary>On an AI route: how the AI stage ended (model, provider, tokens) for the access log; default otherwise.</summary>
+    public Ai.AiOutcome Ai;
     /// <summary>With tracing on: the request's server span and its upstream (client) span, or null.</summary>
     public Activity? ServerSpan;
     public Activity? ClientSpan;
@@ -75,6 +77,7 @@ internal sealed class ForwardState
         UpstreamEnd = 0;
         ObservedReason = RejectReason.None;
         DecisionRule = null;
+        Ai = default;
         SpanStart = 0;
         UpstreamTimedOut = false;
         TrailerLength = 0;

@@ -78,6 +78,7 @@ internal sealed partial class ProxyConnection
         _exchange.TokenChargeCount = 0;
         _exchange.ReleaseLeases();
         route.Metrics.Record(_exchange.Status, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        _fw.Ai = outcome;
         Observe(route, started, outcome.Reason);
         return !close && !outcome.ClientGone;
     }

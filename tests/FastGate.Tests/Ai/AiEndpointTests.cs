@@ -282,7 +282,7 @@ public sealed class AiEndpointTests : IDisposable
         Assert.Equal(1, m.Failovers.WithLabels("ai", "down", "503").Value);
         Assert.Equal(1, m.Failovers.WithLabels("ai", "limited", "429").Value);
         Assert.Equal(5, good.Requests.Count);
-        await Counted(() => m.Requests.WithLabels("ai", "m", "good", "ok").Value, 5);
+        await Counted(() => m.Requests.WithLabels("ai", "", "m", "good", "ok").Value, 5);
     }
 
     [Fact]
