@@ -133,75 +133,75 @@ internal static class AiConfigBinder
 
     public static AiRouteConfig? Bind(JsonElement route, string p, ConfigReader r)
     {
-        if (!r.TryGet(route, p, "ai", false, out var e) || !r.IsObject(e, ConfigReader.Child(p, "ai"))) return null;
-        var ap = ConfigReader.Child(p, "ai");
+        if (!r.TryGet(route, p, nameof(RouteConfig.Ai), false, out var e) || !r.IsObject(e, ConfigReader.Child(p, nameof(RouteConfig.Ai)))) return null;
+        var ap = ConfigReader.Child(p, nameof(RouteConfig.Ai));
         r.CheckUnknown(e, ap, AiProperties);
         var d = new AiRouteConfig();
         return new AiRouteConfig
         {
-            Providers = r.Objects(e, ap, "providers", true, (x, xp) =>
+            Providers = r.Objects(e, ap, nameof(AiRouteConfig.Providers), true, (x, xp) =>
             {
                 r.CheckUnknown(x, xp, ProviderProperties);
                 return new AiProviderConfig
                 {
-                    Id = r.String(x, xp, "id", required: true) ?? "",
-                    Kind = r.String(x, xp, "kind", required: true) ?? "",
-                    BaseUrl = r.String(x, xp, "baseUrl"),
-                    Cluster = r.String(x, xp, "cluster"),
-                    BasePath = r.String(x, xp, "basePath"),
-                    KeyEnv = r.Strings(x, xp, "keyEnv"),
-                    KeyFiles = r.Strings(x, xp, "keyFiles"),
-                    KeyReloadInterval = r.Duration(x, xp, "keyReloadInterval") ?? TimeSpan.FromSeconds(10),
-                    ApiVersion = r.String(x, xp, "apiVersion"),
+                    Id = r.String(x, xp, nameof(AiProviderConfig.Id), required: true) ?? "",
+                    Kind = r.String(x, xp, nameof(AiProviderConfig.Kind), required: true) ?? "",
+                    BaseUrl = r.String(x, xp, nameof(AiProviderConfig.BaseUrl)),
+                    Cluster = r.String(x, xp, nameof(AiProviderConfig.Cluster)),
+                    BasePath = r.String(x, xp, nameof(AiProviderConfig.BasePath)),
+                    KeyEnv = r.Strings(x, xp, nameof(AiProviderConfig.KeyEnv)),
+                    KeyFiles = r.Strings(x, xp, nameof(AiProviderConfig.KeyFiles)),
+                    KeyReloadInterval = r.Duration(x, xp, nameof(AiProviderConfig.KeyReloadInterval)) ?? TimeSpan.FromSeconds(10),
+                    ApiVersion = r.String(x, xp, nameof(AiProviderConfig.ApiVersion)),
                 };
             }),
-            Models = r.Objects(e, ap, "models", true, (x, xp) =>
+            Models = r.Objects(e, ap, nameof(AiRouteConfig.Models), true, (x, xp) =>
             {
                 r.CheckUnknown(x, xp, ModelProperties);
                 var weights = new List<long>();
-                if (r.TryGet(x, xp, "weights", false, out var w))
+                if (r.TryGet(x, xp, nameof(AiModelConfig.Weights), false, out var w))
                 {
-                    if (w.ValueKind != JsonValueKind.Array) r.Error(ConfigReader.Child(xp, "weights"), "expected an array of integers");
+                    if (w.ValueKind != JsonValueKind.Array) r.Error(ConfigReader.Child(xp, nameof(AiModelConfig.Weights)), "expected an array of integers");
                     else foreach (var item in w.EnumerateArray())
                         {
                             if (item.ValueKind == JsonValueKind.Number && item.TryGetInt64(out long n) && n > 0) weights.Add(n);
-                            else r.Error(ConfigReader.Index(ConfigReader.Child(xp, "weights"), weights.Count), "expected an integer greater than 0");
+                            else r.Error(ConfigReader.Index(ConfigReader.Child(xp, nameof(AiModelConfig.Weights)), weights.Count), "expected an integer greater than 0");
                         }
                 }
-                return new AiModelConfig { Name = r.String(x, xp, "name", required: true) ?? "", Targets = r.Strings(x, xp, "targets"), Weights = weights };
+                return new AiModelConfig { Name = r.String(x, xp, nameof(AiModelConfig.Name), required: true) ?? "", Targets = r.Strings(x, xp, nameof(AiModelConfig.Targets)), Weights = weights };
             }),
-            MaxBodyBytes = r.Integer(e, ap, "maxBodyBytes", 1, 64L << 20) ?? d.MaxBodyBytes,
-            MaxResponseBytes = r.Integer(e, ap, "maxResponseBytes", 1, 256L << 20) ?? d.MaxResponseBytes,
-            ConnectTimeout = r.Duration(e, ap, "connectTimeout") ?? d.ConnectTimeout,
-            ResponseTimeout = r.Duration(e, ap, "responseTimeout") ?? d.ResponseTimeout,
-            Cooldown = r.Duration(e, ap, "cooldown") ?? d.Cooldown,
+            MaxBodyBytes = r.Integer(e, ap, nameof(AiRouteConfig.MaxBodyBytes), 1, 64L << 20) ?? d.MaxBodyBytes,
+            MaxResponseBytes = r.Integer(e, ap, nameof(AiRouteConfig.MaxResponseBytes), 1, 256L << 20) ?? d.MaxResponseBytes,
+            ConnectTimeout = r.Duration(e, ap, nameof(AiRouteConfig.ConnectTimeout)) ?? d.ConnectTimeout,
+            ResponseTimeout = r.Duration(e, ap, nameof(AiRouteConfig.ResponseTimeout)) ?? d.ResponseTimeout,
+            Cooldown = r.Duration(e, ap, nameof(AiRouteConfig.Cooldown)) ?? d.Cooldown,
             Guard = BindGuard(e, ap, r),
-            Access = r.Objects(e, ap, "access", false, (x, xp) =>
+            Access = r.Objects(e, ap, nameof(AiRouteConfig.Access), false, (x, xp) =>
             {
                 r.CheckUnknown(x, xp, AccessProperties);
-                return new AiAccessConfig { Consumer = r.String(x, xp, "consumer", required: true) ?? "", Models = r.Strings(x, xp, "models") };
+                return new AiAccessConfig { Consumer = r.String(x, xp, nameof(AiAccessConfig.Consumer), required: true) ?? "", Models = r.Strings(x, xp, nameof(AiAccessConfig.Models)) };
             }),
-            Prices = r.Objects(e, ap, "prices", false, (x, xp) =>
+            Prices = r.Objects(e, ap, nameof(AiRouteConfig.Prices), false, (x, xp) =>
             {
                 r.CheckUnknown(x, xp, PriceProperties);
                 return new AiPriceConfig
                 {
-                    Target = r.String(x, xp, "target", required: true) ?? "",
-                    Input = r.Number(x, xp, "input", 0, AiPriceConfig.MaxPrice) ?? 0,
-                    Completion = r.Number(x, xp, "completion", 0, AiPriceConfig.MaxPrice) ?? 0,
+                    Target = r.String(x, xp, nameof(AiPriceConfig.Target), required: true) ?? "",
+                    Input = r.Number(x, xp, nameof(AiPriceConfig.Input), 0, AiPriceConfig.MaxPrice) ?? 0,
+                    Completion = r.Number(x, xp, nameof(AiPriceConfig.Completion), 0, AiPriceConfig.MaxPrice) ?? 0,
                 };
             }),
-            MaxUsageSeries = (int)(r.Integer(e, ap, "maxUsageSeries", 1, 100_000) ?? d.MaxUsageSeries),
-            Templates = r.Objects(e, ap, "templates", false, (x, xp) => AiTemplateConfigBinder.Bind(x, xp, r)),
-            TemplatesOnly = r.Bool(e, ap, "templatesOnly") ?? false,
-            Quotas = r.Objects(e, ap, "quotas", false, (x, xp) =>
+            MaxUsageSeries = (int)(r.Integer(e, ap, nameof(AiRouteConfig.MaxUsageSeries), 1, 100_000) ?? d.MaxUsageSeries),
+            Templates = r.Objects(e, ap, nameof(AiRouteConfig.Templates), false, (x, xp) => AiTemplateConfigBinder.Bind(x, xp, r)),
+            TemplatesOnly = r.Bool(e, ap, nameof(AiRouteConfig.TemplatesOnly)) ?? false,
+            Quotas = r.Objects(e, ap, nameof(AiRouteConfig.Quotas), false, (x, xp) =>
             {
                 r.CheckUnknown(x, xp, QuotaProperties);
                 return new AiQuotaConfig
                 {
-                    RateLimit = r.String(x, xp, "rateLimit", required: true) ?? "",
-                    Models = r.Strings(x, xp, "models"),
-                    Consumers = r.Strings(x, xp, "consumers"),
+                    RateLimit = r.String(x, xp, nameof(AiQuotaConfig.RateLimit), required: true) ?? "",
+                    Models = r.Strings(x, xp, nameof(AiQuotaConfig.Models)),
+                    Consumers = r.Strings(x, xp, nameof(AiQuotaConfig.Consumers)),
                 };
             }),
         };
@@ -209,16 +209,16 @@ internal static class AiConfigBinder
 
     private static AiGuardConfig? BindGuard(JsonElement e, string p, ConfigReader r)
     {
-        if (!r.TryGet(e, p, "guard", false, out var g) || !r.IsObject(g, ConfigReader.Child(p, "guard"))) return null;
-        var gp = ConfigReader.Child(p, "guard");
+        if (!r.TryGet(e, p, nameof(AiRouteConfig.Guard), false, out var g) || !r.IsObject(g, ConfigReader.Child(p, nameof(AiRouteConfig.Guard)))) return null;
+        var gp = ConfigReader.Child(p, nameof(AiRouteConfig.Guard));
         r.CheckUnknown(g, gp, GuardProperties);
         return new AiGuardConfig
         {
-            Detect = r.Strings(g, gp, "detect"),
-            Action = r.String(g, gp, "action") ?? "mask",
-            Responses = r.Bool(g, gp, "responses") ?? false,
-            Deny = r.Strings(g, gp, "deny"),
-            MaxPromptTokens = r.Integer(g, gp, "maxPromptTokens", 1, int.MaxValue) ?? 0,
+            Detect = r.Strings(g, gp, nameof(AiGuardConfig.Detect)),
+            Action = r.String(g, gp, nameof(AiGuardConfig.Action)) ?? "mask",
+            Responses = r.Bool(g, gp, nameof(AiGuardConfig.Responses)) ?? false,
+            Deny = r.Strings(g, gp, nameof(AiGuardConfig.Deny)),
+            MaxPromptTokens = r.Integer(g, gp, nameof(AiGuardConfig.MaxPromptTokens), 1, int.MaxValue) ?? 0,
         };
     }
 

@@ -199,12 +199,12 @@ internal static class AiTemplateConfigBinder
         r.CheckUnknown(x, xp, Properties);
         return new AiTemplateConfig
         {
-            Path = r.String(x, xp, "path", required: true) ?? "",
-            Model = r.String(x, xp, "model", required: true) ?? "",
-            System = r.String(x, xp, "system"),
-            Prompt = r.String(x, xp, "prompt", required: true) ?? "",
-            MaxTokens = r.Integer(x, xp, "maxTokens", 1, 10_000_000),
-            Temperature = r.Number(x, xp, "temperature", 0, 2),
+            Path = r.String(x, xp, nameof(AiTemplateConfig.Path), required: true) ?? "",
+            Model = r.String(x, xp, nameof(AiTemplateConfig.Model), required: true) ?? "",
+            System = r.String(x, xp, nameof(AiTemplateConfig.System)),
+            Prompt = r.String(x, xp, nameof(AiTemplateConfig.Prompt), required: true) ?? "",
+            MaxTokens = r.Integer(x, xp, nameof(AiTemplateConfig.MaxTokens), 1, 10_000_000),
+            Temperature = r.Number(x, xp, nameof(AiTemplateConfig.Temperature), 0, 2),
         };
     }
 

@@ -164,7 +164,7 @@ public static class ConfigLoader
             Cors = Security.CorsConfigBinder.Bind(root, r),
             JwtIssuers = Security.JwtConfigBinder.BindIssuers(root, r),
             Jwt = Security.JwtConfigBinder.BindOptions(root, r),
-            TrustedProxies = r.Strings(root, path, "trustedProxies"),
+            TrustedProxies = r.Strings(root, path, nameof(GatewayConfig.TrustedProxies)),
             Devices = Security.DeviceConfigBinder.BindDevices(root, r),
             Mtls = Security.DeviceConfigBinder.BindOptions(root, r),
             Observability = Observability.ObservabilityConfigReader.Bind(root, path, r),

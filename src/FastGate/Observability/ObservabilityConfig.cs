@@ -130,12 +130,12 @@ internal static class ObservabilityConfigReader
     public static ObservabilityConfig Bind(JsonElement root, string path, ConfigReader r)
     {
         var result = new ObservabilityConfig();
-        if (r.TryGet(root, path, "accessLog", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "accessLog")))
-            result = result with { AccessLog = BindAccessLog(a, ConfigReader.Child(path, "accessLog"), r) };
-        if (r.TryGet(root, path, "alerts", false, out var al) && r.IsObject(al, ConfigReader.Child(path, "alerts")))
-            result = result with { Alerts = BindAlerts(root, al, ConfigReader.Child(path, "alerts"), r) };
-        if (r.TryGet(root, path, "anomaly", false, out var an) && r.IsObject(an, ConfigReader.Child(path, "anomaly")))
-            result = result with { Anomaly = BindAnomaly(an, ConfigReader.Child(path, "anomaly"), r) };
+        if (r.TryGet(root, path, nameof(ObservabilityConfig.AccessLog), false, out var a) && r.IsObject(a, ConfigReader.Child(path, nameof(ObservabilityConfig.AccessLog))))
+            result = result with { AccessLog = BindAccessLog(a, ConfigReader.Child(path, nameof(ObservabilityConfig.AccessLog)), r) };
+        if (r.TryGet(root, path, nameof(ObservabilityConfig.Alerts), false, out var al) && r.IsObject(al, ConfigReader.Child(path, nameof(ObservabilityConfig.Alerts))))
+            result = result with { Alerts = BindAlerts(root, al, ConfigReader.Child(path, nameof(ObservabilityConfig.Alerts)), r) };
+        if (r.TryGet(root, path, nameof(ObservabilityConfig.Anomaly), false, out var an) && r.IsObject(an, ConfigReader.Child(path, nameof(ObservabilityConfig.Anomaly))))
+            result = result with { Anomaly = BindAnomaly(an, ConfigReader.Child(path, nameof(ObservabilityConfig.Anomaly)), r) };
         return result;
     }
 
@@ -143,17 +143,17 @@ internal static class ObservabilityConfigReader
     {
         r.CheckUnknown(e, p, AccessLogProperties);
         var d = new AccessLogConfig();
-        var path = r.String(e, p, "path") ?? d.Path;
-        if (path.Length == 0) r.Error(ConfigReader.Child(p, "path"), "must be a file path or \"stdout\"");
+        var path = r.String(e, p, nameof(AccessLogConfig.Path)) ?? d.Path;
+        if (path.Length == 0) r.Error(ConfigReader.Child(p, nameof(AccessLogConfig.Path)), "must be a file path or \"stdout\"");
         return new AccessLogConfig
         {
-            Enabled = r.Bool(e, p, "enabled") ?? true,
+            Enabled = r.Bool(e, p, nameof(AccessLogConfig.Enabled)) ?? true,
             Path = path,
-            MaxFileBytes = r.Integer(e, p, "maxFileBytes", 4096, long.MaxValue) ?? d.MaxFileBytes,
-            MaxFiles = (int)(r.Integer(e, p, "maxFiles", 1, 1000) ?? d.MaxFiles),
+            MaxFileBytes = r.Integer(e, p, nameof(AccessLogConfig.MaxFileBytes), 4096, long.MaxValue) ?? d.MaxFileBytes,
+            MaxFiles = (int)(r.Integer(e, p, nameof(AccessLogConfig.MaxFiles), 1, 1000) ?? d.MaxFiles),
             SampleRate = Fraction(e, p, "sampleRate", r) ?? d.SampleRate,
-            IncludeQuery = r.Bool(e, p, "includeQuery") ?? false,
-            BufferEntries = (int)(r.Integer(e, p, "bufferEntries", 16, 1 << 20) ?? d.BufferEntries),
+            IncludeQuery = r.Bool(e, p, nameof(AccessLogConfig.IncludeQuery)) ?? false,
+            BufferEntries = (int)(r.Integer(e, p, nameof(AccessLogConfig.BufferEntries), 16, 1 << 20) ?? d.BufferEntries),
         };
     }
 
@@ -161,33 +161,33 @@ internal static class ObservabilityConfigReader
     {
         r.CheckUnknown(e, p, AlertsProperties);
         var d = new AlertsConfig();
-        var notifiers = r.Objects(e, p, "notifiers", false, (n, np) => BindNotifier(n, np, r));
-        var rules = r.Objects(e, p, "rules", false, (x, xp) => BindRule(x, xp, r));
+        var notifiers = r.Objects(e, p, nameof(AlertsConfig.Notifiers), false, (n, np) => BindNotifier(n, np, r));
+        var rules = r.Objects(e, p, nameof(AlertsConfig.Rules), false, (x, xp) => BindRule(x, xp, r));
         var routeIds = Ids(root, "routes");
         var clusterIds = Ids(root, "clusters");
         var notifierIds = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < notifiers.Count; i++)
             if (!notifierIds.Add(notifiers[i].Id))
-                r.Error(ConfigReader.Child(ConfigReader.Index(ConfigReader.Child(p, "notifiers"), i), "id"), $"duplicate notifier id '{notifiers[i].Id}'");
+                r.Error(ConfigReader.Child(ConfigReader.Index(ConfigReader.Child(p, nameof(AlertsConfig.Notifiers)), i), nameof(NotifierConfig.Id)), $"duplicate notifier id '{notifiers[i].Id}'");
         var ruleIds = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < rules.Count; i++)
         {
             var rule = rules[i];
-            var rp = ConfigReader.Index(ConfigReader.Child(p, "rules"), i);
-            if (!ruleIds.Add(rule.Id)) r.Error(ConfigReader.Child(rp, "id"), $"duplicate rule id '{rule.Id}'");
+            var rp = ConfigReader.Index(ConfigReader.Child(p, nameof(AlertsConfig.Rules)), i);
+            if (!ruleIds.Add(rule.Id)) r.Error(ConfigReader.Child(rp, nameof(AlertRuleConfig.Id)), $"duplicate rule id '{rule.Id}'");
             if (rule.Route is not null && routeIds is not null && !routeIds.Contains(rule.Route))
-                r.Error(ConfigReader.Child(rp, "route"), $"unknown route '{rule.Route}'");
+                r.Error(ConfigReader.Child(rp, nameof(AlertRuleConfig.Route)), $"unknown route '{rule.Route}'");
             if (rule.Cluster is not null && clusterIds is not null && !clusterIds.Contains(rule.Cluster))
-                r.Error(ConfigReader.Child(rp, "cluster"), $"unknown cluster '{rule.Cluster}'");
+                r.Error(ConfigReader.Child(rp, nameof(AlertRuleConfig.Cluster)), $"unknown cluster '{rule.Cluster}'");
             if (rule.Type == AlertRuleTypes.UpstreamDown && rule.Cluster is null)
-                r.Error(ConfigReader.Child(rp, "cluster"), "is required for an upstreamDown rule");
+                r.Error(ConfigReader.Child(rp, nameof(AlertRuleConfig.Cluster)), "is required for an upstreamDown rule");
             for (int j = 0; j < rule.Notify.Count; j++)
                 if (!notifierIds.Contains(rule.Notify[j]))
-                    r.Error(ConfigReader.Index(ConfigReader.Child(rp, "notify"), j), $"unknown notifier '{rule.Notify[j]}'");
+                    r.Error(ConfigReader.Index(ConfigReader.Child(rp, nameof(AlertRuleConfig.Notify)), j), $"unknown notifier '{rule.Notify[j]}'");
         }
         return new AlertsConfig
         {
-            EvaluationInterval = r.Duration(e, p, "evaluationInterval") ?? d.EvaluationInterval,
+            EvaluationInterval = r.Duration(e, p, nameof(AlertsConfig.EvaluationInterval)) ?? d.EvaluationInterval,
             Rules = rules,
             Notifiers = notifiers,
         };
@@ -207,50 +207,50 @@ internal static class ObservabilityConfigReader
     {
         r.CheckUnknown(e, p, AlertRuleProperties);
         var d = new AlertRuleConfig();
-        var type = r.String(e, p, "type", required: true) ?? "";
+        var type = r.String(e, p, nameof(AlertRuleConfig.Type), required: true) ?? "";
         if (type.Length > 0 && Array.IndexOf(AlertRuleTypes.All, type) < 0)
         {
             var s = ConfigReader.Suggest(type, AlertRuleTypes.All);
-            r.Error(ConfigReader.Child(p, "type"), s is null
+            r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.Type)), s is null
                 ? $"unknown rule type '{type}' (known: {string.Join(", ", AlertRuleTypes.All)})"
                 : $"unknown rule type '{type}'; did you mean '{s}'?");
         }
         double percentile = d.Percentile;
-        var pct = r.String(e, p, "percentile");
+        var pct = r.String(e, p, nameof(AlertRuleConfig.Percentile));
         if (pct is not null)
         {
             if (pct == "p95") percentile = 0.95;
             else if (pct == "p99") percentile = 0.99;
             else if (pct == "p50") percentile = 0.50;
-            else r.Error(ConfigReader.Child(p, "percentile"), "expected \"p50\", \"p95\" or \"p99\"");
+            else r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.Percentile)), "expected \"p50\", \"p95\" or \"p99\"");
         }
-        var severity = r.String(e, p, "severity") ?? d.Severity;
+        var severity = r.String(e, p, nameof(AlertRuleConfig.Severity)) ?? d.Severity;
         if (severity is not ("info" or "warning" or "critical"))
-            r.Error(ConfigReader.Child(p, "severity"), "expected \"info\", \"warning\" or \"critical\"");
-        var by = r.String(e, p, "by") ?? "route";
-        if (by is not ("route" or "clientIp")) r.Error(ConfigReader.Child(p, "by"), "expected \"route\" or \"clientIp\"");
-        else if (by == "clientIp" && type != AlertRuleTypes.AuthFailures) r.Error(ConfigReader.Child(p, "by"), "\"clientIp\" applies to authFailures rules only");
+            r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.Severity)), "expected \"info\", \"warning\" or \"critical\"");
+        var by = r.String(e, p, nameof(AlertRuleConfig.By)) ?? "route";
+        if (by is not ("route" or "clientIp")) r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.By)), "expected \"route\" or \"clientIp\"");
+        else if (by == "clientIp" && type != AlertRuleTypes.AuthFailures) r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.By)), "\"clientIp\" applies to authFailures rules only");
         double? threshold = Number(e, p, "threshold", r);
         bool needsThreshold = type is not (AlertRuleTypes.UpstreamDown or AlertRuleTypes.ConfigReloadFailed or AlertRuleTypes.Anomaly
             or AlertRuleTypes.ClusterConfigMismatch or AlertRuleTypes.ClusterStoreDown);
         if (threshold is null && needsThreshold && !e.TryGetProperty("threshold", out _))
-            r.Error(ConfigReader.Child(p, "threshold"), "is required");
+            r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.Threshold)), "is required");
         if (type == AlertRuleTypes.ErrorRate && threshold is > 1)
-            r.Error(ConfigReader.Child(p, "threshold"), $"an errorRate threshold is a share between 0 and 1 (found {threshold})");
+            r.Error(ConfigReader.Child(p, nameof(AlertRuleConfig.Threshold)), $"an errorRate threshold is a share between 0 and 1 (found {threshold})");
         return new AlertRuleConfig
         {
-            Id = r.String(e, p, "id", required: true) ?? "",
+            Id = r.String(e, p, nameof(AlertRuleConfig.Id), required: true) ?? "",
             Type = type,
-            Route = r.String(e, p, "route"),
-            Cluster = r.String(e, p, "cluster"),
+            Route = r.String(e, p, nameof(AlertRuleConfig.Route)),
+            Cluster = r.String(e, p, nameof(AlertRuleConfig.Cluster)),
             By = by,
             Threshold = threshold ?? 0,
-            Window = r.Duration(e, p, "window") ?? d.Window,
-            MinRequests = r.Integer(e, p, "minRequests", 0, long.MaxValue) ?? d.MinRequests,
+            Window = r.Duration(e, p, nameof(AlertRuleConfig.Window)) ?? d.Window,
+            MinRequests = r.Integer(e, p, nameof(AlertRuleConfig.MinRequests), 0, long.MaxValue) ?? d.MinRequests,
             Percentile = percentile,
             Severity = severity,
-            Notify = r.Strings(e, p, "notify"),
-            Cooldown = r.Duration(e, p, "cooldown"),
+            Notify = r.Strings(e, p, nameof(AlertRuleConfig.Notify)),
+            Cooldown = r.Duration(e, p, nameof(AlertRuleConfig.Cooldown)),
         };
     }
 
@@ -258,21 +258,21 @@ internal static class ObservabilityConfigReader
     {
         r.CheckUnknown(e, p, NotifierProperties);
         var d = new NotifierConfig();
-        var type = r.String(e, p, "type") ?? d.Type;
+        var type = r.String(e, p, nameof(NotifierConfig.Type)) ?? d.Type;
         if (type is not ("webhook" or "slack" or "log"))
-            r.Error(ConfigReader.Child(p, "type"), $"unknown notifier type '{type}' (known: webhook, slack, log)");
-        var url = r.String(e, p, "url", required: type is "webhook" or "slack");
+            r.Error(ConfigReader.Child(p, nameof(NotifierConfig.Type)), $"unknown notifier type '{type}' (known: webhook, slack, log)");
+        var url = r.String(e, p, nameof(NotifierConfig.Url), required: type is "webhook" or "slack");
         if (url is not null && (!Uri.TryCreate(url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https")))
-            r.Error(ConfigReader.Child(p, "url"), $"expected an absolute http or https URL, found '{url}'");
+            r.Error(ConfigReader.Child(p, nameof(NotifierConfig.Url)), $"expected an absolute http or https URL, found '{url}'");
         return new NotifierConfig
         {
-            Id = r.String(e, p, "id", required: true) ?? "",
+            Id = r.String(e, p, nameof(NotifierConfig.Id), required: true) ?? "",
             Type = type,
             Url = url,
-            Cooldown = r.Duration(e, p, "cooldown") ?? d.Cooldown,
-            Timeout = r.Duration(e, p, "timeout") ?? d.Timeout,
-            MaxRetries = (int)(r.Integer(e, p, "maxRetries", 0, 20) ?? d.MaxRetries),
-            SendResolved = r.Bool(e, p, "sendResolved") ?? true,
+            Cooldown = r.Duration(e, p, nameof(NotifierConfig.Cooldown)) ?? d.Cooldown,
+            Timeout = r.Duration(e, p, nameof(NotifierConfig.Timeout)) ?? d.Timeout,
+            MaxRetries = (int)(r.Integer(e, p, nameof(NotifierConfig.MaxRetries), 0, 20) ?? d.MaxRetries),
+            SendResolved = r.Bool(e, p, nameof(NotifierConfig.SendResolved)) ?? true,
         };
     }
 
@@ -282,15 +282,15 @@ internal static class ObservabilityConfigReader
         var d = new AnomalyConfig();
         return new AnomalyConfig
         {
-            Enabled = r.Bool(e, p, "enabled") ?? true,
-            Interval = r.Duration(e, p, "interval") ?? d.Interval,
-            MaxTracked = (int)(r.Integer(e, p, "maxTracked", 16, 1 << 20) ?? d.MaxTracked),
-            WarmupIntervals = (int)(r.Integer(e, p, "warmupIntervals", 1, 10_000) ?? d.WarmupIntervals),
-            SmoothingIntervals = (int)(r.Integer(e, p, "smoothingIntervals", 2, 100_000) ?? d.SmoothingIntervals),
+            Enabled = r.Bool(e, p, nameof(AnomalyConfig.Enabled)) ?? true,
+            Interval = r.Duration(e, p, nameof(AnomalyConfig.Interval)) ?? d.Interval,
+            MaxTracked = (int)(r.Integer(e, p, nameof(AnomalyConfig.MaxTracked), 16, 1 << 20) ?? d.MaxTracked),
+            WarmupIntervals = (int)(r.Integer(e, p, nameof(AnomalyConfig.WarmupIntervals), 1, 10_000) ?? d.WarmupIntervals),
+            SmoothingIntervals = (int)(r.Integer(e, p, nameof(AnomalyConfig.SmoothingIntervals), 2, 100_000) ?? d.SmoothingIntervals),
             ScoreThreshold = Number(e, p, "scoreThreshold", r) ?? d.ScoreThreshold,
-            MinCount = (int)(r.Integer(e, p, "minCount", 1, 1_000_000) ?? d.MinCount),
-            AutoBlock = r.Bool(e, p, "autoBlock") ?? false,
-            BlockTtl = r.Duration(e, p, "blockTtl") ?? d.BlockTtl,
+            MinCount = (int)(r.Integer(e, p, nameof(AnomalyConfig.MinCount), 1, 1_000_000) ?? d.MinCount),
+            AutoBlock = r.Bool(e, p, nameof(AnomalyConfig.AutoBlock)) ?? false,
+            BlockTtl = r.Duration(e, p, nameof(AnomalyConfig.BlockTtl)) ?? d.BlockTtl,
         };
     }
 

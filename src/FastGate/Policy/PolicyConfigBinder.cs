@@ -70,30 +70,30 @@ internal static class PolicyConfigBinder
         nameof(PolicyMatchConfig.Claims), nameof(PolicyMatchConfig.Not));
 
     public static List<PolicyRuleConfig> Policies(JsonElement root, string path, ConfigReader r) =>
-        r.Objects(root, path, "policies", false, (e, p) => BindRule(e, p, r));
+        r.Objects(root, path, nameof(GatewayConfig.Policies), false, (e, p) => BindRule(e, p, r));
 
     public static DefaultAction DefaultAction(JsonElement root, string path, ConfigReader r)
     {
-        var s = r.String(root, path, "defaultAction");
+        var s = r.String(root, path, nameof(GatewayConfig.DefaultAction));
         switch (s)
         {
             case null or "allow": return Configuration.DefaultAction.Allow;
             case "deny": return Configuration.DefaultAction.Deny;
             default:
-                r.Error(ConfigReader.Child(path, "defaultAction"), $"'{s}' is not a default action; use \"allow\" or \"deny\"");
+                r.Error(ConfigReader.Child(path, nameof(GatewayConfig.DefaultAction)), $"'{s}' is not a default action; use \"allow\" or \"deny\"");
                 return Configuration.DefaultAction.Allow;
         }
     }
 
     public static List<IpListConfig> IpLists(JsonElement root, string path, ConfigReader r) =>
-        r.Objects(root, path, "ipLists", false, (e, p) =>
+        r.Objects(root, path, nameof(GatewayConfig.IpLists), false, (e, p) =>
         {
             r.CheckUnknown(e, p, IpListProperties);
             return new IpListConfig
             {
-                Id = r.String(e, p, "id", required: true) ?? "",
-                Cidrs = r.Strings(e, p, "cidrs"),
-                File = r.String(e, p, "file"),
+                Id = r.String(e, p, nameof(IpListConfig.Id), required: true) ?? "",
+                Cidrs = r.Strings(e, p, nameof(IpListConfig.Cidrs)),
+                File = r.String(e, p, nameof(IpListConfig.File)),
             };
         });
 
@@ -101,22 +101,22 @@ internal static class PolicyConfigBinder
     {
         r.CheckUnknown(e, p, RuleProperties);
         var match = new PolicyMatchConfig();
-        if (r.TryGet(e, p, "match", false, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
-            match = BindMatch(m, ConfigReader.Child(p, "match"), r);
-        var modeText = r.String(e, p, "mode");
+        if (r.TryGet(e, p, nameof(PolicyRuleConfig.Match), false, out var m) && r.IsObject(m, ConfigReader.Child(p, nameof(PolicyRuleConfig.Match))))
+            match = BindMatch(m, ConfigReader.Child(p, nameof(PolicyRuleConfig.Match)), r);
+        var modeText = r.String(e, p, nameof(PolicyRuleConfig.Mode));
         var mode = PolicyMode.Enforce;
         if (modeText == "report") mode = PolicyMode.Report;
         else if (modeText is not null and not "enforce")
         {
             var hint = ConfigReader.Suggest(modeText, ["enforce", "report"]);
-            r.Error(ConfigReader.Child(p, "mode"), $"'{modeText}' is not a mode; use \"enforce\" or \"report\"" + (hint is null ? "" : $" (did you mean '{hint}'?)"));
+            r.Error(ConfigReader.Child(p, nameof(PolicyRuleConfig.Mode)), $"'{modeText}' is not a mode; use \"enforce\" or \"report\"" + (hint is null ? "" : $" (did you mean '{hint}'?)"));
         }
         return new PolicyRuleConfig
         {
-            Id = r.String(e, p, "id", required: true) ?? "",
-            Description = r.String(e, p, "description"),
+            Id = r.String(e, p, nameof(PolicyRuleConfig.Id), required: true) ?? "",
+            Description = r.String(e, p, nameof(PolicyRuleConfig.Description)),
             Match = match,
-            Actions = r.Objects(e, p, "actions", true, (a, ap) => BindAction(a, ap, r)),
+            Actions = r.Objects(e, p, nameof(PolicyRuleConfig.Actions), true, (a, ap) => BindAction(a, ap, r)),
             Mode = mode,
         };
     }
@@ -125,30 +125,30 @@ internal static class PolicyConfigBinder
     {
         r.CheckUnknown(m, p, MatchProperties);
         PolicyMatchConfig? not = null;
-        if (r.TryGet(m, p, "not", false, out var n) && r.IsObject(n, ConfigReader.Child(p, "not")))
-            not = BindMatch(n, ConfigReader.Child(p, "not"), r);
+        if (r.TryGet(m, p, nameof(PolicyMatchConfig.Not), false, out var n) && r.IsObject(n, ConfigReader.Child(p, nameof(PolicyMatchConfig.Not))))
+            not = BindMatch(n, ConfigReader.Child(p, nameof(PolicyMatchConfig.Not)), r);
         return new PolicyMatchConfig
         {
-            Routes = r.Strings(m, p, "routes"),
-            Hosts = r.Strings(m, p, "hosts"),
-            Methods = r.Strings(m, p, "methods"),
-            Paths = r.Strings(m, p, "paths"),
-            Headers = r.Objects(m, p, "headers", false, (f, fp) => BindField(f, fp, r)),
-            Query = r.Objects(m, p, "query", false, (f, fp) => BindField(f, fp, r)),
-            ClientIps = r.Strings(m, p, "clientIps"),
-            Consumers = r.Strings(m, p, "consumers"),
-            ConsumerGroups = r.Strings(m, p, "consumerGroups"),
-            Subjects = r.Objects(m, p, "subjects", false, (s, sp) =>
+            Routes = r.Strings(m, p, nameof(PolicyMatchConfig.Routes)),
+            Hosts = r.Strings(m, p, nameof(PolicyMatchConfig.Hosts)),
+            Methods = r.Strings(m, p, nameof(PolicyMatchConfig.Methods)),
+            Paths = r.Strings(m, p, nameof(PolicyMatchConfig.Paths)),
+            Headers = r.Objects(m, p, nameof(PolicyMatchConfig.Headers), false, (f, fp) => BindField(f, fp, r)),
+            Query = r.Objects(m, p, nameof(PolicyMatchConfig.Query), false, (f, fp) => BindField(f, fp, r)),
+            ClientIps = r.Strings(m, p, nameof(PolicyMatchConfig.ClientIps)),
+            Consumers = r.Strings(m, p, nameof(PolicyMatchConfig.Consumers)),
+            ConsumerGroups = r.Strings(m, p, nameof(PolicyMatchConfig.ConsumerGroups)),
+            Subjects = r.Objects(m, p, nameof(PolicyMatchConfig.Subjects), false, (s, sp) =>
             {
                 r.CheckUnknown(s, sp, SubjectProperties);
                 return new SubjectMatchConfig
                 {
-                    Issuer = r.String(s, sp, "issuer", required: true) ?? "",
-                    Subject = r.String(s, sp, "subject", required: true) ?? "",
+                    Issuer = r.String(s, sp, nameof(SubjectMatchConfig.Issuer), required: true) ?? "",
+                    Subject = r.String(s, sp, nameof(SubjectMatchConfig.Subject), required: true) ?? "",
                 };
             }),
-            Devices = r.Strings(m, p, "devices"),
-            Scopes = r.Strings(m, p, "scopes"),
+            Devices = r.Strings(m, p, nameof(PolicyMatchConfig.Devices)),
+            Scopes = r.Strings(m, p, nameof(PolicyMatchConfig.Scopes)),
             Claims = Security.JwtConfigBinder.BindClaims(m, p, r),
             Not = not,
         };
@@ -159,22 +159,22 @@ internal static class PolicyConfigBinder
         r.CheckUnknown(f, p, FieldProperties);
         return new FieldMatchConfig
         {
-            Name = r.String(f, p, "name", required: true) ?? "",
-            Present = r.Bool(f, p, "present"),
+            Name = r.String(f, p, nameof(FieldMatchConfig.Name), required: true) ?? "",
+            Present = r.Bool(f, p, nameof(FieldMatchConfig.Present)),
             EqualTo = r.String(f, p, "equals"),
-            OneOf = r.TryGet(f, p, "oneOf", false, out _) ? r.Strings(f, p, "oneOf") : null,
-            Regex = r.String(f, p, "regex"),
+            OneOf = r.TryGet(f, p, nameof(FieldMatchConfig.OneOf), false, out _) ? r.Strings(f, p, nameof(FieldMatchConfig.OneOf)) : null,
+            Regex = r.String(f, p, nameof(FieldMatchConfig.Regex)),
         };
     }
 
     private static PolicyActionConfig BindAction(JsonElement a, string p, ConfigReader r)
     {
-        var type = r.String(a, p, "type", required: true) ?? "";
+        var type = r.String(a, p, nameof(PolicyActionConfig.Type), required: true) ?? "";
         r.CheckUnknown(a, p, [s_actionType, .. ActionProperties(type)]);
         var headers = new List<KeyValuePair<string, string>>();
-        if (r.TryGet(a, p, "headers", false, out var h))
+        if (r.TryGet(a, p, nameof(PolicyActionConfig.Headers), false, out var h))
         {
-            var hp = ConfigReader.Child(p, "headers");
+            var hp = ConfigReader.Child(p, nameof(PolicyActionConfig.Headers));
             if (h.ValueKind != JsonValueKind.Object) r.Error(hp, "expected an object of header names to values, such as { \"X-Env\": \"prod\" }");
             else
                 foreach (var prop in h.EnumerateObject())
@@ -186,18 +186,18 @@ internal static class PolicyConfigBinder
         return new PolicyActionConfig
         {
             Type = type,
-            Status = (int?)r.Integer(a, p, "status", int.MinValue, int.MaxValue),
-            Message = r.String(a, p, "message"),
-            Body = r.String(a, p, "body"),
-            ContentType = r.String(a, p, "contentType"),
-            Schemes = r.Strings(a, p, "schemes"),
-            Scopes = r.Strings(a, p, "scopes"),
+            Status = (int?)r.Integer(a, p, nameof(PolicyActionConfig.Status), int.MinValue, int.MaxValue),
+            Message = r.String(a, p, nameof(PolicyActionConfig.Message)),
+            Body = r.String(a, p, nameof(PolicyActionConfig.Body)),
+            ContentType = r.String(a, p, nameof(PolicyActionConfig.ContentType)),
+            Schemes = r.Strings(a, p, nameof(PolicyActionConfig.Schemes)),
+            Scopes = r.Strings(a, p, nameof(PolicyActionConfig.Scopes)),
             Claims = Security.JwtConfigBinder.BindClaims(a, p, r),
-            Limiters = r.Strings(a, p, "limiters"),
+            Limiters = r.Strings(a, p, nameof(PolicyActionConfig.Limiters)),
             Headers = headers,
-            Names = r.Strings(a, p, "names"),
-            Path = r.String(a, p, "path"),
-            Cluster = r.String(a, p, "cluster"),
+            Names = r.Strings(a, p, nameof(PolicyActionConfig.Names)),
+            Path = r.String(a, p, nameof(PolicyActionConfig.Path)),
+            Cluster = r.String(a, p, nameof(PolicyActionConfig.Cluster)),
         };
     }
 }

@@ -81,23 +81,23 @@ internal static class ApiKeyConfigBinder
         nameof(ApiKeyOptionsConfig.ConsumerHeader));
 
     public static List<ConsumerConfig> BindConsumers(JsonElement root, ConfigReader r) =>
-        r.Objects(root, "$", "consumers", false, (e, p) =>
+        r.Objects(root, "$", nameof(GatewayConfig.Consumers), false, (e, p) =>
         {
             r.CheckUnknown(e, p, ConsumerProperties);
             return new ConsumerConfig
             {
-                Id = r.String(e, p, "id", required: true) ?? "",
-                Groups = r.Strings(e, p, "groups"),
-                ApiKeys = r.Strings(e, p, "apiKeys"),
-                Jwt = r.Objects(e, p, "jwt", false, (j, jp) =>
+                Id = r.String(e, p, nameof(ConsumerConfig.Id), required: true) ?? "",
+                Groups = r.Strings(e, p, nameof(ConsumerConfig.Groups)),
+                ApiKeys = r.Strings(e, p, nameof(ConsumerConfig.ApiKeys)),
+                Jwt = r.Objects(e, p, nameof(ConsumerConfig.Jwt), false, (j, jp) =>
                 {
                     r.CheckUnknown(j, jp, JwtIdentityProperties);
                     return new JwtIdentityConfig
                     {
-                        Issuer = r.String(j, jp, "issuer", required: true) ?? "",
-                        Subject = r.String(j, jp, "subject"),
-                        Claim = r.String(j, jp, "claim"),
-                        Values = r.Strings(j, jp, "values"),
+                        Issuer = r.String(j, jp, nameof(JwtIdentityConfig.Issuer), required: true) ?? "",
+                        Subject = r.String(j, jp, nameof(JwtIdentityConfig.Subject)),
+                        Claim = r.String(j, jp, nameof(JwtIdentityConfig.Claim)),
+                        Values = r.Strings(j, jp, nameof(JwtIdentityConfig.Values)),
                     };
                 }),
             };
@@ -106,13 +106,13 @@ internal static class ApiKeyConfigBinder
     public static ApiKeyOptionsConfig BindOptions(JsonElement root, ConfigReader r)
     {
         var d = new ApiKeyOptionsConfig();
-        if (!r.TryGet(root, "$", "apiKeys", false, out var e) || !r.IsObject(e, "$.apiKeys")) return d;
+        if (!r.TryGet(root, "$", nameof(ConsumerConfig.ApiKeys), false, out var e) || !r.IsObject(e, "$.apiKeys")) return d;
         r.CheckUnknown(e, "$.apiKeys", OptionsProperties);
         return new ApiKeyOptionsConfig
         {
-            Header = r.String(e, "$.apiKeys", "header") ?? d.Header,
-            QueryParameter = r.String(e, "$.apiKeys", "queryParameter"),
-            ConsumerHeader = r.String(e, "$.apiKeys", "consumerHeader") ?? d.ConsumerHeader,
+            Header = r.String(e, "$.apiKeys", nameof(ApiKeyOptionsConfig.Header)) ?? d.Header,
+            QueryParameter = r.String(e, "$.apiKeys", nameof(ApiKeyOptionsConfig.QueryParameter)),
+            ConsumerHeader = r.String(e, "$.apiKeys", nameof(ApiKeyOptionsConfig.ConsumerHeader)) ?? d.ConsumerHeader,
         };
     }
 

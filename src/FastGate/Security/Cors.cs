@@ -89,21 +89,21 @@ internal static class CorsConfigBinder
         nameof(CorsConfig.PreflightRejectStatus));
 
     public static List<CorsConfig> Bind(JsonElement root, ConfigReader r) =>
-        r.Objects(root, "$", "cors", false, (e, p) =>
+        r.Objects(root, "$", nameof(GatewayConfig.Cors), false, (e, p) =>
         {
             r.CheckUnknown(e, p, Properties);
             var d = new CorsConfig();
-            var methods = r.Strings(e, p, "methods");
+            var methods = r.Strings(e, p, nameof(CorsConfig.Methods));
             return new CorsConfig
             {
-                Id = r.String(e, p, "id", required: true) ?? "",
-                Origins = r.Strings(e, p, "origins"),
+                Id = r.String(e, p, nameof(CorsConfig.Id), required: true) ?? "",
+                Origins = r.Strings(e, p, nameof(CorsConfig.Origins)),
                 Methods = methods.Count > 0 ? methods : d.Methods,
-                Headers = r.Strings(e, p, "headers"),
-                Credentials = r.Bool(e, p, "credentials") ?? false,
-                ExposeHeaders = r.Strings(e, p, "exposeHeaders"),
-                MaxAge = r.Duration(e, p, "maxAge"),
-                PreflightRejectStatus = (int)(r.Integer(e, p, "preflightRejectStatus", 400, 599) ?? 403),
+                Headers = r.Strings(e, p, nameof(CorsConfig.Headers)),
+                Credentials = r.Bool(e, p, nameof(CorsConfig.Credentials)) ?? false,
+                ExposeHeaders = r.Strings(e, p, nameof(CorsConfig.ExposeHeaders)),
+                MaxAge = r.Duration(e, p, nameof(CorsConfig.MaxAge)),
+                PreflightRejectStatus = (int)(r.Integer(e, p, nameof(CorsConfig.PreflightRejectStatus), 400, 599) ?? 403),
             };
         });
 

@@ -106,23 +106,23 @@ internal static class DeviceConfigBinder
     internal static readonly string[] MtlsProperties = ConfigReader.Names(nameof(MtlsOptionsConfig.DeviceHeader));
 
     public static List<DeviceConfig> BindDevices(JsonElement root, ConfigReader r) =>
-        r.Objects(root, "$", "devices", false, (e, p) =>
+        r.Objects(root, "$", nameof(GatewayConfig.Devices), false, (e, p) =>
         {
             r.CheckUnknown(e, p, DeviceProperties);
             return new DeviceConfig
             {
-                Id = r.String(e, p, "id", required: true) ?? "",
-                SpkiSha256 = r.String(e, p, "spkiSha256"),
-                Thumbprint = r.String(e, p, "thumbprint"),
+                Id = r.String(e, p, nameof(DeviceConfig.Id), required: true) ?? "",
+                SpkiSha256 = r.String(e, p, nameof(DeviceConfig.SpkiSha256)),
+                Thumbprint = r.String(e, p, nameof(DeviceConfig.Thumbprint)),
             };
         });
 
     public static MtlsOptionsConfig BindOptions(JsonElement root, ConfigReader r)
     {
         var d = new MtlsOptionsConfig();
-        if (!r.TryGet(root, "$", "mtls", false, out var e) || !r.IsObject(e, "$.mtls")) return d;
+        if (!r.TryGet(root, "$", nameof(GatewayConfig.Mtls), false, out var e) || !r.IsObject(e, "$.mtls")) return d;
         r.CheckUnknown(e, "$.mtls", MtlsProperties);
-        return new MtlsOptionsConfig { DeviceHeader = r.String(e, "$.mtls", "deviceHeader") ?? d.DeviceHeader };
+        return new MtlsOptionsConfig { DeviceHeader = r.String(e, "$.mtls", nameof(MtlsOptionsConfig.DeviceHeader)) ?? d.DeviceHeader };
     }
 
     public static void Validate(GatewayConfig config, List<ConfigError> errors)

@@ -68,40 +68,40 @@ internal static class JwtConfigBinder
         ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256", "HS384", "HS512"];
 
     public static List<JwtIssuerConfig> BindIssuers(JsonElement root, ConfigReader r) =>
-        r.Objects(root, "$", "jwtIssuers", false, (e, p) =>
+        r.Objects(root, "$", nameof(GatewayConfig.JwtIssuers), false, (e, p) =>
         {
             r.CheckUnknown(e, p, IssuerProperties);
             var d = new JwtIssuerConfig();
             return new JwtIssuerConfig
             {
-                Id = r.String(e, p, "id", required: true) ?? "",
-                Issuer = r.String(e, p, "issuer"),
-                Audiences = r.Strings(e, p, "audiences"),
-                JwksUri = r.String(e, p, "jwksUri"),
-                Discovery = r.String(e, p, "discovery"),
-                Keys = r.Strings(e, p, "keys"),
-                Secret = r.String(e, p, "secret"),
-                SecretEnv = r.String(e, p, "secretEnv"),
-                Algorithms = r.Strings(e, p, "algorithms"),
-                ClockSkew = r.Duration(e, p, "clockSkew") ?? d.ClockSkew,
-                RefreshInterval = r.Duration(e, p, "refreshInterval") ?? d.RefreshInterval,
-                UnknownKidRefreshInterval = r.Duration(e, p, "unknownKidRefreshInterval") ?? d.UnknownKidRefreshInterval,
-                RequireHttps = r.Bool(e, p, "requireHttps") ?? d.RequireHttps,
-                SubjectClaim = r.String(e, p, "subjectClaim") ?? d.SubjectClaim,
+                Id = r.String(e, p, nameof(JwtIssuerConfig.Id), required: true) ?? "",
+                Issuer = r.String(e, p, nameof(JwtIssuerConfig.Issuer)),
+                Audiences = r.Strings(e, p, nameof(JwtIssuerConfig.Audiences)),
+                JwksUri = r.String(e, p, nameof(JwtIssuerConfig.JwksUri)),
+                Discovery = r.String(e, p, nameof(JwtIssuerConfig.Discovery)),
+                Keys = r.Strings(e, p, nameof(JwtIssuerConfig.Keys)),
+                Secret = r.String(e, p, nameof(JwtIssuerConfig.Secret)),
+                SecretEnv = r.String(e, p, nameof(JwtIssuerConfig.SecretEnv)),
+                Algorithms = r.Strings(e, p, nameof(JwtIssuerConfig.Algorithms)),
+                ClockSkew = r.Duration(e, p, nameof(JwtIssuerConfig.ClockSkew)) ?? d.ClockSkew,
+                RefreshInterval = r.Duration(e, p, nameof(JwtIssuerConfig.RefreshInterval)) ?? d.RefreshInterval,
+                UnknownKidRefreshInterval = r.Duration(e, p, nameof(JwtIssuerConfig.UnknownKidRefreshInterval)) ?? d.UnknownKidRefreshInterval,
+                RequireHttps = r.Bool(e, p, nameof(JwtIssuerConfig.RequireHttps)) ?? d.RequireHttps,
+                SubjectClaim = r.String(e, p, nameof(JwtIssuerConfig.SubjectClaim)) ?? d.SubjectClaim,
             };
         });
 
     public static JwtOptionsConfig BindOptions(JsonElement root, ConfigReader r)
     {
         var d = new JwtOptionsConfig();
-        if (!r.TryGet(root, "$", "jwt", false, out var e) || !r.IsObject(e, "$.jwt")) return d;
+        if (!r.TryGet(root, "$", nameof(GatewayConfig.Jwt), false, out var e) || !r.IsObject(e, "$.jwt")) return d;
         r.CheckUnknown(e, "$.jwt", OptionsProperties);
         return new JwtOptionsConfig
         {
-            MaxTokenBytes = (int)(r.Integer(e, "$.jwt", "maxTokenBytes", 256, 1 << 20) ?? d.MaxTokenBytes),
-            CacheSize = (int)(r.Integer(e, "$.jwt", "cacheSize", 0, 1 << 22) ?? d.CacheSize),
-            SubjectHeader = r.String(e, "$.jwt", "subjectHeader") ?? d.SubjectHeader,
-            IssuerHeader = r.String(e, "$.jwt", "issuerHeader") ?? d.IssuerHeader,
+            MaxTokenBytes = (int)(r.Integer(e, "$.jwt", nameof(JwtOptionsConfig.MaxTokenBytes), 256, 1 << 20) ?? d.MaxTokenBytes),
+            CacheSize = (int)(r.Integer(e, "$.jwt", nameof(JwtOptionsConfig.CacheSize), 0, 1 << 22) ?? d.CacheSize),
+            SubjectHeader = r.String(e, "$.jwt", nameof(JwtOptionsConfig.SubjectHeader)) ?? d.SubjectHeader,
+            IssuerHeader = r.String(e, "$.jwt", nameof(JwtOptionsConfig.IssuerHeader)) ?? d.IssuerHeader,
         };
     }
 
@@ -139,8 +139,8 @@ internal static class JwtConfigBinder
     public static List<ClaimRequirement> BindClaims(JsonElement obj, string path, ConfigReader r)
     {
         var list = new List<ClaimRequirement>();
-        if (!r.TryGet(obj, path, "claims", false, out var c)) return list;
-        var cp = ConfigReader.Child(path, "claims");
+        if (!r.TryGet(obj, path, nameof(RouteConfig.Claims), false, out var c)) return list;
+        var cp = ConfigReader.Child(path, nameof(RouteConfig.Claims));
         if (c.ValueKind != JsonValueKind.Object)
         {
             r.Error(cp, "expected an object of claim names to a value or a list of values, such as { \"role\": [\"admin\"] }");

@@ -45,33 +45,33 @@ internal static class WafConfigBinder
 
     public static WafConfig Bind(JsonElement root, string path, ConfigReader r)
     {
-        if (!r.TryGet(root, path, "waf", false, out var w) || !r.IsObject(w, ConfigReader.Child(path, "waf"))) return new WafConfig();
-        var wp = ConfigReader.Child(path, "waf");
+        if (!r.TryGet(root, path, nameof(GatewayConfig.Waf), false, out var w) || !r.IsObject(w, ConfigReader.Child(path, nameof(GatewayConfig.Waf)))) return new WafConfig();
+        var wp = ConfigReader.Child(path, nameof(GatewayConfig.Waf));
         r.CheckUnknown(w, wp, SectionProperties);
-        return new WafConfig { Profiles = r.Objects(w, wp, "profiles", false, (e, p) => BindProfile(e, p, r)) };
+        return new WafConfig { Profiles = r.Objects(w, wp, nameof(WafConfig.Profiles), false, (e, p) => BindProfile(e, p, r)) };
     }
 
     private static WafProfileConfig BindProfile(JsonElement e, string p, ConfigReader r)
     {
         r.CheckUnknown(e, p, ProfileProperties);
-        var mode = r.String(e, p, "mode");
+        var mode = r.String(e, p, nameof(WafProfileConfig.Mode));
         WafMode m = WafMode.Block;
         if (mode is not null)
         {
             if (mode == "block") m = WafMode.Block;
             else if (mode == "detect") m = WafMode.Detect;
-            else r.Error(ConfigReader.Child(p, "mode"), $"expected \"block\" or \"detect\", found \"{mode}\"");
+            else r.Error(ConfigReader.Child(p, nameof(WafProfileConfig.Mode)), $"expected \"block\" or \"detect\", found \"{mode}\"");
         }
         return new WafProfileConfig
         {
-            Id = r.String(e, p, "id", required: true) ?? "",
-            Rules = r.String(e, p, "rules", required: true) ?? "",
-            Setup = r.String(e, p, "setup"),
+            Id = r.String(e, p, nameof(WafProfileConfig.Id), required: true) ?? "",
+            Rules = r.String(e, p, nameof(WafProfileConfig.Rules), required: true) ?? "",
+            Setup = r.String(e, p, nameof(WafProfileConfig.Setup)),
             Mode = m,
-            ParanoiaLevel = (int?)r.Integer(e, p, "paranoiaLevel", 1, 4),
-            InboundThreshold = (int?)r.Integer(e, p, "inboundThreshold", 1, 10000),
-            RemoveRules = r.Strings(e, p, "removeRules"),
-            RemoveTags = r.Strings(e, p, "removeTags"),
+            ParanoiaLevel = (int?)r.Integer(e, p, nameof(WafProfileConfig.ParanoiaLevel), 1, 4),
+            InboundThreshold = (int?)r.Integer(e, p, nameof(WafProfileConfig.InboundThreshold), 1, 10000),
+            RemoveRules = r.Strings(e, p, nameof(WafProfileConfig.RemoveRules)),
+            RemoveTags = r.Strings(e, p, nameof(WafProfileConfig.RemoveTags)),
         };
     }
 

@@ -85,52 +85,52 @@ internal static class TrafficConfigBinder
 
     public static HealthCheckConfig? BindHealthCheck(JsonElement cluster, string clusterPath, ConfigReader r)
     {
-        string p = ConfigReader.Child(clusterPath, "healthCheck");
-        if (!r.TryGet(cluster, clusterPath, "healthCheck", false, out var e) || !r.IsObject(e, p)) return null;
+        string p = ConfigReader.Child(clusterPath, nameof(ClusterConfig.HealthCheck));
+        if (!r.TryGet(cluster, clusterPath, nameof(ClusterConfig.HealthCheck), false, out var e) || !r.IsObject(e, p)) return null;
         r.CheckUnknown(e, p, HealthCheckProperties);
         var d = new HealthCheckConfig();
-        var statuses = r.Strings(e, p, "expectedStatuses");
+        var statuses = r.Strings(e, p, nameof(HealthCheckConfig.ExpectedStatuses));
         return new HealthCheckConfig
         {
-            Type = r.String(e, p, "type") ?? d.Type,
-            Path = r.String(e, p, "path") ?? d.Path,
-            Interval = r.Duration(e, p, "interval") ?? d.Interval,
-            Timeout = r.Duration(e, p, "timeout") ?? d.Timeout,
-            HealthyThreshold = (int)(r.Integer(e, p, "healthyThreshold", 1, 100) ?? d.HealthyThreshold),
-            UnhealthyThreshold = (int)(r.Integer(e, p, "unhealthyThreshold", 1, 100) ?? d.UnhealthyThreshold),
+            Type = r.String(e, p, nameof(HealthCheckConfig.Type)) ?? d.Type,
+            Path = r.String(e, p, nameof(HealthCheckConfig.Path)) ?? d.Path,
+            Interval = r.Duration(e, p, nameof(HealthCheckConfig.Interval)) ?? d.Interval,
+            Timeout = r.Duration(e, p, nameof(HealthCheckConfig.Timeout)) ?? d.Timeout,
+            HealthyThreshold = (int)(r.Integer(e, p, nameof(HealthCheckConfig.HealthyThreshold), 1, 100) ?? d.HealthyThreshold),
+            UnhealthyThreshold = (int)(r.Integer(e, p, nameof(HealthCheckConfig.UnhealthyThreshold), 1, 100) ?? d.UnhealthyThreshold),
             ExpectedStatuses = statuses.Count > 0 ? statuses : d.ExpectedStatuses,
         };
     }
 
     public static OutlierDetectionConfig BindOutlierDetection(JsonElement cluster, string clusterPath, ConfigReader r)
     {
-        string p = ConfigReader.Child(clusterPath, "outlierDetection");
+        string p = ConfigReader.Child(clusterPath, nameof(ClusterConfig.OutlierDetection));
         var d = new OutlierDetectionConfig();
-        if (!r.TryGet(cluster, clusterPath, "outlierDetection", false, out var e) || !r.IsObject(e, p)) return d;
+        if (!r.TryGet(cluster, clusterPath, nameof(ClusterConfig.OutlierDetection), false, out var e) || !r.IsObject(e, p)) return d;
         r.CheckUnknown(e, p, OutlierDetectionProperties);
         return new OutlierDetectionConfig
         {
-            Enabled = r.Bool(e, p, "enabled") ?? d.Enabled,
-            Consecutive5xx = (int)(r.Integer(e, p, "consecutive5xx", 0, 1_000_000) ?? d.Consecutive5xx),
-            ConsecutiveGatewayFailures = (int)(r.Integer(e, p, "consecutiveGatewayFailures", 0, 1_000_000) ?? d.ConsecutiveGatewayFailures),
-            BaseEjectionTime = r.Duration(e, p, "baseEjectionTime") ?? d.BaseEjectionTime,
-            MaxEjectionTime = r.Duration(e, p, "maxEjectionTime") ?? d.MaxEjectionTime,
-            MaxEjectionPercent = (int)(r.Integer(e, p, "maxEjectionPercent", 0, 100) ?? d.MaxEjectionPercent),
+            Enabled = r.Bool(e, p, nameof(OutlierDetectionConfig.Enabled)) ?? d.Enabled,
+            Consecutive5xx = (int)(r.Integer(e, p, nameof(OutlierDetectionConfig.Consecutive5xx), 0, 1_000_000) ?? d.Consecutive5xx),
+            ConsecutiveGatewayFailures = (int)(r.Integer(e, p, nameof(OutlierDetectionConfig.ConsecutiveGatewayFailures), 0, 1_000_000) ?? d.ConsecutiveGatewayFailures),
+            BaseEjectionTime = r.Duration(e, p, nameof(OutlierDetectionConfig.BaseEjectionTime)) ?? d.BaseEjectionTime,
+            MaxEjectionTime = r.Duration(e, p, nameof(OutlierDetectionConfig.MaxEjectionTime)) ?? d.MaxEjectionTime,
+            MaxEjectionPercent = (int)(r.Integer(e, p, nameof(OutlierDetectionConfig.MaxEjectionPercent), 0, 100) ?? d.MaxEjectionPercent),
         };
     }
 
     public static LoadBalancingConfig BindLoadBalancing(JsonElement cluster, string clusterPath, ConfigReader r)
     {
-        string p = ConfigReader.Child(clusterPath, "loadBalancing");
+        string p = ConfigReader.Child(clusterPath, nameof(ClusterConfig.LoadBalancing));
         var d = new LoadBalancingConfig();
-        if (!r.TryGet(cluster, clusterPath, "loadBalancing", false, out var e) || !r.IsObject(e, p)) return d;
+        if (!r.TryGet(cluster, clusterPath, nameof(ClusterConfig.LoadBalancing), false, out var e) || !r.IsObject(e, p)) return d;
         r.CheckUnknown(e, p, LoadBalancingProperties);
         return new LoadBalancingConfig
         {
-            Policy = r.String(e, p, "policy") ?? d.Policy,
-            HashOn = r.String(e, p, "hashOn"),
-            Name = r.String(e, p, "name"),
-            SlowStartSeconds = (int)(r.Integer(e, p, "slowStartSeconds", 0, 3600) ?? 0),
+            Policy = r.String(e, p, nameof(LoadBalancingConfig.Policy)) ?? d.Policy,
+            HashOn = r.String(e, p, nameof(LoadBalancingConfig.HashOn)),
+            Name = r.String(e, p, nameof(LoadBalancingConfig.Name)),
+            SlowStartSeconds = (int)(r.Integer(e, p, nameof(LoadBalancingConfig.SlowStartSeconds), 0, 3600) ?? 0),
         };
     }
 

@@ -114,50 +114,50 @@ internal static class ClusterConfigBinder
     internal static readonly string[] DestinationProperties = ConfigReader.Names(nameof(DestinationConfig.Address), nameof(DestinationConfig.Weight));
 
     public static List<ClusterConfig> Bind(JsonElement root, string path, ConfigReader r) =>
-        r.Objects(root, path, "clusters", true, (e, p) => BindCluster(e, p, r));
+        r.Objects(root, path, nameof(GatewayConfig.Clusters), true, (e, p) => BindCluster(e, p, r));
 
     private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
     {
         r.CheckUnknown(e, p, ClusterProperties);
         var d = new ClusterConfig();
         UpstreamTlsConfig? tls = null;
-        if (r.TryGet(e, p, "tls", false, out var t) && r.IsObject(t, ConfigReader.Child(p, "tls")))
+        if (r.TryGet(e, p, nameof(ClusterConfig.Tls), false, out var t) && r.IsObject(t, ConfigReader.Child(p, nameof(ClusterConfig.Tls))))
         {
-            var tp = ConfigReader.Child(p, "tls");
+            var tp = ConfigReader.Child(p, nameof(ClusterConfig.Tls));
             r.CheckUnknown(t, tp, UpstreamTlsProperties);
             tls = new UpstreamTlsConfig
             {
-                Ca = r.String(t, tp, "ca"),
-                Sni = r.String(t, tp, "sni"),
-                InsecureSkipVerify = r.Bool(t, tp, "insecureSkipVerify") ?? false,
+                Ca = r.String(t, tp, nameof(UpstreamTlsConfig.Ca)),
+                Sni = r.String(t, tp, nameof(UpstreamTlsConfig.Sni)),
+                InsecureSkipVerify = r.Bool(t, tp, nameof(UpstreamTlsConfig.InsecureSkipVerify)) ?? false,
             };
         }
-        int maxConnections = (int)(r.Integer(e, p, "maxConnectionsPerDestination", 1, 1_000_000) ?? d.MaxConnectionsPerDestination);
+        int maxConnections = (int)(r.Integer(e, p, nameof(ClusterConfig.MaxConnectionsPerDestination), 1, 1_000_000) ?? d.MaxConnectionsPerDestination);
         var protocol = UpstreamProtocol.Http1;
-        switch (r.String(e, p, "protocol"))
+        switch (r.String(e, p, nameof(ClusterConfig.Protocol)))
         {
             case null or "http1": break;
             case "h2": protocol = UpstreamProtocol.H2; break;
-            case var other: r.Error(ConfigReader.Child(p, "protocol"), $"'{other}' is not one of http1, h2"); break;
+            case var other: r.Error(ConfigReader.Child(p, nameof(ClusterConfig.Protocol)), $"'{other}' is not one of http1, h2"); break;
         }
         return d with
         {
-            Id = r.String(e, p, "id", required: true) ?? "",
+            Id = r.String(e, p, nameof(ClusterConfig.Id), required: true) ?? "",
             Protocol = protocol,
-            Destinations = r.Objects(e, p, "destinations", true, (de, dp) =>
+            Destinations = r.Objects(e, p, nameof(ClusterConfig.Destinations), true, (de, dp) =>
             {
                 r.CheckUnknown(de, dp, DestinationProperties);
                 return new DestinationConfig
                 {
-                    Address = r.String(de, dp, "address", required: true) ?? "",
-                    Weight = (int)(r.Integer(de, dp, "weight", 1, DestinationConfig.MaxWeight) ?? 1),
+                    Address = r.String(de, dp, nameof(DestinationConfig.Address), required: true) ?? "",
+                    Weight = (int)(r.Integer(de, dp, nameof(DestinationConfig.Weight), 1, DestinationConfig.MaxWeight) ?? 1),
                 };
             }),
             MaxConnectionsPerDestination = maxConnections,
             // default: as many as may be open (Envoy and SocketsHttpHandler keep every idle connection until its idle
             // timeout); a lower cap closes and reopens upstream connections under load (measured: docs/performance.md)
-            MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, "maxIdleConnectionsPerDestination", 0, 1_000_000) ?? maxConnections),
-            IdleConnectionTimeout = r.Duration(e, p, "idleConnectionTimeout") ?? d.IdleConnectionTimeout,
+            MaxIdleConnectionsPerDestination = (int)(r.Integer(e, p, nameof(ClusterConfig.MaxIdleConnectionsPerDestination), 0, 1_000_000) ?? maxConnections),
+            IdleConnectionTimeout = r.Duration(e, p, nameof(ClusterConfig.IdleConnectionTimeout)) ?? d.IdleConnectionTimeout,
             Tls = tls,
             Retry = BindRetry(e, p, r),
             CircuitBreaker = BindBreaker(e, p, r),

@@ -22,12 +22,12 @@ internal static class HttpConfigBinder
     public static HttpConfig Bind(System.Text.Json.JsonElement root, ConfigReader r)
     {
         const string path = "$.http";
-        if (!r.TryGet(root, "$", "http", false, out var e) || !r.IsObject(e, path)) return new HttpConfig();
+        if (!r.TryGet(root, "$", nameof(GatewayConfig.Http), false, out var e) || !r.IsObject(e, path)) return new HttpConfig();
         r.CheckUnknown(e, path, Properties);
         var d = new HttpConfig();
         return new HttpConfig
         {
-            EscapedSlashes = r.String(e, path, "escapedSlashes") switch
+            EscapedSlashes = r.String(e, path, nameof(HttpConfig.EscapedSlashes)) switch
             {
                 null => d.EscapedSlashes,
                 "reject" => EscapedSlashAction.Reject,
@@ -35,7 +35,7 @@ internal static class HttpConfigBinder
                 "decode" => EscapedSlashAction.Decode,
                 var other => Invalid(r, path + ".escapedSlashes", other, "reject, keep or decode", d.EscapedSlashes),
             },
-            UnderscoreHeaders = r.String(e, path, "underscoreHeaders") switch
+            UnderscoreHeaders = r.String(e, path, nameof(HttpConfig.UnderscoreHeaders)) switch
             {
                 null => d.UnderscoreHeaders,
                 "drop" => UnderscoreHeaderAction.Drop,

@@ -49,8 +49,8 @@ internal static class LimitsConfigBinder
     public static LimitsConfig Bind(JsonElement root, string path, ConfigReader r)
     {
         var limits = new LimitsConfig();
-        if (r.TryGet(root, path, "limits", false, out var l) && r.IsObject(l, ConfigReader.Child(path, "limits")))
-            limits = BindLimits(l, ConfigReader.Child(path, "limits"), r);
+        if (r.TryGet(root, path, nameof(GatewayConfig.Limits), false, out var l) && r.IsObject(l, ConfigReader.Child(path, nameof(GatewayConfig.Limits))))
+            limits = BindLimits(l, ConfigReader.Child(path, nameof(GatewayConfig.Limits)), r);
         return limits;
     }
 
@@ -60,21 +60,21 @@ internal static class LimitsConfigBinder
         var d = new LimitsConfig();
         return new LimitsConfig
         {
-            MaxRequestLineBytes = (int)(r.Integer(e, p, "maxRequestLineBytes", 1, 1 << 20) ?? d.MaxRequestLineBytes),
-            MaxHeaderBytes = (int)(r.Integer(e, p, "maxHeaderBytes", 1, 1 << 24) ?? d.MaxHeaderBytes),
-            MaxHeaderCount = (int)(r.Integer(e, p, "maxHeaderCount", 1, 10_000) ?? d.MaxHeaderCount),
-            MaxBodyBytes = r.Integer(e, p, "maxBodyBytes", 1, long.MaxValue) ?? d.MaxBodyBytes,
-            HeaderTimeout = r.Duration(e, p, "headerTimeout") ?? d.HeaderTimeout,
-            KeepAliveTimeout = r.Duration(e, p, "keepAliveTimeout") ?? d.KeepAliveTimeout,
-            UpstreamConnectTimeout = r.Duration(e, p, "upstreamConnectTimeout") ?? d.UpstreamConnectTimeout,
-            UpstreamResponseTimeout = r.Duration(e, p, "upstreamResponseTimeout") ?? d.UpstreamResponseTimeout,
-            DrainTimeout = r.Duration(e, p, "drainTimeout") ?? d.DrainTimeout,
-            BodyIdleTimeout = r.Duration(e, p, "bodyIdleTimeout") ?? d.BodyIdleTimeout,
-            MinRequestBodyRate = r.Integer(e, p, "minRequestBodyRate", 0, 1L << 40) ?? d.MinRequestBodyRate,
-            MinResponseRate = r.Integer(e, p, "minResponseRate", 0, 1L << 40) ?? d.MinResponseRate,
-            MinRateGracePeriod = r.Duration(e, p, "minRateGracePeriod") ?? d.MinRateGracePeriod,
-            RequestTimeout = r.Duration(e, p, "requestTimeout"),
-            RequestBufferBytes = (int)(r.Integer(e, p, "requestBufferBytes", 0, MaxRequestBufferBytes) ?? d.RequestBufferBytes),
+            MaxRequestLineBytes = (int)(r.Integer(e, p, nameof(LimitsConfig.MaxRequestLineBytes), 1, 1 << 20) ?? d.MaxRequestLineBytes),
+            MaxHeaderBytes = (int)(r.Integer(e, p, nameof(LimitsConfig.MaxHeaderBytes), 1, 1 << 24) ?? d.MaxHeaderBytes),
+            MaxHeaderCount = (int)(r.Integer(e, p, nameof(LimitsConfig.MaxHeaderCount), 1, 10_000) ?? d.MaxHeaderCount),
+            MaxBodyBytes = r.Integer(e, p, nameof(LimitsConfig.MaxBodyBytes), 1, long.MaxValue) ?? d.MaxBodyBytes,
+            HeaderTimeout = r.Duration(e, p, nameof(LimitsConfig.HeaderTimeout)) ?? d.HeaderTimeout,
+            KeepAliveTimeout = r.Duration(e, p, nameof(LimitsConfig.KeepAliveTimeout)) ?? d.KeepAliveTimeout,
+            UpstreamConnectTimeout = r.Duration(e, p, nameof(LimitsConfig.UpstreamConnectTimeout)) ?? d.UpstreamConnectTimeout,
+            UpstreamResponseTimeout = r.Duration(e, p, nameof(LimitsConfig.UpstreamResponseTimeout)) ?? d.UpstreamResponseTimeout,
+            DrainTimeout = r.Duration(e, p, nameof(LimitsConfig.DrainTimeout)) ?? d.DrainTimeout,
+            BodyIdleTimeout = r.Duration(e, p, nameof(LimitsConfig.BodyIdleTimeout)) ?? d.BodyIdleTimeout,
+            MinRequestBodyRate = r.Integer(e, p, nameof(LimitsConfig.MinRequestBodyRate), 0, 1L << 40) ?? d.MinRequestBodyRate,
+            MinResponseRate = r.Integer(e, p, nameof(LimitsConfig.MinResponseRate), 0, 1L << 40) ?? d.MinResponseRate,
+            MinRateGracePeriod = r.Duration(e, p, nameof(LimitsConfig.MinRateGracePeriod)) ?? d.MinRateGracePeriod,
+            RequestTimeout = r.Duration(e, p, nameof(LimitsConfig.RequestTimeout)),
+            RequestBufferBytes = (int)(r.Integer(e, p, nameof(LimitsConfig.RequestBufferBytes), 0, MaxRequestBufferBytes) ?? d.RequestBufferBytes),
         };
     }
 }

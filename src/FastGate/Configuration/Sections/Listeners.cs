@@ -87,30 +87,30 @@ internal static class ListenerConfigBinder
         [.. ConfigReader.Names(nameof(SniCertificateConfig.Hosts)), .. CertificateFileProperties];
 
     public static List<ListenerConfig> BindListeners(JsonElement root, string path, ConfigReader r) =>
-        r.Objects(root, path, "listeners", true, (e, p) =>
+        r.Objects(root, path, nameof(GatewayConfig.Listeners), true, (e, p) =>
         {
             r.CheckUnknown(e, p, ListenerProperties);
             return new ListenerConfig
             {
-                Name = r.String(e, p, "name") ?? "",
-                Address = r.String(e, p, "address", required: true) ?? "",
+                Name = r.String(e, p, nameof(ListenerConfig.Name)) ?? "",
+                Address = r.String(e, p, nameof(ListenerConfig.Address), required: true) ?? "",
                 Tls = BindListenerTls(e, p, r),
-                Http2 = r.Bool(e, p, "http2") ?? false,
+                Http2 = r.Bool(e, p, nameof(ListenerConfig.Http2)) ?? false,
             };
         });
 
     public static AdminConfig? BindAdmin(JsonElement root, string path, ConfigReader r)
     {
         AdminConfig? admin = null;
-        if (r.TryGet(root, path, "admin", false, out var a) && r.IsObject(a, ConfigReader.Child(path, "admin")))
+        if (r.TryGet(root, path, nameof(GatewayConfig.Admin), false, out var a) && r.IsObject(a, ConfigReader.Child(path, nameof(GatewayConfig.Admin))))
         {
-            var ap = ConfigReader.Child(path, "admin");
+            var ap = ConfigReader.Child(path, nameof(GatewayConfig.Admin));
             r.CheckUnknown(a, ap, AdminProperties);
             admin = new AdminConfig
             {
-                Address = r.String(a, ap, "address", required: true) ?? "",
-                Token = r.String(a, ap, "token"),
-                TokenEnv = r.String(a, ap, "tokenEnv"),
+                Address = r.String(a, ap, nameof(AdminConfig.Address), required: true) ?? "",
+                Token = r.String(a, ap, nameof(AdminConfig.Token)),
+                TokenEnv = r.String(a, ap, nameof(AdminConfig.TokenEnv)),
             };
         }
         return admin;
@@ -118,35 +118,36 @@ internal static class ListenerConfigBinder
 
     private static ListenerTlsConfig? BindListenerTls(JsonElement e, string p, ConfigReader r)
     {
-        if (!r.TryGet(e, p, "tls", false, out var t) || !r.IsObject(t, ConfigReader.Child(p, "tls"))) return null;
-        var tp = ConfigReader.Child(p, "tls");
+        if (!r.TryGet(e, p, nameof(ListenerConfig.Tls), false, out var t) || !r.IsObject(t, ConfigReader.Child(p, nameof(ListenerConfig.Tls)))) return null;
+        var tp = ConfigReader.Child(p, nameof(ListenerConfig.Tls));
         r.CheckUnknown(t, tp, ListenerTlsProperties);
         var mode = ClientCertificateMode.None;
-        if (r.String(t, tp, "clientCertificate") is { } m)
+        if (r.String(t, tp, nameof(ListenerTlsConfig.ClientCertificate)) is { } m)
         {
             switch (m)
             {
                 case "none": mode = ClientCertificateMode.None; break;
                 case "optional": mode = ClientCertificateMode.Optional; break;
                 case "required": mode = ClientCertificateMode.Required; break;
-                default: r.Error(ConfigReader.Child(tp, "clientCertificate"), $"'{m}' is not one of none, optional, required"); break;
+                default: r.Error(ConfigReader.Child(tp, nameof(ListenerTlsConfig.ClientCertificate)), $"'{m}' is not one of none, optional, required"); break;
             }
         }
         return new ListenerTlsConfig
         {
             Files = BindCertificateFiles(t, tp, r),
             ClientCertificate = mode,
-            ClientCa = r.String(t, tp, "clientCa"),
-            Sni = r.Objects(t, tp, "sni", false, (se, sp) =>
+            ClientCa = r.String(t, tp, nameof(ListenerTlsConfig.ClientCa)),
+            Sni = r.Objects(t, tp, nameof(ListenerTlsConfig.Sni), false, (se, sp) =>
             {
                 r.CheckUnknown(se, sp, SniProperties);
-                return new SniCertificateConfig { Hosts = r.Strings(se, sp, "hosts"), Files = BindCertificateFiles(se, sp, r) };
+                return new SniCertificateConfig { Hosts = r.Strings(se, sp, nameof(SniCertificateConfig.Hosts)), Files = BindCertificateFiles(se, sp, r) };
             }),
         };
     }
 
     private static CertificateFiles BindCertificateFiles(JsonElement e, string p, ConfigReader r) => new(
-        r.String(e, p, "certificate"), r.String(e, p, "key"), r.String(e, p, "pfx"), r.String(e, p, "password"), r.String(e, p, "passwordEnv"));
+        r.String(e, p, nameof(CertificateFiles.Certificate)), r.String(e, p, nameof(CertificateFiles.Key)), r.String(e, p, nameof(CertificateFiles.Pfx)),
+        r.String(e, p, nameof(CertificateFiles.Password)), r.String(e, p, nameof(CertificateFiles.PasswordEnv)));
 
     public static void Validate(GatewayConfig config, List<ConfigError> errors)
     {

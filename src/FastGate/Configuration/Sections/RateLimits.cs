@@ -62,14 +62,14 @@ internal static class RateLimitConfigBinder
     public static readonly string[] KeyKinds = ["clientIp", "consumer", "apiKey", "subject", "route", "device"];
 
     public static List<RateLimitConfig> BindLimits(JsonElement root, ConfigReader r) =>
-        r.Objects(root, "$", "rateLimits", false, (e, p) =>
+        r.Objects(root, "$", nameof(GatewayConfig.RateLimits), false, (e, p) =>
         {
             r.CheckUnknown(e, p, RateLimitProperties);
             var keys = new List<string>();
-            if (r.TryGet(e, p, "key", false, out var k))
+            if (r.TryGet(e, p, nameof(RateLimitConfig.Key), false, out var k))
             {
                 if (k.ValueKind == JsonValueKind.String) keys.Add(k.GetString()!);
-                else keys.AddRange(r.Strings(e, p, "key"));
+                else keys.AddRange(r.Strings(e, p, nameof(RateLimitConfig.Key)));
             }
             if (keys.Count == 0) keys.Add("clientIp");
             for (int i = 0; i < keys.Count; i++)
@@ -81,26 +81,26 @@ internal static class RateLimitConfigBinder
             }
             var c = new RateLimitConfig
             {
-                Id = r.String(e, p, "id", required: true) ?? "",
-                Algorithm = r.String(e, p, "algorithm") ?? "gcra",
-                Rate = r.Integer(e, p, "rate", 1, long.MaxValue) ?? 0,
-                Per = r.Duration(e, p, "per") ?? TimeSpan.FromSeconds(1),
-                Burst = r.Integer(e, p, "burst", 1, long.MaxValue),
+                Id = r.String(e, p, nameof(RateLimitConfig.Id), required: true) ?? "",
+                Algorithm = r.String(e, p, nameof(RateLimitConfig.Algorithm)) ?? "gcra",
+                Rate = r.Integer(e, p, nameof(RateLimitConfig.Rate), 1, long.MaxValue) ?? 0,
+                Per = r.Duration(e, p, nameof(RateLimitConfig.Per)) ?? TimeSpan.FromSeconds(1),
+                Burst = r.Integer(e, p, nameof(RateLimitConfig.Burst), 1, long.MaxValue),
                 Key = keys,
-                MissingKey = r.String(e, p, "missingKey") ?? "shared",
-                MaxKeys = (int)(r.Integer(e, p, "maxKeys", 1, 100_000_000) ?? RateLimiterDefinition.DefaultMaxKeys),
-                Status = (int)(r.Integer(e, p, "status", 100, 599) ?? 429),
-                Headers = r.Bool(e, p, "headers") ?? false,
-                LegacyHeaders = r.Bool(e, p, "legacyHeaders") ?? false,
-                Scope = r.String(e, p, "scope") ?? "local",
-                OnStoreFailure = r.String(e, p, "onStoreFailure") ?? "local",
-                StoreTimeout = r.Duration(e, p, "storeTimeout"),
-                Unit = r.String(e, p, "unit") ?? "requests",
+                MissingKey = r.String(e, p, nameof(RateLimitConfig.MissingKey)) ?? "shared",
+                MaxKeys = (int)(r.Integer(e, p, nameof(RateLimitConfig.MaxKeys), 1, 100_000_000) ?? RateLimiterDefinition.DefaultMaxKeys),
+                Status = (int)(r.Integer(e, p, nameof(RateLimitConfig.Status), 100, 599) ?? 429),
+                Headers = r.Bool(e, p, nameof(RateLimitConfig.Headers)) ?? false,
+                LegacyHeaders = r.Bool(e, p, nameof(RateLimitConfig.LegacyHeaders)) ?? false,
+                Scope = r.String(e, p, nameof(RateLimitConfig.Scope)) ?? "local",
+                OnStoreFailure = r.String(e, p, nameof(RateLimitConfig.OnStoreFailure)) ?? "local",
+                StoreTimeout = r.Duration(e, p, nameof(RateLimitConfig.StoreTimeout)),
+                Unit = r.String(e, p, nameof(RateLimitConfig.Unit)) ?? "requests",
             };
             if (c.Unit is not ("requests" or "tokens")) r.Error(p + ".unit", $"'{c.Unit}' is not requests or tokens");
             else if (c.CountsTokens && c.Algorithm != "gcra")
                 r.Error(p + ".algorithm", "a token quota (unit tokens) uses gcra: responses are charged after the fact, which only gcra can do");
-            if (!r.TryGet(e, p, "rate", false, out _)) r.Error(p + ".rate", "is required");
+            if (!r.TryGet(e, p, nameof(RateLimitConfig.Rate), false, out _)) r.Error(p + ".rate", "is required");
             var algorithm = c.Algorithm switch
             {
                 "gcra" => RateLimitAlgorithm.Gcra,
@@ -125,17 +125,17 @@ internal static class RateLimitConfigBinder
 
     public static RedisConfig? BindRedis(JsonElement root, ConfigReader r)
     {
-        if (!r.TryGet(root, "$", "redis", false, out var e) || !r.IsObject(e, "$.redis")) return null;
+        if (!r.TryGet(root, "$", nameof(GatewayConfig.Redis), false, out var e) || !r.IsObject(e, "$.redis")) return null;
         r.CheckUnknown(e, "$.redis", RedisProperties);
         var d = new RedisConfig();
         var c = new RedisConfig
         {
-            Connection = r.String(e, "$.redis", "connection") ?? d.Connection,
-            KeyPrefix = r.String(e, "$.redis", "keyPrefix") ?? d.KeyPrefix,
-            Instance = r.String(e, "$.redis", "instance"),
-            Heartbeat = r.Duration(e, "$.redis", "heartbeat") ?? d.Heartbeat,
-            MemberTimeout = r.Duration(e, "$.redis", "memberTimeout") ?? d.MemberTimeout,
-            LeaseTtl = r.Duration(e, "$.redis", "leaseTtl") ?? d.LeaseTtl,
+            Connection = r.String(e, "$.redis", nameof(RedisConfig.Connection)) ?? d.Connection,
+            KeyPrefix = r.String(e, "$.redis", nameof(RedisConfig.KeyPrefix)) ?? d.KeyPrefix,
+            Instance = r.String(e, "$.redis", nameof(RedisConfig.Instance)),
+            Heartbeat = r.Duration(e, "$.redis", nameof(RedisConfig.Heartbeat)) ?? d.Heartbeat,
+            MemberTimeout = r.Duration(e, "$.redis", nameof(RedisConfig.MemberTimeout)) ?? d.MemberTimeout,
+            LeaseTtl = r.Duration(e, "$.redis", nameof(RedisConfig.LeaseTtl)) ?? d.LeaseTtl,
         };
         if (c.Instance is { } id && (id.Length is 0 or > 64 || id.Any(ch => ch < 0x21 || ch > 0x7E)))
             r.Error("$.redis.instance", "must be 1-64 visible ASCII characters");

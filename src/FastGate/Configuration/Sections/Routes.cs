@@ -94,63 +94,63 @@ internal static class RouteConfigBinder
         nameof(UpstreamCredentialConfig.Prefix), nameof(UpstreamCredentialConfig.Env));
 
     public static List<RouteConfig> Bind(JsonElement root, string path, ConfigReader r) =>
-        r.Objects(root, path, "routes", true, (e, p) => BindRoute(e, p, r));
+        r.Objects(root, path, nameof(GatewayConfig.Routes), true, (e, p) => BindRoute(e, p, r));
 
     private static RouteConfig BindRoute(JsonElement e, string p, ConfigReader r)
     {
         r.CheckUnknown(e, p, RouteProperties);
         var match = new RouteMatchConfig();
-        if (r.TryGet(e, p, "match", true, out var m) && r.IsObject(m, ConfigReader.Child(p, "match")))
+        if (r.TryGet(e, p, nameof(RouteConfig.Match), true, out var m) && r.IsObject(m, ConfigReader.Child(p, nameof(RouteConfig.Match))))
         {
-            var mp = ConfigReader.Child(p, "match");
+            var mp = ConfigReader.Child(p, nameof(RouteConfig.Match));
             r.CheckUnknown(m, mp, RouteMatchProperties);
             match = new RouteMatchConfig
             {
-                Hosts = r.Strings(m, mp, "hosts"),
-                PathPrefix = r.String(m, mp, "pathPrefix"),
-                Path = r.String(m, mp, "path"),
-                Methods = r.Strings(m, mp, "methods"),
+                Hosts = r.Strings(m, mp, nameof(RouteMatchConfig.Hosts)),
+                PathPrefix = r.String(m, mp, nameof(RouteMatchConfig.PathPrefix)),
+                Path = r.String(m, mp, nameof(RouteMatchConfig.Path)),
+                Methods = r.Strings(m, mp, nameof(RouteMatchConfig.Methods)),
             };
         }
         string? strip = null;
-        if (r.TryGet(e, p, "stripPrefix", false, out var s))
+        if (r.TryGet(e, p, nameof(RouteConfig.StripPrefix), false, out var s))
         {
             if (s.ValueKind == JsonValueKind.String) strip = s.GetString();
             else if (s.ValueKind == JsonValueKind.True) strip = match.PathPrefix ?? "";
-            else if (s.ValueKind != JsonValueKind.False) r.Error(ConfigReader.Child(p, "stripPrefix"), "expected a path prefix string or true/false");
+            else if (s.ValueKind != JsonValueKind.False) r.Error(ConfigReader.Child(p, nameof(RouteConfig.StripPrefix)), "expected a path prefix string or true/false");
         }
         return new RouteConfig
         {
-            Id = r.String(e, p, "id", required: true) ?? "",
+            Id = r.String(e, p, nameof(RouteConfig.Id), required: true) ?? "",
             Match = match,
-            Cluster = r.String(e, p, "cluster", required: true) ?? "",
+            Cluster = r.String(e, p, nameof(RouteConfig.Cluster), required: true) ?? "",
             StripPrefix = strip,
-            PreserveHost = r.Bool(e, p, "preserveHost") ?? false,
-            RateLimits = r.Strings(e, p, "rateLimits"),
-            Auth = r.Strings(e, p, "auth"),
-            Scopes = r.Strings(e, p, "scopes"),
+            PreserveHost = r.Bool(e, p, nameof(RouteConfig.PreserveHost)) ?? false,
+            RateLimits = r.Strings(e, p, nameof(RouteConfig.RateLimits)),
+            Auth = r.Strings(e, p, nameof(RouteConfig.Auth)),
+            Scopes = r.Strings(e, p, nameof(RouteConfig.Scopes)),
             Claims = Security.JwtConfigBinder.BindClaims(e, p, r),
-            ForwardApiKey = r.Bool(e, p, "forwardApiKey") ?? false,
-            Cors = r.String(e, p, "cors"),
-            Hsts = r.String(e, p, "hsts"),
+            ForwardApiKey = r.Bool(e, p, nameof(RouteConfig.ForwardApiKey)) ?? false,
+            Cors = r.String(e, p, nameof(RouteConfig.Cors)),
+            Hsts = r.String(e, p, nameof(RouteConfig.Hsts)),
             UpstreamCredential = BindUpstreamCredential(e, p, r),
-            RequestTimeout = r.Duration(e, p, "requestTimeout"),
-            Waf = r.String(e, p, "waf"),
+            RequestTimeout = r.Duration(e, p, nameof(RouteConfig.RequestTimeout)),
+            Waf = r.String(e, p, nameof(RouteConfig.Waf)),
             Ai = FastGate.Ai.AiConfigBinder.Bind(e, p, r),
         };
     }
 
     private static UpstreamCredentialConfig? BindUpstreamCredential(JsonElement e, string p, ConfigReader r)
     {
-        if (!r.TryGet(e, p, "upstreamCredential", false, out var c) || !r.IsObject(c, ConfigReader.Child(p, "upstreamCredential"))) return null;
-        var cp = ConfigReader.Child(p, "upstreamCredential");
+        if (!r.TryGet(e, p, nameof(RouteConfig.UpstreamCredential), false, out var c) || !r.IsObject(c, ConfigReader.Child(p, nameof(RouteConfig.UpstreamCredential)))) return null;
+        var cp = ConfigReader.Child(p, nameof(RouteConfig.UpstreamCredential));
         r.CheckUnknown(c, cp, UpstreamCredentialProperties);
         return new UpstreamCredentialConfig
         {
-            Provider = r.String(c, cp, "provider"),
-            Header = r.String(c, cp, "header"),
-            Prefix = r.String(c, cp, "prefix"),
-            Env = r.String(c, cp, "env", required: true) ?? "",
+            Provider = r.String(c, cp, nameof(UpstreamCredentialConfig.Provider)),
+            Header = r.String(c, cp, nameof(UpstreamCredentialConfig.Header)),
+            Prefix = r.String(c, cp, nameof(UpstreamCredentialConfig.Prefix)),
+            Env = r.String(c, cp, nameof(UpstreamCredentialConfig.Env), required: true) ?? "",
         };
     }
 
