@@ -137,6 +137,9 @@ public sealed partial class Exchange
     public bool CorsAllowed { get; internal set; }
     /// <summary>The WAF evaluation of this request (routes with a WAF profile), or null.</summary>
     public Waf.WafTransaction? Waf { get; internal set; }
+    /// <summary>The WAF transaction and request view this exchange reuses request after request (kept by Begin).</summary>
+    internal Waf.WafTransaction? WafScratch;
+    internal Waf.WafRequest? WafRequestScratch;
     /// <summary>The WAF's phase 2 waits for the body (the connection runs it after buffering).</summary>
     public bool WafBodyPending { get; internal set; }
     /// <summary>Why the request is refused (with <see cref="AdmissionVerdict.Reject"/>).</summary>

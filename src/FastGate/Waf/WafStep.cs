@@ -11,15 +11,18 @@ public static class WafStep
     public static bool Inspect(WafProfile profile, Exchange x)
     {
         var r = x.Request;
-        var request = new WafRequest
-        {
-            Method = Encoding.Latin1.GetString(r[r.MethodRange]),
-            Uri = Encoding.Latin1.GetString(r[r.Target]),
-            Protocol = r.IsHttp11 ? "HTTP/1.1" : "HTTP/1.0",
-            RemoteAddress = Encoding.Latin1.GetString(x.ClientIp),
-        };
+        // the exchange's request view and transaction are reused request after request (their lists and caches too)
+        var request = x.WafRequestScratch ??= new WafRequest();
+        request.Method = Encoding.Latin1.GetString(r[r.MethodRange]);
+        request.Uri = Encoding.Latin1.GetString(r[r.Target]);
+        request.Protocol = r.IsHttp11 ? "HTTP/1.1" : "HTTP/1.0";
+        request.RemoteAddress = Encoding.Latin1.GetString(x.ClientIp);
+        request.Body = null;
+        request.Headers.Clear();
         foreach (var h in r.Headers) request.Headers.Add((Encoding.Latin1.GetString(r[h.Name]), Encoding.Latin1.GetString(r[h.Value])));
-        var tx = new WafTransaction(profile.Rules, request);
+        var tx = x.WafScratch;
+        if (tx is null) x.WafScratch = tx = new WafTransaction(profile.Rules, request);
+        else tx.Reset(profile.Rules, request);
         x.Waf = tx;
         if (tx.Evaluate(1)) return profile.Mode == WafMode.Block;
         if (r.HasBody) { x.WafBodyPending = true; return false; }

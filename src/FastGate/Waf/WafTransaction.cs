@@ -24,8 +24,8 @@ public readonly record struct WafMatch(int Id, int Severity, string Message, str
 /// </summary>
 public sealed class WafTransaction
 {
-    private readonly WafRuleSet _set;
-    private readonly WafRequest _request;
+    private WafRuleSet _set;
+    private WafRequest _request;
     // the request's collections by WafCollections id (a number per collection name, fixed for the process), so a
     // rule's target finds its values by index rather than by hashing the collection name
     private List<(string Key, string Name, string Value)>?[] _collections = new List<(string, string, string)>?[WafCollections.Count + 8];
@@ -48,6 +48,37 @@ public sealed class WafTransaction
     {
         _set = set;
         _request = request;
+        BuildRequestCollections();
+    }
+
+    /// <summary>
+    /// Starts the evaluation of another request on this transaction's collections, tables and caches (a connection
+    /// keeps one: the lists and dictionaries a CRS evaluation fills are cleared, not allocated again).
+    /// </summary>
+    public void Reset(WafRuleSet set, WafRequest request)
+    {
+        _set = set;
+        _request = request;
+        foreach (var list in _collections) list?.Clear();
+        _tx.Clear();
+        _other.Clear();
+        _removedIds.Clear();
+        _removedTags.Clear();
+        _removedTargetsById.Clear();
+        _removedTargetsByTag.Clear();
+        _matchedVars.Clear();
+        _resolved.Clear();
+        _counted.Clear();
+        _transformed.Clear();
+        _matchedVar = _matchedVarName = "";
+        _currentRule = null;
+        _bodyDone = false;
+        Matches.Clear();
+        Interruption = null;
+        Status = 0;
+        RuleEngine = null;
+        Allowed = false;
+        RequestBodyProcessor = "";
         BuildRequestCollections();
     }
 

@@ -197,3 +197,61 @@ public class CrsLoadTests
             string.Join("\n", set.Warnings));
     }
 }
+
+public class WafTransactionReuseTests
+{
+    private static WafRequest Request(string uri, string? body = null)
+    {
+        var r = new WafRequest { Method = body is null ? "GET" : "POST", Uri = uri, RemoteAddress = "198.51.100.7" };
+        r.Headers.Add(("Host", "shop.example.com"));
+        r.Headers.Add(("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"));
+        r.Headers.Add(("Accept", "text/html"));
+        r.Headers.Add(("Cookie", "session=3f9a1c; theme=dark"));
+        if (body is not null)
+        {
+            r.Headers.Add(("Content-Type", "application/x-www-form-urlencoded"));
+            r.Headers.Add(("Content-Length", body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        return r;
+    }
+
+    private static (bool Blocked, int Score, string Ids) Evaluate(WafTransaction tx, string? body)
+    {
+        bool blocked = tx.Evaluate(1);
+        if (!blocked)
+        {
+            tx.SetBody(body is null ? null : System.Text.Encoding.Latin1.GetBytes(body));
+            blocked = tx.Evaluate(2);
+        }
+        return (blocked, tx.AnomalyScore, string.Join(",", tx.Matches.Select(m => m.Id)));
+    }
+
+    /// <summary>A connection reuses one transaction: after Reset nothing of the previous request (TX scores, ctl
+    /// removals, matches, the body) may show, so a reused one decides every request exactly as a new one does.</summary>
+    [LinuxFact]
+    public void AReusedTransaction_DecidesEachRequestAsANewOneDoes()
+    {
+        if (!Directory.Exists("/usr/share/modsecurity-crs")) Assert.Fail("modsecurity-crs is not installed (tests/install-deps.sh)");
+        var set = WafRuleSet.Load(new WafLoadOptions { Rules = "/usr/share/modsecurity-crs", ParanoiaLevel = 2 });
+        (string Uri, string? Body)[] requests =
+        [
+            ("/products/42?id=1%27%20OR%20%271%27=%271", null), // SQLi
+            ("/products/42?sort=price&page=2", null),
+            ("/search", "q=<script>alert(document.cookie)</script>"), // XSS in the body
+            ("/account/settings", "name=Ada&theme=dark"),
+            ("/files?path=../../etc/passwd", null), // LFI
+            ("/", null),
+        ];
+        WafTransaction? reused = null;
+        int blocked = 0;
+        foreach (var (uri, body) in requests.Concat(requests.Reverse()))
+        {
+            var fresh = Evaluate(new WafTransaction(set, Request(uri, body)), body);
+            if (reused is null) reused = new WafTransaction(set, Request(uri, body));
+            else reused.Reset(set, Request(uri, body));
+            Assert.Equal(fresh, Evaluate(reused, body));
+            if (fresh.Blocked) blocked++;
+        }
+        Assert.Equal(6, blocked); // the three attacks, both times: the table tells the two kinds apart
+    }
+}
