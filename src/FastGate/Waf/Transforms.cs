@@ -225,6 +225,11 @@ public static class Transforms
 
     public static string CompressWhitespace(string s)
     {
+        // nothing to do (the common value): the value itself, so later steps and the cache see the same reference
+        bool change = false;
+        for (int i = 0; i < s.Length && !change; i++)
+            change = IsSpace(s[i]) && (s[i] != ' ' || (i + 1 < s.Length && IsSpace(s[i + 1])));
+        if (!change) return s;
         var sb = new StringBuilder(s.Length);
         bool space = false;
         foreach (var c in s)
@@ -238,6 +243,7 @@ public static class Transforms
     /// <summary>C-style comments become one space (an unterminated one too); a lone "*/" is removed.</summary>
     public static string ReplaceComments(string s)
     {
+        if (!s.Contains("/*", StringComparison.Ordinal) && !s.Contains("*/", StringComparison.Ordinal)) return s;
         var sb = new StringBuilder(s.Length);
         for (int i = 0; i < s.Length; i++)
         {
@@ -261,6 +267,7 @@ public static class Transforms
     /// </summary>
     public static string CmdLine(string s)
     {
+        if (!CmdLineChanges(s)) return s;
         var sb = new StringBuilder(s.Length);
         bool space = false;
         foreach (var ch in s)
@@ -288,11 +295,29 @@ public static class Transforms
         return sb.ToString();
     }
 
+    /// <summary>Whether cmdLine would change the value: a deleted or replaced character, an upper-case letter, a space
+    /// after a space, or a space before '/' or '('.</summary>
+    private static bool CmdLineChanges(string s)
+    {
+        char prev = '\0';
+        foreach (var c in s)
+        {
+            if (c is '"' or '\'' or '\\' or '^' or ',' or ';' or '\t' or '\r' or '\n' || (c >= 'A' && c <= 'Z')) return true;
+            if (prev == ' ' && c is ' ' or '/' or '(') return true;
+            prev = c;
+        }
+        return false;
+    }
+
     /// <summary>Removes "./" segments and resolves "x/../", collapses repeated slashes (Win: backslashes become slashes first).</summary>
     public static string NormalizePath(string s, bool win)
     {
         if (win) s = s.Replace('\\', '/');
         if (s.Length == 0) return s;
+        if (!s.Contains("//", StringComparison.Ordinal) && !s.Contains("/./", StringComparison.Ordinal) && !s.Contains("/../", StringComparison.Ordinal)
+            && !s.StartsWith("./", StringComparison.Ordinal) && !s.StartsWith("../", StringComparison.Ordinal)
+            && !s.EndsWith("/.", StringComparison.Ordinal) && !s.EndsWith("/..", StringComparison.Ordinal) && s is not ("." or ".."))
+            return s; // already normal
         bool absolute = s[0] == '/';
         bool trailing = s.EndsWith('/') || s.EndsWith("/.") || s.EndsWith("/..") || s == "." || s == "..";
         var parts = s.Split('/');

@@ -255,3 +255,34 @@ public class WafTransactionReuseTests
         Assert.Equal(6, blocked); // the three attacks, both times: the table tells the two kinds apart
     }
 }
+
+public class TransformTests
+{
+    [Theory]
+    [InlineData("compressWhitespace", "a  b\t\tc\nd", "a b c d")]
+    [InlineData("compressWhitespace", "a\tb", "a b")]
+    [InlineData("replaceComments", "sel/*x*/ect", "sel ect")]
+    [InlineData("replaceComments", "a*/b", "ab")]
+    [InlineData("cmdLine", "C:\\Win\"d^ows ,; /x (y", "c:windows/x(y")]
+    [InlineData("cmdLine", "cat  /etc", "cat/etc")]
+    [InlineData("normalisePath", "/a/./b/../c//d", "/a/c/d")]
+    [InlineData("normalisePath", "../x/.", "../x/")]
+    [InlineData("normalisePathWin", "\\a\\..\\b", "/b")]
+    public void ATransformation_ChangesWhatItMust(string name, string input, string expected) =>
+        Assert.Equal(expected, Transforms.Get(name)!(input));
+
+    /// <summary>An unchanged value comes back as the same string: no allocation, and the per-request cache keyed by
+    /// reference finds it again in the next step.</summary>
+    [Theory]
+    [InlineData("compressWhitespace", "a b c")]
+    [InlineData("replaceComments", "nothing to see / * here")]
+    [InlineData("cmdLine", "ls -la tmp/x")]
+    [InlineData("normalisePath", "/products/42/")]
+    [InlineData("normalisePath", "relative/path.html")]
+    public void AnUnchangedValue_IsTheSameString(string name, string input)
+    {
+        var output = Transforms.Get(name)!(input);
+        Assert.Equal(input, output);
+        Assert.Same(input, output);
+    }
+}
