@@ -382,7 +382,7 @@ internal static class AiStage
             if (!framer.Append(buffer.AsSpan(0, n))) break;
             try
             {
-                while (framer.TryNext(out var name, out var data)) translator.OnEvent(name, data);
+                while (framer.TryNext(out var data)) translator.OnEvent(data);
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
             {
