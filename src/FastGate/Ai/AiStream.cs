@@ -128,6 +128,7 @@ internal sealed class AiStreamTranslator
         if (Done) return;
         if (data.Length == 0) return;
         if (data.Span.SequenceEqual("[DONE]"u8)) { Finish(); return; }
+        if (TryTextDelta(data.Span)) return;
         using var doc = JsonDocument.Parse(data);
         var root = doc.RootElement;
         switch (_family)
@@ -136,6 +137,112 @@ internal sealed class AiStreamTranslator
             case ProviderFamily.Gemini: Gemini(root); break;
             default: OpenAi(root); break;
         }
+    }
+
+    private byte[] _text = new byte[256];
+
+    /// <summary>
+    /// The common event, a text delta and nothing else (OpenAI-style: <c>choices[0].delta.content</c> with no tool
+    /// calls, no finish reason, no usage; Anthropic: <c>content_block_delta</c> / <c>text_delta</c>), read with a
+    /// <see cref="Utf8JsonReader"/> and written as its chunk without a JsonDocument or a string: no allocation.
+    /// False (nothing written) for any other event, left to the document path. Not used when responses are masked.
+    /// </summary>
+    private bool TryTextDelta(ReadOnlySpan<byte> json)
+    {
+        if (_mask is not null || _family == ProviderFamily.Gemini) return false;
+        var r = new Utf8JsonReader(json);
+        int textLength = -1;
+        if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
+        if (_family == ProviderFamily.Anthropic)
+        {
+            bool blockDelta = false;
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                if (r.ValueTextEquals("type"u8))
+                {
+                    if (!r.Read() || r.TokenType != JsonTokenType.String || !r.ValueTextEquals("content_block_delta"u8)) return false;
+                    blockDelta = true;
+                }
+                else if (r.ValueTextEquals("delta"u8))
+                {
+                    if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
+                    bool textType = false;
+                    while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                    {
+                        if (r.ValueTextEquals("type"u8))
+                        {
+                            if (!r.Read() || r.TokenType != JsonTokenType.String || !r.ValueTextEquals("text_delta"u8)) return false;
+                            textType = true;
+                        }
+                        else if (r.ValueTextEquals("text"u8))
+                        {
+                            if (!r.Read() || r.TokenType != JsonTokenType.String) return false;
+                            textLength = CopyText(ref r);
+                        }
+                        else return false;
+                    }
+                    if (!textType) return false;
+                }
+                else { r.Read(); r.Skip(); }
+            }
+            if (!blockDelta || textLength < 0) return false;
+        }
+        else
+        {
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                if (r.ValueTextEquals("choices"u8))
+                {
+                    if (!r.Read() || r.TokenType != JsonTokenType.StartArray) return false;
+                    if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
+                    while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                    {
+                        if (r.ValueTextEquals("delta"u8))
+                        {
+                            if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
+                            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                            {
+                                if (r.ValueTextEquals("content"u8))
+                                {
+                                    if (!r.Read()) return false;
+                                    if (r.TokenType == JsonTokenType.String) textLength = CopyText(ref r);
+                                    else if (r.TokenType != JsonTokenType.Null) return false;
+                                }
+                                else if (r.ValueTextEquals("tool_calls"u8)) return false;
+                                else { r.Read(); r.Skip(); }
+                            }
+                        }
+                        else if (r.ValueTextEquals("finish_reason"u8))
+                        {
+                            if (!r.Read() || r.TokenType != JsonTokenType.Null) return false;
+                        }
+                        else { r.Read(); r.Skip(); }
+                    }
+                    if (!r.Read() || r.TokenType != JsonTokenType.EndArray) return false; // one choice only
+                }
+                else if (r.ValueTextEquals("usage"u8))
+                {
+                    if (!r.Read() || r.TokenType != JsonTokenType.Null) return false;
+                }
+                else { r.Read(); r.Skip(); }
+            }
+            if (textLength < 0) return false;
+        }
+        if (r.TokenType != JsonTokenType.EndObject || textLength == -2) return false;
+        if (textLength == 0) return true;
+        BeginChunk();
+        _w.WriteString("content"u8, _text.AsSpan(0, textLength));
+        EndChunk(null);
+        return true;
+    }
+
+    /// <summary>The reader's string, unescaped into the reused buffer: its length, or -2 when it is not valid UTF-8.</summary>
+    private int CopyText(ref Utf8JsonReader r)
+    {
+        int max = r.HasValueSequence ? checked((int)r.ValueSequence.Length) : r.ValueSpan.Length;
+        if (_text.Length < max) _text = new byte[Math.Max(max, _text.Length * 2)];
+        int n = r.CopyString(_text);
+        return System.Text.Unicode.Utf8.IsValid(_text.AsSpan(0, n)) ? n : -2;
     }
 
     private void OpenAi(JsonElement root)
