@@ -108,8 +108,10 @@ public static class AiBench
         var failover = new List<double>();
         int warm = Math.Min(200, o.LatencyRequests / 5), failed = 0;
         string gatewayBase = o.Gateway[..o.Gateway.LastIndexOf('/')];
+        double failovers0 = await FailoversAsync(http, o.Admin).ConfigureAwait(false);
         for (int i = 0; i < warm + o.LatencyRequests; i++)
         {
+            await Task.Delay(2).ConfigureAwait(false); // past k's 1 ms cooldown: every /aik call tries k first
             var pr = await StreamAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody("oa", 5, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
             var fr = await StreamAsync(http, gatewayBase + "/aik/v1/chat/completions", GatewayBody("oa", 5, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
             if (i < warm) continue;
@@ -119,7 +121,7 @@ public static class AiBench
         }
         plain.Sort();
         failover.Sort();
-        double failovers = await FailoversAsync(http, o.Admin).ConfigureAwait(false);
+        double failovers = await FailoversAsync(http, o.Admin).ConfigureAwait(false) - failovers0;
         report.AppendLine("## Failover latency (every call to /aik tries the killed provider k first, then c; /ai goes to c; alternating, 1 client)");
         report.AppendLine();
         report.AppendLine("| path | requests | failed | p50 µs | p99 µs | max µs |");
@@ -128,7 +130,7 @@ public static class AiBench
         report.AppendLine(CultureInfo.InvariantCulture, $"| gateway → k (refused) → c | {failover.Count} | {failed} | {Pct(failover, 0.5):F0} | {Pct(failover, 0.99):F0} | {Pct(failover, 1):F0} |");
         report.AppendLine(CultureInfo.InvariantCulture, $"| added by the failover | | | {Pct(failover, 0.5) - Pct(plain, 0.5):F0} | {Pct(failover, 0.99) - Pct(plain, 0.99):F0} | |");
         report.AppendLine();
-        report.AppendLine(CultureInfo.InvariantCulture, $"fastgate_ai_failovers_total at the end of the run: {failovers:F0}.");
+        report.AppendLine(CultureInfo.InvariantCulture, $"fastgate_ai_failovers_total grew by {failovers:F0} in this phase ({warm + o.LatencyRequests} calls to /aik, warm-up included; a call 2 ms after the last, past k's 1 ms cooldown).");
         report.AppendLine();
         stdout.WriteLine($"ai: failover cost p50 {Pct(failover, 0.5) - Pct(plain, 0.5):F0} µs");
     }
@@ -182,7 +184,7 @@ public static class AiBench
     }
 
     // ---- 1. a provider killed mid-run ---------------------------------------------------------------------------
-    private sealed record Sample(long StartTicks, Result Kind, double FirstEventUs, bool Streamed);
+    private sealed record Sample(long StartTicks, Result Kind, double FirstEventUs, bool Streamed, bool EndedAsComplete);
 
     private static async Task FailoverAsync(HttpClient http, Options o, FakeLlmProvider a, FakeLlmProvider b, StringBuilder report, TextWriter stdout)
     {
@@ -203,7 +205,7 @@ public static class AiBench
                 var r = streamed
                     ? await StreamAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody("fo", StreamEvents, 1, true), FakeWire.OpenAi, StreamEvents).ConfigureAwait(false)
                     : await WholeAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody("fo", 20, 0, false)).ConfigureAwait(false);
-                samples.Add(new Sample(t0, r.Kind, r.FirstEventUs, streamed));
+                samples.Add(new Sample(t0, r.Kind, r.FirstEventUs, streamed, r.EndedAsComplete));
             }
         })).ToArray();
         while (Stopwatch.GetTimestamp() < killAt) await Task.Delay(5).ConfigureAwait(false);
@@ -222,12 +224,13 @@ public static class AiBench
         // the requests in flight at the kill that had not started streaming: started before, their first event after
         int failedBefore = all.Count(s => s.Kind == Result.FailedBeforeStream);
         int cut = all.Count(s => s.Kind == Result.CutMidStream);
+        int cutDone = all.Count(s => s.Kind == Result.CutMidStream && s.EndedAsComplete);
         int ok = all.Count(s => s.Kind == Result.Ok);
         report.AppendLine(CultureInfo.InvariantCulture, $"## Provider killed mid-run (alias fo → a, b; {o.Concurrency} closed-loop clients for {o.Duration.TotalSeconds:F0} s; half streams of {StreamEvents} events, half whole responses; a killed at {TimeSpan.FromTicks((killed - start) * TimeSpan.TicksPerSecond / Stopwatch.Frequency).TotalSeconds:F1} s)");
         report.AppendLine();
-        report.AppendLine("| requests | complete | failed before streaming | cut mid-stream | failovers counted by the gateway | requests to a / b | a's connections closed / answers broken off |");
+        report.AppendLine("| requests | complete | failed before streaming | cut mid-stream (of which ended with a finish chunk and [DONE]) | failovers counted by the gateway | requests to a / b | a's connections closed / answers broken off |");
         report.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");
-        report.AppendLine(CultureInfo.InvariantCulture, $"| {all.Length} | {ok} | {failedBefore} | {cut} | {failovers:F0} | {a.Requests} / {b.Requests} | {closed} / {a.BrokenAnswers} |");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| {all.Length} | {ok} | {failedBefore} | {cut} ({cutDone}) | {failovers:F0} | {a.Requests} / {b.Requests} | {closed} / {a.BrokenAnswers} |");
         report.AppendLine();
         report.AppendLine("Time to first event (streams) or to the whole response (non-streamed), µs:");
         report.AppendLine();
@@ -243,7 +246,7 @@ public static class AiBench
     // ---- the client side ----------------------------------------------------------------------------------------
     private enum Result { Ok, FailedBeforeStream, CutMidStream }
 
-    private readonly record struct Outcome(Result Kind, double FirstEventUs, long ContentEvents);
+    private readonly record struct Outcome(Result Kind, double FirstEventUs, long ContentEvents, bool EndedAsComplete = false);
 
     private static string GatewayBody(string model, int events, int gap, bool stream) =>
         "{\"model\":\"" + model + "\",\"stream\":" + (stream ? "true" : "false") + ",\"messages\":[{\"role\":\"user\",\"content\":\"events="
@@ -317,7 +320,7 @@ public static class AiBench
             return new Outcome(count == 0 ? Result.FailedBeforeStream : Result.CutMidStream, first, count);
         }
         if (count == 0) return new Outcome(Result.FailedBeforeStream, Stopwatch.GetElapsedTime(t0).TotalMicroseconds, 0);
-        return new Outcome(end && count >= expected ? Result.Ok : Result.CutMidStream, first, count);
+        return new Outcome(end && count >= expected ? Result.Ok : Result.CutMidStream, first, count, end);
     }
 
     private static double Pct(List<double> sorted, double p) =>
