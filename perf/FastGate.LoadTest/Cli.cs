@@ -44,10 +44,15 @@ public static class Cli
           --precise              yield instead of sleeping between sends (sub-ms send lag, one busy core)
           --quiet                no per-second progress
           --list                 list the scenarios
+
+        fastgate-load ai --gateway <AI route url> --admin <admin url> --ports a,b,c,d [--duration 10s --concurrency 16
+          --latency-requests 1000 --alloc-requests 10 --events 2000 --report file.md]: issue 15's AI measurements
+          (fake providers on those ports; perf/ai.sh starts the gateway and runs it)
         """;
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
+        if (args.Length > 0 && args[0] == "ai") return await Ai.AiBench.RunAsync(args[1..], stdout, stderr).ConfigureAwait(false);
         CliOptions o;
         try { o = CliOptions.Parse(args); }
         catch (FormatException e)

@@ -278,7 +278,16 @@ internal static class AiStage
                     }
                     var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
                     outcome.Provider = provider.Id;
-                    var result = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    var relayed = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    if (relayed is not { } result)
+                    {
+                        // the provider broke off before anything reached the caller (a body cut short, a stream with no event yet): the next target
+                        destination?.Report(Proxy.UpstreamOutcome.ServerError);
+                        target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+                        ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "broken").Inc();
+                        lastError = $"provider '{provider.Id}' broke off its response";
+                        goto nextTarget;
+                    }
                     // the quotas are charged before the usage series counts the call (a reader that sees the count sees the charge)
                     long tokens = result.PromptTokens + result.CompletionTokens;
                     if (charges is not null && tokens > 0)
@@ -319,7 +328,9 @@ internal static class AiStage
         }
     }
 
-    private static async Task<AiOutcome> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiUsageSeries usage,
+    /// <summary>Relays the provider's response; null when the provider broke off before anything was written to the
+    /// caller (the caller can still be answered by the next target).</summary>
+    private static async Task<AiOutcome?> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiUsageSeries usage,
         bool chat, bool stream, HttpResponseMessage response, int status, AiOutcome outcome)
     {
         var content = await response.Content.ReadAsStreamAsync().ConfigureAwait(false);
@@ -328,7 +339,15 @@ internal static class AiStage
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (status >= 300 || !stream)
         {
-            var bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
+            byte[]? bytes;
+            try
+            {
+                bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or HttpRequestException)
+            {
+                return null;
+            }
             if (bytes is null)
                 return await WriteAsync(output, call, 502, AiResponseWriter.Error("the provider's response is too large", "api_error", null), "application/json",
                     RejectReason.AiProvidersFailed, outcome);
@@ -376,13 +395,14 @@ internal static class AiStage
             }
             catch (Exception e) when (e is IOException or HttpRequestException)
             {
+                if (!headSent) return null; // nothing sent yet: the next target answers
                 break; // the provider broke off: finish what was sent
             }
             if (n == 0) break;
             if (!framer.Append(buffer.AsSpan(0, n))) break;
             try
             {
-                while (framer.TryNext(out var name, out var data)) translator.OnEvent(name, data);
+                while (framer.TryNext(out var data)) translator.OnEvent(data);
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
             {

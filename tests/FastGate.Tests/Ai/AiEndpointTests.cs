@@ -286,6 +286,47 @@ public sealed class AiEndpointTests : IDisposable
     }
 
     [Fact]
+    public async Task ProviderBreaksOffBeforeAnythingReachedTheCaller_NextTargetAnswers_WholeAndStreamed()
+    {
+        // a provider killed after its response head: a body cut short, a stream with no event yet (then the socket closes)
+        await using var broken = new RawUpstream(async (stream, cancel) =>
+        {
+            var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+            var cl = head.Split("\r\n").First(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+            await stream.ReadExactlyAsync(new byte[int.Parse(cl[15..].Trim(), System.Globalization.CultureInfo.InvariantCulture)], cancel);
+            await stream.WriteAsync(FakeProvider.Ascii(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"id\":\"x\",\"cho"), cancel);
+        });
+        await using var brokenStream = new RawUpstream(async (stream, cancel) =>
+        {
+            var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+            var cl = head.Split("\r\n").First(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+            await stream.ReadExactlyAsync(new byte[int.Parse(cl[15..].Trim(), System.Globalization.CultureInfo.InvariantCulture)], cancel);
+            await stream.WriteAsync(FakeProvider.Ascii("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ndata:"), cancel);
+        });
+        await using var good = new FakeProvider(r => r.Body.Contains("\"stream\":true", StringComparison.Ordinal)
+            ? FakeProvider.Sse("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":null}]}\n\ndata: [DONE]\n\n", 64)
+            : FakeProvider.Json(200, """{"id":"x","object":"chat.completion","created":1,"model":"good","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"""));
+        await using var gw = await TestGateway.StartAsync(Config(
+            $$"""
+            { "id": "broken", "kind": "openai-compatible", "baseUrl": "{{broken.Address}}/v1" },
+            { "id": "brokenstream", "kind": "openai-compatible", "baseUrl": "{{brokenStream.Address}}/v1" },
+            { "id": "good", "kind": "openai-compatible", "baseUrl": "{{good.Address}}/v1" }
+            """,
+            """{ "name": "m", "targets": ["broken:a", "good:b"], "weights": [1000000, 1] }, { "name": "s", "targets": ["brokenstream:a", "good:b"], "weights": [1000000, 1] }"""));
+        var whole = await PostAsync(gw, "/ai/v1/chat/completions", """{"model":"m","messages":[{"role":"user","content":"x"}]}""");
+        Assert.Equal(200, whole.Status);
+        Assert.Equal("ok", JsonDocument.Parse(whole.Body).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        var streamed = await PostAsync(gw, "/ai/v1/chat/completions", """{"model":"s","stream":true,"messages":[{"role":"user","content":"x"}]}""");
+        Assert.Equal(200, streamed.Status);
+        Assert.Contains("\"content\":\"ok\"", streamed.Body, StringComparison.Ordinal);
+        var m = AiMetrics.For(gw.Metrics);
+        Assert.Equal(1, m.Failovers.WithLabels("ai", "broken", "broken").Value);
+        Assert.Equal(1, m.Failovers.WithLabels("ai", "brokenstream", "broken").Value);
+        Assert.Equal(2, good.Requests.Count);
+    }
+
+    [Fact]
     public async Task AllTargetsDown_502_OpenAiErrorBody()
     {
         await using var down = new FakeProvider(_ => FakeProvider.Json(500, "{}"));

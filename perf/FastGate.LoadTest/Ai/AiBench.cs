@@ -1,0 +1,364 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http;
+using System.Text;
+
+namespace FastGate.LoadTest.Ai;
+
+/// <summary>
+/// <c>fastgate-load ai</c>: issue 15's three AI measurements against a gateway started by perf/ai.sh (its config names
+/// the ports of the fake providers this command starts on 127.0.0.1):
+/// 1. failover: closed-loop load on alias <c>fo</c> (providers a and b, OpenAI-compatible), provider a killed half-way;
+/// 2. time to first content event, client → provider c (or d, Anthropic) directly vs client → gateway → the same provider;
+/// 3. allocated bytes per relayed SSE event (the gateway's <c>dotnet_gc_allocated_bytes_total</c> on its admin /metrics).
+/// Bounded: every phase has a request count or a duration, every request a timeout; loopback only.
+/// </summary>
+public static class AiBench
+{
+    private sealed record Options(string Gateway, string Admin, int[] Ports, TimeSpan Duration, int Concurrency, int LatencyRequests, int AllocRequests, int LongEvents, string? Report);
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        Options o;
+        try { o = Parse(args); }
+        catch (FormatException e) { stderr.WriteLine("error: " + e.Message); return Cli.Usage; }
+        foreach (var u in new[] { o.Gateway, o.Admin })
+            if (!Uri.TryCreate(u, UriKind.Absolute, out var uri) || !IPAddress.TryParse(uri.Host, out var ip) || !IPAddress.IsLoopback(ip))
+            { stderr.WriteLine($"error: {u} is not a loopback http URL"); return Cli.Usage; }
+
+        var a = new FakeLlmProvider(o.Ports[0], FakeWire.OpenAi);
+        var b = new FakeLlmProvider(o.Ports[1], FakeWire.OpenAi);
+        var c = new FakeLlmProvider(o.Ports[2], FakeWire.OpenAi);
+        var d = new FakeLlmProvider(o.Ports[3], FakeWire.Anthropic);
+        var report = new StringBuilder();
+        string load0 = LoadAvg();
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, UseProxy = false, PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5) })
+        { Timeout = TimeSpan.FromSeconds(30) };
+        try
+        {
+            report.AppendLine(CultureInfo.InvariantCulture, $"# fastgate-load ai, {DateTime.UtcNow:yyyy-MM-dd HH:mm:ss} UTC");
+            report.AppendLine();
+            report.AppendLine(CultureInfo.InvariantCulture, $"- Machine: {Environment.ProcessorCount} CPUs; load average at start {load0}");
+            report.AppendLine();
+            await LatencyAsync(http, o, report, stdout).ConfigureAwait(false);
+            await AllocationAsync(http, o, report, stdout).ConfigureAwait(false);
+            await FailoverAsync(http, o, a, b, report, stdout).ConfigureAwait(false);
+            var e = new FakeLlmProvider(o.Ports[4], FakeWire.OpenAi);
+            await e.DisposeAsync().ConfigureAwait(false); // provider k: its port taken and closed, as by a killed process
+            await FailoverCostAsync(http, o, report, stdout).ConfigureAwait(false);
+            report.AppendLine(CultureInfo.InvariantCulture, $"- Load average at end: {LoadAvg()}");
+        }
+        finally
+        {
+            await a.DisposeAsync().ConfigureAwait(false);
+            await b.DisposeAsync().ConfigureAwait(false);
+            await c.DisposeAsync().ConfigureAwait(false);
+            await d.DisposeAsync().ConfigureAwait(false);
+        }
+        stdout.WriteLine();
+        stdout.WriteLine(report.ToString());
+        if (o.Report is { } file)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(file))!);
+            await File.WriteAllTextAsync(file, report.ToString()).ConfigureAwait(false);
+            stdout.WriteLine("report: " + file);
+        }
+        return Cli.Ok;
+    }
+
+    // ---- 2. time to first content event -------------------------------------------------------------------------
+    private static async Task LatencyAsync(HttpClient http, Options o, StringBuilder report, TextWriter stdout)
+    {
+        report.AppendLine("## Time to first content event (1 client, back to back, direct and through the gateway alternating)");
+        report.AppendLine();
+        report.AppendLine("| provider | path | requests | p50 µs | p99 µs | added p50 µs | added p99 µs |");
+        report.AppendLine("|---|---|---:|---:|---:|---:|---:|");
+        foreach (var (name, model, direct, wire) in new[]
+        {
+            ("OpenAI-compatible (c)", "oa", $"http://127.0.0.1:{o.Ports[2]}/v1/chat/completions", FakeWire.OpenAi),
+            ("Anthropic Messages (d)", "an", $"http://127.0.0.1:{o.Ports[3]}/v1/messages", FakeWire.Anthropic),
+        })
+        {
+            var directTimes = new List<double>();
+            var gatewayTimes = new List<double>();
+            int warm = Math.Min(200, o.LatencyRequests / 5);
+            for (int i = 0; i < warm + o.LatencyRequests; i++)
+            {
+                var dr = await StreamAsync(http, direct, DirectBody(wire, 5, 0), wire).ConfigureAwait(false);
+                var gr = await StreamAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody(model, 5, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
+                if (i < warm) continue;
+                if (dr.Kind == Result.Ok) directTimes.Add(dr.FirstEventUs);
+                if (gr.Kind == Result.Ok) gatewayTimes.Add(gr.FirstEventUs);
+            }
+            directTimes.Sort();
+            gatewayTimes.Sort();
+            double d50 = Pct(directTimes, 0.5), d99 = Pct(directTimes, 0.99), g50 = Pct(gatewayTimes, 0.5), g99 = Pct(gatewayTimes, 0.99);
+            report.AppendLine(CultureInfo.InvariantCulture, $"| {name} | client → provider | {directTimes.Count} | {d50:F0} | {d99:F0} | | |");
+            report.AppendLine(CultureInfo.InvariantCulture, $"| {name} | client → gateway → provider | {gatewayTimes.Count} | {g50:F0} | {g99:F0} | {g50 - d50:F0} | {g99 - d99:F0} |");
+            stdout.WriteLine($"ai: first event via {name}: direct p50 {d50:F0} µs, gateway p50 {g50:F0} µs");
+        }
+        report.AppendLine();
+    }
+
+    // ---- 4. the failover latency on its own ---------------------------------------------------------------------
+    private static async Task FailoverCostAsync(HttpClient http, Options o, StringBuilder report, TextWriter stdout)
+    {
+        var plain = new List<double>();
+        var failover = new List<double>();
+        int warm = Math.Min(200, o.LatencyRequests / 5), failed = 0;
+        string gatewayBase = o.Gateway[..o.Gateway.LastIndexOf('/')];
+        double failovers0 = await FailoversAsync(http, o.Admin).ConfigureAwait(false);
+        for (int i = 0; i < warm + o.LatencyRequests; i++)
+        {
+            await Task.Delay(2).ConfigureAwait(false); // past k's 1 ms cooldown: every /aik call tries k first
+            var pr = await StreamAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody("oa", 5, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
+            var fr = await StreamAsync(http, gatewayBase + "/aik/v1/chat/completions", GatewayBody("oa", 5, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
+            if (i < warm) continue;
+            if (fr.Kind != Result.Ok) failed++;
+            if (pr.Kind == Result.Ok) plain.Add(pr.FirstEventUs);
+            if (fr.Kind == Result.Ok) failover.Add(fr.FirstEventUs);
+        }
+        plain.Sort();
+        failover.Sort();
+        double failovers = await FailoversAsync(http, o.Admin).ConfigureAwait(false) - failovers0;
+        report.AppendLine("## Failover latency (every call to /aik tries the killed provider k first, then c; /ai goes to c; alternating, 1 client)");
+        report.AppendLine();
+        report.AppendLine("| path | requests | failed | p50 µs | p99 µs | max µs |");
+        report.AppendLine("|---|---:|---:|---:|---:|---:|");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| gateway → c | {plain.Count} | 0 | {Pct(plain, 0.5):F0} | {Pct(plain, 0.99):F0} | {Pct(plain, 1):F0} |");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| gateway → k (refused) → c | {failover.Count} | {failed} | {Pct(failover, 0.5):F0} | {Pct(failover, 0.99):F0} | {Pct(failover, 1):F0} |");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| added by the failover | | | {Pct(failover, 0.5) - Pct(plain, 0.5):F0} | {Pct(failover, 0.99) - Pct(plain, 0.99):F0} | |");
+        report.AppendLine();
+        report.AppendLine(CultureInfo.InvariantCulture, $"fastgate_ai_failovers_total grew by {failovers:F0} in this phase ({warm + o.LatencyRequests} calls to /aik, warm-up included; a call 2 ms after the last, past k's 1 ms cooldown).");
+        report.AppendLine();
+        stdout.WriteLine($"ai: failover cost p50 {Pct(failover, 0.5) - Pct(plain, 0.5):F0} µs");
+    }
+
+    // ---- 3. allocated bytes per relayed event ------------------------------------------------------------------
+    private static async Task AllocationAsync(HttpClient http, Options o, StringBuilder report, TextWriter stdout)
+    {
+        report.AppendLine(CultureInfo.InvariantCulture, $"## Gateway allocation per relayed SSE event ({o.AllocRequests} streams of {o.LongEvents} events, then {o.AllocRequests} of 10, one at a time)");
+        report.AppendLine();
+        report.AppendLine("| provider | B/request, long stream | B/request, 10 events | B/event (long − short) / Δevents | events relayed |");
+        report.AppendLine("|---|---:|---:|---:|---:|");
+        foreach (var (name, model) in new[] { ("OpenAI-compatible (c)", "oa"), ("Anthropic Messages (d)", "an") })
+        {
+            string url = o.Gateway + "/v1/chat/completions";
+            for (int i = 0; i < 5; i++) await StreamAsync(http, url, GatewayBody(model, o.LongEvents, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
+            double a0 = await AllocatedAsync(http, o.Admin).ConfigureAwait(false);
+            long events = 0;
+            for (int i = 0; i < o.AllocRequests; i++)
+                events += (await StreamAsync(http, url, GatewayBody(model, o.LongEvents, 0, true), FakeWire.OpenAi).ConfigureAwait(false)).ContentEvents;
+            double a1 = await AllocatedAsync(http, o.Admin).ConfigureAwait(false);
+            long shortEvents = 0;
+            for (int i = 0; i < o.AllocRequests; i++)
+                shortEvents += (await StreamAsync(http, url, GatewayBody(model, 10, 0, true), FakeWire.OpenAi).ConfigureAwait(false)).ContentEvents;
+            double a2 = await AllocatedAsync(http, o.Admin).ConfigureAwait(false);
+            double longPer = (a1 - a0) / o.AllocRequests, shortPer = (a2 - a1) / o.AllocRequests;
+            double perEvent = (longPer - shortPer) / Math.Max(1, (events - shortEvents) / (double)o.AllocRequests);
+            report.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {longPer:F0} | {shortPer:F0} | {perEvent:F0} | {events} |");
+            stdout.WriteLine($"ai: {name}: {perEvent:F0} B/event");
+        }
+        report.AppendLine();
+    }
+
+    private static async Task<double> AllocatedAsync(HttpClient http, string admin)
+    {
+        var text = await http.GetStringAsync(admin.TrimEnd('/') + "/metrics").ConfigureAwait(false);
+        double sum = 0;
+        foreach (var line in text.Split('\n'))
+            if (line.StartsWith("dotnet_gc_allocated_bytes_total", StringComparison.Ordinal))
+                sum += double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
+        return sum;
+    }
+
+    private static async Task<double> FailoversAsync(HttpClient http, string admin)
+    {
+        var text = await http.GetStringAsync(admin.TrimEnd('/') + "/metrics").ConfigureAwait(false);
+        double sum = 0;
+        foreach (var line in text.Split('\n'))
+            if (line.StartsWith("fastgate_ai_failovers_total{", StringComparison.Ordinal))
+                sum += double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
+        return sum;
+    }
+
+    // ---- 1. a provider killed mid-run ---------------------------------------------------------------------------
+    private sealed record Sample(long StartTicks, Result Kind, double FirstEventUs, bool Streamed, bool EndedAsComplete);
+
+    private static async Task FailoverAsync(HttpClient http, Options o, FakeLlmProvider a, FakeLlmProvider b, StringBuilder report, TextWriter stdout)
+    {
+        // streams of 100 events with a 1 ms pause every 10 (about 10 ms or more each), and whole responses, 1:1
+        const int StreamEvents = 100;
+        var samples = new System.Collections.Concurrent.ConcurrentBag<Sample>();
+        double failovers0 = await FailoversAsync(http, o.Admin).ConfigureAwait(false);
+        long start = Stopwatch.GetTimestamp();
+        long end = start + (long)(o.Duration.TotalSeconds * Stopwatch.Frequency);
+        long killAt = start + (end - start) / 2;
+        var workers = Enumerable.Range(0, o.Concurrency).Select(w => Task.Run(async () =>
+        {
+            int i = 0;
+            while (Stopwatch.GetTimestamp() < end)
+            {
+                bool streamed = (w + i++) % 2 == 0;
+                long t0 = Stopwatch.GetTimestamp();
+                var r = streamed
+                    ? await StreamAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody("fo", StreamEvents, 1, true), FakeWire.OpenAi, StreamEvents).ConfigureAwait(false)
+                    : await WholeAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody("fo", 20, 0, false)).ConfigureAwait(false);
+                samples.Add(new Sample(t0, r.Kind, r.FirstEventUs, streamed, r.EndedAsComplete));
+            }
+        })).ToArray();
+        while (Stopwatch.GetTimestamp() < killAt) await Task.Delay(5).ConfigureAwait(false);
+        long aBefore = a.Requests, bBefore = b.Requests;
+        int closed = a.Kill();
+        long killed = Stopwatch.GetTimestamp();
+        stdout.WriteLine($"ai: provider a killed after {Stopwatch.GetElapsedTime(start).TotalSeconds:F1} s ({aBefore} requests to a, {bBefore} to b so far; {closed} connections closed)");
+        await Task.WhenAll(workers).ConfigureAwait(false);
+        double failovers = await FailoversAsync(http, o.Admin).ConfigureAwait(false) - failovers0;
+
+        var all = samples.ToArray();
+        var before = all.Where(s => s.StartTicks < killed && s.Kind == Result.Ok).Select(s => s.FirstEventUs).Order().ToList();
+        long window = (long)(0.5 * Stopwatch.Frequency);
+        var justAfter = all.Where(s => s.StartTicks >= killed && s.StartTicks < killed + window && s.Kind == Result.Ok).Select(s => s.FirstEventUs).Order().ToList();
+        var after = all.Where(s => s.StartTicks >= killed && s.Kind == Result.Ok).Select(s => s.FirstEventUs).Order().ToList();
+        // the requests in flight at the kill that had not started streaming: started before, their first event after
+        int failedBefore = all.Count(s => s.Kind == Result.FailedBeforeStream);
+        int cut = all.Count(s => s.Kind == Result.CutMidStream);
+        int cutDone = all.Count(s => s.Kind == Result.CutMidStream && s.EndedAsComplete);
+        int ok = all.Count(s => s.Kind == Result.Ok);
+        report.AppendLine(CultureInfo.InvariantCulture, $"## Provider killed mid-run (alias fo → a, b; {o.Concurrency} closed-loop clients for {o.Duration.TotalSeconds:F0} s; half streams of {StreamEvents} events, half whole responses; a killed at {TimeSpan.FromTicks((killed - start) * TimeSpan.TicksPerSecond / Stopwatch.Frequency).TotalSeconds:F1} s)");
+        report.AppendLine();
+        report.AppendLine("| requests | complete | failed before streaming | cut mid-stream (of which ended with a finish chunk and [DONE]) | failovers counted by the gateway | requests to a / b | a's connections closed / answers broken off |");
+        report.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| {all.Length} | {ok} | {failedBefore} | {cut} ({cutDone}) | {failovers:F0} | {a.Requests} / {b.Requests} | {closed} / {a.BrokenAnswers} |");
+        report.AppendLine();
+        report.AppendLine("Time to first event (streams) or to the whole response (non-streamed), µs:");
+        report.AppendLine();
+        report.AppendLine("| requests started | count | p50 | p99 | max |");
+        report.AppendLine("|---|---:|---:|---:|---:|");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| before the kill | {before.Count} | {Pct(before, 0.5):F0} | {Pct(before, 0.99):F0} | {Pct(before, 1):F0} |");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| in the 0.5 s after the kill | {justAfter.Count} | {Pct(justAfter, 0.5):F0} | {Pct(justAfter, 0.99):F0} | {Pct(justAfter, 1):F0} |");
+        report.AppendLine(CultureInfo.InvariantCulture, $"| after the kill (all) | {after.Count} | {Pct(after, 0.5):F0} | {Pct(after, 0.99):F0} | {Pct(after, 1):F0} |");
+        report.AppendLine();
+        stdout.WriteLine($"ai: failover: {all.Length} requests, {failedBefore} failed before streaming, {cut} cut mid-stream, {failovers:F0} failovers");
+    }
+
+    // ---- the client side ----------------------------------------------------------------------------------------
+    private enum Result { Ok, FailedBeforeStream, CutMidStream }
+
+    private readonly record struct Outcome(Result Kind, double FirstEventUs, long ContentEvents, bool EndedAsComplete = false);
+
+    private static string GatewayBody(string model, int events, int gap, bool stream) =>
+        "{\"model\":\"" + model + "\",\"stream\":" + (stream ? "true" : "false") + ",\"messages\":[{\"role\":\"user\",\"content\":\"events="
+        + events.ToString(CultureInfo.InvariantCulture) + " gap=" + gap.ToString(CultureInfo.InvariantCulture) + "\"}]}";
+
+    private static string DirectBody(FakeWire wire, int events, int gap) => wire == FakeWire.OpenAi
+        ? GatewayBody("fake", events, gap, true)
+        : "{\"model\":\"claude-fake\",\"max_tokens\":4096,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"events="
+          + events.ToString(CultureInfo.InvariantCulture) + " gap=" + gap.ToString(CultureInfo.InvariantCulture) + "\"}]}]}";
+
+    private static async Task<Outcome> WholeAsync(HttpClient http, string url, string body)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        try
+        {
+            using var content = new StringContent(body, Encoding.UTF8, "application/json");
+            using var response = await http.PostAsync(url, content).ConfigureAwait(false);
+            var text = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
+            double us = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+            return response.StatusCode == HttpStatusCode.OK && text.Contains("tok ", StringComparison.Ordinal)
+                ? new Outcome(Result.Ok, us, 1) : new Outcome(Result.FailedBeforeStream, us, 0);
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+        {
+            return new Outcome(Result.FailedBeforeStream, Stopwatch.GetElapsedTime(t0).TotalMicroseconds, 0);
+        }
+    }
+
+    /// <summary>One streamed call: time to the first event carrying text, the count of such events, and whether the
+    /// stream ended as it should ([DONE] or message_stop) with every expected event.</summary>
+    private static async Task<Outcome> StreamAsync(HttpClient http, string url, string body, FakeWire wire, int expected = 0)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        double first = 0;
+        long count = 0;
+        bool end = false;
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
+            if (response.StatusCode != HttpStatusCode.OK)
+                return new Outcome(Result.FailedBeforeStream, Stopwatch.GetElapsedTime(t0).TotalMicroseconds, 0);
+            using var s = await response.Content.ReadAsStreamAsync().ConfigureAwait(false);
+            var buf = new byte[16384];
+            int len = 0;
+            var marker = wire == FakeWire.OpenAi ? "\"content\":\""u8.ToArray() : "\"text_delta\""u8.ToArray();
+            var done = wire == FakeWire.OpenAi ? "data: [DONE]"u8.ToArray() : "message_stop"u8.ToArray();
+            while (true)
+            {
+                if (len == buf.Length) Array.Resize(ref buf, buf.Length * 2);
+                int n = await s.ReadAsync(buf.AsMemory(len)).ConfigureAwait(false);
+                if (n == 0) break;
+                len += n;
+                int pos = 0, e;
+                while ((e = buf.AsSpan(pos, len - pos).IndexOf("\n\n"u8)) >= 0)
+                {
+                    var ev = buf.AsSpan(pos, e);
+                    if (ev.IndexOf(marker) >= 0)
+                    {
+                        if (count++ == 0) first = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+                    }
+                    else if (ev.IndexOf(done) >= 0) end = true;
+                    pos += e + 2;
+                }
+                buf.AsSpan(pos, len - pos).CopyTo(buf);
+                len -= pos;
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+        {
+            return new Outcome(count == 0 ? Result.FailedBeforeStream : Result.CutMidStream, first, count);
+        }
+        if (count == 0) return new Outcome(Result.FailedBeforeStream, Stopwatch.GetElapsedTime(t0).TotalMicroseconds, 0);
+        return new Outcome(end && count >= expected ? Result.Ok : Result.CutMidStream, first, count, end);
+    }
+
+    private static double Pct(List<double> sorted, double p) =>
+        sorted.Count == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
+
+    private static string LoadAvg()
+    {
+        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
+        catch (IOException) { return "unknown"; }
+    }
+
+    private static Options Parse(string[] args)
+    {
+        string? gateway = null, admin = null, report = null;
+        int[]? ports = null;
+        var duration = TimeSpan.FromSeconds(10);
+        int concurrency = 16, latency = 1000, alloc = 10, events = 2000;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new FormatException(args[i] + " needs a value");
+            switch (args[i])
+            {
+                case "--gateway": gateway = Next().TrimEnd('/'); break;
+                case "--admin": admin = Next(); break;
+                case "--ports": ports = [.. Next().Split(',').Select(p => int.Parse(p, CultureInfo.InvariantCulture))]; break;
+                case "--duration": duration = TimeSpan.FromSeconds(int.Parse(Next().TrimEnd('s'), CultureInfo.InvariantCulture)); break;
+                case "--concurrency": concurrency = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--latency-requests": latency = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--alloc-requests": alloc = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--events": events = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--report": report = Next(); break;
+                default: throw new FormatException("unknown option " + args[i]);
+            }
+        }
+        if (gateway is null || admin is null || ports is not { Length: 5 }) throw new FormatException("ai needs --gateway <url of the AI route> --admin <admin url> --ports a,b,c,d,e");
+        if (duration <= TimeSpan.Zero || duration > TimeSpan.FromSeconds(120)) throw new FormatException("--duration must be 1..120 s");
+        if (concurrency is < 1 or > 256 || latency is < 10 or > 100_000 || alloc is < 1 or > 1000 || events is < 20 or > 100_000)
+            throw new FormatException("--concurrency 1..256, --latency-requests 10..100000, --alloc-requests 1..1000, --events 20..100000");
+        return new Options(gateway, admin, ports, duration, concurrency, latency, alloc, events, report);
+    }
+}
