@@ -115,7 +115,7 @@ public class SentinelFailoverTests(ITestOutputHelper output)
                 bind 127.0.0.1
                 protected-mode no
                 sentinel monitor mymaster 127.0.0.1 {primary.Port} 1
-                sentinel down-after-milliseconds mymaster 500
+                sentinel down-after-milliseconds mymaster 1500
                 sentinel failover-timeout mymaster 3000
                 """);
             return [conf, "--sentinel"];
