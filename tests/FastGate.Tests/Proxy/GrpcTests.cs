@@ -287,38 +287,11 @@ public sealed class GrpcTests : IAsyncLifetime
     {
         using var ca = new TestCertificateAuthority("FastGate gRPC Upstream CA");
         using var certificate = ca.IssueServerCertificate("localhost");
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o =>
+        await OverTlsAsync(certificate, ca, async channel =>
         {
-            o.Protocols = HttpProtocols.Http2;
-            o.UseHttps(certificate);
-        }));
-        builder.Services.AddGrpc();
-        builder.Services.AddSingleton(new EchoSignals());
-        await using var app = builder.Build();
-        app.MapGrpcService<EchoService>();
-        await app.StartAsync();
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
-        var caFile = ca.WritePem();
-        try
-        {
-            await using var gateway = await TestGateway.StartAsync($$"""
-                {
-                  "listeners": [ { "address": "127.0.0.1:0", "http2": true } ],
-                  "clusters": [ { "id": "grpc", "protocol": "h2", "tls": { "ca": {{System.Text.Json.JsonSerializer.Serialize(caFile)}} },
-                                  "destinations": [ { "address": "{{address}}" } ] } ],
-                  "routes": [ { "id": "echo", "match": { "pathPrefix": "/fastgate.test.Echo/" }, "cluster": "grpc" } ]
-                }
-                """);
-            using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{gateway.EndPoint.Port}", new GrpcChannelOptions { HttpHandler = new SocketsHttpHandler { UseProxy = false } });
             var reply = await new Echo.EchoClient(channel).UnaryAsync(new EchoRequest { Text = "tls" }, Options(key: null));
             Assert.Equal("tls", reply.Text);
-        }
-        finally
-        {
-            File.Delete(caFile);
-        }
+        });
     }
 
     [Fact]
@@ -327,6 +300,20 @@ public sealed class GrpcTests : IAsyncLifetime
         using var trusted = new TestCertificateAuthority("FastGate trusted CA");
         using var other = new TestCertificateAuthority("FastGate other CA");
         using var certificate = other.IssueServerCertificate("localhost");
+        await OverTlsAsync(certificate, trusted, async channel =>
+        {
+            var e = await Assert.ThrowsAsync<RpcException>(async () =>
+                await new Echo.EchoClient(channel).UnaryAsync(new EchoRequest { Text = "tls" }, Options(key: null)));
+            Assert.Equal(StatusCode.Unavailable, e.StatusCode); // 502 upstream_tls_failed
+            Assert.Equal("upstream_tls_failed", e.Status.Detail);
+        });
+    }
+
+    /// <summary>A gRPC server over TLS (h2 only) with <paramref name="certificate"/>, a gateway whose h2 cluster trusts
+    /// <paramref name="clusterCa"/>, and an h2c channel to the gateway for <paramref name="call"/>.</summary>
+    private static async Task OverTlsAsync(System.Security.Cryptography.X509Certificates.X509Certificate2 certificate, TestCertificateAuthority clusterCa,
+        Func<GrpcChannel, Task> call)
+    {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o =>
@@ -340,7 +327,7 @@ public sealed class GrpcTests : IAsyncLifetime
         app.MapGrpcService<EchoService>();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
-        var caFile = trusted.WritePem();
+        var caFile = clusterCa.WritePem();
         try
         {
             await using var gateway = await TestGateway.StartAsync($$"""
@@ -352,10 +339,7 @@ public sealed class GrpcTests : IAsyncLifetime
                 }
                 """);
             using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{gateway.EndPoint.Port}", new GrpcChannelOptions { HttpHandler = new SocketsHttpHandler { UseProxy = false } });
-            var e = await Assert.ThrowsAsync<RpcException>(async () =>
-                await new Echo.EchoClient(channel).UnaryAsync(new EchoRequest { Text = "tls" }, Options(key: null)));
-            Assert.Equal(StatusCode.Unavailable, e.StatusCode); // 502 upstream_tls_failed
-            Assert.Equal("upstream_tls_failed", e.Status.Detail);
+            await call(channel);
         }
         finally
         {
