@@ -384,7 +384,7 @@ internal static class AiStage
         var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses);
         var framer = new SseFramer(1 << 20);
         var buffer = new byte[8192];
-        bool headSent = false;
+        bool headSent = false, broke = false;
         outcome.Status = 200;
         while (true)
         {
@@ -396,16 +396,22 @@ internal static class AiStage
             catch (Exception e) when (e is IOException or HttpRequestException)
             {
                 if (!headSent) return null; // nothing sent yet: the next target answers
-                break; // the provider broke off: finish what was sent
+                broke = true; // the provider broke off: the caller is told, after what was sent
+                break;
             }
             if (n == 0) break;
-            if (!framer.Append(buffer.AsSpan(0, n))) break;
+            if (!framer.Append(buffer.AsSpan(0, n)))
+            {
+                broke = true; // an event over the framer's bound: not a stream to relay further
+                break;
+            }
             try
             {
                 while (framer.TryNext(out var data)) translator.OnEvent(data);
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
             {
+                broke = true;
                 break;
             }
             if (translator.Pending.Length == 0) continue;
@@ -427,7 +433,8 @@ internal static class AiStage
             }
             if (translator.Done) break;
         }
-        translator.Finish();
+        if (broke) translator.Abort();
+        else translator.Finish();
         if (!headSent) WriteStreamHead(output, call);
         WriteChunk(output, translator.Pending);
         output.Write("0\r\n\r\n"u8);

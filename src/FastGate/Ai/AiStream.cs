@@ -390,6 +390,18 @@ internal sealed class AiStreamTranslator
         Content(masked);
     }
 
+    /// <summary>
+    /// The provider broke off mid-stream: an error event in OpenAI's stream shape instead of the finish chunk and
+    /// [DONE], so the caller can tell the answer was cut short (a normal finish would read as a complete answer).
+    /// </summary>
+    public void Abort()
+    {
+        if (Done) return;
+        Release();
+        _out.Write("data: {\"error\":{\"message\":\"the provider broke off the stream\",\"type\":\"server_error\",\"code\":\"provider_stream_interrupted\"}}\n\n"u8);
+        Done = true;
+    }
+
     /// <summary>The finish chunk, the usage chunk and [DONE] (once).</summary>
     public void Finish()
     {

@@ -327,6 +327,30 @@ public sealed class AiEndpointTests : IDisposable
     }
 
     [Fact]
+    public async Task ProviderBreaksOffMidStream_TheCallerGetsAnErrorEvent_NotAFinish()
+    {
+        // one content event reaches the caller, then the provider's connection is reset
+        await using var cut = new RawUpstream(async (stream, cancel) =>
+        {
+            var head = await RawUpstream.ReadHeadAsync(stream, cancel);
+            var cl = head.Split("\r\n").First(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+            await stream.ReadExactlyAsync(new byte[int.Parse(cl[15..].Trim(), System.Globalization.CultureInfo.InvariantCulture)], cancel);
+            var evt = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"},\"finish_reason\":null}]}\n\n";
+            await stream.WriteAsync(FakeProvider.Ascii("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + evt.Length.ToString("x", System.Globalization.CultureInfo.InvariantCulture) + "\r\n" + evt + "\r\n5\r\ndata:"), cancel);
+        });
+        await using var gw = await TestGateway.StartAsync(Config(
+            $$"""{ "id": "cut", "kind": "openai-compatible", "baseUrl": "{{cut.Address}}/v1" }""",
+            """{ "name": "s", "targets": ["cut:a"] }"""));
+        var r = await PostAsync(gw, "/ai/v1/chat/completions", """{"model":"s","stream":true,"messages":[{"role":"user","content":"x"}]}""");
+        Assert.Equal(200, r.Status);
+        Assert.Contains("\"content\":\"partial\"", r.Body, StringComparison.Ordinal);
+        Assert.Contains("\"code\":\"provider_stream_interrupted\"", r.Body, StringComparison.Ordinal);
+        Assert.DoesNotContain("[DONE]", r.Body, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"finish_reason\":\"stop\"", r.Body, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task AllTargetsDown_502_OpenAiErrorBody()
     {
         await using var down = new FakeProvider(_ => FakeProvider.Json(500, "{}"));
