@@ -126,8 +126,8 @@ public static class AiBench
         report.AppendLine();
         report.AppendLine("| path | requests | failed | p50 µs | p99 µs | max µs |");
         report.AppendLine("|---|---:|---:|---:|---:|---:|");
-        report.AppendLine(CultureInfo.InvariantCulture, $"| gateway → c | {plain.Count} | 0 | {Pct(plain, 0.5):F0} | {Pct(plain, 0.99):F0} | {Pct(plain, 1):F0} |");
-        report.AppendLine(CultureInfo.InvariantCulture, $"| gateway → k (refused) → c | {failover.Count} | {failed} | {Pct(failover, 0.5):F0} | {Pct(failover, 0.99):F0} | {Pct(failover, 1):F0} |");
+        report.AppendLine(Row("gateway → c", plain, failed: "0"));
+        report.AppendLine(Row("gateway → k (refused) → c", failover, failed: failed.ToString(CultureInfo.InvariantCulture)));
         report.AppendLine(CultureInfo.InvariantCulture, $"| added by the failover | | | {Pct(failover, 0.5) - Pct(plain, 0.5):F0} | {Pct(failover, 0.99) - Pct(plain, 0.99):F0} | |");
         report.AppendLine();
         report.AppendLine(CultureInfo.InvariantCulture, $"fastgate_ai_failovers_total grew by {failovers:F0} in this phase ({warm + o.LatencyRequests} calls to /aik, warm-up included; a call 2 ms after the last, past k's 1 ms cooldown).");
@@ -236,9 +236,9 @@ public static class AiBench
         report.AppendLine();
         report.AppendLine("| requests started | count | p50 | p99 | max |");
         report.AppendLine("|---|---:|---:|---:|---:|");
-        report.AppendLine(CultureInfo.InvariantCulture, $"| before the kill | {before.Count} | {Pct(before, 0.5):F0} | {Pct(before, 0.99):F0} | {Pct(before, 1):F0} |");
-        report.AppendLine(CultureInfo.InvariantCulture, $"| in the 0.5 s after the kill | {justAfter.Count} | {Pct(justAfter, 0.5):F0} | {Pct(justAfter, 0.99):F0} | {Pct(justAfter, 1):F0} |");
-        report.AppendLine(CultureInfo.InvariantCulture, $"| after the kill (all) | {after.Count} | {Pct(after, 0.5):F0} | {Pct(after, 0.99):F0} | {Pct(after, 1):F0} |");
+        report.AppendLine(Row("before the kill", before));
+        report.AppendLine(Row("in the 0.5 s after the kill", justAfter));
+        report.AppendLine(Row("after the kill (all)", after));
         report.AppendLine();
         stdout.WriteLine($"ai: failover: {all.Length} requests, {failedBefore} failed before streaming, {cut} cut mid-stream, {failovers:F0} failovers");
     }
@@ -322,6 +322,11 @@ public static class AiBench
         if (count == 0) return new Outcome(Result.FailedBeforeStream, Stopwatch.GetElapsedTime(t0).TotalMicroseconds, 0);
         return new Outcome(end && count >= expected ? Result.Ok : Result.CutMidStream, first, count, end);
     }
+
+    /// <summary>A latency table row: label, count, (failed,) p50, p99 and max of <paramref name="sorted"/> in µs.</summary>
+    private static string Row(string label, List<double> sorted, string? failed = null) =>
+        string.Create(CultureInfo.InvariantCulture,
+            $"| {label} | {sorted.Count} |{(failed is null ? "" : $" {failed} |")} {Pct(sorted, 0.5):F0} | {Pct(sorted, 0.99):F0} | {Pct(sorted, 1):F0} |");
 
     private static double Pct(List<double> sorted, double p) =>
         sorted.Count == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
