@@ -20,6 +20,7 @@
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
 #   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run);
 #                                           add "fastgate-native" for the plain row on the native transport;
+#                                           add "fastgate-uring" for it on io_uring ("nativeIo": "io_uring");
 #                                           add "waf" for nginx+waf (ModSecurity v3 + the Debian CRS 3.3) and
 #                                           fastgate+waf (the same CRS files, paranoia level 1, block mode)
 #                                           add "tls" (or set TLS=1) for the TLS rows below
@@ -302,6 +303,7 @@ YARP_PORT=$((PORT_BASE + 3))
 FG_PORT=$((PORT_BASE + 4))
 FG_ADMIN=$((PORT_BASE + 104))
 FG_NATIVE_PORT=$((PORT_BASE + 40))   # the fastgate-native row (its admin: +140)
+FG_URING_PORT=$((PORT_BASE + 41)); FG_URING_ADMIN=$((PORT_BASE + 141)) # the fastgate-uring row
 FG_NATIVE_ADMIN=$((PORT_BASE + 140))
 UPSTREAM=http://127.0.0.1:$UP_PORT
 # TLS rows: 50.. (the TLS upstream and the proxies), 150.. (FastGate admin)
@@ -531,6 +533,21 @@ if wants fastgate-native; then
 }
 EOF
   run_fastgate_row fastgate-native "$TMP/fastgate-native.template.json" "$FG_NATIVE_PORT" "$FG_NATIVE_ADMIN"
+fi
+# The native transport on io_uring ("nativeIo": "io_uring": one io_uring_enter per loop turn for all its I/O)
+if wants fastgate-uring; then
+  [ "$FG_DESC" = "not found" ] && { fastgate_cmd || echo "compare: no FastGate build" >&2; }
+  cat >"$TMP/fastgate-uring.template.json" <<'EOF'
+{
+  "transport": "native",
+  "nativeIo": "io_uring",
+  "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
+  "admin": { "address": "@ADMIN@" },
+  "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
+  "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
+}
+EOF
+  run_fastgate_row fastgate-uring "$TMP/fastgate-uring.template.json" "$FG_URING_PORT" "$FG_URING_ADMIN"
 fi
 i=0
 for spec in "${FASTGATE_ROWS[@]}"; do

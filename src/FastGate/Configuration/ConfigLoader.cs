@@ -171,6 +171,7 @@ public static class ConfigLoader
             Waf = Waf.WafConfigBinder.Bind(root, path, r),
             Transport = TransportConfigBinder.BindTransport(root, r),
             NativeLoops = TransportConfigBinder.BindNativeLoops(root, r),
+            NativeIo = TransportConfigBinder.BindNativeIo(root, r),
         };
     }
 }

@@ -22,7 +22,7 @@ internal static class NativeHosting
             _ => config.Transport,
         };
         if (kind != TransportKind.Native) return (null, listeners, null);
-        var native = NativeTransport.TryCreate(runtime, config.NativeLoops > 0 ? config.NativeLoops : NativeTransport.DefaultLoopsOverride, out var whyNot);
+        var native = NativeTransport.TryCreate(runtime, config.NativeLoops > 0 ? config.NativeLoops : NativeTransport.DefaultLoopsOverride, config.NativeIo, out var whyNot);
         if (native is null) return (null, listeners, whyNot);
         for (int i = 0; i < listeners.Length; i++)
         {

@@ -11,6 +11,11 @@ namespace FastGate.Transport;
 /// open (UpstreamPool keeps per-loop idle slots), for their whole life. Other threads reach a connection only
 /// through <see cref="Post"/> (a queue and an eventfd wake-up): the heartbeat's aborts, a drain's cancel, a
 /// continuation that resumed elsewhere.
+///
+/// Two ways to wait, chosen per transport (<c>nativeIo</c>, docs/performance.md): epoll readiness with one recv/send
+/// syscall per I/O, or an <see cref="IoUring"/> where every recv and send of a turn is an SQE and one io_uring_enter
+/// submits them all and waits for the next completion (the epoll instance then holds only the listeners and the
+/// eventfd, and is itself watched by one multishot poll on the ring).
 /// </summary>
 internal sealed class NativeLoop
 {
@@ -32,6 +37,20 @@ internal sealed class NativeLoop
     private volatile bool _exiting;
     private readonly List<PendingConnect> _connects = [];
     private int _count;
+    private readonly bool _wantRing;
+    /// <summary>This loop's io_uring (set on the loop thread at start), or null: epoll readiness.</summary>
+    internal IoUring? Ring;
+    private readonly Stack<byte[]> _buffers = new(); // pinned socket buffers of BufferSize, reused on this loop
+    private readonly List<(NativeSocket Socket, long Deadline)> _lingering = []; // closed, a send still in flight
+    private bool _epollReady, _timerArmed;
+    private readonly long[] _timerSpec = GC.AllocateArray<long>(2, pinned: true); // the TIMEOUT op's timespec
+
+    // io_uring user_data: the kind in the top two bits, then the socket's token (generation and slot)
+    internal const ulong KindRecv = 0, KindSend = 1UL << 62, KindConnect = 2UL << 62, KindLoop = 3UL << 62;
+    private const ulong KindMask = 3UL << 62;
+    private const ulong LoopEpoll = KindLoop | 1, LoopTimer = KindLoop | 2, LoopCancel = KindLoop | 3;
+    /// <summary>How long a closed socket may take to send what it had in flight before it is aborted.</summary>
+    private static readonly long LingerTicks = 5 * Stopwatch.Frequency;
 
     private const ulong WakeToken = ulong.MaxValue;
     private const ulong ListenerTokenBase = 1UL << 62;
@@ -43,9 +62,10 @@ internal sealed class NativeLoop
         public readonly TaskCompletionSource<RejectReason> Done = new(); // continuations inline, on this loop
     }
 
-    internal NativeLoop(NativeTransport transport, int index)
+    internal NativeLoop(NativeTransport transport, int index, bool ring)
     {
         _transport = transport;
+        _wantRing = ring;
         Index = index;
         _epoll = Libc.EpollCreate1(Libc.EPOLL_CLOEXEC);
         if (_epoll < 0) throw new IOException($"epoll_create1 failed (errno {Libc.Errno})");
@@ -68,6 +88,89 @@ internal sealed class NativeLoop
     private long _accepted;
     private long _flushWaits;
     internal void CountFlushWait() => Volatile.Write(ref _flushWaits, _flushWaits + 1);
+    /// <summary>Whether this loop runs on io_uring (known once it started).</summary>
+    public bool UsesRing => Volatile.Read(ref _ringState) == 1;
+    /// <summary>Why a loop that was to use io_uring runs on epoll, or null.</summary>
+    public string? RingFallback { get; private set; }
+    /// <summary>io_uring_enter calls made by this loop.</summary>
+    public long RingEnters => Ring?.Enters ?? 0;
+    private int _ringState; // 0 starting, 1 io_uring, 2 epoll
+    private readonly ManualResetEventSlim _started = new(false);
+
+    /// <summary>Waits until the loop thread chose its way of waiting (the ring needs creating on that thread).</summary>
+    internal void WaitStarted(TimeSpan timeout) => _started.Wait(timeout);
+
+    /// <summary>A pinned buffer of at least <paramref name="size"/> bytes (BufferSize ones come from this loop's stack). Loop thread.</summary>
+    internal byte[] RentBuffer(int size = NativeSocket.BufferSize)
+    {
+        if (size <= NativeSocket.BufferSize && _buffers.Count > 0) return _buffers.Pop();
+        return GC.AllocateUninitializedArray<byte>(Math.Max(size, NativeSocket.BufferSize), pinned: true);
+    }
+
+    /// <summary>Gives a buffer back (kept when it is the standard size and the stack is not full). Loop thread.</summary>
+    internal void ReturnBuffer(byte[] buffer)
+    {
+        if (buffer.Length == NativeSocket.BufferSize && _buffers.Count < 4096) _buffers.Push(buffer);
+    }
+
+    // ---- io_uring submissions (loop thread; pointers are into pinned buffers) ----
+
+    internal unsafe void QueueRecv(NativeSocket socket, byte* buffer, int length)
+    {
+        var sqe = Ring!.Next();
+        sqe->Opcode = IoUring.OpRecv;
+        sqe->Fd = socket.Fd;
+        sqe->Addr = (ulong)buffer;
+        sqe->Len = (uint)length;
+        sqe->UserData = KindRecv | socket.Token;
+    }
+
+    internal unsafe void QueueSend(NativeSocket socket, byte* buffer, int length)
+    {
+        var sqe = Ring!.Next();
+        sqe->Opcode = IoUring.OpSend;
+        sqe->Fd = socket.Fd;
+        sqe->Addr = (ulong)buffer;
+        sqe->Len = (uint)length;
+        sqe->OpFlags = (uint)Libc.MSG_NOSIGNAL;
+        sqe->UserData = KindSend | socket.Token;
+    }
+
+    /// <summary>Cancels the socket's recv or connect poll (its completion still comes, with -ECANCELED or a result).</summary>
+    internal unsafe void QueueCancel(NativeSocket socket, ulong kind)
+    {
+        var sqe = Ring!.Next();
+        sqe->Opcode = IoUring.OpAsyncCancel;
+        sqe->Fd = -1;
+        sqe->Addr = kind | socket.Token;
+        sqe->UserData = LoopCancel;
+    }
+
+    private unsafe void QueuePoll(int fd, uint events, ulong userData, bool multishot)
+    {
+        var sqe = Ring!.Next();
+        sqe->Opcode = IoUring.OpPollAdd;
+        sqe->Fd = fd;
+        sqe->OpFlags = events;
+        sqe->Len = multishot ? IoUring.PollAddMulti : 0;
+        sqe->UserData = userData;
+    }
+
+    private unsafe void ArmTimer()
+    {
+        _timerSpec[0] = 0;
+        _timerSpec[1] = 10_000_000; // 10 ms: connect deadlines and lingering sends are checked at that pace
+        var sqe = Ring!.Next();
+        sqe->Opcode = IoUring.OpTimeout;
+        sqe->Fd = -1;
+        fixed (long* spec = _timerSpec) sqe->Addr = (ulong)spec; // pinned array: the address stays valid
+        sqe->Len = 1;
+        sqe->UserData = LoopTimer;
+        _timerArmed = true;
+    }
+
+    /// <summary>A closed socket with a send in flight: it gets <see cref="LingerTicks"/> to finish, then is aborted.</summary>
+    internal void Linger(NativeSocket socket) => _lingering.Add((socket, Stopwatch.GetTimestamp() + LingerTicks));
 
     internal void AddListener(int fd, int listener) => _listeners.Add((fd, listener));
 
@@ -129,7 +232,7 @@ internal sealed class NativeLoop
         _sockets[slot] = socket;
         socket.Token = ((ulong)(_generations[slot] & 0x3FFF_FFFF) << 32) | (uint)slot; // below the listener bit
         Interlocked.Increment(ref _count);
-        Register(fd, Libc.EPOLLIN | Libc.EPOLLOUT | Libc.EPOLLRDHUP | Libc.EPOLLET, socket.Token);
+        if (Ring is null) Register(fd, Libc.EPOLLIN | Libc.EPOLLOUT | Libc.EPOLLRDHUP | Libc.EPOLLET, socket.Token);
         return socket;
     }
 
@@ -152,6 +255,11 @@ internal sealed class NativeLoop
         if (!inProgress) return (socket, RejectReason.None);
         var pending = new PendingConnect(socket, Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency));
         _connects.Add(pending);
+        if (Ring is not null)
+        {
+            QueuePoll(socket.Fd, Libc.EPOLLOUT | Libc.EPOLLERR | Libc.EPOLLHUP, KindConnect | socket.Token, multishot: false);
+            socket.InFlight |= NativeSocket.InFlightConnect;
+        }
         var error = await pending.Done.Task.ConfigureAwait(false);
         if (error == RejectReason.None) return (socket, RejectReason.None);
         socket.CloseOnLoop();
@@ -176,9 +284,22 @@ internal sealed class NativeLoop
         return (Adopt(fd, endPoint, null), rc != 0);
     }
 
-    private unsafe void Run()
+    private void Run()
     {
         t_current = this;
+        if (_wantRing)
+        {
+            Ring = IoUring.TryCreate(4096, 65536, out var whyNot);
+            RingFallback = whyNot;
+        }
+        Volatile.Write(ref _ringState, Ring is null ? 2 : 1);
+        _started.Set();
+        if (Ring is not null) RunRing();
+        else RunEpoll();
+    }
+
+    private unsafe void RunEpoll()
+    {
         const int MaxEvents = 256;
         var events = new Libc.EpollEvent[MaxEvents];
         fixed (Libc.EpollEvent* ev = events)
@@ -225,6 +346,96 @@ internal sealed class NativeLoop
         for (int i = 0; i < _sockets.Length; i++) _sockets[i]?.CloseOnLoop();
         Libc.Close(_epoll);
         Libc.Close(_wake);
+    }
+
+    /// <summary>
+    /// The io_uring loop: one io_uring_enter submits the turn's SQEs and waits for a completion; the completions
+    /// resume the connections inline, which queue the next turn's SQEs. Listeners and posted operations arrive
+    /// through the epoll instance, watched by a multishot poll.
+    /// </summary>
+    private unsafe void RunRing()
+    {
+        var ring = Ring!;
+        const int MaxEvents = 64;
+        var events = new Libc.EpollEvent[MaxEvents];
+        QueuePoll(_epoll, Libc.EPOLLIN, LoopEpoll, multishot: true);
+        bool more = false; // work left from this turn (an accept batch that filled up): do not block
+        fixed (Libc.EpollEvent* ev = events)
+        {
+            while (true)
+            {
+                if ((_connects.Count > 0 || _lingering.Count > 0) && !_timerArmed) ArmTimer();
+                if (!ring.Enter(more ? 0u : 1u)) break;
+                more = false;
+                while (ring.TryComplete(out ulong userData, out int result, out uint flags))
+                {
+                    if ((userData & KindMask) == KindLoop)
+                    {
+                        if (userData == LoopEpoll)
+                        {
+                            _epollReady = true;
+                            if ((flags & IoUring.CqeFMore) == 0) QueuePoll(_epoll, Libc.EPOLLIN, LoopEpoll, multishot: true);
+                        }
+                        else if (userData == LoopTimer) _timerArmed = false;
+                        continue;
+                    }
+                    int slot = (int)(uint)userData;
+                    var socket = slot < _sockets.Length ? _sockets[slot] : null;
+                    if (socket is null || socket.Token != (userData & ~KindMask)) continue; // cannot happen: a socket stays until its last completion
+                    try
+                    {
+                        if ((userData & KindMask) == KindConnect)
+                        {
+                            socket.InFlight &= unchecked((byte)~NativeSocket.InFlightConnect);
+                            if (_connects.Count > 0) CompleteConnect(socket, result < 0 ? Libc.EPOLLERR : (uint)result | Libc.EPOLLOUT);
+                            socket.AfterCompletion();
+                        }
+                        else socket.OnCompletion(userData & KindMask, result);
+                    }
+                    catch (Exception e)
+                    {
+                        _transport.LogLoopError(e);
+                    }
+                }
+                if (_epollReady)
+                {
+                    _epollReady = false;
+                    int n = Libc.EpollWait(_epoll, ev, MaxEvents, 0);
+                    for (int i = 0; i < n; i++)
+                    {
+                        ulong token = ev[i].Data;
+                        if (token == WakeToken) continue; // drained below
+                        if ((token & ListenerTokenBase) != 0 && Accept((int)(token & 0xFFFF_FFFF))) more = _epollReady = true;
+                    }
+                    if (n == MaxEvents) more = _epollReady = true;
+                }
+                if (Volatile.Read(ref _wakePending) != 0) DrainPosted();
+                if (_connects.Count > 0) ExpireConnects();
+                if (_lingering.Count > 0) ExpireLingering();
+                if (_exiting) break;
+            }
+        }
+        DrainPosted();
+        for (int i = 0; i < _sockets.Length; i++) _sockets[i]?.CloseNow();
+        ring.Dispose(); // the kernel cancels whatever was still in flight
+        Ring = null;
+        Libc.Close(_epoll);
+        Libc.Close(_wake);
+    }
+
+    private void ExpireLingering()
+    {
+        long now = Stopwatch.GetTimestamp();
+        for (int i = _lingering.Count - 1; i >= 0; i--)
+        {
+            var (socket, deadline) = _lingering[i];
+            if (socket.Fd < 0 || (socket.InFlight & NativeSocket.InFlightSend) == 0) _lingering.RemoveAt(i);
+            else if (now >= deadline)
+            {
+                _lingering.RemoveAt(i);
+                Libc.Shutdown(socket.Fd, Libc.SHUT_RDWR); // the send fails, its completion ends the socket
+            }
+        }
     }
 
     private unsafe void DrainPosted()
@@ -287,11 +498,12 @@ internal sealed class NativeLoop
         }
     }
 
-    private unsafe void Accept(int listener)
+    /// <summary>Accepts a batch; true when the batch filled up (more may wait: level-triggered under epoll, not under the ring's poll).</summary>
+    private unsafe bool Accept(int listener)
     {
         int fd = -1;
         foreach (var l in _listeners) if (l.Listener == listener) fd = l.Fd;
-        if (fd < 0) return;
+        if (fd < 0) return false;
         byte* addr = stackalloc byte[128];
         for (int i = 0; i < 64; i++) // a batch, then back to the other sockets' events
         {
@@ -301,7 +513,7 @@ internal sealed class NativeLoop
             {
                 int errno = Libc.Errno;
                 if (errno == Libc.EINTR) continue;
-                return; // EAGAIN (none left), or EMFILE and the like: level-triggered, so it comes back
+                return false; // EAGAIN (none left), or EMFILE and the like: level-triggered, so it comes back
             }
             Libc.SetInt(client, Libc.IPPROTO_TCP, Libc.TCP_NODELAY, 1);
             var remote = Libc.ReadSockAddr(new ReadOnlySpan<byte>(addr, length));
@@ -309,5 +521,6 @@ internal sealed class NativeLoop
             Volatile.Write(ref _accepted, _accepted + 1);
             _transport.OnAccepted(socket, listener);
         }
+        return true;
     }
 }

@@ -17,6 +17,13 @@ namespace FastGate.Transport;
 /// Waits complete through IValueTaskSource with the continuation run inline on the loop thread: no thread-pool hop,
 /// no ExecutionContext, no lock. Code that resumes on another thread (an awaited Redis call, an SslStream) is sent
 /// back: its ReadAsync/FlushAsync is posted to the loop, and the continuation runs there.
+///
+/// On a loop with an <see cref="IoUring"/> the same reader and writer queue SQEs instead of calling recv/send: a read
+/// that needs bytes arms one recv into the free space (completed by the ring when data comes, so an idle socket
+/// costs nothing); a flush hands the written buffer to one send and the writer carries on in a fresh buffer (a
+/// second flush waits for the first send: two buffers of backpressure). Buffers are pinned (the kernel writes into
+/// them after the call returns) and come from the loop's own stack. A socket closes for good only after its last
+/// completion: a recv in flight is cancelled, a send in flight may finish (a bounded linger).
 /// </summary>
 internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPipe
 {
@@ -31,6 +38,9 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
     internal ulong Token;
     private bool _closed;
     private volatile ConnectionAbortedException? _abortReason;
+    /// <summary>The io_uring operations in flight for this socket (InFlight* bits). Loop thread.</summary>
+    internal byte InFlight;
+    internal const byte InFlightRecv = 1, InFlightSend = 2, InFlightConnect = 4;
 
     internal NativeSocket(NativeLoop loop, int fd, IPEndPoint? remote, IPEndPoint? local)
     {
@@ -103,6 +113,36 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
         _input.Fail(null);
         _output.Fail();
         _closed = true;
+        if (InFlight == 0) Finish();
+        else
+        {
+            // the ring still holds pointers into this socket's buffers: end those operations first
+            if ((InFlight & InFlightRecv) != 0) _loop.QueueCancel(this, NativeLoop.KindRecv);
+            if ((InFlight & InFlightConnect) != 0) _loop.QueueCancel(this, NativeLoop.KindConnect);
+            if ((InFlight & InFlightSend) != 0) _loop.Linger(this);
+        }
+    }
+
+    /// <summary>The loop ends: the socket closes now, whatever is in flight (the ring is closed right after).</summary>
+    internal void CloseNow()
+    {
+        if (!_closed)
+        {
+            _input.Fail(null);
+            _output.Fail();
+            _closed = true;
+        }
+        if (Fd >= 0)
+        {
+            InFlight = 0;
+            _loop.Forget(this);
+            Libc.Close(Fd);
+            Fd = -1;
+        }
+    }
+
+    private void Finish()
+    {
         _loop.Forget(this);
         Libc.Close(Fd);
         Fd = -1;
@@ -110,12 +150,34 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
         _output.Release();
     }
 
+    /// <summary>An io_uring completion for this socket (loop thread).</summary>
+    internal void OnCompletion(ulong kind, int result)
+    {
+        if (kind == NativeLoop.KindRecv)
+        {
+            InFlight &= unchecked((byte)~InFlightRecv);
+            _input.OnReceived(result);
+        }
+        else
+        {
+            InFlight &= unchecked((byte)~InFlightSend);
+            _output.OnSent(result);
+        }
+        AfterCompletion();
+    }
+
+    /// <summary>After a completion: a closed socket whose last operation ended is finished.</summary>
+    internal void AfterCompletion()
+    {
+        if (_closed && InFlight == 0 && Fd >= 0) Finish();
+    }
+
     private static bool Again(int errno) => errno == Libc.EAGAIN || errno == Libc.EINTR;
 
     /// <summary>The read side: bytes [_start, _end) of _buffer are received and not yet consumed.</summary>
     private sealed class Input(NativeSocket socket) : PipeReader, System.Threading.Tasks.Sources.IValueTaskSource<ReadResult>
     {
-        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        private byte[] _buffer = socket._loop.RentBuffer();
         private int _start, _end;
         private bool _examinedAll;   // the reader looked at every byte it has: the next read needs new ones
         private bool _readable = true; // an edge (or nothing yet) since the last short read: recv may find data
@@ -172,6 +234,16 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
                     result = new ReadResult(Data, false, true);
                     return true;
                 }
+                if (socket._loop.Ring is not null)
+                {
+                    if ((socket.InFlight & InFlightRecv) == 0)
+                    {
+                        StartReceive();
+                        if (_eof) continue;
+                    }
+                    result = default;
+                    return false;
+                }
                 if (!_readable || !Receive())
                 {
                     result = default;
@@ -180,10 +252,9 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             }
         }
 
-        /// <summary>One recv into the free space (compacting or growing first). False: nothing now (EAGAIN).</summary>
-        private bool Receive()
+        /// <summary>Makes room at the end of the buffer (compacting or growing); no recv may be in flight.</summary>
+        private int MakeRoom()
         {
-            if (socket._closed) { _eof = true; return true; }
             if (_start == _end) _start = _end = 0;
             else if (_start > 0 && _end == _buffer.Length)
             {
@@ -194,12 +265,40 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             if (_end == _buffer.Length)
             {
                 // a head (or chunk line) larger than the buffer: grow it; the parser's limits bound how far
-                var larger = ArrayPool<byte>.Shared.Rent(_buffer.Length * 2);
+                var larger = socket._loop.RentBuffer(_buffer.Length * 2);
                 Buffer.BlockCopy(_buffer, 0, larger, 0, _end);
-                ArrayPool<byte>.Shared.Return(_buffer);
+                socket._loop.ReturnBuffer(_buffer);
                 _buffer = larger;
             }
-            int space = _buffer.Length - _end;
+            return _buffer.Length - _end;
+        }
+
+        /// <summary>The ring's way: one recv armed into the free space; <see cref="OnReceived"/> takes its result.</summary>
+        private void StartReceive()
+        {
+            if (socket._closed) { _eof = true; return; }
+            int space = MakeRoom();
+            fixed (byte* p = &_buffer[_end]) socket._loop.QueueRecv(socket, p, space); // pinned: the address outlives the fixed
+            socket.InFlight |= InFlightRecv;
+        }
+
+        internal void OnReceived(int result)
+        {
+            if (result > 0)
+            {
+                _end += result;
+                _examinedAll = false;
+            }
+            else if (result == 0 || result == -IoUring.ECANCELED) _eof = true;
+            else _error ??= new ConnectionResetException($"recv failed (errno {-result})");
+            if (_pending) ResumeRead();
+        }
+
+        /// <summary>One recv into the free space (compacting or growing first). False: nothing now (EAGAIN).</summary>
+        private bool Receive()
+        {
+            if (socket._closed) { _eof = true; return true; }
+            int space = MakeRoom();
             while (true)
             {
                 nint n;
@@ -257,7 +356,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             var b = _buffer;
             _buffer = [];
             _start = _end = 0;
-            if (b.Length > 0) ArrayPool<byte>.Shared.Return(b);
+            if (b.Length > 0) socket._loop.ReturnBuffer(b);
         }
 
         public override bool TryRead(out ReadResult result)
@@ -268,7 +367,12 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
                 result = new ReadResult(Data, true, _eof);
                 return true;
             }
-            if (_end == _start && !_eof && _error is null && _readable && socket._loop.IsCurrent) Receive();
+            if (_end == _start && !_eof && _error is null && socket._loop.IsCurrent)
+            {
+                // under the ring, a recv armed here notices the peer's close while the socket idles (a pooled upstream)
+                if (socket._loop.Ring is not null) { if ((socket.InFlight & InFlightRecv) == 0 && !socket._closed) StartReceive(); }
+                else if (_readable) Receive();
+            }
             if (_error is not null) throw _error;
             result = new ReadResult(Data, false, _eof);
             return _end > _start || _eof;
@@ -284,7 +388,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             if ((consumed.GetObject() is { } o && !ReferenceEquals(o, _buffer)) || c < _start || c > _end) throw new InvalidOperationException("the position is not from the last read");
             _start = c;
             _examinedAll = e >= _end;
-            if (_start == _end) _start = _end = 0;
+            if (_start == _end && (socket.InFlight & InFlightRecv) == 0) _start = _end = 0; // a recv in flight writes at _end
         }
 
         public override void CancelPendingRead()
@@ -311,9 +415,11 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
     /// <summary>The write side: bytes [_sent, _written) of _buffer wait to be sent.</summary>
     private sealed class Output(NativeSocket socket) : PipeWriter, System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>
     {
-        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+        private byte[] _buffer = socket._loop.RentBuffer();
         private int _sent, _written;
         private bool _failed, _pending, _cancel;
+        private byte[]? _sending;          // the ring's way: the buffer a send in flight reads from
+        private int _sendingAt, _sendingLeft;
         private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<FlushResult> _source;
 
         public override Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
@@ -331,9 +437,9 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             }
             if (_buffer.Length - _written < need)
             {
-                var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _written + need));
+                var larger = socket._loop.RentBuffer(Math.Max(_buffer.Length * 2, _written + need));
                 Buffer.BlockCopy(_buffer, 0, larger, 0, _written);
-                if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
+                if (_buffer.Length > 0) socket._loop.ReturnBuffer(_buffer);
                 _buffer = larger;
             }
             return _buffer.AsMemory(_written);
@@ -346,7 +452,17 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             if (_pending) throw new InvalidOperationException("a flush is already pending");
             if (socket._loop.IsCurrent)
             {
-                if (TrySend()) return new ValueTask<FlushResult>(new FlushResult(false, _failed));
+                if (socket._loop.Ring is not null)
+                {
+                    if (_failed || socket._closed) { _written = 0; return new ValueTask<FlushResult>(new FlushResult(false, true)); }
+                    if (_written == 0) return new ValueTask<FlushResult>(new FlushResult(false, false));
+                    if ((socket.InFlight & InFlightSend) == 0)
+                    {
+                        StartSend();
+                        return new ValueTask<FlushResult>(new FlushResult(false, false));
+                    }
+                }
+                else if (TrySend()) return new ValueTask<FlushResult>(new FlushResult(false, _failed));
                 socket._loop.CountFlushWait();
                 _source.Reset();
                 _pending = true;
@@ -382,6 +498,42 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             return true;
         }
 
+        /// <summary>The ring's way: the written bytes go to one send, the writer carries on in a fresh buffer.</summary>
+        private void StartSend()
+        {
+            if (_written == 0) return;
+            _sending = _buffer;
+            _sendingAt = 0;
+            _sendingLeft = _written;
+            _buffer = socket._loop.RentBuffer();
+            _written = _sent = 0;
+            QueueSending();
+        }
+
+        private void QueueSending()
+        {
+            fixed (byte* p = &_sending![_sendingAt]) socket._loop.QueueSend(socket, p, _sendingLeft); // pinned
+            socket.InFlight |= InFlightSend;
+        }
+
+        internal void OnSent(int result)
+        {
+            if (result > 0 && result < _sendingLeft && !_failed)
+            {
+                _sendingAt += result; // a short send: the rest goes next
+                _sendingLeft -= result;
+                QueueSending();
+                return;
+            }
+            if (result <= 0) _failed = true;
+            if (_sending is { } done)
+            {
+                _sending = null;
+                socket._loop.ReturnBuffer(done);
+            }
+            if (_pending) ResumeFlush();
+        }
+
         internal void OnWritable()
         {
             if (_pending) ResumeFlush();
@@ -392,7 +544,15 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             if (!_pending) return;
             bool canceled = _cancel;
             _cancel = false;
-            if (!canceled && !TrySend()) return;
+            if (socket._loop.Ring is not null)
+            {
+                if (!canceled && !_failed)
+                {
+                    if ((socket.InFlight & InFlightSend) != 0) return; // the flush before this one is still going out
+                    StartSend();
+                }
+            }
+            else if (!canceled && !TrySend()) return;
             _pending = false;
             _source.SetResult(new FlushResult(canceled, _failed));
         }
@@ -408,7 +568,12 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             var b = _buffer;
             _buffer = [];
             _sent = _written = 0;
-            if (b.Length > 0) ArrayPool<byte>.Shared.Return(b);
+            if (b.Length > 0) socket._loop.ReturnBuffer(b);
+            if (_sending is { } s && (socket.InFlight & InFlightSend) == 0)
+            {
+                _sending = null;
+                socket._loop.ReturnBuffer(s);
+            }
         }
 
         public override void CancelPendingFlush()
@@ -426,7 +591,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
         public override void Complete(Exception? exception = null) { }
 
         public override bool CanGetUnflushedBytes => true;
-        public override long UnflushedBytes => _written - _sent;
+        public override long UnflushedBytes => _written - _sent + (_sending is null ? 0 : _sendingLeft);
 
         FlushResult System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>.GetResult(short token) => _source.GetResult(token);
         System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<FlushResult>.GetStatus(short token) => _source.GetStatus(token);

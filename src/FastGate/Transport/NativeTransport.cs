@@ -18,6 +18,8 @@ internal sealed class NativeTransport : IHostedService
     internal static string? Override;
     /// <summary>The loops a config that leaves nativeLoops at 0 gets, instead of one per core (the test matrix uses 1: see TestTransport).</summary>
     internal static int DefaultLoopsOverride;
+    /// <summary>Tests run the native matrix on either way of waiting: set from FASTGATE_TEST_NATIVE_IO ("epoll" / "io_uring").</summary>
+    internal static string? IoOverride;
 
     /// <summary>A test's way to see the fallback: hosts created on this thread find the native transport unavailable.</summary>
     [ThreadStatic] internal static bool t_unavailableForTest;
@@ -31,15 +33,15 @@ internal sealed class NativeTransport : IHostedService
     private bool _started;
     internal ILogger? Logger;
 
-    private NativeTransport(GatewayRuntime runtime, int loops)
+    private NativeTransport(GatewayRuntime runtime, int loops, bool ring)
     {
         _runtime = runtime;
         _loops = new NativeLoop[loops];
-        for (int i = 0; i < loops; i++) _loops[i] = new NativeLoop(this, i);
+        for (int i = 0; i < loops; i++) _loops[i] = new NativeLoop(this, i, ring);
     }
 
     /// <summary>The transport, or null and why not (not Linux x64, libc or epoll unavailable): the caller falls back to Kestrel.</summary>
-    public static NativeTransport? TryCreate(GatewayRuntime runtime, int loops, out string? whyNot)
+    public static NativeTransport? TryCreate(GatewayRuntime runtime, int loops, Configuration.NativeIoKind io, out string? whyNot)
     {
         whyNot = null;
         if (t_unavailableForTest)
@@ -54,7 +56,8 @@ internal sealed class NativeTransport : IHostedService
         }
         try
         {
-            return new NativeTransport(runtime, loops > 0 ? loops : Environment.ProcessorCount);
+            bool ring = IoOverride switch { "io_uring" => true, "epoll" => false, _ => io == Configuration.NativeIoKind.IoUring };
+            return new NativeTransport(runtime, loops > 0 ? loops : Environment.ProcessorCount, ring);
         }
         catch (Exception e) when (e is IOException or DllNotFoundException or EntryPointNotFoundException)
         {
@@ -97,7 +100,10 @@ internal sealed class NativeTransport : IHostedService
             }
         }
         foreach (var loop in _loops) loop.Start();
-        Logger?.LogInformation("native transport: {Loops} event loop(s), {Listeners} listener(s)", _loops.Length, _requested.Count);
+        foreach (var loop in _loops) loop.WaitStarted(TimeSpan.FromSeconds(5));
+        string io = _loops.Length > 0 && _loops[0].UsesRing ? "io_uring" : "epoll";
+        Logger?.LogInformation("native transport: {Loops} event loop(s) on {Io}, {Listeners} listener(s)", _loops.Length, io, _requested.Count);
+        if (_loops.Length > 0 && _loops[0].RingFallback is { } why) Logger?.LogWarning("native transport: io_uring is not available ({Reason}): the loops use epoll", why);
         return Task.CompletedTask;
     }
 

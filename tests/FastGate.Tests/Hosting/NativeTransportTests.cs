@@ -121,6 +121,96 @@ public sealed class NativeTransportTests : IAsyncLifetime
         await Eventually.WaitUntilAsync(() => native.ClientConnections == 0, "every connection closed");
     }
 
+    /// <summary>Whether this kernel lets a process use io_uring with what the ring asks for (Linux 6.1+, not disabled).</summary>
+    private static bool KernelHasIoUring()
+    {
+        if (Environment.OSVersion.Version < new Version(6, 1)) return false;
+        try
+        {
+            return File.ReadAllText("/proc/sys/kernel/io_uring_disabled").Trim() == "0";
+        }
+        catch (IOException)
+        {
+            return true; // the knob is newer than io_uring itself
+        }
+    }
+
+    [LinuxFact]
+    public async Task With_nativeIo_io_uring_the_loops_run_on_a_ring_and_closed_connections_end_their_armed_recvs()
+    {
+        if (FastGate.Transport.NativeTransport.Override == "kestrel") return;
+        await using var gateway = await StartNativeAsync(Config(loops: 1).Insert(1, "\"nativeIo\": \"io_uring\","));
+        var loop = gateway.Host.Native!.Loop(0);
+        if (!KernelHasIoUring())
+        {
+            Assert.False(loop.UsesRing);
+            Assert.NotNull(loop.RingFallback);
+            return;
+        }
+        Assert.True(loop.UsesRing, loop.RingFallback);
+        long before = loop.RingEnters;
+        var clients = new List<RawClient>();
+        for (int i = 0; i < 4; i++) clients.Add(await RawClient.ConnectAsync(gateway.EndPoint));
+        for (int round = 0; round < 5; round++)
+        {
+            foreach (var c in clients) await c.SendAsync("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+            foreach (var c in clients)
+            {
+                var r = await c.ReadResponseAsync();
+                Assert.Equal(200, r.Status);
+                Assert.Equal("Hello, World!", r.Body);
+            }
+        }
+        Assert.True(loop.RingEnters > before, "the requests went through io_uring_enter");
+        Assert.Equal(4, loop.Accepted);
+        foreach (var c in clients) c.Dispose();
+        // each client socket had a recv armed on the ring; closing cancels it, and only then the socket is gone
+        await Eventually.WaitUntilAsync(() => gateway.Host.Native!.ClientConnections == 0, "every client connection closed");
+        int upstreams = (int)gateway.Metrics.UpstreamConnectionsOpened.WithLabels("backend").Value;
+        await Eventually.WaitUntilAsync(() => loop.SocketCount == upstreams, $"only the {upstreams} pooled upstream connection(s) left on the loop");
+    }
+
+    [LinuxFact]
+    public async Task On_io_uring_a_pooled_upstream_connection_the_upstream_closed_is_not_reused()
+    {
+        if (FastGate.Transport.NativeTransport.Override == "kestrel" || !KernelHasIoUring()) return;
+        var closeFirst = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int accepted = 0;
+        await using var upstream = new RawUpstream(async (stream, cancel) =>
+        {
+            bool first = Interlocked.Increment(ref accepted) == 1;
+            while (!cancel.IsCancellationRequested)
+            {
+                if ((await RawUpstream.ReadHeadAsync(stream, cancel)).Length == 0) return;
+                await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"u8.ToArray(), cancel);
+                if (first)
+                {
+                    await closeFirst.Task.WaitAsync(cancel);
+                    stream.Socket.Close(); // the upstream closes its idle keep-alive connection
+                    closed.SetResult();
+                    return;
+                }
+            }
+        });
+        var config = TestGateway.Config(upstream.Address).Insert(1, "\"transport\": \"native\", \"nativeLoops\": 1, \"nativeIo\": \"io_uring\",");
+        await using var gateway = await StartNativeAsync(config);
+        var loop = gateway.Host.Native!.Loop(0);
+        Assert.True(loop.UsesRing, loop.RingFallback);
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        await client.SendAsync("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+        Assert.Equal(200, (await client.ReadResponseAsync()).Status);
+        await Eventually.WaitUntilAsync(() => loop.SocketCount == 2, "the client and the pooled upstream connection");
+        closeFirst.SetResult();
+        await closed.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        // the recv armed on the idle pooled connection sees the FIN, so the next lease finds it stale and opens another
+        await client.SendAsync("GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+        Assert.Equal(200, (await client.ReadResponseAsync()).Status);
+        Assert.Equal(2, Volatile.Read(ref accepted));
+        Assert.Equal(2.0, gateway.Metrics.UpstreamConnectionsOpened.WithLabels("backend").Value);
+        await Eventually.WaitUntilAsync(() => loop.SocketCount == 2, "the stale upstream socket closed (its armed recv ended)");
+    }
+
     [Fact]
     public async Task When_the_native_transport_is_unavailable_the_listeners_run_on_kestrel()
     {
@@ -154,6 +244,9 @@ public sealed class NativeTransportTests : IAsyncLifetime
         var bad = ConfigLoader.Load(Config(loops: 2).Replace("\"native\"", "\"uring\"").Replace("\"nativeLoops\": 2", "\"nativeLoops\": 999"));
         Assert.Contains(bad.Errors, e => e.Path == "$.transport");
         Assert.Contains(bad.Errors, e => e.Path == "$.nativeLoops");
+        var badIo = ConfigLoader.Load(Config(loops: 2).Insert(1, "\"nativeIo\": \"uring\","));
+        Assert.Contains(badIo.Errors, e => e.Path == "$.nativeIo" && e.Message.Contains("epoll or io_uring"));
+        Assert.Equal(NativeIoKind.IoUring, ConfigLoader.Load(Config(loops: 2).Insert(1, "\"nativeIo\": \"io_uring\",")).Config!.NativeIo);
         var good = ConfigLoader.Load(Config(loops: 3));
         Assert.Equal(TransportKind.Native, good.Config!.Transport);
         Assert.Equal(3, good.Config.NativeLoops);

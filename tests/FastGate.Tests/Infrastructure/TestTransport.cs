@@ -20,13 +20,17 @@ internal static class TestTransport
     {
         FastGate.Transport.NativeTransport.Override = Name;
         FastGate.Transport.NativeTransport.DefaultLoopsOverride = 1;
+        FastGate.Transport.NativeTransport.IoOverride = Io;
     }
+
+    /// <summary>FASTGATE_TEST_NATIVE_IO=io_uring runs the native matrix on the io_uring loops (unset: each config's choice, epoll).</summary>
+    public static string? Io => Environment.GetEnvironmentVariable("FASTGATE_TEST_NATIVE_IO") is { Length: > 0 } io ? io : null;
 
     /// <summary>A fastgate process's config with the matrix's transport (when the config does not choose one itself).</summary>
     public static string ForProcess(string configJson)
     {
         if (Name is not { } t || configJson.Contains("\"transport\"", StringComparison.Ordinal)) return configJson;
         int brace = configJson.IndexOf('{');
-        return brace < 0 ? configJson : configJson[..(brace + 1)] + $"\"transport\": \"{t}\", \"nativeLoops\": 1, " + configJson[(brace + 1)..];
+        return brace < 0 ? configJson : configJson[..(brace + 1)] + $"\"transport\": \"{t}\", \"nativeLoops\": 1, " + (Io is { } io ? $"\"nativeIo\": \"{io}\", " : "") + configJson[(brace + 1)..];
     }
 }

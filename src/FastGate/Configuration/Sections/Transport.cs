@@ -9,10 +9,19 @@ public enum TransportKind
     Native,
 }
 
-/// <summary>Binds the top-level <c>transport</c> and <c>nativeLoops</c> settings (docs/performance.md, "Native transport").</summary>
+/// <summary>How the native transport's event loops wait and do their I/O.</summary>
+public enum NativeIoKind
+{
+    /// <summary>Edge-triggered epoll and one recv/send syscall per I/O (every Linux).</summary>
+    Epoll,
+    /// <summary>io_uring: a turn's recvs and sends submitted together by one io_uring_enter (Linux 6.1+; else epoll).</summary>
+    IoUring,
+}
+
+/// <summary>Binds the top-level <c>transport</c>, <c>nativeLoops</c> and <c>nativeIo</c> settings (docs/performance.md, "Native transport").</summary>
 internal static class TransportConfigBinder
 {
-    internal static readonly string[] Properties = ConfigReader.Names(nameof(GatewayConfig.Transport), nameof(GatewayConfig.NativeLoops));
+    internal static readonly string[] Properties = ConfigReader.Names(nameof(GatewayConfig.Transport), nameof(GatewayConfig.NativeLoops), nameof(GatewayConfig.NativeIo));
 
     /// <summary>Upper bound of nativeLoops.</summary>
     internal const int MaxLoops = 256;
@@ -29,6 +38,21 @@ internal static class TransportConfigBinder
             case var other:
                 r.Error("$." + Properties[0], $"expected kestrel or native (found '{other}')");
                 return TransportKind.Kestrel;
+        }
+    }
+
+    public static NativeIoKind BindNativeIo(System.Text.Json.JsonElement root, ConfigReader r)
+    {
+        switch (r.String(root, "$", Properties[2]))
+        {
+            case null:
+            case "epoll":
+                return NativeIoKind.Epoll;
+            case "io_uring":
+                return NativeIoKind.IoUring;
+            case var other:
+                r.Error("$." + Properties[2], $"expected epoll or io_uring (found '{other}')");
+                return NativeIoKind.Epoll;
         }
     }
 
