@@ -42,8 +42,8 @@ public sealed record GatewayConfig
     public TransportKind Transport { get; init; } = TransportKind.Kestrel;
     /// <summary>The native transport's event loops; 0 (default): one per core.</summary>
     public int NativeLoops { get; init; }
-    /// <summary>How the native transport's loops wait and do I/O: epoll (default) | io_uring (falls back to epoll where the kernel lacks it).</summary>
-    public NativeIoKind NativeIo { get; init; } = NativeIoKind.Epoll;
+    /// <summary>How the native transport's loops wait and do I/O: auto (default: io_uring where the kernel has it, else epoll) | epoll | io_uring.</summary>
+    public NativeIoKind NativeIo { get; init; } = NativeIoKind.Auto;
 }
 
 /// <summary>One configuration problem, located by its JSON path (e.g. <c>$.routes[0].cluster</c>).</summary>

@@ -40,7 +40,7 @@ internal sealed class NativeLoop
     private readonly bool _wantRing;
     /// <summary>This loop's io_uring (set on the loop thread at start), or null: epoll readiness.</summary>
     internal IoUring? Ring;
-    private readonly Stack<byte[]> _buffers = new(); // pinned socket buffers of BufferSize, reused on this loop
+    private readonly Stack<byte[]>[] _buffers = [new(), new(), new()]; // pinned socket buffers by size class, reused on this loop
     private readonly List<(NativeSocket Socket, long Deadline)> _lingering = []; // closed, a send still in flight
     private bool _epollReady, _timerArmed;
     private readonly long[] _timerSpec = GC.AllocateArray<long>(2, pinned: true); // the TIMEOUT op's timespec
@@ -100,18 +100,27 @@ internal sealed class NativeLoop
     /// <summary>Waits until the loop thread chose its way of waiting (the ring needs creating on that thread).</summary>
     internal void WaitStarted(TimeSpan timeout) => _started.Wait(timeout);
 
-    /// <summary>A pinned buffer of at least <paramref name="size"/> bytes (BufferSize ones come from this loop's stack). Loop thread.</summary>
+    /// <summary>
+    /// A pinned buffer of at least <paramref name="size"/> bytes, from this loop's stacks: BufferSize, ×2 and ×4
+    /// (a head and a body chunk written together need the next class; under io_uring that buffer comes back after
+    /// every send, so the classes keep steady state allocation-free). Larger ones are allocated. Loop thread.
+    /// </summary>
     internal byte[] RentBuffer(int size = NativeSocket.BufferSize)
     {
-        if (size <= NativeSocket.BufferSize && _buffers.Count > 0) return _buffers.Pop();
-        return GC.AllocateUninitializedArray<byte>(Math.Max(size, NativeSocket.BufferSize), pinned: true);
+        int c = SizeClass(size);
+        if (c < 0) return GC.AllocateUninitializedArray<byte>(size, pinned: true);
+        var stack = _buffers[c];
+        return stack.Count > 0 ? stack.Pop() : GC.AllocateUninitializedArray<byte>(NativeSocket.BufferSize << c, pinned: true);
     }
 
-    /// <summary>Gives a buffer back (kept when it is the standard size and the stack is not full). Loop thread.</summary>
+    /// <summary>Gives a buffer back (kept when it is one of the classes and its stack is not full). Loop thread.</summary>
     internal void ReturnBuffer(byte[] buffer)
     {
-        if (buffer.Length == NativeSocket.BufferSize && _buffers.Count < 4096) _buffers.Push(buffer);
+        int c = SizeClass(buffer.Length);
+        if (c >= 0 && buffer.Length == NativeSocket.BufferSize << c && _buffers[c].Count < (4096 >> c)) _buffers[c].Push(buffer);
     }
+
+    private static int SizeClass(int size) => size <= NativeSocket.BufferSize ? 0 : size <= NativeSocket.BufferSize * 2 ? 1 : size <= NativeSocket.BufferSize * 4 ? 2 : -1;
 
     // ---- io_uring submissions (loop thread; pointers are into pinned buffers) ----
 

@@ -505,7 +505,7 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
             _sending = _buffer;
             _sendingAt = 0;
             _sendingLeft = _written;
-            _buffer = socket._loop.RentBuffer();
+            _buffer = socket._loop.RentBuffer(_sending.Length); // the same class: a writer that grew once stays grown
             _written = _sent = 0;
             QueueSending();
         }

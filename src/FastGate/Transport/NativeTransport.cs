@@ -31,6 +31,7 @@ internal sealed class NativeTransport : IHostedService
     private int _clients;
     private TaskCompletionSource? _drained;
     private bool _started;
+    private Configuration.NativeIoKind _io;
     internal ILogger? Logger;
 
     private NativeTransport(GatewayRuntime runtime, int loops, bool ring)
@@ -56,8 +57,8 @@ internal sealed class NativeTransport : IHostedService
         }
         try
         {
-            bool ring = IoOverride switch { "io_uring" => true, "epoll" => false, _ => io == Configuration.NativeIoKind.IoUring };
-            return new NativeTransport(runtime, loops > 0 ? loops : Environment.ProcessorCount, ring);
+            var kind = IoOverride switch { "io_uring" => Configuration.NativeIoKind.IoUring, "epoll" => Configuration.NativeIoKind.Epoll, _ => io };
+            return new NativeTransport(runtime, loops > 0 ? loops : Environment.ProcessorCount, kind != Configuration.NativeIoKind.Epoll) { _io = kind };
         }
         catch (Exception e) when (e is IOException or DllNotFoundException or EntryPointNotFoundException)
         {
@@ -103,7 +104,11 @@ internal sealed class NativeTransport : IHostedService
         foreach (var loop in _loops) loop.WaitStarted(TimeSpan.FromSeconds(5));
         string io = _loops.Length > 0 && _loops[0].UsesRing ? "io_uring" : "epoll";
         Logger?.LogInformation("native transport: {Loops} event loop(s) on {Io}, {Listeners} listener(s)", _loops.Length, io, _requested.Count);
-        if (_loops.Length > 0 && _loops[0].RingFallback is { } why) Logger?.LogWarning("native transport: io_uring is not available ({Reason}): the loops use epoll", why);
+        if (_loops.Length > 0 && _loops[0].RingFallback is { } why)
+        {
+            if (_io == Configuration.NativeIoKind.IoUring) Logger?.LogWarning("native transport: io_uring is not available ({Reason}): the loops use epoll", why);
+            else Logger?.LogInformation("native transport: io_uring is not available ({Reason}): the loops use epoll", why);
+        }
         return Task.CompletedTask;
     }
 

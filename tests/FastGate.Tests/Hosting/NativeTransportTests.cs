@@ -245,7 +245,8 @@ public sealed class NativeTransportTests : IAsyncLifetime
         Assert.Contains(bad.Errors, e => e.Path == "$.transport");
         Assert.Contains(bad.Errors, e => e.Path == "$.nativeLoops");
         var badIo = ConfigLoader.Load(Config(loops: 2).Insert(1, "\"nativeIo\": \"uring\","));
-        Assert.Contains(badIo.Errors, e => e.Path == "$.nativeIo" && e.Message.Contains("epoll or io_uring"));
+        Assert.Contains(badIo.Errors, e => e.Path == "$.nativeIo" && e.Message.Contains("auto, epoll or io_uring"));
+        Assert.Equal(NativeIoKind.Auto, ConfigLoader.Load(Config(loops: 2)).Config!.NativeIo);
         Assert.Equal(NativeIoKind.IoUring, ConfigLoader.Load(Config(loops: 2).Insert(1, "\"nativeIo\": \"io_uring\",")).Config!.NativeIo);
         var good = ConfigLoader.Load(Config(loops: 3));
         Assert.Equal(TransportKind.Native, good.Config!.Transport);

@@ -12,6 +12,8 @@ public enum TransportKind
 /// <summary>How the native transport's event loops wait and do their I/O.</summary>
 public enum NativeIoKind
 {
+    /// <summary>io_uring where the kernel has it (and it is not disabled), else epoll: the default.</summary>
+    Auto,
     /// <summary>Edge-triggered epoll and one recv/send syscall per I/O (every Linux).</summary>
     Epoll,
     /// <summary>io_uring: a turn's recvs and sends submitted together by one io_uring_enter (Linux 6.1+; else epoll).</summary>
@@ -46,13 +48,15 @@ internal static class TransportConfigBinder
         switch (r.String(root, "$", Properties[2]))
         {
             case null:
+            case "auto":
+                return NativeIoKind.Auto;
             case "epoll":
                 return NativeIoKind.Epoll;
             case "io_uring":
                 return NativeIoKind.IoUring;
             case var other:
-                r.Error("$." + Properties[2], $"expected epoll or io_uring (found '{other}')");
-                return NativeIoKind.Epoll;
+                r.Error("$." + Properties[2], $"expected auto, epoll or io_uring (found '{other}')");
+                return NativeIoKind.Auto;
         }
     }
 
