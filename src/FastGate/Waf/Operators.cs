@@ -65,10 +65,18 @@ internal enum NumOp : byte { Eq, Ge, Gt, Le, Lt }
 internal sealed class NumericOperator : WafOperator
 {
     public required NumOp Op { get; init; }
-    public required Macro Param { get; init; }
+    private readonly Macro _param = null!;
+    private readonly long? _constant;
+    /// <summary>The parameter; a constant one is read as a number once, here.</summary>
+    public required Macro Param
+    {
+        get => _param;
+        init { _param = value; _constant = value.IsConstant ? ToNumber(value.Expand(null!)) : null; }
+    }
+
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
-        long a = ToNumber(value), b = ToNumber(Param.Expand(tx));
+        long a = ToNumber(value), b = _constant ?? ToNumber(Param.Expand(tx));
         return Op switch { NumOp.Eq => a == b, NumOp.Ge => a >= b, NumOp.Gt => a > b, NumOp.Le => a <= b, _ => a < b };
     }
 
@@ -250,6 +258,12 @@ public sealed class Macro
 
     private Macro(string source, (string, string?, string?)[] parts) { Source = source; _parts = parts; }
 
+    private string Part(int i, WafTransaction tx)
+    {
+        var (text, collection, key) = _parts[i];
+        return collection is null ? text : tx.MacroValue(collection, key);
+    }
+
     public bool IsConstant => _parts.Length == 0 || (_parts.Length == 1 && _parts[0].Collection is null);
 
     public static Macro Parse(string s)
@@ -277,10 +291,13 @@ public sealed class Macro
     public string Expand(WafTransaction tx)
     {
         if (_parts.Length == 0) return "";
-        if (_parts.Length == 1 && _parts[0].Collection is null) return _parts[0].Text;
+        if (_parts.Length == 1) return Part(0, tx);
+        // the parts are strings that exist already (literals, collection values): one concatenation, no builder
+        if (_parts.Length == 2) return string.Concat(Part(0, tx), Part(1, tx));
+        if (_parts.Length == 3) return string.Concat(Part(0, tx), Part(1, tx), Part(2, tx));
+        if (_parts.Length == 4) return string.Concat(Part(0, tx), Part(1, tx), Part(2, tx), Part(3, tx));
         var sb = new StringBuilder();
-        foreach (var (text, collection, key) in _parts)
-            sb.Append(collection is null ? text : tx.MacroValue(collection, key));
+        for (int i = 0; i < _parts.Length; i++) sb.Append(Part(i, tx));
         return sb.ToString();
     }
 }

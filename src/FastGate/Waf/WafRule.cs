@@ -31,8 +31,42 @@ public sealed class WafTarget
         _ => TargetSource.Request,
     };
 
-    public bool Selects(string collection, string key) =>
-        collection == Collection && (Key is null && KeyRegex is null || Key is not null && Key == key || KeyRegex is not null && KeyRegex.IsMatch(key));
+    /// <summary>
+    /// A selector regex that is only a literal (CRS's <c>/__utm/</c>, <c>/^header_name_/</c>, <c>/rfi_parameter_.*/</c>,
+    /// <c>/MULTIPART_HEADERS_CONTENT_TYPES_*/</c>) as the text every key that matches contains (or starts with, when
+    /// <see cref="KeyLiteralAnchored"/>): keys are then matched with a case-insensitive search instead of the regex.
+    /// </summary>
+    internal string? KeyLiteral { get; init; }
+    internal bool KeyLiteralAnchored { get; init; }
+
+    /// <summary>Whether this target's key part (a name, a regex or none) selects <paramref name="key"/> (lower-cased).</summary>
+    internal bool SelectsKey(string key)
+    {
+        if (Key is not null) return Key == key;
+        if (KeyLiteral is { } lit)
+            return KeyLiteralAnchored ? key.StartsWith(lit, StringComparison.OrdinalIgnoreCase) : key.Contains(lit, StringComparison.OrdinalIgnoreCase);
+        return KeyRegex is null || KeyRegex.IsMatch(key);
+    }
+
+    public bool Selects(string collection, string key) => collection == Collection && SelectsKey(key);
+
+    /// <summary>
+    /// The literal a selector regex amounts to, or null: <c>^?LIT</c>, <c>^?LIT.*</c> or <c>^?LITx*</c> (x the
+    /// literal's last character: zero or more of it adds nothing to "contains"), LIT letters, digits, '_' and '-'.
+    /// </summary>
+    internal static (string Literal, bool Anchored)? LiteralForm(string pattern)
+    {
+        var p = pattern.AsSpan();
+        bool anchored = p.Length > 0 && p[0] == '^';
+        if (anchored) p = p[1..];
+        if (p.EndsWith(".*")) p = p[..^2];
+        else if (p.Length >= 2 && p[^1] == '*' && IsLiteral(p[^2])) p = p[..^2];
+        if (p.Length == 0) return null;
+        foreach (var c in p) if (!IsLiteral(c)) return null;
+        return (p.ToString(), anchored);
+    }
+
+    private static bool IsLiteral(char c) => c is (>= 'a' and <= 'z') or (>= 'A' and <= 'Z') or (>= '0' and <= '9') or '_' or '-';
 
     public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : "");
 }
@@ -104,4 +138,8 @@ public sealed class WafRule
     public bool IsChainRequested { get; set; }
 
     public string Where => $"{File}:{Line}";
+
+    private string? _idText;
+    /// <summary>The id as text (%{rule.id}), made once.</summary>
+    internal string IdText => _idText ??= Id.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }

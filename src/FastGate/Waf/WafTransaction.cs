@@ -335,14 +335,13 @@ public sealed class WafTransaction
 
     private void RunPhase(int phase)
     {
-        var rules = _set.Phases[phase];
-        string? skipTo = null;
+        // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.SkipAfterIndex)
+        var rules = _set.Runs[phase];
+        var skipAfter = _set.SkipAfterIndex[phase];
         int skip = 0;
         for (int i = 0; i < rules.Length; i++)
         {
             var rule = rules[i];
-            if (rule.Marker is not null) { if (skipTo == rule.Marker) skipTo = null; continue; }
-            if (skipTo is not null) continue;
             if (skip > 0) { skip--; continue; }
             if (RuleEngine is "Off" or "off") return;
             if (rule.Unsupported is not null || IsRemoved(rule)) continue;
@@ -359,7 +358,7 @@ public sealed class WafTransaction
                 return;
             }
             if (rule.Disruptive == WafDisruptive.Allow) { Allowed = true; return; }
-            if (rule.SkipAfter is not null) skipTo = rule.SkipAfter;
+            if (rule.SkipAfter is not null) i = skipAfter[i] - 1;
             else if (rule.Skip > 0) skip = rule.Skip;
         }
     }
@@ -506,8 +505,7 @@ public sealed class WafTransaction
             if (Selects(target, item.Key)) into.Add(item);
     }
 
-    private static bool Selects(WafTarget t, string key) =>
-        t.Key is null && t.KeyRegex is null || t.Key is not null && t.Key == key || t.KeyRegex is not null && t.KeyRegex.IsMatch(key);
+    private static bool Selects(WafTarget t, string key) => t.SelectsKey(key);
 
     private void SetVar(WafSetVar sv)
     {
@@ -545,7 +543,7 @@ public sealed class WafTransaction
             case "MATCHED_VAR": return _matchedVar;
             case "MATCHED_VAR_NAME": return _matchedVarName;
             case "RULE":
-                return key switch { "id" => _currentRule?.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "", "msg" => _currentRule?.Msg?.Source ?? "", _ => "" };
+                return key switch { "id" => _currentRule?.IdText ?? "", "msg" => _currentRule?.Msg?.Source ?? "", _ => "" };
             case "IP": case "GLOBAL": case "SESSION": case "USER":
                 return key is not null && _other.TryGetValue(collection, out var c) && c.TryGetValue(key, out var ov) ? ov : "";
         }

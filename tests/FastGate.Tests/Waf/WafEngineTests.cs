@@ -105,6 +105,54 @@ public class WafEvaluationTests
         Assert.Null(Run(rules, "/", "POST").Interruption);
     }
 
+    /// <summary>The skip targets are resolved at load (WafRuleSet.SkipAfterIndex): the jump lands after the first
+    /// marker of that name that follows the rule, a marker before the rule does not count, a missing one skips the rest
+    /// of the phase, and a skip in phase 1 does not reach into phase 2.</summary>
+    [Fact]
+    public void SkipAfter_resumes_after_the_next_marker_of_its_name_only()
+    {
+        var rules = """
+            SecMarker LATER
+            SecRule REQUEST_METHOD "@streq POST" "id:1,phase:1,pass,nolog,skipAfter:LATER"
+            SecAction "id:2,phase:1,pass,setvar:tx.a=1"
+            SecMarker OTHER
+            SecAction "id:3,phase:1,pass,setvar:tx.b=1"
+            SecMarker LATER
+            SecAction "id:4,phase:1,pass,setvar:tx.c=1"
+            SecRule REQUEST_METHOD "@streq PUT" "id:5,phase:1,pass,nolog,skipAfter:MISSING"
+            SecAction "id:6,phase:1,pass,setvar:tx.d=1"
+            SecAction "id:7,phase:2,pass,setvar:tx.e=1"
+            """;
+        string Seen(WafTransaction t) => string.Concat(new[] { "a", "b", "c", "d", "e" }.Where(v => t.Tx(v) is not null));
+        Assert.Equal("abcde", Seen(Run(rules, "/")));
+        Assert.Equal("cde", Seen(Run(rules, "/", "POST")));
+        Assert.Equal("abce", Seen(Run(rules, "/", "PUT")));
+    }
+
+    /// <summary>Selector regexes that are only a literal are matched as text (contains, or starts with for ^): the
+    /// keys they select must be exactly the regex's.</summary>
+    [Theory]
+    [InlineData("__utm", "contains")]
+    [InlineData("^header_name_", "starts")]
+    [InlineData("rfi_parameter_.*", "contains")]
+    [InlineData("MULTIPART_HEADERS_CONTENT_TYPES_*", "contains")]
+    [InlineData("S?DW[a-f0-9]+", null)]
+    [InlineData("^a$", null)]
+    [InlineData("a|b", null)]
+    [InlineData(".*", null)]
+    public void Literal_selector_regexes_select_the_keys_the_regex_does(string pattern, string? form)
+    {
+        var literal = WafTarget.LiteralForm(pattern);
+        Assert.Equal(form, literal is null ? null : literal.Value.Anchored ? "starts" : "contains");
+        var set = WafRuleSet.FromText($"SecRule REQUEST_COOKIES:/{pattern}/ \"@rx .\" \"id:1,phase:1,pass\"");
+        Assert.Empty(set.Errors);
+        var target = set.Phases[1].Single().Targets.Single();
+        var regex = new System.Text.RegularExpressions.Regex(PcreRegex.Translate(pattern), System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        string[] keys = ["__utma", "x__UTMz", "_utm", "header_name_host", "x-header_name_", "HEADER_NAME_A", "rfi_parameter_", "rfi_parameter",
+            "multipart_headers_content_types", "multipart_headers_content_type", "xmultipart_headers_content_types_x", "sdw0a", "dw", "a", "b", ""];
+        foreach (var key in keys) Assert.True(regex.IsMatch(key) == target.SelectsKey(key), $"{pattern} on '{key}'");
+    }
+
     [Fact]
     public void Json_and_form_bodies_become_args()
     {
