@@ -5,7 +5,26 @@ namespace FastGate.Waf;
 /// <summary>A variable selector of a rule: COLLECTION, COLLECTION:key, COLLECTION:/regex/, and &amp;COLLECTION (a count).</summary>
 public sealed class WafTarget
 {
-    public required string Collection { get; init; }
+    private readonly string _collection = "";
+    public required string Collection
+    {
+        get => _collection;
+        init
+        {
+            _collection = value;
+            CollectionId = WafCollections.Id(value);
+            Source = value switch
+            {
+                "TX" => TargetSource.Tx,
+                "MATCHED_VAR" => TargetSource.MatchedVar,
+                "MATCHED_VAR_NAME" => TargetSource.MatchedVarName,
+                "MATCHED_VARS" => TargetSource.MatchedVars,
+                "MATCHED_VARS_NAMES" => TargetSource.MatchedVarsNames,
+                "IP" or "GLOBAL" or "SESSION" or "USER" => TargetSource.Persistent,
+                _ => TargetSource.Request,
+            };
+        }
+    }
     /// <summary>Lower-cased key, or null for the whole collection.</summary>
     public string? Key { get; init; }
     public Regex? KeyRegex { get; init; }
@@ -14,22 +33,10 @@ public sealed class WafTarget
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
     internal string? TxName { get; set; }
 
-    private int _collectionId = -1;
     /// <summary><see cref="Collection"/>'s number in <see cref="WafCollections"/>.</summary>
-    internal int CollectionId => _collectionId >= 0 ? _collectionId : _collectionId = WafCollections.Id(Collection);
-
-    private TargetSource _source;
+    internal int CollectionId { get; private init; }
     /// <summary>Where the values come from, worked out once from <see cref="Collection"/>.</summary>
-    internal TargetSource Source => _source != TargetSource.Unset ? _source : _source = Collection switch
-    {
-        "TX" => TargetSource.Tx,
-        "MATCHED_VAR" => TargetSource.MatchedVar,
-        "MATCHED_VAR_NAME" => TargetSource.MatchedVarName,
-        "MATCHED_VARS" => TargetSource.MatchedVars,
-        "MATCHED_VARS_NAMES" => TargetSource.MatchedVarsNames,
-        "IP" or "GLOBAL" or "SESSION" or "USER" => TargetSource.Persistent,
-        _ => TargetSource.Request,
-    };
+    internal TargetSource Source { get; private init; }
 
     /// <summary>
     /// A selector regex that is only a literal (CRS's <c>/__utm/</c>, <c>/^header_name_/</c>, <c>/rfi_parameter_.*/</c>,
@@ -117,6 +124,9 @@ public sealed class WafRule
     public WafOperator? Operator { get; set; }
     public bool Negated { get; set; }
     public List<Transforms.Fn> Transforms { get; } = [];
+    /// <summary>A number for this link's sequence of transformations, the same for every link of the rule set with the
+    /// same sequence (0: none); a transaction keeps each value's result per sequence (set at load).</summary>
+    internal int TransformChainId { get; set; }
     public bool TransformsReset { get; set; }
     public bool Capture { get; set; }
     public bool MultiMatch { get; set; }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -225,8 +226,39 @@ public sealed class WafRuleSet
     /// </summary>
     internal int[][] SkipAfterIndex { get; } = new int[6][];
 
+    /// <summary>
+    /// Per rule of <see cref="Runs"/>: the request collections its first link reads, as bits of
+    /// <see cref="WafTransaction.CollectionBit"/>, or all bits when it reads anything else (TX, MATCHED_VAR, a count:
+    /// a count of nothing is 0, which a rule may test). A rule none of whose collections has a value cannot match (no
+    /// value is tested), so a transaction passes it by this array alone, without reading the rule (CRS's attack rules
+    /// read ARGS, cookies, XML... which a plain GET does not have).
+    /// </summary>
+    internal ulong[][] RunNeeds { get; } = new ulong[6][];
+
+    private static ulong NeedsMask(WafRule rule)
+    {
+        if (rule.Operator is null || rule.Targets.Count == 0) return ulong.MaxValue;
+        ulong mask = 0;
+        foreach (var t in rule.Targets)
+        {
+            if (t.Count || t.Source != TargetSource.Request) return ulong.MaxValue;
+            mask |= WafTransaction.CollectionBit(t.CollectionId);
+        }
+        return mask;
+    }
+
     private void BuildRuns()
     {
+        // one number per distinct sequence of transformations (CRS uses a few dozen sequences over hundreds of rules)
+        var chains = new List<Transforms.Fn[]>();
+        foreach (var r in _all)
+            for (var link = r; link is not null; link = link.Chain)
+            {
+                if (link.Transforms.Count == 0) { link.TransformChainId = 0; continue; }
+                int id = chains.FindIndex(c => c.AsSpan().SequenceEqual(CollectionsMarshal.AsSpan(link.Transforms)));
+                if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
+                link.TransformChainId = id + 1;
+            }
         for (int p = 0; p < 6; p++)
         {
             var all = Phases[p] ?? [];
@@ -251,6 +283,9 @@ public sealed class WafRuleSet
             }
             Runs[p] = [.. runs];
             SkipAfterIndex[p] = jumps;
+            var masks = new ulong[runs.Count];
+            for (int i = 0; i < runs.Count; i++) masks[i] = NeedsMask(runs[i]);
+            RunNeeds[p] = masks;
         }
     }
 

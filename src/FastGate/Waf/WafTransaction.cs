@@ -40,6 +40,7 @@ public sealed class WafTransaction
     // transformation results of this request: CRS rules apply the same chains (t:urlDecodeUni, t:htmlEntityDecode,
     // t:lowercase...) to the same values over and over; each (value, function) is computed once
     private readonly Dictionary<(string Value, Transforms.Fn Fn), string> _transformed = new(TransformKeyComparer.Instance);
+    private readonly Dictionary<(string Value, int Chain), string> _chained = new(ChainKeyComparer.Instance);
     private string _matchedVar = "", _matchedVarName = "";
     private WafRule? _currentRule;
     private bool _bodyDone;
@@ -60,6 +61,7 @@ public sealed class WafTransaction
         _set = set;
         _request = request;
         foreach (var list in _collections) list?.Clear();
+        _present = 1UL << 63;
         _tx.Clear();
         _other.Clear();
         _removedIds.Clear();
@@ -70,6 +72,7 @@ public sealed class WafTransaction
         _resolved.Clear();
         _counted.Clear();
         _transformed.Clear();
+        _chained.Clear();
         _matchedVar = _matchedVarName = "";
         _currentRule = null;
         _bodyDone = false;
@@ -112,11 +115,24 @@ public sealed class WafTransaction
         int id = WafCollections.Id(collection);
         if (id >= _collections.Length) Array.Resize(ref _collections, Math.Max(id + 1, _collections.Length * 2));
         (_collections[id] ??= []).Add((key.ToLowerInvariant(), name, value));
+        _present |= CollectionBit(id);
     }
+
+    /// <summary>The bit of a collection id in the masks of WafRuleSet.RunNeeds; ids past 62 share bit 63, which is
+    /// always present (such a rule is always evaluated).</summary>
+    internal static ulong CollectionBit(int id) => 1UL << Math.Min(id, 63);
+
+    // the request collections that have a value, by CollectionBit (bit 63 always set)
+    private ulong _present = 1UL << 63;
 
     private List<(string Key, string Name, string Value)>? Collection(int id) => id < _collections.Length ? _collections[id] : null;
 
-    private void Clear(string collection) => Collection(WafCollections.Id(collection))?.Clear();
+    private void Clear(string collection)
+    {
+        int id = WafCollections.Id(collection);
+        Collection(id)?.Clear();
+        if (id < 63) _present &= ~CollectionBit(id);
+    }
 
     private void Scalar(string collection, string value) => Add(collection, "", collection, value);
 
@@ -338,11 +354,15 @@ public sealed class WafTransaction
         // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.SkipAfterIndex)
         var rules = _set.Runs[phase];
         var skipAfter = _set.SkipAfterIndex[phase];
+        var needs = _set.RunNeeds[phase];
+        ulong present = _present;
         int skip = 0;
         for (int i = 0; i < rules.Length; i++)
         {
-            var rule = rules[i];
             if (skip > 0) { skip--; continue; }
+            // none of the request collections the rule reads has a value: it cannot match (and it has no actions to run)
+            if ((needs[i] & present) == 0) continue;
+            var rule = rules[i];
             if (RuleEngine is "Off" or "off") return;
             if (rule.Unsupported is not null || IsRemoved(rule)) continue;
             if (!Evaluate(rule, rule)) continue;
@@ -374,6 +394,7 @@ public sealed class WafTransaction
 
     private bool IsRemoved(WafRule r)
     {
+        if (_removedIds.Count == 0 && _removedTags.Count == 0) return false;
         foreach (var (from, to) in CollectionsMarshal.AsSpan(_removedIds)) if (r.Id >= from && r.Id <= to) return true;
         foreach (var tag in CollectionsMarshal.AsSpan(_removedTags)) if (r.Tags.Contains(tag)) return true;
         return false;
@@ -393,14 +414,33 @@ public sealed class WafTransaction
                 if (Test(link, n, target.Collection, n)) matched = true;
                 continue;
             }
-            // a snapshot of the selected values: SetVar may change TX while they are tested
+            if (target.Source == TargetSource.Request)
+            {
+                // the request's collections do not change while rules run (only the body step fills them): walked in
+                // place, no copy of the selected values
+                if (Collection(target.CollectionId) is not { Count: > 0 } list) continue;
+                foreach (var (key, name, value) in CollectionsMarshal.AsSpan(list))
+                {
+                    if (!target.SelectsKey(key) || Excluded(link, starter, target, key)) continue;
+                    if (Test(link, value, name, value)) matched = true;
+                }
+                continue;
+            }
+            if (target.Source == TargetSource.Tx && target.Key is { } txKey)
+            {
+                // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is one lookup, not a scan of TX
+                if (_tx.TryGetValue(txKey, out var one) && !Excluded(link, starter, target, txKey) && Test(link, one, target.TxName ??= "TX:" + txKey, one))
+                    matched = true;
+                continue;
+            }
+            // a snapshot of the selected values: SetVar may change TX (and MATCHED_VARS grows) while they are tested
             var values = _resolved;
             values.Clear();
             Resolve(target, values);
             for (int i = 0; i < values.Count; i++)
             {
                 var (key, name, value) = values[i];
-                if (Excluded(link, starter, target.Collection, key)) continue;
+                if (Excluded(link, starter, target, key)) continue;
                 if (Test(link, value, name, value)) matched = true;
             }
         }
@@ -420,7 +460,7 @@ public sealed class WafTransaction
         }
         else
         {
-            foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) v = Transform(t, v);
+            if (link.TransformChainId != 0 && v.Length > 0) v = TransformChain(link, v);
             hit = Op(link, v);
         }
         if (!hit) return false;
@@ -432,6 +472,19 @@ public sealed class WafTransaction
         return true;
     }
 
+    /// <summary>The value after the link's whole sequence of transformations: one lookup by (value, sequence) when
+    /// an earlier rule applied the same sequence to the same value (CRS rules share a few sequences), else step by
+    /// step through the per-function cache.</summary>
+    private string TransformChain(WafRule link, string value)
+    {
+        var key = (value, link.TransformChainId);
+        if (_chained.TryGetValue(key, out var done)) return done;
+        var v = value;
+        foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) v = Transform(t, v);
+        _chained[key] = v;
+        return v;
+    }
+
     private string Transform(Transforms.Fn fn, string value)
     {
         if (value.Length == 0) return value;
@@ -439,6 +492,13 @@ public sealed class WafTransaction
         var result = fn(value);
         _transformed[(value, fn)] = result;
         return result;
+    }
+
+    private sealed class ChainKeyComparer : IEqualityComparer<(string Value, int Chain)>
+    {
+        public static readonly ChainKeyComparer Instance = new();
+        public bool Equals((string Value, int Chain) x, (string Value, int Chain) y) => ReferenceEquals(x.Value, y.Value) && x.Chain == y.Chain;
+        public int GetHashCode((string Value, int Chain) k) => System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Value) * 31 + k.Chain;
     }
 
     /// <summary>Keys by identity: the value strings are the transaction's own (or earlier results), so an identical
@@ -454,17 +514,25 @@ public sealed class WafTransaction
 
     private bool Op(WafRule link, string v) => link.Operator!.Match(v, this, link.Capture) != link.Negated;
 
-    private bool Excluded(WafRule link, WafRule starter, string collection, string key)
+    private bool Excluded(WafRule link, WafRule starter, WafTarget target, string key)
     {
-        foreach (var e in CollectionsMarshal.AsSpan(link.Exclusions)) if (e.Selects(collection, key)) return true;
+        int collection = target.CollectionId;
+        foreach (var e in CollectionsMarshal.AsSpan(link.Exclusions)) if (e.CollectionId == collection && e.SelectsKey(key)) return true;
         if (link != starter) return false;
-        foreach (var (from, to, t) in CollectionsMarshal.AsSpan(_removedTargetsById)) if (starter.Id >= from && starter.Id <= to && t.Selects(collection, key)) return true;
-        foreach (var (tag, t) in CollectionsMarshal.AsSpan(_removedTargetsByTag)) if (starter.Tags.Contains(tag) && t.Selects(collection, key)) return true;
+        foreach (var (from, to, t) in CollectionsMarshal.AsSpan(_removedTargetsById)) if (starter.Id >= from && starter.Id <= to && t.CollectionId == collection && t.SelectsKey(key)) return true;
+        foreach (var (tag, t) in CollectionsMarshal.AsSpan(_removedTargetsByTag)) if (t.CollectionId == collection && starter.Tags.Contains(tag) && t.SelectsKey(key)) return true;
         return false;
     }
 
     private int Count(WafTarget target)
     {
+        if (target.Source == TargetSource.Request)
+        {
+            if (Collection(target.CollectionId) is not { } list) return 0;
+            int n = 0;
+            foreach (var item in CollectionsMarshal.AsSpan(list)) if (target.SelectsKey(item.Key)) n++;
+            return n;
+        }
         var values = _counted;
         values.Clear();
         Resolve(target, values);
@@ -502,7 +570,7 @@ public sealed class WafTransaction
         }
         if (Collection(target.CollectionId) is not { } list) return;
         foreach (var item in CollectionsMarshal.AsSpan(list))
-            if (Selects(target, item.Key)) into.Add(item);
+            if (target.SelectsKey(item.Key)) into.Add(item);
     }
 
     private static bool Selects(WafTarget t, string key) => t.SelectsKey(key);

@@ -129,6 +129,25 @@ public class WafEvaluationTests
         Assert.Equal("abce", Seen(Run(rules, "/", "PUT")));
     }
 
+    /// <summary>A rule whose collections have no value is passed without evaluating it (WafRuleSet.RunNeeds): it
+    /// must still decide as an evaluated one — no match on nothing, even negated; a count of nothing is 0 and can
+    /// match; a body's ARGS_POST makes phase 2's rules on ARGS run.</summary>
+    [Fact]
+    public void Rules_on_collections_without_values_decide_as_if_evaluated()
+    {
+        var rules = """
+            SecRule REQUEST_COOKIES|ARGS_NAMES "!@rx ^never$" "id:1,phase:1,pass,setvar:tx.a=1"
+            SecRule &REQUEST_COOKIES "@eq 0" "id:2,phase:1,pass,setvar:tx.b=1"
+            SecRule ARGS "@rx evil" "id:3,phase:2,pass,setvar:tx.c=1"
+            SecRule XML:/* "@rx ." "id:4,phase:2,pass,setvar:tx.d=1"
+            """;
+        string Seen(WafTransaction t) => string.Concat(new[] { "a", "b", "c", "d" }.Where(v => t.Tx(v) is not null));
+        Assert.Equal("b", Seen(Run(rules, "/")));
+        Assert.Equal("a", Seen(Run(rules, "/", headers: [("Cookie", "s=1")])));
+        Assert.Equal("abc", Seen(Run(rules, "/?q=evil")));
+        Assert.Equal("bc", Seen(Run(rules, "/", "POST", [("Content-Type", "application/x-www-form-urlencoded")], "q=evil"))); // body args: phase 2 only
+    }
+
     /// <summary>Selector regexes that are only a literal are matched as text (contains, or starts with for ^): the
     /// keys they select must be exactly the regex's.</summary>
     [Theory]
