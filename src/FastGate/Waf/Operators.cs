@@ -14,10 +14,27 @@ public abstract class WafOperator
 
 internal sealed class RxOperator : WafOperator
 {
-    public required Regex Regex { get; init; }
+    private readonly Regex _regex = null!;
+    private readonly bool _onlyWholeMatch;
+    public required Regex Regex
+    {
+        get => _regex;
+        init { _regex = value; _onlyWholeMatch = value.GetGroupNumbers().Length == 1; }
+    }
+
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
         if (!capture) return Regex.IsMatch(value);
+        if (_onlyWholeMatch)
+        {
+            // no groups: TX:0 is the match, found without a Match object (and the value itself when it all matched)
+            foreach (var whole in Regex.EnumerateMatches(value))
+            {
+                tx.SetCapture(0, whole.Index == 0 && whole.Length == value.Length ? value : value.Substring(whole.Index, whole.Length));
+                return true;
+            }
+            return false;
+        }
         var m = Regex.Match(value);
         if (!m.Success) return false;
         for (int g = 0; g < 10; g++)

@@ -90,6 +90,8 @@ internal static class WafCollections
 
     public static int Count => s_ids.Count;
 
+    public static readonly int RequestHeaders = Id("REQUEST_HEADERS"), RequestHeadersNames = Id("REQUEST_HEADERS_NAMES");
+
     public static int Id(string name)
     {
         if (s_ids.TryGetValue(name, out int id)) return id;
@@ -148,6 +150,9 @@ public sealed class WafRule
     public bool IsChainRequested { get; set; }
 
     public string Where => $"{File}:{Line}";
+
+    /// <summary>This rule's number among its rule set's chain starters (0..RuleSet.Ordinals-1), set at load.</summary>
+    internal int Ordinal { get; set; }
 
     private string? _idText;
     /// <summary>The id as text (%{rule.id}), made once.</summary>

@@ -209,7 +209,7 @@ public sealed class WafRuleSet
                 r.Disruptive = _defaultDisruptive.TryGetValue(r.Phase, out var dd) && dd != WafDisruptive.None ? dd : WafDisruptive.Pass;
             for (var link = r; link is not null; link = link.Chain)
                 if (link.Unsupported is { } why) Warnings.Add(new WafLoadIssue(link.File, link.Line, $"rule {r.Id} disabled: {why}"));
-            RuleCount++;
+            r.Ordinal = RuleCount++;
             phases[Math.Clamp(r.Phase, 1, 5)].Add(r);
         }
         for (int p = 0; p < 6; p++) Phases[p] = [.. phases[p]];

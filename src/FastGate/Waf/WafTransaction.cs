@@ -16,7 +16,11 @@ public sealed class WafRequest
 }
 
 /// <summary>A rule that matched: its id, the anomaly-relevant severity, and a short prefix of the matched data.</summary>
-public readonly record struct WafMatch(int Id, int Severity, string Message, string Data);
+public readonly record struct WafMatch(int Id, int Severity, string Message, string Data)
+{
+    /// <summary>The rule's number in its rule set (<see cref="WafRule.Ordinal"/>): what per-rule tables are indexed by.</summary>
+    internal int Ordinal { get; init; }
+}
 
 /// <summary>
 /// One request's evaluation: the request's collections (built once), TX, the matches. Not on the plain path: only
@@ -87,6 +91,33 @@ public sealed class WafTransaction
 
     public List<WafMatch> Matches { get; } = [];
 
+    // the access log's summary of the last request on this transaction, and what it was made of (a connection's
+    // requests often match the same rules with the same score: the string is reused, not built again)
+    private string? _summary;
+    private int[] _summaryIds = [];
+    private int _summaryCount = -1, _summaryScore;
+
+    /// <summary>"ids score" for the access log (WafProfile.Summary), reused while the matched ids and score repeat.</summary>
+    internal string Summary()
+    {
+        int score = AnomalyScore;
+        var matches = CollectionsMarshal.AsSpan(Matches);
+        if (_summary is not null && _summaryCount == matches.Length && _summaryScore == score)
+        {
+            bool same = true;
+            for (int i = 0; i < matches.Length; i++) if (_summaryIds[i] != matches[i].Id) { same = false; break; }
+            if (same) return _summary;
+        }
+        var sb = new StringBuilder();
+        foreach (var m in matches) { if (sb.Length > 0) sb.Append(','); sb.Append(m.Id); }
+        sb.Append(sb.Length > 0 ? " " : "").Append("score=").Append(score);
+        if (_summaryIds.Length < matches.Length) _summaryIds = new int[Math.Max(8, matches.Length)];
+        for (int i = 0; i < matches.Length; i++) _summaryIds[i] = matches[i].Id;
+        _summaryCount = matches.Length;
+        _summaryScore = score;
+        return _summary = sb.ToString();
+    }
+
     /// <summary>The request body (read before phase 2).</summary>
     public void SetBody(byte[]? body) { if (!_bodyDone) _request.Body = body; }
     /// <summary>The rule that interrupted (deny/drop), or null.</summary>
@@ -118,6 +149,17 @@ public sealed class WafTransaction
         _present |= CollectionBit(id);
     }
 
+    private static (string, string, string, string) HeaderNames(string name) =>
+        (name, name.ToLowerInvariant(), "REQUEST_HEADERS:" + name, "REQUEST_HEADERS_NAMES:" + name);
+
+    /// <summary>Adds a value whose key is lower-cased already, to a collection by id.</summary>
+    private void AddKeyed(int id, string key, string name, string value)
+    {
+        if (id >= _collections.Length) Array.Resize(ref _collections, Math.Max(id + 1, _collections.Length * 2));
+        (_collections[id] ??= []).Add((key, name, value));
+        _present |= CollectionBit(id);
+    }
+
     /// <summary>The bit of a collection id in the masks of WafRuleSet.RunNeeds; ids past 62 share bit 63, which is
     /// always present (such a rule is always evaluated).</summary>
     internal static ulong CollectionBit(int id) => 1UL << Math.Min(id, 63);
@@ -136,32 +178,49 @@ public sealed class WafTransaction
 
     private void Scalar(string collection, string value) => Add(collection, "", collection, value);
 
+    // what the previous request on this transaction derived from its line and header names: reused when the
+    // request's strings are the same (WafStep keeps them while the bytes repeat), so a keep-alive connection's
+    // requests do not build them again
+    private (string Method, string Uri, string Protocol, string Line) _lineMemo = (null!, null!, null!, "");
+    private (string Uri, string Decoded, string Path, string Basename, string Query) _uriMemo = (null!, "", "", "", "");
+    private readonly List<(string Name, string Key, string HeaderName, string NamesName)> _headerMemo = [];
+
     private void BuildRequestCollections()
     {
         var r = _request;
         Scalar("REQUEST_METHOD", r.Method);
         Scalar("REQUEST_PROTOCOL", r.Protocol);
-        Scalar("REQUEST_LINE", r.Method + " " + r.Uri + " " + r.Protocol);
+        if (!ReferenceEquals(_lineMemo.Method, r.Method) || !ReferenceEquals(_lineMemo.Uri, r.Uri) || !ReferenceEquals(_lineMemo.Protocol, r.Protocol))
+            _lineMemo = (r.Method, r.Uri, r.Protocol, r.Method + " " + r.Uri + " " + r.Protocol);
+        Scalar("REQUEST_LINE", _lineMemo.Line);
         Scalar("REQUEST_URI_RAW", r.Uri);
-        var decoded = PercentDecode(r.Uri);
-        Scalar("REQUEST_URI", decoded);
-        var q = r.Uri.IndexOf('?');
-        var dq = decoded.IndexOf('?');
-        var path = dq < 0 ? decoded : decoded[..dq];
-        Scalar("REQUEST_FILENAME", path);
-        var slash = path.LastIndexOf('/');
-        Scalar("REQUEST_BASENAME", slash < 0 ? path : path[(slash + 1)..]);
-        var query = q < 0 ? "" : r.Uri[(q + 1)..];
-        Scalar("QUERY_STRING", query);
-        if (q >= 0) ParseUrlEncoded(query, "ARGS_GET");
+        if (!ReferenceEquals(_uriMemo.Uri, r.Uri))
+        {
+            var decoded = PercentDecode(r.Uri);
+            var q = r.Uri.IndexOf('?');
+            var dq = decoded.IndexOf('?');
+            var path = dq < 0 ? decoded : decoded[..dq];
+            var slash = path.LastIndexOf('/');
+            _uriMemo = (r.Uri, decoded, path, slash < 0 ? path : path[(slash + 1)..], q < 0 ? "" : r.Uri[(q + 1)..]);
+        }
+        Scalar("REQUEST_URI", _uriMemo.Decoded);
+        Scalar("REQUEST_FILENAME", _uriMemo.Path);
+        Scalar("REQUEST_BASENAME", _uriMemo.Basename);
+        Scalar("QUERY_STRING", _uriMemo.Query);
+        if (r.Uri.Contains('?')) ParseUrlEncoded(_uriMemo.Query, "ARGS_GET");
         Scalar("REMOTE_ADDR", r.RemoteAddress);
         Scalar("UNIQUE_ID", "fastgate");
         Scalar("DURATION", "0");
-        foreach (var (name, value) in r.Headers)
+        var headers = CollectionsMarshal.AsSpan(r.Headers);
+        for (int i = 0; i < headers.Length; i++)
         {
-            Add("REQUEST_HEADERS", name, "REQUEST_HEADERS:" + name, value);
-            Add("REQUEST_HEADERS_NAMES", name, "REQUEST_HEADERS_NAMES:" + name, name);
-            if (name.Equals("cookie", StringComparison.OrdinalIgnoreCase)) ParseCookies(value);
+            var (name, value) = headers[i];
+            if (i >= _headerMemo.Count) _headerMemo.Add(HeaderNames(name));
+            else if (!ReferenceEquals(_headerMemo[i].Name, name)) _headerMemo[i] = HeaderNames(name);
+            var (_, key, headerName, namesName) = _headerMemo[i];
+            AddKeyed(WafCollections.RequestHeaders, key, headerName, value);
+            AddKeyed(WafCollections.RequestHeadersNames, key, namesName, name);
+            if (key == "cookie") ParseCookies(value);
         }
         Scalar("REQBODY_ERROR", "0");
         Scalar("MULTIPART_STRICT_ERROR", "0");
@@ -368,7 +427,7 @@ public sealed class WafTransaction
             if (!Evaluate(rule, rule)) continue;
             // the whole chain matched: the chain starter's disruptive and flow actions
             if (rule.Log && rule.Id > 1)
-                Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)));
+                Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)) { Ordinal = rule.Ordinal });
             for (var link = rule; link is not null; link = link.Chain)
                 foreach (var ctl in CollectionsMarshal.AsSpan(link.Ctls)) ApplyCtl(ctl);
             if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)

@@ -148,6 +148,17 @@ public class WafEvaluationTests
         Assert.Equal("bc", Seen(Run(rules, "/", "POST", [("Content-Type", "application/x-www-form-urlencoded")], "q=evil"))); // body args: phase 2 only
     }
 
+    [Fact]
+    public void Request_strings_are_kept_only_while_their_bytes_repeat()
+    {
+        var previous = "Mozilla/5.0";
+        Assert.Same(previous, WafStep.Same(previous, "Mozilla/5.0"u8));
+        var changed = WafStep.Same(previous, "Mozilla/5.1"u8);
+        Assert.Equal("Mozilla/5.1", changed);
+        Assert.Equal("Mozilla", WafStep.Same(previous, "Mozilla"u8));
+        Assert.Equal("\u00e9", WafStep.Same("e", [0xE9])); // Latin-1: one char per byte
+    }
+
     /// <summary>Selector regexes that are only a literal are matched as text (contains, or starts with for ^): the
     /// keys they select must be exactly the regex's.</summary>
     [Theory]
