@@ -22,20 +22,47 @@ internal sealed class RxOperator : WafOperator
         init { _regex = value; _onlyWholeMatch = value.GetGroupNumbers().Length == 1; }
     }
 
+    /// <summary>A pattern with macros (CRS 920480: <c>^%{tx.allowed_request_content_type_charset}$</c>): expanded per
+    /// request as ModSecurity v3 does, the regex compiled again only when the expansion changes (the last one is kept).</summary>
+    public Macro? Pattern { get; init; }
+    private sealed record Compiled(string Source, Regex? Regex, bool OnlyWholeMatch);
+    private Compiled? _last;
+
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
-        if (!capture) return Regex.IsMatch(value);
-        if (_onlyWholeMatch)
+        if (Pattern is not null) return MatchExpanded(value, tx, capture);
+        return Match(_regex, _onlyWholeMatch, value, tx, capture);
+    }
+
+    private bool MatchExpanded(string value, WafTransaction tx, bool capture)
+    {
+        var source = Pattern!.Expand(tx);
+        var last = Volatile.Read(ref _last);
+        if (last is null || last.Source != source)
+        {
+            Regex? rx;
+            try { rx = WafRuleSet.CompileRx(PcreRegex.Translate(source)); }
+            catch (ArgumentException) { rx = null; } // an expansion that is no regex matches nothing
+            last = new Compiled(source, rx, rx is not null && rx.GetGroupNumbers().Length == 1);
+            Volatile.Write(ref _last, last);
+        }
+        return last.Regex is not null && Match(last.Regex, last.OnlyWholeMatch, value, tx, capture);
+    }
+
+    private static bool Match(Regex regex, bool onlyWholeMatch, string value, WafTransaction tx, bool capture)
+    {
+        if (!capture) return regex.IsMatch(value);
+        if (onlyWholeMatch)
         {
             // no groups: TX:0 is the match, found without a Match object (and the value itself when it all matched)
-            foreach (var whole in Regex.EnumerateMatches(value))
+            foreach (var whole in regex.EnumerateMatches(value))
             {
                 tx.SetCapture(0, whole.Index == 0 && whole.Length == value.Length ? value : value.Substring(whole.Index, whole.Length));
                 return true;
             }
             return false;
         }
-        var m = Regex.Match(value);
+        var m = regex.Match(value);
         if (!m.Success) return false;
         for (int g = 0; g < 10; g++)
             if (g < m.Groups.Count && m.Groups[g].Success) tx.SetCapture(g, m.Groups[g].Value);

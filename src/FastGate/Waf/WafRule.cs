@@ -21,6 +21,7 @@ public sealed class WafTarget
                 "MATCHED_VARS" => TargetSource.MatchedVars,
                 "MATCHED_VARS_NAMES" => TargetSource.MatchedVarsNames,
                 "IP" or "GLOBAL" or "SESSION" or "USER" => TargetSource.Persistent,
+                "XML" => TargetSource.Xml,
                 _ => TargetSource.Request,
             };
         }
@@ -28,6 +29,8 @@ public sealed class WafTarget
     /// <summary>Lower-cased key, or null for the whole collection.</summary>
     public string? Key { get; init; }
     public Regex? KeyRegex { get; init; }
+    /// <summary>The XPath expression of an XML:xpath target (XML:/*, XML://@*), or null.</summary>
+    public string? XPath { get; init; }
     public bool Count { get; init; }
     public bool Exclude { get; init; }
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
@@ -75,7 +78,7 @@ public sealed class WafTarget
 
     private static bool IsLiteral(char c) => c is (>= 'a' and <= 'z') or (>= 'A' and <= 'Z') or (>= '0' and <= '9') or '_' or '-';
 
-    public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : "");
+    public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : XPath is not null ? ":" + XPath : "");
 }
 
 /// <summary>
@@ -90,7 +93,7 @@ internal static class WafCollections
 
     public static int Count => s_ids.Count;
 
-    public static readonly int RequestHeaders = Id("REQUEST_HEADERS"), RequestHeadersNames = Id("REQUEST_HEADERS_NAMES");
+    public static readonly int RequestHeaders = Id("REQUEST_HEADERS"), RequestHeadersNames = Id("REQUEST_HEADERS_NAMES"), Xml = Id("XML");
 
     public static int Id(string name)
     {
@@ -103,7 +106,7 @@ internal static class WafCollections
     }
 }
 
-internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request }
+internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request, Xml }
 
 public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
 

@@ -241,7 +241,7 @@ public sealed class WafRuleSet
         ulong mask = 0;
         foreach (var t in rule.Targets)
         {
-            if (t.Count || t.Source != TargetSource.Request) return ulong.MaxValue;
+            if (t.Count || t.Source is not (TargetSource.Request or TargetSource.Xml)) return ulong.MaxValue;
             mask |= WafTransaction.CollectionBit(t.CollectionId);
         }
         return mask;
@@ -355,12 +355,29 @@ public sealed class WafRuleSet
             literal = WafTarget.LiteralForm(key[1..^1]);
             key = "";
         }
-        if (collection == "XML") key = ""; // XPath selectors: the XML collection is empty (no XML body processor)
+        string? xpath = null;
+        if (collection == "XML" && key.Length > 0)
+        {
+            // an XPath selector (XML:/*, XML://@*), checked here so a bad one is a load error with its line
+            try { System.Xml.XPath.XPathExpression.Compile(key); }
+            catch (System.Xml.XPath.XPathException e) { error = $"bad XPath {key}: {e.Message}"; return null; }
+            xpath = key;
+            key = "";
+        }
         return new WafTarget
         {
+            XPath = xpath,
             Collection = collection, Key = key.Length == 0 ? null : key.ToLowerInvariant(), KeyRegex = rx, Count = count, Exclude = exclude,
             KeyLiteral = literal?.Literal, KeyLiteralAnchored = literal?.Anchored ?? false,
         };
+    }
+
+    private static bool IsXmlSelector(StringBuilder token)
+    {
+        int i = 0;
+        while (i < token.Length && token[i] is '!' or '&' or ' ') i++;
+        return token.Length - i >= 4 && char.ToUpperInvariant(token[i]) == 'X' && char.ToUpperInvariant(token[i + 1]) == 'M'
+            && char.ToUpperInvariant(token[i + 2]) == 'L' && token[i + 3] == ':';
     }
 
     private static List<string> SplitTargets(string text)
@@ -373,7 +390,8 @@ public sealed class WafRuleSet
             char c = text[i];
             if (c == '\\' && inRegex && i + 1 < text.Length) { sb.Append(c).Append(text[++i]); continue; }
             if (c == '\'' && !inRegex) inQuote = !inQuote;
-            if (c == '/' && !inQuote && (inRegex || sb.Length > 0 && (sb[^1] == ':' || sb[^1] == '\''))) inRegex = !inRegex;
+            // XML:/path is an XPath, not a /regex/ (its slashes do not open one)
+            if (c == '/' && !inQuote && !IsXmlSelector(sb) && (inRegex || sb.Length > 0 && (sb[^1] == ':' || sb[^1] == '\''))) inRegex = !inRegex;
             if (c == '|' && !inRegex && !inQuote) { if (sb.Length > 0) list.Add(sb.ToString()); sb.Clear(); continue; }
             sb.Append(c);
         }
@@ -411,6 +429,8 @@ public sealed class WafRuleSet
     /// than the backtracking interpreter (Native AOT has no compiled regexes). Patterns it refuses (lookarounds,
     /// backreferences, atomic groups) use the backtracking engine.
     /// </summary>
+    private static readonly Regex NeverMatches = new("(?!)", RegexOptions.CultureInvariant);
+
     internal static Regex CompileRx(string pattern)
     {
         const RegexOptions options = RegexOptions.Singleline | RegexOptions.CultureInvariant;
@@ -424,6 +444,8 @@ public sealed class WafRuleSet
         switch (name.ToLowerInvariant())
         {
             case "rx":
+                if (param.Contains("%{", StringComparison.Ordinal)) // compiled per expansion (RxOperator.Pattern)
+                    return new RxOperator { Name = name, Regex = NeverMatches, Pattern = Macro.Parse(param) };
                 return new RxOperator { Name = name, Regex = CompileRx(PcreRegex.Translate(param)) };
             case "pm":
                 return new PmOperator { Name = name, Phrases = new AhoCorasick(param.Split(' ', StringSplitOptions.RemoveEmptyEntries)) };

@@ -183,6 +183,60 @@ public class WafEvaluationTests
         foreach (var key in keys) Assert.True(regex.IsMatch(key) == target.SelectsKey(key), $"{pattern} on '{key}'");
     }
 
+    /// <summary>The XML body processor: XML:/* is the root element's text (every text and CDATA node, comments left
+    /// out), XML://@* each attribute value; a body that does not parse sets REQBODY_ERROR; ctl:requestBodyProcessor=XML
+    /// (ModSecurity's rule 200000) turns it on for a type FastGate would not pick itself.</summary>
+    [Fact]
+    public void Xml_bodies_become_the_xml_collection()
+    {
+        var rules = """
+            SecRule REQUEST_HEADERS:Content-Type "@rx ^application/x-fastgate-xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+            SecRule XML:/* "@rx union\s+select" "id:10,phase:2,deny"
+            SecRule XML://@* "@contains javascript:" "id:11,phase:2,deny"
+            SecRule REQBODY_ERROR "@eq 1" "id:12,phase:2,deny"
+            SecRule &XML:/* "@eq 1" "id:13,phase:2,pass,setvar:tx.root=1"
+            SecRule XML:/* "@streq 1 text tail" "id:14,phase:2,pass,setvar:tx.text=1"
+            SecRule REQBODY_PROCESSOR "@streq XML" "id:15,phase:2,pass,setvar:tx.processor=1"
+            """;
+        (string, string)[] xml = [("Content-Type", "application/xml")];
+        Assert.Equal(10, Run(rules, "/", "POST", xml, "<q><a>1 union  select</a> x</q>").Interruption?.Id);
+        Assert.Equal(10, Run(rules, "/", "POST", [("Content-Type", "text/xml; charset=utf-8")], "<q><![CDATA[1 union select]]></q>").Interruption?.Id);
+        Assert.Equal(11, Run(rules, "/", "POST", xml, "<a href=\"javascript:alert(1)\">x</a>").Interruption?.Id);
+        Assert.Equal(12, Run(rules, "/", "POST", xml, "<a><b></a>").Interruption?.Id);
+        var ok = Run(rules, "/", "POST", xml, "<?xml version=\"1.0\"?><a>1<!-- union select --> text<b x=\"y\"> tail</b></a>");
+        Assert.Null(ok.Interruption);
+        Assert.Equal(("1", "1", "1"), (ok.Tx("root"), ok.Tx("text"), ok.Tx("processor")));
+        // not an XML type: no XML collection, unless a rule asks for the processor
+        Assert.Null(Run(rules, "/", "POST", [("Content-Type", "application/octet-stream")], "<q>1 union select</q>").Interruption);
+        Assert.Equal(10, Run(rules, "/", "POST", [("Content-Type", "application/x-fastgate-xml")], "<q>1 union select</q>").Interruption?.Id);
+        // an external entity is not fetched: the document parses without it or not at all, never with a file's content
+        var xxe = Run(rules, "/", "POST", xml, "<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/hostname\">]><a>&e;</a>");
+        Assert.NotEqual("1", xxe.Tx("text"));
+    }
+
+    /// <summary>@rx with a macro (CRS 920480: <c>!@rx ^%{tx.allowed_request_content_type_charset}$</c>) is expanded
+    /// per request, as ModSecurity v3 does; read as a literal pattern it flagged every charset parameter.</summary>
+    [Fact]
+    public void Rx_patterns_with_macros_are_expanded_per_request()
+    {
+        var rules = """
+            SecAction "id:1,phase:1,pass,nolog,setvar:'tx.allowed=utf-8|iso-8859-1'"
+            SecRule REQUEST_HEADERS:Content-Type "@rx charset\s*=\s*([^;\s]+)" "id:2,phase:1,deny,capture,t:none,t:lowercase,chain"
+                SecRule TX:1 "!@rx ^%{tx.allowed}$" "t:none"
+            """;
+        Assert.Null(Run(rules, "/", headers: [("Content-Type", "text/plain; charset=UTF-8")]).Interruption);
+        Assert.Null(Run(rules, "/", headers: [("Content-Type", "text/plain; charset=iso-8859-1")]).Interruption);
+        Assert.Equal(2, Run(rules, "/", headers: [("Content-Type", "text/plain; charset=utf-7")]).Interruption?.Id);
+        Assert.Equal(2, Run(rules.Replace("utf-8|iso-8859-1", "iso-8859-1"), "/", headers: [("Content-Type", "text/plain; charset=utf-8")]).Interruption?.Id);
+    }
+
+    [Fact]
+    public void A_bad_xpath_selector_is_a_load_error()
+    {
+        var set = WafRuleSet.FromText("SecRule XML:/[[ \"@rx a\" \"id:1,phase:2,deny\"", "x.conf");
+        Assert.StartsWith("x.conf:1: bad XPath /[[", Assert.Single(set.Errors).ToString());
+    }
+
     [Fact]
     public void Json_and_form_bodies_become_args()
     {
