@@ -10,6 +10,8 @@ public abstract class WafOperator
     public required string Name { get; init; }
     /// <summary>True when the value matches; <paramref name="tx"/> receives captures when the rule captures.</summary>
     public abstract bool Match(string value, WafTransaction tx, bool capture);
+    /// <summary>The macros of the parameter (bound to the rule set's TX slots at load).</summary>
+    internal virtual Macro? ParamMacro => null;
 }
 
 internal sealed class RxOperator : WafOperator
@@ -25,6 +27,7 @@ internal sealed class RxOperator : WafOperator
     /// <summary>A pattern with macros (CRS 920480: <c>^%{tx.allowed_request_content_type_charset}$</c>): expanded per
     /// request as ModSecurity v3 does, the regex compiled again only when the expansion changes (the last one is kept).</summary>
     public Macro? Pattern { get; init; }
+    internal override Macro? ParamMacro => Pattern;
     private sealed record Compiled(string Source, Regex? Regex, bool OnlyWholeMatch);
     private Compiled? _last;
 
@@ -88,6 +91,7 @@ internal sealed class StringOperator : WafOperator
 {
     public required StringOp Op { get; init; }
     public required Macro Param { get; init; }
+    internal override Macro? ParamMacro => Param;
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
         var p = Param.Expand(tx);
@@ -117,6 +121,8 @@ internal sealed class NumericOperator : WafOperator
         get => _param;
         init { _param = value; _constant = value.IsConstant ? ToNumber(value.Expand(null!)) : null; }
     }
+
+    internal override Macro? ParamMacro => _param;
 
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
@@ -302,10 +308,31 @@ public sealed class Macro
 
     private Macro(string source, (string, string?, string?)[] parts) { Source = source; _parts = parts; }
 
+    // per part: its TX slot (%{tx.name}) or -1, and its collection's WafCollections id; bound once at load
+    private int[] _txSlots = [];
+    private int[] _collectionIds = [];
+
+    /// <summary>Binds each %{tx.name} to its slot in the rule set's TX table (WafRuleSet.TxSlotOf), at load.</summary>
+    internal void Bind(Func<string, int> txSlot)
+    {
+        var slots = new int[_parts.Length];
+        var ids = new int[_parts.Length];
+        for (int i = 0; i < _parts.Length; i++)
+        {
+            var (_, collection, key) = _parts[i];
+            slots[i] = collection == "TX" && key is not null ? txSlot(key) : -1;
+            ids[i] = collection is null ? -1 : WafCollections.Id(collection);
+        }
+        _txSlots = slots;
+        _collectionIds = ids;
+    }
+
     private string Part(int i, WafTransaction tx)
     {
         var (text, collection, key) = _parts[i];
-        return collection is null ? text : tx.MacroValue(collection, key);
+        if (collection is null) return text;
+        if ((uint)i < (uint)_txSlots.Length) return tx.MacroValue(collection, key, _txSlots[i], _collectionIds[i]);
+        return tx.MacroValue(collection, key, -1, -1);
     }
 
     public bool IsConstant => _parts.Length == 0 || (_parts.Length == 1 && _parts[0].Collection is null);

@@ -33,6 +33,8 @@ public sealed class WafTarget
     public string? XPath { get; init; }
     public bool Count { get; init; }
     public bool Exclude { get; init; }
+    /// <summary>The TX slot of a TX:key target in its rule set's TX table (bound at load), else -1.</summary>
+    internal int TxSlot { get; set; } = -1;
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
     internal string? TxName { get; set; }
 
@@ -106,6 +108,25 @@ internal static class WafCollections
     }
 }
 
+/// <summary>
+/// What the rule walk reads of a target before it knows there are values, copied out of the <see cref="WafTarget"/>
+/// into arrays of these (one per phase for the rules' first links, one per chain link), so passing a target whose
+/// collection is empty touches one contiguous array and not a list, its array and the target object (the walk was
+/// bound by those cache misses).
+/// </summary>
+internal readonly struct TargetRef(WafTarget target)
+{
+    public readonly WafTarget Target = target;
+    public readonly int CollectionId = target.CollectionId;
+    public readonly TargetSource Source = target.Source;
+    public readonly bool Count = target.Count;
+    public readonly int TxSlot = target.TxSlot;
+}
+
+/// <summary>A rule of a phase's run as the walk first sees it: the collections it needs (WafRuleSet.RunRules), where its
+/// first link's targets start in the phase's target array and how many, and whether it cannot run at all.</summary>
+internal readonly record struct RuleRef(ulong Needs, int TargetStart, int TargetCount, bool Disabled);
+
 internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request, Xml }
 
 public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
@@ -114,7 +135,11 @@ public enum CtlKind : byte { RuleRemoveById, RuleRemoveByTag, RuleRemoveTargetBy
 
 public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target);
 
-public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete);
+public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete)
+{
+    /// <summary>The TX slot of a tx.name setvar whose name has no macro (bound at load), else -1.</summary>
+    internal int Slot { get; set; } = -1;
+}
 
 /// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>
 public sealed class WafRule
@@ -153,6 +178,13 @@ public sealed class WafRule
     public bool IsChainRequested { get; set; }
 
     public string Where => $"{File}:{Line}";
+
+    /// <summary>The lists above as arrays (set at load, BuildRuns): what the rule walk iterates.</summary>
+    internal TargetRef[] TargetRefs { get; set; } = [];
+    internal WafTarget[] ExclusionArray { get; set; } = [];
+    internal Transforms.Fn[] TransformArray { get; set; } = [];
+    internal WafSetVar[] SetVarArray { get; set; } = [];
+    internal WafCtl[] CtlArray { get; set; } = [];
 
     /// <summary>This rule's number among its rule set's chain starters (0..RuleSet.Ordinals-1), set at load.</summary>
     internal int Ordinal { get; set; }

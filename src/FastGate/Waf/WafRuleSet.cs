@@ -213,7 +213,47 @@ public sealed class WafRuleSet
             phases[Math.Clamp(r.Phase, 1, 5)].Add(r);
         }
         for (int p = 0; p < 6; p++) Phases[p] = [.. phases[p]];
+        BindTx();
         BuildRuns();
+    }
+
+    // TX variables the rules name (setvar:tx.name, TX:name, %{tx.name}), each a slot of a transaction's TX array, so
+    // reading and writing them is an index and not a string hash; names made at run time (setvar:'tx.%{rule.id}-...')
+    // live in a dictionary beside it. Filled at load, read-only after (lookups from many requests at once are safe).
+    private readonly Dictionary<string, int> _txSlots = new(StringComparer.Ordinal);
+    /// <summary>Each slot's name, and "TX:" + the name (the matched-variable name).</summary>
+    internal string[] TxSlotNames { get; private set; } = [];
+    internal string[] TxSlotFullNames { get; private set; } = [];
+
+    internal bool TryTxSlot(string name, out int slot) => _txSlots.TryGetValue(name, out slot);
+
+    private int TxSlotOf(string name)
+    {
+        if (!_txSlots.TryGetValue(name, out var slot)) _txSlots[name] = slot = _txSlots.Count;
+        return slot;
+    }
+
+    private void BindTx()
+    {
+        for (int g = 0; g < 10; g++) TxSlotOf(g.ToString(CultureInfo.InvariantCulture)); // captures TX:0-9: slots 0-9
+        foreach (var r in _all)
+            for (var link = r; link is not null; link = link.Chain)
+            {
+                foreach (var t in link.Targets) if (t.Source == TargetSource.Tx && t.Key is { } key) t.TxSlot = TxSlotOf(key);
+                foreach (var sv in link.SetVars)
+                {
+                    if (sv.Collection == "TX" && sv.Name2 is null) sv.Slot = TxSlotOf(sv.Name);
+                    sv.Name2?.Bind(TxSlotOf);
+                    sv.Value?.Bind(TxSlotOf);
+                }
+                link.Msg?.Bind(TxSlotOf);
+                link.LogData?.Bind(TxSlotOf);
+                link.Operator?.ParamMacro?.Bind(TxSlotOf);
+            }
+        var names = new string[_txSlots.Count];
+        foreach (var (name, slot) in _txSlots) names[slot] = name;
+        TxSlotNames = names;
+        TxSlotFullNames = [.. names.Select(n => "TX:" + n)];
     }
 
     /// <summary>Each phase's rules without its markers, the order kept: what a transaction walks.</summary>
@@ -227,13 +267,15 @@ public sealed class WafRuleSet
     internal int[][] SkipAfterIndex { get; } = new int[6][];
 
     /// <summary>
-    /// Per rule of <see cref="Runs"/>: the request collections its first link reads, as bits of
+    /// Per rule of <see cref="Runs"/>: <see cref="RuleRef.Needs"/>, the request collections its first link reads, as bits of
     /// <see cref="WafTransaction.CollectionBit"/>, or all bits when it reads anything else (TX, MATCHED_VAR, a count:
     /// a count of nothing is 0, which a rule may test). A rule none of whose collections has a value cannot match (no
     /// value is tested), so a transaction passes it by this array alone, without reading the rule (CRS's attack rules
     /// read ARGS, cookies, XML... which a plain GET does not have).
     /// </summary>
-    internal ulong[][] RunNeeds { get; } = new ulong[6][];
+    internal RuleRef[][] RunRules { get; } = new RuleRef[6][];
+    /// <summary>Per phase, the first links' targets of <see cref="Runs"/> one after the other (<see cref="RuleRef.TargetStart"/>).</summary>
+    internal TargetRef[][] RunTargets { get; } = new TargetRef[6][];
 
     private static ulong NeedsMask(WafRule rule)
     {
@@ -254,6 +296,11 @@ public sealed class WafRuleSet
         foreach (var r in _all)
             for (var link = r; link is not null; link = link.Chain)
             {
+                link.TargetRefs = [.. link.Targets.Select(t => new TargetRef(t))];
+                link.ExclusionArray = [.. link.Exclusions];
+                link.TransformArray = [.. link.Transforms];
+                link.SetVarArray = [.. link.SetVars];
+                link.CtlArray = [.. link.Ctls];
                 if (link.Transforms.Count == 0) { link.TransformChainId = 0; continue; }
                 int id = chains.FindIndex(c => c.AsSpan().SequenceEqual(CollectionsMarshal.AsSpan(link.Transforms)));
                 if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
@@ -283,9 +330,16 @@ public sealed class WafRuleSet
             }
             Runs[p] = [.. runs];
             SkipAfterIndex[p] = jumps;
-            var masks = new ulong[runs.Count];
-            for (int i = 0; i < runs.Count; i++) masks[i] = NeedsMask(runs[i]);
-            RunNeeds[p] = masks;
+            var hot = new RuleRef[runs.Count];
+            var targets = new List<TargetRef>();
+            for (int i = 0; i < runs.Count; i++)
+            {
+                var rule = runs[i];
+                hot[i] = new RuleRef(NeedsMask(rule), targets.Count, rule.TargetRefs.Length, rule.Unsupported is not null || rule.Operator is null);
+                targets.AddRange(rule.TargetRefs);
+            }
+            RunRules[p] = hot;
+            RunTargets[p] = [.. targets];
         }
     }
 

@@ -33,7 +33,9 @@ public sealed class WafTransaction
     // the request's collections by WafCollections id (a number per collection name, fixed for the process), so a
     // rule's target finds its values by index rather than by hashing the collection name
     private List<(string Key, string Name, string Value)>?[] _collections = new List<(string, string, string)>?[WafCollections.Count + 8];
-    private readonly Dictionary<string, string> _tx = new(StringComparer.Ordinal);
+    // TX: the rule set's named variables by slot (WafRuleSet.TxSlotOf), names made at run time in _txDynamic
+    private string?[] _txs = [];
+    private readonly Dictionary<string, string> _txDynamic = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Dictionary<string, string>> _other = new(StringComparer.Ordinal);
     private readonly List<(int From, int To)> _removedIds = [];
     private readonly List<string> _removedTags = [];
@@ -53,6 +55,7 @@ public sealed class WafTransaction
     {
         _set = set;
         _request = request;
+        _txs = new string?[set.TxSlotNames.Length];
         BuildRequestCollections();
     }
 
@@ -66,7 +69,9 @@ public sealed class WafTransaction
         _request = request;
         foreach (var list in _collections) list?.Clear();
         _present = 1UL << 63;
-        _tx.Clear();
+        if (_txs.Length != set.TxSlotNames.Length) _txs = new string?[set.TxSlotNames.Length];
+        else Array.Clear(_txs);
+        _txDynamic.Clear();
         _other.Clear();
         _removedIds.Clear();
         _removedTags.Clear();
@@ -130,7 +135,19 @@ public sealed class WafTransaction
     public bool Allowed { get; private set; }
     public string RequestBodyProcessor { get; private set; } = "";
     public int AnomalyScore => (int)NumericOperator.ToNumber(Tx("anomaly_score") ?? Tx("inbound_anomaly_score") ?? "0");
-    public string? Tx(string name) => _tx.TryGetValue(name, out var v) ? v : null;
+    public string? Tx(string name) => _set.TryTxSlot(name, out var slot) ? _txs[slot] : _txDynamic.TryGetValue(name, out var v) ? v : null;
+
+    private void TxSet(string name, string value)
+    {
+        if (_set.TryTxSlot(name, out var slot)) _txs[slot] = value;
+        else _txDynamic[name] = value;
+    }
+
+    private void TxRemove(string name)
+    {
+        if (_set.TryTxSlot(name, out var slot)) _txs[slot] = null;
+        else _txDynamic.Remove(name);
+    }
 
     /// <summary>Runs phase 1 (headers) and, with the body, phase 2. True when the request is to be refused.</summary>
     public bool Evaluate(int phase)
@@ -162,7 +179,7 @@ public sealed class WafTransaction
         _present |= CollectionBit(id);
     }
 
-    /// <summary>The bit of a collection id in the masks of WafRuleSet.RunNeeds; ids past 62 share bit 63, which is
+    /// <summary>The bit of a collection id in the masks of WafRuleSet.RunRules (RuleRef.Needs); ids past 62 share bit 63, which is
     /// always present (such a rule is always evaluated).</summary>
     internal static ulong CollectionBit(int id) => 1UL << Math.Min(id, 63);
 
@@ -472,23 +489,25 @@ public sealed class WafTransaction
         // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.SkipAfterIndex)
         var rules = _set.Runs[phase];
         var skipAfter = _set.SkipAfterIndex[phase];
-        var needs = _set.RunNeeds[phase];
+        var hot = _set.RunRules[phase];
+        var targets = _set.RunTargets[phase];
         ulong present = _present;
         int skip = 0;
         for (int i = 0; i < rules.Length; i++)
         {
             if (skip > 0) { skip--; continue; }
+            ref readonly var h = ref hot[i];
             // none of the request collections the rule reads has a value: it cannot match (and it has no actions to run)
-            if ((needs[i] & present) == 0) continue;
-            var rule = rules[i];
+            if ((h.Needs & present) == 0 || h.Disabled) continue;
             if (RuleEngine is "Off" or "off") return;
-            if (rule.Unsupported is not null || IsRemoved(rule)) continue;
-            if (!Evaluate(rule, rule)) continue;
+            var rule = rules[i];
+            if (IsRemoved(rule)) continue;
+            if (!Evaluate(rule, rule, targets.AsSpan(h.TargetStart, h.TargetCount))) continue;
             // the whole chain matched: the chain starter's disruptive and flow actions
             if (rule.Log && rule.Id > 1)
                 Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)) { Ordinal = rule.Ordinal });
             for (var link = rule; link is not null; link = link.Chain)
-                foreach (var ctl in CollectionsMarshal.AsSpan(link.Ctls)) ApplyCtl(ctl);
+                foreach (var ctl in link.CtlArray) ApplyCtl(ctl);
             if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)
             {
                 Interruption = rule;
@@ -519,52 +538,53 @@ public sealed class WafTransaction
     }
 
     /// <summary>Evaluates one link (and the links it chains to); true when all match.</summary>
-    private bool Evaluate(WafRule link, WafRule starter)
+    private bool Evaluate(WafRule link, WafRule starter, ReadOnlySpan<TargetRef> targets)
     {
         _currentRule = starter;
         bool matched = false;
         if (link.Operator is null) return false;
-        foreach (var target in CollectionsMarshal.AsSpan(link.Targets))
+        foreach (ref readonly var t in targets)
         {
-            if (target.Count)
-            {
-                var n = Count(target).ToString(System.Globalization.CultureInfo.InvariantCulture);
-                if (Test(link, n, target.Collection, n)) matched = true;
-                continue;
-            }
-            if (target.Source == TargetSource.Request)
+            if (t.Source == TargetSource.Request && !t.Count)
             {
                 // the request's collections do not change while rules run (only the body step fills them): walked in
                 // place, no copy of the selected values
-                if (Collection(target.CollectionId) is not { Count: > 0 } list) continue;
+                if (Collection(t.CollectionId) is not { Count: > 0 } list) continue;
+                var target = t.Target;
                 foreach (var (key, name, value) in CollectionsMarshal.AsSpan(list))
                 {
-                    if (!target.SelectsKey(key) || Excluded(link, starter, target, key)) continue;
+                    if (!target.SelectsKey(key) || Excluded(link, starter, t.CollectionId, key)) continue;
                     if (Test(link, value, name, value)) matched = true;
                 }
                 continue;
             }
-            if (target.Source == TargetSource.Tx && target.Key is { } txKey)
+            if (t.Count)
             {
-                // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is one lookup, not a scan of TX
-                if (_tx.TryGetValue(txKey, out var one) && !Excluded(link, starter, target, txKey) && Test(link, one, target.TxName ??= "TX:" + txKey, one))
+                var n = Count(t.Target).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (Test(link, n, t.Target.Collection, n)) matched = true;
+                continue;
+            }
+            if (t.Source == TargetSource.Tx && t.TxSlot >= 0)
+            {
+                // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is its slot, not a scan of TX
+                if (_txs[t.TxSlot] is { } one && !Excluded(link, starter, t.CollectionId, t.Target.Key!) && Test(link, one, _set.TxSlotFullNames[t.TxSlot], one))
                     matched = true;
                 continue;
             }
             // a snapshot of the selected values: SetVar may change TX (and MATCHED_VARS grows) while they are tested
             var values = _resolved;
             values.Clear();
-            Resolve(target, values);
+            Resolve(t.Target, values);
             for (int i = 0; i < values.Count; i++)
             {
                 var (key, name, value) = values[i];
-                if (Excluded(link, starter, target, key)) continue;
+                if (Excluded(link, starter, t.CollectionId, key)) continue;
                 if (Test(link, value, name, value)) matched = true;
             }
         }
         if (!matched) return false;
-        if (link.Chain is null) return true;
-        return Evaluate(link.Chain, starter);
+        if (link.Chain is not { } next) return true;
+        return Evaluate(next, starter, next.TargetRefs);
     }
 
     private bool Test(WafRule link, string value, string name, string original)
@@ -574,7 +594,7 @@ public sealed class WafTransaction
         if (link.MultiMatch)
         {
             hit = Op(link, v);
-            foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
+            foreach (var t in link.TransformArray) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
         }
         else
         {
@@ -585,7 +605,7 @@ public sealed class WafTransaction
         _matchedVar = v;
         _matchedVarName = name;
         _matchedVars.Add((name, v));
-        foreach (var sv in CollectionsMarshal.AsSpan(link.SetVars)) SetVar(sv);
+        foreach (var sv in link.SetVarArray) SetVar(sv);
         _ = original;
         return true;
     }
@@ -598,7 +618,7 @@ public sealed class WafTransaction
         var key = (value, link.TransformChainId);
         if (_chained.TryGetValue(key, out var done)) return done;
         var v = value;
-        foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) v = Transform(t, v);
+        foreach (var t in link.TransformArray) v = Transform(t, v);
         _chained[key] = v;
         return v;
     }
@@ -632,10 +652,9 @@ public sealed class WafTransaction
 
     private bool Op(WafRule link, string v) => link.Operator!.Match(v, this, link.Capture) != link.Negated;
 
-    private bool Excluded(WafRule link, WafRule starter, WafTarget target, string key)
+    private bool Excluded(WafRule link, WafRule starter, int collection, string key)
     {
-        int collection = target.CollectionId;
-        foreach (var e in CollectionsMarshal.AsSpan(link.Exclusions)) if (e.CollectionId == collection && e.SelectsKey(key)) return true;
+        foreach (var e in link.ExclusionArray) if (e.CollectionId == collection && e.SelectsKey(key)) return true;
         if (link != starter) return false;
         foreach (var (from, to, t) in CollectionsMarshal.AsSpan(_removedTargetsById)) if (starter.Id >= from && starter.Id <= to && t.CollectionId == collection && t.SelectsKey(key)) return true;
         foreach (var (tag, t) in CollectionsMarshal.AsSpan(_removedTargetsByTag)) if (t.CollectionId == collection && starter.Tags.Contains(tag) && t.SelectsKey(key)) return true;
@@ -665,13 +684,17 @@ public sealed class WafTransaction
         {
             case TargetSource.Tx:
                 // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is one lookup, not a scan of TX
-                if (target.Key is { } key && target.KeyRegex is null)
+                if (target.Key is { } key)
                 {
-                    if (_tx.TryGetValue(key, out var one)) into.Add((key, target.TxName ??= "TX:" + key, one));
+                    if (target.TxSlot >= 0) { if (_txs[target.TxSlot] is { } slotted) into.Add((key, _set.TxSlotFullNames[target.TxSlot], slotted)); }
+                    else if (Tx(key) is { } one) into.Add((key, target.TxName ??= "TX:" + key, one));
                     return;
                 }
-                foreach (var (k, v) in _tx)
-                    if (Selects(target, k)) into.Add((k, "TX:" + k, v));
+                var names = _set.TxSlotNames;
+                for (int s = 0; s < _txs.Length; s++)
+                    if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
+                foreach (var (k, v) in _txDynamic)
+                    if (target.SelectsKey(k)) into.Add((k, "TX:" + k, v));
                 return;
             case TargetSource.MatchedVar: into.Add(("", "MATCHED_VAR", _matchedVar)); return;
             case TargetSource.MatchedVarName: into.Add(("", "MATCHED_VAR_NAME", _matchedVarName)); return;
@@ -696,8 +719,29 @@ public sealed class WafTransaction
 
     private void SetVar(WafSetVar sv)
     {
+        if (sv.Slot >= 0)
+        {
+            // tx.name with a name known at load: its slot
+            if (sv.Delete) { _txs[sv.Slot] = null; return; }
+            var v = sv.Value?.Expand(this) ?? "";
+            if (sv.Op == '=') { _txs[sv.Slot] = v; return; }
+            long was = _txs[sv.Slot] is { } c ? NumericOperator.ToNumber(c) : 0;
+            long by = NumericOperator.ToNumber(v);
+            _txs[sv.Slot] = (sv.Op == '+' ? was + by : was - by).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return;
+        }
         var name = sv.Name2 is { } m ? m.Expand(this).ToLowerInvariant() : sv.Name;
-        Dictionary<string, string> dict = sv.Collection == "TX" ? _tx : _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
+        if (sv.Collection == "TX")
+        {
+            if (sv.Delete) { TxRemove(name); return; }
+            var v = sv.Value?.Expand(this) ?? "";
+            if (sv.Op == '=') { TxSet(name, v); return; }
+            long was = Tx(name) is { } c ? NumericOperator.ToNumber(c) : 0;
+            long by = NumericOperator.ToNumber(v);
+            TxSet(name, (sv.Op == '+' ? was + by : was - by).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            return;
+        }
+        var dict = _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
         if (sv.Delete) { dict.Remove(name); return; }
         var value = sv.Value?.Expand(this) ?? "";
         if (sv.Op == '=') { dict[name] = value; return; }
@@ -706,7 +750,7 @@ public sealed class WafTransaction
         dict[name] = (sv.Op == '+' ? current + delta : current - delta).ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    internal void SetCapture(int group, string value) => _tx[group.ToString(System.Globalization.CultureInfo.InvariantCulture)] = value;
+    internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9
 
     private void ApplyCtl(WafCtl ctl)
     {
@@ -722,11 +766,12 @@ public sealed class WafTransaction
     }
 
     /// <summary>%{collection.key} in a macro.</summary>
-    internal string MacroValue(string collection, string? key)
+    internal string MacroValue(string collection, string? key, int txSlot, int collectionId)
     {
+        if (txSlot >= 0) return _txs[txSlot] ?? "";
         switch (collection)
         {
-            case "TX": return key is not null && _tx.TryGetValue(key, out var v) ? v : "";
+            case "TX": return key is not null && Tx(key) is { } v ? v : "";
             case "MATCHED_VAR": return _matchedVar;
             case "MATCHED_VAR_NAME": return _matchedVarName;
             case "RULE":
@@ -734,7 +779,7 @@ public sealed class WafTransaction
             case "IP": case "GLOBAL": case "SESSION": case "USER":
                 return key is not null && _other.TryGetValue(collection, out var c) && c.TryGetValue(key, out var ov) ? ov : "";
         }
-        if (Collection(WafCollections.Id(collection)) is not { } list) return "";
+        if (Collection(collectionId >= 0 ? collectionId : WafCollections.Id(collection)) is not { } list) return "";
         foreach (var item in CollectionsMarshal.AsSpan(list)) if (key is null || item.Key == key) return item.Value;
         return "";
     }

@@ -230,6 +230,28 @@ public class WafEvaluationTests
         Assert.Equal(2, Run(rules.Replace("utf-8|iso-8859-1", "iso-8859-1"), "/", headers: [("Content-Type", "text/plain; charset=utf-8")]).Interruption?.Id);
     }
 
+    /// <summary>TX names the rules spell out live in slots, names made at run time in a dictionary: a value must be
+    /// found whichever way it was written and read (a run-time name that a rule also spells out, a regex selector over
+    /// both, a macro, a deletion).</summary>
+    [Fact]
+    public void Tx_variables_are_one_table_whether_named_in_the_rules_or_at_run_time()
+    {
+        var rules = """
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.static_a=1,setvar:'tx.dyn_%{request_method}=2',setvar:'tx.other_%{request_method}=3'"
+            SecRule TX:/^dyn_/ "@eq 2" "id:2,phase:1,pass,nolog,setvar:tx.saw_dyn=1"
+            SecRule TX:/^static_/ "@eq 1" "id:3,phase:1,pass,nolog,setvar:tx.saw_static=1"
+            SecRule TX:dyn_get "@eq 2" "id:4,phase:1,pass,nolog,setvar:tx.direct=%{tx.dyn_get}%{tx.other_get}"
+            SecAction "id:5,phase:1,pass,nolog,setvar:!tx.static_a,setvar:'!tx.other_%{request_method}'"
+            SecRule &TX:static_a "@eq 0" "id:6,phase:1,pass,nolog,setvar:tx.gone=1"
+            SecRule &TX:/^other_/ "@eq 0" "id:7,phase:1,pass,nolog,setvar:tx.gone2=1"
+            SecRule TX:/^saw_/ "@eq 1" "id:8,phase:1,pass,nolog,setvar:tx.saws=+1"
+            """;
+        var tx = Run(rules, "/");
+        Assert.Equal(("1", "1", "23", "1", "1", "2"), (tx.Tx("saw_dyn"), tx.Tx("saw_static"), tx.Tx("direct"), tx.Tx("gone"), tx.Tx("gone2"), tx.Tx("saws")));
+        Assert.Equal("2", tx.Tx("dyn_get"));
+        Assert.Null(tx.Tx("static_a"));
+    }
+
     [Fact]
     public void A_bad_xpath_selector_is_a_load_error()
     {
