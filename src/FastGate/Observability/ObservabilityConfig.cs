@@ -40,9 +40,11 @@ public static class AlertRuleTypes
         UpstreamDown = "upstreamDown", ConfigReloadFailed = "configReloadFailed", Anomaly = "anomaly",
         // cluster mode (docs/cluster.md): members run different config versions for longer than the window (the
         // grace period); the shared store (Redis) has been unreachable for longer than the window
-        ClusterConfigMismatch = "clusterConfigMismatch", ClusterStoreDown = "clusterStoreDown";
+        ClusterConfigMismatch = "clusterConfigMismatch", ClusterStoreDown = "clusterStoreDown",
+        // requests the WAF refused (block mode, decision waf_blocked; docs/waf.md)
+        WafBlocked = "wafBlocked";
     public static readonly string[] All = [ErrorRate, Latency, AuthFailures, RateLimited, UpstreamDown, ConfigReloadFailed, Anomaly,
-        ClusterConfigMismatch, ClusterStoreDown];
+        ClusterConfigMismatch, ClusterStoreDown, WafBlocked];
 }
 
 public sealed record AlertRuleConfig

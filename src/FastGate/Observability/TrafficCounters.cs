@@ -14,7 +14,7 @@ public sealed class TrafficCounters
         [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, double.PositiveInfinity];
 
     private const int SampleCount = 8;
-    private long _requests, _serverErrors, _authFailures, _rateLimited, _upstreamOk, _upstreamFailed, _bytesIn, _bytesOut;
+    private long _requests, _serverErrors, _authFailures, _rateLimited, _upstreamOk, _upstreamFailed, _bytesIn, _bytesOut, _wafBlocked;
     private readonly long[] _latency = new long[LatencyBounds.Length];
     private readonly FailureSample[] _samples = new FailureSample[SampleCount];
     private long _sampleCursor;
@@ -34,6 +34,7 @@ public sealed class TrafficCounters
         if (status >= 500) Interlocked.Increment(ref _serverErrors);
         else if (status is 401 or 403) Interlocked.Increment(ref _authFailures);
         else if (status == 429) Interlocked.Increment(ref _rateLimited);
+        if (r.Reason == Http.RejectReason.WafBlocked) Interlocked.Increment(ref _wafBlocked);
         if (upstreamAttempted)
         {
             if (upstreamFailed) Interlocked.Increment(ref _upstreamFailed);
@@ -71,7 +72,7 @@ public sealed class TrafficCounters
         for (int i = 0; i < latency.Length; i++) latency[i] = Volatile.Read(ref _latency[i]);
         return new TrafficSnapshot(Volatile.Read(ref _requests), Volatile.Read(ref _serverErrors), Volatile.Read(ref _authFailures),
             Volatile.Read(ref _rateLimited), Volatile.Read(ref _upstreamOk), Volatile.Read(ref _upstreamFailed),
-            Volatile.Read(ref _bytesIn), Volatile.Read(ref _bytesOut), latency);
+            Volatile.Read(ref _bytesIn), Volatile.Read(ref _bytesOut), latency) { WafBlocked = Volatile.Read(ref _wafBlocked) };
     }
 
     /// <summary>Request and trace ids of recent failures (newest first), for alert payloads.</summary>
@@ -106,13 +107,16 @@ public sealed record TrafficSnapshot(long Requests, long ServerErrors, long Auth
 {
     public static readonly TrafficSnapshot Zero = new(0, 0, 0, 0, 0, 0, 0, 0, new long[TrafficCounters.LatencyBounds.Length]);
 
+    /// <summary>Requests the WAF refused (decision waf_blocked).</summary>
+    public long WafBlocked { get; init; }
+
     public TrafficSnapshot Minus(TrafficSnapshot earlier)
     {
         var latency = new long[Latency.Length];
         for (int i = 0; i < latency.Length; i++) latency[i] = Latency[i] - earlier.Latency[i];
         return new TrafficSnapshot(Requests - earlier.Requests, ServerErrors - earlier.ServerErrors, AuthFailures - earlier.AuthFailures,
             RateLimited - earlier.RateLimited, UpstreamOk - earlier.UpstreamOk, UpstreamFailed - earlier.UpstreamFailed,
-            BytesIn - earlier.BytesIn, BytesOut - earlier.BytesOut, latency);
+            BytesIn - earlier.BytesIn, BytesOut - earlier.BytesOut, latency) { WafBlocked = WafBlocked - earlier.WafBlocked };
     }
 
     /// <summary>Percentile in seconds, interpolated linearly inside its bucket (as Prometheus' histogram_quantile does).</summary>

@@ -10,15 +10,62 @@ public abstract class WafOperator
     public required string Name { get; init; }
     /// <summary>True when the value matches; <paramref name="tx"/> receives captures when the rule captures.</summary>
     public abstract bool Match(string value, WafTransaction tx, bool capture);
+    /// <summary>The macros of the parameter (bound to the rule set's TX slots at load).</summary>
+    internal virtual Macro? ParamMacro => null;
 }
 
 internal sealed class RxOperator : WafOperator
 {
-    public required Regex Regex { get; init; }
+    private readonly Regex _regex = null!;
+    private readonly bool _onlyWholeMatch;
+    public required Regex Regex
+    {
+        get => _regex;
+        init { _regex = value; _onlyWholeMatch = value.GetGroupNumbers().Length == 1; }
+    }
+
+    /// <summary>A pattern with macros (CRS 920480: <c>^%{tx.allowed_request_content_type_charset}$</c>): expanded per
+    /// request as ModSecurity v3 does, the regex compiled again only when the expansion changes (the last one is kept).</summary>
+    public Macro? Pattern { get; init; }
+    internal override Macro? ParamMacro => Pattern;
+    private sealed record Compiled(string Source, Regex? Regex, bool OnlyWholeMatch);
+    private Compiled? _last;
+
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
-        if (!capture) return Regex.IsMatch(value);
-        var m = Regex.Match(value);
+        if (Pattern is not null) return MatchExpanded(value, tx, capture);
+        return Match(_regex, _onlyWholeMatch, value, tx, capture);
+    }
+
+    private bool MatchExpanded(string value, WafTransaction tx, bool capture)
+    {
+        var source = Pattern!.Expand(tx);
+        var last = Volatile.Read(ref _last);
+        if (last is null || last.Source != source)
+        {
+            Regex? rx;
+            try { rx = WafRuleSet.CompileRx(PcreRegex.Translate(source)); }
+            catch (ArgumentException) { rx = null; } // an expansion that is no regex matches nothing
+            last = new Compiled(source, rx, rx is not null && rx.GetGroupNumbers().Length == 1);
+            Volatile.Write(ref _last, last);
+        }
+        return last.Regex is not null && Match(last.Regex, last.OnlyWholeMatch, value, tx, capture);
+    }
+
+    private static bool Match(Regex regex, bool onlyWholeMatch, string value, WafTransaction tx, bool capture)
+    {
+        if (!capture) return regex.IsMatch(value);
+        if (onlyWholeMatch)
+        {
+            // no groups: TX:0 is the match, found without a Match object (and the value itself when it all matched)
+            foreach (var whole in regex.EnumerateMatches(value))
+            {
+                tx.SetCapture(0, whole.Index == 0 && whole.Length == value.Length ? value : value.Substring(whole.Index, whole.Length));
+                return true;
+            }
+            return false;
+        }
+        var m = regex.Match(value);
         if (!m.Success) return false;
         for (int g = 0; g < 10; g++)
             if (g < m.Groups.Count && m.Groups[g].Success) tx.SetCapture(g, m.Groups[g].Value);
@@ -44,6 +91,7 @@ internal sealed class StringOperator : WafOperator
 {
     public required StringOp Op { get; init; }
     public required Macro Param { get; init; }
+    internal override Macro? ParamMacro => Param;
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
         var p = Param.Expand(tx);
@@ -65,10 +113,20 @@ internal enum NumOp : byte { Eq, Ge, Gt, Le, Lt }
 internal sealed class NumericOperator : WafOperator
 {
     public required NumOp Op { get; init; }
-    public required Macro Param { get; init; }
+    private readonly Macro _param = null!;
+    private readonly long? _constant;
+    /// <summary>The parameter; a constant one is read as a number once, here.</summary>
+    public required Macro Param
+    {
+        get => _param;
+        init { _param = value; _constant = value.IsConstant ? ToNumber(value.Expand(null!)) : null; }
+    }
+
+    internal override Macro? ParamMacro => _param;
+
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
-        long a = ToNumber(value), b = ToNumber(Param.Expand(tx));
+        long a = ToNumber(value), b = _constant ?? ToNumber(Param.Expand(tx));
         return Op switch { NumOp.Eq => a == b, NumOp.Ge => a >= b, NumOp.Gt => a > b, NumOp.Le => a <= b, _ => a < b };
     }
 
@@ -250,6 +308,33 @@ public sealed class Macro
 
     private Macro(string source, (string, string?, string?)[] parts) { Source = source; _parts = parts; }
 
+    // per part: its TX slot (%{tx.name}) or -1, and its collection's WafCollections id; bound once at load
+    private int[] _txSlots = [];
+    private int[] _collectionIds = [];
+
+    /// <summary>Binds each %{tx.name} to its slot in the rule set's TX table (WafRuleSet.TxSlotOf), at load.</summary>
+    internal void Bind(Func<string, int> txSlot)
+    {
+        var slots = new int[_parts.Length];
+        var ids = new int[_parts.Length];
+        for (int i = 0; i < _parts.Length; i++)
+        {
+            var (_, collection, key) = _parts[i];
+            slots[i] = collection == "TX" && key is not null ? txSlot(key) : -1;
+            ids[i] = collection is null ? -1 : WafCollections.Id(collection);
+        }
+        _txSlots = slots;
+        _collectionIds = ids;
+    }
+
+    private string Part(int i, WafTransaction tx)
+    {
+        var (text, collection, key) = _parts[i];
+        if (collection is null) return text;
+        if ((uint)i < (uint)_txSlots.Length) return tx.MacroValue(collection, key, _txSlots[i], _collectionIds[i]);
+        return tx.MacroValue(collection, key, -1, -1);
+    }
+
     public bool IsConstant => _parts.Length == 0 || (_parts.Length == 1 && _parts[0].Collection is null);
 
     public static Macro Parse(string s)
@@ -277,10 +362,13 @@ public sealed class Macro
     public string Expand(WafTransaction tx)
     {
         if (_parts.Length == 0) return "";
-        if (_parts.Length == 1 && _parts[0].Collection is null) return _parts[0].Text;
+        if (_parts.Length == 1) return Part(0, tx);
+        // the parts are strings that exist already (literals, collection values): one concatenation, no builder
+        if (_parts.Length == 2) return string.Concat(Part(0, tx), Part(1, tx));
+        if (_parts.Length == 3) return string.Concat(Part(0, tx), Part(1, tx), Part(2, tx));
+        if (_parts.Length == 4) return string.Concat(Part(0, tx), Part(1, tx), Part(2, tx), Part(3, tx));
         var sb = new StringBuilder();
-        foreach (var (text, collection, key) in _parts)
-            sb.Append(collection is null ? text : tx.MacroValue(collection, key));
+        for (int i = 0; i < _parts.Length; i++) sb.Append(Part(i, tx));
         return sb.ToString();
     }
 }

@@ -137,23 +137,37 @@ public sealed class WafProfile
     /// <summary>What the load reported (disabled rules, no-op actions), file:line each; shown by GET /admin/waf.</summary>
     public IReadOnlyList<WafLoadIssue> Warnings => Rules.Warnings;
 
+    // the per-rule children of fastgate_waf_rule_matches_total, by outcome (0 passed, 1 blocked, 2 detected) and rule
+    // ordinal: made the first time a rule matches with that outcome (a series exists only once it counted something),
+    // then reused; a race makes the same child twice, which prometheus-net hands back as one
+    private readonly Counter.Child?[][] _ruleChildren = [new Counter.Child?[0], new Counter.Child?[0], new Counter.Child?[0]];
+
     /// <summary>Counts one inspected request: its outcome and each logged rule that matched (rule ids: a bounded set, the profile's).</summary>
     public void Record(WafTransaction tx)
     {
         bool denied = tx.Interruption is not null;
-        var action = denied ? Mode == WafMode.Block ? "blocked" : "detected" : "passed";
-        (denied ? Mode == WafMode.Block ? _blocked : _detected : _passed).Inc();
-        foreach (var m in tx.Matches) _rules.WithLabels(Id, m.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), action).Inc();
+        int outcome = denied ? Mode == WafMode.Block ? 1 : 2 : 0;
+        (outcome == 1 ? _blocked : outcome == 2 ? _detected : _passed).Inc();
+        foreach (var m in System.Runtime.InteropServices.CollectionsMarshal.AsSpan(tx.Matches)) RuleChild(outcome, m).Inc();
+    }
+
+    private Counter.Child RuleChild(int outcome, in WafMatch m)
+    {
+        var children = Volatile.Read(ref _ruleChildren[outcome]);
+        if ((uint)m.Ordinal < (uint)children.Length && children[m.Ordinal] is { } child) return child;
+        var made = _rules.WithLabels(Id, m.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), outcome == 1 ? "blocked" : outcome == 2 ? "detected" : "passed");
+        if (m.Ordinal < 0 || m.Ordinal >= Rules.RuleCount) return made;
+        if (children.Length == 0)
+        {
+            Interlocked.CompareExchange(ref _ruleChildren[outcome], new Counter.Child?[Rules.RuleCount], children);
+            children = Volatile.Read(ref _ruleChildren[outcome]);
+        }
+        Volatile.Write(ref children[m.Ordinal], made);
+        return made;
     }
 
     /// <summary>"ids score" for the access log: the logged rules that matched and the anomaly score, e.g. "942100,949110 score=5".</summary>
-    public static string Summary(WafTransaction tx)
-    {
-        var sb = new System.Text.StringBuilder();
-        foreach (var m in tx.Matches) { if (sb.Length > 0) sb.Append(','); sb.Append(m.Id); }
-        sb.Append(sb.Length > 0 ? " " : "").Append("score=").Append(tx.AnomalyScore);
-        return sb.ToString();
-    }
+    public static string Summary(WafTransaction tx) => tx.Summary();
 }
 
 internal static class WafProfileCompiler

@@ -5,36 +5,82 @@ namespace FastGate.Waf;
 /// <summary>A variable selector of a rule: COLLECTION, COLLECTION:key, COLLECTION:/regex/, and &amp;COLLECTION (a count).</summary>
 public sealed class WafTarget
 {
-    public required string Collection { get; init; }
+    private readonly string _collection = "";
+    public required string Collection
+    {
+        get => _collection;
+        init
+        {
+            _collection = value;
+            CollectionId = WafCollections.Id(value);
+            Source = value switch
+            {
+                "TX" => TargetSource.Tx,
+                "MATCHED_VAR" => TargetSource.MatchedVar,
+                "MATCHED_VAR_NAME" => TargetSource.MatchedVarName,
+                "MATCHED_VARS" => TargetSource.MatchedVars,
+                "MATCHED_VARS_NAMES" => TargetSource.MatchedVarsNames,
+                "IP" or "GLOBAL" or "SESSION" or "USER" => TargetSource.Persistent,
+                "XML" => TargetSource.Xml,
+                _ => TargetSource.Request,
+            };
+        }
+    }
     /// <summary>Lower-cased key, or null for the whole collection.</summary>
     public string? Key { get; init; }
     public Regex? KeyRegex { get; init; }
+    /// <summary>The XPath expression of an XML:xpath target (XML:/*, XML://@*), or null.</summary>
+    public string? XPath { get; init; }
     public bool Count { get; init; }
     public bool Exclude { get; init; }
+    /// <summary>The TX slot of a TX:key target in its rule set's TX table (bound at load), else -1.</summary>
+    internal int TxSlot { get; set; } = -1;
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
     internal string? TxName { get; set; }
 
-    private int _collectionId = -1;
     /// <summary><see cref="Collection"/>'s number in <see cref="WafCollections"/>.</summary>
-    internal int CollectionId => _collectionId >= 0 ? _collectionId : _collectionId = WafCollections.Id(Collection);
-
-    private TargetSource _source;
+    internal int CollectionId { get; private init; }
     /// <summary>Where the values come from, worked out once from <see cref="Collection"/>.</summary>
-    internal TargetSource Source => _source != TargetSource.Unset ? _source : _source = Collection switch
+    internal TargetSource Source { get; private init; }
+
+    /// <summary>
+    /// A selector regex that is only a literal (CRS's <c>/__utm/</c>, <c>/^header_name_/</c>, <c>/rfi_parameter_.*/</c>,
+    /// <c>/MULTIPART_HEADERS_CONTENT_TYPES_*/</c>) as the text every key that matches contains (or starts with, when
+    /// <see cref="KeyLiteralAnchored"/>): keys are then matched with a case-insensitive search instead of the regex.
+    /// </summary>
+    internal string? KeyLiteral { get; init; }
+    internal bool KeyLiteralAnchored { get; init; }
+
+    /// <summary>Whether this target's key part (a name, a regex or none) selects <paramref name="key"/> (lower-cased).</summary>
+    internal bool SelectsKey(string key)
     {
-        "TX" => TargetSource.Tx,
-        "MATCHED_VAR" => TargetSource.MatchedVar,
-        "MATCHED_VAR_NAME" => TargetSource.MatchedVarName,
-        "MATCHED_VARS" => TargetSource.MatchedVars,
-        "MATCHED_VARS_NAMES" => TargetSource.MatchedVarsNames,
-        "IP" or "GLOBAL" or "SESSION" or "USER" => TargetSource.Persistent,
-        _ => TargetSource.Request,
-    };
+        if (Key is not null) return Key == key;
+        if (KeyLiteral is { } lit)
+            return KeyLiteralAnchored ? key.StartsWith(lit, StringComparison.OrdinalIgnoreCase) : key.Contains(lit, StringComparison.OrdinalIgnoreCase);
+        return KeyRegex is null || KeyRegex.IsMatch(key);
+    }
 
-    public bool Selects(string collection, string key) =>
-        collection == Collection && (Key is null && KeyRegex is null || Key is not null && Key == key || KeyRegex is not null && KeyRegex.IsMatch(key));
+    public bool Selects(string collection, string key) => collection == Collection && SelectsKey(key);
 
-    public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : "");
+    /// <summary>
+    /// The literal a selector regex amounts to, or null: <c>^?LIT</c>, <c>^?LIT.*</c> or <c>^?LITx*</c> (x the
+    /// literal's last character: zero or more of it adds nothing to "contains"), LIT letters, digits, '_' and '-'.
+    /// </summary>
+    internal static (string Literal, bool Anchored)? LiteralForm(string pattern)
+    {
+        var p = pattern.AsSpan();
+        bool anchored = p.Length > 0 && p[0] == '^';
+        if (anchored) p = p[1..];
+        if (p.EndsWith(".*")) p = p[..^2];
+        else if (p.Length >= 2 && p[^1] == '*' && IsLiteral(p[^2])) p = p[..^2];
+        if (p.Length == 0) return null;
+        foreach (var c in p) if (!IsLiteral(c)) return null;
+        return (p.ToString(), anchored);
+    }
+
+    private static bool IsLiteral(char c) => c is (>= 'a' and <= 'z') or (>= 'A' and <= 'Z') or (>= '0' and <= '9') or '_' or '-';
+
+    public override string ToString() => (Exclude ? "!" : Count ? "&" : "") + Collection + (Key is not null ? ":" + Key : KeyRegex is not null ? ":/" + KeyRegex + "/" : XPath is not null ? ":" + XPath : "");
 }
 
 /// <summary>
@@ -49,6 +95,8 @@ internal static class WafCollections
 
     public static int Count => s_ids.Count;
 
+    public static readonly int RequestHeaders = Id("REQUEST_HEADERS"), RequestHeadersNames = Id("REQUEST_HEADERS_NAMES"), Xml = Id("XML");
+
     public static int Id(string name)
     {
         if (s_ids.TryGetValue(name, out int id)) return id;
@@ -60,7 +108,26 @@ internal static class WafCollections
     }
 }
 
-internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request }
+/// <summary>
+/// What the rule walk reads of a target before it knows there are values, copied out of the <see cref="WafTarget"/>
+/// into arrays of these (one per phase for the rules' first links, one per chain link), so passing a target whose
+/// collection is empty touches one contiguous array and not a list, its array and the target object (the walk was
+/// bound by those cache misses).
+/// </summary>
+internal readonly struct TargetRef(WafTarget target)
+{
+    public readonly WafTarget Target = target;
+    public readonly int CollectionId = target.CollectionId;
+    public readonly TargetSource Source = target.Source;
+    public readonly bool Count = target.Count;
+    public readonly int TxSlot = target.TxSlot;
+}
+
+/// <summary>A rule of a phase's run as the walk first sees it: the collections it needs (WafRuleSet.RunRules), where its
+/// first link's targets start in the phase's target array and how many, and whether it cannot run at all.</summary>
+internal readonly record struct RuleRef(ulong Needs, int TargetStart, int TargetCount, bool Disabled);
+
+internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request, Xml }
 
 public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
 
@@ -68,7 +135,11 @@ public enum CtlKind : byte { RuleRemoveById, RuleRemoveByTag, RuleRemoveTargetBy
 
 public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target);
 
-public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete);
+public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete)
+{
+    /// <summary>The TX slot of a tx.name setvar whose name has no macro (bound at load), else -1.</summary>
+    internal int Slot { get; set; } = -1;
+}
 
 /// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>
 public sealed class WafRule
@@ -83,6 +154,9 @@ public sealed class WafRule
     public WafOperator? Operator { get; set; }
     public bool Negated { get; set; }
     public List<Transforms.Fn> Transforms { get; } = [];
+    /// <summary>A number for this link's sequence of transformations, the same for every link of the rule set with the
+    /// same sequence (0: none); a transaction keeps each value's result per sequence (set at load).</summary>
+    internal int TransformChainId { get; set; }
     public bool TransformsReset { get; set; }
     public bool Capture { get; set; }
     public bool MultiMatch { get; set; }
@@ -104,4 +178,18 @@ public sealed class WafRule
     public bool IsChainRequested { get; set; }
 
     public string Where => $"{File}:{Line}";
+
+    /// <summary>The lists above as arrays (set at load, BuildRuns): what the rule walk iterates.</summary>
+    internal TargetRef[] TargetRefs { get; set; } = [];
+    internal WafTarget[] ExclusionArray { get; set; } = [];
+    internal Transforms.Fn[] TransformArray { get; set; } = [];
+    internal WafSetVar[] SetVarArray { get; set; } = [];
+    internal WafCtl[] CtlArray { get; set; } = [];
+
+    /// <summary>This rule's number among its rule set's chain starters (0..RuleSet.Ordinals-1), set at load.</summary>
+    internal int Ordinal { get; set; }
+
+    private string? _idText;
+    /// <summary>The id as text (%{rule.id}), made once.</summary>
+    internal string IdText => _idText ??= Id.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }

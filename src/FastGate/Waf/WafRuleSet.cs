@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -208,10 +209,138 @@ public sealed class WafRuleSet
                 r.Disruptive = _defaultDisruptive.TryGetValue(r.Phase, out var dd) && dd != WafDisruptive.None ? dd : WafDisruptive.Pass;
             for (var link = r; link is not null; link = link.Chain)
                 if (link.Unsupported is { } why) Warnings.Add(new WafLoadIssue(link.File, link.Line, $"rule {r.Id} disabled: {why}"));
-            RuleCount++;
+            r.Ordinal = RuleCount++;
             phases[Math.Clamp(r.Phase, 1, 5)].Add(r);
         }
         for (int p = 0; p < 6; p++) Phases[p] = [.. phases[p]];
+        BindTx();
+        BuildRuns();
+    }
+
+    // TX variables the rules name (setvar:tx.name, TX:name, %{tx.name}), each a slot of a transaction's TX array, so
+    // reading and writing them is an index and not a string hash; names made at run time (setvar:'tx.%{rule.id}-...')
+    // live in a dictionary beside it. Filled at load, read-only after (lookups from many requests at once are safe).
+    private readonly Dictionary<string, int> _txSlots = new(StringComparer.Ordinal);
+    /// <summary>Each slot's name, and "TX:" + the name (the matched-variable name).</summary>
+    internal string[] TxSlotNames { get; private set; } = [];
+    internal string[] TxSlotFullNames { get; private set; } = [];
+
+    internal bool TryTxSlot(string name, out int slot) => _txSlots.TryGetValue(name, out slot);
+
+    private int TxSlotOf(string name)
+    {
+        if (!_txSlots.TryGetValue(name, out var slot)) _txSlots[name] = slot = _txSlots.Count;
+        return slot;
+    }
+
+    private void BindTx()
+    {
+        for (int g = 0; g < 10; g++) TxSlotOf(g.ToString(CultureInfo.InvariantCulture)); // captures TX:0-9: slots 0-9
+        foreach (var r in _all)
+            for (var link = r; link is not null; link = link.Chain)
+            {
+                foreach (var t in link.Targets) if (t.Source == TargetSource.Tx && t.Key is { } key) t.TxSlot = TxSlotOf(key);
+                foreach (var sv in link.SetVars)
+                {
+                    if (sv.Collection == "TX" && sv.Name2 is null) sv.Slot = TxSlotOf(sv.Name);
+                    sv.Name2?.Bind(TxSlotOf);
+                    sv.Value?.Bind(TxSlotOf);
+                }
+                link.Msg?.Bind(TxSlotOf);
+                link.LogData?.Bind(TxSlotOf);
+                link.Operator?.ParamMacro?.Bind(TxSlotOf);
+            }
+        var names = new string[_txSlots.Count];
+        foreach (var (name, slot) in _txSlots) names[slot] = name;
+        TxSlotNames = names;
+        TxSlotFullNames = [.. names.Select(n => "TX:" + n)];
+    }
+
+    /// <summary>Each phase's rules without its markers, the order kept: what a transaction walks.</summary>
+    internal WafRule[][] Runs { get; } = new WafRule[6][];
+    /// <summary>
+    /// Per rule of <see cref="Runs"/>: where its skipAfter resumes, an index into the same run (the first rule after
+    /// the first marker of that name that follows the rule; the run's length when none follows: the rest of the phase
+    /// is skipped). Resolved once per load, so a skip costs one jump instead of a walk over the rules it passes (CRS
+    /// skips each paranoia level above the profile's that way, file after file).
+    /// </summary>
+    internal int[][] SkipAfterIndex { get; } = new int[6][];
+
+    /// <summary>
+    /// Per rule of <see cref="Runs"/>: <see cref="RuleRef.Needs"/>, the request collections its first link reads, as bits of
+    /// <see cref="WafTransaction.CollectionBit"/>, or all bits when it reads anything else (TX, MATCHED_VAR, a count:
+    /// a count of nothing is 0, which a rule may test). A rule none of whose collections has a value cannot match (no
+    /// value is tested), so a transaction passes it by this array alone, without reading the rule (CRS's attack rules
+    /// read ARGS, cookies, XML... which a plain GET does not have).
+    /// </summary>
+    internal RuleRef[][] RunRules { get; } = new RuleRef[6][];
+    /// <summary>Per phase, the first links' targets of <see cref="Runs"/> one after the other (<see cref="RuleRef.TargetStart"/>).</summary>
+    internal TargetRef[][] RunTargets { get; } = new TargetRef[6][];
+
+    private static ulong NeedsMask(WafRule rule)
+    {
+        if (rule.Operator is null || rule.Targets.Count == 0) return ulong.MaxValue;
+        ulong mask = 0;
+        foreach (var t in rule.Targets)
+        {
+            if (t.Count || t.Source is not (TargetSource.Request or TargetSource.Xml)) return ulong.MaxValue;
+            mask |= WafTransaction.CollectionBit(t.CollectionId);
+        }
+        return mask;
+    }
+
+    private void BuildRuns()
+    {
+        // one number per distinct sequence of transformations (CRS uses a few dozen sequences over hundreds of rules)
+        var chains = new List<Transforms.Fn[]>();
+        foreach (var r in _all)
+            for (var link = r; link is not null; link = link.Chain)
+            {
+                link.TargetRefs = [.. link.Targets.Select(t => new TargetRef(t))];
+                link.ExclusionArray = [.. link.Exclusions];
+                link.TransformArray = [.. link.Transforms];
+                link.SetVarArray = [.. link.SetVars];
+                link.CtlArray = [.. link.Ctls];
+                if (link.Transforms.Count == 0) { link.TransformChainId = 0; continue; }
+                int id = chains.FindIndex(c => c.AsSpan().SequenceEqual(CollectionsMarshal.AsSpan(link.Transforms)));
+                if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
+                link.TransformChainId = id + 1;
+            }
+        for (int p = 0; p < 6; p++)
+        {
+            var all = Phases[p] ?? [];
+            var runs = new List<WafRule>(all.Length);
+            var runIndexAt = new int[all.Length + 1]; // all[i] -> the index in runs of the first rule at or after i
+            for (int i = 0; i < all.Length; i++)
+            {
+                runIndexAt[i] = runs.Count;
+                if (all[i].Marker is null) runs.Add(all[i]);
+            }
+            runIndexAt[all.Length] = runs.Count;
+            var jumps = new int[runs.Count];
+            int r = 0;
+            for (int i = 0; i < all.Length; i++)
+            {
+                if (all[i].Marker is not null) continue;
+                jumps[r] = runs.Count;
+                if (all[i].SkipAfter is { } marker)
+                    for (int j = i + 1; j < all.Length; j++)
+                        if (all[j].Marker == marker) { jumps[r] = runIndexAt[j]; break; }
+                r++;
+            }
+            Runs[p] = [.. runs];
+            SkipAfterIndex[p] = jumps;
+            var hot = new RuleRef[runs.Count];
+            var targets = new List<TargetRef>();
+            for (int i = 0; i < runs.Count; i++)
+            {
+                var rule = runs[i];
+                hot[i] = new RuleRef(NeedsMask(rule), targets.Count, rule.TargetRefs.Length, rule.Unsupported is not null || rule.Operator is null);
+                targets.AddRange(rule.TargetRefs);
+            }
+            RunRules[p] = hot;
+            RunTargets[p] = [.. targets];
+        }
     }
 
     private bool IsRemoved(WafRule r)
@@ -272,14 +401,37 @@ public sealed class WafRuleSet
         if (!Collections.Contains(collection)) { error = $"unknown variable {collection}"; return null; }
         if (key.Length >= 2 && key[0] == '\'' && key[^1] == '\'') key = key[1..^1];
         Regex? rx = null;
+        (string Literal, bool Anchored)? literal = null;
         if (key.Length >= 2 && key[0] == '/' && key[^1] == '/' && collection != "XML")
         {
             try { rx = new Regex(PcreRegex.Translate(key[1..^1]), RegexOptions.IgnoreCase | RegexOptions.CultureInvariant); }
             catch (ArgumentException e) { error = $"bad selector regex {key}: {e.Message}"; return null; }
+            literal = WafTarget.LiteralForm(key[1..^1]);
             key = "";
         }
-        if (collection == "XML") key = ""; // XPath selectors: the XML collection is empty (no XML body processor)
-        return new WafTarget { Collection = collection, Key = key.Length == 0 ? null : key.ToLowerInvariant(), KeyRegex = rx, Count = count, Exclude = exclude };
+        string? xpath = null;
+        if (collection == "XML" && key.Length > 0)
+        {
+            // an XPath selector (XML:/*, XML://@*), checked here so a bad one is a load error with its line
+            try { System.Xml.XPath.XPathExpression.Compile(key); }
+            catch (System.Xml.XPath.XPathException e) { error = $"bad XPath {key}: {e.Message}"; return null; }
+            xpath = key;
+            key = "";
+        }
+        return new WafTarget
+        {
+            XPath = xpath,
+            Collection = collection, Key = key.Length == 0 ? null : key.ToLowerInvariant(), KeyRegex = rx, Count = count, Exclude = exclude,
+            KeyLiteral = literal?.Literal, KeyLiteralAnchored = literal?.Anchored ?? false,
+        };
+    }
+
+    private static bool IsXmlSelector(StringBuilder token)
+    {
+        int i = 0;
+        while (i < token.Length && token[i] is '!' or '&' or ' ') i++;
+        return token.Length - i >= 4 && char.ToUpperInvariant(token[i]) == 'X' && char.ToUpperInvariant(token[i + 1]) == 'M'
+            && char.ToUpperInvariant(token[i + 2]) == 'L' && token[i + 3] == ':';
     }
 
     private static List<string> SplitTargets(string text)
@@ -292,7 +444,8 @@ public sealed class WafRuleSet
             char c = text[i];
             if (c == '\\' && inRegex && i + 1 < text.Length) { sb.Append(c).Append(text[++i]); continue; }
             if (c == '\'' && !inRegex) inQuote = !inQuote;
-            if (c == '/' && !inQuote && (inRegex || sb.Length > 0 && (sb[^1] == ':' || sb[^1] == '\''))) inRegex = !inRegex;
+            // XML:/path is an XPath, not a /regex/ (its slashes do not open one)
+            if (c == '/' && !inQuote && !IsXmlSelector(sb) && (inRegex || sb.Length > 0 && (sb[^1] == ':' || sb[^1] == '\''))) inRegex = !inRegex;
             if (c == '|' && !inRegex && !inQuote) { if (sb.Length > 0) list.Add(sb.ToString()); sb.Clear(); continue; }
             sb.Append(c);
         }
@@ -330,6 +483,8 @@ public sealed class WafRuleSet
     /// than the backtracking interpreter (Native AOT has no compiled regexes). Patterns it refuses (lookarounds,
     /// backreferences, atomic groups) use the backtracking engine.
     /// </summary>
+    private static readonly Regex NeverMatches = new("(?!)", RegexOptions.CultureInvariant);
+
     internal static Regex CompileRx(string pattern)
     {
         const RegexOptions options = RegexOptions.Singleline | RegexOptions.CultureInvariant;
@@ -343,6 +498,8 @@ public sealed class WafRuleSet
         switch (name.ToLowerInvariant())
         {
             case "rx":
+                if (param.Contains("%{", StringComparison.Ordinal)) // compiled per expansion (RxOperator.Pattern)
+                    return new RxOperator { Name = name, Regex = NeverMatches, Pattern = Macro.Parse(param) };
                 return new RxOperator { Name = name, Regex = CompileRx(PcreRegex.Translate(param)) };
             case "pm":
                 return new PmOperator { Name = name, Phrases = new AhoCorasick(param.Split(' ', StringSplitOptions.RemoveEmptyEntries)) };

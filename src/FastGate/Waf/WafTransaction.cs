@@ -16,7 +16,11 @@ public sealed class WafRequest
 }
 
 /// <summary>A rule that matched: its id, the anomaly-relevant severity, and a short prefix of the matched data.</summary>
-public readonly record struct WafMatch(int Id, int Severity, string Message, string Data);
+public readonly record struct WafMatch(int Id, int Severity, string Message, string Data)
+{
+    /// <summary>The rule's number in its rule set (<see cref="WafRule.Ordinal"/>): what per-rule tables are indexed by.</summary>
+    internal int Ordinal { get; init; }
+}
 
 /// <summary>
 /// One request's evaluation: the request's collections (built once), TX, the matches. Not on the plain path: only
@@ -29,7 +33,9 @@ public sealed class WafTransaction
     // the request's collections by WafCollections id (a number per collection name, fixed for the process), so a
     // rule's target finds its values by index rather than by hashing the collection name
     private List<(string Key, string Name, string Value)>?[] _collections = new List<(string, string, string)>?[WafCollections.Count + 8];
-    private readonly Dictionary<string, string> _tx = new(StringComparer.Ordinal);
+    // TX: the rule set's named variables by slot (WafRuleSet.TxSlotOf), names made at run time in _txDynamic
+    private string?[] _txs = [];
+    private readonly Dictionary<string, string> _txDynamic = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Dictionary<string, string>> _other = new(StringComparer.Ordinal);
     private readonly List<(int From, int To)> _removedIds = [];
     private readonly List<string> _removedTags = [];
@@ -40,6 +46,7 @@ public sealed class WafTransaction
     // transformation results of this request: CRS rules apply the same chains (t:urlDecodeUni, t:htmlEntityDecode,
     // t:lowercase...) to the same values over and over; each (value, function) is computed once
     private readonly Dictionary<(string Value, Transforms.Fn Fn), string> _transformed = new(TransformKeyComparer.Instance);
+    private readonly Dictionary<(string Value, int Chain), string> _chained = new(ChainKeyComparer.Instance);
     private string _matchedVar = "", _matchedVarName = "";
     private WafRule? _currentRule;
     private bool _bodyDone;
@@ -48,6 +55,7 @@ public sealed class WafTransaction
     {
         _set = set;
         _request = request;
+        _txs = new string?[set.TxSlotNames.Length];
         BuildRequestCollections();
     }
 
@@ -60,7 +68,10 @@ public sealed class WafTransaction
         _set = set;
         _request = request;
         foreach (var list in _collections) list?.Clear();
-        _tx.Clear();
+        _present = 1UL << 63;
+        if (_txs.Length != set.TxSlotNames.Length) _txs = new string?[set.TxSlotNames.Length];
+        else Array.Clear(_txs);
+        _txDynamic.Clear();
         _other.Clear();
         _removedIds.Clear();
         _removedTags.Clear();
@@ -70,6 +81,9 @@ public sealed class WafTransaction
         _resolved.Clear();
         _counted.Clear();
         _transformed.Clear();
+        _chained.Clear();
+        _xml = null;
+        _xpathValues.Clear();
         _matchedVar = _matchedVarName = "";
         _currentRule = null;
         _bodyDone = false;
@@ -84,6 +98,33 @@ public sealed class WafTransaction
 
     public List<WafMatch> Matches { get; } = [];
 
+    // the access log's summary of the last request on this transaction, and what it was made of (a connection's
+    // requests often match the same rules with the same score: the string is reused, not built again)
+    private string? _summary;
+    private int[] _summaryIds = [];
+    private int _summaryCount = -1, _summaryScore;
+
+    /// <summary>"ids score" for the access log (WafProfile.Summary), reused while the matched ids and score repeat.</summary>
+    internal string Summary()
+    {
+        int score = AnomalyScore;
+        var matches = CollectionsMarshal.AsSpan(Matches);
+        if (_summary is not null && _summaryCount == matches.Length && _summaryScore == score)
+        {
+            bool same = true;
+            for (int i = 0; i < matches.Length; i++) if (_summaryIds[i] != matches[i].Id) { same = false; break; }
+            if (same) return _summary;
+        }
+        var sb = new StringBuilder();
+        foreach (var m in matches) { if (sb.Length > 0) sb.Append(','); sb.Append(m.Id); }
+        sb.Append(sb.Length > 0 ? " " : "").Append("score=").Append(score);
+        if (_summaryIds.Length < matches.Length) _summaryIds = new int[Math.Max(8, matches.Length)];
+        for (int i = 0; i < matches.Length; i++) _summaryIds[i] = matches[i].Id;
+        _summaryCount = matches.Length;
+        _summaryScore = score;
+        return _summary = sb.ToString();
+    }
+
     /// <summary>The request body (read before phase 2).</summary>
     public void SetBody(byte[]? body) { if (!_bodyDone) _request.Body = body; }
     /// <summary>The rule that interrupted (deny/drop), or null.</summary>
@@ -94,7 +135,19 @@ public sealed class WafTransaction
     public bool Allowed { get; private set; }
     public string RequestBodyProcessor { get; private set; } = "";
     public int AnomalyScore => (int)NumericOperator.ToNumber(Tx("anomaly_score") ?? Tx("inbound_anomaly_score") ?? "0");
-    public string? Tx(string name) => _tx.TryGetValue(name, out var v) ? v : null;
+    public string? Tx(string name) => _set.TryTxSlot(name, out var slot) ? _txs[slot] : _txDynamic.TryGetValue(name, out var v) ? v : null;
+
+    private void TxSet(string name, string value)
+    {
+        if (_set.TryTxSlot(name, out var slot)) _txs[slot] = value;
+        else _txDynamic[name] = value;
+    }
+
+    private void TxRemove(string name)
+    {
+        if (_set.TryTxSlot(name, out var slot)) _txs[slot] = null;
+        else _txDynamic.Remove(name);
+    }
 
     /// <summary>Runs phase 1 (headers) and, with the body, phase 2. True when the request is to be refused.</summary>
     public bool Evaluate(int phase)
@@ -112,40 +165,81 @@ public sealed class WafTransaction
         int id = WafCollections.Id(collection);
         if (id >= _collections.Length) Array.Resize(ref _collections, Math.Max(id + 1, _collections.Length * 2));
         (_collections[id] ??= []).Add((key.ToLowerInvariant(), name, value));
+        _present |= CollectionBit(id);
     }
+
+    private static (string, string, string, string) HeaderNames(string name) =>
+        (name, name.ToLowerInvariant(), "REQUEST_HEADERS:" + name, "REQUEST_HEADERS_NAMES:" + name);
+
+    /// <summary>Adds a value whose key is lower-cased already, to a collection by id.</summary>
+    private void AddKeyed(int id, string key, string name, string value)
+    {
+        if (id >= _collections.Length) Array.Resize(ref _collections, Math.Max(id + 1, _collections.Length * 2));
+        (_collections[id] ??= []).Add((key, name, value));
+        _present |= CollectionBit(id);
+    }
+
+    /// <summary>The bit of a collection id in the masks of WafRuleSet.RunRules (RuleRef.Needs); ids past 62 share bit 63, which is
+    /// always present (such a rule is always evaluated).</summary>
+    internal static ulong CollectionBit(int id) => 1UL << Math.Min(id, 63);
+
+    // the request collections that have a value, by CollectionBit (bit 63 always set)
+    private ulong _present = 1UL << 63;
 
     private List<(string Key, string Name, string Value)>? Collection(int id) => id < _collections.Length ? _collections[id] : null;
 
-    private void Clear(string collection) => Collection(WafCollections.Id(collection))?.Clear();
+    private void Clear(string collection)
+    {
+        int id = WafCollections.Id(collection);
+        Collection(id)?.Clear();
+        if (id < 63) _present &= ~CollectionBit(id);
+    }
 
     private void Scalar(string collection, string value) => Add(collection, "", collection, value);
+
+    // what the previous request on this transaction derived from its line and header names: reused when the
+    // request's strings are the same (WafStep keeps them while the bytes repeat), so a keep-alive connection's
+    // requests do not build them again
+    private (string Method, string Uri, string Protocol, string Line) _lineMemo = (null!, null!, null!, "");
+    private (string Uri, string Decoded, string Path, string Basename, string Query) _uriMemo = (null!, "", "", "", "");
+    private readonly List<(string Name, string Key, string HeaderName, string NamesName)> _headerMemo = [];
 
     private void BuildRequestCollections()
     {
         var r = _request;
         Scalar("REQUEST_METHOD", r.Method);
         Scalar("REQUEST_PROTOCOL", r.Protocol);
-        Scalar("REQUEST_LINE", r.Method + " " + r.Uri + " " + r.Protocol);
+        if (!ReferenceEquals(_lineMemo.Method, r.Method) || !ReferenceEquals(_lineMemo.Uri, r.Uri) || !ReferenceEquals(_lineMemo.Protocol, r.Protocol))
+            _lineMemo = (r.Method, r.Uri, r.Protocol, r.Method + " " + r.Uri + " " + r.Protocol);
+        Scalar("REQUEST_LINE", _lineMemo.Line);
         Scalar("REQUEST_URI_RAW", r.Uri);
-        var decoded = PercentDecode(r.Uri);
-        Scalar("REQUEST_URI", decoded);
-        var q = r.Uri.IndexOf('?');
-        var dq = decoded.IndexOf('?');
-        var path = dq < 0 ? decoded : decoded[..dq];
-        Scalar("REQUEST_FILENAME", path);
-        var slash = path.LastIndexOf('/');
-        Scalar("REQUEST_BASENAME", slash < 0 ? path : path[(slash + 1)..]);
-        var query = q < 0 ? "" : r.Uri[(q + 1)..];
-        Scalar("QUERY_STRING", query);
-        if (q >= 0) ParseUrlEncoded(query, "ARGS_GET");
+        if (!ReferenceEquals(_uriMemo.Uri, r.Uri))
+        {
+            var decoded = PercentDecode(r.Uri);
+            var q = r.Uri.IndexOf('?');
+            var dq = decoded.IndexOf('?');
+            var path = dq < 0 ? decoded : decoded[..dq];
+            var slash = path.LastIndexOf('/');
+            _uriMemo = (r.Uri, decoded, path, slash < 0 ? path : path[(slash + 1)..], q < 0 ? "" : r.Uri[(q + 1)..]);
+        }
+        Scalar("REQUEST_URI", _uriMemo.Decoded);
+        Scalar("REQUEST_FILENAME", _uriMemo.Path);
+        Scalar("REQUEST_BASENAME", _uriMemo.Basename);
+        Scalar("QUERY_STRING", _uriMemo.Query);
+        if (r.Uri.Contains('?')) ParseUrlEncoded(_uriMemo.Query, "ARGS_GET");
         Scalar("REMOTE_ADDR", r.RemoteAddress);
         Scalar("UNIQUE_ID", "fastgate");
         Scalar("DURATION", "0");
-        foreach (var (name, value) in r.Headers)
+        var headers = CollectionsMarshal.AsSpan(r.Headers);
+        for (int i = 0; i < headers.Length; i++)
         {
-            Add("REQUEST_HEADERS", name, "REQUEST_HEADERS:" + name, value);
-            Add("REQUEST_HEADERS_NAMES", name, "REQUEST_HEADERS_NAMES:" + name, name);
-            if (name.Equals("cookie", StringComparison.OrdinalIgnoreCase)) ParseCookies(value);
+            var (name, value) = headers[i];
+            if (i >= _headerMemo.Count) _headerMemo.Add(HeaderNames(name));
+            else if (!ReferenceEquals(_headerMemo[i].Name, name)) _headerMemo[i] = HeaderNames(name);
+            var (_, key, headerName, namesName) = _headerMemo[i];
+            AddKeyed(WafCollections.RequestHeaders, key, headerName, value);
+            AddKeyed(WafCollections.RequestHeadersNames, key, namesName, name);
+            if (key == "cookie") ParseCookies(value);
         }
         Scalar("REQBODY_ERROR", "0");
         Scalar("MULTIPART_STRICT_ERROR", "0");
@@ -228,7 +322,8 @@ public sealed class WafTransaction
         if (processor.Length == 0)
             processor = type.StartsWith("application/x-www-form-urlencoded", StringComparison.Ordinal) ? "URLENCODED"
                 : type.StartsWith("multipart/form-data", StringComparison.Ordinal) ? "MULTIPART"
-                : type.StartsWith("application/json", StringComparison.Ordinal) ? "JSON" : "";
+                : type.StartsWith("application/json", StringComparison.Ordinal) ? "JSON"
+                : XmlContentType.IsMatch(type) ? "XML" : "";
         RequestBodyProcessor = processor;
         Scalar("REQUEST_BODY", text);
         Scalar("REQUEST_BODY_LENGTH", body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -237,6 +332,7 @@ public sealed class WafTransaction
         {
             "URLENCODED" => Do(() => ParseUrlEncoded(text, "ARGS_POST")),
             "JSON" => ParseJson(body),
+            "XML" => ParseXml(body),
             "MULTIPART" => ParseMultipart(text, type),
             _ => true,
         };
@@ -249,6 +345,61 @@ public sealed class WafTransaction
     }
 
     private static bool Do(Action a) { a(); return true; }
+
+    /// <summary>The content types ModSecurity's recommended rule 200000 sends to the XML processor (lower-cased).</summary>
+    private static readonly System.Text.RegularExpressions.Regex XmlContentType =
+        new(@"(?:application(?:/soap\+|/)|text/)xml", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    // the XML body of this request (the XML processor), and the values each XPath of the rules selected from it
+    private System.Xml.XmlDocument? _xml;
+    private readonly Dictionary<string, List<(string Key, string Name, string Value)>> _xpathValues = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The XML body processor: the body parsed as a document (no external entities or DTD fetches; entity expansion
+    /// bounded), which XML:xpath targets then select from (XML:/* the text of the root element, XML://@* every
+    /// attribute value), as ModSecurity does with libxml2. A body that does not parse is REQBODY_ERROR=1.
+    /// </summary>
+    private bool ParseXml(byte[] body)
+    {
+        var settings = new System.Xml.XmlReaderSettings
+        {
+            DtdProcessing = System.Xml.DtdProcessing.Parse,
+            XmlResolver = null,
+            MaxCharactersFromEntities = 1 << 16,
+            MaxCharactersInDocument = Math.Max(1L << 20, body.Length * 4L),
+        };
+        try
+        {
+            using var reader = System.Xml.XmlReader.Create(new MemoryStream(body, writable: false), settings);
+            var doc = new System.Xml.XmlDocument { PreserveWhitespace = true, XmlResolver = null };
+            doc.Load(reader);
+            if (doc.DocumentElement is null) return false;
+            _xml = doc;
+            _present |= CollectionBit(WafCollections.Xml);
+            return true;
+        }
+        catch (System.Xml.XmlException) { return false; }
+    }
+
+    /// <summary>The values an XML target selects: the text of each node its XPath finds (UTF-8 bytes as Latin-1).</summary>
+    private void ResolveXml(WafTarget target, List<(string Key, string Name, string Value)> into)
+    {
+        if (_xml is null) return;
+        if (target.XPath is not { } xpath) { into.Add(("", "XML", "[XML document tree]")); return; }
+        if (!_xpathValues.TryGetValue(xpath, out var values))
+        {
+            values = [];
+            var name = "XML:" + xpath;
+            System.Xml.XmlNodeList? nodes;
+            try { nodes = _xml.SelectNodes(xpath); }
+            catch (System.Xml.XPath.XPathException) { nodes = null; }
+            if (nodes is not null)
+                foreach (System.Xml.XmlNode node in nodes)
+                    values.Add(("", name, Latin1(node is System.Xml.XmlAttribute a ? a.Value : node.InnerText)));
+            _xpathValues[xpath] = values;
+        }
+        into.AddRange(values);
+    }
 
     private bool ParseJson(byte[] body)
     {
@@ -335,23 +486,28 @@ public sealed class WafTransaction
 
     private void RunPhase(int phase)
     {
-        var rules = _set.Phases[phase];
-        string? skipTo = null;
+        // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.SkipAfterIndex)
+        var rules = _set.Runs[phase];
+        var skipAfter = _set.SkipAfterIndex[phase];
+        var hot = _set.RunRules[phase];
+        var targets = _set.RunTargets[phase];
+        ulong present = _present;
         int skip = 0;
         for (int i = 0; i < rules.Length; i++)
         {
-            var rule = rules[i];
-            if (rule.Marker is not null) { if (skipTo == rule.Marker) skipTo = null; continue; }
-            if (skipTo is not null) continue;
             if (skip > 0) { skip--; continue; }
+            ref readonly var h = ref hot[i];
+            // none of the request collections the rule reads has a value: it cannot match (and it has no actions to run)
+            if ((h.Needs & present) == 0 || h.Disabled) continue;
             if (RuleEngine is "Off" or "off") return;
-            if (rule.Unsupported is not null || IsRemoved(rule)) continue;
-            if (!Evaluate(rule, rule)) continue;
+            var rule = rules[i];
+            if (IsRemoved(rule)) continue;
+            if (!Evaluate(rule, rule, targets.AsSpan(h.TargetStart, h.TargetCount))) continue;
             // the whole chain matched: the chain starter's disruptive and flow actions
             if (rule.Log && rule.Id > 1)
-                Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)));
+                Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)) { Ordinal = rule.Ordinal });
             for (var link = rule; link is not null; link = link.Chain)
-                foreach (var ctl in CollectionsMarshal.AsSpan(link.Ctls)) ApplyCtl(ctl);
+                foreach (var ctl in link.CtlArray) ApplyCtl(ctl);
             if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)
             {
                 Interruption = rule;
@@ -359,7 +515,7 @@ public sealed class WafTransaction
                 return;
             }
             if (rule.Disruptive == WafDisruptive.Allow) { Allowed = true; return; }
-            if (rule.SkipAfter is not null) skipTo = rule.SkipAfter;
+            if (rule.SkipAfter is not null) i = skipAfter[i] - 1;
             else if (rule.Skip > 0) skip = rule.Skip;
         }
     }
@@ -375,39 +531,60 @@ public sealed class WafTransaction
 
     private bool IsRemoved(WafRule r)
     {
+        if (_removedIds.Count == 0 && _removedTags.Count == 0) return false;
         foreach (var (from, to) in CollectionsMarshal.AsSpan(_removedIds)) if (r.Id >= from && r.Id <= to) return true;
         foreach (var tag in CollectionsMarshal.AsSpan(_removedTags)) if (r.Tags.Contains(tag)) return true;
         return false;
     }
 
     /// <summary>Evaluates one link (and the links it chains to); true when all match.</summary>
-    private bool Evaluate(WafRule link, WafRule starter)
+    private bool Evaluate(WafRule link, WafRule starter, ReadOnlySpan<TargetRef> targets)
     {
         _currentRule = starter;
         bool matched = false;
         if (link.Operator is null) return false;
-        foreach (var target in CollectionsMarshal.AsSpan(link.Targets))
+        foreach (ref readonly var t in targets)
         {
-            if (target.Count)
+            if (t.Source == TargetSource.Request && !t.Count)
             {
-                var n = Count(target).ToString(System.Globalization.CultureInfo.InvariantCulture);
-                if (Test(link, n, target.Collection, n)) matched = true;
+                // the request's collections do not change while rules run (only the body step fills them): walked in
+                // place, no copy of the selected values
+                if (Collection(t.CollectionId) is not { Count: > 0 } list) continue;
+                var target = t.Target;
+                foreach (var (key, name, value) in CollectionsMarshal.AsSpan(list))
+                {
+                    if (!target.SelectsKey(key) || Excluded(link, starter, t.CollectionId, key)) continue;
+                    if (Test(link, value, name, value)) matched = true;
+                }
                 continue;
             }
-            // a snapshot of the selected values: SetVar may change TX while they are tested
+            if (t.Count)
+            {
+                var n = Count(t.Target).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (Test(link, n, t.Target.Collection, n)) matched = true;
+                continue;
+            }
+            if (t.Source == TargetSource.Tx && t.TxSlot >= 0)
+            {
+                // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is its slot, not a scan of TX
+                if (_txs[t.TxSlot] is { } one && !Excluded(link, starter, t.CollectionId, t.Target.Key!) && Test(link, one, _set.TxSlotFullNames[t.TxSlot], one))
+                    matched = true;
+                continue;
+            }
+            // a snapshot of the selected values: SetVar may change TX (and MATCHED_VARS grows) while they are tested
             var values = _resolved;
             values.Clear();
-            Resolve(target, values);
+            Resolve(t.Target, values);
             for (int i = 0; i < values.Count; i++)
             {
                 var (key, name, value) = values[i];
-                if (Excluded(link, starter, target.Collection, key)) continue;
+                if (Excluded(link, starter, t.CollectionId, key)) continue;
                 if (Test(link, value, name, value)) matched = true;
             }
         }
         if (!matched) return false;
-        if (link.Chain is null) return true;
-        return Evaluate(link.Chain, starter);
+        if (link.Chain is not { } next) return true;
+        return Evaluate(next, starter, next.TargetRefs);
     }
 
     private bool Test(WafRule link, string value, string name, string original)
@@ -417,20 +594,33 @@ public sealed class WafTransaction
         if (link.MultiMatch)
         {
             hit = Op(link, v);
-            foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
+            foreach (var t in link.TransformArray) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
         }
         else
         {
-            foreach (var t in CollectionsMarshal.AsSpan(link.Transforms)) v = Transform(t, v);
+            if (link.TransformChainId != 0 && v.Length > 0) v = TransformChain(link, v);
             hit = Op(link, v);
         }
         if (!hit) return false;
         _matchedVar = v;
         _matchedVarName = name;
         _matchedVars.Add((name, v));
-        foreach (var sv in CollectionsMarshal.AsSpan(link.SetVars)) SetVar(sv);
+        foreach (var sv in link.SetVarArray) SetVar(sv);
         _ = original;
         return true;
+    }
+
+    /// <summary>The value after the link's whole sequence of transformations: one lookup by (value, sequence) when
+    /// an earlier rule applied the same sequence to the same value (CRS rules share a few sequences), else step by
+    /// step through the per-function cache.</summary>
+    private string TransformChain(WafRule link, string value)
+    {
+        var key = (value, link.TransformChainId);
+        if (_chained.TryGetValue(key, out var done)) return done;
+        var v = value;
+        foreach (var t in link.TransformArray) v = Transform(t, v);
+        _chained[key] = v;
+        return v;
     }
 
     private string Transform(Transforms.Fn fn, string value)
@@ -440,6 +630,13 @@ public sealed class WafTransaction
         var result = fn(value);
         _transformed[(value, fn)] = result;
         return result;
+    }
+
+    private sealed class ChainKeyComparer : IEqualityComparer<(string Value, int Chain)>
+    {
+        public static readonly ChainKeyComparer Instance = new();
+        public bool Equals((string Value, int Chain) x, (string Value, int Chain) y) => ReferenceEquals(x.Value, y.Value) && x.Chain == y.Chain;
+        public int GetHashCode((string Value, int Chain) k) => System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Value) * 31 + k.Chain;
     }
 
     /// <summary>Keys by identity: the value strings are the transaction's own (or earlier results), so an identical
@@ -455,17 +652,24 @@ public sealed class WafTransaction
 
     private bool Op(WafRule link, string v) => link.Operator!.Match(v, this, link.Capture) != link.Negated;
 
-    private bool Excluded(WafRule link, WafRule starter, string collection, string key)
+    private bool Excluded(WafRule link, WafRule starter, int collection, string key)
     {
-        foreach (var e in CollectionsMarshal.AsSpan(link.Exclusions)) if (e.Selects(collection, key)) return true;
+        foreach (var e in link.ExclusionArray) if (e.CollectionId == collection && e.SelectsKey(key)) return true;
         if (link != starter) return false;
-        foreach (var (from, to, t) in CollectionsMarshal.AsSpan(_removedTargetsById)) if (starter.Id >= from && starter.Id <= to && t.Selects(collection, key)) return true;
-        foreach (var (tag, t) in CollectionsMarshal.AsSpan(_removedTargetsByTag)) if (starter.Tags.Contains(tag) && t.Selects(collection, key)) return true;
+        foreach (var (from, to, t) in CollectionsMarshal.AsSpan(_removedTargetsById)) if (starter.Id >= from && starter.Id <= to && t.CollectionId == collection && t.SelectsKey(key)) return true;
+        foreach (var (tag, t) in CollectionsMarshal.AsSpan(_removedTargetsByTag)) if (t.CollectionId == collection && starter.Tags.Contains(tag) && t.SelectsKey(key)) return true;
         return false;
     }
 
     private int Count(WafTarget target)
     {
+        if (target.Source == TargetSource.Request)
+        {
+            if (Collection(target.CollectionId) is not { } list) return 0;
+            int n = 0;
+            foreach (var item in CollectionsMarshal.AsSpan(list)) if (target.SelectsKey(item.Key)) n++;
+            return n;
+        }
         var values = _counted;
         values.Clear();
         Resolve(target, values);
@@ -480,13 +684,17 @@ public sealed class WafTransaction
         {
             case TargetSource.Tx:
                 // TX:name (most rules: TX:EXECUTING_PARANOIA_LEVEL, the scores) is one lookup, not a scan of TX
-                if (target.Key is { } key && target.KeyRegex is null)
+                if (target.Key is { } key)
                 {
-                    if (_tx.TryGetValue(key, out var one)) into.Add((key, target.TxName ??= "TX:" + key, one));
+                    if (target.TxSlot >= 0) { if (_txs[target.TxSlot] is { } slotted) into.Add((key, _set.TxSlotFullNames[target.TxSlot], slotted)); }
+                    else if (Tx(key) is { } one) into.Add((key, target.TxName ??= "TX:" + key, one));
                     return;
                 }
-                foreach (var (k, v) in _tx)
-                    if (Selects(target, k)) into.Add((k, "TX:" + k, v));
+                var names = _set.TxSlotNames;
+                for (int s = 0; s < _txs.Length; s++)
+                    if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
+                foreach (var (k, v) in _txDynamic)
+                    if (target.SelectsKey(k)) into.Add((k, "TX:" + k, v));
                 return;
             case TargetSource.MatchedVar: into.Add(("", "MATCHED_VAR", _matchedVar)); return;
             case TargetSource.MatchedVarName: into.Add(("", "MATCHED_VAR_NAME", _matchedVarName)); return;
@@ -496,6 +704,7 @@ public sealed class WafTransaction
             case TargetSource.MatchedVarsNames:
                 foreach (var (n, _) in CollectionsMarshal.AsSpan(_matchedVars)) into.Add((n.ToLowerInvariant(), "MATCHED_VARS_NAMES:" + n, n));
                 return;
+            case TargetSource.Xml: ResolveXml(target, into); return;
             case TargetSource.Persistent:
                 if (_other.TryGetValue(target.Collection, out var c))
                     foreach (var (k, v) in c) if (Selects(target, k)) into.Add((k, target.Collection + ":" + k, v));
@@ -503,16 +712,36 @@ public sealed class WafTransaction
         }
         if (Collection(target.CollectionId) is not { } list) return;
         foreach (var item in CollectionsMarshal.AsSpan(list))
-            if (Selects(target, item.Key)) into.Add(item);
+            if (target.SelectsKey(item.Key)) into.Add(item);
     }
 
-    private static bool Selects(WafTarget t, string key) =>
-        t.Key is null && t.KeyRegex is null || t.Key is not null && t.Key == key || t.KeyRegex is not null && t.KeyRegex.IsMatch(key);
+    private static bool Selects(WafTarget t, string key) => t.SelectsKey(key);
 
     private void SetVar(WafSetVar sv)
     {
+        if (sv.Slot >= 0)
+        {
+            // tx.name with a name known at load: its slot
+            if (sv.Delete) { _txs[sv.Slot] = null; return; }
+            var v = sv.Value?.Expand(this) ?? "";
+            if (sv.Op == '=') { _txs[sv.Slot] = v; return; }
+            long was = _txs[sv.Slot] is { } c ? NumericOperator.ToNumber(c) : 0;
+            long by = NumericOperator.ToNumber(v);
+            _txs[sv.Slot] = (sv.Op == '+' ? was + by : was - by).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return;
+        }
         var name = sv.Name2 is { } m ? m.Expand(this).ToLowerInvariant() : sv.Name;
-        Dictionary<string, string> dict = sv.Collection == "TX" ? _tx : _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
+        if (sv.Collection == "TX")
+        {
+            if (sv.Delete) { TxRemove(name); return; }
+            var v = sv.Value?.Expand(this) ?? "";
+            if (sv.Op == '=') { TxSet(name, v); return; }
+            long was = Tx(name) is { } c ? NumericOperator.ToNumber(c) : 0;
+            long by = NumericOperator.ToNumber(v);
+            TxSet(name, (sv.Op == '+' ? was + by : was - by).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            return;
+        }
+        var dict = _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
         if (sv.Delete) { dict.Remove(name); return; }
         var value = sv.Value?.Expand(this) ?? "";
         if (sv.Op == '=') { dict[name] = value; return; }
@@ -521,7 +750,7 @@ public sealed class WafTransaction
         dict[name] = (sv.Op == '+' ? current + delta : current - delta).ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    internal void SetCapture(int group, string value) => _tx[group.ToString(System.Globalization.CultureInfo.InvariantCulture)] = value;
+    internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9
 
     private void ApplyCtl(WafCtl ctl)
     {
@@ -537,19 +766,20 @@ public sealed class WafTransaction
     }
 
     /// <summary>%{collection.key} in a macro.</summary>
-    internal string MacroValue(string collection, string? key)
+    internal string MacroValue(string collection, string? key, int txSlot, int collectionId)
     {
+        if (txSlot >= 0) return _txs[txSlot] ?? "";
         switch (collection)
         {
-            case "TX": return key is not null && _tx.TryGetValue(key, out var v) ? v : "";
+            case "TX": return key is not null && Tx(key) is { } v ? v : "";
             case "MATCHED_VAR": return _matchedVar;
             case "MATCHED_VAR_NAME": return _matchedVarName;
             case "RULE":
-                return key switch { "id" => _currentRule?.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "", "msg" => _currentRule?.Msg?.Source ?? "", _ => "" };
+                return key switch { "id" => _currentRule?.IdText ?? "", "msg" => _currentRule?.Msg?.Source ?? "", _ => "" };
             case "IP": case "GLOBAL": case "SESSION": case "USER":
                 return key is not null && _other.TryGetValue(collection, out var c) && c.TryGetValue(key, out var ov) ? ov : "";
         }
-        if (Collection(WafCollections.Id(collection)) is not { } list) return "";
+        if (Collection(collectionId >= 0 ? collectionId : WafCollections.Id(collection)) is not { } list) return "";
         foreach (var item in CollectionsMarshal.AsSpan(list)) if (key is null || item.Key == key) return item.Value;
         return "";
     }

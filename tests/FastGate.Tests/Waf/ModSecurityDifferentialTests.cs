@@ -35,9 +35,15 @@ public class ModSecurityDifferentialTests(ModSecurityFixture fx, ITestOutputHelp
             ("benign: cookie", Get("/account", "Cookie: session=abc123; theme=dark\r\n")),
             ("benign: static file", Get("/static/app.js")),
             ("benign: form POST", Post("/login", "application/x-www-form-urlencoded", "username=alice&password=correct+horse+battery")),
+            ("benign: form POST with charset", Post("/login", "application/x-www-form-urlencoded; charset=UTF-8", "username=alice&password=correct+horse+battery")),
+            ("protocol: charset not allowed", Post("/login", "application/x-www-form-urlencoded; charset=utf-7", "username=alice")),
             ("benign: JSON POST", Post("/api/orders", "application/json", "{\"item\":\"book\",\"qty\":2,\"note\":\"gift wrap please\"}")),
             ("benign: JSON nested", Post("/api/profile", "application/json", "{\"user\":{\"name\":\"Bob\",\"tags\":[\"a\",\"b\"]}}")),
             ("benign: multipart", Post("/upload", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nholiday\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XyZ--\r\n")),
+            ("benign: XML POST", Post("/api/orders", "application/xml", "<?xml version=\"1.0\"?><order id=\"7\"><item>book</item><qty>2</qty><note>gift wrap please</note></order>")),
+            ("benign: SOAP", Post("/soap", "application/soap+xml; charset=utf-8", "<soap:Envelope xmlns:soap=\"http://www.w3.org/2003/05/soap-envelope\"><soap:Body><GetPrice><Item>Apples</Item></GetPrice></soap:Body></soap:Envelope>")),
+            ("benign: text/xml", Post("/feed", "text/xml", "<feed><title>News of the day</title><entry lang=\"en\">Hello there</entry></feed>")),
+            ("benign: broken XML", Post("/api/orders", "application/xml", "<order><item>book</order>")),
             ("benign: DELETE", "DELETE /api/orders/7 HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"),
             ("benign: HEAD", "HEAD / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"),
             ("benign: accept-language", Get("/", "Accept-Language: en-US,en;q=0.9\r\n")),
@@ -49,6 +55,8 @@ public class ModSecurityDifferentialTests(ModSecurityFixture fx, ITestOutputHelp
             ("sqli: sleep", Get("/item?id=1%20AND%20SLEEP(5)")),
             ("sqli: in form body", Post("/login", "application/x-www-form-urlencoded", "username=admin%27+or+1%3D1--&password=x")),
             ("sqli: in JSON", Post("/api/search", "application/json", "{\"q\":\"1' UNION SELECT password FROM users--\"}")),
+            ("sqli: in XML text", Post("/api/search", "application/xml", "<search><q>1' UNION SELECT password FROM users--</q></search>")),
+            ("sqli: in XML CDATA", Post("/api/search", "text/xml", "<search><q><![CDATA[1 AND SLEEP(5)]]></q></search>")),
             ("sqli: in cookie", Get("/", "Cookie: id=1' or '1'='1\r\n")),
             ("sqli: benchmark", Get("/q?x=benchmark(10000000,md5(1))")),
             // XSS
@@ -57,6 +65,8 @@ public class ModSecurityDifferentialTests(ModSecurityFixture fx, ITestOutputHelp
             ("xss: javascript uri", Get("/go?url=javascript:alert(document.cookie)")),
             ("xss: svg onload", Get("/p?x=%3Csvg/onload%3Dalert(1)%3E")),
             ("xss: in form body", Post("/comment", "application/x-www-form-urlencoded", "text=%3Cscript%3Ealert%281%29%3C%2Fscript%3E")),
+            ("xss: in XML text", Post("/comment", "application/xml", "<c><text>&lt;script&gt;alert(1)&lt;/script&gt;</text></c>")),
+            ("xss: in XML attribute", Post("/comment", "application/xml", "<c><a href=\"javascript:alert(document.cookie)\">x</a></c>")),
             ("xss: attribute break", Get("/p?name=%22%20onmouseover%3D%22alert(1)")),
             // LFI / path traversal / RFI
             ("lfi: traversal in arg", Get("/download?file=../../../../etc/passwd")),
@@ -67,6 +77,8 @@ public class ModSecurityDifferentialTests(ModSecurityFixture fx, ITestOutputHelp
             ("rce: unix command", Get("/ping?host=127.0.0.1;cat%20/etc/passwd")),
             ("rce: backticks", Get("/ping?host=%60id%60")),
             ("rce: shellshock", Get("/", "X-Test: () { :; }; /bin/bash -c 'id'\r\n")),
+            ("rce: in XML", Post("/ping", "application/xml", "<ping><host>127.0.0.1;cat /etc/passwd</host></ping>")),
+            ("lfi: in XML attribute", Post("/view", "application/xml", "<view page=\"../../../../etc/passwd\"/>")),
             ("rce: powershell", Get("/run?c=powershell.exe%20-enc%20abc")),
             // PHP / Java / Node
             ("php: injection", Get("/p?x=%3C%3Fphp%20system(%24_GET%5Bc%5D)%3B%20%3F%3E")),
@@ -213,6 +225,7 @@ public sealed class ModSecurityFixture : IAsyncLifetime
         File.WriteAllText(main, $"""
             SecRuleEngine On
             SecRequestBodyAccess On
+            SecRule REQUEST_HEADERS:Content-Type "(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
             SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
             SecRequestBodyLimit 13107200
             SecRequestBodyNoFilesLimit 131072

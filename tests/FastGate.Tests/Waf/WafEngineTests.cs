@@ -105,6 +105,160 @@ public class WafEvaluationTests
         Assert.Null(Run(rules, "/", "POST").Interruption);
     }
 
+    /// <summary>The skip targets are resolved at load (WafRuleSet.SkipAfterIndex): the jump lands after the first
+    /// marker of that name that follows the rule, a marker before the rule does not count, a missing one skips the rest
+    /// of the phase, and a skip in phase 1 does not reach into phase 2.</summary>
+    [Fact]
+    public void SkipAfter_resumes_after_the_next_marker_of_its_name_only()
+    {
+        var rules = """
+            SecMarker LATER
+            SecRule REQUEST_METHOD "@streq POST" "id:1,phase:1,pass,nolog,skipAfter:LATER"
+            SecAction "id:2,phase:1,pass,setvar:tx.a=1"
+            SecMarker OTHER
+            SecAction "id:3,phase:1,pass,setvar:tx.b=1"
+            SecMarker LATER
+            SecAction "id:4,phase:1,pass,setvar:tx.c=1"
+            SecRule REQUEST_METHOD "@streq PUT" "id:5,phase:1,pass,nolog,skipAfter:MISSING"
+            SecAction "id:6,phase:1,pass,setvar:tx.d=1"
+            SecAction "id:7,phase:2,pass,setvar:tx.e=1"
+            """;
+        string Seen(WafTransaction t) => string.Concat(new[] { "a", "b", "c", "d", "e" }.Where(v => t.Tx(v) is not null));
+        Assert.Equal("abcde", Seen(Run(rules, "/")));
+        Assert.Equal("cde", Seen(Run(rules, "/", "POST")));
+        Assert.Equal("abce", Seen(Run(rules, "/", "PUT")));
+    }
+
+    /// <summary>A rule whose collections have no value is passed without evaluating it (WafRuleSet.RunNeeds): it
+    /// must still decide as an evaluated one — no match on nothing, even negated; a count of nothing is 0 and can
+    /// match; a body's ARGS_POST makes phase 2's rules on ARGS run.</summary>
+    [Fact]
+    public void Rules_on_collections_without_values_decide_as_if_evaluated()
+    {
+        var rules = """
+            SecRule REQUEST_COOKIES|ARGS_NAMES "!@rx ^never$" "id:1,phase:1,pass,setvar:tx.a=1"
+            SecRule &REQUEST_COOKIES "@eq 0" "id:2,phase:1,pass,setvar:tx.b=1"
+            SecRule ARGS "@rx evil" "id:3,phase:2,pass,setvar:tx.c=1"
+            SecRule XML:/* "@rx ." "id:4,phase:2,pass,setvar:tx.d=1"
+            """;
+        string Seen(WafTransaction t) => string.Concat(new[] { "a", "b", "c", "d" }.Where(v => t.Tx(v) is not null));
+        Assert.Equal("b", Seen(Run(rules, "/")));
+        Assert.Equal("a", Seen(Run(rules, "/", headers: [("Cookie", "s=1")])));
+        Assert.Equal("abc", Seen(Run(rules, "/?q=evil")));
+        Assert.Equal("bc", Seen(Run(rules, "/", "POST", [("Content-Type", "application/x-www-form-urlencoded")], "q=evil"))); // body args: phase 2 only
+    }
+
+    [Fact]
+    public void Request_strings_are_kept_only_while_their_bytes_repeat()
+    {
+        var previous = "Mozilla/5.0";
+        Assert.Same(previous, WafStep.Same(previous, "Mozilla/5.0"u8));
+        var changed = WafStep.Same(previous, "Mozilla/5.1"u8);
+        Assert.Equal("Mozilla/5.1", changed);
+        Assert.Equal("Mozilla", WafStep.Same(previous, "Mozilla"u8));
+        Assert.Equal("\u00e9", WafStep.Same("e", [0xE9])); // Latin-1: one char per byte
+    }
+
+    /// <summary>Selector regexes that are only a literal are matched as text (contains, or starts with for ^): the
+    /// keys they select must be exactly the regex's.</summary>
+    [Theory]
+    [InlineData("__utm", "contains")]
+    [InlineData("^header_name_", "starts")]
+    [InlineData("rfi_parameter_.*", "contains")]
+    [InlineData("MULTIPART_HEADERS_CONTENT_TYPES_*", "contains")]
+    [InlineData("S?DW[a-f0-9]+", null)]
+    [InlineData("^a$", null)]
+    [InlineData("a|b", null)]
+    [InlineData(".*", null)]
+    public void Literal_selector_regexes_select_the_keys_the_regex_does(string pattern, string? form)
+    {
+        var literal = WafTarget.LiteralForm(pattern);
+        Assert.Equal(form, literal is null ? null : literal.Value.Anchored ? "starts" : "contains");
+        var set = WafRuleSet.FromText($"SecRule REQUEST_COOKIES:/{pattern}/ \"@rx .\" \"id:1,phase:1,pass\"");
+        Assert.Empty(set.Errors);
+        var target = set.Phases[1].Single().Targets.Single();
+        var regex = new System.Text.RegularExpressions.Regex(PcreRegex.Translate(pattern), System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        string[] keys = ["__utma", "x__UTMz", "_utm", "header_name_host", "x-header_name_", "HEADER_NAME_A", "rfi_parameter_", "rfi_parameter",
+            "multipart_headers_content_types", "multipart_headers_content_type", "xmultipart_headers_content_types_x", "sdw0a", "dw", "a", "b", ""];
+        foreach (var key in keys) Assert.True(regex.IsMatch(key) == target.SelectsKey(key), $"{pattern} on '{key}'");
+    }
+
+    /// <summary>The XML body processor: XML:/* is the root element's text (every text and CDATA node, comments left
+    /// out), XML://@* each attribute value; a body that does not parse sets REQBODY_ERROR; ctl:requestBodyProcessor=XML
+    /// (ModSecurity's rule 200000) turns it on for a type FastGate would not pick itself.</summary>
+    [Fact]
+    public void Xml_bodies_become_the_xml_collection()
+    {
+        var rules = """
+            SecRule REQUEST_HEADERS:Content-Type "@rx ^application/x-fastgate-xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+            SecRule XML:/* "@rx union\s+select" "id:10,phase:2,deny"
+            SecRule XML://@* "@contains javascript:" "id:11,phase:2,deny"
+            SecRule REQBODY_ERROR "@eq 1" "id:12,phase:2,deny"
+            SecRule &XML:/* "@eq 1" "id:13,phase:2,pass,setvar:tx.root=1"
+            SecRule XML:/* "@streq 1 text tail" "id:14,phase:2,pass,setvar:tx.text=1"
+            SecRule REQBODY_PROCESSOR "@streq XML" "id:15,phase:2,pass,setvar:tx.processor=1"
+            """;
+        (string, string)[] xml = [("Content-Type", "application/xml")];
+        Assert.Equal(10, Run(rules, "/", "POST", xml, "<q><a>1 union  select</a> x</q>").Interruption?.Id);
+        Assert.Equal(10, Run(rules, "/", "POST", [("Content-Type", "text/xml; charset=utf-8")], "<q><![CDATA[1 union select]]></q>").Interruption?.Id);
+        Assert.Equal(11, Run(rules, "/", "POST", xml, "<a href=\"javascript:alert(1)\">x</a>").Interruption?.Id);
+        Assert.Equal(12, Run(rules, "/", "POST", xml, "<a><b></a>").Interruption?.Id);
+        var ok = Run(rules, "/", "POST", xml, "<?xml version=\"1.0\"?><a>1<!-- union select --> text<b x=\"y\"> tail</b></a>");
+        Assert.Null(ok.Interruption);
+        Assert.Equal(("1", "1", "1"), (ok.Tx("root"), ok.Tx("text"), ok.Tx("processor")));
+        // not an XML type: no XML collection, unless a rule asks for the processor
+        Assert.Null(Run(rules, "/", "POST", [("Content-Type", "application/octet-stream")], "<q>1 union select</q>").Interruption);
+        Assert.Equal(10, Run(rules, "/", "POST", [("Content-Type", "application/x-fastgate-xml")], "<q>1 union select</q>").Interruption?.Id);
+        // an external entity is not fetched: the document parses without it or not at all, never with a file's content
+        var xxe = Run(rules, "/", "POST", xml, "<!DOCTYPE a [<!ENTITY e SYSTEM \"file:///etc/hostname\">]><a>&e;</a>");
+        Assert.NotEqual("1", xxe.Tx("text"));
+    }
+
+    /// <summary>@rx with a macro (CRS 920480: <c>!@rx ^%{tx.allowed_request_content_type_charset}$</c>) is expanded
+    /// per request, as ModSecurity v3 does; read as a literal pattern it flagged every charset parameter.</summary>
+    [Fact]
+    public void Rx_patterns_with_macros_are_expanded_per_request()
+    {
+        var rules = """
+            SecAction "id:1,phase:1,pass,nolog,setvar:'tx.allowed=utf-8|iso-8859-1'"
+            SecRule REQUEST_HEADERS:Content-Type "@rx charset\s*=\s*([^;\s]+)" "id:2,phase:1,deny,capture,t:none,t:lowercase,chain"
+                SecRule TX:1 "!@rx ^%{tx.allowed}$" "t:none"
+            """;
+        Assert.Null(Run(rules, "/", headers: [("Content-Type", "text/plain; charset=UTF-8")]).Interruption);
+        Assert.Null(Run(rules, "/", headers: [("Content-Type", "text/plain; charset=iso-8859-1")]).Interruption);
+        Assert.Equal(2, Run(rules, "/", headers: [("Content-Type", "text/plain; charset=utf-7")]).Interruption?.Id);
+        Assert.Equal(2, Run(rules.Replace("utf-8|iso-8859-1", "iso-8859-1"), "/", headers: [("Content-Type", "text/plain; charset=utf-8")]).Interruption?.Id);
+    }
+
+    /// <summary>TX names the rules spell out live in slots, names made at run time in a dictionary: a value must be
+    /// found whichever way it was written and read (a run-time name that a rule also spells out, a regex selector over
+    /// both, a macro, a deletion).</summary>
+    [Fact]
+    public void Tx_variables_are_one_table_whether_named_in_the_rules_or_at_run_time()
+    {
+        var rules = """
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.static_a=1,setvar:'tx.dyn_%{request_method}=2',setvar:'tx.other_%{request_method}=3'"
+            SecRule TX:/^dyn_/ "@eq 2" "id:2,phase:1,pass,nolog,setvar:tx.saw_dyn=1"
+            SecRule TX:/^static_/ "@eq 1" "id:3,phase:1,pass,nolog,setvar:tx.saw_static=1"
+            SecRule TX:dyn_get "@eq 2" "id:4,phase:1,pass,nolog,setvar:tx.direct=%{tx.dyn_get}%{tx.other_get}"
+            SecAction "id:5,phase:1,pass,nolog,setvar:!tx.static_a,setvar:'!tx.other_%{request_method}'"
+            SecRule &TX:static_a "@eq 0" "id:6,phase:1,pass,nolog,setvar:tx.gone=1"
+            SecRule &TX:/^other_/ "@eq 0" "id:7,phase:1,pass,nolog,setvar:tx.gone2=1"
+            SecRule TX:/^saw_/ "@eq 1" "id:8,phase:1,pass,nolog,setvar:tx.saws=+1"
+            """;
+        var tx = Run(rules, "/");
+        Assert.Equal(("1", "1", "23", "1", "1", "2"), (tx.Tx("saw_dyn"), tx.Tx("saw_static"), tx.Tx("direct"), tx.Tx("gone"), tx.Tx("gone2"), tx.Tx("saws")));
+        Assert.Equal("2", tx.Tx("dyn_get"));
+        Assert.Null(tx.Tx("static_a"));
+    }
+
+    [Fact]
+    public void A_bad_xpath_selector_is_a_load_error()
+    {
+        var set = WafRuleSet.FromText("SecRule XML:/[[ \"@rx a\" \"id:1,phase:2,deny\"", "x.conf");
+        Assert.StartsWith("x.conf:1: bad XPath /[[", Assert.Single(set.Errors).ToString());
+    }
+
     [Fact]
     public void Json_and_form_bodies_become_args()
     {

@@ -136,6 +136,44 @@ public sealed class WafGatewayTests : IAsyncLifetime
         Assert.False(lines[2].TryGetProperty("waf", out _));
     }
 
+    /// <summary>One keep-alive connection keeps its transaction, its request strings and the last access-log summary
+    /// from request to request: each request must still be logged and counted as itself (a stale summary, a kept
+    /// header or a cached metric child under the wrong rule would show here).</summary>
+    [Fact]
+    public async Task Requests_on_one_connection_are_each_logged_and_counted_as_themselves()
+    {
+        var log = Path.Combine(_dir, "access-keepalive.log");
+        var gateway = await TestGateway.StartAsync(Config("detect", extra: $"\"accessLog\": {{ \"path\": \"{log}\", \"sampleRate\": 1 }},"));
+        string scrape;
+        try
+        {
+            using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+            string[] requests =
+            [
+                "/echo?q=1%20UNION%20SELECT%20pw", "/echo?q=1%20UNION%20SELECT%20pw", "/echo?q=fine", "/echo?q=fine",
+                "/echo?q=2%20union%20select%20x", "/echo?q=fine",
+            ];
+            string[] agents = ["Mozilla/5.0", "Mozilla/5.0", "Mozilla/5.0", "nikto", "Mozilla/5.0", "Mozilla/5.0"];
+            for (int i = 0; i < requests.Length; i++)
+            {
+                await client.SendAsync($"GET {requests[i]} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {agents[i]}\r\n\r\n");
+                Assert.Equal(200, (await client.ReadResponseAsync()).Status); // detect mode: forwarded
+            }
+            scrape = await gateway.ScrapeMetricsAsync();
+        }
+        finally
+        {
+            await gateway.DisposeAsync(); // flushes the writer
+        }
+        var waf = File.ReadAllLines(log).Where(l => l.Length > 0).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("waf").GetString()).ToList();
+        Assert.Equal(["942999,949111 score=5", "942999,949111 score=5", "score=0", "913999,949110 score=5", "942999,949111 score=5", "score=0"], waf);
+        Assert.Equal(3, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"942999\",action=\"detected\"}"));
+        Assert.Equal(3, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"949111\",action=\"detected\"}"));
+        Assert.Equal(1, Value(scrape, "fastgate_waf_rule_matches_total{profile=\"app\",rule=\"913999\",action=\"detected\"}"));
+        Assert.Equal(4, Value(scrape, "fastgate_waf_requests_total{profile=\"app\",outcome=\"detected\"}"));
+        Assert.Equal(2, Value(scrape, "fastgate_waf_requests_total{profile=\"app\",outcome=\"passed\"}"));
+    }
+
     [Fact]
     public async Task Detect_mode_forwards_and_counts_what_it_would_block()
     {

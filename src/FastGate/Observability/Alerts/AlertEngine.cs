@@ -266,6 +266,8 @@ public sealed class AlertEngine : IDisposable
             }
             case AlertRuleTypes.AuthFailures:
                 return (w.AuthFailures >= Math.Max(1, rule.Threshold), w.AuthFailures, $"{w.AuthFailures} auth failures (401/403) on {scope} over {window}, threshold {rule.Threshold}", counters, []);
+            case AlertRuleTypes.WafBlocked:
+                return (w.WafBlocked >= Math.Max(1, rule.Threshold), w.WafBlocked, $"{w.WafBlocked} requests blocked by the WAF (403, waf_blocked) on {scope} over {window}, threshold {rule.Threshold}", counters, []);
             case AlertRuleTypes.RateLimited:
                 return (w.RateLimited >= Math.Max(1, rule.Threshold), w.RateLimited, $"{w.RateLimited} rate-limited requests (429) on {scope} over {window}, threshold {rule.Threshold}", counters, []);
             case AlertRuleTypes.UpstreamDown:
