@@ -20,8 +20,9 @@ internal sealed class AiCall
     public required byte[] Body { get; init; }
     public string? Consumer { get; init; }
     public required byte[] RequestId { get; init; }
-    /// <summary>Response lines the gateway adds (HSTS, CORS, quota headers).</summary>
-    public required byte[] ExtraLines { get; init; }
+    /// <summary>Response lines the gateway adds (HSTS, CORS, the route's quota headers; the AI quotas' are appended
+    /// once they are checked).</summary>
+    public required byte[] ExtraLines { get; set; }
     public required bool Close { get; init; }
     public long Started { get; init; }
     /// <summary>The admission's exchange (cluster providers pick their destination with it).</summary>
@@ -109,6 +110,7 @@ internal static class AiStage
                         return refusal;
                     }
                     charges = refused.Charges;
+                    if (refused.Lines is { Length: > 0 } quotaLines) call.ExtraLines = [.. call.ExtraLines, .. quotaLines];
                 }
                 bool stream = chat && root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
                 // the prompt guard, before anything leaves the gateway
@@ -143,12 +145,17 @@ internal static class AiStage
     /// <summary>
     /// Checks (at cost 0) each quota that applies to the caller and <paramref name="model"/>; the first one spent
     /// answers 429 (the limiter's status) with Retry-After, the RateLimit headers and an OpenAI rate-limit error body.
-    /// Otherwise returns the keys the call's tokens are to be charged to (none for a caller without the limiter's key).
+    /// Otherwise returns the keys the call's tokens are to be charged to (none for a caller without the limiter's key),
+    /// and the <c>RateLimit-Policy</c>/<c>RateLimit</c> lines of the quotas with <c>headers</c> (the budget as it was
+    /// when the call was admitted: its own tokens are charged after the response, whose head leaves first), written by
+    /// the limiters' one header writer (RateLimitHeaders), as on every other route.
     /// </summary>
-    private static async Task<(AiOutcome? Refused, List<(RateLimiting.CompiledLimiter, byte[])>? Charges)> CheckQuotasAsync(
+    private static async Task<(AiOutcome? Refused, List<(RateLimiting.CompiledLimiter, byte[])>? Charges, byte[]? Lines)> CheckQuotasAsync(
         AiRoute ai, AiCall call, string model, PipeWriter output)
     {
         List<(RateLimiting.CompiledLimiter, byte[])>? charges = null;
+        byte[]? allowedLines = null;
+        int allowedLength = 0;
         var x = call.Exchange;
         byte[]? buffer = null;
         foreach (var quota in ai.Quotas)
@@ -177,12 +184,18 @@ internal static class AiStage
                     "tokens", "rate_limit_exceeded");
                 var refused = await WriteAsync(output, call, decision.StatusCode, body, "application/json", RejectReason.RateLimited, default,
                     lines.AsMemory(0, length)).ConfigureAwait(false);
-                return (refused, null);
+                return (refused, null, null);
             }
             limiter.Allowed.Inc();
             if (key is not null) (charges ??= []).Add((limiter, key));
+            if (limiter.Definition.QuotaHeaders)
+            {
+                int need = allowedLength + RateLimiting.RateLimitHeaders.MaxLength(limiter.Definition);
+                if (allowedLines is null || allowedLines.Length < need) Array.Resize(ref allowedLines, need);
+                allowedLength += Math.Max(0, RateLimiting.RateLimitHeaders.Write(allowedLines.AsSpan(allowedLength), decision, limiter.Definition));
+            }
         }
-        return (null, charges);
+        return (null, charges, allowedLines?[..allowedLength]);
     }
 
     private static string PromptText(JsonElement root, bool chat)
