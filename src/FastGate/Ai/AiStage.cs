@@ -27,6 +27,8 @@ internal sealed class AiCall
     public long Started { get; init; }
     /// <summary>The admission's exchange (cluster providers pick their destination with it).</summary>
     public required Pipeline.Exchange Exchange { get; init; }
+    /// <summary>The prompt guard's findings of this call, prompt and response (routes with a guard only).</summary>
+    public GuardFindings? Findings { get; set; }
 }
 
 /// <summary>How an AI call ended.</summary>
@@ -40,6 +42,8 @@ internal struct AiOutcome
     /// <summary>The model alias called (null: none was resolved) and the provider that answered (null: none).</summary>
     public string? Model;
     public string? Provider;
+    /// <summary>The prompt guard's findings by kind (the access log's "guard"; null when none).</summary>
+    public string? Guard;
 }
 
 /// <summary>
@@ -117,8 +121,9 @@ internal static class AiStage
                 AiRequestWriter.Filter filter = static t => t;
                 if (ai.Guard is { } guard)
                 {
+                    var findings = call.Findings = guard.NewFindings();
                     var prompt = PromptText(root, chat);
-                    if (guard.IsDenied(prompt))
+                    if (guard.IsDenied(prompt, findings))
                         return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, "the prompt matches a denied pattern", "invalid_request_error", "prompt_denied");
                     if (guard.MaxPromptTokens > 0 && Encoding.UTF8.GetByteCount(prompt) / 4 > guard.MaxPromptTokens)
                         return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the prompt is longer than this route allows", "invalid_request_error", "context_length_exceeded");
@@ -126,11 +131,11 @@ internal static class AiStage
                     {
                         if (guard.Action == GuardAction.Block)
                         {
-                            guard.Scan(prompt, out bool found);
+                            guard.Scan(prompt, out bool found, findings);
                             if (found)
                                 return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the prompt contains personal data or secrets", "invalid_request_error", "sensitive_data");
                         }
-                        else filter = t => guard.Scan(t, out _);
+                        else filter = t => guard.Scan(t, out _, findings);
                     }
                 }
                 return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome, charges);
@@ -368,7 +373,7 @@ internal static class AiStage
                 return await WriteAsync(output, call, status, AiResponseWriter.ProviderError(status, bytes), "application/json", RejectReason.None, outcome);
             byte[] translated;
             var tokens = new AiUsage();
-            Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _);
+            Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _, call.Findings);
             try
             {
                 using var doc = JsonDocument.Parse(bytes);
@@ -394,7 +399,7 @@ internal static class AiStage
         }
 
         // a stream: translated event by event as it arrives; the head goes out with the first event
-        var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses);
+        var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses, call.Findings);
         var framer = new SseFramer(1 << 20);
         var buffer = new byte[8192];
         bool headSent = false, broke = false;

@@ -97,6 +97,7 @@ internal sealed class AiStreamTranslator
     private readonly string _id;
     private readonly long _created;
     private readonly PromptGuard? _mask;
+    private readonly GuardFindings? _findings;
     private readonly StringBuilder _held = new();
     private readonly ArrayBufferWriter<byte> _out = new(1024);
     private readonly Utf8JsonWriter _w;
@@ -108,13 +109,14 @@ internal sealed class AiStreamTranslator
     public bool Done { get; private set; }
     public string? Error { get; private set; }
 
-    public AiStreamTranslator(ProviderFamily family, string model, string id, long created, PromptGuard? mask)
+    public AiStreamTranslator(ProviderFamily family, string model, string id, long created, PromptGuard? mask, GuardFindings? findings = null)
     {
         _family = family;
         _model = model;
         _id = id;
         _created = created;
         _mask = mask;
+        _findings = findings;
         _w = new Utf8JsonWriter(_out);
     }
 
@@ -371,7 +373,7 @@ internal sealed class AiStreamTranslator
         int take = cut < 0 ? _held.Length : cut + 1;
         var ready = _held.ToString(0, take);
         _held.Remove(0, take);
-        Content(_mask.Scan(ready, out _));
+        Content(_mask.Scan(ready, out _, _findings));
     }
 
     private void Content(string text)
@@ -385,7 +387,7 @@ internal sealed class AiStreamTranslator
     private void Release()
     {
         if (_held.Length == 0 || _mask is null) return;
-        var masked = _mask.Scan(_held.ToString(), out _);
+        var masked = _mask.Scan(_held.ToString(), out _, _findings);
         _held.Clear();
         Content(masked);
     }
