@@ -89,6 +89,24 @@ public sealed class PromptGuardTests : IDisposable
         Assert.False(found);
     }
 
+    [Theory]
+    [InlineData("mask", "[SLOW]")]
+    [InlineData("block", null)]
+    public void CustomPattern_OutOfTime_FailsClosed_TheWholeTextIsAFinding(string action, string? masked)
+    {
+        // a pattern with catastrophic backtracking on a text that almost matches: it runs into its 100 ms timeout
+        var registry = Prometheus.Metrics.NewCustomRegistry();
+        var counter = Prometheus.Metrics.WithCustomRegistry(registry).CreateCounter("g", "g", "route", "kind", "action");
+        var guard = new PromptGuard(new AiGuardConfig { Action = action, Patterns = [new AiGuardPatternConfig { Kind = "slow", Pattern = "(x+x+)+y" }] }, "r", counter);
+        var findings = guard.NewFindings();
+        string text = "id " + new string('x', 64) + " end";
+        var result = guard.Scan(text, out bool found, findings);
+        Assert.True(found);
+        Assert.Equal(masked ?? text, result);
+        Assert.Equal(1, counter.WithLabels("r", "slow", action).Value);
+        Assert.Equal(action + " slow:1", findings.Summary);
+    }
+
     private static async Task<RawResponse> ChatAsync(TestGateway gw, string prompt)
     {
         var body = JsonSerializer.Serialize(new { model = "m", messages = new[] { new { role = "user", content = prompt } } });
