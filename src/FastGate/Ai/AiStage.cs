@@ -360,7 +360,7 @@ internal static class AiStage
             byte[]? bytes;
             try
             {
-                bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
+                bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes, response.Content.Headers.ContentLength).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or HttpRequestException)
             {
@@ -401,79 +401,109 @@ internal static class AiStage
         // a stream: translated event by event as it arrives; the head goes out with the first event
         var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses, call.Findings);
         var framer = new SseFramer(1 << 20);
-        var buffer = new byte[8192];
-        bool headSent = false, broke = false;
-        outcome.Status = 200;
-        while (true)
+        var buffer = ArrayPool<byte>.Shared.Rent(8192); // the read buffer goes back to the pool with the framer's
+        try
         {
-            int n;
-            try
+            bool headSent = false, broke = false;
+            outcome.Status = 200;
+            while (true)
             {
-                n = await content.ReadAsync(buffer).ConfigureAwait(false);
+                int n;
+                try
+                {
+                    n = await content.ReadAsync(buffer).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or HttpRequestException)
+                {
+                    if (!headSent) return null; // nothing sent yet: the next target answers
+                    broke = true; // the provider broke off: the caller is told, after what was sent
+                    break;
+                }
+                if (n == 0) break;
+                if (!framer.Append(buffer.AsSpan(0, n)))
+                {
+                    broke = true; // an event over the framer's bound: not a stream to relay further
+                    break;
+                }
+                try
+                {
+                    while (framer.TryNext(out var data)) translator.OnEvent(data);
+                }
+                catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
+                {
+                    broke = true;
+                    break;
+                }
+                if (translator.Pending.Length == 0) continue;
+                if (!headSent)
+                {
+                    WriteStreamHead(output, call);
+                    headSent = true;
+                    usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
+                }
+                WriteChunk(output, translator.Pending);
+                translator.Take();
+                var flush = await output.FlushAsync().ConfigureAwait(false);
+                if (flush.IsCompleted)
+                {
+                    outcome.ClientGone = true;
+                    outcome.PromptTokens = translator.Usage.Prompt; // what the provider reported so far
+                    outcome.CompletionTokens = translator.Usage.Completion;
+                    return outcome;
+                }
+                if (translator.Done) break;
             }
-            catch (Exception e) when (e is IOException or HttpRequestException)
-            {
-                if (!headSent) return null; // nothing sent yet: the next target answers
-                broke = true; // the provider broke off: the caller is told, after what was sent
-                break;
-            }
-            if (n == 0) break;
-            if (!framer.Append(buffer.AsSpan(0, n)))
-            {
-                broke = true; // an event over the framer's bound: not a stream to relay further
-                break;
-            }
-            try
-            {
-                while (framer.TryNext(out var data)) translator.OnEvent(data);
-            }
-            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
-            {
-                broke = true;
-                break;
-            }
-            if (translator.Pending.Length == 0) continue;
-            if (!headSent)
-            {
-                WriteStreamHead(output, call);
-                headSent = true;
-                usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
-            }
+            if (broke) translator.Abort();
+            else translator.Finish();
+            if (!headSent) WriteStreamHead(output, call);
             WriteChunk(output, translator.Pending);
-            translator.Take();
-            var flush = await output.FlushAsync().ConfigureAwait(false);
-            if (flush.IsCompleted)
-            {
-                outcome.ClientGone = true;
-                outcome.PromptTokens = translator.Usage.Prompt; // what the provider reported so far
-                outcome.CompletionTokens = translator.Usage.Completion;
-                return outcome;
-            }
-            if (translator.Done) break;
+            output.Write("0\r\n\r\n"u8);
+            var last = await output.FlushAsync().ConfigureAwait(false);
+            outcome.ClientGone = last.IsCompleted;
+            outcome.PromptTokens = translator.Usage.Prompt;
+            outcome.CompletionTokens = translator.Usage.Completion;
+            return outcome;
         }
-        if (broke) translator.Abort();
-        else translator.Finish();
-        if (!headSent) WriteStreamHead(output, call);
-        WriteChunk(output, translator.Pending);
-        output.Write("0\r\n\r\n"u8);
-        var last = await output.FlushAsync().ConfigureAwait(false);
-        outcome.ClientGone = last.IsCompleted;
-        outcome.PromptTokens = translator.Usage.Prompt;
-        outcome.CompletionTokens = translator.Usage.Completion;
-        return outcome;
+        finally
+        {
+            framer.Dispose();
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
-    private static async Task<byte[]?> ReadBoundedAsync(Stream s, long max)
+    /// <summary>A whole response body, at most <paramref name="max"/> bytes (null when larger). With a Content-Length it
+    /// is read into one array of that size; otherwise through a pooled buffer.</summary>
+    private static async Task<byte[]?> ReadBoundedAsync(Stream s, long max, long? length)
     {
-        var ms = new MemoryStream();
-        var buffer = new byte[8192];
-        int n;
-        while ((n = await s.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+        if (length > max) return null;
+        if (length is { } exact)
         {
-            if (ms.Length + n > max) return null;
-            ms.Write(buffer, 0, n);
+            var body = new byte[exact];
+            int have = 0;
+            while (have < body.Length)
+            {
+                int read = await s.ReadAsync(body.AsMemory(have)).ConfigureAwait(false);
+                if (read == 0) throw new IOException("the provider's response ended before its Content-Length");
+                have += read;
+            }
+            return body;
         }
-        return ms.ToArray();
+        var ms = new MemoryStream();
+        var buffer = ArrayPool<byte>.Shared.Rent(8192);
+        try
+        {
+            int n;
+            while ((n = await s.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+            {
+                if (ms.Length + n > max) return null;
+                ms.Write(buffer, 0, n);
+            }
+            return ms.ToArray();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     private static async Task<AiOutcome> ModelsAsync(AiRoute ai, AiCall call, PipeWriter output)

@@ -9,16 +9,37 @@ namespace FastGate.Ai;
 /// split it (inside a line, between CR and LF, inside a multi-byte character). Only "data" is kept (the providers'
 /// "event" names repeat the JSON's "type"). Allocation-free once its two buffers have grown to the largest event.
 /// </summary>
-internal sealed class SseFramer
+internal sealed class SseFramer : IDisposable
 {
-    private byte[] _pending = new byte[4096];
+    // both buffers come from the shared ArrayPool and go back on Dispose (a stream's relay would otherwise allocate
+    // 8 KB for them on every call)
+    private byte[] _pending = ArrayPool<byte>.Shared.Rent(4096);
     private int _length;
     private int _start; // bytes before this belong to events already returned
-    private byte[] _data = new byte[4096];
+    private byte[] _data = ArrayPool<byte>.Shared.Rent(4096);
     private int _dataLength;
     private readonly int _max;
 
     public SseFramer(int maxEventBytes) => _max = maxEventBytes;
+
+    /// <summary>Gives the buffers back; the data of the last event returned is invalid after this.</summary>
+    public void Dispose()
+    {
+        var pending = Interlocked.Exchange(ref _pending, []);
+        var data = Interlocked.Exchange(ref _data, []);
+        if (pending.Length > 0) ArrayPool<byte>.Shared.Return(pending);
+        if (data.Length > 0) ArrayPool<byte>.Shared.Return(data);
+        _length = _start = _dataLength = 0;
+    }
+
+    private static void Grow(ref byte[] buffer, int used, int need)
+    {
+        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(buffer.Length * 2, need));
+        buffer.AsSpan(0, used).CopyTo(bigger);
+        var old = buffer;
+        buffer = bigger;
+        if (old.Length > 0) ArrayPool<byte>.Shared.Return(old);
+    }
 
     /// <summary>Adds bytes; false when one event grew past the bound.</summary>
     public bool Append(ReadOnlySpan<byte> bytes)
@@ -32,7 +53,7 @@ internal sealed class SseFramer
         if (_length + bytes.Length > _pending.Length)
         {
             if (_length + bytes.Length > _max) return false;
-            Array.Resize(ref _pending, Math.Max(_pending.Length * 2, _length + bytes.Length));
+            Grow(ref _pending, _length, _length + bytes.Length);
         }
         bytes.CopyTo(_pending.AsSpan(_length));
         _length += bytes.Length;
@@ -79,7 +100,7 @@ internal sealed class SseFramer
 
     private void AppendData(ReadOnlySpan<byte> bytes)
     {
-        if (_dataLength + bytes.Length > _data.Length) Array.Resize(ref _data, Math.Max(_data.Length * 2, _dataLength + bytes.Length));
+        if (_dataLength + bytes.Length > _data.Length) Grow(ref _data, _dataLength, _dataLength + bytes.Length);
         bytes.CopyTo(_data.AsSpan(_dataLength));
         _dataLength += bytes.Length;
     }
