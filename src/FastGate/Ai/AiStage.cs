@@ -256,7 +256,7 @@ internal static class AiStage
                 string failure;
                 try
                 {
-                    response = await provider.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, headTimeout.Token).ConfigureAwait(false);
+                    response = await provider.Http.SendAsync(request, headTimeout.Token).ConfigureAwait(false); // returns at the head: the body is streamed
                 }
                 catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
                 {

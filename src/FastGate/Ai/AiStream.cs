@@ -122,7 +122,7 @@ internal sealed class AiStreamTranslator
     private readonly StringBuilder _held = new();
     private readonly ArrayBufferWriter<byte> _out = new(1024);
     private readonly Utf8JsonWriter _w;
-    private readonly Dictionary<int, int> _anthropicToolIndex = [];
+    private Dictionary<int, int>? _anthropicToolIndex; // made by the first Anthropic tool_use block
     private bool _started;
     private int _tools;
     private string? _finish;
@@ -296,7 +296,7 @@ internal sealed class AiStreamTranslator
             var delta = root.GetProperty("delta"u8);
             var dt = delta.GetProperty("type"u8);
             if (dt.ValueEquals("text_delta"u8)) Text(delta.GetProperty("text"u8));
-            else if (dt.ValueEquals("input_json_delta"u8) && _anthropicToolIndex.TryGetValue(root.GetProperty("index"u8).GetInt32(), out int index))
+            else if (dt.ValueEquals("input_json_delta"u8) && _anthropicToolIndex is not null && _anthropicToolIndex.TryGetValue(root.GetProperty("index"u8).GetInt32(), out int index))
             {
                 var part = delta.GetProperty("partial_json"u8).GetString()!;
                 BeginChunk();
@@ -315,7 +315,7 @@ internal sealed class AiStreamTranslator
             {
                 Release();
                 int index = _tools++;
-                _anthropicToolIndex[root.GetProperty("index"u8).GetInt32()] = index;
+                (_anthropicToolIndex ??= [])[root.GetProperty("index"u8).GetInt32()] = index;
                 var id = block.GetProperty("id"u8).GetString();
                 var toolName = block.GetProperty("name"u8).GetString();
                 BeginChunk();
