@@ -98,8 +98,10 @@ public sealed record AiModelConfig
 
 public sealed record AiGuardConfig
 {
-    /// <summary>Detectors: email, phone, card, iban, ipv4, secret.</summary>
+    /// <summary>Detectors: email, phone, card, iban, ipv4, secret, ssn (US), nino (UK).</summary>
     public IReadOnlyList<string> Detect { get; init; } = [];
+    /// <summary>Custom detectors: a regular expression per kind, masked as [KIND] and counted under the kind.</summary>
+    public IReadOnlyList<AiGuardPatternConfig> Patterns { get; init; } = [];
     /// <summary>mask (replace with [KIND]), block (400), or report (count only).</summary>
     public string Action { get; init; } = "mask";
     /// <summary>Mask responses too (streamed ones event by event).</summary>
@@ -110,9 +112,21 @@ public sealed record AiGuardConfig
     public long MaxPromptTokens { get; init; }
 }
 
-/// <summary>Binds and checks <c>routes[].ai</c>.</summary>
-internal static class AiConfigBinder
+public sealed record AiGuardPatternConfig
 {
+    /// <summary>The finding's kind: the metric label, the access log's name and the mask ([KIND]).</summary>
+    public string Kind { get; init; } = "";
+    /// <summary>A .NET regular expression.</summary>
+    public string Pattern { get; init; } = "";
+    public bool IgnoreCase { get; init; }
+}
+
+/// <summary>Binds and checks <c>routes[].ai</c>.</summary>
+internal static partial class AiConfigBinder
+{
+    [System.Text.RegularExpressions.GeneratedRegex("^[a-z][a-z0-9_-]{0,31}$")]
+    private static partial System.Text.RegularExpressions.Regex GuardKind();
+
     internal static readonly string[] AiProperties = ConfigReader.Names(nameof(AiRouteConfig.Providers), nameof(AiRouteConfig.Models),
         nameof(AiRouteConfig.MaxBodyBytes), nameof(AiRouteConfig.MaxResponseBytes), nameof(AiRouteConfig.ConnectTimeout),
         nameof(AiRouteConfig.ResponseTimeout), nameof(AiRouteConfig.Cooldown), nameof(AiRouteConfig.Guard), nameof(AiRouteConfig.Access),
@@ -125,11 +139,13 @@ internal static class AiConfigBinder
         nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.BasePath), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
         nameof(AiProviderConfig.KeyReloadInterval), nameof(AiProviderConfig.ApiVersion));
     internal static readonly string[] ModelProperties = ConfigReader.Names(nameof(AiModelConfig.Name), nameof(AiModelConfig.Targets), nameof(AiModelConfig.Weights));
-    internal static readonly string[] GuardProperties = ConfigReader.Names(nameof(AiGuardConfig.Detect), nameof(AiGuardConfig.Action),
-        nameof(AiGuardConfig.Responses), nameof(AiGuardConfig.Deny), nameof(AiGuardConfig.MaxPromptTokens));
+    internal static readonly string[] GuardProperties = ConfigReader.Names(nameof(AiGuardConfig.Detect), nameof(AiGuardConfig.Patterns),
+        nameof(AiGuardConfig.Action), nameof(AiGuardConfig.Responses), nameof(AiGuardConfig.Deny), nameof(AiGuardConfig.MaxPromptTokens));
+    internal static readonly string[] GuardPatternProperties = ConfigReader.Names(nameof(AiGuardPatternConfig.Kind),
+        nameof(AiGuardPatternConfig.Pattern), nameof(AiGuardPatternConfig.IgnoreCase));
 
     internal static readonly string[] Kinds = ["openai", "azure-openai", "anthropic", "gemini", "mistral", "deepseek", "openai-compatible"];
-    internal static readonly string[] Detectors = ["email", "phone", "card", "iban", "ipv4", "secret"];
+    internal static readonly string[] Detectors = ["email", "phone", "card", "iban", "ipv4", "secret", "ssn", "nino"];
 
     public static AiRouteConfig? Bind(JsonElement route, string p, ConfigReader r)
     {
@@ -215,6 +231,16 @@ internal static class AiConfigBinder
         return new AiGuardConfig
         {
             Detect = r.Strings(g, gp, nameof(AiGuardConfig.Detect)),
+            Patterns = r.Objects(g, gp, nameof(AiGuardConfig.Patterns), false, (x, xp) =>
+            {
+                r.CheckUnknown(x, xp, GuardPatternProperties);
+                return new AiGuardPatternConfig
+                {
+                    Kind = r.String(x, xp, nameof(AiGuardPatternConfig.Kind), required: true) ?? "",
+                    Pattern = r.String(x, xp, nameof(AiGuardPatternConfig.Pattern), required: true) ?? "",
+                    IgnoreCase = r.Bool(x, xp, nameof(AiGuardPatternConfig.IgnoreCase)) ?? false,
+                };
+            }),
             Action = r.String(g, gp, nameof(AiGuardConfig.Action)) ?? "mask",
             Responses = r.Bool(g, gp, nameof(AiGuardConfig.Responses)) ?? false,
             Deny = r.Strings(g, gp, nameof(AiGuardConfig.Deny)),
@@ -314,6 +340,23 @@ internal static class AiConfigBinder
             if (g.Action is not ("mask" or "block" or "report")) errors.Add(new ConfigError(gp + ".action", $"expected mask, block or report (found '{g.Action}')"));
             for (int i = 0; i < g.Detect.Count; i++)
                 if (Array.IndexOf(Detectors, g.Detect[i]) < 0) errors.Add(new ConfigError($"{gp}.detect[{i}]", $"unknown detector '{g.Detect[i]}' (known: {string.Join(", ", Detectors)})"));
+            var kinds = new HashSet<string>(StringComparer.Ordinal);
+            for (int i = 0; i < g.Patterns.Count; i++)
+            {
+                var pat = g.Patterns[i];
+                string pp = $"{gp}.patterns[{i}]";
+                if (pat.Kind.Length > 0)
+                {
+                    if (!GuardKind().IsMatch(pat.Kind))
+                        errors.Add(new ConfigError(pp + ".kind", "a kind is 1-32 of a-z, 0-9, '-' and '_', starting with a letter (it is a metric label and the mask's name)"));
+                    else if (Array.IndexOf(Detectors, pat.Kind) >= 0 || pat.Kind == "deny")
+                        errors.Add(new ConfigError(pp + ".kind", $"'{pat.Kind}' is a built-in kind (use detect for it)"));
+                    else if (!kinds.Add(pat.Kind)) errors.Add(new ConfigError(pp + ".kind", $"duplicate kind '{pat.Kind}'"));
+                }
+                if (pat.Pattern.Length == 0) continue; // required: reported by the binder
+                try { _ = new System.Text.RegularExpressions.Regex(pat.Pattern); }
+                catch (ArgumentException ex) { errors.Add(new ConfigError(pp + ".pattern", "not a regular expression: " + ex.Message)); }
+            }
             for (int i = 0; i < g.Deny.Count; i++)
             {
                 try { _ = new System.Text.RegularExpressions.Regex(g.Deny[i]); }

@@ -19,7 +19,9 @@ public sealed class AiProvider
     public string? ApiVersion { get; init; }
     /// <summary>With a cluster: the API path after the destination's address.</summary>
     public string BasePath { get; init; } = "";
-    public required HttpClient Http { get; init; }
+    /// <summary>The provider's client: the handler itself behind an HttpMessageInvoker (no HttpClient: its linked
+    /// cancellation source and async box per call buy nothing here; the head timeout is the stage's own).</summary>
+    public required HttpMessageInvoker Http { get; init; }
     public required AiKeyPool Keys { get; init; }
 }
 
@@ -230,7 +232,7 @@ public sealed class AiRoute
                 Cluster = p.Cluster is null ? null : clusters[p.Cluster],
                 ApiVersion = p.ApiVersion,
                 BasePath = p.BasePath?.TrimEnd('/') ?? "",
-                Http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan },
+                Http = new HttpMessageInvoker(handler),
                 Keys = new AiKeyPool(p.KeyEnv.ToArray(), p.KeyFiles.Select(f => Configuration.ConfigPath.Resolve(f, baseDirectory)).ToArray(),
                     p.KeyReloadInterval, time ?? TimeProvider.System),
             };

@@ -20,12 +20,15 @@ internal sealed class AiCall
     public required byte[] Body { get; init; }
     public string? Consumer { get; init; }
     public required byte[] RequestId { get; init; }
-    /// <summary>Response lines the gateway adds (HSTS, CORS, quota headers).</summary>
-    public required byte[] ExtraLines { get; init; }
+    /// <summary>Response lines the gateway adds (HSTS, CORS, the route's quota headers; the AI quotas' are appended
+    /// once they are checked).</summary>
+    public required byte[] ExtraLines { get; set; }
     public required bool Close { get; init; }
     public long Started { get; init; }
     /// <summary>The admission's exchange (cluster providers pick their destination with it).</summary>
     public required Pipeline.Exchange Exchange { get; init; }
+    /// <summary>The prompt guard's findings of this call, prompt and response (routes with a guard only).</summary>
+    public GuardFindings? Findings { get; set; }
 }
 
 /// <summary>How an AI call ended.</summary>
@@ -39,6 +42,8 @@ internal struct AiOutcome
     /// <summary>The model alias called (null: none was resolved) and the provider that answered (null: none).</summary>
     public string? Model;
     public string? Provider;
+    /// <summary>The prompt guard's findings by kind (the access log's "guard"; null when none).</summary>
+    public string? Guard;
 }
 
 /// <summary>
@@ -109,14 +114,16 @@ internal static class AiStage
                         return refusal;
                     }
                     charges = refused.Charges;
+                    if (refused.Lines is { Length: > 0 } quotaLines) call.ExtraLines = [.. call.ExtraLines, .. quotaLines];
                 }
                 bool stream = chat && root.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True;
                 // the prompt guard, before anything leaves the gateway
                 AiRequestWriter.Filter filter = static t => t;
                 if (ai.Guard is { } guard)
                 {
+                    var findings = call.Findings = guard.NewFindings();
                     var prompt = PromptText(root, chat);
-                    if (guard.IsDenied(prompt))
+                    if (guard.IsDenied(prompt, findings))
                         return await ErrorAsync(output, call, 403, RejectReason.AiRequestInvalid, "the prompt matches a denied pattern", "invalid_request_error", "prompt_denied");
                     if (guard.MaxPromptTokens > 0 && Encoding.UTF8.GetByteCount(prompt) / 4 > guard.MaxPromptTokens)
                         return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the prompt is longer than this route allows", "invalid_request_error", "context_length_exceeded");
@@ -124,11 +131,11 @@ internal static class AiStage
                     {
                         if (guard.Action == GuardAction.Block)
                         {
-                            guard.Scan(prompt, out bool found);
+                            guard.Scan(prompt, out bool found, findings);
                             if (found)
                                 return await ErrorAsync(output, call, 400, RejectReason.AiRequestInvalid, "the prompt contains personal data or secrets", "invalid_request_error", "sensitive_data");
                         }
-                        else filter = t => guard.Scan(t, out _);
+                        else filter = t => guard.Scan(t, out _, findings);
                     }
                 }
                 return await CallAsync(ai, call, output, root, model, chat, stream, filter, outcome, charges);
@@ -143,12 +150,17 @@ internal static class AiStage
     /// <summary>
     /// Checks (at cost 0) each quota that applies to the caller and <paramref name="model"/>; the first one spent
     /// answers 429 (the limiter's status) with Retry-After, the RateLimit headers and an OpenAI rate-limit error body.
-    /// Otherwise returns the keys the call's tokens are to be charged to (none for a caller without the limiter's key).
+    /// Otherwise returns the keys the call's tokens are to be charged to (none for a caller without the limiter's key),
+    /// and the <c>RateLimit-Policy</c>/<c>RateLimit</c> lines of the quotas with <c>headers</c> (the budget as it was
+    /// when the call was admitted: its own tokens are charged after the response, whose head leaves first), written by
+    /// the limiters' one header writer (RateLimitHeaders), as on every other route.
     /// </summary>
-    private static async Task<(AiOutcome? Refused, List<(RateLimiting.CompiledLimiter, byte[])>? Charges)> CheckQuotasAsync(
+    private static async Task<(AiOutcome? Refused, List<(RateLimiting.CompiledLimiter, byte[])>? Charges, byte[]? Lines)> CheckQuotasAsync(
         AiRoute ai, AiCall call, string model, PipeWriter output)
     {
         List<(RateLimiting.CompiledLimiter, byte[])>? charges = null;
+        byte[]? allowedLines = null;
+        int allowedLength = 0;
         var x = call.Exchange;
         byte[]? buffer = null;
         foreach (var quota in ai.Quotas)
@@ -177,12 +189,18 @@ internal static class AiStage
                     "tokens", "rate_limit_exceeded");
                 var refused = await WriteAsync(output, call, decision.StatusCode, body, "application/json", RejectReason.RateLimited, default,
                     lines.AsMemory(0, length)).ConfigureAwait(false);
-                return (refused, null);
+                return (refused, null, null);
             }
             limiter.Allowed.Inc();
             if (key is not null) (charges ??= []).Add((limiter, key));
+            if (limiter.Definition.QuotaHeaders)
+            {
+                int need = allowedLength + RateLimiting.RateLimitHeaders.MaxLength(limiter.Definition);
+                if (allowedLines is null || allowedLines.Length < need) Array.Resize(ref allowedLines, need);
+                allowedLength += Math.Max(0, RateLimiting.RateLimitHeaders.Write(allowedLines.AsSpan(allowedLength), decision, limiter.Definition));
+            }
         }
-        return (null, charges);
+        return (null, charges, allowedLines?[..allowedLength]);
     }
 
     private static string PromptText(JsonElement root, bool chat)
@@ -238,7 +256,7 @@ internal static class AiStage
                 string failure;
                 try
                 {
-                    response = await provider.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, headTimeout.Token).ConfigureAwait(false);
+                    response = await provider.Http.SendAsync(request, headTimeout.Token).ConfigureAwait(false); // returns at the head: the body is streamed
                 }
                 catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
                 {
@@ -342,7 +360,7 @@ internal static class AiStage
             byte[]? bytes;
             try
             {
-                bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes).ConfigureAwait(false);
+                bytes = await ReadBoundedAsync(content, ai.MaxResponseBytes, response.Content.Headers.ContentLength).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or HttpRequestException)
             {
@@ -355,7 +373,7 @@ internal static class AiStage
                 return await WriteAsync(output, call, status, AiResponseWriter.ProviderError(status, bytes), "application/json", RejectReason.None, outcome);
             byte[] translated;
             var tokens = new AiUsage();
-            Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _);
+            Func<string, string> mask = maskResponses is null ? static t => t : t => maskResponses.Scan(t, out _, call.Findings);
             try
             {
                 using var doc = JsonDocument.Parse(bytes);
@@ -381,81 +399,111 @@ internal static class AiStage
         }
 
         // a stream: translated event by event as it arrives; the head goes out with the first event
-        var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses);
+        var translator = new AiStreamTranslator(provider.Family, target.Model, id, created, maskResponses, call.Findings);
         var framer = new SseFramer(1 << 20);
-        var buffer = new byte[8192];
-        bool headSent = false, broke = false;
-        outcome.Status = 200;
-        while (true)
+        var buffer = ArrayPool<byte>.Shared.Rent(8192); // the read buffer goes back to the pool with the framer's
+        try
         {
-            int n;
-            try
+            bool headSent = false, broke = false;
+            outcome.Status = 200;
+            while (true)
             {
-                n = await content.ReadAsync(buffer).ConfigureAwait(false);
+                int n;
+                try
+                {
+                    n = await content.ReadAsync(buffer).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or HttpRequestException)
+                {
+                    if (!headSent) return null; // nothing sent yet: the next target answers
+                    broke = true; // the provider broke off: the caller is told, after what was sent
+                    break;
+                }
+                if (n == 0) break;
+                if (!framer.Append(buffer.AsSpan(0, n)))
+                {
+                    broke = true; // an event over the framer's bound: not a stream to relay further
+                    break;
+                }
+                try
+                {
+                    while (framer.TryNext(out var data)) translator.OnEvent(data);
+                }
+                catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
+                {
+                    broke = true;
+                    break;
+                }
+                if (translator.Pending.Length == 0) continue;
+                if (!headSent)
+                {
+                    WriteStreamHead(output, call);
+                    headSent = true;
+                    usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
+                }
+                WriteChunk(output, translator.Pending);
+                translator.Take();
+                var flush = await output.FlushAsync().ConfigureAwait(false);
+                if (flush.IsCompleted)
+                {
+                    outcome.ClientGone = true;
+                    outcome.PromptTokens = translator.Usage.Prompt; // what the provider reported so far
+                    outcome.CompletionTokens = translator.Usage.Completion;
+                    return outcome;
+                }
+                if (translator.Done) break;
             }
-            catch (Exception e) when (e is IOException or HttpRequestException)
-            {
-                if (!headSent) return null; // nothing sent yet: the next target answers
-                broke = true; // the provider broke off: the caller is told, after what was sent
-                break;
-            }
-            if (n == 0) break;
-            if (!framer.Append(buffer.AsSpan(0, n)))
-            {
-                broke = true; // an event over the framer's bound: not a stream to relay further
-                break;
-            }
-            try
-            {
-                while (framer.TryNext(out var data)) translator.OnEvent(data);
-            }
-            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
-            {
-                broke = true;
-                break;
-            }
-            if (translator.Pending.Length == 0) continue;
-            if (!headSent)
-            {
-                WriteStreamHead(output, call);
-                headSent = true;
-                usage.FirstToken.Observe(Stopwatch.GetElapsedTime(call.Started).TotalSeconds);
-            }
+            if (broke) translator.Abort();
+            else translator.Finish();
+            if (!headSent) WriteStreamHead(output, call);
             WriteChunk(output, translator.Pending);
-            translator.Take();
-            var flush = await output.FlushAsync().ConfigureAwait(false);
-            if (flush.IsCompleted)
-            {
-                outcome.ClientGone = true;
-                outcome.PromptTokens = translator.Usage.Prompt; // what the provider reported so far
-                outcome.CompletionTokens = translator.Usage.Completion;
-                return outcome;
-            }
-            if (translator.Done) break;
+            output.Write("0\r\n\r\n"u8);
+            var last = await output.FlushAsync().ConfigureAwait(false);
+            outcome.ClientGone = last.IsCompleted;
+            outcome.PromptTokens = translator.Usage.Prompt;
+            outcome.CompletionTokens = translator.Usage.Completion;
+            return outcome;
         }
-        if (broke) translator.Abort();
-        else translator.Finish();
-        if (!headSent) WriteStreamHead(output, call);
-        WriteChunk(output, translator.Pending);
-        output.Write("0\r\n\r\n"u8);
-        var last = await output.FlushAsync().ConfigureAwait(false);
-        outcome.ClientGone = last.IsCompleted;
-        outcome.PromptTokens = translator.Usage.Prompt;
-        outcome.CompletionTokens = translator.Usage.Completion;
-        return outcome;
+        finally
+        {
+            framer.Dispose();
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
-    private static async Task<byte[]?> ReadBoundedAsync(Stream s, long max)
+    /// <summary>A whole response body, at most <paramref name="max"/> bytes (null when larger). With a Content-Length it
+    /// is read into one array of that size; otherwise through a pooled buffer.</summary>
+    private static async Task<byte[]?> ReadBoundedAsync(Stream s, long max, long? length)
     {
-        var ms = new MemoryStream();
-        var buffer = new byte[8192];
-        int n;
-        while ((n = await s.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+        if (length > max) return null;
+        if (length is { } exact)
         {
-            if (ms.Length + n > max) return null;
-            ms.Write(buffer, 0, n);
+            var body = new byte[exact];
+            int have = 0;
+            while (have < body.Length)
+            {
+                int read = await s.ReadAsync(body.AsMemory(have)).ConfigureAwait(false);
+                if (read == 0) throw new IOException("the provider's response ended before its Content-Length");
+                have += read;
+            }
+            return body;
         }
-        return ms.ToArray();
+        var ms = new MemoryStream();
+        var buffer = ArrayPool<byte>.Shared.Rent(8192);
+        try
+        {
+            int n;
+            while ((n = await s.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+            {
+                if (ms.Length + n > max) return null;
+                ms.Write(buffer, 0, n);
+            }
+            return ms.ToArray();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     private static async Task<AiOutcome> ModelsAsync(AiRoute ai, AiCall call, PipeWriter output)

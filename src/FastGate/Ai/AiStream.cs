@@ -9,16 +9,37 @@ namespace FastGate.Ai;
 /// split it (inside a line, between CR and LF, inside a multi-byte character). Only "data" is kept (the providers'
 /// "event" names repeat the JSON's "type"). Allocation-free once its two buffers have grown to the largest event.
 /// </summary>
-internal sealed class SseFramer
+internal sealed class SseFramer : IDisposable
 {
-    private byte[] _pending = new byte[4096];
+    // both buffers come from the shared ArrayPool and go back on Dispose (a stream's relay would otherwise allocate
+    // 8 KB for them on every call)
+    private byte[] _pending = ArrayPool<byte>.Shared.Rent(4096);
     private int _length;
     private int _start; // bytes before this belong to events already returned
-    private byte[] _data = new byte[4096];
+    private byte[] _data = ArrayPool<byte>.Shared.Rent(4096);
     private int _dataLength;
     private readonly int _max;
 
     public SseFramer(int maxEventBytes) => _max = maxEventBytes;
+
+    /// <summary>Gives the buffers back; the data of the last event returned is invalid after this.</summary>
+    public void Dispose()
+    {
+        var pending = Interlocked.Exchange(ref _pending, []);
+        var data = Interlocked.Exchange(ref _data, []);
+        if (pending.Length > 0) ArrayPool<byte>.Shared.Return(pending);
+        if (data.Length > 0) ArrayPool<byte>.Shared.Return(data);
+        _length = _start = _dataLength = 0;
+    }
+
+    private static void Grow(ref byte[] buffer, int used, int need)
+    {
+        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(buffer.Length * 2, need));
+        buffer.AsSpan(0, used).CopyTo(bigger);
+        var old = buffer;
+        buffer = bigger;
+        if (old.Length > 0) ArrayPool<byte>.Shared.Return(old);
+    }
 
     /// <summary>Adds bytes; false when one event grew past the bound.</summary>
     public bool Append(ReadOnlySpan<byte> bytes)
@@ -32,7 +53,7 @@ internal sealed class SseFramer
         if (_length + bytes.Length > _pending.Length)
         {
             if (_length + bytes.Length > _max) return false;
-            Array.Resize(ref _pending, Math.Max(_pending.Length * 2, _length + bytes.Length));
+            Grow(ref _pending, _length, _length + bytes.Length);
         }
         bytes.CopyTo(_pending.AsSpan(_length));
         _length += bytes.Length;
@@ -79,7 +100,7 @@ internal sealed class SseFramer
 
     private void AppendData(ReadOnlySpan<byte> bytes)
     {
-        if (_dataLength + bytes.Length > _data.Length) Array.Resize(ref _data, Math.Max(_data.Length * 2, _dataLength + bytes.Length));
+        if (_dataLength + bytes.Length > _data.Length) Grow(ref _data, _dataLength, _dataLength + bytes.Length);
         bytes.CopyTo(_data.AsSpan(_dataLength));
         _dataLength += bytes.Length;
     }
@@ -97,10 +118,11 @@ internal sealed class AiStreamTranslator
     private readonly string _id;
     private readonly long _created;
     private readonly PromptGuard? _mask;
+    private readonly GuardFindings? _findings;
     private readonly StringBuilder _held = new();
     private readonly ArrayBufferWriter<byte> _out = new(1024);
     private readonly Utf8JsonWriter _w;
-    private readonly Dictionary<int, int> _anthropicToolIndex = [];
+    private Dictionary<int, int>? _anthropicToolIndex; // made by the first Anthropic tool_use block
     private bool _started;
     private int _tools;
     private string? _finish;
@@ -108,13 +130,14 @@ internal sealed class AiStreamTranslator
     public bool Done { get; private set; }
     public string? Error { get; private set; }
 
-    public AiStreamTranslator(ProviderFamily family, string model, string id, long created, PromptGuard? mask)
+    public AiStreamTranslator(ProviderFamily family, string model, string id, long created, PromptGuard? mask, GuardFindings? findings = null)
     {
         _family = family;
         _model = model;
         _id = id;
         _created = created;
         _mask = mask;
+        _findings = findings;
         _w = new Utf8JsonWriter(_out);
     }
 
@@ -273,7 +296,7 @@ internal sealed class AiStreamTranslator
             var delta = root.GetProperty("delta"u8);
             var dt = delta.GetProperty("type"u8);
             if (dt.ValueEquals("text_delta"u8)) Text(delta.GetProperty("text"u8));
-            else if (dt.ValueEquals("input_json_delta"u8) && _anthropicToolIndex.TryGetValue(root.GetProperty("index"u8).GetInt32(), out int index))
+            else if (dt.ValueEquals("input_json_delta"u8) && _anthropicToolIndex is not null && _anthropicToolIndex.TryGetValue(root.GetProperty("index"u8).GetInt32(), out int index))
             {
                 var part = delta.GetProperty("partial_json"u8).GetString()!;
                 BeginChunk();
@@ -292,7 +315,7 @@ internal sealed class AiStreamTranslator
             {
                 Release();
                 int index = _tools++;
-                _anthropicToolIndex[root.GetProperty("index"u8).GetInt32()] = index;
+                (_anthropicToolIndex ??= [])[root.GetProperty("index"u8).GetInt32()] = index;
                 var id = block.GetProperty("id"u8).GetString();
                 var toolName = block.GetProperty("name"u8).GetString();
                 BeginChunk();
@@ -371,7 +394,7 @@ internal sealed class AiStreamTranslator
         int take = cut < 0 ? _held.Length : cut + 1;
         var ready = _held.ToString(0, take);
         _held.Remove(0, take);
-        Content(_mask.Scan(ready, out _));
+        Content(_mask.Scan(ready, out _, _findings));
     }
 
     private void Content(string text)
@@ -385,7 +408,7 @@ internal sealed class AiStreamTranslator
     private void Release()
     {
         if (_held.Length == 0 || _mask is null) return;
-        var masked = _mask.Scan(_held.ToString(), out _);
+        var masked = _mask.Scan(_held.ToString(), out _, _findings);
         _held.Clear();
         Content(masked);
     }

@@ -198,6 +198,7 @@ public sealed class AccessLog : IAsyncDisposable
             w.WriteNumber("prompt_tokens"u8, e.PromptTokens);
             w.WriteNumber("completion_tokens"u8, e.CompletionTokens);
         }
+        if (e.AiGuard is not null) w.WriteString("guard"u8, e.AiGuard); // AI calls with guard findings: kinds and counts, never a value
         w.WriteEndObject();
     }
 
@@ -256,7 +257,7 @@ public sealed class AccessLog : IAsyncDisposable
         private readonly int[] _lengths = new int[(int)Field.Count];
         public long Sequence;
         public long UtcTicks;
-        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule, Waf, AiModel, AiProvider;
+        public string? Route, Upstream, Consumer, Subject, Device, Decision, Rule, Waf, AiModel, AiProvider, AiGuard;
         public int Status;
         public RejectReason Reason;
         public long BytesIn, BytesOut, Start, UpstreamStart, UpstreamEnd, End, PromptTokens, CompletionTokens;
@@ -299,6 +300,7 @@ public sealed class AccessLog : IAsyncDisposable
             Waf = r.Waf;
             AiModel = r.AiModel;
             AiProvider = r.AiProvider;
+            AiGuard = r.AiGuard;
             PromptTokens = r.PromptTokens;
             CompletionTokens = r.CompletionTokens;
             Status = r.Status;

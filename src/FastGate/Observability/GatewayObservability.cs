@@ -46,6 +46,8 @@ public ref struct RequestRecord
     /// <summary>On AI routes: the model alias called and the provider that answered (config strings, never copied), else null.</summary>
     public string? AiModel;
     public string? AiProvider;
+    /// <summary>The prompt guard's findings of an AI call by kind ("mask email:1,ssn:2"), never a value; null when none.</summary>
+    public string? AiGuard;
     /// <summary>On AI routes: the prompt and completion tokens the provider reported (0 when none).</summary>
     public long PromptTokens;
     public long CompletionTokens;

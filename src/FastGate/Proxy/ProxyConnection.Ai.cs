@@ -56,7 +56,9 @@ internal sealed partial class ProxyConnection
                 StopBodyTiming();
                 _fw.Timing = null;
             }
-            outcome = await Ai.AiStage.HandleAsync(ai, Call(route, body, lines, close, started), _output).ConfigureAwait(false);
+            var call = Call(route, body, lines, close, started);
+            outcome = await Ai.AiStage.HandleAsync(ai, call, _output).ConfigureAwait(false);
+            outcome.Guard = call.Findings?.Summary;
         }
         _exchange.Status = outcome.Status;
         if (outcome.Reason != RejectReason.None)

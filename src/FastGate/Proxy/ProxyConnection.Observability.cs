@@ -60,6 +60,7 @@ internal sealed partial class ProxyConnection
             Waf = _exchange.Waf is { } waf ? RecordWaf(route, waf) : null,
             AiModel = _fw.Ai.Model,
             AiProvider = _fw.Ai.Provider,
+            AiGuard = _fw.Ai.Guard,
             PromptTokens = _fw.Ai.PromptTokens,
             CompletionTokens = _fw.Ai.CompletionTokens,
             BytesIn = parsed ? bytesIn : 0,

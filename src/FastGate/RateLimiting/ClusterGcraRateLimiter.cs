@@ -78,6 +78,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
     {
         long now = timestamp;
         ClusterBucket b = _table.GetOrAdd(key);
+        if (cost == 0) return Check(b, key, now);
         while (true)
         {
             long tokens = Volatile.Read(ref b.State);
@@ -108,13 +109,35 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
         return AcquireFromStoreAsync(b, key.ToArray(), cost, now);
     }
 
+    /// <summary>
+    /// A token quota's check (cost 0): asks the store whether the key is in debt, taking no allowance — a token quota
+    /// is spent by the charges after the responses, so every token debited in Redis is one a response reported (exact
+    /// across gateways; an allowance taken here would be lost whenever a call outlives its lifetime). A refusal is
+    /// remembered until the debt is paid back (charges elsewhere can only make it longer), so a refused key costs no
+    /// store call until then.
+    /// </summary>
+    private ValueTask<RateLimitDecision> Check(ClusterBucket b, ReadOnlySpan<byte> key, long now)
+    {
+        long deniedUntil = Volatile.Read(ref b.DeniedUntil);
+        if (now < deniedUntil)
+            return new ValueTask<RateLimitDecision>(Reject(_burst, 0, Volatile.Read(ref b.RemoteFullAt) - now, deniedUntil - now));
+        if (!_backend.IsConnected || Environment.TickCount64 < Volatile.Read(ref _storeBackoffUntilMs))
+        {
+            _backend.ReportFailure(null);
+            return new ValueTask<RateLimitDecision>(StoreFailed(key, 0, now, countFailure: true));
+        }
+        Counters.StoreWaits.Increment();
+        return AcquireFromStoreAsync(b, key.ToArray(), 0, now);
+    }
+
     private async ValueTask<RateLimitDecision> AcquireFromStoreAsync(ClusterBucket b, byte[] key, long cost, long now)
     {
         GcraReply reply;
         try
         {
             Counters.StoreCalls.Increment();
-            reply = await _backend.EvalGcraAsync(RedisKeyOf(b, key), NowUs(), _intervalUs, _toleranceUs, Math.Max(_batch, cost), cost)
+            // a check (cost 0) wants nothing and needs nothing: refused only when the key is in debt (available < 0)
+            reply = await _backend.EvalGcraAsync(RedisKeyOf(b, key), NowUs(), _intervalUs, _toleranceUs, cost == 0 ? 0 : Math.Max(_batch, cost), cost)
                 .WaitAsync(Definition.StoreTimeout).ConfigureAwait(false);
         }
         catch (Exception e) when (e is RedisException or TimeoutException or ObjectDisposedException)
@@ -123,8 +146,9 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
             _backend.ReportFailure(e);
             return StoreFailed(key, cost, now, countFailure: true);
         }
-        Record(b, reply, now);
-        if (reply.Granted < cost)
+        bool refused = cost == 0 ? reply.Available < 0 : reply.Granted < cost;
+        Record(b, reply, now, refused);
+        if (refused)
         {
             return Reject(_burst, reply.Available, UsToTs(reply.TatMinusNowUs), UsToTs(reply.RetryUs));
         }
@@ -152,7 +176,7 @@ public sealed class ClusterGcraRateLimiter : RateLimiter, IBucketEvictionPolicy<
             Counters.StoreCalls.Increment();
             GcraReply reply = await _backend.EvalGcraAsync(RedisKeyOf(b, null), NowUs(), _intervalUs, _toleranceUs, _batch, 1)
                 .WaitAsync(Definition.StoreTimeout).ConfigureAwait(false);
-            Record(b, reply, now);
+            Record(b, reply, now, refused: reply.Granted == 0);
             if (reply.Granted > 0) Deposit(b, reply.Granted, now);
         }
         catch (Exception e)
@@ -238,11 +262,11 @@ return tat - now
         }
     }
 
-    private void Record(ClusterBucket b, in GcraReply reply, long now)
+    private void Record(ClusterBucket b, in GcraReply reply, long now, bool refused)
     {
-        Volatile.Write(ref b.RemoteRemaining, reply.Available);
+        Volatile.Write(ref b.RemoteRemaining, Math.Max(0, reply.Available));
         Volatile.Write(ref b.RemoteFullAt, now + UsToTs(reply.TatMinusNowUs));
-        if (reply.Granted == 0) Volatile.Write(ref b.DeniedUntil, now + UsToTs(reply.RetryUs));
+        if (refused) Volatile.Write(ref b.DeniedUntil, now + UsToTs(reply.RetryUs));
     }
 
     private void Deposit(ClusterBucket b, long tokens, long now)

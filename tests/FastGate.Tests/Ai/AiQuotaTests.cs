@@ -62,6 +62,85 @@ public sealed class AiQuotaTests
         Assert.Equal(2, gw.Metrics.Rejections.WithLabels("rate_limited").Value);
     }
 
+    /// <summary>An OpenAI stream reporting 5 prompt + 1 completion tokens in its usage event.</summary>
+    internal const string UsageStream =
+        "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"ok\"},\"finish_reason\":null}]}\n\n" +
+        "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n" +
+        "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n" +
+        "data: [DONE]\n\n";
+
+    /// <summary>
+    /// Holds a RateLimit field to the budgets expected: each item's id and remaining tokens exactly, its reset (the
+    /// seconds until the bucket is whole, which the clock wears down while the test runs) within a minute under
+    /// the value at the moment of the charge.
+    /// </summary>
+    internal static void AssertRateLimit(string field, params (string Id, long Remaining, long Reset)[] expected)
+    {
+        var items = field.Split(", ");
+        Assert.Equal(expected.Length, items.Length);
+        for (int i = 0; i < items.Length; i++)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(items[i], "^\"([^\"]+)\";r=(\\d+);t=(\\d+)$");
+            Assert.True(m.Success, items[i]);
+            Assert.Equal(expected[i].Id, m.Groups[1].Value);
+            Assert.Equal(expected[i].Remaining, long.Parse(m.Groups[2].Value));
+            Assert.InRange(long.Parse(m.Groups[3].Value), Math.Max(0, expected[i].Reset - 60), expected[i].Reset);
+        }
+    }
+
+    private static Task Charged(TestGateway gw, double tokens) =>
+        Eventually.WaitUntilAsync(() => gw.Metrics.LlmTokens.WithLabels("ai").Value >= tokens, $"{tokens} tokens to be charged");
+
+    internal static IReadOnlyList<byte[]> WholeOrStream(ProviderRequest request) =>
+        request.Json.TryGetProperty("stream", out var s) && s.ValueKind == JsonValueKind.True
+            ? FakeProvider.Sse(UsageStream, 40)
+            : FakeProvider.Json(200, AiUsageTests.Completion);
+
+    [Fact]
+    public async Task QuotaHeaders_OnAllowedCalls_WholeAndStreamed_RouteAndModelBudgetsAsAdmitted()
+    {
+        // "tokr" (the route's token quota, 100 tokens) and "tok" (per consumer and model, 10 tokens), both with
+        // headers: each allowed answer carries both budgets as they were when the call was admitted; 1 token an hour,
+        // so a budget 6 tokens down is whole again in 6 h = 21,600 s
+        await using var oa = new FakeProvider(WholeOrStream);
+        await using var gw = await TestGateway.StartAsync(Gateway(
+            $$"""{ "id": "oa", "kind": "openai", "baseUrl": "{{oa.Address}}/v1" }""",
+            """{ "name": "fast", "targets": ["oa:a"] }, { "name": "free", "targets": ["oa:b"] }""",
+            """, "quotas": [ { "rateLimit": "tok", "models": ["fast"] } ]""",
+            """
+            "rateLimits": [ { "id": "tok", "unit": "tokens", "rate": 1, "per": "1h", "burst": 10, "key": "consumer", "headers": true },
+                            { "id": "tokr", "unit": "tokens", "rate": 1, "per": "1h", "burst": 100, "key": "consumer", "headers": true } ],
+            """,
+            """ "rateLimits": ["tokr"], """));
+
+        var first = await CallAsync(gw, "caller-key-a", "team-a", "fast");
+        Assert.Equal(200, first.Status);
+        Assert.Equal("\"tokr\";q=100;w=360000, \"tok\";q=10;w=36000", first.Headers["RateLimit-Policy"]);
+        AssertRateLimit(first.Headers["RateLimit"], ("tokr", 100, 0), ("tok", 10, 0));
+        await Charged(gw, 6); // the route's quota is charged after the answer went out
+
+        long before = Requests(gw, "team-a", "fast");
+        var streamed = await ChatAsync(gw, "caller-key-a", "fast", stream: true);
+        Assert.Equal(200, streamed.Status);
+        Assert.Equal("text/event-stream", streamed.Headers["Content-Type"]);
+        Assert.Equal("\"tokr\";q=100;w=360000, \"tok\";q=10;w=36000", streamed.Headers["RateLimit-Policy"]);
+        AssertRateLimit(streamed.Headers["RateLimit"], ("tokr", 94, 21600), ("tok", 4, 21600));
+        await Eventually.WaitUntilAsync(() => Requests(gw, "team-a", "fast") > before, "the streamed call to be counted");
+        await Charged(gw, 12);
+
+        // the streamed call's 6 tokens were charged: "tok" is in debt (12 of 10), the route's budget 88 of 100
+        var refused = await CallAsync(gw, "caller-key-a", "team-a", "fast");
+        Assert.Equal(429, refused.Status);
+        var free = await CallAsync(gw, "caller-key-a", "team-a", "free");
+        Assert.Equal(200, free.Status);
+        Assert.Equal("\"tokr\";q=100;w=360000", free.Headers["RateLimit-Policy"]); // no model quota on "free"
+        AssertRateLimit(free.Headers["RateLimit"], ("tokr", 88, 43200));
+        await Charged(gw, 18);
+        var other = await CallAsync(gw, "caller-key-b", "team-b", "fast");
+        AssertRateLimit(other.Headers["RateLimit"], ("tokr", 100, 0), ("tok", 10, 0)); // budgets of its own
+        Assert.Equal(4, oa.Requests.Count);
+    }
+
     [Fact]
     public async Task Quota_ForListedConsumersOnly_OthersUnlimited()
     {

@@ -38,7 +38,7 @@ public sealed class AiUsageTests : IDisposable
         "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n" +
         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
-    internal static string Gateway(string providers, string models, string extraAi = "", string extraSections = "") => $$"""
+    internal static string Gateway(string providers, string models, string extraAi = "", string extraSections = "", string routeExtra = "") => $$"""
         {
           "listeners": [ { "address": "127.0.0.1:0" } ],
           "admin": { "address": "127.0.0.1:0" },
@@ -49,7 +49,7 @@ public sealed class AiUsageTests : IDisposable
           ],
           {{extraSections}}
           "routes": [
-            { "id": "ai", "match": { "pathPrefix": "/ai" }, "cluster": "none", "stripPrefix": true, "auth": ["apiKey"],
+            { "id": "ai", "match": { "pathPrefix": "/ai" }, "cluster": "none", "stripPrefix": true, "auth": ["apiKey"], {{routeExtra}}
               "ai": { "providers": [ {{providers}} ], "models": [ {{models}} ], "connectTimeout": "2s", "responseTimeout": "10s" {{extraAi}} } }
           ]
         }

@@ -18,6 +18,60 @@ public class ClusterRateLimiterTests(ITestOutputHelper output)
     // a reconnect inside StackExchange.Redis has no signal of its own: poll it
     private static Task WaitUntil(Func<bool> condition, string what) => Eventually.WaitUntilAsync(condition, what, TimeSpan.FromSeconds(20));
 
+    [Fact]
+    public async Task TokenQuota_TwoGateways_ChecksTakeNoAllowance_RedisHoldsExactlyTheTokensCharged()
+    {
+        using var redis = new RedisServerProcess();
+        var time = FakeTime.Create();
+        using var backendA = RedisRateLimitBackend.Connect(redis.Configuration);
+        using var backendB = RedisRateLimitBackend.Connect(redis.Configuration);
+        using var storeA = new RateLimiterStore(time, backendA);
+        using var storeB = new RateLimiterStore(time, backendB);
+        // 1,000 tokens refilled at 1 an hour (the clock moves by seconds only: no refill); the default allowance of
+        // 1 % would be batches of 10 tokens
+        var def = ClusterDef(1, TimeSpan.FromHours(1), 1000, StoreFailureMode.Deny, TimeSpan.FromSeconds(5));
+        var a = storeA.GetOrCreate(def);
+        var b = storeB.GetOrCreate(def);
+
+        async Task<long> SettledRemaining(RateLimiter on, long expected)
+        {
+            long seen = -1;
+            await Eventually.WaitUntilAsync(async () => (seen = (await on.AcquireAsync(s_key, 0)).Remaining) <= expected,
+                $"the charges to reach the store ({expected} tokens left)", describe: () => $"{seen} left");
+            return seen;
+        }
+
+        // a call on A outlives the allowance lifetime (1 s), as LLM calls do, and reports 7 tokens
+        var check = await a.AcquireAsync(s_key, 0);
+        Assert.Equal(RateLimitOutcome.Allowed, check.Outcome);
+        Assert.Equal(1000, check.Remaining);
+        time.Advance(TimeSpan.FromSeconds(2));
+        a.Charge(s_key, 7, time.GetTimestamp());
+        Assert.Equal(993, await SettledRemaining(b, 993)); // B sees exactly A's 7: no allowance was taken and lost
+
+        // a quick call on B (5 tokens), then one that spends the rest exactly: still admitted at 0 left, not in debt
+        Assert.True((await b.AcquireAsync(s_key, 0)).IsAllowed);
+        b.Charge(s_key, 5, time.GetTimestamp());
+        Assert.Equal(988, await SettledRemaining(a, 988));
+        a.Charge(s_key, 988, time.GetTimestamp());
+        Assert.Equal(0, await SettledRemaining(b, 0));
+        Assert.True((await a.AcquireAsync(s_key, 0)).IsAllowed);
+
+        // one token of debt: refused on both, until the rate pays it back (1 token = 1 h)
+        b.Charge(s_key, 1, time.GetTimestamp());
+        RateLimitDecision refusal = default;
+        await Eventually.WaitUntilAsync(async () => !(refusal = await a.AcquireAsync(s_key, 0)).IsAllowed, "the debt to reach the store");
+        Assert.Equal(RateLimitOutcome.Rejected, refusal.Outcome);
+        Assert.Equal(3600, refusal.RetryAfterSeconds);
+        var onB = await b.AcquireAsync(s_key, 0);
+        Assert.Equal(RateLimitOutcome.Rejected, onB.Outcome);
+        Assert.Equal(3600, onB.RetryAfterSeconds);
+        long calls = a.Counters.StoreCalls.Value;
+        Assert.False((await a.AcquireAsync(s_key, 0)).IsAllowed); // remembered: no store call until the debt is paid
+        Assert.Equal(calls, a.Counters.StoreCalls.Value);
+        Assert.Equal(0, a.Counters.StoreFailures.Value + b.Counters.StoreFailures.Value);
+    }
+
     [Theory]
     [InlineData(0.01)] // batch of 1 token (the default share of a burst of 100)
     [InlineData(0.05)] // batch of 5 tokens
