@@ -520,35 +520,24 @@ if wants fastgate; then
 EOF
   run_fastgate_row fastgate "$TMP/fastgate.template.json" "$FG_PORT" "$FG_ADMIN"
 fi
-# The same gateway on the native transport (issue 13: "transport": "native", epoll loops, one per core)
-if wants fastgate-native; then
+# The same gateway on the native transport (issue 13: "transport": "native", one loop per core), waiting on epoll
+# (fastgate-native) or on io_uring (fastgate-uring: one io_uring_enter per loop turn for all its I/O)
+native_row() { # native_row NAME NATIVE-IO LISTEN-PORT ADMIN-PORT
   [ "$FG_DESC" = "not found" ] && { fastgate_cmd || echo "compare: no FastGate build" >&2; }
-  cat >"$TMP/fastgate-native.template.json" <<'EOF'
+  cat >"$TMP/$1.template.json" <<EOF
 {
   "transport": "native",
+  "nativeIo": "$2",
   "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
   "admin": { "address": "@ADMIN@" },
   "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
   "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
 }
 EOF
-  run_fastgate_row fastgate-native "$TMP/fastgate-native.template.json" "$FG_NATIVE_PORT" "$FG_NATIVE_ADMIN"
-fi
-# The native transport on io_uring ("nativeIo": "io_uring": one io_uring_enter per loop turn for all its I/O)
-if wants fastgate-uring; then
-  [ "$FG_DESC" = "not found" ] && { fastgate_cmd || echo "compare: no FastGate build" >&2; }
-  cat >"$TMP/fastgate-uring.template.json" <<'EOF'
-{
-  "transport": "native",
-  "nativeIo": "io_uring",
-  "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
-  "admin": { "address": "@ADMIN@" },
-  "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
-  "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
+  run_fastgate_row "$1" "$TMP/$1.template.json" "$3" "$4"
 }
-EOF
-  run_fastgate_row fastgate-uring "$TMP/fastgate-uring.template.json" "$FG_URING_PORT" "$FG_URING_ADMIN"
-fi
+wants fastgate-native && native_row fastgate-native epoll "$FG_NATIVE_PORT" "$FG_NATIVE_ADMIN"
+wants fastgate-uring && native_row fastgate-uring io_uring "$FG_URING_PORT" "$FG_URING_ADMIN"
 i=0
 for spec in "${FASTGATE_ROWS[@]}"; do
   i=$((i + 1))

@@ -124,25 +124,19 @@ internal sealed class NativeLoop
 
     // ---- io_uring submissions (loop thread; pointers are into pinned buffers) ----
 
-    internal unsafe void QueueRecv(NativeSocket socket, byte* buffer, int length)
-    {
-        var sqe = Ring!.Next();
-        sqe->Opcode = IoUring.OpRecv;
-        sqe->Fd = socket.Fd;
-        sqe->Addr = (ulong)buffer;
-        sqe->Len = (uint)length;
-        sqe->UserData = KindRecv | socket.Token;
-    }
+    internal unsafe void QueueRecv(NativeSocket socket, byte* buffer, int length) => QueueIo(IoUring.OpRecv, KindRecv, socket, buffer, length, 0);
 
-    internal unsafe void QueueSend(NativeSocket socket, byte* buffer, int length)
+    internal unsafe void QueueSend(NativeSocket socket, byte* buffer, int length) => QueueIo(IoUring.OpSend, KindSend, socket, buffer, length, (uint)Libc.MSG_NOSIGNAL);
+
+    private unsafe void QueueIo(byte opcode, ulong kind, NativeSocket socket, byte* buffer, int length, uint msgFlags)
     {
         var sqe = Ring!.Next();
-        sqe->Opcode = IoUring.OpSend;
+        sqe->Opcode = opcode;
         sqe->Fd = socket.Fd;
         sqe->Addr = (ulong)buffer;
         sqe->Len = (uint)length;
-        sqe->OpFlags = (uint)Libc.MSG_NOSIGNAL;
-        sqe->UserData = KindSend | socket.Token;
+        sqe->OpFlags = msgFlags;
+        sqe->UserData = kind | socket.Token;
     }
 
     /// <summary>Cancels the socket's recv or connect poll (its completion still comes, with -ECANCELED or a result).</summary>
