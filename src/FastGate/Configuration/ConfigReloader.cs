@@ -14,7 +14,9 @@ public sealed record ReloadResult(bool Success, string Trigger, DateTimeOffset A
 /// /admin/config. Reloads are serialised.
 /// <para>
 /// File changes: the whole directory of the file is watched (debounced), not the file name, because a Kubernetes
-/// ConfigMap update renames a "..data" symlink and never touches the name the config is read by; every event, and a
+/// ConfigMap update renames a "..data" symlink and never touches the name the config is read by (files written and
+/// closed, created, deleted or renamed: see <see cref="DirectoryWatcher"/>, which ignores a log growing beside the
+/// config); every event, and a
 /// poll every <see cref="PollInterval"/> (for file systems without change events), reads the file and reloads only
 /// when its content hash differs from the text last read.
 /// </para>
@@ -28,7 +30,7 @@ public sealed class ConfigReloader : IDisposable
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private FileSystemWatcher? _watcher;
+    private DirectoryWatcher? _watcher;
     private ITimer? _debounce;
     private ITimer? _poll;
     private PosixSignalRegistration? _sighup;
@@ -52,17 +54,7 @@ public sealed class ConfigReloader : IDisposable
     public void Start()
     {
         var dir = Path.GetDirectoryName(SourcePath)!;
-        _watcher = new FileSystemWatcher(dir)
-        {
-            NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.DirectoryName | NotifyFilters.Size | NotifyFilters.CreationTime,
-            IncludeSubdirectories = false,
-        };
-        _watcher.Changed += (_, _) => Schedule();
-        _watcher.Created += (_, _) => Schedule();
-        _watcher.Deleted += (_, _) => Schedule();
-        _watcher.Renamed += (_, _) => Schedule();
-        _watcher.Error += (_, _) => Schedule(); // an overflowed event queue: look anyway
-        _watcher.EnableRaisingEvents = true;
+        _watcher = new DirectoryWatcher(dir, Schedule);
         _poll = _time.CreateTimer(_ => _ = ReloadIfChangedAsync("file"), null, PollInterval, PollInterval);
         try
         {

@@ -31,7 +31,9 @@ public sealed class GatewayHost : IAsyncDisposable
     {
         Runtime = new GatewayRuntime(snapshot, pools, time, limiters, jwtKeys);
         SourcePath = sourcePath;
-        var builder = WebApplication.CreateSlimBuilder();
+        // No appsettings.json reload watch: FastGate reads no appsettings, and the watch on the working directory
+        // (where the access log is written by default) raised an event and allocated for every write the log made.
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
         if (logs is not null) builder.Logging.AddProvider(logs); // tests read what the gateway logs

@@ -45,6 +45,22 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)] public static partial int EventFd(uint initial, int flags);
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)] public static partial nint Write(int fd, byte* buffer, nint length);
     [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)] public static partial nint Read(int fd, byte* buffer, nint length);
+    [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)] public static partial int Poll(PollFd* fds, nuint count, int timeout);
+    [LibraryImport(Lib, EntryPoint = "inotify_init1", SetLastError = true)] public static partial int InotifyInit1(int flags);
+    [LibraryImport(Lib, EntryPoint = "inotify_add_watch", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] public static partial int InotifyAddWatch(int fd, string path, uint mask);
+
+    public const short POLLIN = 0x1;
+    public const int IN_NONBLOCK = 0x800, IN_CLOEXEC = 0x80000;
+    public const uint IN_ATTRIB = 0x4, IN_CLOSE_WRITE = 0x8, IN_MOVED_FROM = 0x40, IN_MOVED_TO = 0x80, IN_CREATE = 0x100, IN_DELETE = 0x200,
+        IN_DELETE_SELF = 0x400, IN_MOVE_SELF = 0x800;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short REvents;
+    }
 
     public static int Errno => Marshal.GetLastPInvokeError();
 
