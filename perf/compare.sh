@@ -18,8 +18,10 @@
 #   REQ_METRIC                              FastGate's handled-requests counter there (steady B/request)
 #   FASTGATE                                command that runs the gateway (default: the published
 #                                           artifacts/linux-x64/fastgate, else `dotnet fastgate.dll`)
-#   ROWS="upstream nginx haproxy yarp fastgate"   which rows to run (extra FastGate rows always run);
-#                                           add "fastgate-native" for the plain row on the native transport;
+#   ROWS="upstream nginx haproxy yarp fastgate fastgate-kestrel"   which rows to run (extra FastGate rows always
+#                                           run); fastgate is the default transport (auto: native on Linux),
+#                                           fastgate-kestrel the same gateway on Kestrel's transport;
+#                                           add "fastgate-native" for the plain row on the native transport's epoll;
 #                                           add "fastgate-uring" for it on io_uring ("nativeIo": "io_uring");
 #                                           add "waf" for nginx+waf (ModSecurity v3 + the Debian CRS 3.3) and
 #                                           fastgate+waf (the same CRS files, paranoia level 1, block mode)
@@ -46,7 +48,7 @@ THREADS=${THREADS:-1}
 PORT_BASE=${PORT_BASE:-18000}
 WORKERS=${WORKERS:-auto}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
-ROWS=${ROWS:-upstream nginx haproxy yarp fastgate}
+ROWS=${ROWS:-upstream nginx haproxy yarp fastgate fastgate-kestrel}
 [ "${TLS:-0}" = 1 ] && ROWS="$ROWS tls"
 EXTRAS=${EXTRAS:-1}
 BODY='Hello, World!' # 13 bytes
@@ -304,6 +306,7 @@ FG_PORT=$((PORT_BASE + 4))
 FG_ADMIN=$((PORT_BASE + 104))
 FG_NATIVE_PORT=$((PORT_BASE + 40))   # the fastgate-native row (its admin: +140)
 FG_URING_PORT=$((PORT_BASE + 41)); FG_URING_ADMIN=$((PORT_BASE + 141)) # the fastgate-uring row
+FG_KESTREL_PORT=$((PORT_BASE + 42)); FG_KESTREL_ADMIN=$((PORT_BASE + 142)) # the fastgate-kestrel row
 FG_NATIVE_ADMIN=$((PORT_BASE + 140))
 UPSTREAM=http://127.0.0.1:$UP_PORT
 # TLS rows: 50.. (the TLS upstream and the proxies), 150.. (FastGate admin)
@@ -520,24 +523,27 @@ if wants fastgate; then
 EOF
   run_fastgate_row fastgate "$TMP/fastgate.template.json" "$FG_PORT" "$FG_ADMIN"
 fi
-# The same gateway on the native transport (issue 13: "transport": "native", one loop per core), waiting on epoll
-# (fastgate-native) or on io_uring (fastgate-uring: one io_uring_enter per loop turn for all its I/O)
-native_row() { # native_row NAME NATIVE-IO LISTEN-PORT ADMIN-PORT
+# The same gateway on a chosen transport (issue 13): Kestrel's (fastgate-kestrel: the transport before the native
+# one became the default, and that of other platforms), or the native one (one loop per core) waiting on epoll
+# (fastgate-native) or on io_uring (fastgate-uring: one io_uring_enter per loop turn for all its I/O). The plain
+# fastgate row is the default (auto: on Linux the native transport, io_uring where the kernel has it).
+native_row() { # native_row NAME TRANSPORT NATIVE-IO LISTEN-PORT ADMIN-PORT
   [ "$FG_DESC" = "not found" ] && { fastgate_cmd || echo "compare: no FastGate build" >&2; }
   cat >"$TMP/$1.template.json" <<EOF
 {
-  "transport": "native",
-  "nativeIo": "$2",
+  "transport": "$2",
+  "nativeIo": "$3",
   "listeners": [ { "name": "public", "address": "@LISTEN@" } ],
   "admin": { "address": "@ADMIN@" },
   "clusters": [ { "id": "backend", "destinations": [ { "address": "@UPSTREAM@" } ] } ],
   "routes": [ { "id": "all", "match": { "pathPrefix": "/" }, "cluster": "backend" } ]
 }
 EOF
-  run_fastgate_row "$1" "$TMP/$1.template.json" "$3" "$4"
+  run_fastgate_row "$1" "$TMP/$1.template.json" "$4" "$5"
 }
-wants fastgate-native && native_row fastgate-native epoll "$FG_NATIVE_PORT" "$FG_NATIVE_ADMIN"
-wants fastgate-uring && native_row fastgate-uring io_uring "$FG_URING_PORT" "$FG_URING_ADMIN"
+wants fastgate-kestrel && native_row fastgate-kestrel kestrel auto "$FG_KESTREL_PORT" "$FG_KESTREL_ADMIN"
+wants fastgate-native && native_row fastgate-native native epoll "$FG_NATIVE_PORT" "$FG_NATIVE_ADMIN"
+wants fastgate-uring && native_row fastgate-uring native io_uring "$FG_URING_PORT" "$FG_URING_ADMIN"
 i=0
 for spec in "${FASTGATE_ROWS[@]}"; do
   i=$((i + 1))

@@ -38,8 +38,8 @@ public sealed record GatewayConfig
     public Observability.ObservabilityConfig Observability { get; init; } = new();
     /// <summary>WAF profiles (Waf/WafConfig.cs), referenced by routes[].waf.</summary>
     public Waf.WafConfig Waf { get; init; } = new();
-    /// <summary>kestrel (default) | native: FastGate's own epoll transport for plain listeners on Linux (Configuration/Sections/Transport.cs).</summary>
-    public TransportKind Transport { get; init; } = TransportKind.Kestrel;
+    /// <summary>auto (default: native where it runs, else kestrel) | kestrel | native: FastGate's own transport for plain HTTP/1.1 listeners on Linux (Configuration/Sections/Transport.cs).</summary>
+    public TransportKind Transport { get; init; } = TransportKind.Auto;
     /// <summary>The native transport's event loops; 0 (default): one per core.</summary>
     public int NativeLoops { get; init; }
     /// <summary>How the native transport's loops wait and do I/O: auto (default: io_uring where the kernel has it, else epoll) | epoll | io_uring.</summary>

@@ -8,8 +8,9 @@ namespace FastGate.Transport;
 internal static class NativeHosting
 {
     /// <summary>
-    /// With <c>"transport": "native"</c>: the transport and, per listener, its index there (-1: Kestrel serves it: TLS
-    /// listeners, or every listener when the native transport cannot run here, with the reason to log).
+    /// With <c>"transport": "native"</c> or <c>"auto"</c> (the default): the transport and, per listener, its index there
+    /// (-1: Kestrel serves it: TLS and HTTP/2 listeners, or every listener when the native transport cannot run here,
+    /// with the reason to log: a warning when native was asked for, information under auto).
     /// </summary>
     public static (NativeTransport? Native, int[] Listeners, string? Fallback) Plan(GatewayConfig config, GatewayRuntime runtime)
     {
@@ -21,9 +22,9 @@ internal static class NativeHosting
             "kestrel" => TransportKind.Kestrel,
             _ => config.Transport,
         };
-        if (kind != TransportKind.Native) return (null, listeners, null);
+        if (kind == TransportKind.Kestrel) return (null, listeners, null);
         var native = NativeTransport.TryCreate(runtime, config.NativeLoops > 0 ? config.NativeLoops : NativeTransport.DefaultLoopsOverride, config.NativeIo, out var whyNot);
-        if (native is null) return (null, listeners, whyNot);
+        if (native is null) return (null, listeners, kind == TransportKind.Auto ? AutoPrefix + whyNot : whyNot);
         for (int i = 0; i < listeners.Length; i++)
         {
             var l = config.Listeners[i];
@@ -32,10 +33,15 @@ internal static class NativeHosting
         return (native, listeners, null);
     }
 
+    private const string AutoPrefix = "auto:";
+
     public static void UseLogger(NativeTransport? native, string? fallback, ILogger logger)
     {
         if (native is not null) native.Logger = logger;
-        if (fallback is not null) logger.LogWarning("transport native is not available ({Reason}): the listeners run on Kestrel", fallback);
+        if (fallback is null) return;
+        if (fallback.StartsWith(AutoPrefix, StringComparison.Ordinal))
+            logger.LogInformation("transport auto: the native transport is not available here ({Reason}): the listeners run on Kestrel", fallback[AutoPrefix.Length..]);
+        else logger.LogWarning("transport native is not available ({Reason}): the listeners run on Kestrel", fallback);
     }
 }
 

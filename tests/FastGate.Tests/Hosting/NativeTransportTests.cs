@@ -214,6 +214,7 @@ public sealed class NativeTransportTests : IAsyncLifetime
     [Fact]
     public async Task When_the_native_transport_is_unavailable_the_listeners_run_on_kestrel()
     {
+        if (FastGate.Transport.NativeTransport.Override == "kestrel") return; // the matrix's Kestrel pass never tries the native one
         var logs = new CapturedLogs();
         var loaded = ConfigLoader.Load(Config(loops: 2));
         Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
@@ -239,10 +240,36 @@ public sealed class NativeTransportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Under_auto_a_host_without_the_native_transport_runs_on_kestrel_and_says_so_without_a_warning()
+    {
+        if (FastGate.Transport.NativeTransport.Override is not null) return; // the matrix forces a transport
+        var logs = new CapturedLogs();
+        var loaded = ConfigLoader.Load(TestGateway.Config("http://127.0.0.1:1"));
+        Assert.Equal(TransportKind.Auto, loaded.Config!.Transport);
+        FastGate.Transport.NativeTransport.t_unavailableForTest = true;
+        GatewayHost host;
+        try
+        {
+            host = GatewayHost.FromConfig(loaded, logs: logs).Host!;
+        }
+        finally
+        {
+            FastGate.Transport.NativeTransport.t_unavailableForTest = false;
+        }
+        await using (host)
+        {
+            await host.StartAsync();
+            Assert.Null(host.Native);
+            Assert.Equal(0, logs.Count(Microsoft.Extensions.Logging.LogLevel.Warning, "transport native is not available"));
+            Assert.Equal(1, logs.Count(Microsoft.Extensions.Logging.LogLevel.Information, "transport auto: the native transport is not available here"));
+        }
+    }
+
+    [Fact]
     public void The_transport_settings_are_checked()
     {
         var bad = ConfigLoader.Load(Config(loops: 2).Replace("\"native\"", "\"uring\"").Replace("\"nativeLoops\": 2", "\"nativeLoops\": 999"));
-        Assert.Contains(bad.Errors, e => e.Path == "$.transport");
+        Assert.Contains(bad.Errors, e => e.Path == "$.transport" && e.Message.Contains("auto, kestrel or native"));
         Assert.Contains(bad.Errors, e => e.Path == "$.nativeLoops");
         var badIo = ConfigLoader.Load(Config(loops: 2).Insert(1, "\"nativeIo\": \"uring\","));
         Assert.Contains(badIo.Errors, e => e.Path == "$.nativeIo" && e.Message.Contains("auto, epoll or io_uring"));
@@ -251,6 +278,7 @@ public sealed class NativeTransportTests : IAsyncLifetime
         var good = ConfigLoader.Load(Config(loops: 3));
         Assert.Equal(TransportKind.Native, good.Config!.Transport);
         Assert.Equal(3, good.Config.NativeLoops);
-        Assert.Equal(TransportKind.Kestrel, ConfigLoader.Load(TestGateway.Config("http://127.0.0.1:1")).Config!.Transport);
+        Assert.Equal(TransportKind.Auto, ConfigLoader.Load(TestGateway.Config("http://127.0.0.1:1")).Config!.Transport);
+        Assert.Equal(TransportKind.Kestrel, ConfigLoader.Load(Config(loops: 2).Replace("\"native\"", "\"kestrel\"")).Config!.Transport);
     }
 }

@@ -3,8 +3,9 @@ using System.Runtime.CompilerServices;
 namespace FastGate.Tests.Infrastructure;
 
 /// <summary>
-/// The transport matrix: FASTGATE_TEST_TRANSPORT=native runs every gateway the tests start (in process, and the
-/// fastgate processes of FastgateProcess) on the native transport; unset, each config's own choice (Kestrel).
+/// The transport matrix: FASTGATE_TEST_TRANSPORT=native or kestrel runs every gateway the tests start (in process, and
+/// the fastgate processes of FastgateProcess) on that transport; unset, each config's own choice (the default, auto:
+/// the native transport on Linux x64).
 /// </summary>
 internal static class TestTransport
 {
@@ -26,11 +27,13 @@ internal static class TestTransport
     /// <summary>FASTGATE_TEST_NATIVE_IO=io_uring runs the native matrix on the io_uring loops (unset: each config's choice, epoll).</summary>
     public static string? Io => Environment.GetEnvironmentVariable("FASTGATE_TEST_NATIVE_IO") is { Length: > 0 } io ? io : null;
 
-    /// <summary>A fastgate process's config with the matrix's transport (when the config does not choose one itself).</summary>
+    /// <summary>A fastgate process's config with the matrix's transport and one loop (when the config does not choose its transport itself).</summary>
     public static string ForProcess(string configJson)
     {
-        if (Name is not { } t || configJson.Contains("\"transport\"", StringComparison.Ordinal)) return configJson;
+        if (configJson.Contains("\"transport\"", StringComparison.Ordinal) || configJson.Contains("\"nativeLoops\"", StringComparison.Ordinal)) return configJson;
         int brace = configJson.IndexOf('{');
-        return brace < 0 ? configJson : configJson[..(brace + 1)] + $"\"transport\": \"{t}\", \"nativeLoops\": 1, " + (Io is { } io ? $"\"nativeIo\": \"{io}\", " : "") + configJson[(brace + 1)..];
+        if (brace < 0) return configJson;
+        return configJson[..(brace + 1)] + (Name is { } t ? $"\"transport\": \"{t}\", " : "") + "\"nativeLoops\": 1, "
+            + (Io is { } io ? $"\"nativeIo\": \"{io}\", " : "") + configJson[(brace + 1)..];
     }
 }

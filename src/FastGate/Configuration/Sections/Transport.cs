@@ -3,6 +3,8 @@ namespace FastGate.Configuration;
 /// <summary>Which transport serves the plain (non-TLS) listeners.</summary>
 public enum TransportKind
 {
+    /// <summary>The native transport where it runs (Linux x64), else Kestrel: the default.</summary>
+    Auto,
     /// <summary>Kestrel's socket transport (every platform).</summary>
     Kestrel,
     /// <summary>FastGate's epoll event loops (Linux x64; elsewhere, or when it cannot start, Kestrel serves instead).</summary>
@@ -33,13 +35,15 @@ internal static class TransportConfigBinder
         switch (r.String(root, "$", Properties[0]))
         {
             case null:
+            case "auto":
+                return TransportKind.Auto;
             case "kestrel":
                 return TransportKind.Kestrel;
             case "native":
                 return TransportKind.Native;
             case var other:
-                r.Error("$." + Properties[0], $"expected kestrel or native (found '{other}')");
-                return TransportKind.Kestrel;
+                r.Error("$." + Properties[0], $"expected auto, kestrel or native (found '{other}')");
+                return TransportKind.Auto;
         }
     }
 
