@@ -13,6 +13,8 @@
 #      provider; cooldown 1ms), then c; time to first event against /ai (c directly), alternating.
 # Bounded: DURATION <= 120 s, every request times out after 30 s; loopback only; every process started here is stopped.
 #   DURATION=10s CONCURRENCY=16 LATENCY_REQUESTS=1000 ALLOC_REQUESTS=10 EVENTS=2000 CONNECT_TIMEOUT=5s
+#   WARMUP (pairs before the time-to-first-event phase, default 4000: a fresh JIT gateway tiers its code for thousands of calls)
+#   PHASES (default latency,alloc,kill,failover: any of them, comma-separated, e.g. PHASES=latency)
 #   FASTGATE: the command that runs the gateway (default: dotnet src/FastGate.Server/bin/Release/net10.0/fastgate.dll)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +40,5 @@ mkdir -p perf/reports
 report=perf/reports/ai-$(date -u +%Y%m%d-%H%M%S).md
 timeout 600 $dotnet perf/FastGate.LoadTest/bin/Release/net10.0/fastgate-load.dll ai --gateway "http://127.0.0.1:$gw/ai" --admin "http://127.0.0.1:$adm" \
   --ports "$pa,$pb,$pc,$pd,$pe" --duration "$duration" --concurrency "$concurrency" --latency-requests "$latency" --alloc-requests "$alloc" \
-  --events "$events" --report "$report"
+  --events "$events" --report "$report" ${WARMUP:+--warmup "$WARMUP"} ${PHASES:+--phases "$PHASES"}
 { echo; echo "- Gateway: ${fg[*]}, connectTimeout $connect_timeout, cooldown 30s; .NET SDK $($dotnet --version)"; } >> "$report"

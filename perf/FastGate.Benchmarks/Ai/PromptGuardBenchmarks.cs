@@ -67,3 +67,42 @@ public class PromptGuardBenchmarks
     [Benchmark]
     public string NationalIdsAndCustom1K() => _guard.Scan(_ids1K, out _);
 }
+
+/// <summary>
+/// Each detector on its own (mask mode) over the same 1 KB of prose with no finding, and over 1 KB of prose with
+/// digits in it (figures, a date, a time, an order number: what real prompts hold, none of them a finding), so a slow
+/// detector is named instead of guessed. <c>employee-id</c> is the custom pattern <c>EMP-\d{6}</c>.
+/// </summary>
+[MemoryDiagnoser]
+public class PromptGuardDetectorBenchmarks
+{
+    private PromptGuard _guard = null!;
+    private string _clean1K = "", _figures1K = "";
+
+    [Params("email", "phone", "card", "iban", "ipv4", "secret", "ssn", "nino", "employee-id")]
+    public string Kind { get; set; } = "";
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var counter = Metrics.WithCustomRegistry(Metrics.NewCustomRegistry()).CreateCounter("bench_guard_total", "", "route", "kind", "action");
+        _guard = new PromptGuard(Kind == "employee-id"
+            ? new AiGuardConfig { Patterns = [new AiGuardPatternConfig { Kind = "employee-id", Pattern = @"EMP-\d{6}" }], Action = "mask" }
+            : new AiGuardConfig { Detect = [Kind], Action = "mask" }, "bench", counter);
+        _clean1K = Repeat("Summarise the quarterly report in three bullet points, keeping the figures for revenue and costs. ", 1024);
+        _figures1K = Repeat("Revenue rose 12.5% to 4,210 in Q3 2026 (order 88172, 14:30 on 03/12); costs were 3 900 and 17 staff left. ", 1024);
+    }
+
+    private static string Repeat(string text, int length)
+    {
+        var sb = new StringBuilder(length + text.Length);
+        while (sb.Length < length) sb.Append(text);
+        return sb.ToString(0, length);
+    }
+
+    [Benchmark(Baseline = true)]
+    public string Clean1K() => _guard.Scan(_clean1K, out _);
+
+    [Benchmark]
+    public string Figures1K() => _guard.Scan(_figures1K, out _);
+}

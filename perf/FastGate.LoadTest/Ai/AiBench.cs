@@ -16,7 +16,11 @@ namespace FastGate.LoadTest.Ai;
 /// </summary>
 public static class AiBench
 {
-    private sealed record Options(string Gateway, string Admin, int[] Ports, TimeSpan Duration, int Concurrency, int LatencyRequests, int AllocRequests, int LongEvents, string? Report);
+    private sealed record Options(string Gateway, string Admin, int[] Ports, TimeSpan Duration, int Concurrency, int LatencyRequests, int AllocRequests, int LongEvents, string? Report,
+        int Warmup, string[] Phases)
+    {
+        public bool Runs(string phase) => Phases.Contains(phase);
+    }
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -41,12 +45,15 @@ public static class AiBench
             report.AppendLine();
             report.AppendLine(CultureInfo.InvariantCulture, $"- Machine: {Environment.ProcessorCount} CPUs; load average at start {load0}");
             report.AppendLine();
-            await LatencyAsync(http, o, report, stdout).ConfigureAwait(false);
-            await AllocationAsync(http, o, report, stdout).ConfigureAwait(false);
-            await FailoverAsync(http, o, a, b, report, stdout).ConfigureAwait(false);
-            var e = new FakeLlmProvider(o.Ports[4], FakeWire.OpenAi);
-            await e.DisposeAsync().ConfigureAwait(false); // provider k: its port taken and closed, as by a killed process
-            await FailoverCostAsync(http, o, report, stdout).ConfigureAwait(false);
+            if (o.Runs("latency")) await LatencyAsync(http, o, report, stdout).ConfigureAwait(false);
+            if (o.Runs("alloc")) await AllocationAsync(http, o, report, stdout).ConfigureAwait(false);
+            if (o.Runs("kill")) await FailoverAsync(http, o, a, b, report, stdout).ConfigureAwait(false);
+            if (o.Runs("failover"))
+            {
+                var e = new FakeLlmProvider(o.Ports[4], FakeWire.OpenAi);
+                await e.DisposeAsync().ConfigureAwait(false); // provider k: its port taken and closed, as by a killed process
+                await FailoverCostAsync(http, o, report, stdout).ConfigureAwait(false);
+            }
             report.AppendLine(CultureInfo.InvariantCulture, $"- Load average at end: {LoadAvg()}");
         }
         finally
@@ -70,10 +77,11 @@ public static class AiBench
     // ---- 2. time to first content event -------------------------------------------------------------------------
     private static async Task LatencyAsync(HttpClient http, Options o, StringBuilder report, TextWriter stdout)
     {
-        report.AppendLine("## Time to first content event (1 client, back to back, direct and through the gateway alternating)");
+        report.AppendLine(CultureInfo.InvariantCulture, $"## Time to first content event (1 client, back to back, direct and through the gateway alternating, after {o.Warmup} warm-up pairs)");
         report.AppendLine();
         report.AppendLine("| provider | path | requests | p50 µs | p99 µs | added p50 µs | added p99 µs |");
         report.AppendLine("|---|---|---:|---:|---:|---:|---:|");
+        var runtime = new List<string>();
         foreach (var (name, model, direct, wire) in new[]
         {
             ("OpenAI-compatible (c)", "oa", $"http://127.0.0.1:{o.Ports[2]}/v1/chat/completions", FakeWire.OpenAi),
@@ -82,15 +90,20 @@ public static class AiBench
         {
             var directTimes = new List<double>();
             var gatewayTimes = new List<double>();
-            int warm = Math.Min(200, o.LatencyRequests / 5);
+            int warm = o.Warmup;
+            (double Gen0, double Gen1, double Gen2, double Jit) before = default;
             for (int i = 0; i < warm + o.LatencyRequests; i++)
             {
+                if (i == warm) before = await RuntimeCountsAsync(http, o.Admin).ConfigureAwait(false);
                 var dr = await StreamAsync(http, direct, DirectBody(wire, 5, 0), wire).ConfigureAwait(false);
                 var gr = await StreamAsync(http, o.Gateway + "/v1/chat/completions", GatewayBody(model, 5, 0, true), FakeWire.OpenAi).ConfigureAwait(false);
                 if (i < warm) continue;
                 if (dr.Kind == Result.Ok) directTimes.Add(dr.FirstEventUs);
                 if (gr.Kind == Result.Ok) gatewayTimes.Add(gr.FirstEventUs);
             }
+            var after = await RuntimeCountsAsync(http, o.Admin).ConfigureAwait(false);
+            runtime.Add(string.Create(CultureInfo.InvariantCulture,
+                $"- {name}: during the {o.LatencyRequests} measured pairs the gateway ran {after.Gen0 - before.Gen0:F0} gen-0, {after.Gen1 - before.Gen1:F0} gen-1 and {after.Gen2 - before.Gen2:F0} gen-2 collections and JIT-compiled {after.Jit - before.Jit:F0} methods"));
             directTimes.Sort();
             gatewayTimes.Sort();
             double d50 = Pct(directTimes, 0.5), d99 = Pct(directTimes, 0.99), g50 = Pct(gatewayTimes, 0.5), g99 = Pct(gatewayTimes, 0.99);
@@ -98,6 +111,8 @@ public static class AiBench
             report.AppendLine(CultureInfo.InvariantCulture, $"| {name} | client → gateway → provider | {gatewayTimes.Count} | {g50:F0} | {g99:F0} | {g50 - d50:F0} | {g99 - d99:F0} |");
             stdout.WriteLine($"ai: first event via {name}: direct p50 {d50:F0} µs, gateway p50 {g50:F0} µs");
         }
+        report.AppendLine();
+        foreach (var line in runtime) report.AppendLine(line);
         report.AppendLine();
     }
 
@@ -171,6 +186,26 @@ public static class AiBench
             if (line.StartsWith("dotnet_gc_allocated_bytes_total", StringComparison.Ordinal))
                 sum += double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
         return sum;
+    }
+
+    /// <summary>The gateway's GC collections by generation and JIT-compiled methods so far (its admin /metrics).</summary>
+    private static async Task<(double Gen0, double Gen1, double Gen2, double Jit)> RuntimeCountsAsync(HttpClient http, string admin)
+    {
+        var text = await http.GetStringAsync(admin.TrimEnd('/') + "/metrics").ConfigureAwait(false);
+        double g0 = 0, g1 = 0, g2 = 0, jit = 0;
+        foreach (var line in text.Split('\n'))
+        {
+            if (line.Length == 0 || line[0] == '#') continue;
+            double value() => double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
+            if (line.StartsWith("dotnet_collection_count_total{", StringComparison.Ordinal))
+            {
+                if (line.Contains("generation=\"0\"", StringComparison.Ordinal)) g0 += value();
+                else if (line.Contains("generation=\"1\"", StringComparison.Ordinal)) g1 += value();
+                else if (line.Contains("generation=\"2\"", StringComparison.Ordinal)) g2 += value();
+            }
+            else if (line.Contains("jit_compiled_methods", StringComparison.Ordinal) && !line.Contains("_bucket", StringComparison.Ordinal)) jit += value();
+        }
+        return (g0, g1, g2, jit);
     }
 
     private static async Task<double> FailoversAsync(HttpClient http, string admin)
@@ -342,7 +377,8 @@ public static class AiBench
         string? gateway = null, admin = null, report = null;
         int[]? ports = null;
         var duration = TimeSpan.FromSeconds(10);
-        int concurrency = 16, latency = 1000, alloc = 10, events = 2000;
+        int concurrency = 16, latency = 1000, alloc = 10, events = 2000, warmup = -1;
+        string[] phases = ["latency", "alloc", "kill", "failover"];
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new FormatException(args[i] + " needs a value");
@@ -357,6 +393,8 @@ public static class AiBench
                 case "--alloc-requests": alloc = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--events": events = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--report": report = Next(); break;
+                case "--warmup": warmup = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--phases": phases = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
                 default: throw new FormatException("unknown option " + args[i]);
             }
         }
@@ -364,6 +402,10 @@ public static class AiBench
         if (duration <= TimeSpan.Zero || duration > TimeSpan.FromSeconds(120)) throw new FormatException("--duration must be 1..120 s");
         if (concurrency is < 1 or > 256 || latency is < 10 or > 100_000 || alloc is < 1 or > 1000 || events is < 20 or > 100_000)
             throw new FormatException("--concurrency 1..256, --latency-requests 10..100000, --alloc-requests 1..1000, --events 20..100000");
-        return new Options(gateway, admin, ports, duration, concurrency, latency, alloc, events, report);
+        if (warmup < 0) warmup = 4000; // a fresh JIT gateway is still tiering its code for thousands of calls (docs/ai-gateway.md, "Measured")
+        if (warmup > 100_000) throw new FormatException("--warmup 0..100000");
+        foreach (var phase in phases)
+            if (phase is not ("latency" or "alloc" or "kill" or "failover")) throw new FormatException($"--phases: unknown phase '{phase}' (latency, alloc, kill, failover)");
+        return new Options(gateway, admin, ports, duration, concurrency, latency, alloc, events, report, warmup, phases);
     }
 }
