@@ -122,7 +122,10 @@ internal sealed class NativeTransport : IHostedService
         if (v6) Libc.SetInt(fd, Libc.IPPROTO_IPV6, Libc.IPV6_V6ONLY, 0);
         byte* addr = stackalloc byte[28];
         int length = Libc.WriteSockAddr(ep, new Span<byte>(addr, 28));
-        if (Libc.Bind(fd, addr, length) != 0 || Libc.Listen(fd, 512) != 0)
+        // each loop has its own accept queue and SO_REUSEPORT hashes connections over them unevenly: a backlog of
+        // 4096 (the kernel caps it at net.core.somaxconn) keeps a burst of connects (wrk opening 1,000 at once) from
+        // overflowing one loop's queue while that loop is busy, where 512 let SYNs drop and clients time out
+        if (Libc.Bind(fd, addr, length) != 0 || Libc.Listen(fd, 4096) != 0)
         {
             int errno = Libc.Errno;
             Libc.Close(fd);
