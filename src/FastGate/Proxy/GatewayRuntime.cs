@@ -114,7 +114,7 @@ public sealed class GatewayRuntime : IDisposable
     private void OnHeartbeat()
     {
         long now = Stopwatch.GetTimestamp();
-        foreach (var c in _connections.Keys) c.CheckTimeout(now);
+        foreach (var c in _connections) c.Key.CheckTimeout(now); // enumerated in place: Keys copies every connection into a new array, each second (8 KB a tick at 1,000 connections)
         Pools.EvictIdle();
         foreach (var issuer in Current.Jwt.Issuers) issuer.Keys.Tick(); // scheduled JWKS refreshes
         if (++_ticks % 20 == 0)
