@@ -211,6 +211,20 @@ public sealed class NativeTransportTests : IAsyncLifetime
         await Eventually.WaitUntilAsync(() => loop.SocketCount == 2, "the stale upstream socket closed (its armed recv ended)");
     }
 
+    /// <summary>A host built on this thread as if the native transport could not run here.</summary>
+    private static GatewayHost HostWithoutNative(ConfigLoadResult loaded, CapturedLogs logs)
+    {
+        FastGate.Transport.NativeTransport.t_unavailableForTest = true;
+        try
+        {
+            return GatewayHost.FromConfig(loaded, logs: logs).Host!;
+        }
+        finally
+        {
+            FastGate.Transport.NativeTransport.t_unavailableForTest = false;
+        }
+    }
+
     [Fact]
     public async Task When_the_native_transport_is_unavailable_the_listeners_run_on_kestrel()
     {
@@ -218,17 +232,7 @@ public sealed class NativeTransportTests : IAsyncLifetime
         var logs = new CapturedLogs();
         var loaded = ConfigLoader.Load(Config(loops: 2));
         Assert.True(loaded.IsValid, string.Join("\n", loaded.Errors));
-        FastGate.Transport.NativeTransport.t_unavailableForTest = true;
-        GatewayHost host;
-        try
-        {
-            host = GatewayHost.FromConfig(loaded, logs: logs).Host!;
-        }
-        finally
-        {
-            FastGate.Transport.NativeTransport.t_unavailableForTest = false;
-        }
-        await using (host)
+        await using (var host = HostWithoutNative(loaded, logs))
         {
             await host.StartAsync();
             Assert.Null(host.Native);
@@ -246,17 +250,7 @@ public sealed class NativeTransportTests : IAsyncLifetime
         var logs = new CapturedLogs();
         var loaded = ConfigLoader.Load(TestGateway.Config("http://127.0.0.1:1"));
         Assert.Equal(TransportKind.Auto, loaded.Config!.Transport);
-        FastGate.Transport.NativeTransport.t_unavailableForTest = true;
-        GatewayHost host;
-        try
-        {
-            host = GatewayHost.FromConfig(loaded, logs: logs).Host!;
-        }
-        finally
-        {
-            FastGate.Transport.NativeTransport.t_unavailableForTest = false;
-        }
-        await using (host)
+        await using (var host = HostWithoutNative(loaded, logs))
         {
             await host.StartAsync();
             Assert.Null(host.Native);
