@@ -20,7 +20,12 @@ public sealed record WafLoadOptions
     public IReadOnlyList<string> RemoveRanges { get; init; } = [];
     /// <summary>Rules removed by tag.</summary>
     public IReadOnlyList<string> RemoveTags { get; init; } = [];
+    /// <summary>Targets excluded from rules by id range and/or tag (as SecRuleUpdateTargetById/ByTag with '!').</summary>
+    public IReadOnlyList<WafTargetExclusion> ExcludeTargets { get; init; } = [];
 }
+
+/// <summary>A target the rules of <see cref="Rule"/> (an id range; null: any) carrying <see cref="Tag"/> (null: any) no longer read.</summary>
+public sealed record WafTargetExclusion((int From, int To)? Rule, string? Tag, WafTarget Target);
 
 /// <summary>
 /// A compiled rule set: the rules of each phase in order (chains hang off their first link, markers sit in every
@@ -45,6 +50,10 @@ public sealed class WafRuleSet
     private readonly List<(int From, int To)> _removedIds = [];
     private readonly List<string> _removedTags = [];
     private readonly List<(int Id, List<WafTarget> Targets, SecDirective Where)> _updates = [];
+    private readonly List<WafTargetExclusion> _excludeTargets = [];
+
+    /// <summary>Per <see cref="WafLoadOptions.ExcludeTargets"/> entry, how many rules it applied to (0: a config error).</summary>
+    public int[] ExcludeTargetRules { get; private set; } = [];
 
     private static readonly HashSet<string> NoOpDirectives = new(StringComparer.OrdinalIgnoreCase)
     {
@@ -106,6 +115,7 @@ public sealed class WafRuleSet
             directives.Insert(overrideAt, new SecDirective("SecAction", [$"id:1,phase:1,pass,nolog,{string.Join(',', overrides)}"], "(profile settings)", 0));
         foreach (var r in options.RemoveRanges) if (ParseIdRange(r) is { } range) set._removedIds.Add(range);
         set._removedTags.AddRange(options.RemoveTags);
+        set._excludeTargets.AddRange(options.ExcludeTargets);
         set.Compile(directives);
         return set;
     }
@@ -198,6 +208,21 @@ public sealed class WafRuleSet
         {
             if (!byId.TryGetValue(id, out var r)) continue; // ModSecurity too: an update for a rule not loaded is no error
             foreach (var t in targets) (t.Exclude ? r.Exclusions : r.Targets).Add(t);
+        }
+        // the profile's excludeTargets: each adds its target to the exclusions of the rules it names (chain starters,
+        // as SecRuleUpdateTargetById does), removed rules included in the count (naming one is not an error)
+        ExcludeTargetRules = new int[_excludeTargets.Count];
+        for (int k = 0; k < _excludeTargets.Count; k++)
+        {
+            var (range, tag, target) = _excludeTargets[k];
+            foreach (var r in _all)
+            {
+                if (r.Marker is not null || r.Id == 0) continue;
+                if (range is { } rr && (r.Id < rr.From || r.Id > rr.To)) continue;
+                if (tag is not null && !r.Tags.Contains(tag)) continue;
+                r.Exclusions.Add(target);
+                ExcludeTargetRules[k]++;
+            }
         }
         var phases = new List<WafRule>[6];
         for (int p = 0; p < 6; p++) phases[p] = [];
@@ -386,7 +411,20 @@ public sealed class WafRuleSet
         }
     }
 
-    internal WafTarget? ParseTarget(SecDirective d, string part, out string? error)
+    /// <summary>A target to exclude, as a profile's excludeTargets[].target writes it (COLLECTION, COLLECTION:name,
+    /// COLLECTION:/regex/; no '!' or '&amp;'), or null with why.</summary>
+    public static WafTarget? ParseExclusionTarget(string text, out string? error)
+    {
+        var s = text.Trim();
+        if (s.Length == 0 || s[0] is '!' or '&') { error = $"'{text}' is not a target: write COLLECTION, COLLECTION:name or COLLECTION:/regex/ (no '!' or '&')"; return null; }
+        if (s.Contains('|')) { error = $"'{text}': one target per entry (no '|')"; return null; }
+        var t = ParseTarget(null, "!" + s, out error);
+        if (t is null) return null;
+        if (t.Source is not (TargetSource.Request or TargetSource.Tx or TargetSource.Xml)) { error = $"'{text}': {t.Collection} cannot be excluded"; return null; }
+        return t;
+    }
+
+    internal static WafTarget? ParseTarget(SecDirective? d, string part, out string? error)
     {
         error = null;
         bool exclude = false, count = false;
