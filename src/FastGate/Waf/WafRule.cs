@@ -139,6 +139,8 @@ public sealed record WafSetVar(string Collection, string Name, Macro? Name2, cha
 {
     /// <summary>The TX slot of a tx.name setvar whose name has no macro (bound at load), else -1.</summary>
     internal int Slot { get; set; } = -1;
+    /// <summary>This setvar's number among its rule set's setvars with a macro in the name (bound at load), else -1.</summary>
+    internal int NameIndex { get; set; } = -1;
 }
 
 /// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>
@@ -185,6 +187,11 @@ public sealed class WafRule
     internal Transforms.Fn[] TransformArray { get; set; } = [];
     internal WafSetVar[] SetVarArray { get; set; } = [];
     internal WafCtl[] CtlArray { get; set; } = [];
+
+    /// <summary>Whether the operator's result depends on the value alone (<see cref="WafOperator.Pure"/>), set at load.</summary>
+    internal bool PureOperator { get; set; }
+    /// <summary>A number for this link, distinct among its rule set's links (set at load): a hash ingredient.</summary>
+    internal int LinkNumber { get; set; }
 
     /// <summary>This rule's number among its rule set's chain starters (0..RuleSet.Ordinals-1), set at load.</summary>
     internal int Ordinal { get; set; }

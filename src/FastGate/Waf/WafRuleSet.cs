@@ -250,6 +250,9 @@ public sealed class WafRuleSet
     internal string[] TxSlotNames { get; private set; } = [];
     internal string[] TxSlotFullNames { get; private set; } = [];
 
+    /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
+    internal int DynamicNames { get; private set; }
+
     internal bool TryTxSlot(string name, out int slot) => _txSlots.TryGetValue(name, out slot);
 
     private int TxSlotOf(string name)
@@ -268,6 +271,7 @@ public sealed class WafRuleSet
                 foreach (var sv in link.SetVars)
                 {
                     if (sv.Collection == "TX" && sv.Name2 is null) sv.Slot = TxSlotOf(sv.Name);
+                    if (sv.Name2 is not null) sv.NameIndex = DynamicNames++;
                     sv.Name2?.Bind(TxSlotOf);
                     sv.Value?.Bind(TxSlotOf);
                 }
@@ -318,14 +322,17 @@ public sealed class WafRuleSet
     {
         // one number per distinct sequence of transformations (CRS uses a few dozen sequences over hundreds of rules)
         var chains = new List<Transforms.Fn[]>();
+        int links = 0;
         foreach (var r in _all)
             for (var link = r; link is not null; link = link.Chain)
             {
+                link.LinkNumber = ++links;
                 link.TargetRefs = [.. link.Targets.Select(t => new TargetRef(t))];
                 link.ExclusionArray = [.. link.Exclusions];
                 link.TransformArray = [.. link.Transforms];
                 link.SetVarArray = [.. link.SetVars];
                 link.CtlArray = [.. link.Ctls];
+                link.PureOperator = link.Operator?.Pure ?? false;
                 if (link.Transforms.Count == 0) { link.TransformChainId = 0; continue; }
                 int id = chains.FindIndex(c => c.AsSpan().SequenceEqual(CollectionsMarshal.AsSpan(link.Transforms)));
                 if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
