@@ -35,6 +35,10 @@ public sealed class WafTarget
     public bool Exclude { get; init; }
     /// <summary>The TX slot of a TX:key target in its rule set's TX table (bound at load), else -1.</summary>
     internal int TxSlot { get; set; } = -1;
+    /// <summary>For a TX target without a key (TX:/^header_name_/, TX): the slots of its rule set's TX table whose
+    /// names it selects, worked out at load (the slot names are fixed), so it is not matched against every slot's name
+    /// per request; names made at run time are still matched one by one. Null: not worked out.</summary>
+    internal int[]? TxSlotsSelected { get; set; }
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
     internal string? TxName { get; set; }
 

@@ -283,6 +283,11 @@ public sealed class WafRuleSet
         foreach (var (name, slot) in _txSlots) names[slot] = name;
         TxSlotNames = names;
         TxSlotFullNames = [.. names.Select(n => "TX:" + n)];
+        foreach (var r in _all)
+            for (var link = r; link is not null; link = link.Chain)
+                foreach (var t in link.Targets)
+                    if (t.Source == TargetSource.Tx && t.Key is null)
+                        t.TxSlotsSelected = [.. Enumerable.Range(0, names.Length).Where(s => t.SelectsKey(names[s]))];
     }
 
     /// <summary>Each phase's rules without its markers, the order kept: what a transaction walks.</summary>

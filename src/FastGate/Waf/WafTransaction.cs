@@ -854,8 +854,14 @@ public sealed class WafTransaction
                     return;
                 }
                 var names = _set.TxSlotNames;
-                for (int s = 0; s < _txs.Length; s++)
-                    if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
+                if (target.TxSlotsSelected is { } selected)
+                {
+                    foreach (var s in selected)
+                        if (_txs[s] is { } v) into.Add((names[s], _set.TxSlotFullNames[s], v));
+                }
+                else
+                    for (int s = 0; s < _txs.Length; s++)
+                        if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
                 foreach (var (k, v) in _txDynamic)
                     if (target.SelectsKey(k)) into.Add((k, "TX:" + k, v));
                 return;

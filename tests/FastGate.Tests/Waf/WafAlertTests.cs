@@ -93,6 +93,35 @@ public sealed class WafAlertTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Waf_blocks_are_auth_failures_too_and_fire_an_authFailures_rule()
+    {
+        // the WAF's 403 is counted with the other 401/403 answers: an authFailures rule on the route sees the attacks
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 3, 9, 0, 0, TimeSpan.Zero));
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var config = Config("block", receiver.Url).Replace("\"id\": \"waf-attack\", \"type\": \"wafBlocked\", \"route\": \"shop\", \"threshold\": 3",
+            "\"id\": \"denied\", \"type\": \"authFailures\", \"route\": \"shop\", \"threshold\": 2", StringComparison.Ordinal);
+        Assert.Contains("authFailures", config, StringComparison.Ordinal);
+        await using var gateway = await TestGateway.StartAsync(config, time);
+        var alerts = gateway.Host.Runtime.Observability.Alerts;
+        var shop = gateway.Host.Runtime.Observability.RouteCounters("shop");
+        await SendAsync(gateway, "/echo?q=1%20UNION%20SELECT%20pw", 403);
+        await SendAsync(gateway, "/echo?q=fine", 200);
+        // a request is recorded just after its response is written: wait for the records, then evaluate
+        await Eventually.WaitUntilAsync(() => Task.FromResult(shop.Snapshot().Requests == 2), "two requests recorded on the route");
+        Assert.Equal(1, shop.Snapshot().AuthFailures);
+        alerts.Evaluate();
+        Assert.Empty(alerts.Active());
+        await SendAsync(gateway, "/echo?q=2%20union%20select%20x", 403);
+        await Eventually.WaitUntilAsync(() => Task.FromResult(shop.Snapshot().AuthFailures == 2), "the second WAF 403 counted as an auth failure");
+        alerts.Evaluate();
+        var firing = await receiver.NextAsync();
+        Assert.Equal("firing", firing.GetProperty("status").GetString());
+        Assert.Equal("denied", firing.GetProperty("rule").GetString());
+        Assert.Equal("authFailures", firing.GetProperty("type").GetString());
+        Assert.Equal(2, firing.GetProperty("value").GetDouble());
+    }
+
+    [Fact]
     public async Task Detect_mode_blocks_nothing_and_never_fires_the_rule()
     {
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 3, 9, 0, 0, TimeSpan.Zero));
