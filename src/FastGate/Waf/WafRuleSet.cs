@@ -250,6 +250,9 @@ public sealed class WafRuleSet
     internal string[] TxSlotNames { get; private set; } = [];
     internal string[] TxSlotFullNames { get; private set; } = [];
 
+    /// <summary>How many rule links the set has (WafRule.LinkNumber is 1..LinkCount).</summary>
+    internal int LinkCount { get; private set; }
+
     /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
     internal int DynamicNames { get; private set; }
 
@@ -343,6 +346,7 @@ public sealed class WafRuleSet
                 if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
                 link.TransformChainId = id + 1;
             }
+        LinkCount = links;
         for (int p = 0; p < 6; p++)
         {
             var all = Phases[p] ?? [];
