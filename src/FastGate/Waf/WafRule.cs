@@ -194,7 +194,8 @@ public sealed class WafRule
 
     /// <summary>Whether the operator's result depends on the value alone (<see cref="WafOperator.Pure"/>), set at load.</summary>
     internal bool PureOperator { get; set; }
-    /// <summary>A number for this link, distinct among its rule set's links (set at load): a hash ingredient.</summary>
+    /// <summary>This link's place in a transaction's table of kept results (1.., in load order; 0: a link whose
+    /// operator is not pure, whose results are not kept), set at load.</summary>
     internal int LinkNumber { get; set; }
 
     /// <summary>This rule's number among its rule set's chain starters (0..RuleSet.Ordinals-1), set at load.</summary>

@@ -250,7 +250,7 @@ public sealed class WafRuleSet
     internal string[] TxSlotNames { get; private set; } = [];
     internal string[] TxSlotFullNames { get; private set; } = [];
 
-    /// <summary>How many rule links the set has (WafRule.LinkNumber is 1..LinkCount).</summary>
+    /// <summary>How many rule links with a pure operator the set has (their WafRule.LinkNumber is 1..LinkCount).</summary>
     internal int LinkCount { get; private set; }
 
     /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
@@ -334,13 +334,14 @@ public sealed class WafRuleSet
         foreach (var r in _all)
             for (var link = r; link is not null; link = link.Chain)
             {
-                link.LinkNumber = ++links;
                 link.TargetRefs = [.. link.Targets.Select(t => new TargetRef(t))];
                 link.ExclusionArray = [.. link.Exclusions];
                 link.TransformArray = [.. link.Transforms];
                 link.SetVarArray = [.. link.SetVars];
                 link.CtlArray = [.. link.Ctls];
-                link.PureOperator = link.Operator?.Pure ?? false;
+                link.PureOperator = link.Operator?.Pure == true && link.Unsupported is null;
+                // only links whose results a transaction keeps are numbered (the size of WafTransaction's table)
+                if (link.PureOperator) link.LinkNumber = ++links;
                 if (link.Transforms.Count == 0) { link.TransformChainId = 0; continue; }
                 int id = chains.FindIndex(c => c.AsSpan().SequenceEqual(CollectionsMarshal.AsSpan(link.Transforms)));
                 if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
