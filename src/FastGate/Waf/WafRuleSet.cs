@@ -253,6 +253,32 @@ public sealed class WafRuleSet
     /// <summary>How many rule links with a pure operator the set has (their WafRule.LinkNumber is 1..LinkCount).</summary>
     internal int LinkCount { get; private set; }
 
+    /// <summary>What a link (with a pure operator) last computed for a value: the transformed value and the
+    /// operator's raw result. Immutable: published with one reference write.</summary>
+    internal sealed class KeptResult(string value, string transformed, bool hit)
+    {
+        public readonly string Value = value;
+        public readonly string Transformed = transformed;
+        public readonly bool Hit = hit;
+    }
+
+    internal const int KeptWays = 4;
+
+    /// <summary>The way of <paramref name="value"/> among a link's KeptWays entries: from its text (the same text
+    /// takes the same way on every connection), cheap (length and two characters).</summary>
+    internal static int KeptWay(string value) =>
+        (value.Length + (value.Length > 0 ? value[0] * 7 + value[^1] * 31 : 0)) & (KeptWays - 1);
+
+    /// <summary>
+    /// Per link with a pure operator (WafRule.LinkNumber), KeptWays entries: the result a transaction last computed
+    /// there for a value, found again by comparing the text (a connection's and other connections' requests repeat
+    /// their method, line, Host, User-Agent...). Shared by every transaction of the set, read and written without
+    /// locks (a reader sees an entry whole or the one before it; a race only costs a computation), small enough to
+    /// stay in cache (a table per connection was a cache miss per lookup under load). Only values of the request head,
+    /// TX and the matched variables are looked up here (WafTransaction.StableCollections).
+    /// </summary>
+    internal KeptResult?[] KeptResults { get; private set; } = [];
+
     /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
     internal int DynamicNames { get; private set; }
 
@@ -348,6 +374,7 @@ public sealed class WafRuleSet
                 link.TransformChainId = id + 1;
             }
         LinkCount = links;
+        KeptResults = new KeptResult?[(links + 1) * KeptWays];
         for (int p = 0; p < 6; p++)
         {
             var all = Phases[p] ?? [];

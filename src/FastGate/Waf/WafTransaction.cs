@@ -55,7 +55,6 @@ public sealed class WafTransaction
     // Cleared when the rule set changes or past StableLimit entries (a bound on what a connection keeps).
     private readonly Dictionary<(string Value, WafOperator Op), bool> _opResults = new(OpKeyComparer.Instance);
     private readonly Dictionary<(string Value, int Chain), string> _chainedStable = new(ChainKeyComparer.Instance);
-    private readonly LinkResults _linkResults = new();
     private WafRuleSet? _stableSet;
     private bool _stableValues;
     private const int StableLimit = 1024;
@@ -81,7 +80,6 @@ public sealed class WafTransaction
         _set = set;
         _request = request;
         _stableSet = set;
-        _linkResults.Use(set);
         _txs = new string?[set.TxSlotNames.Length];
         BuildRequestCollections();
     }
@@ -109,7 +107,6 @@ public sealed class WafTransaction
         _counted.Clear();
         _transformed.Clear();
         if (_chained.Count > 0) _chained.Clear();
-        _linkResults.Use(set);
         if (!ReferenceEquals(_stableSet, set) || _opResults.Count > StableLimit || _chainedStable.Count > StableLimit)
         {
             _opResults.Clear();
@@ -649,21 +646,22 @@ public sealed class WafTransaction
         }
         else if (_stableValues && link.PureOperator)
         {
-            // one lookup for the value's transformed form and the operator's result on it, from this request or an
-            // earlier one on the connection (a capturing rule's match runs again: the capture goes to TX)
-            ref var known = ref _linkResults.Find(value, link, out bool exists);
-            if (exists && !(known.Hit && link.Capture))
+            // the value's transformed form and the operator's result on it, as this link last saw the same text (any
+            // connection: the table is the rule set's, read lock-free; entries are immutable); a capturing rule's
+            // match runs again (the capture goes to TX)
+            ref var slot = ref _set.KeptResults[link.LinkNumber * WafRuleSet.KeptWays + WafRuleSet.KeptWay(value)];
+            var known = Volatile.Read(ref slot);
+            if (known is not null && string.Equals(known.Value, value) && !(known.Hit && link.Capture))
             {
                 v = known.Transformed;
                 hit = known.Hit != link.Negated;
             }
             else
             {
-                // neither the transformations nor the operator touch _linkResults: the reference stays valid
                 if (link.TransformChainId != 0 && v.Length > 0) v = TransformChain(link, v);
                 bool raw = link.Operator!.Match(v, this, link.Capture);
-                known.Hit = raw;
-                known.Transformed = v;
+                // a capture's second run finds what the entry says: no new entry (nothing allocated)
+                if (known is null || !string.Equals(known.Value, value)) Volatile.Write(ref slot, new WafRuleSet.KeptResult(value, v, raw));
                 hit = raw != link.Negated;
             }
         }
@@ -733,53 +731,6 @@ public sealed class WafTransaction
         var result = op.Match(v, this, link.Capture);
         _opResults[key] = result;
         return result != link.Negated;
-    }
-
-    /// <summary>
-    /// (value string, link) → the value after the link's transformations and the operator's result on it: a few
-    /// entries per link (Ways), in the rule set's link order, the way chosen by the value's identity hash. The walk
-    /// visits links in that order, so its lookups go through memory front to back (a hash table over all pairs cost a
-    /// cache miss per lookup under load: 15% of the gateway's cycles). A value whose way holds another value is
-    /// computed again and takes the way. Nothing is written on a hit, so a connection's repeated requests store no
-    /// references here (no GC card marking). Fixed size: (links + 1) × Ways entries per transaction.
-    /// </summary>
-    private sealed class LinkResults
-    {
-        internal struct Entry
-        {
-            public string? Value;
-            public string Transformed;
-            public bool Hit;
-        }
-
-        private const int Ways = 4;
-        private Entry[] _slots = [];
-        private WafRuleSet? _set;
-
-        /// <summary>The entry of (value, link): found, or its way taken for it (the caller fills Hit and Transformed).</summary>
-        public ref Entry Find(string value, WafRule link, out bool found)
-        {
-            int i = link.LinkNumber * Ways + (System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(value) & (Ways - 1));
-            if ((uint)i >= (uint)_slots.Length) { found = false; return ref Overflow; }
-            ref var e = ref _slots[i];
-            if (ReferenceEquals(e.Value, value)) { found = true; return ref e; }
-            found = false;
-            e.Value = value;
-            e.Transformed = value;
-            return ref e;
-        }
-
-        // where a link outside the table (not of this rule set) writes: never found again
-        private Entry _overflow;
-        private ref Entry Overflow { get { _overflow = default; return ref _overflow; } }
-
-        /// <summary>Starts over for <paramref name="set"/> when it is not the set the entries were made for.</summary>
-        public void Use(WafRuleSet set)
-        {
-            if (ReferenceEquals(_set, set)) return;
-            _set = set;
-            _slots = new Entry[(set.LinkCount + 1) * Ways];
-        }
     }
 
     private sealed class OpKeyComparer : IEqualityComparer<(string Value, WafOperator Op)>
