@@ -56,6 +56,28 @@ public class WafInspectionBenchmarks
         return tx.Evaluate(1) || tx.Evaluate(2);
     }
 
+    private WafTransaction? _plainTx;
+    private readonly WafRequest _plain = Plain();
+
+    private static WafRequest Plain()
+    {
+        var r = new WafRequest { Method = "GET", Uri = "/", RemoteAddress = "127.0.0.1" };
+        r.Headers.Add(("Host", "127.0.0.1:18001"));
+        return r;
+    }
+
+    /// <summary>wrk's `GET /` with its one Host header (the compare rows' request), on a reused transaction as a
+    /// keep-alive connection runs it: what the kept per-connection results (operator results, transformed values)
+    /// save shows here.</summary>
+    [Benchmark]
+    public bool PlainGetReused()
+    {
+        var tx = _plainTx;
+        if (tx is null) _plainTx = tx = new WafTransaction(_rules, _plain);
+        else tx.Reset(_rules, _plain);
+        return tx.Evaluate(1) || tx.Evaluate(2);
+    }
+
     [Benchmark]
     public bool FormPost4K()
     {

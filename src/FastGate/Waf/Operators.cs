@@ -12,6 +12,10 @@ public abstract class WafOperator
     public abstract bool Match(string value, WafTransaction tx, bool capture);
     /// <summary>The macros of the parameter (bound to the rule set's TX slots at load).</summary>
     internal virtual Macro? ParamMacro => null;
+    /// <summary>Whether <see cref="Match"/>'s result depends on the value alone (no macro in the parameter, nothing
+    /// read from the transaction): a transaction may then keep the result for the value (WafTransaction.Op). Captures
+    /// are the only effect such an operator has, and only when it matches.</summary>
+    internal virtual bool Pure => true;
 }
 
 internal sealed class RxOperator : WafOperator
@@ -28,6 +32,7 @@ internal sealed class RxOperator : WafOperator
     /// request as ModSecurity v3 does, the regex compiled again only when the expansion changes (the last one is kept).</summary>
     public Macro? Pattern { get; init; }
     internal override Macro? ParamMacro => Pattern;
+    internal override bool Pure => Pattern is null;
     private sealed record Compiled(string Source, Regex? Regex, bool OnlyWholeMatch);
     private Compiled? _last;
 
@@ -92,6 +97,7 @@ internal sealed class StringOperator : WafOperator
     public required StringOp Op { get; init; }
     public required Macro Param { get; init; }
     internal override Macro? ParamMacro => Param;
+    internal override bool Pure => Param.IsConstant;
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
         var p = Param.Expand(tx);
@@ -123,6 +129,7 @@ internal sealed class NumericOperator : WafOperator
     }
 
     internal override Macro? ParamMacro => _param;
+    internal override bool Pure => _constant is not null;
 
     public override bool Match(string value, WafTransaction tx, bool capture)
     {
@@ -357,6 +364,22 @@ public sealed class Macro
         }
         if (lit.Length > 0) parts.Add((lit.ToString(), null, null));
         return new Macro(s, parts.ToArray());
+    }
+
+    /// <summary>
+    /// Whether each part expands to the very string it did last time (<paramref name="last"/>, updated): a macro whose
+    /// parts are the same strings expands to the same text, so the caller's earlier result still holds.
+    /// </summary>
+    internal bool SameParts(WafTransaction tx, ref string[]? last)
+    {
+        bool same = last is not null && last.Length == _parts.Length;
+        if (!same) last = new string[_parts.Length];
+        for (int i = 0; i < _parts.Length; i++)
+        {
+            var p = Part(i, tx);
+            if (!ReferenceEquals(last![i], p)) { last[i] = p; same = false; }
+        }
+        return same;
     }
 
     public string Expand(WafTransaction tx)

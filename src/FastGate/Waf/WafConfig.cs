@@ -30,8 +30,25 @@ public sealed record WafProfileConfig
     public IReadOnlyList<string> RemoveRules { get; init; } = [];
     /// <summary>Rules removed by tag (e.g. "attack-protocol").</summary>
     public IReadOnlyList<string> RemoveTags { get; init; } = [];
+    /// <summary>Targets excluded from rules (as SecRuleUpdateTargetById with <c>!ARGS:password</c>).</summary>
+    public IReadOnlyList<WafExcludeTargetConfig> ExcludeTargets { get; init; } = [];
     /// <summary>The rule set, loaded by the validator (a bad rule file is a config error with file:line).</summary>
     internal WafRuleSet? RuleSet { get; set; }
+}
+
+/// <summary>
+/// One target exclusion of a profile: the rules it applies to (an id or "from-to" range, and/or a tag) stop reading
+/// <see cref="Target"/> (e.g. <c>ARGS:password</c>, <c>REQUEST_COOKIES:/^sess_/</c>), as ModSecurity's
+/// <c>SecRuleUpdateTargetById 942100 "!ARGS:password"</c> (or <c>SecRuleUpdateTargetByTag</c>) does.
+/// </summary>
+public sealed record WafExcludeTargetConfig
+{
+    /// <summary>A rule id or "from-to" range; null: every rule with <see cref="Tag"/>.</summary>
+    public string? Rule { get; init; }
+    /// <summary>Only the rules (of <see cref="Rule"/>, when given) that carry this tag.</summary>
+    public string? Tag { get; init; }
+    /// <summary>COLLECTION:name or COLLECTION:/regex/ (no '!' or '&amp;').</summary>
+    public string Target { get; init; } = "";
 }
 
 /// <summary>Binds and checks <c>waf</c>; loading the rules is part of validation, so a reload with a bad file keeps the running config.</summary>
@@ -41,7 +58,9 @@ internal static class WafConfigBinder
     internal static readonly string[] ProfileProperties =
         ConfigReader.Names(nameof(WafProfileConfig.Id), nameof(WafProfileConfig.Rules), nameof(WafProfileConfig.Setup), nameof(WafProfileConfig.Mode),
         nameof(WafProfileConfig.ParanoiaLevel), nameof(WafProfileConfig.InboundThreshold), nameof(WafProfileConfig.RemoveRules),
-        nameof(WafProfileConfig.RemoveTags));
+        nameof(WafProfileConfig.RemoveTags), nameof(WafProfileConfig.ExcludeTargets));
+    internal static readonly string[] ExcludeTargetProperties =
+        ConfigReader.Names(nameof(WafExcludeTargetConfig.Rule), nameof(WafExcludeTargetConfig.Tag), nameof(WafExcludeTargetConfig.Target));
 
     public static WafConfig Bind(JsonElement root, string path, ConfigReader r)
     {
@@ -72,6 +91,18 @@ internal static class WafConfigBinder
             InboundThreshold = (int?)r.Integer(e, p, nameof(WafProfileConfig.InboundThreshold), 1, 10000),
             RemoveRules = r.Strings(e, p, nameof(WafProfileConfig.RemoveRules)),
             RemoveTags = r.Strings(e, p, nameof(WafProfileConfig.RemoveTags)),
+            ExcludeTargets = r.Objects(e, p, nameof(WafProfileConfig.ExcludeTargets), false, (x, xp) => BindExcludeTarget(x, xp, r)),
+        };
+    }
+
+    private static WafExcludeTargetConfig BindExcludeTarget(JsonElement e, string p, ConfigReader r)
+    {
+        r.CheckUnknown(e, p, ExcludeTargetProperties);
+        return new WafExcludeTargetConfig
+        {
+            Rule = r.String(e, p, nameof(WafExcludeTargetConfig.Rule)),
+            Tag = r.String(e, p, nameof(WafExcludeTargetConfig.Tag)),
+            Target = r.String(e, p, nameof(WafExcludeTargetConfig.Target), required: true) ?? "",
         };
     }
 
@@ -84,6 +115,7 @@ internal static class WafConfigBinder
             var p = $"$.waf.profiles[{i}]";
             if (w.Id.Length > 0 && !ids.Add(w.Id)) errors.Add(new ConfigError(p + ".id", $"duplicate WAF profile id '{w.Id}'"));
             if (w.Rules.Length == 0) continue;
+            int before = errors.Count;
             if (!config.Files.TryResolve(config.BaseDirectory, w.Rules, out var rules, out var refused)) { errors.Add(new ConfigError(p + ".rules", refused!)); continue; }
             string? setup = null;
             if (w.Setup is not null && !config.Files.TryResolve(config.BaseDirectory, w.Setup, out setup, out refused)) { errors.Add(new ConfigError(p + ".setup", refused!)); continue; }
@@ -93,8 +125,34 @@ internal static class WafConfigBinder
                 if (WafRuleSet.ParseIdRange(w.RemoveRules[k]) is null) errors.Add(new ConfigError($"{p}.removeRules[{k}]", $"'{w.RemoveRules[k]}' is not a rule id or id range"));
                 else removeRanges.Add(w.RemoveRules[k]);
             }
+            var exclusions = new List<WafTargetExclusion>();
+            var exclusionIndex = new List<int>(); // exclusions[j] is excludeTargets[exclusionIndex[j]]
+            for (int k = 0; k < w.ExcludeTargets.Count; k++)
+            {
+                var x = w.ExcludeTargets[k];
+                var xp = $"{p}.excludeTargets[{k}]";
+                (int, int)? range = null;
+                bool ok = true;
+                if (x.Rule is not null && (range = WafRuleSet.ParseIdRange(x.Rule)) is null)
+                {
+                    errors.Add(new ConfigError(xp + ".rule", $"'{x.Rule}' is not a rule id or id range"));
+                    ok = false;
+                }
+                if (x.Rule is null && x.Tag is null) { errors.Add(new ConfigError(xp, "needs a rule (id or range) or a tag")); ok = false; }
+                if (x.Tag is { Length: 0 }) { errors.Add(new ConfigError(xp + ".tag", "empty tag")); ok = false; }
+                WafTarget? target = null;
+                if (x.Target.Length > 0 && (target = WafRuleSet.ParseExclusionTarget(x.Target, out var why)) is null)
+                {
+                    errors.Add(new ConfigError(xp + ".target", why!));
+                    ok = false;
+                }
+                if (!ok || target is null) continue;
+                exclusions.Add(new WafTargetExclusion(range, x.Tag, target));
+                exclusionIndex.Add(k);
+            }
             var set = WafRuleSet.Load(new WafLoadOptions
             {
+                ExcludeTargets = exclusions,
                 Rules = rules,
                 Setup = setup,
                 ParanoiaLevel = w.ParanoiaLevel,
@@ -102,9 +160,18 @@ internal static class WafConfigBinder
                 RemoveRanges = removeRanges,
                 RemoveTags = w.RemoveTags,
             });
+            for (int j = 0; j < exclusions.Count && set.Errors.Count == 0; j++)
+                if (set.ExcludeTargetRules[j] == 0)
+                {
+                    var x = w.ExcludeTargets[exclusionIndex[j]];
+                    var where = $"{p}.excludeTargets[{exclusionIndex[j]}]";
+                    errors.Add(x.Rule is not null
+                        ? new ConfigError(where + ".rule", $"no rule of the profile has the id {x.Rule}" + (x.Tag is not null ? $" and the tag '{x.Tag}'" : ""))
+                        : new ConfigError(where + ".tag", $"no rule of the profile has the tag '{x.Tag}'"));
+                }
             foreach (var e in set.Errors.Take(20)) errors.Add(new ConfigError(p + ".rules", e.ToString()));
             if (set.Errors.Count > 20) errors.Add(new ConfigError(p + ".rules", $"... and {set.Errors.Count - 20} more errors"));
-            w.RuleSet = set.Errors.Count == 0 ? set : null;
+            w.RuleSet = set.Errors.Count == 0 && errors.Count == before ? set : null;
         }
         for (int i = 0; i < config.Routes.Count; i++)
             if (config.Routes[i].Waf is { } id && !ids.Contains(id))

@@ -35,6 +35,10 @@ public sealed class WafTarget
     public bool Exclude { get; init; }
     /// <summary>The TX slot of a TX:key target in its rule set's TX table (bound at load), else -1.</summary>
     internal int TxSlot { get; set; } = -1;
+    /// <summary>For a TX target without a key (TX:/^header_name_/, TX): the slots of its rule set's TX table whose
+    /// names it selects, worked out at load (the slot names are fixed), so it is not matched against every slot's name
+    /// per request; names made at run time are still matched one by one. Null: not worked out.</summary>
+    internal int[]? TxSlotsSelected { get; set; }
     /// <summary>"TX:key", made once for the matched-variable name of a TX:key target.</summary>
     internal string? TxName { get; set; }
 
@@ -139,6 +143,8 @@ public sealed record WafSetVar(string Collection, string Name, Macro? Name2, cha
 {
     /// <summary>The TX slot of a tx.name setvar whose name has no macro (bound at load), else -1.</summary>
     internal int Slot { get; set; } = -1;
+    /// <summary>This setvar's number among its rule set's setvars with a macro in the name (bound at load), else -1.</summary>
+    internal int NameIndex { get; set; } = -1;
 }
 
 /// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>
@@ -185,6 +191,12 @@ public sealed class WafRule
     internal Transforms.Fn[] TransformArray { get; set; } = [];
     internal WafSetVar[] SetVarArray { get; set; } = [];
     internal WafCtl[] CtlArray { get; set; } = [];
+
+    /// <summary>Whether the operator's result depends on the value alone (<see cref="WafOperator.Pure"/>), set at load.</summary>
+    internal bool PureOperator { get; set; }
+    /// <summary>This link's place in a transaction's table of kept results (1.., in load order; 0: a link whose
+    /// operator is not pure, whose results are not kept), set at load.</summary>
+    internal int LinkNumber { get; set; }
 
     /// <summary>This rule's number among its rule set's chain starters (0..RuleSet.Ordinals-1), set at load.</summary>
     internal int Ordinal { get; set; }

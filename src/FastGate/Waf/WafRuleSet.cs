@@ -20,7 +20,12 @@ public sealed record WafLoadOptions
     public IReadOnlyList<string> RemoveRanges { get; init; } = [];
     /// <summary>Rules removed by tag.</summary>
     public IReadOnlyList<string> RemoveTags { get; init; } = [];
+    /// <summary>Targets excluded from rules by id range and/or tag (as SecRuleUpdateTargetById/ByTag with '!').</summary>
+    public IReadOnlyList<WafTargetExclusion> ExcludeTargets { get; init; } = [];
 }
+
+/// <summary>A target the rules of <see cref="Rule"/> (an id range; null: any) carrying <see cref="Tag"/> (null: any) no longer read.</summary>
+public sealed record WafTargetExclusion((int From, int To)? Rule, string? Tag, WafTarget Target);
 
 /// <summary>
 /// A compiled rule set: the rules of each phase in order (chains hang off their first link, markers sit in every
@@ -45,6 +50,10 @@ public sealed class WafRuleSet
     private readonly List<(int From, int To)> _removedIds = [];
     private readonly List<string> _removedTags = [];
     private readonly List<(int Id, List<WafTarget> Targets, SecDirective Where)> _updates = [];
+    private readonly List<WafTargetExclusion> _excludeTargets = [];
+
+    /// <summary>Per <see cref="WafLoadOptions.ExcludeTargets"/> entry, how many rules it applied to (0: a config error).</summary>
+    public int[] ExcludeTargetRules { get; private set; } = [];
 
     private static readonly HashSet<string> NoOpDirectives = new(StringComparer.OrdinalIgnoreCase)
     {
@@ -106,6 +115,7 @@ public sealed class WafRuleSet
             directives.Insert(overrideAt, new SecDirective("SecAction", [$"id:1,phase:1,pass,nolog,{string.Join(',', overrides)}"], "(profile settings)", 0));
         foreach (var r in options.RemoveRanges) if (ParseIdRange(r) is { } range) set._removedIds.Add(range);
         set._removedTags.AddRange(options.RemoveTags);
+        set._excludeTargets.AddRange(options.ExcludeTargets);
         set.Compile(directives);
         return set;
     }
@@ -199,6 +209,21 @@ public sealed class WafRuleSet
             if (!byId.TryGetValue(id, out var r)) continue; // ModSecurity too: an update for a rule not loaded is no error
             foreach (var t in targets) (t.Exclude ? r.Exclusions : r.Targets).Add(t);
         }
+        // the profile's excludeTargets: each adds its target to the exclusions of the rules it names (chain starters,
+        // as SecRuleUpdateTargetById does), removed rules included in the count (naming one is not an error)
+        ExcludeTargetRules = new int[_excludeTargets.Count];
+        for (int k = 0; k < _excludeTargets.Count; k++)
+        {
+            var (range, tag, target) = _excludeTargets[k];
+            foreach (var r in _all)
+            {
+                if (r.Marker is not null || r.Id == 0) continue;
+                if (range is { } rr && (r.Id < rr.From || r.Id > rr.To)) continue;
+                if (tag is not null && !r.Tags.Contains(tag)) continue;
+                r.Exclusions.Add(target);
+                ExcludeTargetRules[k]++;
+            }
+        }
         var phases = new List<WafRule>[6];
         for (int p = 0; p < 6; p++) phases[p] = [];
         foreach (var r in _all)
@@ -225,6 +250,38 @@ public sealed class WafRuleSet
     internal string[] TxSlotNames { get; private set; } = [];
     internal string[] TxSlotFullNames { get; private set; } = [];
 
+    /// <summary>How many rule links with a pure operator the set has (their WafRule.LinkNumber is 1..LinkCount).</summary>
+    internal int LinkCount { get; private set; }
+
+    /// <summary>What a link (with a pure operator) last computed for a value: the transformed value and the
+    /// operator's raw result. Immutable: published with one reference write.</summary>
+    internal sealed class KeptResult(string value, string transformed, bool hit)
+    {
+        public readonly string Value = value;
+        public readonly string Transformed = transformed;
+        public readonly bool Hit = hit;
+    }
+
+    internal const int KeptWays = 4;
+
+    /// <summary>The way of <paramref name="value"/> among a link's KeptWays entries: from its text (the same text
+    /// takes the same way on every connection), cheap (length and two characters).</summary>
+    internal static int KeptWay(string value) =>
+        (value.Length + (value.Length > 0 ? value[0] * 7 + value[^1] * 31 : 0)) & (KeptWays - 1);
+
+    /// <summary>
+    /// Per link with a pure operator (WafRule.LinkNumber), KeptWays entries: the result a transaction last computed
+    /// there for a value, found again by comparing the text (a connection's and other connections' requests repeat
+    /// their method, line, Host, User-Agent...). Shared by every transaction of the set, read and written without
+    /// locks (a reader sees an entry whole or the one before it; a race only costs a computation), small enough to
+    /// stay in cache (a table per connection was a cache miss per lookup under load). Only values of the request head,
+    /// TX and the matched variables are looked up here (WafTransaction.StableCollections).
+    /// </summary>
+    internal KeptResult?[] KeptResults { get; private set; } = [];
+
+    /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
+    internal int DynamicNames { get; private set; }
+
     internal bool TryTxSlot(string name, out int slot) => _txSlots.TryGetValue(name, out slot);
 
     private int TxSlotOf(string name)
@@ -243,6 +300,7 @@ public sealed class WafRuleSet
                 foreach (var sv in link.SetVars)
                 {
                     if (sv.Collection == "TX" && sv.Name2 is null) sv.Slot = TxSlotOf(sv.Name);
+                    if (sv.Name2 is not null) sv.NameIndex = DynamicNames++;
                     sv.Name2?.Bind(TxSlotOf);
                     sv.Value?.Bind(TxSlotOf);
                 }
@@ -254,6 +312,11 @@ public sealed class WafRuleSet
         foreach (var (name, slot) in _txSlots) names[slot] = name;
         TxSlotNames = names;
         TxSlotFullNames = [.. names.Select(n => "TX:" + n)];
+        foreach (var r in _all)
+            for (var link = r; link is not null; link = link.Chain)
+                foreach (var t in link.Targets)
+                    if (t.Source == TargetSource.Tx && t.Key is null)
+                        t.TxSlotsSelected = [.. Enumerable.Range(0, names.Length).Where(s => t.SelectsKey(names[s]))];
     }
 
     /// <summary>Each phase's rules without its markers, the order kept: what a transaction walks.</summary>
@@ -293,6 +356,7 @@ public sealed class WafRuleSet
     {
         // one number per distinct sequence of transformations (CRS uses a few dozen sequences over hundreds of rules)
         var chains = new List<Transforms.Fn[]>();
+        int links = 0;
         foreach (var r in _all)
             for (var link = r; link is not null; link = link.Chain)
             {
@@ -301,11 +365,16 @@ public sealed class WafRuleSet
                 link.TransformArray = [.. link.Transforms];
                 link.SetVarArray = [.. link.SetVars];
                 link.CtlArray = [.. link.Ctls];
+                link.PureOperator = link.Operator?.Pure == true && link.Unsupported is null;
+                // only links whose results a transaction keeps are numbered (the size of WafTransaction's table)
+                if (link.PureOperator) link.LinkNumber = ++links;
                 if (link.Transforms.Count == 0) { link.TransformChainId = 0; continue; }
                 int id = chains.FindIndex(c => c.AsSpan().SequenceEqual(CollectionsMarshal.AsSpan(link.Transforms)));
                 if (id < 0) { chains.Add([.. link.Transforms]); id = chains.Count - 1; }
                 link.TransformChainId = id + 1;
             }
+        LinkCount = links;
+        KeptResults = new KeptResult?[(links + 1) * KeptWays];
         for (int p = 0; p < 6; p++)
         {
             var all = Phases[p] ?? [];
@@ -386,7 +455,20 @@ public sealed class WafRuleSet
         }
     }
 
-    internal WafTarget? ParseTarget(SecDirective d, string part, out string? error)
+    /// <summary>A target to exclude, as a profile's excludeTargets[].target writes it (COLLECTION, COLLECTION:name,
+    /// COLLECTION:/regex/; no '!' or '&amp;'), or null with why.</summary>
+    public static WafTarget? ParseExclusionTarget(string text, out string? error)
+    {
+        var s = text.Trim();
+        if (s.Length == 0 || s[0] is '!' or '&') { error = $"'{text}' is not a target: write COLLECTION, COLLECTION:name or COLLECTION:/regex/ (no '!' or '&')"; return null; }
+        if (s.Contains('|')) { error = $"'{text}': one target per entry (no '|')"; return null; }
+        var t = ParseTarget(null, "!" + s, out error);
+        if (t is null) return null;
+        if (t.Source is not (TargetSource.Request or TargetSource.Tx or TargetSource.Xml)) { error = $"'{text}': {t.Collection} cannot be excluded"; return null; }
+        return t;
+    }
+
+    internal static WafTarget? ParseTarget(SecDirective? d, string part, out string? error)
     {
         error = null;
         bool exclude = false, count = false;

@@ -47,6 +47,30 @@ public sealed class WafTransaction
     // t:lowercase...) to the same values over and over; each (value, function) is computed once
     private readonly Dictionary<(string Value, Transforms.Fn Fn), string> _transformed = new(TransformKeyComparer.Instance);
     private readonly Dictionary<(string Value, int Chain), string> _chained = new(ChainKeyComparer.Instance);
+    // kept from request to request (a connection's requests repeat their method, line, Host, User-Agent... and
+    // WafStep keeps those strings while their bytes repeat): the results of pure operators (WafOperator.Pure) and of
+    // transformation sequences, keyed by the value string's identity — a string never changes, so an entry stays true
+    // for as long as it exists. Only values that repeat go in: the request line's and headers' collections
+    // (StableCollections), TX and the matched variables; arguments, cookies and bodies are new strings every request.
+    // Cleared when the rule set changes or past StableLimit entries (a bound on what a connection keeps).
+    private readonly Dictionary<(string Value, WafOperator Op), bool> _opResults = new(OpKeyComparer.Instance);
+    private readonly Dictionary<(string Value, int Chain), string> _chainedStable = new(ChainKeyComparer.Instance);
+    private WafRuleSet? _stableSet;
+    private bool _stableValues;
+    private const int StableLimit = 1024;
+
+    /// <summary>The request collections whose values are the same strings request after request while their bytes
+    /// repeat (WafStep.Same, the line and URI memos below), as CollectionBit bits (never bit 63, which ids past 62 share).</summary>
+    private static readonly ulong StableCollections = Mask("REQUEST_METHOD", "REQUEST_PROTOCOL", "REQUEST_LINE", "REQUEST_URI_RAW", "REQUEST_URI",
+        "REQUEST_FILENAME", "REQUEST_BASENAME", "QUERY_STRING", "REMOTE_ADDR", "UNIQUE_ID", "DURATION", "REQUEST_HEADERS",
+        "REQUEST_HEADERS_NAMES", "REQBODY_ERROR", "MULTIPART_STRICT_ERROR", "MULTIPART_UNMATCHED_BOUNDARY", "ARGS_COMBINED_SIZE");
+
+    private static ulong Mask(params string[] names)
+    {
+        ulong mask = 0;
+        foreach (var n in names) { int id = WafCollections.Id(n); if (id < 63) mask |= 1UL << id; }
+        return mask;
+    }
     private string _matchedVar = "", _matchedVarName = "";
     private WafRule? _currentRule;
     private bool _bodyDone;
@@ -55,6 +79,7 @@ public sealed class WafTransaction
     {
         _set = set;
         _request = request;
+        _stableSet = set;
         _txs = new string?[set.TxSlotNames.Length];
         BuildRequestCollections();
     }
@@ -81,7 +106,13 @@ public sealed class WafTransaction
         _resolved.Clear();
         _counted.Clear();
         _transformed.Clear();
-        _chained.Clear();
+        if (_chained.Count > 0) _chained.Clear();
+        if (!ReferenceEquals(_stableSet, set) || _opResults.Count > StableLimit || _chainedStable.Count > StableLimit)
+        {
+            _opResults.Clear();
+            _chainedStable.Clear();
+            _stableSet = set;
+        }
         _xml = null;
         _xpathValues.Clear();
         _matchedVar = _matchedVarName = "";
@@ -197,6 +228,17 @@ public sealed class WafTransaction
 
     private void Scalar(string collection, string value) => Add(collection, "", collection, value);
 
+    /// <summary>A scalar of the request head, its collection's id known (no name lookup per request).</summary>
+    private void Scalar(int id, string collection, string value) => AddKeyed(id, "", collection, value);
+
+    private static readonly int IdMethod = WafCollections.Id("REQUEST_METHOD"), IdProtocol = WafCollections.Id("REQUEST_PROTOCOL"),
+        IdLine = WafCollections.Id("REQUEST_LINE"), IdUriRaw = WafCollections.Id("REQUEST_URI_RAW"), IdUri = WafCollections.Id("REQUEST_URI"),
+        IdFilename = WafCollections.Id("REQUEST_FILENAME"), IdBasename = WafCollections.Id("REQUEST_BASENAME"),
+        IdQuery = WafCollections.Id("QUERY_STRING"), IdRemoteAddr = WafCollections.Id("REMOTE_ADDR"), IdUniqueId = WafCollections.Id("UNIQUE_ID"),
+        IdDuration = WafCollections.Id("DURATION"), IdReqbodyError = WafCollections.Id("REQBODY_ERROR"),
+        IdMultipartStrict = WafCollections.Id("MULTIPART_STRICT_ERROR"), IdMultipartUnmatched = WafCollections.Id("MULTIPART_UNMATCHED_BOUNDARY"),
+        IdArgs = WafCollections.Id("ARGS"), IdArgsCombinedSize = WafCollections.Id("ARGS_COMBINED_SIZE");
+
     // what the previous request on this transaction derived from its line and header names: reused when the
     // request's strings are the same (WafStep keeps them while the bytes repeat), so a keep-alive connection's
     // requests do not build them again
@@ -207,12 +249,12 @@ public sealed class WafTransaction
     private void BuildRequestCollections()
     {
         var r = _request;
-        Scalar("REQUEST_METHOD", r.Method);
-        Scalar("REQUEST_PROTOCOL", r.Protocol);
+        Scalar(IdMethod, "REQUEST_METHOD", r.Method);
+        Scalar(IdProtocol, "REQUEST_PROTOCOL", r.Protocol);
         if (!ReferenceEquals(_lineMemo.Method, r.Method) || !ReferenceEquals(_lineMemo.Uri, r.Uri) || !ReferenceEquals(_lineMemo.Protocol, r.Protocol))
             _lineMemo = (r.Method, r.Uri, r.Protocol, r.Method + " " + r.Uri + " " + r.Protocol);
-        Scalar("REQUEST_LINE", _lineMemo.Line);
-        Scalar("REQUEST_URI_RAW", r.Uri);
+        Scalar(IdLine, "REQUEST_LINE", _lineMemo.Line);
+        Scalar(IdUriRaw, "REQUEST_URI_RAW", r.Uri);
         if (!ReferenceEquals(_uriMemo.Uri, r.Uri))
         {
             var decoded = PercentDecode(r.Uri);
@@ -222,14 +264,14 @@ public sealed class WafTransaction
             var slash = path.LastIndexOf('/');
             _uriMemo = (r.Uri, decoded, path, slash < 0 ? path : path[(slash + 1)..], q < 0 ? "" : r.Uri[(q + 1)..]);
         }
-        Scalar("REQUEST_URI", _uriMemo.Decoded);
-        Scalar("REQUEST_FILENAME", _uriMemo.Path);
-        Scalar("REQUEST_BASENAME", _uriMemo.Basename);
-        Scalar("QUERY_STRING", _uriMemo.Query);
+        Scalar(IdUri, "REQUEST_URI", _uriMemo.Decoded);
+        Scalar(IdFilename, "REQUEST_FILENAME", _uriMemo.Path);
+        Scalar(IdBasename, "REQUEST_BASENAME", _uriMemo.Basename);
+        Scalar(IdQuery, "QUERY_STRING", _uriMemo.Query);
         if (r.Uri.Contains('?')) ParseUrlEncoded(_uriMemo.Query, "ARGS_GET");
-        Scalar("REMOTE_ADDR", r.RemoteAddress);
-        Scalar("UNIQUE_ID", "fastgate");
-        Scalar("DURATION", "0");
+        Scalar(IdRemoteAddr, "REMOTE_ADDR", r.RemoteAddress);
+        Scalar(IdUniqueId, "UNIQUE_ID", "fastgate");
+        Scalar(IdDuration, "DURATION", "0");
         var headers = CollectionsMarshal.AsSpan(r.Headers);
         for (int i = 0; i < headers.Length; i++)
         {
@@ -241,18 +283,18 @@ public sealed class WafTransaction
             AddKeyed(WafCollections.RequestHeadersNames, key, namesName, name);
             if (key == "cookie") ParseCookies(value);
         }
-        Scalar("REQBODY_ERROR", "0");
-        Scalar("MULTIPART_STRICT_ERROR", "0");
-        Scalar("MULTIPART_UNMATCHED_BOUNDARY", "0");
+        Scalar(IdReqbodyError, "REQBODY_ERROR", "0");
+        Scalar(IdMultipartStrict, "MULTIPART_STRICT_ERROR", "0");
+        Scalar(IdMultipartUnmatched, "MULTIPART_UNMATCHED_BOUNDARY", "0");
         Combined();
     }
 
     private void Combined()
     {
         long size = 0;
-        if (Collection(WafCollections.Id("ARGS")) is { } args) foreach (var a in args) size += a.Key.Length + a.Value.Length;
-        Clear("ARGS_COMBINED_SIZE");
-        Scalar("ARGS_COMBINED_SIZE", size.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (Collection(IdArgs) is { } args) foreach (var a in CollectionsMarshal.AsSpan(args)) size += a.Key.Length + a.Value.Length;
+        Collection(IdArgsCombinedSize)?.Clear();
+        Scalar(IdArgsCombinedSize, "ARGS_COMBINED_SIZE", size.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
     private static string PercentDecode(string s)
@@ -545,6 +587,12 @@ public sealed class WafTransaction
         if (link.Operator is null) return false;
         foreach (ref readonly var t in targets)
         {
+            _stableValues = t.Source switch
+            {
+                TargetSource.Request => (StableCollections & CollectionBit(t.CollectionId)) != 0,
+                TargetSource.Xml => false,
+                _ => true,
+            };
             if (t.Source == TargetSource.Request && !t.Count)
             {
                 // the request's collections do not change while rules run (only the body step fills them): walked in
@@ -596,6 +644,27 @@ public sealed class WafTransaction
             hit = Op(link, v);
             foreach (var t in link.TransformArray) { var next = Transform(t, v); if (!ReferenceEquals(next, v) && next != v) { v = next; hit |= Op(link, v); } }
         }
+        else if (_stableValues && link.PureOperator)
+        {
+            // the value's transformed form and the operator's result on it, as this link last saw the same text (any
+            // connection: the table is the rule set's, read lock-free; entries are immutable); a capturing rule's
+            // match runs again (the capture goes to TX)
+            ref var slot = ref _set.KeptResults[link.LinkNumber * WafRuleSet.KeptWays + WafRuleSet.KeptWay(value)];
+            var known = Volatile.Read(ref slot);
+            if (known is not null && string.Equals(known.Value, value) && !(known.Hit && link.Capture))
+            {
+                v = known.Transformed;
+                hit = known.Hit != link.Negated;
+            }
+            else
+            {
+                if (link.TransformChainId != 0 && v.Length > 0) v = TransformChain(link, v);
+                bool raw = link.Operator!.Match(v, this, link.Capture);
+                // a capture's second run finds what the entry says: no new entry (nothing allocated)
+                if (known is null || !string.Equals(known.Value, value)) Volatile.Write(ref slot, new WafRuleSet.KeptResult(value, v, raw));
+                hit = raw != link.Negated;
+            }
+        }
         else
         {
             if (link.TransformChainId != 0 && v.Length > 0) v = TransformChain(link, v);
@@ -616,10 +685,11 @@ public sealed class WafTransaction
     private string TransformChain(WafRule link, string value)
     {
         var key = (value, link.TransformChainId);
-        if (_chained.TryGetValue(key, out var done)) return done;
+        var chained = _stableValues ? _chainedStable : _chained;
+        if (chained.TryGetValue(key, out var done)) return done;
         var v = value;
         foreach (var t in link.TransformArray) v = Transform(t, v);
-        _chained[key] = v;
+        chained[key] = v;
         return v;
     }
 
@@ -650,7 +720,26 @@ public sealed class WafTransaction
             HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Value), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Fn));
     }
 
-    private bool Op(WafRule link, string v) => link.Operator!.Match(v, this, link.Capture) != link.Negated;
+    private bool Op(WafRule link, string v)
+    {
+        var op = link.Operator!;
+        if (!_stableValues || !link.PureOperator) return op.Match(v, this, link.Capture) != link.Negated;
+        // a pure operator's result for this very string, from this request or an earlier one on the connection; a
+        // capturing rule's match runs again (the capture goes to TX), a miss never captures
+        var key = (v, op);
+        if (_opResults.TryGetValue(key, out var known) && !(known && link.Capture)) return known != link.Negated;
+        var result = op.Match(v, this, link.Capture);
+        _opResults[key] = result;
+        return result != link.Negated;
+    }
+
+    private sealed class OpKeyComparer : IEqualityComparer<(string Value, WafOperator Op)>
+    {
+        public static readonly OpKeyComparer Instance = new();
+        public bool Equals((string Value, WafOperator Op) x, (string Value, WafOperator Op) y) => ReferenceEquals(x.Value, y.Value) && ReferenceEquals(x.Op, y.Op);
+        public int GetHashCode((string Value, WafOperator Op) k) =>
+            System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Value) * 31 + System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(k.Op);
+    }
 
     private bool Excluded(WafRule link, WafRule starter, int collection, string key)
     {
@@ -691,8 +780,14 @@ public sealed class WafTransaction
                     return;
                 }
                 var names = _set.TxSlotNames;
-                for (int s = 0; s < _txs.Length; s++)
-                    if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
+                if (target.TxSlotsSelected is { } selected)
+                {
+                    foreach (var s in selected)
+                        if (_txs[s] is { } v) into.Add((names[s], _set.TxSlotFullNames[s], v));
+                }
+                else
+                    for (int s = 0; s < _txs.Length; s++)
+                        if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
                 foreach (var (k, v) in _txDynamic)
                     if (target.SelectsKey(k)) into.Add((k, "TX:" + k, v));
                 return;
@@ -730,7 +825,7 @@ public sealed class WafTransaction
             _txs[sv.Slot] = (sv.Op == '+' ? was + by : was - by).ToString(System.Globalization.CultureInfo.InvariantCulture);
             return;
         }
-        var name = sv.Name2 is { } m ? m.Expand(this).ToLowerInvariant() : sv.Name;
+        var name = sv.Name2 is { } m ? ExpandName(sv, m) : sv.Name;
         if (sv.Collection == "TX")
         {
             if (sv.Delete) { TxRemove(name); return; }
@@ -748,6 +843,20 @@ public sealed class WafTransaction
         long current = dict.TryGetValue(name, out var cur) ? NumericOperator.ToNumber(cur) : 0;
         long delta = NumericOperator.ToNumber(value);
         dict[name] = (sv.Op == '+' ? current + delta : current - delta).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    // per setvar with a macro in its name (CRS: 'tx.%{rule.id}-OWASP_CRS/...-%{matched_var_name}'): the parts it
+    // expanded to last and the lower-cased name made of them, kept from request to request (the parts are mostly the
+    // same strings again: the rule id, the matched variable's name), so the name is not built again
+    private (string[]? Parts, string? Name)[] _names = [];
+
+    private string ExpandName(WafSetVar sv, Macro m)
+    {
+        if (sv.NameIndex < 0) return m.Expand(this).ToLowerInvariant();
+        if (_names.Length != _set.DynamicNames) _names = new (string[]?, string?)[_set.DynamicNames];
+        ref var memo = ref _names[sv.NameIndex];
+        if (!m.SameParts(this, ref memo.Parts) || memo.Name is null) memo.Name = string.Concat(memo.Parts!).ToLowerInvariant();
+        return memo.Name;
     }
 
     internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9

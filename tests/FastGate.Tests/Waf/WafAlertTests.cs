@@ -59,16 +59,21 @@ public sealed class WafAlertTests : IAsyncLifetime
         await using var receiver = await WebhookReceiver.StartAsync();
         await using var gateway = await TestGateway.StartAsync(Config("block", receiver.Url), time);
         var alerts = gateway.Host.Runtime.Observability.Alerts;
+        // a request is recorded just after its response is written: each evaluation waits for the records first
+        var shop = gateway.Host.Runtime.Observability.RouteCounters("shop");
+        var open = gateway.Host.Runtime.Observability.RouteCounters("open");
 
         // two blocks, and 403s that are not the WAF's do not count: below the threshold
         await SendAsync(gateway, "/echo?q=1%20UNION%20SELECT%20pw", 403);
         await SendAsync(gateway, "/echo?q=2%20union%20select%20x", 403);
         await SendAsync(gateway, "/echo?q=fine", 200);
         await SendAsync(gateway, "/?q=1%20UNION%20SELECT%20pw", 200); // the route without WAF
+        await Eventually.WaitUntilAsync(() => shop.Snapshot().Requests == 3 && open.Snapshot().Requests == 1, "the four requests recorded");
         alerts.Evaluate();
         Assert.Empty(alerts.Active());
 
         await SendAsync(gateway, "/echo?q=3%20UNION%20SELECT%20y", 403);
+        await Eventually.WaitUntilAsync(() => shop.Snapshot().WafBlocked == 3, "the third block recorded");
         alerts.Evaluate();
         var firing = await receiver.NextAsync();
         Assert.Equal("firing", firing.GetProperty("status").GetString());
@@ -84,12 +89,42 @@ public sealed class WafAlertTests : IAsyncLifetime
         // the window moves past the blocks: resolved
         time.Advance(TimeSpan.FromSeconds(31));
         await SendAsync(gateway, "/echo?q=fine", 200);
+        await Eventually.WaitUntilAsync(() => shop.Snapshot().Requests == 5, "the request after the window recorded");
         alerts.Evaluate();
         var resolved = await receiver.NextAsync();
         Assert.Equal("resolved", resolved.GetProperty("status").GetString());
         Assert.Equal("waf-attack", resolved.GetProperty("rule").GetString());
         Assert.Empty(alerts.Active());
         Assert.Equal(1, gateway.Metrics.AlertsFired.WithLabels("waf-attack", "warning").Value);
+    }
+
+    [Fact]
+    public async Task Waf_blocks_are_auth_failures_too_and_fire_an_authFailures_rule()
+    {
+        // the WAF's 403 is counted with the other 401/403 answers: an authFailures rule on the route sees the attacks
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 3, 9, 0, 0, TimeSpan.Zero));
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var config = Config("block", receiver.Url).Replace("\"id\": \"waf-attack\", \"type\": \"wafBlocked\", \"route\": \"shop\", \"threshold\": 3",
+            "\"id\": \"denied\", \"type\": \"authFailures\", \"route\": \"shop\", \"threshold\": 2", StringComparison.Ordinal);
+        Assert.Contains("authFailures", config, StringComparison.Ordinal);
+        await using var gateway = await TestGateway.StartAsync(config, time);
+        var alerts = gateway.Host.Runtime.Observability.Alerts;
+        var shop = gateway.Host.Runtime.Observability.RouteCounters("shop");
+        await SendAsync(gateway, "/echo?q=1%20UNION%20SELECT%20pw", 403);
+        await SendAsync(gateway, "/echo?q=fine", 200);
+        // a request is recorded just after its response is written: wait for the records, then evaluate
+        await Eventually.WaitUntilAsync(() => shop.Snapshot().Requests == 2, "two requests recorded on the route");
+        Assert.Equal(1, shop.Snapshot().AuthFailures);
+        alerts.Evaluate();
+        Assert.Empty(alerts.Active());
+        await SendAsync(gateway, "/echo?q=2%20union%20select%20x", 403);
+        await Eventually.WaitUntilAsync(() => shop.Snapshot().AuthFailures == 2, "the second WAF 403 counted as an auth failure");
+        alerts.Evaluate();
+        var firing = await receiver.NextAsync();
+        Assert.Equal("firing", firing.GetProperty("status").GetString());
+        Assert.Equal("denied", firing.GetProperty("rule").GetString());
+        Assert.Equal("authFailures", firing.GetProperty("type").GetString());
+        Assert.Equal(2, firing.GetProperty("value").GetDouble());
     }
 
     [Fact]

@@ -410,6 +410,56 @@ public class WafTransactionReuseTests
     }
 }
 
+public class WafConnectionCacheTests
+{
+    private static WafRequest Request(string ua)
+    {
+        var r = new WafRequest { Method = "GET", Uri = "/", RemoteAddress = "198.51.100.7" };
+        r.Headers.Add(("Host", "shop.example.com"));
+        r.Headers.Add(("User-Agent", ua));
+        return r;
+    }
+
+    /// <summary>
+    /// A connection's transaction keeps operator results and transformed values for the strings that repeat (the
+    /// same string objects, as WafStep keeps them): a capturing rule must still capture on every request (TX is new
+    /// each time), results follow the value, and a reload's rule set does not see the old set's results.
+    /// </summary>
+    [Fact]
+    public void Results_kept_across_requests_still_capture_follow_the_value_and_the_rule_set()
+    {
+        const string rules = """
+            SecRule REQUEST_HEADERS:User-Agent "@rx ^(\w+)/" "id:10,phase:1,pass,nolog,t:none,t:lowercase,capture,setvar:tx.agent=%{tx.1}"
+            SecRule REQUEST_HEADERS:Host "@rx example" "id:12,phase:1,pass,t:none,setvar:tx.hosts=+1"
+            SecRule TX:agent "@streq BAD" "id:11,phase:1,deny,t:none"
+            """;
+        var sqlmapSet = WafRuleSet.FromText(rules.Replace("BAD", "sqlmap", StringComparison.Ordinal));
+        var curlSet = WafRuleSet.FromText(rules.Replace("BAD", "curl", StringComparison.Ordinal));
+        Assert.Empty(sqlmapSet.Errors);
+        var sqlmap = Request("SQLMap/1.5");
+        var curl = Request("curl/8.5");
+        WafTransaction? tx = null;
+        bool Blocked(WafRuleSet set, WafRequest r)
+        {
+            if (tx is null) tx = new WafTransaction(set, r); else tx.Reset(set, r);
+            bool blocked = tx.Evaluate(1) || tx.Evaluate(2);
+            Assert.Equal("1", tx.Tx("hosts")); // a cached match still runs its setvars, once per request
+            return blocked;
+        }
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(Blocked(sqlmapSet, sqlmap));   // the same strings again: the capture is made again
+            Assert.Equal("sqlmap", tx!.Tx("agent"));
+            Assert.False(Blocked(sqlmapSet, curl));
+            Assert.Equal("curl", tx.Tx("agent"));
+        }
+        // the reloaded set: the same request strings, the other decision
+        Assert.False(Blocked(curlSet, sqlmap));
+        Assert.True(Blocked(curlSet, curl));
+        Assert.True(Blocked(sqlmapSet, sqlmap));
+    }
+}
+
 public class TransformTests
 {
     [Theory]

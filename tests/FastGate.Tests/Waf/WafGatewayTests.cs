@@ -34,13 +34,13 @@ public sealed class WafGatewayTests : IAsyncLifetime
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private string Config(string mode, string rules = "", string extra = "") => $$"""
+    private string Config(string mode, string rules = "", string extra = "", string profileExtra = "") => $$"""
         {
           {{extra}}
           "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
           "admin": { "address": "127.0.0.1:0" },
           "clusters": [ { "id": "backend", "destinations": [ { "address": "{{_upstream.Address.ToString().TrimEnd('/')}}" } ] } ],
-          "waf": { "profiles": [ { "id": "app", "rules": "{{(rules.Length > 0 ? rules : _dir)}}", "mode": "{{mode}}" } ] },
+          "waf": { "profiles": [ { "id": "app", "rules": "{{(rules.Length > 0 ? rules : _dir)}}", "mode": "{{mode}}"{{profileExtra}} } ] },
           "routes": [
             { "id": "protected", "match": { "pathPrefix": "/echo" }, "cluster": "backend", "waf": "app" },
             { "id": "open", "match": { "pathPrefix": "/" }, "cluster": "backend" }
@@ -204,6 +204,70 @@ public sealed class WafGatewayTests : IAsyncLifetime
             Assert.Equal($"{Path.Combine(bad, "rules", "broken.conf")}:4: unsupported directive SecBogus", error.Message);
         }
         finally { Directory.Delete(bad, true); }
+    }
+
+    [Fact]
+    public async Task An_excluded_target_passes_what_it_was_blocked_for_and_other_arguments_are_still_inspected()
+    {
+        // without the exclusion: the SQLi in "password" is refused (the query and the form body)
+        await using (var plain = await TestGateway.StartAsync(Config("block")))
+        {
+            Assert.Equal(403, await Send(plain, Post("/echo", "password=1+union+select+2")));
+            Assert.Equal(403, await Send(plain, Get("/echo?password=1%20UNION%20SELECT%20pw")));
+        }
+        await using var gateway = await TestGateway.StartAsync(Config("block",
+            profileExtra: ", \"excludeTargets\": [ { \"rule\": \"942000-942999\", \"target\": \"ARGS:password\" } ]"));
+        Assert.Equal(200, await Send(gateway, Post("/echo", "password=1+union+select+2")));
+        Assert.Equal(200, await Send(gateway, Get("/echo?password=1%20UNION%20SELECT%20pw")));
+        Assert.Equal(200, await Send(gateway, Get("/echo?PassWord=1%20UNION%20SELECT%20pw")));       // names are case-insensitive
+        // the same value in another argument, or the excluded one next to it, is still refused
+        Assert.Equal(403, await Send(gateway, Post("/echo", "comment=1+union+select+2")));
+        Assert.Equal(403, await Send(gateway, Post("/echo", "password=1+union+select+2&note=1+union+select+2")));
+        Assert.Equal(403, await Send(gateway, Get("/echo?password=x&q=1%20UNION%20SELECT%20pw")));
+        // a rule outside the range still refuses (the scanner rule, on the User-Agent)
+        Assert.Equal(403, await Send(gateway, Get("/echo?password=1", ua: "sqlmap/1.5")));
+    }
+
+    [Fact]
+    public async Task A_target_excluded_by_tag_is_passed_by_the_rules_with_that_tag_only()
+    {
+        File.WriteAllText(Path.Combine(_dir, "rules", "tagged.conf"), """
+            SecRule ARGS "@rx (?i)<script" "id:941999,phase:2,block,t:none,t:urlDecodeUni,tag:'attack-xss',msg:'XSS',setvar:'tx.anomaly_score=+5'"
+            """);
+        await using var gateway = await TestGateway.StartAsync(Config("block",
+            profileExtra: ", \"excludeTargets\": [ { \"tag\": \"attack-xss\", \"target\": \"ARGS:/^html_/\" } ]"));
+        Assert.Equal(200, await Send(gateway, Post("/echo", "html_body=%3Cscript%3Ex")));
+        Assert.Equal(403, await Send(gateway, Post("/echo", "body=%3Cscript%3Ex")));
+        Assert.Equal(403, await Send(gateway, Post("/echo", "html_body=1+union+select+2"))); // 942999 has no such tag
+    }
+
+    [Fact]
+    public void Exclusions_by_target_are_checked_at_their_json_path()
+    {
+        string With(string entries) => Config("block", profileExtra: ", \"excludeTargets\": [ " + entries + " ]");
+        var loaded = ConfigLoader.Load(With("""{ "rule": "942100", "target": "ARGS:password" }"""));
+        var error = Assert.Single(loaded.Errors);
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].rule", error.Path);
+        Assert.Contains("942100", error.Message, StringComparison.Ordinal);
+        loaded = ConfigLoader.Load(With("""{ "rule": "942999", "target": "ARGS:a" }, { "rule": "94x", "target": "ARGS:b" }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[1].rule", Assert.Single(loaded.Errors).Path);
+        loaded = ConfigLoader.Load(With("""{ "rule": "942999", "target": "NOSUCH:password" }"""));
+        error = Assert.Single(loaded.Errors);
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].target", error.Path);
+        Assert.Contains("unknown variable NOSUCH", error.Message, StringComparison.Ordinal);
+        loaded = ConfigLoader.Load(With("""{ "rule": "942999", "target": "!ARGS:password" }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].target", Assert.Single(loaded.Errors).Path);
+        loaded = ConfigLoader.Load(With("""{ "rule": "942999", "target": "ARGS:/(/" }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].target", Assert.Single(loaded.Errors).Path);
+        loaded = ConfigLoader.Load(With("""{ "tag": "no-such-tag", "target": "ARGS" }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].tag", Assert.Single(loaded.Errors).Path);
+        loaded = ConfigLoader.Load(With("""{ "target": "ARGS" }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0]", Assert.Single(loaded.Errors).Path);
+        loaded = ConfigLoader.Load(With("""{ "rule": "942999" }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].target", Assert.Single(loaded.Errors).Path);
+        loaded = ConfigLoader.Load(With("""{ "rule": "942999", "target": "ARGS:password", "what": 1 }"""));
+        Assert.Equal("$.waf.profiles[0].excludeTargets[0].what", Assert.Single(loaded.Errors).Path);
+        Assert.True(ConfigLoader.Load(With("""{ "rule": "942000-942999", "target": "ARGS:password" }""")).IsValid);
     }
 
     [Fact]
