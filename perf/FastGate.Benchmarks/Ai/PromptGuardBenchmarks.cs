@@ -43,13 +43,8 @@ public class PromptGuardBenchmarks
         _ids1K = ids.ToString();
     }
 
-    private static string Prose(int length)
-    {
-        const string text = "Summarise the quarterly report in three bullet points, keeping the figures for revenue and costs. ";
-        var sb = new StringBuilder(length + text.Length);
-        while (sb.Length < length) sb.Append(text);
-        return sb.ToString(0, length);
-    }
+    private static string Prose(int length) =>
+        PromptGuardDetectorBenchmarks.Repeat("Summarise the quarterly report in three bullet points, keeping the figures for revenue and costs. ", length);
 
     [Benchmark(Baseline = true)]
     public string Clean1K() => _guard.Scan(_clean1K, out _);
@@ -93,7 +88,7 @@ public class PromptGuardDetectorBenchmarks
         _figures1K = Repeat("Revenue rose 12.5% to 4,210 in Q3 2026 (order 88172, 14:30 on 03/12); costs were 3 900 and 17 staff left. ", 1024);
     }
 
-    private static string Repeat(string text, int length)
+    internal static string Repeat(string text, int length)
     {
         var sb = new StringBuilder(length + text.Length);
         while (sb.Length < length) sb.Append(text);
