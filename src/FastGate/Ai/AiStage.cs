@@ -184,9 +184,15 @@ internal static class AiStage
                 limiter.Rejected.Inc();
                 var lines = new byte[RateLimiting.RateLimitHeaders.MaxLength(limiter.Definition)];
                 int length = Math.Max(0, RateLimiting.RateLimitHeaders.Write(lines, decision, limiter.Definition));
-                var body = AiResponseWriter.Error(
-                    $"token quota '{limiter.Definition.Id}' for the model '{model}' is spent; retry in {decision.RetryAfterSeconds} s",
-                    "tokens", "rate_limit_exceeded");
+                // a quota that could not be checked (its Redis store is unavailable and onStoreFailure is deny) says so:
+                // the caller's budget is not the cause, and an operator reading the error must not go looking for it there
+                var body = decision.Outcome == RateLimiting.RateLimitOutcome.StoreUnavailable
+                    ? AiResponseWriter.Error(
+                        $"token quota '{limiter.Definition.Id}' cannot be checked: its store is unavailable; retry in {decision.RetryAfterSeconds} s",
+                        "tokens", "rate_limit_store_unavailable")
+                    : AiResponseWriter.Error(
+                        $"token quota '{limiter.Definition.Id}' for the model '{model}' is spent; retry in {decision.RetryAfterSeconds} s",
+                        "tokens", "rate_limit_exceeded");
                 var refused = await WriteAsync(output, call, decision.StatusCode, body, "application/json", RejectReason.RateLimited, default,
                     lines.AsMemory(0, length)).ConfigureAwait(false);
                 return (refused, null, null);

@@ -209,4 +209,30 @@ public sealed class AiQuotaTests
         foreach (var e in expected) Assert.Contains(errors, x => x.StartsWith(e, StringComparison.Ordinal));
         Assert.Equal(expected.Length, errors.Count);
     }
+
+    [Fact]
+    public async Task Quota_WhoseRedisStoreIsDown_WithDeny_Refused503_AndTheErrorNamesTheStoreNotASpentBudget()
+    {
+        using var redis = new FastGate.Tests.RateLimiting.RedisServerProcess();
+        await using var oa = new FakeProvider(_ => FakeProvider.Json(200, AiUsageTests.Completion));
+        await using var gw = await TestGateway.StartAsync(Gateway(
+            $$"""{ "id": "oa", "kind": "openai", "baseUrl": "{{oa.Address}}/v1" }""",
+            """{ "name": "fast", "targets": ["oa:a"] }""",
+            """, "quotas": [ { "rateLimit": "tok", "models": ["fast"] } ]""",
+            $$"""
+            "redis": { "connection": "{{redis.Configuration}}" },
+            "rateLimits": [ { "id": "tok", "unit": "tokens", "rate": 1, "per": "1h", "burst": 1000, "key": "consumer", "scope": "cluster", "onStoreFailure": "deny", "storeTimeout": "2s" } ],
+            """));
+        Assert.Equal(200, (await CallAsync(gw, "caller-key-a", "team-a", "fast")).Status);
+
+        redis.Kill();
+        var refused = await ChatAsync(gw, "caller-key-a", "fast");
+        Assert.Equal(503, refused.Status);
+        var error = JsonDocument.Parse(refused.Body).RootElement.GetProperty("error");
+        Assert.Equal("rate_limit_store_unavailable", error.GetProperty("code").GetString());
+        var message = error.GetProperty("message").GetString()!;
+        Assert.Contains("'tok' cannot be checked: its store is unavailable", message);
+        Assert.DoesNotContain("spent", message);
+        Assert.Single(oa.Requests); // the refused call never reached the provider
+    }
 }
