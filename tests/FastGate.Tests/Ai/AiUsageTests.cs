@@ -230,6 +230,7 @@ public sealed class AiUsageTests : IDisposable
             using var client = await RawClient.ConnectAsync(gw.EndPoint);
             await client.SendAsync("GET /ai/v1/models HTTP/1.1\r\nHost: a\r\nX-API-Key: caller-key-b\r\n\r\n");
             Assert.Equal(200, (await client.ReadResponseAsync()).Status);
+            await Eventually.WaitUntilAsync(() => gw.Host.Runtime.Observability.AccessLog!.Written >= 3, "every request written to the access log"); // logged just after the response
         }
         finally
         {

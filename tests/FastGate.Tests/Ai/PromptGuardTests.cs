@@ -236,6 +236,7 @@ public sealed class PromptGuardTests : IDisposable
             Assert.Equal(1, guard.WithLabels("ai", "nino", "mask").Value);
             Assert.Equal(2, guard.WithLabels("ai", "employee-id", "mask").Value); // one in the prompt, one in the answer
             Assert.Equal(2, guard.WithLabels("ai", "project", "mask").Value);
+            await Eventually.WaitUntilAsync(() => gw.Host.Runtime.Observability.AccessLog!.Written >= 1, "every request written to the access log"); // logged just after the response
         }
         finally
         {
@@ -272,6 +273,10 @@ public sealed class PromptGuardTests : IDisposable
             Assert.Equal(1, guard.WithLabels("ai", "nino", "block").Value);
             Assert.Equal(0, guard.WithLabels("ai", "ssn", "block").Value);
             Assert.Equal(1, guard.WithLabels("ai", "deny", "block").Value);
+            // a request is logged just after its response went out (on the native transport, often after the client
+            // read it): wait for the writer to have written the four lines before the gateway stops
+            var accessLog = gw.Host.Runtime.Observability.AccessLog!;
+            await Eventually.WaitUntilAsync(() => accessLog.Written >= 4, "the four requests written to the access log");
         }
         finally
         {

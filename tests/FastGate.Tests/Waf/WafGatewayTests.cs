@@ -123,6 +123,7 @@ public sealed class WafGatewayTests : IAsyncLifetime
             Assert.Equal(403, await Send(gateway, Get("/echo?q=1%20UNION%20SELECT%20pw")));
             Assert.Equal(200, await Send(gateway, Get("/echo?q=fine")));
             Assert.Equal(200, await Send(gateway, Get("/?q=fine")));
+            await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.Observability.AccessLog!.Written >= 3, "every request written to the access log"); // logged just after the response
         }
         finally
         {
@@ -160,6 +161,7 @@ public sealed class WafGatewayTests : IAsyncLifetime
                 Assert.Equal(200, (await client.ReadResponseAsync()).Status); // detect mode: forwarded
             }
             scrape = await gateway.ScrapeMetricsAsync();
+            await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.Observability.AccessLog!.Written >= requests.Length, "every request written to the access log"); // logged just after the response
         }
         finally
         {
