@@ -38,6 +38,7 @@ public class AccessLogTests
             Assert.Equal(503, (await client.ReadResponseAsync()).Status);
             await client.SendAsync("GET /bad HTTP/1.1\r\nHost: a\r\nX: 1\r\n continued\r\n\r\n");
             Assert.Equal(400, (await client.ReadResponseAsync()).Status);
+            await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.Observability.AccessLog!.Written >= 3, "every request written to the access log"); // logged just after the response
         }
         finally
         {
@@ -123,6 +124,7 @@ public class AccessLogTests
         {
             using var http = gateway.CreateClient();
             Assert.Equal(200, (int)(await http.GetAsync("/relative")).StatusCode);
+            await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.Observability.AccessLog!.Written >= 1, "every request written to the access log"); // logged just after the response
         }
         finally
         {
@@ -213,6 +215,7 @@ public class AccessLogTests
             await Exchange("OPTIONS /open HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: GET\r\n", 204);
             await Exchange("OPTIONS /open HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: GET\r\n", 403);
             await Exchange("GET /bad HTTP/1.1\r\nHost: a\r\nX-Request-Id: client-id-8\r\nX: 1\r\n continued\r\n", 400);
+            await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.Observability.AccessLog!.Written >= sent.Count, "every request written to the access log"); // logged just after the response
         }
         finally
         {

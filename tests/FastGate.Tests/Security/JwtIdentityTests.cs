@@ -188,6 +188,7 @@ public class JwtIdentityTests
             Assert.Equal(200, (await Tokens.SendAsync(gateway, "/api/hello", Tokens.Create(key, new() { ["sub"] = "ops" }))).Status);
             Assert.Equal(200, (await Tokens.SendAsync(gateway, "/api/hello", Tokens.Create(key, new() { ["sub"] = "ops-bot" }))).Status);
             Assert.Equal(200, (await Tokens.SendAsync(gateway, "/api/hello", null, $"X-API-Key: {OpsKey}\r\n")).Status);
+            await Eventually.WaitUntilAsync(() => gateway.Host.Runtime.Observability.AccessLog!.Written >= 3, "every request written to the access log"); // logged just after the response
         }
         finally
         {
