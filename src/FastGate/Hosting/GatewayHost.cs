@@ -196,6 +196,9 @@ public sealed class GatewayHost : IAsyncDisposable
     {
         Reloader?.Dispose();
         await _app.DisposeAsync();
+        // Kestrel's server ended its connections on dispose; the native transport's client connections end here, before
+        // the runtime (and its access log) goes
+        if (_native is not null) await _native.AbortClientsAsync(TimeSpan.FromSeconds(5));
         foreach (var tls in _tls) tls.Dispose();
         Runtime.Dispose();
         _native?.Dispose(); // after the pools closed their connections on the loops

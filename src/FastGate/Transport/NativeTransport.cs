@@ -164,18 +164,45 @@ internal sealed class NativeTransport : IHostedService
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         if (!_started) return;
-        var drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Volatile.Write(ref _drained, drained);
-        foreach (var loop in _loops) loop.StopListening();
-        if (ClientConnections == 0) drained.TrySetResult();
+        var drained = StopAccepting();
         try
         {
-            await drained.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await drained.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
             foreach (var loop in _loops) loop.AbortAll();
         }
+    }
+
+    /// <summary>
+    /// The host is disposed without a graceful stop (as Kestrel's server does on dispose): stops accepting, aborts every
+    /// client connection and waits, at most <paramref name="timeout"/>, until each has ended, so that no connection
+    /// records a request (metrics, access log) after the runtime is disposed.
+    /// </summary>
+    public async Task AbortClientsAsync(TimeSpan timeout)
+    {
+        if (!_started) return;
+        var drained = StopAccepting();
+        foreach (var loop in _loops) loop.AbortAll();
+        try
+        {
+            await drained.WaitAsync(timeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            Logger?.LogWarning("native transport: {Count} client connection(s) still open {Timeout} after they were aborted", ClientConnections, timeout);
+        }
+    }
+
+    /// <summary>Closes the listening sockets; the task completes when the last client connection has ended.</summary>
+    private Task StopAccepting()
+    {
+        var drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Volatile.Write(ref _drained, drained);
+        foreach (var loop in _loops) loop.StopListening();
+        if (ClientConnections == 0) drained.TrySetResult();
+        return drained.Task;
     }
 
     /// <summary>Ends the loops (after the runtime closed its pools): whatever is still open closes.</summary>
