@@ -186,6 +186,15 @@ internal sealed partial class ProxyConnection
             }
             EndRequestDeadline(); // the response head is in: the total request timeout no longer applies
             _exchange.Status = _response.StatusCode;
+            if (InspectsResponse(route))
+            {
+                var refused = await InspectResponseAsync(upstream, route, snapshot).ConfigureAwait(false);
+                if (refused != RejectReason.None)
+                {
+                    ReleaseUpstream(upstream, reuse: false); // its body (the rest of it) goes with the connection
+                    return await RejectAsync(refused, close: request.WantsClose).ConfigureAwait(false);
+                }
+            }
             _boxes.Prime();
             return await RelayResponseAsync(upstream, route, snapshot).ConfigureAwait(false);
         }
@@ -263,6 +272,14 @@ internal sealed partial class ProxyConnection
             // the common response, in this method's own box: no nested state machine per request
             long remaining = response.Framing == BodyFraming.None ? 0 : response.ContentLength;
             copied = CopyResult.Done;
+            if (_wafResponseBody is not null)
+            {
+                // what the WAF's phase 4 read of the body goes first
+                int inspected = WriteInspectedBody();
+                remaining -= inspected;
+                _fw.ResponseBytes = inspected;
+            }
+            else _fw.ResponseBytes = 0;
             do
             {
                 if (remaining > 0)
@@ -283,7 +300,7 @@ internal sealed partial class ProxyConnection
                         copied = CopyResult.SourceEnded;
                         break;
                     }
-                    _fw.ResponseBytes = before - remaining;
+                    _fw.ResponseBytes += before - remaining;
                 }
                 var flush = await FlushClient(_fw.ResponseBytes).ConfigureAwait(false);
                 _fw.ClientFlushPending = false;

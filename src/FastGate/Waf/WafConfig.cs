@@ -32,8 +32,20 @@ public sealed record WafProfileConfig
     public IReadOnlyList<string> RemoveTags { get; init; } = [];
     /// <summary>Targets excluded from rules (as SecRuleUpdateTargetById with <c>!ARGS:password</c>).</summary>
     public IReadOnlyList<WafExcludeTargetConfig> ExcludeTargets { get; init; } = [];
+    /// <summary>Run the response phases (3: status and headers; 4: the body) on the upstream's response before any of it
+    /// goes to the client (ModSecurity's SecResponseBodyAccess). Off by default: responses are streamed untouched.</summary>
+    public bool InspectResponses { get; init; }
+    /// <summary>The most of a response body phase 4 reads (SecResponseBodyLimit, ProcessPartial: a longer body has its
+    /// first bytes inspected and the rest streamed); 0: phase 4 runs without RESPONSE_BODY.</summary>
+    public int ResponseBodyLimit { get; init; } = DefaultResponseBodyLimit;
+    /// <summary>The media types whose bodies phase 4 reads (SecResponseBodyMimeType; parameters ignored, case-insensitive).</summary>
+    public IReadOnlyList<string> ResponseBodyTypes { get; init; } = DefaultResponseBodyTypes;
     /// <summary>The rule set, loaded by the validator (a bad rule file is a config error with file:line).</summary>
     internal WafRuleSet? RuleSet { get; set; }
+
+    /// <summary>ModSecurity's recommended configuration: 512 KiB, text/plain, text/html and text/xml.</summary>
+    public const int DefaultResponseBodyLimit = 524288;
+    public static readonly IReadOnlyList<string> DefaultResponseBodyTypes = ["text/plain", "text/html", "text/xml"];
 }
 
 /// <summary>
@@ -58,7 +70,8 @@ internal static class WafConfigBinder
     internal static readonly string[] ProfileProperties =
         ConfigReader.Names(nameof(WafProfileConfig.Id), nameof(WafProfileConfig.Rules), nameof(WafProfileConfig.Setup), nameof(WafProfileConfig.Mode),
         nameof(WafProfileConfig.ParanoiaLevel), nameof(WafProfileConfig.InboundThreshold), nameof(WafProfileConfig.RemoveRules),
-        nameof(WafProfileConfig.RemoveTags), nameof(WafProfileConfig.ExcludeTargets));
+        nameof(WafProfileConfig.RemoveTags), nameof(WafProfileConfig.ExcludeTargets), nameof(WafProfileConfig.InspectResponses),
+        nameof(WafProfileConfig.ResponseBodyLimit), nameof(WafProfileConfig.ResponseBodyTypes));
     internal static readonly string[] ExcludeTargetProperties =
         ConfigReader.Names(nameof(WafExcludeTargetConfig.Rule), nameof(WafExcludeTargetConfig.Tag), nameof(WafExcludeTargetConfig.Target));
 
@@ -92,7 +105,25 @@ internal static class WafConfigBinder
             RemoveRules = r.Strings(e, p, nameof(WafProfileConfig.RemoveRules)),
             RemoveTags = r.Strings(e, p, nameof(WafProfileConfig.RemoveTags)),
             ExcludeTargets = r.Objects(e, p, nameof(WafProfileConfig.ExcludeTargets), false, (x, xp) => BindExcludeTarget(x, xp, r)),
+            InspectResponses = r.Bool(e, p, nameof(WafProfileConfig.InspectResponses)) ?? false,
+            ResponseBodyLimit = (int?)r.Integer(e, p, nameof(WafProfileConfig.ResponseBodyLimit), 0, 64 << 20) ?? WafProfileConfig.DefaultResponseBodyLimit,
+            ResponseBodyTypes = BindTypes(e, p, r),
         };
+    }
+
+    private static IReadOnlyList<string> BindTypes(JsonElement e, string p, ConfigReader r)
+    {
+        if (!e.TryGetProperty(ConfigReader.Names(nameof(WafProfileConfig.ResponseBodyTypes))[0], out _)) return WafProfileConfig.DefaultResponseBodyTypes;
+        var types = r.Strings(e, p, nameof(WafProfileConfig.ResponseBodyTypes));
+        for (int i = 0; i < types.Count; i++)
+        {
+            var t = types[i].Trim();
+            int slash = t.IndexOf('/');
+            if (slash <= 0 || slash == t.Length - 1 || t.IndexOfAny([';', ' ', ',']) >= 0)
+                r.Error($"{ConfigReader.Child(p, nameof(WafProfileConfig.ResponseBodyTypes))}[{i}]", $"'{types[i]}' is not a media type (type/subtype, no parameters)");
+            types[i] = t.ToLowerInvariant();
+        }
+        return types;
     }
 
     private static WafExcludeTargetConfig BindExcludeTarget(JsonElement e, string p, ConfigReader r)
@@ -186,11 +217,14 @@ public sealed class WafProfile
     private readonly Counter _rules;
     private readonly Counter.Child _blocked, _detected, _passed;
 
-    public WafProfile(string id, WafRuleSet rules, WafMode mode, Observability.GatewayMetrics metrics)
+    public WafProfile(string id, WafRuleSet rules, WafMode mode, Observability.GatewayMetrics metrics, WafProfileConfig? config = null)
     {
         Id = id;
         Rules = rules;
         Mode = mode;
+        InspectResponses = config?.InspectResponses ?? false;
+        ResponseBodyLimit = config?.ResponseBodyLimit ?? WafProfileConfig.DefaultResponseBodyLimit;
+        ResponseBodyTypes = [.. config?.ResponseBodyTypes ?? WafProfileConfig.DefaultResponseBodyTypes];
         _requests = metrics.WafRequests;
         _rules = metrics.WafRuleMatches;
         _blocked = _requests.WithLabels(id, "blocked");
@@ -201,6 +235,21 @@ public sealed class WafProfile
     public string Id { get; }
     public WafRuleSet Rules { get; }
     public WafMode Mode { get; }
+    /// <summary>Phases 3 and 4 run on the upstream's responses (<see cref="WafProfileConfig.InspectResponses"/>).</summary>
+    public bool InspectResponses { get; }
+    public int ResponseBodyLimit { get; }
+    public string[] ResponseBodyTypes { get; }
+
+    /// <summary>Whether phase 4 reads a body of this Content-Type (its media type, parameters and case ignored).</summary>
+    public bool ReadsResponseBody(ReadOnlySpan<byte> contentType)
+    {
+        if (ResponseBodyLimit == 0 || contentType.IsEmpty) return false;
+        int semi = contentType.IndexOf((byte)';');
+        var media = (semi < 0 ? contentType : contentType[..semi]).Trim((byte)' ').Trim((byte)'\t');
+        foreach (var t in ResponseBodyTypes)
+            if (media.Length == t.Length && System.Text.Ascii.EqualsIgnoreCase(media, t)) return true;
+        return false;
+    }
     /// <summary>What the load reported (disabled rules, no-op actions), file:line each; shown by GET /admin/waf.</summary>
     public IReadOnlyList<WafLoadIssue> Warnings => Rules.Warnings;
 
@@ -247,7 +296,7 @@ internal static class WafProfileCompiler
         {
             if (!config.Routes.Any(r => r.Waf == w.Id)) continue;
             var set = w.RuleSet ?? throw new InvalidOperationException($"WAF profile '{w.Id}' was not validated (its rules are loaded by validation)");
-            profiles[w.Id] = new WafProfile(w.Id, set, w.Mode, metrics);
+            profiles[w.Id] = new WafProfile(w.Id, set, w.Mode, metrics, w);
         }
         return profiles;
     }

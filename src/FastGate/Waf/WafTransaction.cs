@@ -26,7 +26,7 @@ public readonly record struct WafMatch(int Id, int Severity, string Message, str
 /// One request's evaluation: the request's collections (built once), TX, the matches. Not on the plain path: only
 /// routes with a WAF profile create one.
 /// </summary>
-public sealed class WafTransaction
+public sealed partial class WafTransaction
 {
     private WafRuleSet _set;
     private WafRequest _request;
@@ -118,6 +118,7 @@ public sealed class WafTransaction
         _matchedVar = _matchedVarName = "";
         _currentRule = null;
         _bodyDone = false;
+        ResponseInspected = false;
         Matches.Clear();
         Interruption = null;
         Status = 0;
