@@ -316,10 +316,10 @@ internal sealed partial class ProxyConnection
         else
         {
             copied = response.Framing == BodyFraming.Chunked
-                ? await CopyChunkedAsync(upstream.Input, _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
+                ? await CopyChunkedAsync(ResponseSource(upstream), _output, long.MaxValue, snapshot.Limits.MaxHeaderBytes, RejectReason.UpstreamMalformedResponse, scanUsage).ConfigureAwait(false)
                 : await CopyToEndAsync(upstream.Input, _output, timeClient: true).ConfigureAwait(false);
         }
-        bool reusable = copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose && !response.AnnouncedBodyIgnored
+        bool reusable = EndResponsePrefix() && copied == CopyResult.Done && response.Framing != BodyFraming.ReadToClose && !response.ConnectionClose && !response.AnnouncedBodyIgnored
                         && (response.IsHttp11 || response.ConnectionKeepAlive) && request.IsHttp11;
         ReleaseUpstream(upstream, reusable);
         if (scanUsage) ChargeTokens(route);

@@ -178,7 +178,7 @@ internal sealed partial class ProxyConnection : IDisposable
     private void BeginRequest(GatewaySnapshot snapshot)
     {
         _fw.Reset();
-        if (_wafResponseBody is not null) DropInspectedBody(); // a request that ended before its inspected body went out
+        if (_wafResponseBody is not null || _wafPrefixActive) DropInspectedBody(); // a request that ended before its inspected body went out
         _fw.BytesOutMark = _output.Written;
         _exchange.Begin(_peerIp, _peerAddress, _device);
         SetDeadline(snapshot.KeepAliveTimeoutTicks, TimeoutKind.KeepAlive);

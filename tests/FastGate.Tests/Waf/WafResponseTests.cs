@@ -39,6 +39,10 @@ public sealed class WafResponseTests : IAsyncLifetime
         _upstream.MapGet("/leak-early", () => Results.Text(Leak + Big, "text/html"));
         _upstream.MapGet("/debug", (HttpContext c) => { c.Response.Headers["X-Debug-Token"] = "abc"; return Results.Text("ok", "text/plain"); });
         _upstream.MapGet("/error", () => Results.Text("<html>oops</html>", "text/html", statusCode: 500));
+        // chunked (no Content-Length, flushed in pieces): the leak split across chunks
+        _upstream.MapGet("/chunked-page", async (HttpContext c) => await Pieces(c, "<html><body>", "Welcome", "</body></html>"));
+        _upstream.MapGet("/chunked-leak", async (HttpContext c) => await Pieces(c, "<html><body>You have an err", "or in your SQL syn", "tax near 'x'</body></html>"));
+        _upstream.MapGet("/chunked-late", async (HttpContext c) => await Pieces(c, Big[..300_000], Big[300_000..], Leak));
         await _upstream.StartAsync();
         _address = _upstream.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 
@@ -56,6 +60,16 @@ public sealed class WafResponseTests : IAsyncLifetime
             SecRule RESPONSE_BODY "@rx (?i)error in your SQL syntax" "id:951999,phase:4,block,t:none,msg:'SQL error leak',setvar:'tx.outbound_anomaly_score=+5'"
             SecRule TX:OUTBOUND_ANOMALY_SCORE "@ge %{tx.outbound_anomaly_score_threshold}" "id:959100,phase:4,deny,t:none,msg:'outbound score %{tx.outbound_anomaly_score}'"
             """);
+    }
+
+    private static async Task Pieces(HttpContext c, params string[] pieces)
+    {
+        c.Response.ContentType = "text/html";
+        foreach (var p in pieces)
+        {
+            await c.Response.WriteAsync(p);
+            await c.Response.Body.FlushAsync();
+        }
     }
 
     public async Task DisposeAsync()
@@ -149,6 +163,39 @@ public sealed class WafResponseTests : IAsyncLifetime
             Assert.Equal(200, page.Status);
             Assert.Equal("<html><body>Welcome</body></html>", page.Body);
         }
+    }
+
+    [Fact]
+    public async Task Chunked_bodies_are_inspected_across_their_chunks_and_relayed_whole()
+    {
+        await using var gateway = await TestGateway.StartAsync(Config("block"));
+        var leak = await Get(gateway, "/chunked-leak");
+        Assert.Equal(403, leak.Status);
+        Assert.DoesNotContain("SQL", leak.Body, StringComparison.Ordinal);
+        var late = await Get(gateway, "/chunked-late");           // the leak past the first 524,288 bytes of data
+        Assert.Equal(200, late.Status);
+        Assert.Equal(Big + Leak, late.Body);
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        for (int i = 0; i < 3; i++)
+        {
+            // keep-alive: the upstream connection is reused after an inspected chunked body, and the framing stays whole
+            await client.SendAsync("GET /chunked-page HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\n\r\n");
+            var page = await client.ReadResponseAsync();
+            Assert.Equal(200, page.Status);
+            Assert.Equal("chunked", page.Headers["transfer-encoding"], ignoreCase: true);
+            Assert.Equal("<html><body>Welcome</body></html>", page.Body);
+        }
+    }
+
+    [Fact]
+    public void Chunk_data_is_taken_out_of_its_framing()
+    {
+        var raw = "5\r\nhello\r\n3;ext=1\r\n, w\r\na\r\norld!12345\r\n0\r\n\r\n"u8.ToArray();
+        var data = new byte[64];
+        int n = FastGate.Proxy.ProxyConnection.ChunkData(raw, data);
+        Assert.Equal("hello, world!12345", Encoding.ASCII.GetString(data, 0, n));
+        Assert.Equal("hello, w", Encoding.ASCII.GetString(data, 0, FastGate.Proxy.ProxyConnection.ChunkData(raw, data.AsSpan(0, 8))));
+        Assert.Equal("hel", Encoding.ASCII.GetString(data, 0, FastGate.Proxy.ProxyConnection.ChunkData(raw.AsSpan(0, 6), data))); // cut mid-chunk
     }
 
     [Fact]
