@@ -516,9 +516,69 @@ internal sealed class Http2Call : IDisposable
             // client's own RST_STREAM end it), and for a plain response each body read within upstreamResponseTimeout
             if (deadline is { } d) cancel.CancelAfter(d - Stopwatch.GetElapsedTime(start) is var left && left > TimeSpan.Zero ? left : TimeSpan.FromTicks(1));
             else cancel.CancelAfter(Timeout.InfiniteTimeSpan);
+            Stream? source = null;
+            byte[]? inspected = null;
+            int inspectedLength = 0;
+            if (route.Waf is { InspectResponses: true } profile && _exchange.Waf is { ResponseInspected: false } tx && !_isGrpc)
+            {
+                // the response phases before any of the response goes out, as on the HTTP/1.1 path
+                RejectReason refused;
+                (refused, source, inspected, inspectedLength) = await InspectResponseAsync(profile, tx, response, cancel, headTimeout).ConfigureAwait(false);
+                if (refused != RejectReason.None)
+                {
+                    if (inspected is not null) ArrayPool<byte>.Shared.Return(inspected);
+                    await RejectAsync(refused).ConfigureAwait(false);
+                    return refused;
+                }
+            }
             WriteResponseHead(response, snapshot);
-            return await RelayBodyAsync(response, cancel, readTimeout: _isGrpc ? null : headTimeout, deadline).ConfigureAwait(false);
+            return await RelayBodyAsync(response, cancel, readTimeout: _isGrpc ? null : headTimeout, deadline, source, inspected, inspectedLength).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Phase 3 on the upstream's status and headers, phase 4 on the first responseBodyLimit bytes of a body of a listed
+    /// type (read here, each read within the response timeout; they go out first). None: relay the response.
+    /// </summary>
+    private async Task<(RejectReason Refused, Stream? Source, byte[]? Inspected, int Length)> InspectResponseAsync(Waf.WafProfile profile, Waf.WafTransaction tx,
+        HttpResponseMessage response, CancellationTokenSource cancel, TimeSpan readTimeout)
+    {
+        bool block = profile.Mode == Waf.WafMode.Block;
+        var headers = new List<(string, string)>();
+        foreach (var h in response.Headers) foreach (var v in h.Value) headers.Add((h.Key, v));
+        foreach (var h in response.Content.Headers) foreach (var v in h.Value) headers.Add((h.Key, v));
+        var protocol = response.Version.Major >= 2 ? "HTTP/2.0" : response.Version.Minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+        if (tx.EvaluateResponseHeaders((int)response.StatusCode, protocol, headers)) return (block ? RejectReason.WafBlocked : RejectReason.None, null, null, 0);
+        var type = response.Content.Headers.ContentType?.MediaType;
+        bool read = type is not null && profile.ReadsResponseBody(System.Text.Encoding.Latin1.GetBytes(type)) && response.Content.Headers.ContentLength is not 0;
+        if (!read) return (tx.EvaluateResponseBody(default, hasBody: false) && block ? RejectReason.WafBlocked : RejectReason.None, null, null, 0);
+        int limit = profile.ResponseBodyLimit;
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(response.Content.Headers.ContentLength ?? limit, limit));
+        int n = 0;
+        Stream source;
+        try
+        {
+            source = await response.Content.ReadAsStreamAsync(cancel.Token).ConfigureAwait(false);
+            while (n < buffer.Length && n < limit)
+            {
+                cancel.CancelAfter(readTimeout);
+                int got = await source.ReadAsync(buffer.AsMemory(n, Math.Min(buffer.Length, limit) - n), cancel.Token).ConfigureAwait(false);
+                if (got == 0) break;
+                n += got;
+            }
+            cancel.CancelAfter(Timeout.InfiniteTimeSpan);
+        }
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or IOException)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            return (e is OperationCanceledException ? RejectReason.UpstreamResponseTimeout : RejectReason.UpstreamMalformedResponse, null, null, 0);
+        }
+        if (tx.EvaluateResponseBody(buffer.AsSpan(0, n), hasBody: true) && block)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            return (RejectReason.WafBlocked, null, null, 0);
+        }
+        return (RejectReason.None, source, buffer, n);
     }
 
     private RejectReason FailureReason(Exception e, TimeSpan? deadline, long start, TimeSpan headTimeout)
@@ -659,14 +719,23 @@ internal sealed class Http2Call : IDisposable
     }
 
     /// <summary>Relays the response body as it arrives (each read flushed: gRPC streams flow), then its trailers.</summary>
-    private async Task<RejectReason> RelayBodyAsync(HttpResponseMessage upstream, CancellationTokenSource cancel, TimeSpan? readTimeout, TimeSpan? deadline)
+    private async Task<RejectReason> RelayBodyAsync(HttpResponseMessage upstream, CancellationTokenSource cancel, TimeSpan? readTimeout, TimeSpan? deadline,
+        Stream? opened = null, byte[]? inspected = null, int inspectedLength = 0)
     {
         var response = _ctx.Response;
         var buffer = ArrayPool<byte>.Shared.Rent(16384);
         try
         {
-            var source = await upstream.Content.ReadAsStreamAsync(cancel.Token).ConfigureAwait(false);
+            var source = opened ?? await upstream.Content.ReadAsStreamAsync(cancel.Token).ConfigureAwait(false);
             await response.StartAsync(cancel.Token).ConfigureAwait(false);
+            if (inspected is not null)
+            {
+                // what the WAF's phase 4 read goes first
+                await response.Body.WriteAsync(inspected.AsMemory(0, inspectedLength), cancel.Token).ConfigureAwait(false);
+                _bytesOut += inspectedLength;
+                ArrayPool<byte>.Shared.Return(inspected);
+                inspected = null;
+            }
             while (true)
             {
                 if (readTimeout is { } t && deadline is null) cancel.CancelAfter(t);
@@ -694,6 +763,7 @@ internal sealed class Http2Call : IDisposable
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+            if (inspected is not null) ArrayPool<byte>.Shared.Return(inspected);
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Http;
 using System.Text;
 using FastGate.Configuration;
 using FastGate.Tests.Infrastructure;
@@ -185,6 +186,33 @@ public sealed class WafResponseTests : IAsyncLifetime
             Assert.Equal("chunked", page.Headers["transfer-encoding"], ignoreCase: true);
             Assert.Equal("<html><body>Welcome</body></html>", page.Body);
         }
+    }
+
+    [Fact]
+    public async Task Over_h2c_the_same_responses_are_refused_and_the_others_arrive_whole()
+    {
+        await using var gateway = await TestGateway.StartAsync(Config("block").Replace("\"address\": \"127.0.0.1:0\" } ],", "\"address\": \"127.0.0.1:0\", \"http2\": true } ],", StringComparison.Ordinal));
+        using var client = new HttpMessageInvoker(new SocketsHttpHandler { UseProxy = false });
+        async Task<(int Status, string Body)> H2(string target)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{gateway.EndPoint.Port}{target}")
+            {
+                Version = HttpVersion.Version20,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            };
+            using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            using var response = await client.SendAsync(request, cancel.Token);
+            Assert.Equal(HttpVersion.Version20, response.Version);
+            return ((int)response.StatusCode, await response.Content.ReadAsStringAsync(cancel.Token));
+        }
+        Assert.Equal((200, "<html><body>Welcome</body></html>"), await H2("/page"));
+        Assert.Equal(403, (await H2("/leak")).Status);
+        Assert.Equal(403, (await H2("/chunked-leak")).Status);
+        Assert.Equal(403, (await H2("/debug")).Status);
+        Assert.Equal((200, Big + Leak), await H2("/leak-late"));
+        Assert.Equal((200, Big + Leak), await H2("/chunked-late"));
+        await Eventually.WaitUntilAsync(async () => Value(await gateway.ScrapeMetricsAsync(), "fastgate_waf_requests_total{profile=\"app\",outcome=\"blocked\"}") == 3,
+            "three blocked responses counted");
     }
 
     [Fact]
