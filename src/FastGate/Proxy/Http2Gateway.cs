@@ -558,10 +558,11 @@ internal sealed class Http2Call : IDisposable
         Stream source;
         try
         {
+            // the inspected part within one response timeout in all (as on the HTTP/1.1 path), not one per read
+            cancel.CancelAfter(readTimeout);
             source = await response.Content.ReadAsStreamAsync(cancel.Token).ConfigureAwait(false);
             while (n < buffer.Length && n < limit)
             {
-                cancel.CancelAfter(readTimeout);
                 int got = await source.ReadAsync(buffer.AsMemory(n, Math.Min(buffer.Length, limit) - n), cancel.Token).ConfigureAwait(false);
                 if (got == 0) break;
                 n += got;

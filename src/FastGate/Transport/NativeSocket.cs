@@ -422,7 +422,14 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
         private int _sendingAt, _sendingLeft;
         private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<FlushResult> _source;
 
-        public override Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+        // the head writers ask for a span per piece: the common case (room left) straight off the array, no Memory
+        public override Span<byte> GetSpan(int sizeHint = 0)
+        {
+            var buffer = _buffer;
+            int written = _written;
+            if ((uint)written < (uint)buffer.Length && buffer.Length - written >= Math.Max(sizeHint, 1)) return buffer.AsSpan(written);
+            return GetMemory(sizeHint).Span;
+        }
 
         public override Memory<byte> GetMemory(int sizeHint = 0)
         {

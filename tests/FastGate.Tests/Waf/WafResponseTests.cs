@@ -216,6 +216,26 @@ public sealed class WafResponseTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_upstream_that_stalls_in_the_inspected_body_gets_a_504_and_nothing_of_it_goes_out()
+    {
+        // a hostile upstream: the head promises 1000 bytes of HTML, 10 come, then nothing (the connection stays open)
+        using var release = new CancellationTokenSource();
+        await using var upstream = new RawUpstream(async (stream, cancel) =>
+        {
+            await RawUpstream.ReadHeadAsync(stream, cancel);
+            await stream.WriteAsync(Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1000\r\n\r\n<html>abcd"), cancel);
+            try { await Task.Delay(Timeout.Infinite, CancellationTokenSource.CreateLinkedTokenSource(cancel, release.Token).Token); } catch (OperationCanceledException) { }
+        });
+        var config = Config("block").Replace(_address, upstream.Address, StringComparison.Ordinal)
+            .Replace("\"listeners\"", "\"limits\": { \"upstreamResponseTimeout\": \"500ms\" },\n  \"listeners\"", StringComparison.Ordinal);
+        await using var gateway = await TestGateway.StartAsync(config);
+        var response = await Get(gateway, "/stall");
+        release.Cancel();
+        Assert.Equal(504, response.Status);
+        Assert.DoesNotContain("abcd", response.Body, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Chunk_data_is_taken_out_of_its_framing()
     {
         var raw = "5\r\nhello\r\n3;ext=1\r\n, w\r\na\r\norld!12345\r\n0\r\n\r\n"u8.ToArray();
