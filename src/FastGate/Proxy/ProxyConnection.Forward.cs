@@ -280,6 +280,9 @@ internal sealed partial class ProxyConnection
                 _fw.ResponseBytes = inspected;
             }
             else _fw.ResponseBytes = 0;
+            // a large body on the native transport: read (and so send) it in 64 KB pieces
+            var bulk = remaining > 2 * Transport.NativeSocket.BulkSize ? upstream.Native : null;
+            if (bulk is not null) bulk.Bulk = true;
             do
             {
                 if (remaining > 0)
@@ -312,6 +315,7 @@ internal sealed partial class ProxyConnection
                 }
             }
             while (remaining > 0);
+            if (bulk is not null) bulk.Bulk = false;
         }
         else
         {

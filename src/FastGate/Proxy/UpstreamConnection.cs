@@ -48,6 +48,8 @@ public sealed class UpstreamConnection
     public bool IsTls => _tls is not null;
     /// <summary>The native event loop the connection lives on (null: Kestrel's socket transport, or TLS).</summary>
     internal Transport.NativeLoop? Loop => (_context as Transport.NativeSocket)?.Loop;
+    /// <summary>The native socket under a plain connection (null: Kestrel's transport, or TLS).</summary>
+    internal Transport.NativeSocket? Native => _context as Transport.NativeSocket;
     /// <summary>True once the connection has carried a response (a failure on it may just be a stale keep-alive).</summary>
     public bool Reused { get; internal set; }
     internal long IdleSince { get; set; }

@@ -3,6 +3,13 @@ using System.Text;
 using FastGate.Configuration;
 using FastGate.Hosting;
 using FastGate.Tests.Infrastructure;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace FastGate.Tests.Hosting;
 
@@ -96,6 +103,35 @@ public sealed class NativeTransportTests : IAsyncLifetime
         }
         Assert.StartsWith("HTTP/1.1 200", Encoding.ASCII.GetString(head.ToArray()));
         Assert.Equal(size, body);
+    }
+
+    /// <summary>A body far larger than a buffer streams in 64 KB reads (NativeSocket.Bulk): every byte must arrive
+    /// in order, over several keep-alive responses of both sizes on one client and one upstream connection.</summary>
+    [LinuxFact]
+    public async Task Large_bodies_are_relayed_intact_in_bulk_reads_and_small_ones_after_them_on_the_same_connections()
+    {
+        var pattern = new byte[3 * 1024 * 1024 + 12345];
+        new Random(7).NextBytes(pattern);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        await using var app = builder.Build();
+        app.MapGet("/big", () => Results.Bytes(pattern, "application/octet-stream"));
+        app.MapGet("/small", () => Results.Text("small"));
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var config = TestGateway.Config(address.TrimEnd('/')).Insert(1, "\"transport\": \"native\", \"nativeLoops\": 1,");
+        await using var gateway = await StartNativeAsync(config);
+        using var client = await RawClient.ConnectAsync(gateway.EndPoint);
+        foreach (var path in new[] { "/big", "/small", "/big", "/big", "/small" })
+        {
+            await client.SendAsync($"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            var response = await client.ReadResponseAsync(timeoutMs: 30000);
+            Assert.Equal(200, response.Status);
+            if (path == "/small") Assert.Equal("small", response.Body);
+            else Assert.True(Encoding.Latin1.GetBytes(response.Body).AsSpan().SequenceEqual(pattern), "the large body arrives byte for byte");
+        }
+        Assert.Equal(1.0, gateway.Metrics.UpstreamConnectionsOpened.WithLabels("backend").Value); // one upstream connection, reused
     }
 
     [LinuxFact]
