@@ -152,7 +152,8 @@ public class ModSecurityDifferentialTests(ModSecurityFixture fx, ITestOutputHelp
 
     private static readonly Regex IdInLog = new(@"""ruleId"":""(\d+)""", RegexOptions.Compiled);
 
-    private static HashSet<int> ModSecurityIds(string log, long from)
+    /// <summary>The rule ids ModSecurity's JSON audit log names from byte <paramref name="from"/> on (the mark requests left out).</summary>
+    internal static HashSet<int> ModSecurityIds(string log, long from)
     {
         if (!File.Exists(log)) return [];
         using var f = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
@@ -205,48 +206,65 @@ public sealed class ModSecurityFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         if (!OperatingSystem.IsLinux()) return;
-        const string module = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so";
-        if (!File.Exists(module) || !Directory.Exists("/usr/share/modsecurity-crs/rules"))
-            throw new InvalidOperationException("libnginx-mod-http-modsecurity and modsecurity-crs are not installed (tests/install-deps.sh)");
         _upstream = await DemoUpstreamServer.StartAsync();
         _dir = Directory.CreateTempSubdirectory("fastgate-crs-").FullName;
-        // the folder layout FastGate reads and ModSecurity includes: crs-setup.conf + rules/ (Debian's files)
-        CrsFolder = Path.Combine(_dir, "crs");
-        Directory.CreateDirectory(CrsFolder);
-        File.Copy("/etc/modsecurity/crs/crs-setup.conf", Path.Combine(CrsFolder, "crs-setup.conf"));
-        Directory.CreateSymbolicLink(Path.Combine(CrsFolder, "rules"), "/usr/share/modsecurity-crs/rules");
+        CrsFolder = MakeCrsFolder(_dir);
         Pl1 = await StartPairAsync(1);
         Pl2 = await StartPairAsync(2);
     }
 
+    /// <summary>The folder layout FastGate reads and ModSecurity includes: crs-setup.conf + rules/ (Debian's files).</summary>
+    internal static string MakeCrsFolder(string dir)
+    {
+        if (!File.Exists("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so") || !Directory.Exists("/usr/share/modsecurity-crs/rules"))
+            throw new InvalidOperationException("libnginx-mod-http-modsecurity and modsecurity-crs are not installed (tests/install-deps.sh)");
+        var crs = Path.Combine(dir, "crs");
+        Directory.CreateDirectory(crs);
+        File.Copy("/etc/modsecurity/crs/crs-setup.conf", Path.Combine(crs, "crs-setup.conf"));
+        Directory.CreateSymbolicLink(Path.Combine(crs, "rules"), "/usr/share/modsecurity-crs/rules");
+        return crs;
+    }
+
+    /// <summary>
+    /// nginx + ModSecurity v3 + the CRS of <paramref name="crs"/> at paranoia level <paramref name="pl"/> in front of
+    /// <paramref name="upstream"/>, its JSON audit log at <paramref name="auditLog"/>; <paramref name="engine"/> holds the
+    /// engine settings (SecRuleEngine, body access...).
+    /// </summary>
+    internal static Task<NginxUpstream> StartModSecurityAsync(string dir, string crs, int pl, string upstream, string auditLog, string engine)
+    {
+        var main = Path.Combine(dir, $"modsec-pl{pl}.conf");
+        File.WriteAllText(main, $"""
+            {engine}
+            SecAuditEngine On
+            SecAuditLogFormat JSON
+            SecAuditLogType Serial
+            SecAuditLogParts ABHZ
+            SecAuditLog {auditLog}
+            Include {crs}/crs-setup.conf
+            SecAction "id:900000,phase:1,pass,nolog,setvar:tx.paranoia_level={pl},setvar:tx.executing_paranoia_level={pl}"
+            Include {crs}/rules/*.conf
+            """);
+        return NginxUpstream.StartAsync(
+            $$"""
+            location / {
+              modsecurity on;
+              modsecurity_rules_file {{main}};
+              proxy_pass {{upstream}};
+            }
+            """,
+            mainExtra: "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_modsecurity_module.so;");
+    }
+
     private async Task<Pair> StartPairAsync(int pl)
     {
-        var main = Path.Combine(_dir, $"modsec-pl{pl}.conf");
-        File.WriteAllText(main, $"""
+        var nginx = await StartModSecurityAsync(_dir, CrsFolder, pl, _upstream.Address.ToString().TrimEnd('/'), Path.Combine(_dir, $"audit-pl{pl}.log"), """
             SecRuleEngine On
             SecRequestBodyAccess On
             SecRule REQUEST_HEADERS:Content-Type "(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
             SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
             SecRequestBodyLimit 13107200
             SecRequestBodyNoFilesLimit 131072
-            SecAuditEngine On
-            SecAuditLogFormat JSON
-            SecAuditLogType Serial
-            SecAuditLogParts ABHZ
-            SecAuditLog {_dir}/audit-pl{pl}.log
-            Include {CrsFolder}/crs-setup.conf
-            SecAction "id:900000,phase:1,pass,nolog,setvar:tx.paranoia_level={pl},setvar:tx.executing_paranoia_level={pl}"
-            Include {CrsFolder}/rules/*.conf
             """);
-        var nginx = await NginxUpstream.StartAsync(
-            $$"""
-            location / {
-              modsecurity on;
-              modsecurity_rules_file {{main}};
-              proxy_pass {{_upstream.Address.ToString().TrimEnd('/')}};
-            }
-            """,
-            mainExtra: "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_modsecurity_module.so;");
         var config = $$"""
             {
               "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],

@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.RegularExpressions;
 using FastGate.Tests.Infrastructure;
 using FastGate.Waf;
 using Microsoft.AspNetCore.Builder;
@@ -62,7 +61,7 @@ public class ModSecurityResponseDifferentialTests(ModSecurityResponseFixture fx,
             int modsec = await ModSecurityDifferentialTests.SendAsync(pair.Nginx.Port, request);
             int fastgate = await ModSecurityDifferentialTests.SendAsync(pair.Gateway.EndPoint.Port, request);
             await ModSecurityDifferentialTests.SendAsync(pair.Nginx.Port, "GET /__mark HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-            var modsecIds = ModSecurityIds(pair.AuditLog, logMark);
+            var modsecIds = ModSecurityDifferentialTests.ModSecurityIds(pair.AuditLog, logMark);
             var (ours, denied) = OurIds(engine, request, type, status, body);
             if (denied) refused++;
             bool sameIds = modsecIds.SetEquals(ours);
@@ -90,23 +89,6 @@ public class ModSecurityResponseDifferentialTests(ModSecurityResponseFixture fx,
             || tx.EvaluateResponseBody(bytes, hasBody: WafProfileConfig.DefaultResponseBodyTypes.Contains(type));
         return (tx.Matches.Select(m => m.Id).ToHashSet(), denied);
     }
-
-    private static readonly Regex IdInLog = new(@"""ruleId"":""(\d+)""", RegexOptions.Compiled);
-
-    private static HashSet<int> ModSecurityIds(string log, long from)
-    {
-        if (!File.Exists(log)) return [];
-        using var f = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        f.Seek(from, SeekOrigin.Begin);
-        var text = new StreamReader(f).ReadToEnd();
-        var ids = new HashSet<int>();
-        foreach (var line in text.Split('\n'))
-        {
-            if (line.Contains("/__mark", StringComparison.Ordinal)) continue;
-            foreach (Match m in IdInLog.Matches(line)) ids.Add(int.Parse(m.Groups[1].Value));
-        }
-        return ids;
-    }
 }
 
 [CollectionDefinition(nameof(ModSecurityResponseCollection))]
@@ -128,9 +110,8 @@ public sealed class ModSecurityResponseFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         if (!OperatingSystem.IsLinux()) return;
-        const string module = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so";
-        if (!File.Exists(module) || !Directory.Exists("/usr/share/modsecurity-crs/rules"))
-            throw new InvalidOperationException("libnginx-mod-http-modsecurity and modsecurity-crs are not installed (tests/install-deps.sh)");
+        _dir = Directory.CreateTempSubdirectory("fastgate-crs-resp-").FullName;
+        CrsFolder = ModSecurityFixture.MakeCrsFolder(_dir);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
@@ -141,43 +122,20 @@ public sealed class ModSecurityResponseFixture : IAsyncLifetime
         _upstream.MapGet("/__mark", () => Results.Text("mark"));
         await _upstream.StartAsync();
         _address = _upstream.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        _dir = Directory.CreateTempSubdirectory("fastgate-crs-resp-").FullName;
-        CrsFolder = Path.Combine(_dir, "crs");
-        Directory.CreateDirectory(CrsFolder);
-        File.Copy("/etc/modsecurity/crs/crs-setup.conf", Path.Combine(CrsFolder, "crs-setup.conf"));
-        Directory.CreateSymbolicLink(Path.Combine(CrsFolder, "rules"), "/usr/share/modsecurity-crs/rules");
         Pl1 = await StartPairAsync(1);
         Pl2 = await StartPairAsync(2);
     }
 
     private async Task<Pair> StartPairAsync(int pl)
     {
-        var main = Path.Combine(_dir, $"modsec-pl{pl}.conf");
-        File.WriteAllText(main, $"""
+        var nginx = await ModSecurityFixture.StartModSecurityAsync(_dir, CrsFolder, pl, _address.TrimEnd('/'), Path.Combine(_dir, $"audit-pl{pl}.log"), """
             SecRuleEngine On
             SecRequestBodyAccess On
             SecResponseBodyAccess On
             SecResponseBodyMimeType text/plain text/html text/xml
             SecResponseBodyLimit 524288
             SecResponseBodyLimitAction ProcessPartial
-            SecAuditEngine On
-            SecAuditLogFormat JSON
-            SecAuditLogType Serial
-            SecAuditLogParts ABHZ
-            SecAuditLog {_dir}/audit-pl{pl}.log
-            Include {CrsFolder}/crs-setup.conf
-            SecAction "id:900000,phase:1,pass,nolog,setvar:tx.paranoia_level={pl},setvar:tx.executing_paranoia_level={pl}"
-            Include {CrsFolder}/rules/*.conf
             """);
-        var nginx = await NginxUpstream.StartAsync(
-            $$"""
-            location / {
-              modsecurity on;
-              modsecurity_rules_file {{main}};
-              proxy_pass {{_address.TrimEnd('/')}};
-            }
-            """,
-            mainExtra: "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_modsecurity_module.so;");
         var config = $$"""
             {
               "listeners": [ { "name": "public", "address": "127.0.0.1:0" } ],
