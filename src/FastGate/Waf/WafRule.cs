@@ -145,6 +145,9 @@ public sealed record WafSetVar(string Collection, string Name, Macro? Name2, cha
     internal int Slot { get; set; } = -1;
     /// <summary>This setvar's number among its rule set's setvars with a macro in the name (bound at load), else -1.</summary>
     internal int NameIndex { get; set; } = -1;
+    /// <summary>This setvar's number among its rule set's setvars whose value has two or more parts (CRS 920450's
+    /// '/%{tx.0}/'), bound at load, else -1: a transaction keeps what it expanded to while the parts repeat.</summary>
+    internal int ValueIndex { get; set; } = -1;
 }
 
 /// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>

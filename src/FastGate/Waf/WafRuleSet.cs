@@ -281,6 +281,8 @@ public sealed class WafRuleSet
 
     /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
     internal int DynamicNames { get; private set; }
+    /// <summary>How many setvars have a value of two or more parts (WafSetVar.ValueIndex).</summary>
+    internal int DynamicValues { get; private set; }
 
     internal bool TryTxSlot(string name, out int slot) => _txSlots.TryGetValue(name, out slot);
 
@@ -301,6 +303,7 @@ public sealed class WafRuleSet
                 {
                     if (sv.Collection == "TX" && sv.Name2 is null) sv.Slot = TxSlotOf(sv.Name);
                     if (sv.Name2 is not null) sv.NameIndex = DynamicNames++;
+                    if (sv.Value is { PartCount: > 1 }) sv.ValueIndex = DynamicValues++;
                     sv.Name2?.Bind(TxSlotOf);
                     sv.Value?.Bind(TxSlotOf);
                 }

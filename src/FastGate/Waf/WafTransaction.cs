@@ -370,9 +370,10 @@ public sealed class WafTransaction
         Scalar("REQUEST_BODY", text);
         Scalar("REQUEST_BODY_LENGTH", body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (processor.Length > 0) Scalar("REQBODY_PROCESSOR", processor);
+        // no lambda here: a closure over `text` would be allocated on entry, for every request, body or not
         bool ok = processor switch
         {
-            "URLENCODED" => Do(() => ParseUrlEncoded(text, "ARGS_POST")),
+            "URLENCODED" => ParseUrlEncodedBody(text),
             "JSON" => ParseJson(body),
             "XML" => ParseXml(body),
             "MULTIPART" => ParseMultipart(text, type),
@@ -386,7 +387,7 @@ public sealed class WafTransaction
         Combined();
     }
 
-    private static bool Do(Action a) { a(); return true; }
+    private bool ParseUrlEncodedBody(string text) { ParseUrlEncoded(text, "ARGS_POST"); return true; }
 
     /// <summary>The content types ModSecurity's recommended rule 200000 sends to the XML processor (lower-cased).</summary>
     private static readonly System.Text.RegularExpressions.Regex XmlContentType =
@@ -789,7 +790,7 @@ public sealed class WafTransaction
                     for (int s = 0; s < _txs.Length; s++)
                         if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
                 foreach (var (k, v) in _txDynamic)
-                    if (target.SelectsKey(k)) into.Add((k, "TX:" + k, v));
+                    if (target.SelectsKey(k)) into.Add((k, TxFullName(k), v));
                 return;
             case TargetSource.MatchedVar: into.Add(("", "MATCHED_VAR", _matchedVar)); return;
             case TargetSource.MatchedVarName: into.Add(("", "MATCHED_VAR_NAME", _matchedVarName)); return;
@@ -818,7 +819,7 @@ public sealed class WafTransaction
         {
             // tx.name with a name known at load: its slot
             if (sv.Delete) { _txs[sv.Slot] = null; return; }
-            var v = sv.Value?.Expand(this) ?? "";
+            var v = SetVarValue(sv);
             if (sv.Op == '=') { _txs[sv.Slot] = v; return; }
             long was = _txs[sv.Slot] is { } c ? NumericOperator.ToNumber(c) : 0;
             long by = NumericOperator.ToNumber(v);
@@ -829,7 +830,7 @@ public sealed class WafTransaction
         if (sv.Collection == "TX")
         {
             if (sv.Delete) { TxRemove(name); return; }
-            var v = sv.Value?.Expand(this) ?? "";
+            var v = SetVarValue(sv);
             if (sv.Op == '=') { TxSet(name, v); return; }
             long was = Tx(name) is { } c ? NumericOperator.ToNumber(c) : 0;
             long by = NumericOperator.ToNumber(v);
@@ -838,7 +839,7 @@ public sealed class WafTransaction
         }
         var dict = _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
         if (sv.Delete) { dict.Remove(name); return; }
-        var value = sv.Value?.Expand(this) ?? "";
+        var value = SetVarValue(sv);
         if (sv.Op == '=') { dict[name] = value; return; }
         long current = dict.TryGetValue(name, out var cur) ? NumericOperator.ToNumber(cur) : 0;
         long delta = NumericOperator.ToNumber(value);
@@ -857,6 +858,31 @@ public sealed class WafTransaction
         ref var memo = ref _names[sv.NameIndex];
         if (!m.SameParts(this, ref memo.Parts) || memo.Name is null) memo.Name = string.Concat(memo.Parts!).ToLowerInvariant();
         return memo.Name;
+    }
+
+    // per setvar whose value has two or more parts (920450's '/%{tx.0}/'): the parts it expanded to last and the
+    // value made of them, kept from request to request as the names above are
+    private (string[]? Parts, string? Value)[] _values = [];
+
+    private string SetVarValue(WafSetVar sv)
+    {
+        if (sv.Value is not { } m) return "";
+        if (sv.ValueIndex < 0) return m.Expand(this);
+        if (_values.Length != _set.DynamicValues) _values = new (string[]?, string?)[_set.DynamicValues];
+        ref var memo = ref _values[sv.ValueIndex];
+        if (!m.SameParts(this, ref memo.Parts) || memo.Value is null) memo.Value = string.Concat(memo.Parts!);
+        return memo.Value;
+    }
+
+    // "TX:" + a name made at run time (the matched-variable name of a TX:/regex/ target's value), by the name's text:
+    // kept from request to request (bounded with the other kept results), so it is not built again
+    private readonly Dictionary<string, string> _txFullNames = new(StringComparer.Ordinal);
+
+    private string TxFullName(string name)
+    {
+        if (_txFullNames.TryGetValue(name, out var full)) return full;
+        if (_txFullNames.Count >= StableLimit) _txFullNames.Clear();
+        return _txFullNames[name] = "TX:" + name;
     }
 
     internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9
