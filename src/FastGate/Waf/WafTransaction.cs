@@ -529,23 +529,43 @@ public sealed class WafTransaction
 
     private void RunPhase(int phase)
     {
-        // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.SkipAfterIndex)
+        // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.RunEdges)
         var rules = _set.Runs[phase];
-        var skipAfter = _set.SkipAfterIndex[phase];
+        var edges = _set.RunEdges[phase];
         var hot = _set.RunRules[phase];
         var targets = _set.RunTargets[phase];
+        // the constant checks folded at load (WafRuleSet.Fold): from GuardAt on, if TX holds what the fold assumed,
+        // the folded edges, which never visit them
+        var fold = _set.Fold;
+        int guardAt = fold?.Edges[phase] is not null ? fold.GuardAt[phase] : int.MaxValue;
         ulong present = _present;
-        int skip = 0;
-        for (int i = 0; i < rules.Length; i++)
+        int i = 0;
+        while (true)
         {
-            if (skip > 0) { skip--; continue; }
+            if (i >= guardAt)
+            {
+                guardAt = int.MaxValue;
+                if (FoldHolds(fold!))
+                {
+                    var (at, fx) = fold!.Entries[phase]![i - fold.GuardAt[phase]];
+                    edges = fold.Edges[phase]!;
+                    i = at;
+                    if (fx != 0) Record(fold.Fx[fx]);
+                }
+            }
+            if ((uint)i >= (uint)rules.Length) return;
+            ref readonly var e = ref edges[i];
             ref readonly var h = ref hot[i];
             // none of the request collections the rule reads has a value: it cannot match (and it has no actions to run)
-            if ((h.Needs & present) == 0 || h.Disabled) continue;
+            if ((h.Needs & present) == 0 || h.Disabled) { if (e.NextFx != 0) Record(fold!.Fx[e.NextFx]); i = e.Next; continue; }
             if (RuleEngine is "Off" or "off") return;
             var rule = rules[i];
-            if (IsRemoved(rule)) continue;
-            if (!Evaluate(rule, rule, targets.AsSpan(h.TargetStart, h.TargetCount))) continue;
+            if (IsRemoved(rule) || !Evaluate(rule, rule, targets.AsSpan(h.TargetStart, h.TargetCount)))
+            {
+                if (e.NextFx != 0) Record(fold!.Fx[e.NextFx]);
+                i = e.Next;
+                continue;
+            }
             // the whole chain matched: the chain starter's disruptive and flow actions
             if (rule.Log && rule.Id > 1)
                 Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)) { Ordinal = rule.Ordinal });
@@ -558,10 +578,34 @@ public sealed class WafTransaction
                 return;
             }
             if (rule.Disruptive == WafDisruptive.Allow) { Allowed = true; return; }
-            if (rule.SkipAfter is not null) i = skipAfter[i] - 1;
-            else if (rule.Skip > 0) skip = rule.Skip;
+            // its skipAfter, its skip:N or the next rule
+            if (e.JumpFx != 0) Record(fold!.Fx[e.JumpFx]);
+            i = e.Jump;
         }
     }
+
+    /// <summary>Whether TX holds the values the rule set's fold assumed (no rule sets them from here on).</summary>
+    private bool FoldHolds(ConstantFold fold)
+    {
+        var slots = fold.Slots;
+        var values = fold.Values;
+        for (int k = 0; k < slots.Length; k++) if (!string.Equals(_txs[slots[k]], values[k], StringComparison.Ordinal)) return false;
+        return true;
+    }
+
+    /// <summary>What the folded rules passed on an edge would have recorded when they matched (as Test does).</summary>
+    private void Record((string Name, string Value)[] matched)
+    {
+        foreach (var (name, value) in matched)
+        {
+            _matchedVar = value;
+            _matchedVarName = name;
+            _matchedVars.Add((name, value));
+        }
+    }
+
+    /// <summary>A TX slot's value (the fold's probe reads what phase 1 left in the slots it folds).</summary>
+    internal string? TxSlotValue(int slot) => _txs[slot];
 
     private static int LastSeverity(WafRule rule)
     {
