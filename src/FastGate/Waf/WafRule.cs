@@ -160,7 +160,12 @@ public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
 
 public enum CtlKind : byte { RuleRemoveById, RuleRemoveByTag, RuleRemoveTargetById, RuleRemoveTargetByTag, RuleEngine, RequestBodyProcessor, ForceRequestBodyVariable, Ignored }
 
-public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target);
+public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target)
+{
+    /// <summary>Whether this ctl may remove a rule the rule set's fold routes around (or a target of one), set at load:
+    /// once it runs, the transaction walks the plain edges (WafRuleSet.Fold).</summary>
+    internal bool TouchesFold { get; set; }
+}
 
 public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete)
 {

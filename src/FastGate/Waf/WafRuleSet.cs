@@ -445,36 +445,37 @@ public sealed class WafRuleSet
 
     private void BuildFold()
     {
-        // rules a ctl could remove, or remove a target of, at run time are not constant
+        // a ctl that could remove one of the folded rules, or a target of one, at run time: when it runs, the walk
+        // goes back to the plain edges (WafCtl.TouchesFold)
         var ctls = new List<WafCtl>();
         foreach (var r in _all) for (var link = r; link is not null; link = link.Chain) ctls.AddRange(link.Ctls);
-        bool Touched(WafRule r)
+        static bool Touches(WafCtl c, WafRule r)
         {
-            foreach (var c in ctls)
-                switch (c.Kind)
-                {
-                    case CtlKind.RuleRemoveById or CtlKind.RuleRemoveTargetById:
-                        foreach (var (from, to) in c.Ids) if (r.Id >= from && r.Id <= to) return true;
-                        break;
-                    case CtlKind.RuleRemoveByTag or CtlKind.RuleRemoveTargetByTag:
-                        if (r.Tags.Contains(c.Value)) return true;
-                        break;
-                }
-            return false;
+            switch (c.Kind)
+            {
+                case CtlKind.RuleRemoveById or CtlKind.RuleRemoveTargetById:
+                    foreach (var (from, to) in c.Ids) if (r.Id >= from && r.Id <= to) return true;
+                    return false;
+                case CtlKind.RuleRemoveByTag or CtlKind.RuleRemoveTargetByTag:
+                    return r.Tags.Contains(c.Value);
+                default:
+                    return false;
+            }
         }
-        int Candidate(WafRule r)
+        // a rule whose targets are all TX variables (TX:name, &TX:name), tested by a constant number, with no action
+        // but its flow (pass, nolog, skipAfter/skip)
+        static bool Candidate(WafRule r)
         {
-            if (r.Chain is not null || r.Targets.Count != 1 || r.Exclusions.Count != 0 || r.SetVars.Count != 0 || r.Ctls.Count != 0) return -1;
-            if (r.Log && r.Id > 1) return -1; // a match would be recorded
-            if (r.Disruptive is not (WafDisruptive.None or WafDisruptive.Pass) || r.Capture || r.MultiMatch || r.Unsupported is not null) return -1;
-            if (r.Operator is not NumericOperator { Pure: true }) return -1;
-            var t = r.Targets[0];
-            if (t.Source != TargetSource.Tx || t.Count || t.Exclude || t.TxSlot < 10) return -1; // TX:0-9: captures write them
-            return Touched(r) ? -1 : t.TxSlot;
+            if (r.Chain is not null || r.Targets.Count == 0 || r.Exclusions.Count != 0 || r.SetVars.Count != 0 || r.Ctls.Count != 0) return false;
+            if (r.Log && r.Id > 1) return false; // a match would be recorded
+            if (r.Disruptive is not (WafDisruptive.None or WafDisruptive.Pass) || r.Capture || r.MultiMatch || r.Unsupported is not null) return false;
+            if (r.Operator is not NumericOperator { Pure: true }) return false;
+            foreach (var t in r.Targets) if (t.Source != TargetSource.Tx || t.Exclude || t.TxSlot < 10) return false; // TX:0-9: captures write them
+            return true;
         }
         // the variables the candidates test, and where each is written: a variable written in any phase but 1 is not folded
         var slots = new Dictionary<int, int>(); // slot -> the phase-1 run index past its last writer
-        for (int p = 1; p < 6; p++) foreach (var r in Runs[p]) if (Candidate(r) is >= 0 and var s) slots.TryAdd(s, 0);
+        for (int p = 1; p < 6; p++) foreach (var r in Runs[p]) if (Candidate(r)) foreach (var t in r.Targets) slots.TryAdd(t.TxSlot, 0);
         if (slots.Count == 0) return;
         var dropped = new HashSet<int>();
         for (int p = 1; p < 6; p++)
@@ -510,21 +511,29 @@ public sealed class WafRuleSet
             int n = runs.Length, from = p == 1 ? guard : 0;
             // per rule from the guard on: -1 a rule the walk visits, 0 never matches, 1 always matches (fx: what it records)
             var kind = new int[n];
-            var kindFx = new (string, string)[n];
+            var kindFx = new (string, string)[n][];
             int folded = 0;
             for (int k = from; k < n; k++)
             {
                 kind[k] = -1;
                 var r = runs[k];
-                int slot = Candidate(r);
-                int at = slot < 0 ? -1 : Array.IndexOf(foldSlots, slot);
-                if (at < 0) continue;
+                if (!Candidate(r) || r.Targets.Any(t => Array.IndexOf(foldSlots, t.TxSlot) < 0)) continue;
                 folded++;
-                if (values[at] is not { } v) { kind[k] = 0; continue; } // no value: no match
-                if (v.Length > 0) foreach (var fn in r.TransformArray) { if (v.Length == 0) break; v = fn(v); }
-                bool hit = r.Operator!.Match(v, null!, false) != r.Negated;
-                kind[k] = hit ? 1 : 0;
-                if (hit) kindFx[k] = (TxSlotFullNames[slot], v);
+                // as the walk tests it: each target's value (a count: 0 or 1), transformed, then the operator
+                List<(string, string)>? hits = null;
+                foreach (var t in r.Targets)
+                {
+                    var known = values[Array.IndexOf(foldSlots, t.TxSlot)];
+                    string v, name;
+                    if (t.Count) { v = known is null ? "0" : "1"; name = t.Collection; }
+                    else if (known is null) continue;
+                    else { v = known; name = TxSlotFullNames[t.TxSlot]; }
+                    if (v.Length > 0) foreach (var fn in r.TransformArray) { if (v.Length == 0) break; v = fn(v); }
+                    if (r.Operator!.Match(v, null!, false) != r.Negated) (hits ??= []).Add((name, v));
+                }
+                kind[k] = hits is null ? 0 : 1;
+                if (hits is not null) kindFx[k] = [.. hits];
+                foreach (var c in ctls) if (Touches(c, r)) c.TouchesFold = true;
             }
             if (folded == 0) continue;
             var plain = RunEdges[p];
@@ -533,7 +542,7 @@ public sealed class WafRuleSet
                 List<(string, string)>? seen = null;
                 while (k < n && kind[k] >= 0)
                 {
-                    if (kind[k] == 1) { (seen ??= []).Add(kindFx[k]); k = plain[k].Jump; }
+                    if (kind[k] == 1) { (seen ??= []).AddRange(kindFx[k]); k = plain[k].Jump; }
                     else k++;
                 }
                 if (seen is null) return (k, 0);

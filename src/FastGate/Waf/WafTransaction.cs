@@ -118,6 +118,7 @@ public sealed class WafTransaction
         _matchedVar = _matchedVarName = "";
         _currentRule = null;
         _bodyDone = false;
+        _foldBroken = false;
         Matches.Clear();
         Interruption = null;
         Status = 0;
@@ -571,6 +572,8 @@ public sealed class WafTransaction
                 Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)) { Ordinal = rule.Ordinal });
             for (var link = rule; link is not null; link = link.Chain)
                 foreach (var ctl in link.CtlArray) ApplyCtl(ctl);
+            // a ctl removed a folded rule (or a target of one): from here on the plain edges, which visit it
+            if (_foldBroken && !ReferenceEquals(edges, _set.RunEdges[phase])) { edges = _set.RunEdges[phase]; e = ref edges[i]; }
             if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)
             {
                 Interruption = rule;
@@ -587,6 +590,7 @@ public sealed class WafTransaction
     /// <summary>Whether TX holds the values the rule set's fold assumed (no rule sets them from here on).</summary>
     private bool FoldHolds(ConstantFold fold)
     {
+        if (_foldBroken) return false;
         var slots = fold.Slots;
         var values = fold.Values;
         for (int k = 0; k < slots.Length; k++) if (!string.Equals(_txs[slots[k]], values[k], StringComparison.Ordinal)) return false;
@@ -931,8 +935,12 @@ public sealed class WafTransaction
 
     internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9
 
+    // a ctl of this request may have removed a rule the fold routes around: the plain edges from then on
+    private bool _foldBroken;
+
     private void ApplyCtl(WafCtl ctl)
     {
+        if (ctl.TouchesFold) _foldBroken = true;
         switch (ctl.Kind)
         {
             case CtlKind.RuleRemoveById: _removedIds.AddRange(ctl.Ids); break;

@@ -608,19 +608,24 @@ public class WafConstantFoldTests
         }
     }
 
-    [Fact]
-    public void A_check_a_ctl_may_remove_is_not_folded()
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)] // the same phase: the walk leaves the folded edges at the rule whose ctl ran
+    public void A_ctl_that_removes_a_folded_check_sends_the_walk_back_to_the_plain_edges(int ctlPhase)
     {
-        var (folded, _) = Both("""
+        var (folded, plain) = Both($$"""
             SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
-            SecRule REQUEST_HEADERS:X-Off "@streq 1" "id:5,phase:1,pass,nolog,ctl:ruleRemoveById=30"
+            SecRule REQUEST_HEADERS:X-Off "@streq 1" "id:5,phase:{{ctlPhase}},pass,nolog,ctl:ruleRemoveById=30"
             SecRule TX:LEVEL "@lt 2" "id:30,phase:2,pass,nolog,skipAfter:END2"
             SecAction "id:31,phase:2,pass,nolog,setvar:tx.pl2b=1"
             SecMarker END2
             """);
-        Assert.Null(folded.Fold);
-        Assert.Null(Run(folded).Tx("pl2b"));
-        Assert.Equal("1", Run(folded, [("X-Off", "1")]).Tx("pl2b"));
+        Assert.Equal(1, folded.Fold!.FoldedRules);
+        foreach (var set in new[] { folded, plain })
+        {
+            Assert.Null(Run(set).Tx("pl2b"));
+            Assert.Equal("1", Run(set, [("X-Off", "1")]).Tx("pl2b")); // 30 removed: nothing skips 31
+        }
     }
 
     [Fact]
@@ -636,14 +641,20 @@ public class WafConstantFoldTests
             SecRule TX:LEVEL "@lt 1" "id:50,phase:1,pass,nolog,skipAfter:END3"
             SecRule MATCHED_VAR_NAME "@streq TX:level" "id:51,phase:1,pass,nolog,setvar:tx.last=1"
             SecMarker END3
+            SecRule &TX:exclusions|TX:exclusions "@eq 0" "id:60,phase:1,pass,nolog,skipAfter:END6"
+            SecAction "id:61,phase:1,pass,nolog,setvar:tx.excl=1"
+            SecMarker END6
+            SecRule MATCHED_VAR_NAME "@streq TX" "id:62,phase:1,pass,nolog,setvar:tx.countname=1"
             """);
-        Assert.Equal(2, folded.Fold!.FoldedRules);
+        Assert.Equal(3, folded.Fold!.FoldedRules);
         foreach (var set in new[] { folded, plain })
         {
             var tx = Run(set);
             Assert.Null(tx.Tx("pl2"));
             Assert.Equal("1", tx.Tx("seen")); // 10's match is in MATCHED_VARS although the walk never visits 10
             Assert.Null(tx.Tx("last")); // 40 matched last
+            Assert.Null(tx.Tx("excl")); // &TX:exclusions is 0: 60 skips 61
+            Assert.Equal("1", tx.Tx("countname")); // and its match (the count's name, TX) is the last matched variable
         }
     }
 }
