@@ -344,6 +344,18 @@ public sealed class Macro
 
     public bool IsConstant => _parts.Length == 0 || (_parts.Length == 1 && _parts[0].Collection is null);
 
+    /// <summary>How many parts (literals and %{...}) the macro has: with two or more, Expand builds a new string.</summary>
+    internal int PartCount => _parts.Length;
+
+    /// <summary>Whether an expansion could be <paramref name="name"/> (lower-cased): false when a literal part does not
+    /// occur in it (CRS's 'tx.%{rule.id}-OWASP_CRS/...' can never be 'executing_paranoia_level').</summary>
+    internal bool CouldExpandTo(string name)
+    {
+        foreach (var (text, collection, _) in _parts)
+            if (collection is null && !name.Contains(text.ToLowerInvariant(), StringComparison.Ordinal)) return false;
+        return true;
+    }
+
     public static Macro Parse(string s)
     {
         var parts = new List<(string, string?, string?)>();

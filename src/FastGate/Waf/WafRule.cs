@@ -131,13 +131,41 @@ internal readonly struct TargetRef(WafTarget target)
 /// first link's targets start in the phase's target array and how many, and whether it cannot run at all.</summary>
 internal readonly record struct RuleRef(ulong Needs, int TargetStart, int TargetCount, bool Disabled);
 
+/// <summary>Where the walk goes after a rule of a phase's run: <see cref="Next"/> when it did not match, <see cref="Jump"/>
+/// when it did (its skipAfter or skip; the next rule otherwise), and the folded rules' matched variables to record on
+/// the way (an index into <see cref="ConstantFold.Fx"/>, 0: none).</summary>
+internal readonly record struct RuleEdge(int Next, int NextFx, int Jump, int JumpFx);
+
+/// <summary>The rule set's constant checks folded into the walk's edges (WafRuleSet.Fold): valid while the TX
+/// <see cref="Slots"/> hold <see cref="Values"/>, which the walk checks at <see cref="GuardAt"/>.</summary>
+internal sealed class ConstantFold
+{
+    public required int[] Slots { get; init; }
+    public required string?[] Values { get; init; }
+    /// <summary>Per phase: the folded edges (null: nothing folded in that phase).</summary>
+    public RuleEdge[]?[] Edges { get; } = new RuleEdge[]?[6];
+    /// <summary>Per phase: the run index from which the fold holds (phase 1: past the last rule that may set a slot; later phases: 0).</summary>
+    public int[] GuardAt { get; } = new int[6];
+    /// <summary>Per phase: for each run index k from GuardAt on (and the run's end), where the folded walk continues and what it records.</summary>
+    public (int At, int Fx)[]?[] Entries { get; } = new (int, int)[]?[6];
+    /// <summary>The matched variables (name, value) the folded rules would have recorded, by the index the edges carry; [0] is empty.</summary>
+    public (string Name, string Value)[][] Fx { get; set; } = [];
+    /// <summary>How many rules (over all phases) the folded walk never visits for being constant.</summary>
+    public int FoldedRules { get; set; }
+}
+
 internal enum TargetSource : byte { Unset, Tx, MatchedVar, MatchedVarName, MatchedVars, MatchedVarsNames, Persistent, Request, Xml }
 
 public enum WafDisruptive : byte { None, Pass, Block, Deny, Drop, Allow }
 
 public enum CtlKind : byte { RuleRemoveById, RuleRemoveByTag, RuleRemoveTargetById, RuleRemoveTargetByTag, RuleEngine, RequestBodyProcessor, ForceRequestBodyVariable, Ignored }
 
-public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target);
+public sealed record WafCtl(CtlKind Kind, string Value, (int From, int To)[] Ids, WafTarget? Target)
+{
+    /// <summary>Whether this ctl may remove a rule the rule set's fold routes around (or a target of one), set at load:
+    /// once it runs, the transaction walks the plain edges (WafRuleSet.Fold).</summary>
+    internal bool TouchesFold { get; set; }
+}
 
 public sealed record WafSetVar(string Collection, string Name, Macro? Name2, char Op, Macro? Value, bool Delete)
 {
@@ -145,6 +173,9 @@ public sealed record WafSetVar(string Collection, string Name, Macro? Name2, cha
     internal int Slot { get; set; } = -1;
     /// <summary>This setvar's number among its rule set's setvars with a macro in the name (bound at load), else -1.</summary>
     internal int NameIndex { get; set; } = -1;
+    /// <summary>This setvar's number among its rule set's setvars whose value has two or more parts (CRS 920450's
+    /// '/%{tx.0}/'), bound at load, else -1: a transaction keeps what it expanded to while the parts repeat.</summary>
+    internal int ValueIndex { get; set; } = -1;
 }
 
 /// <summary>One compiled SecRule / SecAction (a chain link points at the next), or a SecMarker.</summary>

@@ -22,6 +22,9 @@ public sealed record WafLoadOptions
     public IReadOnlyList<string> RemoveTags { get; init; } = [];
     /// <summary>Targets excluded from rules by id range and/or tag (as SecRuleUpdateTargetById/ByTag with '!').</summary>
     public IReadOnlyList<WafTargetExclusion> ExcludeTargets { get; init; } = [];
+    /// <summary>Fold the rules that only test a TX variable no rule changes after the setup (WafRuleSet.Fold); off:
+    /// the plain walk (tests compare the two).</summary>
+    internal bool FoldConstants { get; init; } = true;
 }
 
 /// <summary>A target the rules of <see cref="Rule"/> (an id range; null: any) carrying <see cref="Tag"/> (null: any) no longer read.</summary>
@@ -116,20 +119,22 @@ public sealed class WafRuleSet
         foreach (var r in options.RemoveRanges) if (ParseIdRange(r) is { } range) set._removedIds.Add(range);
         set._removedTags.AddRange(options.RemoveTags);
         set._excludeTargets.AddRange(options.ExcludeTargets);
-        set.Compile(directives);
+        set.Compile(directives, options.FoldConstants);
         return set;
     }
 
     /// <summary>Compiles SecLang text (tests, single files).</summary>
-    public static WafRuleSet FromText(string text, string file = "(text)")
+    public static WafRuleSet FromText(string text, string file = "(text)") => FromText(text, file, fold: true);
+
+    internal static WafRuleSet FromText(string text, string file, bool fold)
     {
         var set = new WafRuleSet();
         var directives = SecLangReader.ReadText(text, file, set.Errors);
-        set.Compile(directives);
+        set.Compile(directives, fold);
         return set;
     }
 
-    private void Compile(List<SecDirective> directives)
+    private void Compile(List<SecDirective> directives, bool fold)
     {
         WafRule? chainParent = null;
         foreach (var d in directives)
@@ -240,6 +245,7 @@ public sealed class WafRuleSet
         for (int p = 0; p < 6; p++) Phases[p] = [.. phases[p]];
         BindTx();
         BuildRuns();
+        if (fold && Errors.Count == 0) BuildFold();
     }
 
     // TX variables the rules name (setvar:tx.name, TX:name, %{tx.name}), each a slot of a transaction's TX array, so
@@ -281,6 +287,8 @@ public sealed class WafRuleSet
 
     /// <summary>How many setvars have a macro in the name (WafSetVar.NameIndex).</summary>
     internal int DynamicNames { get; private set; }
+    /// <summary>How many setvars have a value of two or more parts (WafSetVar.ValueIndex).</summary>
+    internal int DynamicValues { get; private set; }
 
     internal bool TryTxSlot(string name, out int slot) => _txSlots.TryGetValue(name, out slot);
 
@@ -301,6 +309,7 @@ public sealed class WafRuleSet
                 {
                     if (sv.Collection == "TX" && sv.Name2 is null) sv.Slot = TxSlotOf(sv.Name);
                     if (sv.Name2 is not null) sv.NameIndex = DynamicNames++;
+                    if (sv.Value is { PartCount: > 1 }) sv.ValueIndex = DynamicValues++;
                     sv.Name2?.Bind(TxSlotOf);
                     sv.Value?.Bind(TxSlotOf);
                 }
@@ -399,6 +408,9 @@ public sealed class WafRuleSet
             }
             Runs[p] = [.. runs];
             SkipAfterIndex[p] = jumps;
+            var edges = new RuleEdge[runs.Count];
+            for (int i = 0; i < runs.Count; i++) edges[i] = new RuleEdge(i + 1, 0, PlainJump(runs[i], i, jumps[i], runs.Count), 0);
+            RunEdges[p] = edges;
             var hot = new RuleRef[runs.Count];
             var targets = new List<TargetRef>();
             for (int i = 0; i < runs.Count; i++)
@@ -410,6 +422,150 @@ public sealed class WafRuleSet
             RunRules[p] = hot;
             RunTargets[p] = [.. targets];
         }
+    }
+
+    /// <summary>Per rule of <see cref="Runs"/>: where the walk goes after it, when it did not match and when it did
+    /// (skipAfter, skip), and the matched variables of folded rules to record on the way (<see cref="Fold"/>).</summary>
+    internal RuleEdge[][] RunEdges { get; } = new RuleEdge[6][];
+
+    /// <summary>Where a rule that matched resumes in the plain walk: its skipAfter's target, past its skip:N rules, or the next rule.</summary>
+    private static int PlainJump(WafRule rule, int i, int skipAfterTarget, int n) =>
+        rule.SkipAfter is not null ? skipAfterTarget : rule.Skip > 0 ? (int)Math.Min((long)i + 1 + rule.Skip, n) : i + 1;
+
+    /// <summary>
+    /// CRS's paranoia-level checks folded at load (<c>SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt 2" "...,pass,nolog,skipAfter:END-..."</c>,
+    /// eight per rule file, two of which a PL1 request met in each phase): a rule that only tests a TX variable that
+    /// no rule can set past <see cref="ConstantFold.GuardAt"/> (phase 1) has the same outcome on every request whose
+    /// variable holds the value the fold assumed, so the walk's edges route around it — past the rules it skips
+    /// when it matches, recording the matched variable it would have set (later rules may read MATCHED_VARS). The
+    /// walk checks the assumption once, where the last writer is behind it (and at the start of each later phase),
+    /// and keeps the plain edges when it does not hold. Null when nothing could be folded.
+    /// </summary>
+    internal ConstantFold? Fold { get; private set; }
+
+    private void BuildFold()
+    {
+        // a ctl that could remove one of the folded rules, or a target of one, at run time: when it runs, the walk
+        // goes back to the plain edges (WafCtl.TouchesFold)
+        var ctls = new List<WafCtl>();
+        foreach (var r in _all) for (var link = r; link is not null; link = link.Chain) ctls.AddRange(link.Ctls);
+        static bool Touches(WafCtl c, WafRule r)
+        {
+            switch (c.Kind)
+            {
+                case CtlKind.RuleRemoveById or CtlKind.RuleRemoveTargetById:
+                    foreach (var (from, to) in c.Ids) if (r.Id >= from && r.Id <= to) return true;
+                    return false;
+                case CtlKind.RuleRemoveByTag or CtlKind.RuleRemoveTargetByTag:
+                    return r.Tags.Contains(c.Value);
+                default:
+                    return false;
+            }
+        }
+        // a rule whose targets are all TX variables (TX:name, &TX:name), tested by a constant number, with no action
+        // but its flow (pass, nolog, skipAfter/skip)
+        static bool Candidate(WafRule r)
+        {
+            if (r.Chain is not null || r.Targets.Count == 0 || r.Exclusions.Count != 0 || r.SetVars.Count != 0 || r.Ctls.Count != 0) return false;
+            if (r.Log && r.Id > 1) return false; // a match would be recorded
+            if (r.Disruptive is not (WafDisruptive.None or WafDisruptive.Pass) || r.Capture || r.MultiMatch || r.Unsupported is not null) return false;
+            if (r.Operator is not NumericOperator { Pure: true }) return false;
+            foreach (var t in r.Targets) if (t.Source != TargetSource.Tx || t.Exclude || t.TxSlot < 10) return false; // TX:0-9: captures write them
+            return true;
+        }
+        // the variables the candidates test, and where each is written: a variable written in any phase but 1 is not folded
+        var slots = new Dictionary<int, int>(); // slot -> the phase-1 run index past its last writer
+        for (int p = 1; p < 6; p++) foreach (var r in Runs[p]) if (Candidate(r)) foreach (var t in r.Targets) slots.TryAdd(t.TxSlot, 0);
+        if (slots.Count == 0) return;
+        var dropped = new HashSet<int>();
+        for (int p = 1; p < 6; p++)
+            for (int i = 0; i < Runs[p].Length; i++)
+                for (var link = Runs[p][i]; link is not null; link = link.Chain)
+                    foreach (var sv in link.SetVars)
+                    {
+                        if (sv.Collection != "TX") continue;
+                        foreach (var slot in slots.Keys)
+                        {
+                            bool writes = sv.Slot == slot || sv.Name2 is { } m && m.CouldExpandTo(TxSlotNames[slot]);
+                            if (!writes) continue;
+                            if (p != 1) dropped.Add(slot);
+                            else slots[slot] = Math.Max(slots[slot], i + 1);
+                        }
+                    }
+        foreach (var d in dropped) slots.Remove(d);
+        if (slots.Count == 0) return;
+        int guard = slots.Values.Max();
+        int[] foldSlots = [.. slots.Keys.Order()];
+        // the values to assume: what a plain request's phase 1 leaves in them (the walk checks them before it folds)
+        var probe = new WafRequest { Method = "GET", Uri = "/", RemoteAddress = "127.0.0.1" };
+        probe.Headers.Add(("Host", "localhost"));
+        var tx = new WafTransaction(this, probe);
+        tx.Evaluate(1);
+        var values = foldSlots.Select(tx.TxSlotValue).ToArray();
+
+        var fx = new List<(string Name, string Value)[]> { Array.Empty<(string, string)>() };
+        var fold = new ConstantFold { Slots = foldSlots, Values = values };
+        for (int p = 1; p < 6; p++)
+        {
+            var runs = Runs[p];
+            int n = runs.Length, from = p == 1 ? guard : 0;
+            // per rule from the guard on: -1 a rule the walk visits, 0 never matches, 1 always matches (fx: what it records)
+            var kind = new int[n];
+            var kindFx = new (string, string)[n][];
+            int folded = 0;
+            for (int k = from; k < n; k++)
+            {
+                kind[k] = -1;
+                var r = runs[k];
+                if (!Candidate(r) || r.Targets.Any(t => Array.IndexOf(foldSlots, t.TxSlot) < 0)) continue;
+                folded++;
+                // as the walk tests it: each target's value (a count: 0 or 1), transformed, then the operator
+                List<(string, string)>? hits = null;
+                foreach (var t in r.Targets)
+                {
+                    var known = values[Array.IndexOf(foldSlots, t.TxSlot)];
+                    string v, name;
+                    if (t.Count) { v = known is null ? "0" : "1"; name = t.Collection; }
+                    else if (known is null) continue;
+                    else { v = known; name = TxSlotFullNames[t.TxSlot]; }
+                    if (v.Length > 0) foreach (var fn in r.TransformArray) { if (v.Length == 0) break; v = fn(v); }
+                    if (r.Operator!.Match(v, null!, false) != r.Negated) (hits ??= []).Add((name, v));
+                }
+                kind[k] = hits is null ? 0 : 1;
+                if (hits is not null) kindFx[k] = [.. hits];
+                foreach (var c in ctls) if (Touches(c, r)) c.TouchesFold = true;
+            }
+            if (folded == 0) continue;
+            var plain = RunEdges[p];
+            (int At, int Fx) Resolve(int k)
+            {
+                List<(string, string)>? seen = null;
+                while (k < n && kind[k] >= 0)
+                {
+                    if (kind[k] == 1) { (seen ??= []).AddRange(kindFx[k]); k = plain[k].Jump; }
+                    else k++;
+                }
+                if (seen is null) return (k, 0);
+                fx.Add([.. seen]);
+                return (k, fx.Count - 1);
+            }
+            var edges = (RuleEdge[])plain.Clone();
+            for (int k = from; k < n; k++)
+            {
+                if (kind[k] >= 0) continue;
+                var next = Resolve(k + 1);
+                var jump = plain[k].Jump == k + 1 ? next : Resolve(plain[k].Jump);
+                edges[k] = new RuleEdge(next.At, next.Fx, jump.At, jump.Fx);
+            }
+            var entries = new (int, int)[n - from + 1];
+            for (int k = from; k <= n; k++) entries[k - from] = Resolve(k);
+            fold.Edges[p] = edges;
+            fold.Entries[p] = entries;
+            fold.GuardAt[p] = from;
+            fold.FoldedRules += folded;
+        }
+        fold.Fx = [.. fx];
+        if (fold.FoldedRules > 0) Fold = fold;
     }
 
     private bool IsRemoved(WafRule r)

@@ -119,6 +119,7 @@ public sealed partial class WafTransaction
         _currentRule = null;
         _bodyDone = false;
         ResponseInspected = false;
+        _foldBroken = false;
         Matches.Clear();
         Interruption = null;
         Status = 0;
@@ -371,9 +372,10 @@ public sealed partial class WafTransaction
         Scalar("REQUEST_BODY", text);
         Scalar("REQUEST_BODY_LENGTH", body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (processor.Length > 0) Scalar("REQBODY_PROCESSOR", processor);
+        // no lambda here: a closure over `text` would be allocated on entry, for every request, body or not
         bool ok = processor switch
         {
-            "URLENCODED" => Do(() => ParseUrlEncoded(text, "ARGS_POST")),
+            "URLENCODED" => ParseUrlEncodedBody(text),
             "JSON" => ParseJson(body),
             "XML" => ParseXml(body),
             "MULTIPART" => ParseMultipart(text, type),
@@ -387,7 +389,7 @@ public sealed partial class WafTransaction
         Combined();
     }
 
-    private static bool Do(Action a) { a(); return true; }
+    private bool ParseUrlEncodedBody(string text) { ParseUrlEncoded(text, "ARGS_POST"); return true; }
 
     /// <summary>The content types ModSecurity's recommended rule 200000 sends to the XML processor (lower-cased).</summary>
     private static readonly System.Text.RegularExpressions.Regex XmlContentType =
@@ -529,28 +531,50 @@ public sealed partial class WafTransaction
 
     private void RunPhase(int phase)
     {
-        // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.SkipAfterIndex)
+        // markers are not in the run: each skipAfter's resume point was resolved at load (WafRuleSet.RunEdges)
         var rules = _set.Runs[phase];
-        var skipAfter = _set.SkipAfterIndex[phase];
+        var edges = _set.RunEdges[phase];
         var hot = _set.RunRules[phase];
         var targets = _set.RunTargets[phase];
+        // the constant checks folded at load (WafRuleSet.Fold): from GuardAt on, if TX holds what the fold assumed,
+        // the folded edges, which never visit them
+        var fold = _set.Fold;
+        int guardAt = fold?.Edges[phase] is not null ? fold.GuardAt[phase] : int.MaxValue;
         ulong present = _present;
-        int skip = 0;
-        for (int i = 0; i < rules.Length; i++)
+        int i = 0;
+        while (true)
         {
-            if (skip > 0) { skip--; continue; }
+            if (i >= guardAt)
+            {
+                guardAt = int.MaxValue;
+                if (FoldHolds(fold!))
+                {
+                    var (at, fx) = fold!.Entries[phase]![i - fold.GuardAt[phase]];
+                    edges = fold.Edges[phase]!;
+                    i = at;
+                    if (fx != 0) Record(fold.Fx[fx]);
+                }
+            }
+            if ((uint)i >= (uint)rules.Length) return;
+            ref readonly var e = ref edges[i];
             ref readonly var h = ref hot[i];
             // none of the request collections the rule reads has a value: it cannot match (and it has no actions to run)
-            if ((h.Needs & present) == 0 || h.Disabled) continue;
+            if ((h.Needs & present) == 0 || h.Disabled) { if (e.NextFx != 0) Record(fold!.Fx[e.NextFx]); i = e.Next; continue; }
             if (RuleEngine is "Off" or "off") return;
             var rule = rules[i];
-            if (IsRemoved(rule)) continue;
-            if (!Evaluate(rule, rule, targets.AsSpan(h.TargetStart, h.TargetCount))) continue;
+            if (IsRemoved(rule) || !Evaluate(rule, rule, targets.AsSpan(h.TargetStart, h.TargetCount)))
+            {
+                if (e.NextFx != 0) Record(fold!.Fx[e.NextFx]);
+                i = e.Next;
+                continue;
+            }
             // the whole chain matched: the chain starter's disruptive and flow actions
             if (rule.Log && rule.Id > 1)
                 Matches.Add(new WafMatch(rule.Id, LastSeverity(rule), rule.Msg?.Expand(this) ?? "", Short(_matchedVar)) { Ordinal = rule.Ordinal });
             for (var link = rule; link is not null; link = link.Chain)
                 foreach (var ctl in link.CtlArray) ApplyCtl(ctl);
+            // a ctl removed a folded rule (or a target of one): from here on the plain edges, which visit it
+            if (_foldBroken && !ReferenceEquals(edges, _set.RunEdges[phase])) { edges = _set.RunEdges[phase]; e = ref edges[i]; }
             if (rule.Disruptive is WafDisruptive.Deny or WafDisruptive.Drop)
             {
                 Interruption = rule;
@@ -558,10 +582,35 @@ public sealed partial class WafTransaction
                 return;
             }
             if (rule.Disruptive == WafDisruptive.Allow) { Allowed = true; return; }
-            if (rule.SkipAfter is not null) i = skipAfter[i] - 1;
-            else if (rule.Skip > 0) skip = rule.Skip;
+            // its skipAfter, its skip:N or the next rule
+            if (e.JumpFx != 0) Record(fold!.Fx[e.JumpFx]);
+            i = e.Jump;
         }
     }
+
+    /// <summary>Whether TX holds the values the rule set's fold assumed (no rule sets them from here on).</summary>
+    private bool FoldHolds(ConstantFold fold)
+    {
+        if (_foldBroken) return false;
+        var slots = fold.Slots;
+        var values = fold.Values;
+        for (int k = 0; k < slots.Length; k++) if (!string.Equals(_txs[slots[k]], values[k], StringComparison.Ordinal)) return false;
+        return true;
+    }
+
+    /// <summary>What the folded rules passed on an edge would have recorded when they matched (as Test does).</summary>
+    private void Record((string Name, string Value)[] matched)
+    {
+        foreach (var (name, value) in matched)
+        {
+            _matchedVar = value;
+            _matchedVarName = name;
+            _matchedVars.Add((name, value));
+        }
+    }
+
+    /// <summary>A TX slot's value (the fold's probe reads what phase 1 left in the slots it folds).</summary>
+    internal string? TxSlotValue(int slot) => _txs[slot];
 
     private static int LastSeverity(WafRule rule)
     {
@@ -790,7 +839,7 @@ public sealed partial class WafTransaction
                     for (int s = 0; s < _txs.Length; s++)
                         if (_txs[s] is { } v && target.SelectsKey(names[s])) into.Add((names[s], _set.TxSlotFullNames[s], v));
                 foreach (var (k, v) in _txDynamic)
-                    if (target.SelectsKey(k)) into.Add((k, "TX:" + k, v));
+                    if (target.SelectsKey(k)) into.Add((k, TxFullName(k), v));
                 return;
             case TargetSource.MatchedVar: into.Add(("", "MATCHED_VAR", _matchedVar)); return;
             case TargetSource.MatchedVarName: into.Add(("", "MATCHED_VAR_NAME", _matchedVarName)); return;
@@ -819,7 +868,7 @@ public sealed partial class WafTransaction
         {
             // tx.name with a name known at load: its slot
             if (sv.Delete) { _txs[sv.Slot] = null; return; }
-            var v = sv.Value?.Expand(this) ?? "";
+            var v = SetVarValue(sv);
             if (sv.Op == '=') { _txs[sv.Slot] = v; return; }
             long was = _txs[sv.Slot] is { } c ? NumericOperator.ToNumber(c) : 0;
             long by = NumericOperator.ToNumber(v);
@@ -830,7 +879,7 @@ public sealed partial class WafTransaction
         if (sv.Collection == "TX")
         {
             if (sv.Delete) { TxRemove(name); return; }
-            var v = sv.Value?.Expand(this) ?? "";
+            var v = SetVarValue(sv);
             if (sv.Op == '=') { TxSet(name, v); return; }
             long was = Tx(name) is { } c ? NumericOperator.ToNumber(c) : 0;
             long by = NumericOperator.ToNumber(v);
@@ -839,7 +888,7 @@ public sealed partial class WafTransaction
         }
         var dict = _other.TryGetValue(sv.Collection, out var d) ? d : _other[sv.Collection] = new(StringComparer.Ordinal);
         if (sv.Delete) { dict.Remove(name); return; }
-        var value = sv.Value?.Expand(this) ?? "";
+        var value = SetVarValue(sv);
         if (sv.Op == '=') { dict[name] = value; return; }
         long current = dict.TryGetValue(name, out var cur) ? NumericOperator.ToNumber(cur) : 0;
         long delta = NumericOperator.ToNumber(value);
@@ -860,10 +909,39 @@ public sealed partial class WafTransaction
         return memo.Name;
     }
 
+    // per setvar whose value has two or more parts (920450's '/%{tx.0}/'): the parts it expanded to last and the
+    // value made of them, kept from request to request as the names above are
+    private (string[]? Parts, string? Value)[] _values = [];
+
+    private string SetVarValue(WafSetVar sv)
+    {
+        if (sv.Value is not { } m) return "";
+        if (sv.ValueIndex < 0) return m.Expand(this);
+        if (_values.Length != _set.DynamicValues) _values = new (string[]?, string?)[_set.DynamicValues];
+        ref var memo = ref _values[sv.ValueIndex];
+        if (!m.SameParts(this, ref memo.Parts) || memo.Value is null) memo.Value = string.Concat(memo.Parts!);
+        return memo.Value;
+    }
+
+    // "TX:" + a name made at run time (the matched-variable name of a TX:/regex/ target's value), by the name's text:
+    // kept from request to request (bounded with the other kept results), so it is not built again
+    private readonly Dictionary<string, string> _txFullNames = new(StringComparer.Ordinal);
+
+    private string TxFullName(string name)
+    {
+        if (_txFullNames.TryGetValue(name, out var full)) return full;
+        if (_txFullNames.Count >= StableLimit) _txFullNames.Clear();
+        return _txFullNames[name] = "TX:" + name;
+    }
+
     internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9
+
+    // a ctl of this request may have removed a rule the fold routes around: the plain edges from then on
+    private bool _foldBroken;
 
     private void ApplyCtl(WafCtl ctl)
     {
+        if (ctl.TouchesFold) _foldBroken = true;
         switch (ctl.Kind)
         {
             case CtlKind.RuleRemoveById: _removedIds.AddRange(ctl.Ids); break;

@@ -490,3 +490,171 @@ public class TransformTests
         Assert.Same(input, output);
     }
 }
+
+/// <summary>
+/// The constant checks folded at load (WafRuleSet.Fold: CRS's "TX:EXECUTING_PARANOIA_LEVEL @lt N ... skipAfter"): the
+/// folded walk must decide every request as the plain walk does, fold nothing a later rule could change, and record
+/// the matched variables the folded rules would have set.
+/// </summary>
+public class WafConstantFoldTests
+{
+    private static WafTransaction Run(WafRuleSet set, (string, string)[]? headers = null, string uri = "/", string method = "GET")
+    {
+        var req = new WafRequest { Method = method, Uri = uri };
+        foreach (var h in headers ?? []) req.Headers.Add(h);
+        var tx = new WafTransaction(set, req);
+        if (!tx.Evaluate(1)) tx.Evaluate(2);
+        return tx;
+    }
+
+    private static (WafRuleSet Folded, WafRuleSet Plain) Both(string rules)
+    {
+        var folded = WafRuleSet.FromText(rules, "(text)", fold: true);
+        var plain = WafRuleSet.FromText(rules, "(text)", fold: false);
+        Assert.Empty(folded.Errors);
+        Assert.Null(plain.Fold);
+        return (folded, plain);
+    }
+
+    [LinuxFact]
+    public void Crs_paranoia_checks_are_folded_and_decide_as_the_plain_walk_at_pl1_and_pl2()
+    {
+        if (!Directory.Exists("/usr/share/modsecurity-crs")) Assert.Fail("modsecurity-crs is not installed (tests/install-deps.sh)");
+        (string Uri, string? Ua, string? Body)[] requests =
+        [
+            ("/", null, null), // no User-Agent: 920320 at PL2 only
+            ("/", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", null),
+            ("/products/42?id=1%27%20OR%20%271%27=%271", "Mozilla/5.0", null),
+            ("/search", "Mozilla/5.0", "q=<script>alert(document.cookie)</script>"),
+            ("/files?path=../../etc/passwd", "Mozilla/5.0", null),
+            ("/x?cmd=;cat%20/etc/passwd", "curl/8.5", null),
+            ("/x?a=1&b=select+1+from+dual", "sqlmap/1.5", null),
+            ("/account/settings", "Mozilla/5.0", "name=Ada&theme=dark"),
+        ];
+        foreach (var pl in new[] { 1, 2 })
+        {
+            var folded = WafRuleSet.Load(new WafLoadOptions { Rules = "/usr/share/modsecurity-crs", ParanoiaLevel = pl });
+            var plain = WafRuleSet.Load(new WafLoadOptions { Rules = "/usr/share/modsecurity-crs", ParanoiaLevel = pl, FoldConstants = false });
+            Assert.NotNull(folded.Fold);
+            Assert.Contains(folded.Fold!.Slots, s => folded.TxSlotNames[s] == "executing_paranoia_level");
+            Assert.Equal(pl.ToString(System.Globalization.CultureInfo.InvariantCulture), folded.Fold.Values[Array.FindIndex(folded.Fold.Slots, s => folded.TxSlotNames[s] == "executing_paranoia_level")]);
+            Assert.True(folded.Fold.FoldedRules > 100, $"{folded.Fold.FoldedRules} rules folded");
+            foreach (var (uri, ua, body) in requests)
+            {
+                (bool, int, string) Decide(WafRuleSet set)
+                {
+                    var r = new WafRequest { Method = body is null ? "GET" : "POST", Uri = uri, RemoteAddress = "198.51.100.7" };
+                    r.Headers.Add(("Host", "shop.example.com"));
+                    if (ua is not null) r.Headers.Add(("User-Agent", ua));
+                    if (body is not null) r.Headers.Add(("Content-Type", "application/x-www-form-urlencoded"));
+                    var tx = new WafTransaction(set, r);
+                    bool blocked = tx.Evaluate(1);
+                    if (!blocked) { tx.SetBody(body is null ? null : System.Text.Encoding.Latin1.GetBytes(body)); blocked = tx.Evaluate(2); }
+                    return (blocked, tx.AnomalyScore, string.Join(",", tx.Matches.Select(m => m.Id)));
+                }
+                Assert.Equal(Decide(plain), Decide(folded));
+            }
+            // PL2's rules still run at PL2 (and only there): 920320, a request without User-Agent
+            var noUa = new WafTransaction(folded, new WafRequest { Uri = "/", Headers = { ("Host", "shop.example.com") } });
+            if (!noUa.Evaluate(1)) noUa.Evaluate(2);
+            Assert.Equal(pl >= 2, noUa.Matches.Any(m => m.Id == 920320));
+        }
+    }
+
+    [Fact]
+    public void A_check_before_a_later_writer_is_not_folded_and_a_changed_value_walks_the_plain_edges()
+    {
+        var (folded, plain) = Both("""
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+            SecRule TX:LEVEL "@lt 2" "id:10,phase:1,pass,nolog,skipAfter:END"
+            SecAction "id:11,phase:1,pass,nolog,setvar:tx.pl2=1"
+            SecMarker END
+            SecRule REQUEST_HEADERS:X-Level "@streq 2" "id:20,phase:1,pass,nolog,setvar:tx.level=2"
+            SecRule TX:LEVEL "@lt 2" "id:30,phase:2,pass,nolog,skipAfter:END2"
+            SecAction "id:31,phase:2,pass,nolog,setvar:tx.pl2b=1"
+            SecMarker END2
+            """);
+        Assert.NotNull(folded.Fold); // rule 30 (phase 2)
+        Assert.Null(folded.Fold!.Edges[1]); // rule 10 lies before rule 20, the last writer: phase 1 folds nothing
+        Assert.Equal(1, folded.Fold.FoldedRules);
+        foreach (var set in new[] { folded, plain })
+        {
+            var low = Run(set);
+            Assert.Null(low.Tx("pl2"));
+            Assert.Null(low.Tx("pl2b"));
+            var high = Run(set, [("X-Level", "2")]);
+            Assert.Null(high.Tx("pl2")); // rule 10 ran before rule 20 set 2
+            Assert.Equal("1", high.Tx("pl2b")); // the fold assumed 1: phase 2 walks the plain edges
+        }
+    }
+
+    [Theory]
+    [InlineData("SecRule REQUEST_HEADERS:X-Level \"@streq 2\" \"id:20,phase:2,pass,nolog,setvar:tx.level=2\"")] // a writer in phase 2
+    [InlineData("SecRule REQUEST_HEADERS:X-Level \"@streq 2\" \"id:20,phase:2,pass,nolog,setvar:'tx.%{request_headers.x-name}=2'\"")] // a name made at run time
+    public void A_variable_a_later_phase_may_write_is_not_folded_by_its_name_or_a_run_time_one(string writer)
+    {
+        var (folded, plain) = Both($"""
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+            {writer}
+            SecRule TX:LEVEL "@lt 2" "id:30,phase:2,pass,nolog,skipAfter:END2"
+            SecAction "id:31,phase:2,pass,nolog,setvar:tx.pl2b=1"
+            SecMarker END2
+            """);
+        Assert.Null(folded.Fold);
+        foreach (var set in new[] { folded, plain })
+        {
+            Assert.Null(Run(set).Tx("pl2b"));
+            Assert.Equal("1", Run(set, [("X-Level", "2"), ("X-Name", "level")]).Tx("pl2b"));
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)] // the same phase: the walk leaves the folded edges at the rule whose ctl ran
+    public void A_ctl_that_removes_a_folded_check_sends_the_walk_back_to_the_plain_edges(int ctlPhase)
+    {
+        var (folded, plain) = Both($$"""
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+            SecRule REQUEST_HEADERS:X-Off "@streq 1" "id:5,phase:{{ctlPhase}},pass,nolog,ctl:ruleRemoveById=30"
+            SecRule TX:LEVEL "@lt 2" "id:30,phase:2,pass,nolog,skipAfter:END2"
+            SecAction "id:31,phase:2,pass,nolog,setvar:tx.pl2b=1"
+            SecMarker END2
+            """);
+        Assert.Equal(1, folded.Fold!.FoldedRules);
+        foreach (var set in new[] { folded, plain })
+        {
+            Assert.Null(Run(set).Tx("pl2b"));
+            Assert.Equal("1", Run(set, [("X-Off", "1")]).Tx("pl2b")); // 30 removed: nothing skips 31
+        }
+    }
+
+    [Fact]
+    public void Folded_matches_still_record_their_matched_variables()
+    {
+        var (folded, plain) = Both("""
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+            SecRule TX:LEVEL "@lt 2" "id:10,phase:1,pass,nolog,skipAfter:END"
+            SecAction "id:11,phase:1,pass,nolog,setvar:tx.pl2=1"
+            SecMarker END
+            SecRule REQUEST_METHOD "@streq GET" "id:40,phase:1,pass,nolog,chain"
+                SecRule MATCHED_VARS_NAMES "@streq TX:level" "setvar:tx.seen=1"
+            SecRule TX:LEVEL "@lt 1" "id:50,phase:1,pass,nolog,skipAfter:END3"
+            SecRule MATCHED_VAR_NAME "@streq TX:level" "id:51,phase:1,pass,nolog,setvar:tx.last=1"
+            SecMarker END3
+            SecRule &TX:exclusions|TX:exclusions "@eq 0" "id:60,phase:1,pass,nolog,skipAfter:END6"
+            SecAction "id:61,phase:1,pass,nolog,setvar:tx.excl=1"
+            SecMarker END6
+            SecRule MATCHED_VAR_NAME "@streq TX" "id:62,phase:1,pass,nolog,setvar:tx.countname=1"
+            """);
+        Assert.Equal(3, folded.Fold!.FoldedRules);
+        foreach (var set in new[] { folded, plain })
+        {
+            var tx = Run(set);
+            Assert.Null(tx.Tx("pl2"));
+            Assert.Equal("1", tx.Tx("seen")); // 10's match is in MATCHED_VARS although the walk never visits 10
+            Assert.Null(tx.Tx("last")); // 40 matched last
+            Assert.Null(tx.Tx("excl")); // &TX:exclusions is 0: 60 skips 61
+            Assert.Equal("1", tx.Tx("countname")); // and its match (the count's name, TX) is the last matched variable
+        }
+    }
+}
