@@ -216,6 +216,9 @@ public sealed class AiRoute
                 AllowAutoRedirect = false,
                 AutomaticDecompression = DecompressionMethods.None,
                 MaxResponseHeadersLength = 64,
+                // every connection's plaintext (over the socket or over TLS) through a ProviderStream: the streamed
+                // relay waits for the network itself, so the handler's reads do not (ProviderStream.cs)
+                PlaintextStreamFilter = static (context, _) => new ValueTask<Stream>(new ProviderStream(context.PlaintextStream)),
             };
             providers[p.Id] = new AiProvider
             {
