@@ -426,7 +426,7 @@ internal static class AiStage
                 int n;
                 try
                 {
-                    if (drained && waiter is { NeedsNetwork: true }) await waiter.Stream!.WaitForDataAsync().ConfigureAwait(false);
+                    if (waiter is { NeedsNetwork: true } && (drained || waiter.NoBodyYet)) await waiter.Stream!.WaitForDataAsync().ConfigureAwait(false);
                     n = await content.ReadAsync(buffer).ConfigureAwait(false);
                     drained = n < buffer.Length; // a full buffer may have left decodable bytes in the handler's
                 }

@@ -17,8 +17,11 @@ internal struct ResponseTracker
     private int _lineLength; // bytes of that line so far, CR not counted
     private bool _interim;   // the head being read is a 1xx
     private ChunkedReader _body;
+    private long _bodyBytes;
 
     public readonly ResponseFraming State => _state;
+    /// <summary>Bytes of the body delivered so far (0: whatever the client holds is head, none of it body).</summary>
+    public readonly long BodyBytes => _bodyBytes;
 
     /// <summary>A new response follows (its request was just written); <paramref name="tracked"/> false: not followed.</summary>
     public void Start(bool tracked)
@@ -26,6 +29,7 @@ internal struct ResponseTracker
         _state = tracked ? ResponseFraming.Head : ResponseFraming.Unknown;
         _line = _lineLength = 0;
         _interim = false;
+        _bodyBytes = 0;
     }
 
     public void Feed(ReadOnlySpan<byte> bytes)
@@ -64,6 +68,7 @@ internal struct ResponseTracker
                         return;
                     }
                     i += consumed;
+                    _bodyBytes += consumed;
                     if (_body.IsDone) _state = ResponseFraming.Complete;
                     break;
                 default:
@@ -71,6 +76,15 @@ internal struct ResponseTracker
             }
         }
     }
+}
+
+/// <summary>A provider's counts of waits for a streamed body's bytes (tests read them; exact per compiled route).</summary>
+public sealed class ProviderWaits
+{
+    /// <summary>Waits the relay did itself (zero-byte reads before a read: no allocation).</summary>
+    public long Relay;
+    /// <summary>Reads by the HTTP client, inside a chunked body, that had to wait (each costs the handler's async boxes).</summary>
+    public long Client;
 }
 
 internal enum ResponseFraming : byte
@@ -103,11 +117,15 @@ internal sealed class ProviderLink
     public ProviderStream? Stream { get; internal set; }
 
     /// <summary>
-    /// True when the response's next bytes can only come from the network: its chunked body is not complete, and the
-    /// client has nothing left to decode (the caller's last read did not fill its buffer). Then
-    /// <see cref="ProviderStream.WaitForDataAsync"/> before the read keeps the HTTP client's read from waiting.
+    /// True when the response's chunked body is not complete yet: once the client has nothing left to decode (the
+    /// caller's last read did not fill its buffer, or no body byte has been delivered at all) its next bytes can only
+    /// come from the network, and <see cref="ProviderStream.WaitForDataAsync"/> before the read keeps the HTTP client's
+    /// read from waiting.
     /// </summary>
     public bool NeedsNetwork => Stream is { } s && s.Owner == this && s.Framing == ResponseFraming.Body;
+
+    /// <summary>No byte of the body has reached the client yet (what it holds after the head is nothing to decode).</summary>
+    public bool NoBodyYet => Stream is { } s && s.Owner == this && s.Framing == ResponseFraming.Body && s.BodyBytes == 0;
 }
 
 /// <summary>
@@ -123,15 +141,25 @@ internal sealed class ProviderLink
 internal sealed class ProviderStream : Stream
 {
     private readonly Stream _inner;
+    private readonly ProviderWaits _waits;
     private ResponseTracker _tracker;
 
-    public ProviderStream(Stream inner) => _inner = inner;
+    public ProviderStream(Stream inner, ProviderWaits waits)
+    {
+        _inner = inner;
+        _waits = waits;
+    }
 
     internal ProviderLink? Owner { get; private set; }
     internal ResponseFraming Framing => _tracker.State;
+    internal long BodyBytes => _tracker.BodyBytes;
 
     /// <summary>Waits until the connection has bytes to read (a zero-byte read: nothing is consumed).</summary>
-    public ValueTask<int> WaitForDataAsync() => _inner.ReadAsync(Memory<byte>.Empty);
+    public ValueTask<int> WaitForDataAsync()
+    {
+        Interlocked.Increment(ref _waits.Relay);
+        return _inner.ReadAsync(Memory<byte>.Empty);
+    }
 
     /// <summary>A request is being written: the response that follows belongs to the flow's current link.</summary>
     private void OnWrite()
@@ -146,7 +174,11 @@ internal sealed class ProviderStream : Stream
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         var read = _inner.ReadAsync(buffer, cancellationToken);
-        if (!read.IsCompletedSuccessfully) return ReadAwaitedAsync(read, buffer);
+        if (!read.IsCompletedSuccessfully)
+        {
+            if (_tracker.State == ResponseFraming.Body) Interlocked.Increment(ref _waits.Client);
+            return ReadAwaitedAsync(read, buffer);
+        }
         int n = read.Result;
         _tracker.Feed(buffer.Span[..n]);
         return new ValueTask<int>(n);
