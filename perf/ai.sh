@@ -5,8 +5,10 @@
 # and measures, in one run:
 #   1. time to the first content event, client -> provider directly vs client -> gateway -> the same provider
 #      (OpenAI-compatible, and Anthropic Messages translated to OpenAI chunks), alternating, one client;
-#   2. the gateway's allocated bytes (dotnet_gc_allocated_bytes_total on its admin /metrics) per relayed SSE event:
-#      streams of EVENTS events against streams of 10, the difference over the extra events;
+#   2. the gateway's allocated bytes (dotnet_gc_allocated_bytes_total on its admin /metrics, read around each stream,
+#      median of ALLOC_REQUESTS streams) per relayed SSE event: streams of EVENTS events against streams of 10, the
+#      difference over the extra events; unpaced (the provider writes as fast as it can) and paced (200 events, a 1 ms
+#      pause before each, as a live model streams: every read of the gateway waits for the network);
 #   3. provider a killed (listener and every connection closed) half-way through DURATION of closed-loop load on "fo":
 #      requests failed before streaming, streams cut mid-way, time to first event before/after the kill;
 #   4. the failover latency itself: route /aik tries provider k first on every call (its port closed: a killed

@@ -14,7 +14,7 @@ public enum FakeWire { OpenAi, Anthropic }
 /// A fake LLM provider on 127.0.0.1 that speaks the real wire format: OpenAI chat completions (<c>/v1/chat/completions</c>,
 /// JSON or SSE) or Anthropic Messages (<c>/v1/messages</c>, JSON or SSE). HTTP/1.1 keep-alive, chunked SSE, one chunk
 /// per event. The prompt text steers it: <c>events=N</c> (content events of a stream, default 5) and <c>gap=MS</c>
-/// (a pause after every 10th event). <see cref="Kill"/> closes the listener and every open connection at once (what a
+/// (a pause after every 10th event, or after every <c>every=N</c>th: <c>every=1</c> paces each event, as a live model does). <see cref="Kill"/> closes the listener and every open connection at once (what a
 /// killed process does to its sockets).
 /// </summary>
 public sealed partial class FakeLlmProvider : IAsyncDisposable
@@ -122,6 +122,7 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
     {
         int events = Number(EventsRegex().Match(body), 5);
         int gap = Number(GapRegex().Match(body), 0);
+        int every = Math.Max(1, Number(EveryRegex().Match(body), 10));
         bool streamed = body.Contains("\"stream\":true", StringComparison.Ordinal);
         if (!streamed)
         {
@@ -142,7 +143,7 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
             for (int i = 0; i < events; i++)
             {
                 await ChunkAsync(stream, i == 0 ? OpenAiFirst : OpenAiDelta).ConfigureAwait(false);
-                if (gap > 0 && i % 10 == 9) await Task.Delay(gap).ConfigureAwait(false);
+                if (gap > 0 && i % every == every - 1) await Task.Delay(gap).ConfigureAwait(false);
             }
             await ChunkAsync(stream, OpenAiFinish).ConfigureAwait(false);
             await ChunkAsync(stream, Encoding.ASCII.GetBytes("data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"fake\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":"
@@ -154,7 +155,7 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
             for (int i = 0; i < events; i++)
             {
                 await ChunkAsync(stream, AnthropicDelta).ConfigureAwait(false);
-                if (gap > 0 && i % 10 == 9) await Task.Delay(gap).ConfigureAwait(false);
+                if (gap > 0 && i % every == every - 1) await Task.Delay(gap).ConfigureAwait(false);
             }
             await ChunkAsync(stream, Encoding.ASCII.GetBytes("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
                 + "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":" + events.ToString(CultureInfo.InvariantCulture) + "}}\n\n"
@@ -189,6 +190,9 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
 
     [GeneratedRegex(@"gap=(\d+)")]
     private static partial Regex GapRegex();
+
+    [GeneratedRegex(@"every=(\d+)")]
+    private static partial Regex EveryRegex();
 
     public async ValueTask DisposeAsync()
     {

@@ -23,6 +23,8 @@ public sealed class AiProvider
     /// cancellation source and async box per call buy nothing here; the head timeout is the stage's own).</summary>
     public required HttpMessageInvoker Http { get; init; }
     public required AiKeyPool Keys { get; init; }
+    /// <summary>How the provider's streamed bodies were waited for (ProviderStream.cs).</summary>
+    public required ProviderWaits Waits { get; init; }
 }
 
 /// <summary>
@@ -207,6 +209,7 @@ public sealed class AiRoute
         var providers = new Dictionary<string, AiProvider>(StringComparer.Ordinal);
         foreach (var p in c.Providers)
         {
+            var waits = new ProviderWaits();
             var handler = new SocketsHttpHandler
             {
                 ConnectTimeout = c.ConnectTimeout,
@@ -216,6 +219,9 @@ public sealed class AiRoute
                 AllowAutoRedirect = false,
                 AutomaticDecompression = DecompressionMethods.None,
                 MaxResponseHeadersLength = 64,
+                // every connection's plaintext (over the socket or over TLS) through a ProviderStream: the streamed
+                // relay waits for the network itself, so the handler's reads do not (ProviderStream.cs)
+                PlaintextStreamFilter = (context, _) => new ValueTask<Stream>(new ProviderStream(context.PlaintextStream, waits)),
             };
             providers[p.Id] = new AiProvider
             {
@@ -233,6 +239,7 @@ public sealed class AiRoute
                 ApiVersion = p.ApiVersion,
                 BasePath = p.BasePath?.TrimEnd('/') ?? "",
                 Http = new HttpMessageInvoker(handler),
+                Waits = waits,
                 Keys = new AiKeyPool(p.KeyEnv.ToArray(), p.KeyFiles.Select(f => Configuration.ConfigPath.Resolve(f, baseDirectory)).ToArray(),
                     p.KeyReloadInterval, time ?? TimeProvider.System),
             };

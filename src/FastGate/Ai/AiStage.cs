@@ -260,12 +260,16 @@ internal static class AiStage
                 HttpResponseMessage response;
                 using var headTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(ai.ResponseTimeoutTicks / (double)Stopwatch.Frequency));
                 string failure;
+                // a stream's connection links itself to this try as it writes the request (ProviderStream.cs)
+                var link = stream ? new ProviderLink() : null;
                 try
                 {
+                    ProviderLink.Current = link;
                     response = await provider.Http.SendAsync(request, headTimeout.Token).ConfigureAwait(false); // returns at the head: the body is streamed
                 }
                 catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
                 {
+                    ProviderLink.Current = null;
                     failure = e is OperationCanceledException ? "timeout" : "connect";
                     destination?.Report(e is OperationCanceledException ? Proxy.UpstreamOutcome.Timeout : Proxy.UpstreamOutcome.ConnectFailed);
                     ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, failure).Inc();
@@ -274,6 +278,7 @@ internal static class AiStage
                     lastError = $"provider '{provider.Id}' failed ({failure})";
                     goto nextTarget;
                 }
+                ProviderLink.Current = null;
                 using (response)
                 {
                     int status = (int)response.StatusCode;
@@ -302,7 +307,7 @@ internal static class AiStage
                     }
                     var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
                     outcome.Provider = provider.Id;
-                    var relayed = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome).ConfigureAwait(false);
+                    var relayed = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome, link).ConfigureAwait(false);
                     if (relayed is not { } result)
                     {
                         // the provider broke off before anything reached the caller (a body cut short, a stream with no event yet): the next target
@@ -355,7 +360,7 @@ internal static class AiStage
     /// <summary>Relays the provider's response; null when the provider broke off before anything was written to the
     /// caller (the caller can still be answered by the next target).</summary>
     private static async Task<AiOutcome?> RelayAsync(AiRoute ai, AiCall call, PipeWriter output, AiProvider provider, AiTarget target, AiUsageSeries usage,
-        bool chat, bool stream, HttpResponseMessage response, int status, AiOutcome outcome)
+        bool chat, bool stream, HttpResponseMessage response, int status, AiOutcome outcome, ProviderLink? link)
     {
         var content = await response.Content.ReadAsStreamAsync().ConfigureAwait(false);
         var maskResponses = ai.Guard is { MaskResponses: true, HasDetectors: true, Action: GuardAction.Mask } g ? g : null;
@@ -410,16 +415,22 @@ internal static class AiStage
         var buffer = ArrayPool<byte>.Shared.Rent(8192); // the read buffer goes back to the pool with the framer's
         try
         {
-            bool headSent = false, broke = false;
+            bool headSent = false, broke = false, drained = false;
+            // a chunked body is followed by the connection's ProviderStream: when the last read left nothing to decode
+            // and the body is not complete, this method waits for the network (its own box, made once per call) and
+            // the handler's read then completes synchronously: no async box of the handler's per wait, so none per event
+            var waiter = link is not null && response.Headers.TransferEncodingChunked == true ? link : null;
             outcome.Status = 200;
             while (true)
             {
                 int n;
                 try
                 {
+                    if (waiter is { NeedsNetwork: true } && (drained || waiter.NoBodyYet)) await waiter.Stream!.WaitForDataAsync().ConfigureAwait(false);
                     n = await content.ReadAsync(buffer).ConfigureAwait(false);
+                    drained = n < buffer.Length; // a full buffer may have left decodable bytes in the handler's
                 }
-                catch (Exception e) when (e is IOException or HttpRequestException)
+                catch (Exception e) when (e is IOException or HttpRequestException or ObjectDisposedException)
                 {
                     if (!headSent) return null; // nothing sent yet: the next target answers
                     broke = true; // the provider broke off: the caller is told, after what was sent
@@ -473,6 +484,7 @@ internal static class AiStage
         finally
         {
             framer.Dispose();
+            translator.Dispose();
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
