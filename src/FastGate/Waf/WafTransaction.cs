@@ -80,7 +80,7 @@ public sealed partial class WafTransaction
         _set = set;
         _request = request;
         _stableSet = set;
-        _txs = new string?[set.TxSlotNames.Length];
+        NewSlots(set);
         BuildRequestCollections();
     }
 
@@ -94,8 +94,16 @@ public sealed partial class WafTransaction
         _request = request;
         foreach (var list in _collections) list?.Clear();
         _present = 1UL << 63;
-        if (_txs.Length != set.TxSlotNames.Length) _txs = new string?[set.TxSlotNames.Length];
-        else Array.Clear(_txs);
+        if (_txs.Length != set.TxSlotNames.Length) NewSlots(set);
+        else if (_dirtyOverflow) Array.Clear(_txs);
+        else
+        {
+            // only the slots this request gave a value (a CRS request touches a few dozen of some hundred)
+            var dirty = _dirtySlots;
+            for (int i = 0; i < _dirtyCount; i++) _txs[dirty[i]] = null;
+        }
+        _dirtyCount = 0;
+        _dirtyOverflow = false;
         _txDynamic.Clear();
         _other.Clear();
         _removedIds.Clear();
@@ -172,9 +180,38 @@ public sealed partial class WafTransaction
 
     private void TxSet(string name, string value)
     {
-        if (_set.TryTxSlot(name, out var slot)) _txs[slot] = value;
+        if (_set.TryTxSlot(name, out var slot)) SetSlot(slot, value);
         else _txDynamic[name] = value;
     }
+
+    // the TX slots given a value since the last Reset (each time one went from null to a value), so Reset clears
+    // those and not the whole table; past the array's length, Reset clears it all
+    private int[] _dirtySlots = [];
+    private int _dirtyCount;
+    private bool _dirtyOverflow;
+
+    private void NewSlots(WafRuleSet set)
+    {
+        _txs = new string?[set.TxSlotNames.Length];
+        _dirtySlots = new int[set.TxSlotNames.Length];
+        _dirtyCount = 0;
+        _dirtyOverflow = false;
+    }
+
+    private void SetSlot(int slot, string value)
+    {
+        if (_txs[slot] is null)
+        {
+            if (_dirtyCount < _dirtySlots.Length) _dirtySlots[_dirtyCount++] = slot;
+            else _dirtyOverflow = true;
+        }
+        _txs[slot] = value;
+    }
+
+    // setvar arithmetic's results (anomaly scores...): the small ones without a new string each time
+    private static readonly string[] s_numbers = [.. Enumerable.Range(0, 1000).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+
+    private static string Number(long n) => (ulong)n < (ulong)s_numbers.Length ? s_numbers[n] : n.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     private void TxRemove(string name)
     {
@@ -869,10 +906,10 @@ public sealed partial class WafTransaction
             // tx.name with a name known at load: its slot
             if (sv.Delete) { _txs[sv.Slot] = null; return; }
             var v = SetVarValue(sv);
-            if (sv.Op == '=') { _txs[sv.Slot] = v; return; }
+            if (sv.Op == '=') { SetSlot(sv.Slot, v); return; }
             long was = _txs[sv.Slot] is { } c ? NumericOperator.ToNumber(c) : 0;
             long by = NumericOperator.ToNumber(v);
-            _txs[sv.Slot] = (sv.Op == '+' ? was + by : was - by).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            SetSlot(sv.Slot, Number(sv.Op == '+' ? was + by : was - by));
             return;
         }
         var name = sv.Name2 is { } m ? ExpandName(sv, m) : sv.Name;
@@ -934,7 +971,7 @@ public sealed partial class WafTransaction
         return _txFullNames[name] = "TX:" + name;
     }
 
-    internal void SetCapture(int group, string value) => _txs[group] = value; // TX:0-9 are slots 0-9
+    internal void SetCapture(int group, string value) => SetSlot(group, value); // TX:0-9 are slots 0-9
 
     // a ctl of this request may have removed a rule the fold routes around: the plain edges from then on
     private bool _foldBroken;
