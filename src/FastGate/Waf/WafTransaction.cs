@@ -736,9 +736,19 @@ public sealed partial class WafTransaction
             // the value's transformed form and the operator's result on it, as this link last saw the same text (any
             // connection: the table is the rule set's, read lock-free; entries are immutable); a capturing rule's
             // match runs again (the capture goes to TX)
-            ref var slot = ref _set.KeptResults[link.LinkNumber * WafRuleSet.KeptWays + WafRuleSet.KeptWay(value)];
-            var known = Volatile.Read(ref slot);
-            if (known is not null && string.Equals(known.Value, value) && !(known.Hit && link.Capture))
+            // the link's KeptWays entries are searched from the value's own way on, so up to KeptWays values a link
+            // sees in turn (a target list's Host, path and method) each keep their entry instead of evicting each other
+            var table = _set.KeptResults;
+            int first = link.LinkNumber * WafRuleSet.KeptWays, home = WafRuleSet.KeptWay(value), free = -1;
+            WafRuleSet.KeptResult? known = null;
+            for (int w = 0; w < WafRuleSet.KeptWays; w++)
+            {
+                int at = first + ((home + w) & (WafRuleSet.KeptWays - 1));
+                var entry = Volatile.Read(ref table[at]);
+                if (entry is null) { if (free < 0) free = at; continue; }
+                if (string.Equals(entry.Value, value)) { known = entry; break; }
+            }
+            if (known is not null && !(known.Hit && link.Capture))
             {
                 v = known.Transformed;
                 hit = known.Hit != link.Negated;
@@ -747,8 +757,9 @@ public sealed partial class WafTransaction
             {
                 if (link.TransformChainId != 0 && v.Length > 0) v = TransformChain(link, v);
                 bool raw = link.Operator!.Match(v, this, link.Capture);
-                // a capture's second run finds what the entry says: no new entry (nothing allocated)
-                if (known is null || !string.Equals(known.Value, value)) Volatile.Write(ref slot, new WafRuleSet.KeptResult(value, v, raw));
+                // a capture's second run finds what the entry says: no new entry (nothing allocated); a new value
+                // takes a free way, else its own way's entry
+                if (known is null) Volatile.Write(ref table[free >= 0 ? free : first + home], new WafRuleSet.KeptResult(value, v, raw));
                 hit = raw != link.Negated;
             }
         }
