@@ -4,12 +4,7 @@ using FastGate.Configuration;
 using FastGate.Hosting;
 using FastGate.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace FastGate.Tests.Hosting;
 
@@ -113,14 +108,12 @@ public sealed class NativeTransportTests : IAsyncLifetime
         if (FastGate.Transport.NativeTransport.Override == "kestrel") return;
         var pattern = new byte[3 * 1024 * 1024 + 12345];
         new Random(7).NextBytes(pattern);
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        await using var app = builder.Build();
-        app.MapGet("/big", () => Results.Bytes(pattern, "application/octet-stream"));
-        app.MapGet("/small", () => Results.Text("small"));
-        await app.StartAsync();
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        await using var app = await MappedUpstream.StartAsync(a =>
+        {
+            a.MapGet("/big", () => Results.Bytes(pattern, "application/octet-stream"));
+            a.MapGet("/small", () => Results.Text("small"));
+        });
+        var address = app.Address;
         var config = TestGateway.Config(address.TrimEnd('/')).Insert(1, "\"transport\": \"native\", \"nativeLoops\": 1,");
         await using var gateway = await StartNativeAsync(config);
         using var client = await RawClient.ConnectAsync(gateway.EndPoint);

@@ -2,12 +2,7 @@ using System.Text;
 using FastGate.Tests.Infrastructure;
 using FastGate.Waf;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Xunit.Abstractions;
 
 namespace FastGate.Tests.Waf;
@@ -100,7 +95,7 @@ public sealed class ModSecurityResponseFixture : IAsyncLifetime
 {
     public sealed record Pair(int ParanoiaLevel, NginxUpstream Nginx, TestGateway Gateway, string AuditLog);
 
-    private WebApplication? _upstream;
+    private MappedUpstream? _upstream;
     private string _address = "";
     private string _dir = "";
     public string CrsFolder { get; private set; } = "";
@@ -112,16 +107,13 @@ public sealed class ModSecurityResponseFixture : IAsyncLifetime
         if (!OperatingSystem.IsLinux()) return;
         _dir = Directory.CreateTempSubdirectory("fastgate-crs-resp-").FullName;
         CrsFolder = ModSecurityFixture.MakeCrsFolder(_dir);
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
-        _upstream = builder.Build();
-        foreach (var (path, type, status, body) in ModSecurityResponseDifferentialTests.Pages)
-            _upstream.MapGet(path, () => Results.Text(body, type, Encoding.UTF8, status));
-        _upstream.MapGet("/__mark", () => Results.Text("mark"));
-        await _upstream.StartAsync();
-        _address = _upstream.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        _upstream = await MappedUpstream.StartAsync(app =>
+        {
+            foreach (var (path, type, status, body) in ModSecurityResponseDifferentialTests.Pages)
+                app.MapGet(path, () => Results.Text(body, type, Encoding.UTF8, status));
+            app.MapGet("/__mark", () => Results.Text("mark"));
+        });
+        _address = _upstream.Address;
         Pl1 = await StartPairAsync(1);
         Pl2 = await StartPairAsync(2);
     }

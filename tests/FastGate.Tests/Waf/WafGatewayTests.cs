@@ -54,7 +54,7 @@ public sealed class WafGatewayTests : IAsyncLifetime
     private static string Post(string target, string body) =>
         $"POST {target} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}";
 
-    private static double Value(string scrape, string series)
+    internal static double Value(string scrape, string series)
     {
         var line = scrape.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
         return line is null ? 0 : double.Parse(line[(series.Length + 1)..], CultureInfo.InvariantCulture);

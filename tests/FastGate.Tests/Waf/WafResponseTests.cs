@@ -1,16 +1,10 @@
-using System.Globalization;
 using System.Net;
 using System.Net.Http;
 using System.Text;
 using FastGate.Configuration;
 using FastGate.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace FastGate.Tests.Waf;
 
@@ -21,7 +15,7 @@ namespace FastGate.Tests.Waf;
 /// </summary>
 public sealed class WafResponseTests : IAsyncLifetime
 {
-    private WebApplication _upstream = null!;
+    private MappedUpstream _upstream = null!;
     private string _address = "";
     private string _dir = "";
     private const string Leak = "You have an error in your SQL syntax near 'x'";
@@ -29,23 +23,21 @@ public sealed class WafResponseTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        _upstream = builder.Build();
-        _upstream.MapGet("/page", () => Results.Text("<html><body>Welcome</body></html>", "text/html"));
-        _upstream.MapGet("/leak", () => Results.Text($"<html><body>{Leak}</body></html>", "text/html; charset=utf-8"));
-        _upstream.MapGet("/leak.json", () => Results.Text($"{{\"error\":\"{Leak}\"}}", "application/json"));
-        _upstream.MapGet("/leak-late", () => Results.Text(Big + Leak, "text/html"));   // the leak past the 512 KiB read
-        _upstream.MapGet("/leak-early", () => Results.Text(Leak + Big, "text/html"));
-        _upstream.MapGet("/debug", (HttpContext c) => { c.Response.Headers["X-Debug-Token"] = "abc"; return Results.Text("ok", "text/plain"); });
-        _upstream.MapGet("/error", () => Results.Text("<html>oops</html>", "text/html", statusCode: 500));
-        // chunked (no Content-Length, flushed in pieces): the leak split across chunks
-        _upstream.MapGet("/chunked-page", async (HttpContext c) => await Pieces(c, "<html><body>", "Welcome", "</body></html>"));
-        _upstream.MapGet("/chunked-leak", async (HttpContext c) => await Pieces(c, "<html><body>You have an err", "or in your SQL syn", "tax near 'x'</body></html>"));
-        _upstream.MapGet("/chunked-late", async (HttpContext c) => await Pieces(c, Big[..300_000], Big[300_000..], Leak));
-        await _upstream.StartAsync();
-        _address = _upstream.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        _upstream = await MappedUpstream.StartAsync(app =>
+        {
+            app.MapGet("/page", () => Results.Text("<html><body>Welcome</body></html>", "text/html"));
+            app.MapGet("/leak", () => Results.Text($"<html><body>{Leak}</body></html>", "text/html; charset=utf-8"));
+            app.MapGet("/leak.json", () => Results.Text($"{{\"error\":\"{Leak}\"}}", "application/json"));
+            app.MapGet("/leak-late", () => Results.Text(Big + Leak, "text/html"));   // the leak past the 512 KiB read
+            app.MapGet("/leak-early", () => Results.Text(Leak + Big, "text/html"));
+            app.MapGet("/debug", (HttpContext c) => { c.Response.Headers["X-Debug-Token"] = "abc"; return Results.Text("ok", "text/plain"); });
+            app.MapGet("/error", () => Results.Text("<html>oops</html>", "text/html", statusCode: 500));
+            // chunked (no Content-Length, flushed in pieces): the leak split across chunks
+            app.MapGet("/chunked-page", async (HttpContext c) => await Pieces(c, "<html><body>", "Welcome", "</body></html>"));
+            app.MapGet("/chunked-leak", async (HttpContext c) => await Pieces(c, "<html><body>You have an err", "or in your SQL syn", "tax near 'x'</body></html>"));
+            app.MapGet("/chunked-late", async (HttpContext c) => await Pieces(c, Big[..300_000], Big[300_000..], Leak));
+        });
+        _address = _upstream.Address;
 
         _dir = Directory.CreateTempSubdirectory("fastgate-waf-resp-").FullName;
         Directory.CreateDirectory(Path.Combine(_dir, "rules"));
@@ -98,11 +90,7 @@ public sealed class WafResponseTests : IAsyncLifetime
         return await client.ReadResponseAsync(headRequest: method == "HEAD");
     }
 
-    private static double Value(string scrape, string series)
-    {
-        var line = scrape.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
-        return line is null ? 0 : double.Parse(line[(series.Length + 1)..], CultureInfo.InvariantCulture);
-    }
+    private static double Value(string scrape, string series) => WafGatewayTests.Value(scrape, series);
 
     [Fact]
     public async Task Block_mode_refuses_responses_the_rules_deny_before_any_of_them_goes_out()
