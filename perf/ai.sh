@@ -4,7 +4,8 @@
 # `fastgate-load ai`, which starts the four fake providers on 127.0.0.1 (the real wire formats: JSON and chunked SSE)
 # and measures, in one run:
 #   1. time to the first content event, client -> provider directly vs client -> gateway -> the same provider
-#      (OpenAI-compatible, and Anthropic Messages translated to OpenAI chunks), alternating, one client;
+#      (OpenAI-compatible, Anthropic Messages translated to OpenAI chunks, and OpenAI-compatible over TLS: provider t,
+#      a self-signed certificate made here with openssl, the gateway trusting it by tls.ca), alternating, one client;
 #   2. the gateway's allocated bytes (dotnet_gc_allocated_bytes_total on its admin /metrics, read around each stream,
 #      median of ALLOC_REQUESTS streams) per relayed SSE event: streams of EVENTS events against streams of 10, the
 #      difference over the extra events; unpaced (the provider writes as fast as it can) and paced (200 events, a 1 ms
@@ -28,11 +29,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${work:-}"; }
 trap cleanup EXIT INT TERM
 free_port() { local p; while true; do p=$(( 20000 + RANDOM % 40000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
-gw=$(free_port); adm=$(free_port); pa=$(free_port); pb=$(free_port); pc=$(free_port); pd=$(free_port); pe=$(free_port)
+gw=$(free_port); adm=$(free_port); pa=$(free_port); pb=$(free_port); pc=$(free_port); pd=$(free_port); pe=$(free_port); pt=$(free_port)
 $dotnet build src/FastGate.Server/FastGate.Server.csproj -c Release -v quiet -nologo >/dev/null
 $dotnet build perf/FastGate.LoadTest/FastGate.LoadTest.csproj -c Release -v quiet -nologo >/dev/null
 work=$(mktemp -d)
-sed -e "s/@LISTEN@/127.0.0.1:$gw/" -e "s/@ADMIN@/127.0.0.1:$adm/" -e "s/@PORT_A@/$pa/" -e "s/@PORT_B@/$pb/" -e "s/@PORT_C@/$pc/" \
+# provider t speaks TLS: a self-signed certificate for 127.0.0.1, the gateway's tls.ca for that provider
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=fake-llm" \
+  -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:TRUE" \
+  -keyout "$work/t.key" -out "$work/t.pem" >/dev/null 2>&1 || { echo "openssl could not make provider t's certificate" >&2; exit 2; }
+sed -e "s|@PORT_T@|$pt|" -e "s|@CA_T@|$work/t.pem|" -e "s/@LISTEN@/127.0.0.1:$gw/" -e "s/@ADMIN@/127.0.0.1:$adm/" -e "s/@PORT_A@/$pa/" -e "s/@PORT_B@/$pb/" -e "s/@PORT_C@/$pc/" \
     -e "s/@PORT_D@/$pd/" -e "s/@PORT_E@/$pe/" -e "s/@CONNECT_TIMEOUT@/$connect_timeout/" perf/configs/ai.json > "$work/ai.json"
 read -r -a fg <<<"${FASTGATE:-$dotnet src/FastGate.Server/bin/Release/net10.0/fastgate.dll}"
 "${fg[@]}" run --config "$work/ai.json" --log-level warning > "$work/gateway.log" 2>&1 & pids+=($!)
@@ -42,5 +47,5 @@ mkdir -p perf/reports
 report=perf/reports/ai-$(date -u +%Y%m%d-%H%M%S).md
 timeout 600 $dotnet perf/FastGate.LoadTest/bin/Release/net10.0/fastgate-load.dll ai --gateway "http://127.0.0.1:$gw/ai" --admin "http://127.0.0.1:$adm" \
   --ports "$pa,$pb,$pc,$pd,$pe" --duration "$duration" --concurrency "$concurrency" --latency-requests "$latency" --alloc-requests "$alloc" \
-  --events "$events" --report "$report" ${WARMUP:+--warmup "$WARMUP"} ${PHASES:+--phases "$PHASES"}
+  --events "$events" --report "$report" --tls-port "$pt" --tls-cert "$work/t.pem" --tls-key "$work/t.key" ${WARMUP:+--warmup "$WARMUP"} ${PHASES:+--phases "$PHASES"}
 { echo; echo "- Gateway: ${fg[*]}, connectTimeout $connect_timeout, cooldown 30s; .NET SDK $($dotnet --version)"; } >> "$report"

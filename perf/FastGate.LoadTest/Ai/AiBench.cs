@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Http;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 
 namespace FastGate.LoadTest.Ai;
@@ -17,10 +18,13 @@ namespace FastGate.LoadTest.Ai;
 public static class AiBench
 {
     private sealed record Options(string Gateway, string Admin, int[] Ports, TimeSpan Duration, int Concurrency, int LatencyRequests, int AllocRequests, int LongEvents, string? Report,
-        int Warmup, string[] Phases)
+        int Warmup, string[] Phases, TlsProvider? Tls)
     {
         public bool Runs(string phase) => Phases.Contains(phase);
     }
+
+    /// <summary>Provider t: OpenAI-compatible over TLS on this port, with this PEM certificate and key (model "ot" on the gateway).</summary>
+    private sealed record TlsProvider(int Port, string Certificate, string Key);
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -35,10 +39,15 @@ public static class AiBench
         var b = new FakeLlmProvider(o.Ports[1], FakeWire.OpenAi);
         var c = new FakeLlmProvider(o.Ports[2], FakeWire.OpenAi);
         var d = new FakeLlmProvider(o.Ports[3], FakeWire.Anthropic);
+        using var certificate = o.Tls is { } tp ? LoadCertificate(tp) : null;
+        await using var t = certificate is not null ? new FakeLlmProvider(o.Tls!.Port, FakeWire.OpenAi, certificate) : null;
         var report = new StringBuilder();
         string load0 = LoadAvg();
-        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, UseProxy = false, PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5) })
-        { Timeout = TimeSpan.FromSeconds(30) };
+        var handler = new SocketsHttpHandler { MaxConnectionsPerServer = 1024, UseProxy = false, PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5) };
+        // the direct calls to provider t trust exactly its certificate (the gateway checks it against its tls.ca)
+        if (certificate is not null)
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, _) => cert is not null && cert.GetCertHash().AsSpan().SequenceEqual(certificate.GetCertHash());
+        using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(30) };
         try
         {
             report.AppendLine(CultureInfo.InvariantCulture, $"# fastgate-load ai, {DateTime.UtcNow:yyyy-MM-dd HH:mm:ss} UTC");
@@ -82,11 +91,13 @@ public static class AiBench
         report.AppendLine("| provider | path | requests | p50 µs | p99 µs | added p50 µs | added p99 µs |");
         report.AppendLine("|---|---|---:|---:|---:|---:|---:|");
         var runtime = new List<string>();
-        foreach (var (name, model, direct, wire) in new[]
+        var providers = new List<(string, string, string, FakeWire)>
         {
             ("OpenAI-compatible (c)", "oa", $"http://127.0.0.1:{o.Ports[2]}/v1/chat/completions", FakeWire.OpenAi),
             ("Anthropic Messages (d)", "an", $"http://127.0.0.1:{o.Ports[3]}/v1/messages", FakeWire.Anthropic),
-        })
+        };
+        if (o.Tls is { } tls) providers.Add(("OpenAI-compatible over TLS (t)", "ot", $"https://127.0.0.1:{tls.Port}/v1/chat/completions", FakeWire.OpenAi));
+        foreach (var (name, model, direct, wire) in providers)
         {
             var directTimes = new List<double>();
             var gatewayTimes = new List<double>();
@@ -161,7 +172,9 @@ public static class AiBench
         report.AppendLine("| provider | stream | B/request, long stream (median) | B/request, 10 events (median) | B/event (long − short) / Δevents | events relayed |");
         report.AppendLine("|---|---|---:|---:|---:|---:|");
         foreach (bool paced in new[] { false, true })
-            foreach (var (name, model) in new[] { ("OpenAI-compatible (c)", "oa"), ("Anthropic Messages (d)", "an") })
+            foreach (var (name, model) in o.Tls is null
+                ? new[] { ("OpenAI-compatible (c)", "oa"), ("Anthropic Messages (d)", "an") }
+                : [("OpenAI-compatible (c)", "oa"), ("Anthropic Messages (d)", "an"), ("OpenAI-compatible over TLS (t)", "ot")])
             {
                 string url = o.Gateway + "/v1/chat/completions";
                 int longEvents = paced ? PacedEvents : o.LongEvents, gap = paced ? PacedGapMs : 0, every = paced ? 1 : 10;
@@ -191,6 +204,13 @@ public static class AiBench
                 stdout.WriteLine($"ai: {name}, {kind}: {perEvent:F1} B/event");
             }
         report.AppendLine();
+    }
+
+    private static X509Certificate2 LoadCertificate(TlsProvider tls)
+    {
+        using var pem = X509Certificate2.CreateFromPemFile(tls.Certificate, tls.Key);
+        // a PKCS#12 round trip: a key SslStream can use on every platform
+        return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
     }
 
     private static double Median(List<double> values)
@@ -404,6 +424,8 @@ public static class AiBench
         var duration = TimeSpan.FromSeconds(10);
         int concurrency = 16, latency = 1000, alloc = 10, events = 2000, warmup = -1;
         string[] phases = ["latency", "alloc", "kill", "failover"];
+        int tlsPort = 0;
+        string? tlsCert = null, tlsKey = null;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new FormatException(args[i] + " needs a value");
@@ -419,6 +441,9 @@ public static class AiBench
                 case "--events": events = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--report": report = Next(); break;
                 case "--warmup": warmup = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--tls-port": tlsPort = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--tls-cert": tlsCert = Next(); break;
+                case "--tls-key": tlsKey = Next(); break;
                 case "--phases": phases = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
                 default: throw new FormatException("unknown option " + args[i]);
             }
@@ -431,6 +456,9 @@ public static class AiBench
         if (warmup > 100_000) throw new FormatException("--warmup 0..100000");
         foreach (var phase in phases)
             if (phase is not ("latency" or "alloc" or "kill" or "failover")) throw new FormatException($"--phases: unknown phase '{phase}' (latency, alloc, kill, failover)");
-        return new Options(gateway, admin, ports, duration, concurrency, latency, alloc, events, report, warmup, phases);
+        if ((tlsPort == 0) != (tlsCert is null) || (tlsCert is null) != (tlsKey is null))
+            throw new FormatException("--tls-port, --tls-cert and --tls-key go together (provider t over TLS)");
+        return new Options(gateway, admin, ports, duration, concurrency, latency, alloc, events, report, warmup, phases,
+            tlsPort == 0 ? null : new TlsProvider(tlsPort, tlsCert!, tlsKey!));
     }
 }

@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -21,15 +23,18 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
 {
     private readonly Socket _listener;
     private readonly FakeWire _wire;
+    private readonly X509Certificate2? _certificate;
     private readonly ConcurrentDictionary<Socket, byte> _open = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _accept;
     private volatile bool _killed;
     private long _requests;
 
-    public FakeLlmProvider(int port, FakeWire wire)
+    /// <param name="certificate">Speak TLS with this certificate (an https:// provider), else plain http.</param>
+    public FakeLlmProvider(int port, FakeWire wire, X509Certificate2? certificate = null)
     {
         _wire = wire;
+        _certificate = certificate;
         _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         _listener.Bind(new IPEndPoint(IPAddress.Loopback, port));
@@ -75,11 +80,17 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
 
     private async Task ServeAsync(Socket socket)
     {
-        var stream = new NetworkStream(socket, ownsSocket: true);
+        Stream stream = new NetworkStream(socket, ownsSocket: true);
         var buf = new byte[65536];
         int len = 0;
         try
         {
+            if (_certificate is not null)
+            {
+                var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+                stream = ssl;
+                await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = _certificate }, _stop.Token).ConfigureAwait(false);
+            }
             while (!_killed)
             {
                 int headEnd;
@@ -110,7 +121,7 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
                 catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { Interlocked.Increment(ref _broken); throw; }
             }
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException or System.Security.Authentication.AuthenticationException) { }
         finally
         {
             _open.TryRemove(socket, out _);
@@ -118,7 +129,7 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
         }
     }
 
-    private async Task AnswerAsync(NetworkStream stream, string body)
+    private async Task AnswerAsync(Stream stream, string body)
     {
         int events = Number(EventsRegex().Match(body), 5);
         int gap = Number(GapRegex().Match(body), 0);
@@ -172,7 +183,7 @@ public sealed partial class FakeLlmProvider : IAsyncDisposable
         + "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
     private static readonly byte[] AnthropicDelta = Encoding.ASCII.GetBytes("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"tok \"}}\n\n");
 
-    private static async Task ChunkAsync(NetworkStream stream, byte[] data)
+    private static async Task ChunkAsync(Stream stream, byte[] data)
     {
         var size = Encoding.ASCII.GetBytes(data.Length.ToString("x", CultureInfo.InvariantCulture) + "\r\n");
         var frame = new byte[size.Length + data.Length + 2];

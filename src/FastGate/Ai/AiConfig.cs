@@ -85,6 +85,12 @@ public sealed record AiProviderConfig
     public TimeSpan KeyReloadInterval { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Azure OpenAI: the api-version query parameter.</summary>
     public string? ApiVersion { get; init; }
+    /// <summary>
+    /// TLS to an https:// <see cref="BaseUrl"/>: a CA bundle (a self-hosted server behind a private CA), the name the
+    /// certificate must carry and SNI (sent as the Host), or no check. A <see cref="Cluster"/> provider takes its
+    /// cluster's <c>tls</c>. Default: the system trust store and the URL's host.
+    /// </summary>
+    public Configuration.UpstreamTlsConfig? Tls { get; init; }
 }
 
 public sealed record AiModelConfig
@@ -137,7 +143,7 @@ internal static partial class AiConfigBinder
     internal static readonly string[] AccessProperties = ConfigReader.Names(nameof(AiAccessConfig.Consumer), nameof(AiAccessConfig.Models));
     internal static readonly string[] ProviderProperties = ConfigReader.Names(nameof(AiProviderConfig.Id), nameof(AiProviderConfig.Kind),
         nameof(AiProviderConfig.BaseUrl), nameof(AiProviderConfig.Cluster), nameof(AiProviderConfig.BasePath), nameof(AiProviderConfig.KeyEnv), nameof(AiProviderConfig.KeyFiles),
-        nameof(AiProviderConfig.KeyReloadInterval), nameof(AiProviderConfig.ApiVersion));
+        nameof(AiProviderConfig.KeyReloadInterval), nameof(AiProviderConfig.ApiVersion), nameof(AiProviderConfig.Tls));
     internal static readonly string[] ModelProperties = ConfigReader.Names(nameof(AiModelConfig.Name), nameof(AiModelConfig.Targets), nameof(AiModelConfig.Weights));
     internal static readonly string[] GuardProperties = ConfigReader.Names(nameof(AiGuardConfig.Detect), nameof(AiGuardConfig.Patterns),
         nameof(AiGuardConfig.Action), nameof(AiGuardConfig.Responses), nameof(AiGuardConfig.Deny), nameof(AiGuardConfig.MaxPromptTokens));
@@ -169,6 +175,7 @@ internal static partial class AiConfigBinder
                     KeyFiles = r.Strings(x, xp, nameof(AiProviderConfig.KeyFiles)),
                     KeyReloadInterval = r.Duration(x, xp, nameof(AiProviderConfig.KeyReloadInterval)) ?? TimeSpan.FromSeconds(10),
                     ApiVersion = r.String(x, xp, nameof(AiProviderConfig.ApiVersion)),
+                    Tls = Configuration.ClusterConfigBinder.BindUpstreamTls(x, xp, r),
                 };
             }),
             Models = r.Objects(e, ap, nameof(AiRouteConfig.Models), true, (x, xp) =>
@@ -266,6 +273,13 @@ internal static partial class AiConfigBinder
             if (pr.BasePath is { } bp && (pr.Cluster is null || !bp.StartsWith('/')))
                 errors.Add(new ConfigError(pp + ".basePath", "a path starting with '/', with cluster only"));
             if (pr.Cluster is { } c && !clusters.Contains(c)) errors.Add(new ConfigError(pp + ".cluster", $"unknown cluster '{c}'"));
+            if (pr.Tls is { } tls)
+            {
+                if (pr.Cluster is not null) errors.Add(new ConfigError(pp + ".tls", "a cluster provider takes its cluster's tls; set it there"));
+                else Configuration.ClusterConfigBinder.ValidateUpstreamTls(config, tls, pp + ".tls",
+                    pr.BaseUrl is { } b && b.StartsWith("https://", StringComparison.OrdinalIgnoreCase), errors,
+                    "tls applies to an https:// baseUrl; use https:// or remove tls");
+            }
             if (pr.Kind == "azure-openai" && pr.ApiVersion is null) errors.Add(new ConfigError(pp + ".apiVersion", "is required for azure-openai"));
             for (int k = 0; k < pr.KeyFiles.Count; k++)
             {

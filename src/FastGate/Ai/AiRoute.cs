@@ -25,6 +25,15 @@ public sealed class AiProvider
     public required AiKeyPool Keys { get; init; }
     /// <summary>How the provider's streamed bodies were waited for (ProviderStream.cs).</summary>
     public required ProviderWaits Waits { get; init; }
+    /// <summary>A configured TLS server name (<c>tls.sni</c>): sent as the Host, which the handler sends as SNI and checks
+    /// the certificate against; null: the URL's host.</summary>
+    public string? TlsHost { get; init; }
+
+    /// <summary>The Host a call to <paramref name="destination"/> (a cluster provider's pick, else null) carries, if not the URL's.</summary>
+    public string? HostFor(Proxy.DestinationModel? destination) =>
+        destination is null ? TlsHost
+        : destination.Pool.Tls is { NameConfigured: true } tls ? tls.TargetHost
+        : null;
 }
 
 /// <summary>
@@ -210,6 +219,12 @@ public sealed class AiRoute
         foreach (var p in c.Providers)
         {
             var waits = new ProviderWaits();
+            // TLS trust: a baseUrl provider's own tls (or the system store), a cluster provider's cluster's
+            Proxy.UpstreamTlsModel? tls = null;
+            if (p.BaseUrl is { } url && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
+                tls = Proxy.UpstreamTlsModel.Create(new Uri(url).Host, p.Tls, baseDirectory);
+            else if (p.Cluster is { } clusterId)
+                tls = clusters[clusterId].Destinations.Select(d => d.Pool.Tls).FirstOrDefault(t => t is not null);
             var handler = new SocketsHttpHandler
             {
                 ConnectTimeout = c.ConnectTimeout,
@@ -223,6 +238,7 @@ public sealed class AiRoute
                 // relay waits for the network itself, so the handler's reads do not (ProviderStream.cs)
                 PlaintextStreamFilter = (context, _) => new ValueTask<Stream>(new ProviderStream(context.PlaintextStream, waits)),
             };
+            if (tls is not null) handler.SslOptions = tls.CreateHandlerOptions();
             providers[p.Id] = new AiProvider
             {
                 Id = p.Id,
@@ -240,6 +256,7 @@ public sealed class AiRoute
                 BasePath = p.BasePath?.TrimEnd('/') ?? "",
                 Http = new HttpMessageInvoker(handler),
                 Waits = waits,
+                TlsHost = p.Tls?.Sni,
                 Keys = new AiKeyPool(p.KeyEnv.ToArray(), p.KeyFiles.Select(f => Configuration.ConfigPath.Resolve(f, baseDirectory)).ToArray(),
                     p.KeyReloadInterval, time ?? TimeProvider.System),
             };

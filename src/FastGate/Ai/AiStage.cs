@@ -255,6 +255,7 @@ internal static class AiStage
                     Content = new ByteArrayContent(body),
                 };
                 request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+                if (provider.HostFor(destination) is { } host) request.Headers.Host = host;
                 if (keyValue is not null) AddKey(request, provider, keyValue);
                 if (provider.Family == ProviderFamily.Anthropic) request.Headers.TryAddWithoutValidation("anthropic-version", "2023-06-01");
                 HttpResponseMessage response;

@@ -19,9 +19,10 @@ public sealed class UpstreamTlsModel
     private static readonly List<SslApplicationProtocol> s_http11 = [SslApplicationProtocol.Http11];
     private readonly X509Certificate2Collection? _roots;
 
-    private UpstreamTlsModel(string targetHost, X509Certificate2Collection? roots, bool insecure, string key)
+    private UpstreamTlsModel(string targetHost, bool nameConfigured, X509Certificate2Collection? roots, bool insecure, string key)
     {
         TargetHost = targetHost;
+        NameConfigured = nameConfigured;
         _roots = roots;
         InsecureSkipVerify = insecure;
         Key = key;
@@ -29,6 +30,8 @@ public sealed class UpstreamTlsModel
 
     /// <summary>Sent as SNI (unless it is an IP address) and checked against the certificate's names.</summary>
     public string TargetHost { get; }
+    /// <summary>The name is the configured <c>sni</c>, not the destination's host.</summary>
+    public bool NameConfigured { get; }
     public bool InsecureSkipVerify { get; }
     /// <summary>Identifies the settings (name, CA file content, skip flag) in the upstream pool key.</summary>
     public string Key { get; }
@@ -47,7 +50,7 @@ public sealed class UpstreamTlsModel
             caKey = Convert.ToHexStringLower(SHA256.HashData(hash.ToArray()))[..16];
         }
         bool insecure = config?.InsecureSkipVerify ?? false;
-        return new UpstreamTlsModel(host, roots, insecure, $"tls:{host}:{(insecure ? "insecure" : caKey)}");
+        return new UpstreamTlsModel(host, config?.Sni is not null, roots, insecure, $"tls:{host}:{(insecure ? "insecure" : caKey)}");
     }
 
     /// <summary>Reads the PEM certificates of a CA bundle; null with a reason when the file is unreadable or has none.</summary>
@@ -72,6 +75,35 @@ public sealed class UpstreamTlsModel
         return certs;
     }
 
+    /// <summary>
+    /// The same trust for a SocketsHttpHandler (AI providers): the handler sets the target host of each connection
+    /// itself (the request's Host header, else the URL's host), so only the protocols, the roots and the skip flag are
+    /// given here.
+    /// </summary>
+    public SslClientAuthenticationOptions CreateHandlerOptions()
+    {
+        var options = new SslClientAuthenticationOptions
+        {
+            EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+        };
+        if (_roots is not null) options.CertificateChainPolicy = RootsPolicy(_roots);
+        if (InsecureSkipVerify) options.RemoteCertificateValidationCallback = static (_, _, _, _) => true;
+        return options;
+    }
+
+    private static X509ChainPolicy RootsPolicy(X509Certificate2Collection roots)
+    {
+        // SslStream builds the chain with this policy: the bundle's certificates are the only roots.
+        var policy = new X509ChainPolicy
+        {
+            TrustMode = X509ChainTrustMode.CustomRootTrust,
+            RevocationMode = X509RevocationMode.NoCheck,
+        };
+        policy.CustomTrustStore.AddRange(roots);
+        return policy;
+    }
+
     /// <summary>Options for one handshake; the outcome of the certificate check is left in <paramref name="check"/>.</summary>
     internal SslClientAuthenticationOptions CreateOptions(TlsCheck check)
     {
@@ -83,17 +115,7 @@ public sealed class UpstreamTlsModel
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             RemoteCertificateValidationCallback = check.Validate,
         };
-        if (_roots is not null)
-        {
-            // SslStream builds the chain with this policy: the bundle's certificates are the only roots.
-            var policy = new X509ChainPolicy
-            {
-                TrustMode = X509ChainTrustMode.CustomRootTrust,
-                RevocationMode = X509RevocationMode.NoCheck,
-            };
-            policy.CustomTrustStore.AddRange(_roots);
-            options.CertificateChainPolicy = policy;
-        }
+        if (_roots is not null) options.CertificateChainPolicy = RootsPolicy(_roots);
         check.Insecure = InsecureSkipVerify;
         return options;
     }

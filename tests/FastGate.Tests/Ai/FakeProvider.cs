@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using FastGate.Tests.Infrastructure;
@@ -21,10 +23,22 @@ public sealed class FakeProvider : IAsyncDisposable
     private readonly RawUpstream _server;
     public ConcurrentQueue<ProviderRequest> Requests { get; } = new();
 
-    public FakeProvider(Func<ProviderRequest, IReadOnlyList<byte[]>> script)
+    /// <param name="certificate">Speak TLS with this server certificate (an https:// provider), else plain http.</param>
+    public FakeProvider(Func<ProviderRequest, IReadOnlyList<byte[]>> script, X509Certificate2? certificate = null)
     {
-        _server = new RawUpstream(async (stream, cancel) =>
+        _tls = certificate is not null;
+        _server = new RawUpstream(async (network, cancel) =>
         {
+            Stream stream = network;
+            if (certificate is not null)
+            {
+                var ssl = new SslStream(network, leaveInnerStreamOpen: false);
+                await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+                {
+                    ServerCertificateSelectionCallback = (_, name) => { ServerNames.Enqueue(name ?? ""); return certificate; },
+                }, cancel);
+                stream = ssl;
+            }
             while (true)
             {
                 var head = await RawUpstream.ReadHeadAsync(stream, cancel);
@@ -56,7 +70,10 @@ public sealed class FakeProvider : IAsyncDisposable
         });
     }
 
-    public string Address => _server.Address;
+    private readonly bool _tls;
+    /// <summary>The server name (SNI) of each TLS handshake ("" without one).</summary>
+    public ConcurrentQueue<string> ServerNames { get; } = new();
+    public string Address => _tls ? $"https://127.0.0.1:{_server.Port}" : _server.Address;
 
     public static byte[] Ascii(string s) => Encoding.UTF8.GetBytes(s);
 

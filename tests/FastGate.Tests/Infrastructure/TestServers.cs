@@ -76,7 +76,7 @@ public sealed class RawUpstream : IAsyncDisposable
     public int Connections => Volatile.Read(ref _connections);
 
     /// <summary>Reads one request head (up to the empty line) from the stream.</summary>
-    public static async Task<string> ReadHeadAsync(NetworkStream stream, CancellationToken cancel)
+    public static async Task<string> ReadHeadAsync(Stream stream, CancellationToken cancel)
     {
         var sb = new StringBuilder();
         var one = new byte[1];

@@ -116,22 +116,25 @@ internal static class ClusterConfigBinder
     public static List<ClusterConfig> Bind(JsonElement root, string path, ConfigReader r) =>
         r.Objects(root, path, nameof(GatewayConfig.Clusters), true, (e, p) => BindCluster(e, p, r));
 
+    /// <summary>An optional <c>tls</c> object of upstream TLS settings (<c>clusters[].tls</c>, <c>ai.providers[].tls</c>).</summary>
+    internal static UpstreamTlsConfig? BindUpstreamTls(JsonElement e, string p, ConfigReader r)
+    {
+        if (!r.TryGet(e, p, nameof(ClusterConfig.Tls), false, out var t) || !r.IsObject(t, ConfigReader.Child(p, nameof(ClusterConfig.Tls)))) return null;
+        var tp = ConfigReader.Child(p, nameof(ClusterConfig.Tls));
+        r.CheckUnknown(t, tp, UpstreamTlsProperties);
+        return new UpstreamTlsConfig
+        {
+            Ca = r.String(t, tp, nameof(UpstreamTlsConfig.Ca)),
+            Sni = r.String(t, tp, nameof(UpstreamTlsConfig.Sni)),
+            InsecureSkipVerify = r.Bool(t, tp, nameof(UpstreamTlsConfig.InsecureSkipVerify)) ?? false,
+        };
+    }
+
     private static ClusterConfig BindCluster(JsonElement e, string p, ConfigReader r)
     {
         r.CheckUnknown(e, p, ClusterProperties);
         var d = new ClusterConfig();
-        UpstreamTlsConfig? tls = null;
-        if (r.TryGet(e, p, nameof(ClusterConfig.Tls), false, out var t) && r.IsObject(t, ConfigReader.Child(p, nameof(ClusterConfig.Tls))))
-        {
-            var tp = ConfigReader.Child(p, nameof(ClusterConfig.Tls));
-            r.CheckUnknown(t, tp, UpstreamTlsProperties);
-            tls = new UpstreamTlsConfig
-            {
-                Ca = r.String(t, tp, nameof(UpstreamTlsConfig.Ca)),
-                Sni = r.String(t, tp, nameof(UpstreamTlsConfig.Sni)),
-                InsecureSkipVerify = r.Bool(t, tp, nameof(UpstreamTlsConfig.InsecureSkipVerify)) ?? false,
-            };
-        }
+        var tls = BindUpstreamTls(e, p, r);
         int maxConnections = (int)(r.Integer(e, p, nameof(ClusterConfig.MaxConnectionsPerDestination), 1, 1_000_000) ?? d.MaxConnectionsPerDestination);
         var protocol = UpstreamProtocol.Http1;
         switch (r.String(e, p, nameof(ClusterConfig.Protocol)))
@@ -247,10 +250,10 @@ internal static class ClusterConfigBinder
         }
     }
 
-    private static void ValidateUpstreamTls(GatewayConfig config, UpstreamTlsConfig tls, string p, bool anyHttps, List<ConfigError> errors)
+    internal static void ValidateUpstreamTls(GatewayConfig config, UpstreamTlsConfig tls, string p, bool anyHttps, List<ConfigError> errors,
+        string noHttps = "tls applies to https:// destinations and this cluster has none; use https:// addresses or remove tls")
     {
-        if (!anyHttps)
-            errors.Add(new ConfigError(p, "tls applies to https:// destinations and this cluster has none; use https:// addresses or remove tls"));
+        if (!anyHttps) errors.Add(new ConfigError(p, noHttps));
         if (tls.Ca is { } ca)
         {
             if (tls.InsecureSkipVerify)
@@ -274,6 +277,14 @@ internal static class ClusterConfigBinder
             if (config.Clusters[i].Tls is { InsecureSkipVerify: true })
                 warnings.Add(new ConfigError($"$.clusters[{i}].tls.insecureSkipVerify",
                     $"cluster '{config.Clusters[i].Id}' accepts any upstream certificate: for self-signed test upstreams only"));
+        }
+        for (int i = 0; i < config.Routes.Count; i++)
+        {
+            if (config.Routes[i].Ai is not { } ai) continue;
+            for (int j = 0; j < ai.Providers.Count; j++)
+                if (ai.Providers[j].Tls is { InsecureSkipVerify: true })
+                    warnings.Add(new ConfigError($"$.routes[{i}].ai.providers[{j}].tls.insecureSkipVerify",
+                        $"AI provider '{ai.Providers[j].Id}' accepts any certificate: for self-signed test servers only"));
         }
     }
 }
