@@ -221,7 +221,7 @@ public static class AiBench
     }
 
     /// <summary>The paced allocation streams: this many events, the provider pausing before each (every read waits).</summary>
-    private const int PacedEvents = 200, PacedGapMs = 1;
+    private const int PacedEvents = 1000, PacedGapMs = 1;
 
     private static async Task<double> AllocatedAsync(HttpClient http, string admin)
     {
