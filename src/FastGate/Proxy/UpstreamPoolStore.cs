@@ -36,9 +36,20 @@ public sealed class UpstreamPoolStore : IDisposable
         UpstreamTlsModel? tls = null)
     {
         string key = $"{clusterId}|{endPoint}|{maxConnections}|{maxIdle}|{idleTimeout.Ticks}|{tls?.Key ?? "plain"}";
-        return _pools.GetOrAdd(key, _ => new UpstreamPool(endPoint, _factory, maxConnections, maxIdle, idleTimeout,
-            Metrics.UpstreamConnectionsOpened.WithLabels(clusterId), Metrics, tls, clusterId));
+        if (_pools.TryGetValue(key, out var pool)) return pool;
+        lock (_added)
+        {
+            pool = _pools.GetOrAdd(key, _ => new UpstreamPool(endPoint, _factory, maxConnections, maxIdle, idleTimeout,
+                Metrics.UpstreamConnectionsOpened.WithLabels(clusterId), Metrics, tls, clusterId));
+            if (Array.IndexOf(_list, pool) < 0) _list = [.. _list, pool];
+            return pool;
+        }
     }
+
+    // every pool, for the heartbeat's idle eviction: copied on add (config compiles), walked without a copy each second
+    // (ConcurrentDictionary.Values copies the values into a new list)
+    private readonly object _added = new();
+    private volatile UpstreamPool[] _list = [];
 
     public IEnumerable<UpstreamPool> Pools => _pools.Values;
 
@@ -60,7 +71,7 @@ public sealed class UpstreamPoolStore : IDisposable
     internal void EvictIdle()
     {
         long now = Stopwatch.GetTimestamp();
-        foreach (var pool in _pools.Values) pool.EvictIdle(now);
+        foreach (var pool in _list) pool.EvictIdle(now);
     }
 
     public void Dispose()

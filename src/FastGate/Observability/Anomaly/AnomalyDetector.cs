@@ -199,7 +199,14 @@ public sealed class AnomalyDetector : IDisposable
     /// <summary>Recent anomalies, newest first.</summary>
     public IReadOnlyList<AnomalyEvent> Recent(DateTimeOffset? since = null)
     {
-        lock (_gate) return _recent.Where(e => since is null || e.At >= since).ToList();
+        lock (_gate)
+        {
+            // no LINQ: the alert engine asks every evaluation, and an idle gateway has nothing to list
+            List<AnomalyEvent>? list = null;
+            foreach (var e in _recent)
+                if (since is null || e.At >= since) (list ??= []).Add(e);
+            return list is null ? [] : list;
+        }
     }
 
     public void Dispose() => _timer?.Dispose();
