@@ -168,37 +168,12 @@ public sealed class AiProviderTlsTests : IDisposable
             $$"""{ "id": "c", "kind": "openai-compatible", "baseUrl": "https://127.0.0.1:{{p.Port}}/v1"{{Tls($$"""{ "ca": "{{_caFile}}" }""")}} }""",
             """{ "name": "m", "targets": ["c:x"] }"""));
         var waits = gw.Host.Runtime.Current.Routes[0].Ai!.Models["m"].Targets[0].Provider.Waits;
-        using var client = new TcpClient();
-        await client.ConnectAsync(gw.EndPoint);
-        var s = client.GetStream();
-        var json = Encoding.UTF8.GetBytes("""{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}""");
-        await s.WriteAsync(Encoding.ASCII.GetBytes($"POST /ai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {json.Length}\r\n\r\n"));
-        await s.WriteAsync(json);
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        var text = new StringBuilder();
-        var buffer = new byte[8192];
-        for (int i = 0; i <= events; i++)
-        {
-            string until = i < events ? $"\"t{i} \"" : "[DONE]";
-            while (!text.ToString().Contains(until, StringComparison.Ordinal))
-            {
-                int n = await s.ReadAsync(buffer, cts.Token);
-                Assert.True(n > 0);
-                text.Append(Encoding.UTF8.GetString(buffer, 0, n));
-            }
-            if (i < events) received.Release();
-        }
+        await PacedStreamAsync(gw, events, received);
         // at most once per stream, never per event: when the head and the first event arrive in one read, the relay's
         // first zero-byte wait (the connection's first, after the handler's buffered event) has been seen to complete
         // with the handler's next read still not synchronous (6 of 8 runs on a quiet machine, at the second read each
         // time; not traced further). Without the relay's wait, 19 of the 20 reads wait.
         Assert.InRange(Interlocked.Read(ref waits.Client), 0, 1);
         Assert.True(Interlocked.Read(ref waits.Relay) > 0, "the provider's pace made no read wait: the test shows nothing");
-    }
-
-    private static byte[] Chunk(string data)
-    {
-        var bytes = Encoding.UTF8.GetBytes(data);
-        return [.. Encoding.ASCII.GetBytes($"{bytes.Length:x}\r\n"), .. bytes, .. "\r\n"u8];
     }
 }

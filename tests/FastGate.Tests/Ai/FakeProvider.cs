@@ -122,6 +122,42 @@ public static class AiGatewayKit
         return await client.ReadResponseAsync();
     }
 
+    /// <summary>One chunk of a chunked body.</summary>
+    public static byte[] Chunk(string data)
+    {
+        var bytes = Encoding.UTF8.GetBytes(data);
+        return [.. FakeProvider.Ascii(bytes.Length.ToString("x", System.Globalization.CultureInfo.InvariantCulture) + "\r\n"), .. bytes, .. "\r\n"u8];
+    }
+
+    /// <summary>
+    /// A streamed chat through the gateway at a live model's pace: after the caller has received event i ("t{i} ") it
+    /// releases <paramref name="received"/>, which the test's provider waits on before it writes event i + 1; returns
+    /// once [DONE] is in.
+    /// </summary>
+    public static async Task PacedStreamAsync(TestGateway gateway, int events, SemaphoreSlim received)
+    {
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(gateway.EndPoint);
+        var s = client.GetStream();
+        var json = Encoding.UTF8.GetBytes("""{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}""");
+        await s.WriteAsync(Encoding.ASCII.GetBytes($"POST /ai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {json.Length}\r\n\r\n"));
+        await s.WriteAsync(json);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var text = new StringBuilder();
+        var buffer = new byte[8192];
+        for (int i = 0; i <= events; i++)
+        {
+            string until = i < events ? $"\"t{i} \"" : "[DONE]";
+            while (!text.ToString().Contains(until, StringComparison.Ordinal))
+            {
+                int n = await s.ReadAsync(buffer, cts.Token);
+                Assert.True(n > 0);
+                text.Append(Encoding.UTF8.GetString(buffer, 0, n));
+            }
+            if (i < events) received.Release();
+        }
+    }
+
     /// <summary>The data of each SSE event of a (decoded) stream body.</summary>
     public static List<string> Events(string body) =>
         body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e.StartsWith("data: ", StringComparison.Ordinal) ? e[6..] : e).ToList();

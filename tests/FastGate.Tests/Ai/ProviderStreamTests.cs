@@ -74,31 +74,7 @@ public class ProviderStreamTests
             $$"""{ "id": "c", "kind": "openai-compatible", "baseUrl": "{{p.Address}}/v1" }""",
             """{ "name": "m", "targets": ["c:x"] }"""));
         var waits = gw.Host.Runtime.Current.Routes[0].Ai!.Models["m"].Targets[0].Provider.Waits;
-        using var client = new TcpClient();
-        await client.ConnectAsync(gw.EndPoint);
-        var s = client.GetStream();
-        var json = Encoding.UTF8.GetBytes("""{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}""");
-        await s.WriteAsync(Encoding.ASCII.GetBytes($"POST /ai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {json.Length}\r\n\r\n"));
-        await s.WriteAsync(json);
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        var text = new StringBuilder();
-        var buffer = new byte[8192];
-        for (int i = 0; i < events; i++)
-        {
-            while (!text.ToString().Contains($"\"t{i} \"", StringComparison.Ordinal))
-            {
-                int n = await s.ReadAsync(buffer, cts.Token);
-                Assert.True(n > 0);
-                text.Append(Encoding.UTF8.GetString(buffer, 0, n));
-            }
-            received.Release();
-        }
-        while (!text.ToString().Contains("[DONE]", StringComparison.Ordinal))
-        {
-            int n = await s.ReadAsync(buffer, cts.Token);
-            Assert.True(n > 0);
-            text.Append(Encoding.UTF8.GetString(buffer, 0, n));
-        }
+        await PacedStreamAsync(gw, events, received);
         // at most once per stream, never per event: when the head and the first event arrive in one read, the relay's
         // first zero-byte wait (the connection's first, after the handler's buffered event) has been seen to complete
         // with the handler's next read still not synchronous (6 of 8 runs on a quiet machine, at the second read each
@@ -137,11 +113,5 @@ public class ProviderStreamTests
             Assert.EndsWith("data: [DONE]\n\n", r.Body, StringComparison.Ordinal);
         }
         Assert.Equal(1, p.Connections); // each response read to its end: the one connection went back to the pool
-    }
-
-    private static byte[] Chunk(string data)
-    {
-        var bytes = Encoding.UTF8.GetBytes(data);
-        return [.. FakeProvider.Ascii(bytes.Length.ToString("x", System.Globalization.CultureInfo.InvariantCulture) + "\r\n"), .. bytes, .. "\r\n"u8];
     }
 }
