@@ -173,7 +173,15 @@ internal sealed class NativeLoop
     }
 
     /// <summary>A closed socket with a send in flight: it gets <see cref="LingerTicks"/> to finish, then is aborted.</summary>
-    internal void Linger(NativeSocket socket) => _lingering.Add((socket, Stopwatch.GetTimestamp() + LingerTicks));
+    internal void Linger(NativeSocket socket)
+    {
+        _lingering.Add((socket, Stopwatch.GetTimestamp() + LingerTicks));
+        Volatile.Write(ref _lingers, _lingers + 1);
+    }
+
+    /// <summary>Sockets closed with a send still in flight (io_uring): each one's last bytes went out after its close.</summary>
+    public long Lingers => Volatile.Read(ref _lingers);
+    private long _lingers;
 
     internal void AddListener(int fd, int listener) => _listeners.Add((fd, listener));
 

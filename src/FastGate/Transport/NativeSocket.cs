@@ -547,7 +547,10 @@ internal sealed unsafe partial class NativeSocket : ConnectionContext, IDuplexPi
 
         internal void OnSent(int result)
         {
-            if (result > 0 && result < _sendingLeft && !_failed)
+            // also after a close: on the ring a flush returns once its send is queued, so a Connection: close
+            // response is closed with its last send in flight, and the rest of a short send is still the response.
+            // An aborted socket is shut down first, so there the next send fails and ends this.
+            if (result > 0 && result < _sendingLeft)
             {
                 _sendingAt += result; // a short send: the rest goes next
                 _sendingLeft -= result;
