@@ -33,6 +33,18 @@ for f in "$out"/*.trx; do
   p=$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$c"); fl=$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$c")
   passed=$((passed + ${p:-0})); failed=$((failed + ${fl:-0}))
 done
+# the failed tests once more, by name and message, right above the summary line (the end of a CI log is what is read)
+if [ "$failed" -gt 0 ]; then
+  for f in "$out"/*.trx; do
+    [ -f "$f" ] || continue
+    awk -v run="$(basename "$f" .trx)" '
+      /<UnitTestResult / && /outcome="Failed"/ { match($0, /testName="[^"]*"/); name = substr($0, RSTART + 10, RLENGTH - 11); inside = 1 }
+      inside && /<Message>/ { msg = $0; sub(/.*<Message>/, "", msg); lines = 1; if (msg ~ /<\/Message>/) { done_msg() } else { collecting = 1 }; next }
+      collecting { msg = msg " | " $0; lines++; if ($0 ~ /<\/Message>/ || lines >= 4) done_msg() }
+      function done_msg() { sub(/<\/Message>.*/, "", msg); printf "FAILED %s (%s): %s\n", name, run, substr(msg, 1, 400); inside = 0; collecting = 0 }
+    ' "$f"
+  done
+fi
 [ "$passed" -gt 0 ] || { echo "no test ran"; rc=1; }
 echo "tests: $passed passed, $failed failed"
 exit $rc
