@@ -99,6 +99,8 @@ public sealed record AiModelConfig
     public string Name { get; init; } = "";
     /// <summary>"provider:model" targets, tried in turn on failure (first by weight).</summary>
     public IReadOnlyList<string> Targets { get; init; } = [];
+    /// <summary>The weight of each target for the first try (default 1 each); 0: a fallback only, tried in list order
+    /// after the weighted ones, or first when every weighted target is cooling down.</summary>
     public IReadOnlyList<long> Weights { get; init; } = [];
 }
 
@@ -185,11 +187,17 @@ internal static partial class AiConfigBinder
                 if (r.TryGet(x, xp, nameof(AiModelConfig.Weights), false, out var w))
                 {
                     if (w.ValueKind != JsonValueKind.Array) r.Error(ConfigReader.Child(xp, nameof(AiModelConfig.Weights)), "expected an array of integers");
-                    else foreach (var item in w.EnumerateArray())
+                    else
+                    {
+                        int index = 0;
+                        foreach (var item in w.EnumerateArray())
                         {
-                            if (item.ValueKind == JsonValueKind.Number && item.TryGetInt64(out long n) && n > 0) weights.Add(n);
-                            else r.Error(ConfigReader.Index(ConfigReader.Child(xp, nameof(AiModelConfig.Weights)), weights.Count), "expected an integer greater than 0");
+                            // 0: a fallback, never the first try while a weighted target is not cooling down
+                            if (item.ValueKind == JsonValueKind.Number && item.TryGetInt64(out long n) && n >= 0) weights.Add(n);
+                            else r.Error(ConfigReader.Index(ConfigReader.Child(xp, nameof(AiModelConfig.Weights)), index), "expected an integer of 0 or more");
+                            index++;
                         }
+                    }
                 }
                 return new AiModelConfig { Name = r.String(x, xp, nameof(AiModelConfig.Name), required: true) ?? "", Targets = r.Strings(x, xp, nameof(AiModelConfig.Targets)), Weights = weights };
             }),

@@ -314,7 +314,12 @@ public sealed class AiRoute
         long total = 0;
         foreach (var x in t) if (x.IsCool(now)) total += x.Weight;
         int first = 0;
-        if (total > 0)
+        if (total == 0)
+        {
+            // no weighted target ready: the first one in list order that is (weight-0 fallbacks included)
+            for (int i = 0; i < t.Length; i++) if (t[i].IsCool(now)) { first = i; break; }
+        }
+        else
         {
             long r = Random.Shared.NextInt64(total);
             for (int i = 0; i < t.Length; i++)

@@ -240,95 +240,126 @@ internal static class AiStage
             if (!chat && provider.Family == ProviderFamily.Anthropic) { lastError = "the provider has no embeddings API"; continue; }
             byte[] body = chat ? AiRequestWriter.Chat(provider.Family, root, target.Model, stream, filter)
                                : AiRequestWriter.Embeddings(provider.Family, root, target.Model, filter);
-            // each key of the provider once at most: a key answered 401/429 is parked and the next one tried
-            // a cluster provider: a failed destination is avoided once on the next pick (the cluster's other destination)
-            Proxy.DestinationModel? avoid = null;
-            int destinationTries = provider.Cluster is { } cluster ? Math.Min(2, cluster.Destinations.Length) : 1;
-            for (int keyTry = 0; keyTry < Math.Max(1, provider.Keys.Count); keyTry++)
+            // a cluster provider counts against its cluster's resilience, as a forward does (Proxy/ClusterResilience.cs):
+            // the circuit breaker's concurrency bound, its maxRetries and retry budget for a try on another
+            // destination, its perTryTimeout; retries show in its fastgate_upstream_retries_total
+            var resilience = provider.Cluster?.Resilience;
+            if (resilience is not null && !resilience.TryEnter())
             {
-                int key = provider.Keys.Next(Stopwatch.GetTimestamp(), out var keyValue);
-                if (key == -2) { lastError = "every key of the provider is parked"; break; }
-                var destination = provider.Cluster?.Pick(call.Exchange, avoid);
-                var baseUrl = destination is not null ? destination.Address.TrimEnd('/') + provider.BasePath : provider.BaseUrl!;
-                using var request = new HttpRequestMessage(System.Net.Http.HttpMethod.Post, Url(provider, baseUrl, target.Model, chat, stream))
+                // busy, not broken: the next target at once, and no cooldown
+                ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "circuit_open").Inc();
+                lastError = $"provider '{provider.Id}' is at its cluster's concurrency bound";
+                continue;
+            }
+            int retrySlots = 0;
+            try
+            {
+                // each key of the provider once at most: a key answered 401/429 is parked and the next one tried
+                // a cluster provider: a failed destination is avoided on the next pick (the cluster's other destination)
+                Proxy.DestinationModel? avoid = null;
+                int destinationTries = provider.Cluster is { } cluster ? Math.Min(1 + cluster.Resilience.MaxRetries, cluster.Destinations.Length) : 1;
+                long headTicks = resilience is { PerTryTimeoutTicks: > 0 } ? Math.Min(resilience.PerTryTimeoutTicks, ai.ResponseTimeoutTicks) : ai.ResponseTimeoutTicks;
+                for (int keyTry = 0; keyTry < Math.Max(1, provider.Keys.Count); keyTry++)
                 {
-                    Content = new ByteArrayContent(body),
-                };
-                request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-                if (provider.HostFor(destination) is { } host) request.Headers.Host = host;
-                if (keyValue is not null) AddKey(request, provider, keyValue);
-                if (provider.Family == ProviderFamily.Anthropic) request.Headers.TryAddWithoutValidation("anthropic-version", "2023-06-01");
-                HttpResponseMessage response;
-                using var headTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(ai.ResponseTimeoutTicks / (double)Stopwatch.Frequency));
-                string failure;
-                // a stream's connection links itself to this try as it writes the request (ProviderStream.cs)
-                var link = stream ? new ProviderLink() : null;
-                try
-                {
-                    ProviderLink.Current = link;
-                    response = await provider.Http.SendAsync(request, headTimeout.Token).ConfigureAwait(false); // returns at the head: the body is streamed
-                }
-                catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
-                {
-                    ProviderLink.Current = null;
-                    failure = e is OperationCanceledException ? "timeout" : "connect";
-                    destination?.Report(e is OperationCanceledException ? Proxy.UpstreamOutcome.Timeout : Proxy.UpstreamOutcome.ConnectFailed);
-                    ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, failure).Inc();
-                    if (--destinationTries > 0) { avoid = destination; keyTry--; continue; }
-                    target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
-                    lastError = $"provider '{provider.Id}' failed ({failure})";
-                    goto nextTarget;
-                }
-                ProviderLink.Current = null;
-                using (response)
-                {
-                    int status = (int)response.StatusCode;
-                    destination?.Report(status >= 500 ? Proxy.UpstreamOutcome.ServerError : Proxy.UpstreamOutcome.Success);
-                    if ((status is 401 or 429) && keyValue is not null)
+                    int key = provider.Keys.Next(Stopwatch.GetTimestamp(), out var keyValue);
+                    if (key == -2) { lastError = "every key of the provider is parked"; break; }
+                    var destination = provider.Cluster?.Pick(call.Exchange, avoid);
+                    var baseUrl = destination is not null ? destination.Address.TrimEnd('/') + provider.BasePath : provider.BaseUrl!;
+                    using var request = new HttpRequestMessage(System.Net.Http.HttpMethod.Post, Url(provider, baseUrl, target.Model, chat, stream))
                     {
-                        var retryAfter = response.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(status == 401 ? 300 : 30);
-                        provider.Keys.Park(keyValue, Stopwatch.GetTimestamp() + (long)(retryAfter.TotalSeconds * Stopwatch.Frequency));
-                        ai.Metrics.KeysParked.WithLabels(ai.RouteId, provider.Id).Inc();
-                        lastError = $"provider '{provider.Id}' answered {status}";
-                        continue; // the next key
+                        Content = new ByteArrayContent(body),
+                    };
+                    request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+                    if (provider.HostFor(destination) is { } host) request.Headers.Host = host;
+                    if (keyValue is not null) AddKey(request, provider, keyValue);
+                    if (provider.Family == ProviderFamily.Anthropic) request.Headers.TryAddWithoutValidation("anthropic-version", "2023-06-01");
+                    HttpResponseMessage response;
+                    using var headTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(headTicks / (double)Stopwatch.Frequency));
+                    string failure;
+                    // a stream's connection links itself to this try as it writes the request (ProviderStream.cs)
+                    var link = stream ? new ProviderLink() : null;
+                    try
+                    {
+                        ProviderLink.Current = link;
+                        response = await provider.Http.SendAsync(request, headTimeout.Token).ConfigureAwait(false); // returns at the head: the body is streamed
                     }
-                    if (status == 429 || status >= 500)
+                    catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
                     {
-                        if (--destinationTries > 0)
+                        ProviderLink.Current = null;
+                        failure = e is OperationCanceledException ? "timeout" : "connect";
+                        destination?.Report(e is OperationCanceledException ? Proxy.UpstreamOutcome.Timeout : Proxy.UpstreamOutcome.ConnectFailed);
+                        ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, failure).Inc();
+                        if (--destinationTries > 0 && resilience!.TryStartRetry(e is OperationCanceledException ? Proxy.RetryReason.Timeout : Proxy.RetryReason.Connect))
                         {
-                            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+                            retrySlots++;
                             avoid = destination;
                             keyTry--;
                             continue;
                         }
                         target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
-                        ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
-                        lastError = $"provider '{provider.Id}' answered {status}";
+                        lastError = $"provider '{provider.Id}' failed ({failure})";
                         goto nextTarget;
                     }
-                    var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
-                    outcome.Provider = provider.Id;
-                    var relayed = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome, link).ConfigureAwait(false);
-                    if (relayed is not { } result)
+                    ProviderLink.Current = null;
+                    using (response)
                     {
-                        // the provider broke off before anything reached the caller (a body cut short, a stream with no event yet): the next target
-                        destination?.Report(Proxy.UpstreamOutcome.ServerError);
-                        target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
-                        ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "broken").Inc();
-                        lastError = $"provider '{provider.Id}' broke off its response";
-                        goto nextTarget;
+                        int status = (int)response.StatusCode;
+                        destination?.Report(status >= 500 ? Proxy.UpstreamOutcome.ServerError : Proxy.UpstreamOutcome.Success);
+                        if ((status is 401 or 429) && keyValue is not null)
+                        {
+                            var retryAfter = response.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(status == 401 ? 300 : 30);
+                            provider.Keys.Park(keyValue, Stopwatch.GetTimestamp() + (long)(retryAfter.TotalSeconds * Stopwatch.Frequency));
+                            ai.Metrics.KeysParked.WithLabels(ai.RouteId, provider.Id).Inc();
+                            lastError = $"provider '{provider.Id}' answered {status}";
+                            continue; // the next key
+                        }
+                        if (status == 429 || status >= 500)
+                        {
+                            if (--destinationTries > 0 && resilience!.TryStartRetry(Proxy.RetryReason.Status))
+                            {
+                                retrySlots++;
+                                ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+                                avoid = destination;
+                                keyTry--;
+                                continue;
+                            }
+                            target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+                            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+                            lastError = $"provider '{provider.Id}' answered {status}";
+                            goto nextTarget;
+                        }
+                        var usage = ai.Usage(call.Consumer, model.Name, provider.Id);
+                        outcome.Provider = provider.Id;
+                        var relayed = await RelayAsync(ai, call, output, provider, target, usage, chat, stream, response, status, outcome, link).ConfigureAwait(false);
+                        if (relayed is not { } result)
+                        {
+                            // the provider broke off before anything reached the caller (a body cut short, a stream with no event yet): the next target
+                            destination?.Report(Proxy.UpstreamOutcome.ServerError);
+                            target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+                            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "broken").Inc();
+                            lastError = $"provider '{provider.Id}' broke off its response";
+                            goto nextTarget;
+                        }
+                        // the quotas are charged before the usage series counts the call (a reader that sees the count sees the charge)
+                        long tokens = result.PromptTokens + result.CompletionTokens;
+                        if (charges is not null && tokens > 0)
+                            foreach (var (limiter, quotaKey) in charges) limiter.Limiter.Charge(quotaKey, tokens, limiter.Limiter.Time.GetTimestamp());
+                        usage.Answered(result.Status >= 400, result.PromptTokens, result.CompletionTokens, target.CostPico(result.PromptTokens, result.CompletionTokens));
+                        return result;
                     }
-                    // the quotas are charged before the usage series counts the call (a reader that sees the count sees the charge)
-                    long tokens = result.PromptTokens + result.CompletionTokens;
-                    if (charges is not null && tokens > 0)
-                        foreach (var (limiter, quotaKey) in charges) limiter.Limiter.Charge(quotaKey, tokens, limiter.Limiter.Time.GetTimestamp());
-                    usage.Answered(result.Status >= 400, result.PromptTokens, result.CompletionTokens, target.CostPico(result.PromptTokens, result.CompletionTokens));
-                    return result;
+                }
+                // all keys parked: this target is unusable for now
+                target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
+                ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "keys").Inc();
+            }
+            finally
+            {
+                if (resilience is not null)
+                {
+                    resilience.Exit();
+                    resilience.EndRetries(retrySlots);
                 }
             }
-            // all keys parked: this target is unusable for now
-            target.CoolDown(Stopwatch.GetTimestamp() + ai.CooldownTicks);
-            ai.Metrics.Failovers.WithLabels(ai.RouteId, provider.Id, "keys").Inc();
         nextTarget:;
         }
         ai.Usage(call.Consumer, model.Name, "").NoProvider();

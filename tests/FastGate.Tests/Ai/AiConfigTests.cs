@@ -47,4 +47,13 @@ public class AiConfigTests
         ];
         foreach (var e in expected) Assert.Contains(errors, x => x.StartsWith(e, StringComparison.Ordinal));
     }
+    [Fact]
+    public void Weights_are_integers_of_zero_or_more()
+    {
+        const string providers = """{ "id": "oa", "kind": "openai", "baseUrl": "https://api.openai.com/v1" }""";
+        Assert.Empty(Errors(providers, """{ "name": "m", "targets": ["oa:a", "oa:b"], "weights": [0, 0] }"""));
+        var errors = Errors(providers, """{ "name": "m", "targets": ["oa:a", "oa:b", "oa:c"], "weights": [0, -1, "x"] }""");
+        Assert.Contains(errors, x => x.StartsWith("$.routes[0].ai.models[0].weights[1]: expected an integer of 0 or more", StringComparison.Ordinal));
+        Assert.Contains(errors, x => x.StartsWith("$.routes[0].ai.models[0].weights[2]: expected an integer of 0 or more", StringComparison.Ordinal));
+    }
 }

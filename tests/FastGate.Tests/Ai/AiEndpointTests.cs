@@ -533,4 +533,84 @@ public sealed class AiEndpointTests : IDisposable
         Assert.Equal(4, good.Requests.Count);
         Assert.All(good.Requests, r => Assert.Equal("/v1/chat/completions", r.Target));
     }
+    /// <summary>A cluster provider's try on another destination is a retry of its cluster, as a forward's is: within
+    /// the cluster's maxRetries and retry budget, counted in its fastgate_upstream_retries_total; past them the next
+    /// target at once.</summary>
+    [Theory]
+    [InlineData("""{ "maxRetries": 1 }""", 1, 0, 2)]
+    [InlineData("""{ "maxRetries": 1, "budgetPercent": 0, "minRetryConcurrency": 0 }""", 0, 1, 1)]
+    [InlineData("""{ "maxRetries": 0 }""", 0, 0, 1)]
+    public async Task ClusterProvider_RetriesWithinItsClustersBudget_ThenFailsOver(string retry, int retries, int exhausted, int connectFailovers)
+    {
+        using var closedA = Ports.Refusing();
+        using var closedB = Ports.Refusing();
+        await using var backup = new FakeProvider(_ => FakeProvider.Json(200,
+            """{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"""));
+        await using var gw = await TestGateway.StartAsync(Config(
+            $$"""{ "id": "local", "kind": "openai-compatible", "cluster": "nodes", "basePath": "/v1" }, { "id": "backup", "kind": "openai-compatible", "baseUrl": "{{backup.Address}}/v1" }""",
+            """{ "name": "m", "targets": ["local:llama3", "backup:m2"], "weights": [1, 0] }""",
+            extraClusters: $$""", { "id": "nodes", "retry": {{retry}}, "destinations": [ { "address": "{{closedA.Address}}" }, { "address": "{{closedB.Address}}" } ] }"""));
+        Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", """{"model":"m","messages":[{"role":"user","content":"x"}]}""")).Status);
+        Assert.Single(backup.Requests);
+        Assert.Equal(retries, gw.Metrics.UpstreamRetries.WithLabels("nodes", "connect").Value);
+        Assert.Equal(exhausted, gw.Metrics.RetryBudgetExhausted.WithLabels("nodes").Value);
+        Assert.Equal(connectFailovers, AiMetrics.For(gw.Metrics).Failovers.WithLabels("ai", "local", "connect").Value);
+    }
+
+    /// <summary>A cluster provider at its cluster's circuit-breaker bound (maxConcurrentRequests) fails over to the next
+    /// target at once, counted as the cluster's rejection, and is not cooled down: it is busy, not broken.</summary>
+    [Fact]
+    public async Task ClusterProvider_AtItsCircuitBreakerBound_FailsOverAtOnce_WithoutCooldown()
+    {
+        using var release = new ManualResetEventSlim();
+        const string ok = """{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}""";
+        await using var slow = new FakeProvider(_ =>
+        {
+            release.Wait(TimeSpan.FromSeconds(20)); // holds the first call in flight until the second one was decided
+            return FakeProvider.Json(200, ok);
+        });
+        await using var backup = new FakeProvider(_ => FakeProvider.Json(200, ok));
+        await using var gw = await TestGateway.StartAsync(Config(
+            $$"""{ "id": "local", "kind": "openai-compatible", "cluster": "nodes", "basePath": "/v1" }, { "id": "backup", "kind": "openai-compatible", "baseUrl": "{{backup.Address}}/v1" }""",
+            """{ "name": "m", "targets": ["local:llama3", "backup:m2"], "weights": [1, 0] }""",
+            extraClusters: $$""", { "id": "nodes", "circuitBreaker": { "maxConcurrentRequests": 1 }, "destinations": [ { "address": "{{slow.Address}}" } ] }"""));
+        const string chat = """{"model":"m","messages":[{"role":"user","content":"x"}]}""";
+        var first = PostAsync(gw, "/ai/v1/chat/completions", chat);
+        await Eventually.WaitUntilAsync(() => slow.Requests.Count == 1, "the first call at the cluster provider", TimeSpan.FromSeconds(10));
+        Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", chat)).Status);
+        Assert.Single(backup.Requests);
+        Assert.Equal(1, gw.Metrics.CircuitBreakerRejections.WithLabels("nodes", "concurrent").Value);
+        Assert.Equal(1, AiMetrics.For(gw.Metrics).Failovers.WithLabels("ai", "local", "circuit_open").Value);
+        release.Set();
+        Assert.Equal(200, (await first).Status);
+        // no cooldown: the next call goes to the cluster provider again
+        Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", chat)).Status);
+        Assert.Equal(2, slow.Requests.Count);
+        Assert.Single(backup.Requests);
+    }
+    /// <summary>A weight of 0 makes a target a fallback: never the first try while a weighted target is ready, and
+    /// first (in list order) once every weighted one cools down.</summary>
+    [Fact]
+    public async Task A_weight_of_zero_is_a_fallback_only()
+    {
+        const string ok = """{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}""";
+        bool primaryDown = false;
+        await using var primary = new FakeProvider(_ => Volatile.Read(ref primaryDown) ? FakeProvider.Json(503, """{"error":{"message":"down"}}""") : FakeProvider.Json(200, ok));
+        await using var second = new FakeProvider(_ => FakeProvider.Json(200, ok));
+        await using var third = new FakeProvider(_ => FakeProvider.Json(200, ok));
+        await using var gw = await TestGateway.StartAsync(Config(
+            $$"""{ "id": "p", "kind": "openai-compatible", "baseUrl": "{{primary.Address}}/v1" }, { "id": "s", "kind": "openai-compatible", "baseUrl": "{{second.Address}}/v1" }, { "id": "t", "kind": "openai-compatible", "baseUrl": "{{third.Address}}/v1" }""",
+            """{ "name": "m", "targets": ["t:c", "p:a", "s:b"], "weights": [0, 1, 0] }"""));
+        const string chat = """{"model":"m","messages":[{"role":"user","content":"x"}]}""";
+        for (int i = 0; i < 20; i++) Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", chat)).Status);
+        Assert.Equal(20, primary.Requests.Count);
+        Assert.Empty(second.Requests);
+        Assert.Empty(third.Requests);
+        // the weighted target fails: the fallbacks in list order; then it cools down and the first fallback leads
+        Volatile.Write(ref primaryDown, true);
+        for (int i = 0; i < 3; i++) Assert.Equal(200, (await PostAsync(gw, "/ai/v1/chat/completions", chat)).Status);
+        Assert.Equal(21, primary.Requests.Count);
+        Assert.Equal(3, third.Requests.Count);
+        Assert.Empty(second.Requests);
+    }
 }
