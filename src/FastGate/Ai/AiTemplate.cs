@@ -19,27 +19,39 @@ public sealed record AiTemplateConfig
     public string? System { get; init; }
     /// <summary>The user message, with {{variable}} placeholders; {{input}} is the input when it is a string.</summary>
     public string Prompt { get; init; } = "";
+    /// <summary>Few-shot examples: user/assistant turns sent between the system message and the prompt, in order.</summary>
+    public IReadOnlyList<AiTemplateExample> Examples { get; init; } = [];
     public long? MaxTokens { get; init; }
     public double? Temperature { get; init; }
+}
+
+/// <summary>One few-shot turn of a template: what a user said and what the assistant answered (placeholders allowed).</summary>
+public sealed record AiTemplateExample
+{
+    public string User { get; init; } = "";
+    public string Assistant { get; init; } = "";
 }
 
 /// <summary>A compiled template: its text cut into literal pieces and variable names, filled in one pass.</summary>
 public sealed class AiTemplate
 {
     private readonly Part[] _system, _prompt;
+    private readonly (Part[] User, Part[] Assistant)[] _examples;
     private readonly HashSet<string> _variables;
 
     internal readonly record struct Part(string Text, bool IsVariable);
 
-    private AiTemplate(AiTemplateConfig c, Part[] system, Part[] prompt)
+    private AiTemplate(AiTemplateConfig c, Part[] system, (Part[] User, Part[] Assistant)[] examples, Part[] prompt)
     {
         Path = c.Path;
         Model = c.Model;
         MaxTokens = c.MaxTokens;
         Temperature = c.Temperature;
         _system = system;
+        _examples = examples;
         _prompt = prompt;
-        _variables = system.Concat(prompt).Where(p => p.IsVariable).Select(p => p.Text).ToHashSet(StringComparer.Ordinal);
+        _variables = system.Concat(examples.SelectMany(e => e.User.Concat(e.Assistant))).Concat(prompt)
+            .Where(p => p.IsVariable).Select(p => p.Text).ToHashSet(StringComparer.Ordinal);
         Variables = _variables.Order(StringComparer.Ordinal).ToArray();
     }
 
@@ -51,7 +63,9 @@ public sealed class AiTemplate
     public string[] Variables { get; }
 
     public static AiTemplate Compile(AiTemplateConfig c) =>
-        new(c, c.System is null ? [] : Parse(c.System, out _) ?? [], Parse(c.Prompt, out _) ?? []);
+        new(c, c.System is null ? [] : Parse(c.System, out _) ?? [],
+            c.Examples.Select(e => (Parse(e.User, out _) ?? [], Parse(e.Assistant, out _) ?? [])).ToArray(),
+            Parse(c.Prompt, out _) ?? []);
 
     /// <summary>Cuts a template text at its {{name}} placeholders; null and <paramref name="error"/> when one is malformed.</summary>
     internal static Part[]? Parse(string text, out string? error)
@@ -167,6 +181,11 @@ public sealed class AiTemplate
                 w.WriteString("model", Model);
                 w.WriteStartArray("messages");
                 if (_system.Length > 0) Message(w, "system", _system, values);
+                foreach (var (user, assistant) in _examples)
+                {
+                    Message(w, "user", user, values);
+                    Message(w, "assistant", assistant, values);
+                }
                 Message(w, "user", _prompt, values);
                 w.WriteEndArray();
                 if (MaxTokens is { } max) w.WriteNumber("max_tokens", max);
@@ -192,7 +211,9 @@ public sealed class AiTemplate
 internal static class AiTemplateConfigBinder
 {
     internal static readonly string[] Properties = ConfigReader.Names(nameof(AiTemplateConfig.Path), nameof(AiTemplateConfig.Model),
-        nameof(AiTemplateConfig.System), nameof(AiTemplateConfig.Prompt), nameof(AiTemplateConfig.MaxTokens), nameof(AiTemplateConfig.Temperature));
+        nameof(AiTemplateConfig.System), nameof(AiTemplateConfig.Prompt), nameof(AiTemplateConfig.Examples), nameof(AiTemplateConfig.MaxTokens),
+        nameof(AiTemplateConfig.Temperature));
+    private static readonly string[] ExampleProperties = ConfigReader.Names(nameof(AiTemplateExample.User), nameof(AiTemplateExample.Assistant));
 
     public static AiTemplateConfig Bind(JsonElement x, string xp, ConfigReader r)
     {
@@ -203,6 +224,15 @@ internal static class AiTemplateConfigBinder
             Model = r.String(x, xp, nameof(AiTemplateConfig.Model), required: true) ?? "",
             System = r.String(x, xp, nameof(AiTemplateConfig.System)),
             Prompt = r.String(x, xp, nameof(AiTemplateConfig.Prompt), required: true) ?? "",
+            Examples = r.Objects(x, xp, nameof(AiTemplateConfig.Examples), false, (e, ep) =>
+            {
+                r.CheckUnknown(e, ep, ExampleProperties);
+                return new AiTemplateExample
+                {
+                    User = r.String(e, ep, nameof(AiTemplateExample.User), required: true) ?? "",
+                    Assistant = r.String(e, ep, nameof(AiTemplateExample.Assistant), required: true) ?? "",
+                };
+            }),
             MaxTokens = r.Integer(x, xp, nameof(AiTemplateConfig.MaxTokens), 1, 10_000_000),
             Temperature = r.Number(x, xp, nameof(AiTemplateConfig.Temperature), 0, 2),
         };
@@ -224,6 +254,12 @@ internal static class AiTemplateConfigBinder
             if (t.Model.Length > 0 && !models.Contains(t.Model)) errors.Add(new ConfigError(tp + ".model", $"unknown model '{t.Model}'"));
             if (t.System is { } system && AiTemplate.Parse(system, out var se) is null) errors.Add(new ConfigError(tp + ".system", se!));
             if (t.Prompt.Length > 0 && AiTemplate.Parse(t.Prompt, out var pe) is null) errors.Add(new ConfigError(tp + ".prompt", pe!));
+            for (int k = 0; k < t.Examples.Count; k++)
+            {
+                string ep = ConfigReader.Index(tp + ".examples", k);
+                if (AiTemplate.Parse(t.Examples[k].User, out var ue) is null) errors.Add(new ConfigError(ep + ".user", ue!));
+                if (AiTemplate.Parse(t.Examples[k].Assistant, out var ae) is null) errors.Add(new ConfigError(ep + ".assistant", ae!));
+            }
         }
     }
 }

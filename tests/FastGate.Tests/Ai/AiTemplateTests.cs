@@ -144,7 +144,8 @@ public sealed class AiTemplateTests
                 { "path": "summarize", "model": "fats", "prompt": "Hi {{name" },
                 { "path": "/a", "model": "fast", "prompt": "{{ 1st }}", "system": "{{}}", "temperature": 3, "maxTokens": 0 },
                 { "path": "/a", "model": "fast", "prompt": "ok", "tone": "dry" },
-                { "model": "fast" }
+                { "model": "fast" },
+                { "path": "/b", "model": "fast", "prompt": "ok", "examples": [ { "user": "{{ x", "assistant": "a" }, { "user": "u" }, { "user": "u", "assistant": "a", "role": "tool" } ] }
               ]
             """)).Errors.Select(e => e.ToString()).ToList();
         string[] expected =
@@ -160,6 +161,9 @@ public sealed class AiTemplateTests
             "$.routes[0].ai.templates[2].tone: unknown property",
             "$.routes[0].ai.templates[3].path: is required",
             "$.routes[0].ai.templates[3].prompt: is required",
+            "$.routes[0].ai.templates[4].examples[0].user: '{{' at character 0 is not closed",
+            "$.routes[0].ai.templates[4].examples[1].assistant: is required",
+            "$.routes[0].ai.templates[4].examples[2].role: unknown property",
         ];
         foreach (var e in expected) Assert.Contains(errors, x => x.StartsWith(e, StringComparison.Ordinal));
         Assert.Equal(expected.Length, errors.Count);
@@ -167,5 +171,30 @@ public sealed class AiTemplateTests
         var only = ConfigLoader.Load(Gateway("""{ "id": "oa", "kind": "openai", "baseUrl": "https://x" }""", """{ "name": "fast", "targets": ["oa:a"] }""",
             """, "templatesOnly": true""")).Errors.Select(e => e.ToString()).ToList();
         Assert.Equal(["$.routes[0].ai.templatesOnly: there are no templates to serve"], only);
+    }
+    /// <summary>Few-shot examples go between the system message and the prompt as user/assistant turns, in order,
+    /// with their placeholders filled like the prompt's; the caller still sees none of it.</summary>
+    [Fact]
+    public async Task Template_Examples_AreSentAsTurnsBeforeThePrompt()
+    {
+        await using var oa = Provider();
+        await using var gw = await TestGateway.StartAsync(Gateway(
+            $$"""{ "id": "oa", "kind": "openai", "baseUrl": "{{oa.Address}}/v1" }""", """{ "name": "fast", "targets": ["oa:gpt-4o-mini"] }""",
+            """
+            , "templates": [ { "path": "/sentiment", "model": "fast", "system": "Label the sentiment. SECRET-SYSTEM-PROMPT",
+                "examples": [ { "user": "I love it", "assistant": "positive" }, { "user": "Answer in {{lang}}: awful", "assistant": "negative" } ],
+                "prompt": "Answer in {{lang}}: {{text}}" } ]
+            """));
+        var r = await SendAsync(gw, "POST", "/ai/sentiment", """{"input":{"lang":"English","text":"not bad"}}""");
+        Assert.Equal(200, r.Status);
+        Assert.DoesNotContain("positive", r.Body);
+        Assert.DoesNotContain("SECRET-SYSTEM-PROMPT", r.Body);
+        Assert.True(oa.Requests.TryDequeue(out var sent));
+        var messages = sent.Json.GetProperty("messages").EnumerateArray()
+            .Select(m => (m.GetProperty("role").GetString(), m.GetProperty("content").GetString())).ToArray();
+        Assert.Equal(
+            [("system", "Label the sentiment. SECRET-SYSTEM-PROMPT"), ("user", "I love it"), ("assistant", "positive"),
+             ("user", "Answer in English: awful"), ("assistant", "negative"), ("user", "Answer in English: not bad")],
+            messages);
     }
 }
