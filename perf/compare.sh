@@ -266,6 +266,12 @@ run_load() { # run_load NAME URL [HEADER]
     /Non-2xx or 3xx responses:/ { e += $NF }
     /Socket errors:/ { for (i = 4; i <= NF; i += 2) { v = $i; gsub(/,/, "", v); e += v } }
     END { print e + 0 }' "$out")
+  if [ "$ERRORS" != 0 ]; then
+    # which kind (wrk: connect / read / write / timeout, or a status), per run
+    for f in "$out".*; do
+      grep -hE 'Socket errors:|Non-2xx or 3xx' "$f" | sed "s|^|compare: $name errors (run ${f##*.}): |" >&2 || true
+    done
+  fi
   BPR=""
   SBPR=""
   if [ -n "$steady_ok" ] && [ "$steady_requests" -gt 0 ]; then
